@@ -1,0 +1,1 @@
+//! Mesos v1 wire formats.
