@@ -1,0 +1,26 @@
+# Thin wrappers: every target is one cargo or script call.
+CARGO ?= cargo
+
+.PHONY: build test check images bench run soak
+
+build:
+	$(CARGO) build --release --bin capstan
+
+## The README's test command: every crate's unit and integration tests (Docker tests included).
+test:
+	$(CARGO) test --workspace --locked
+
+check:
+	$(CARGO) fmt --all -- --check && $(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Offline container images (capstan/busybox, capstan/redis, capstan/http); no registry needed.
+images:
+	images/build.sh
+
+## Benchmarks; each writes its table into docs/BENCHMARKS.md.
+bench:
+	$(CARGO) bench --workspace --locked
+
+## Build, make the images, and run a local cluster (what exists so far; see README).
+run: build images
+	target/release/capstan dev up
