@@ -1,0 +1,93 @@
+//! The node config files of a dev cluster: one `config.yaml` per node with a section per
+//! daemon, the same file format an installed node reads from `/etc/capstan/config.yaml`.
+//! Building them is pure; writing them is the only I/O here.
+
+use serde_json::{Value, json};
+
+use crate::DevError;
+use crate::layout::{Daemon, Node, Role};
+use crate::paths::{ClusterPaths, write_atomic};
+
+/// The YAML config of `node` in the cluster `nodes`. `cluster_label` is a `key=value` label
+/// every task container of this cluster carries, so `capstan dev down` finds them.
+pub fn node_config(node: &Node, nodes: &[Node], paths: &ClusterPaths, cluster_label: (&str, &str)) -> Value {
+    let masters: Vec<&Node> = nodes.iter().filter(|n| n.role == Role::Master).collect();
+    let coord_endpoints: Vec<String> = masters.iter().map(|m| m.http_addr(Daemon::Coord).to_string()).collect();
+    let master_endpoints: Vec<String> = masters.iter().map(|m| m.http_addr(Daemon::Master).to_string()).collect();
+    let data = paths.node_data(&node.name);
+    let mut config = json!({ "log": { "level": "info" } });
+    match node.role {
+        Role::Master => {
+            let members: Vec<Value> = masters
+                .iter()
+                .map(|m| json!({ "id": u64::from(m.index), "addr": m.http_addr(Daemon::Coord).to_string() }))
+                .collect();
+            config["coord"] = json!({
+                "id": u64::from(node.index),
+                "listen": node.http_addr(Daemon::Coord).to_string(),
+                "data_dir": data.join("coord"),
+                "members": members,
+            });
+            config["master"] = json!({
+                "listen": node.http_addr(Daemon::Master).to_string(),
+                "hostname": node.address.to_string(),
+                "coord": { "endpoints": coord_endpoints },
+            });
+            config["apps"] = json!({
+                "listen": node.http_addr(Daemon::Apps).to_string(),
+                "masters": master_endpoints,
+                "coord": { "endpoints": coord_endpoints },
+            });
+            config["dns"] = json!({
+                "listen": format!("{}:{}", node.address, crate::layout::DNS_PORT),
+                "http_listen": node.http_addr(Daemon::Dns).to_string(),
+                "masters": master_endpoints,
+            });
+        }
+        Role::Agent => {
+            config["agent"] = json!({
+                "listen": node.http_addr(Daemon::Agent).to_string(),
+                "advertise_ip": node.address.to_string(),
+                "hostname": node.address.to_string(),
+                "work_dir": data.join("agent"),
+                "masters": master_endpoints,
+                "docker": { "extra_labels": { cluster_label.0: cluster_label.1 } },
+            });
+        }
+    }
+    config
+}
+
+/// Writes every node's `config.yaml` (and creates its data directory).
+pub fn write_node_configs(nodes: &[Node], paths: &ClusterPaths, label_key: &str) -> Result<(), DevError> {
+    let label_value = paths.control_name();
+    for node in nodes {
+        let dir = paths.node_dir(&node.name);
+        std::fs::create_dir_all(paths.node_data(&node.name)).map_err(|source| DevError::Io { path: dir.clone(), source })?;
+        let config = node_config(node, nodes, paths, (label_key, &label_value));
+        let yaml = serde_yaml_ng::to_string(&config).expect("a JSON value always serialises to YAML");
+        let text = format!("# Written by `capstan dev up` for {}; rewritten at every `up`.\n{yaml}", node.name);
+        write_atomic(&paths.node_config(&node.name), text.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::layout;
+
+    #[test]
+    fn masters_list_every_coord_member_and_agents_point_at_every_master() {
+        let nodes = layout(3, 1).unwrap();
+        let paths = ClusterPaths::new("/tmp/x");
+        let m2 = node_config(&nodes[1], &nodes, &paths, ("k", "v"));
+        assert_eq!(m2["coord"]["id"], 2);
+        assert_eq!(m2["coord"]["members"].as_array().unwrap().len(), 3);
+        assert_eq!(m2["master"]["listen"], "127.0.1.2:5050");
+        let a1 = node_config(&nodes[3], &nodes, &paths, ("k", "v"));
+        assert_eq!(a1["agent"]["masters"], json!(["127.0.1.1:5050", "127.0.1.2:5050", "127.0.1.3:5050"]));
+        assert_eq!(a1["agent"]["docker"]["extra_labels"]["k"], "v");
+        assert!(a1.get("coord").is_none());
+    }
+}
