@@ -1,1 +1,19 @@
-//! Daemon scaffolding.
+//! Daemon scaffolding shared by every Capstan daemon: loading and validating the YAML config
+//! (one error names the file, the field path and the problem; unknown keys are errors), setting
+//! up logs (human-readable on stderr, or journald when systemd runs us), turning SIGTERM/SIGINT
+//! into a [`CancellationToken`](tokio_util::sync::CancellationToken), and telling systemd we are
+//! ready. Key decision: no daemon logic lives here and nothing here owns a task beyond the signal
+//! watcher, so a daemon's `Server::start` stays testable without any of it.
+
+pub mod config;
+pub mod logging;
+pub mod notify;
+pub mod shutdown;
+
+pub use config::{
+    ConfigProblem, EX_CONFIG, LoadConfigError, Validate, duration_millis, duration_secs,
+    load_config, parse_config,
+};
+pub use logging::{LogConfig, LogFormat, LogInitError, LogTarget, init_logging};
+pub use notify::{notify_ready, notify_status, notify_stopping};
+pub use shutdown::shutdown_on_signals;

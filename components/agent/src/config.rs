@@ -1,0 +1,241 @@
+//! The agent's configuration (`capstan agent --config agent.yaml`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use serde::{Deserialize, Serialize};
+
+use crate::resources::{PortRange, parse_attribute, parse_port_ranges};
+
+/// Configuration of one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on (Mesos agents use port 5051).
+    pub listen: SocketAddr,
+    /// The IP other hosts reach this agent and its tasks on: host ports are published on it,
+    /// HOST-network tasks report it. Default: the listen IP, or 127.0.0.1 when that is a
+    /// wildcard.
+    pub advertise_ip: Option<IpAddr>,
+    /// Hostname reported to the master and given to tasks as `HOST`. Default: the system's.
+    pub hostname: Option<String>,
+    /// Where sandboxes and the checkpoint live.
+    pub work_dir: PathBuf,
+    /// Master addresses (`host:port`). Empty runs the agent standalone (local API only).
+    pub masters: Vec<String>,
+    /// A public agent: its resources carry the `slave_public` role.
+    pub public: bool,
+    /// Resources offered; anything unset is detected.
+    pub resources: ResourcesConfig,
+    /// Attributes as `name:value` (`rack:r1`, `zone:a`).
+    pub attributes: Vec<String>,
+    /// Docker containerizer settings.
+    pub docker: DockerConfig,
+    /// Grace period between SIGTERM and SIGKILL when a task has no kill policy.
+    #[serde(with = "duration_secs")]
+    pub default_kill_grace: Duration,
+    /// How often unacknowledged status updates are sent again.
+    #[serde(with = "duration_secs")]
+    pub status_update_retry: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5051),
+            advertise_ip: None,
+            hostname: None,
+            work_dir: PathBuf::from("/var/lib/capstan/agent"),
+            masters: Vec::new(),
+            public: false,
+            resources: ResourcesConfig::default(),
+            attributes: Vec::new(),
+            docker: DockerConfig::default(),
+            default_kill_grace: Duration::from_secs(5),
+            status_update_retry: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Resource totals; `None` means "detect".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcesConfig {
+    pub cpus: Option<f64>,
+    /// Memory in MB.
+    pub mem: Option<f64>,
+    /// Disk in MB (of the file system holding `work_dir`).
+    pub disk: Option<f64>,
+    /// Port ranges, Mesos style: `[31000-32000]` or `31000-31999,33000-33010`.
+    pub ports: String,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        ResourcesConfig {
+            cpus: None,
+            mem: None,
+            disk: None,
+            ports: "[31000-32000]".to_owned(),
+        }
+    }
+}
+
+/// Docker containerizer settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Engine address (`unix:///var/run/docker.sock`); default `DOCKER_HOST` or the local socket.
+    pub host: Option<String>,
+    /// How long an image pull may take before the launch fails.
+    #[serde(with = "duration_secs")]
+    pub pull_timeout: Duration,
+    /// Whether tasks may ask for privileged containers.
+    pub allow_privileged: bool,
+    /// Also set a CFS quota from `cpus` (hard cap), not only CPU shares.
+    pub cpu_quota: bool,
+    /// Labels put on every container this agent creates (tests use it for cleanup).
+    pub extra_labels: BTreeMap<String, String>,
+    /// Where the sandbox is mounted inside containers (`MESOS_SANDBOX`).
+    pub sandbox_mount: String,
+    /// Destroy containers named for this agent that no checkpointed task owns.
+    pub kill_orphans: bool,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            host: None,
+            pull_timeout: Duration::from_secs(300),
+            allow_privileged: false,
+            cpu_quota: false,
+            extra_labels: BTreeMap::new(),
+            sandbox_mount: "/mnt/mesos/sandbox".to_owned(),
+            kill_orphans: true,
+        }
+    }
+}
+
+impl Config {
+    /// The configured port ranges (valid after [`Validate::validate`] passed).
+    pub fn port_ranges(&self) -> Vec<PortRange> {
+        parse_port_ranges(&self.resources.ports).unwrap_or_default()
+    }
+
+    /// The IP tasks and published ports are reachable on.
+    pub fn effective_advertise_ip(&self) -> IpAddr {
+        match self.advertise_ip {
+            Some(ip) => ip,
+            None if self.listen.ip().is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None => self.listen.ip(),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if !self.work_dir.is_absolute() {
+            problems.push(ConfigProblem::new("work_dir", "must be an absolute path"));
+        }
+        if let Some(h) = &self.hostname
+            && h.trim().is_empty()
+        {
+            problems.push(ConfigProblem::new("hostname", "must not be empty"));
+        }
+        for (i, m) in self.masters.iter().enumerate() {
+            if m.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                problems.push(ConfigProblem::new(
+                    format!("masters[{i}]"),
+                    format!("`{m}` is not host:port"),
+                ));
+            }
+        }
+        let scalars = [
+            ("resources.cpus", self.resources.cpus),
+            ("resources.mem", self.resources.mem),
+            ("resources.disk", self.resources.disk),
+        ];
+        for (field, value) in scalars {
+            if let Some(v) = value
+                && !(v.is_finite() && v >= 0.0)
+            {
+                problems.push(ConfigProblem::new(field, "must be a number >= 0"));
+            }
+        }
+        if let Err(e) = parse_port_ranges(&self.resources.ports) {
+            problems.push(ConfigProblem::new("resources.ports", e));
+        }
+        for (i, a) in self.attributes.iter().enumerate() {
+            if let Err(e) = parse_attribute(a) {
+                problems.push(ConfigProblem::new(format!("attributes[{i}]"), e));
+            }
+        }
+        if self.docker.pull_timeout.is_zero() {
+            problems.push(ConfigProblem::new("docker.pull_timeout", "must be above 0"));
+        }
+        if !self.docker.sandbox_mount.starts_with('/') {
+            problems.push(ConfigProblem::new(
+                "docker.sandbox_mount",
+                "must be an absolute path",
+            ));
+        }
+        if self.status_update_retry.is_zero() {
+            problems.push(ConfigProblem::new("status_update_retry", "must be above 0"));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), vec![]);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let cfg = Config {
+            work_dir: PathBuf::from("relative"),
+            masters: vec!["nohost".into()],
+            attributes: vec!["noval".into()],
+            resources: ResourcesConfig {
+                cpus: Some(-1.0),
+                ports: "[32000-31000]".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let fields: Vec<String> = cfg.validate().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "work_dir",
+                "masters[0]",
+                "resources.cpus",
+                "resources.ports",
+                "attributes[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn yaml_with_unknown_keys_is_rejected() {
+        let err = serde_yaml_ng::from_str::<Config>("listen: 0.0.0.0:5051\nbogus: 1\n");
+        assert!(err.is_err());
+        let ok: Config = serde_yaml_ng::from_str(
+            "public: true\nattributes: [\"rack:r1\"]\ndocker:\n  allow_privileged: true\n",
+        )
+        .unwrap();
+        assert!(ok.public && ok.docker.allow_privileged);
+    }
+}

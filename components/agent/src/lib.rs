@@ -1,0 +1,25 @@
+//! The Capstan agent (`capstan agent`, port 5051): runs tasks as Docker containers (Docker
+//! Engine API via bollard) or as plain processes, checkpoints them, and reports their states.
+//!
+//! Key decision: one task-manager task owns all task state and the checkpoint; per-task
+//! supervisors drive a [`containerizer::Containerizer`] and only send it events. What to
+//! create for a task is decided by the pure [`spec`] module, so the Docker side is a thin
+//! translation. Containers are named `mesos-<agent-id>.<container-id>` and labelled with the
+//! task, framework and agent, which is how a restarted agent finds, reattaches to, or destroys
+//! them.
+
+pub mod checkpoint;
+pub mod config;
+pub mod containerizer;
+pub mod health;
+pub mod http;
+pub mod manager;
+pub mod master;
+pub mod resources;
+pub mod server;
+pub mod spec;
+pub mod supervisor;
+
+pub use config::Config;
+pub use manager::{AgentSnapshot, ManagerError, StatusUpdate, TaskManagerHandle, TaskView};
+pub use server::{Server, ServerHandle, StartError, run};

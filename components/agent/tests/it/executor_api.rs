@@ -1,0 +1,198 @@
+//! The executor API, with the test playing the custom executor over HTTP.
+
+use base64::Engine as _;
+use capstan_proto::mesos::v1::TaskState;
+use capstan_proto::recordio::RecordIoDecoder;
+use capstan_testkit::wait_until;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::harness::*;
+
+struct EventStream {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    decoder: RecordIoDecoder,
+}
+
+impl EventStream {
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some(rec) = self.decoder.next_record().unwrap() {
+                return serde_json::from_slice(&rec).unwrap();
+            }
+            let chunk = tokio::time::timeout(DEADLINE, self.body.next())
+                .await
+                .expect("an event in time")
+                .expect("stream open")
+                .unwrap();
+            self.decoder.push(&chunk);
+        }
+    }
+}
+
+fn uuid_b64() -> (Vec<u8>, String) {
+    let u = uuid::Uuid::new_v4().as_bytes().to_vec();
+    let b = base64::engine::general_purpose::STANDARD.encode(&u);
+    (u, b)
+}
+
+async fn call(base: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/v1/executor"))
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn update(state: &str, uuid: &str) -> Value {
+    json!({"type": "UPDATE", "framework_id": {"value": FRAMEWORK}, "executor_id": {"value": "E1"},
+           "update": {"status": {"task_id": {"value": "exec-task"}, "state": state, "uuid": uuid,
+                                 "source": "SOURCE_EXECUTOR"}}})
+}
+
+#[tokio::test]
+async fn a_custom_executor_subscribes_gets_its_tasks_and_reports_their_states() {
+    let scope = Scope::new().await;
+    let agent = scope.start().await;
+    let base = format!("http://{}", agent.local_addr());
+    let t = task(
+        "exec-task",
+        json!({"executor": {"executor_id": {"value": "E1"}, "framework_id": {"value": FRAMEWORK},
+                            "command": {"value": "env > executor.env; exec sleep 600"}}}),
+    );
+    agent.tasks().launch(FRAMEWORK, t).await.unwrap();
+    let view = wait_until("executor started", DEADLINE, async || {
+        let snap = agent.tasks().snapshot();
+        let t = snap.task("exec-task")?.clone();
+        let env = std::fs::read_to_string(t.container.sandbox.join("executor.env")).ok()?;
+        env.contains("MESOS_SUBSCRIPTION_BACKOFF_MAX")
+            .then_some((t, env))
+    })
+    .await
+    .unwrap();
+    let (view, env) = view;
+    for needle in [
+        "MESOS_EXECUTOR_ID=E1".to_owned(),
+        format!("MESOS_FRAMEWORK_ID={FRAMEWORK}"),
+        format!("MESOS_AGENT_ENDPOINT={}", agent.local_addr()),
+        format!("MESOS_SLAVE_ID={}", agent.agent_id()),
+        "MESOS_CHECKPOINT=1".to_owned(),
+    ] {
+        assert!(
+            env.lines().any(|l| l == needle),
+            "{needle} missing from:\n{env}"
+        );
+    }
+    assert_eq!(view.state, TaskState::TaskStaging);
+
+    // Bad calls are refused with Mesos' status codes.
+    let r = call(&base, json!({"type": "UPDATE", "framework_id": {"value": FRAMEWORK}, "executor_id": {"value": "nope"},
+        "update": {"status": {"task_id": {"value": "exec-task"}, "state": "TASK_RUNNING", "uuid": uuid_b64().1}}})).await;
+    assert_eq!(r.status(), 400);
+    let r = call(&base, update("TASK_RUNNING", &uuid_b64().1)).await;
+    assert_eq!(r.status(), 403, "not subscribed yet");
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/executor"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/executor"))
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+
+    let resp = call(
+        &base,
+        json!({"type": "SUBSCRIBE", "framework_id": {"value": FRAMEWORK},
+        "executor_id": {"value": "E1"}, "subscribe": {}}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let mut events = EventStream {
+        body: resp.bytes_stream().boxed(),
+        decoder: RecordIoDecoder::new(1 << 20),
+    };
+    let subscribed = events.next().await;
+    assert_eq!(subscribed["type"], "SUBSCRIBED");
+    assert_eq!(
+        subscribed["subscribed"]["executor_info"]["executor_id"]["value"],
+        "E1"
+    );
+    assert_eq!(
+        subscribed["subscribed"]["framework_info"]["id"]["value"],
+        FRAMEWORK
+    );
+    assert_eq!(
+        subscribed["subscribed"]["agent_info"]["id"]["value"],
+        agent.agent_id()
+    );
+    assert_eq!(
+        subscribed["subscribed"]["container_id"]["value"],
+        view.container.container_id.as_str()
+    );
+    let launch = events.next().await;
+    assert_eq!(launch["type"], "LAUNCH");
+    assert_eq!(launch["launch"]["task"]["task_id"]["value"], "exec-task");
+
+    let (running_uuid, running_b64) = uuid_b64();
+    assert_eq!(
+        call(&base, update("TASK_RUNNING", &running_b64))
+            .await
+            .status(),
+        202
+    );
+    let running = wait_state(&agent, "exec-task", TaskState::TaskRunning).await;
+    assert_eq!(
+        running.statuses.last().unwrap().uuid.as_deref(),
+        Some(running_uuid.as_slice())
+    );
+    agent
+        .tasks()
+        .acknowledge("exec-task", &running_uuid)
+        .await
+        .unwrap();
+    let ack = events.next().await;
+    assert_eq!(ack["type"], "ACKNOWLEDGED");
+    assert_eq!(ack["acknowledged"]["uuid"], running_b64);
+
+    agent.tasks().kill("exec-task", None).await.unwrap();
+    let kill = events.next().await;
+    assert_eq!(kill["type"], "KILL");
+    assert_eq!(kill["kill"]["task_id"]["value"], "exec-task");
+    let (_, killed_b64) = uuid_b64();
+    assert_eq!(
+        call(&base, update("TASK_KILLED", &killed_b64))
+            .await
+            .status(),
+        202
+    );
+    wait_state(&agent, "exec-task", TaskState::TaskKilled).await;
+    // Its last task ended: the executor is told to shut down, and its process goes.
+    assert_eq!(events.next().await["type"], "SHUTDOWN");
+    let pid = wait_until("executor pid known", DEADLINE, async || {
+        agent.tasks().snapshot().task("exec-task")?.container.pid
+    })
+    .await
+    .unwrap();
+    wait_until("executor process gone", DEADLINE, async || {
+        let out = std::process::Command::new("pgrep")
+            .arg("-g")
+            .arg(pid.to_string())
+            .output()
+            .unwrap();
+        out.stdout.is_empty()
+    })
+    .await
+    .unwrap();
+    agent.shutdown().await;
+}

@@ -1,0 +1,205 @@
+//! `capstan apps` configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use serde::{Deserialize, Serialize};
+
+/// Apps configuration (YAML section `apps`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the REST API.
+    pub listen: SocketAddr,
+    /// Host name this instance advertises in `/v2/leader` and `X-Marathon-Leader`; defaults
+    /// to the listen address.
+    pub hostname: Option<String>,
+    /// Mesos master URLs (`http://host:5050`), tried in order; 307 redirects are followed.
+    pub masters: Vec<String>,
+    /// Framework name registered with Mesos (DNS names end in `.<name>.mesos`).
+    pub framework_name: String,
+    /// User tasks run as.
+    pub mesos_user: String,
+    /// Framework role.
+    pub mesos_role: String,
+    /// How long Mesos keeps our tasks when we are gone (Marathon: one week).
+    #[serde(with = "duration_secs")]
+    pub failover_timeout: Duration,
+    /// Unused offers are declined for this long.
+    #[serde(with = "duration_secs")]
+    pub decline_offer_duration: Duration,
+    /// Longest wait between reconnect attempts to the master.
+    #[serde(with = "duration_secs")]
+    pub reconnect_backoff_max: Duration,
+    /// Reconnect when no event (heartbeats included) arrived for this many heartbeat intervals.
+    pub heartbeat_failure_threshold: u32,
+    /// How often the state machine re-evaluates deployments, kills and timers.
+    #[serde(with = "duration_secs")]
+    pub tick_interval: Duration,
+    /// How often all tasks are reconciled with the master.
+    #[serde(with = "duration_secs")]
+    pub reconciliation_interval: Duration,
+    /// Service ports are allocated from this range.
+    pub local_port_min: u32,
+    pub local_port_max: u32,
+    /// Where state is kept; no endpoints = in memory (lost on restart).
+    pub store: StoreConfig,
+    /// With coord: the leader's lease; a leader that cannot renew it for this long is replaced.
+    #[serde(with = "duration_secs")]
+    pub leader_lease_ttl: Duration,
+}
+
+/// Where apps keeps its state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// coord endpoints (`http://host:port`); empty = in-memory store.
+    pub coord_endpoints: Vec<String>,
+    /// Key prefix in coord (default `/capstan/apps`).
+    pub prefix: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            hostname: None,
+            masters: vec!["http://127.0.0.1:5050".into()],
+            framework_name: "marathon".into(),
+            mesos_user: "root".into(),
+            mesos_role: "*".into(),
+            failover_timeout: Duration::from_secs(7 * 24 * 3600),
+            decline_offer_duration: Duration::from_secs(5),
+            reconnect_backoff_max: Duration::from_secs(15),
+            heartbeat_failure_threshold: 5,
+            tick_interval: Duration::from_secs(1),
+            reconciliation_interval: Duration::from_secs(600),
+            local_port_min: 10000,
+            local_port_max: 20000,
+            store: StoreConfig::default(),
+            leader_lease_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// A config for tests: loopback port 0, fast timers, the given master.
+    pub fn for_tests(master: &str) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            masters: vec![master.to_string()],
+            decline_offer_duration: Duration::from_millis(200),
+            reconnect_backoff_max: Duration::from_millis(500),
+            tick_interval: Duration::from_millis(50),
+            ..Config::default()
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if self.masters.is_empty() {
+            p.push(ConfigProblem::new(
+                "masters",
+                "must name at least one master",
+            ));
+        }
+        for (i, m) in self.masters.iter().enumerate() {
+            if !(m.starts_with("http://") && m.len() > "http://".len()) {
+                p.push(ConfigProblem::new(
+                    format!("masters[{i}]"),
+                    "must be an http:// URL",
+                ));
+            }
+        }
+        if self.framework_name.is_empty() {
+            p.push(ConfigProblem::new("framework_name", "must not be empty"));
+        }
+        if self.mesos_user.is_empty() {
+            p.push(ConfigProblem::new("mesos_user", "must not be empty"));
+        }
+        if self.mesos_role.is_empty() {
+            p.push(ConfigProblem::new("mesos_role", "must not be empty"));
+        }
+        for (name, d) in [
+            ("tick_interval", self.tick_interval),
+            ("reconnect_backoff_max", self.reconnect_backoff_max),
+            ("reconciliation_interval", self.reconciliation_interval),
+            ("leader_lease_ttl", self.leader_lease_ttl),
+        ] {
+            if d.is_zero() {
+                p.push(ConfigProblem::new(name, "must be greater than 0"));
+            }
+        }
+        if self.heartbeat_failure_threshold == 0 {
+            p.push(ConfigProblem::new(
+                "heartbeat_failure_threshold",
+                "must be at least 1",
+            ));
+        }
+        if self.local_port_min == 0
+            || self.local_port_min > self.local_port_max
+            || self.local_port_max > 65535
+        {
+            p.push(ConfigProblem::new(
+                "local_port_min",
+                "local_port_min..local_port_max must be a non-empty range within 1..65535",
+            ));
+        }
+        if let Some(h) = &self.hostname
+            && (h.is_empty() || h.contains(['/', ' ']))
+        {
+            p.push(ConfigProblem::new("hostname", "must be a plain host name"));
+        }
+        for (i, e) in self.store.coord_endpoints.iter().enumerate() {
+            if !e.starts_with("http://") {
+                p.push(ConfigProblem::new(
+                    format!("store.coord_endpoints[{i}]"),
+                    "must be an http:// URL",
+                ));
+            }
+        }
+        if let Some(prefix) = &self.store.prefix
+            && (!prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//"))
+        {
+            p.push(ConfigProblem::new(
+                "store.prefix",
+                "must look like /capstan/apps",
+            ));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_marathon() {
+        let c = Config::default();
+        assert!(c.validate().is_empty());
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.framework_name, "marathon");
+        assert_eq!(c.failover_timeout, Duration::from_secs(604_800));
+        assert_eq!((c.local_port_min, c.local_port_max), (10000, 20000));
+        assert!(
+            Config::for_tests("http://127.0.0.1:5050")
+                .validate()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_and_every_bad_value_reported() {
+        assert!(serde_yaml_ng::from_str::<Config>("listen: 0.0.0.0:8080\nbogus: 1\n").is_err());
+        let c: Config = serde_yaml_ng::from_str(
+            "masters: []\ntick_interval: 0\nlocal_port_min: 30000\nlocal_port_max: 20000\n",
+        )
+        .unwrap();
+        let fields: Vec<String> = c.validate().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["masters", "tick_interval", "local_port_min"]);
+    }
+}

@@ -1,0 +1,1661 @@
+//! The state machine that owns everything: apps and their versions, groups, deployments, task
+//! records and the launch queue. It is synchronous and is driven by one task: API requests,
+//! Mesos events and timer ticks are method calls with the current time; what it wants done
+//! outside (scheduler calls, store writes) accumulates in outboxes the server drains, and
+//! events go straight to the [`EventBus`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use crate::events::EventBus;
+use crate::health::{self, CheckJob, HealthOutcome};
+use crate::mesos::{self, calls};
+use crate::model::task::is_terminal_state;
+use crate::model::{
+    AppDefinition, HealthResult, NetMode, PathId, TaskRecord, Timestamp, UnreachableStrategy,
+    Violation,
+};
+use crate::placement::{self, Constraint, Needs, Placed, Reason};
+use crate::planner::{self, Action, AppSpec, KillCandidate, Rolling, Step};
+use crate::store::StoreOp;
+
+/// An API error: HTTP status and Marathon's JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "message": message.into() }),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, message)
+    }
+
+    pub fn invalid(details: Vec<Violation>) -> ApiError {
+        ApiError {
+            status: 422,
+            body: json!({"message": "Object is not valid", "details": details}),
+        }
+    }
+}
+
+/// `{deploymentId, version}` of a mutation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentResult {
+    pub deployment_id: String,
+    pub version: Timestamp,
+}
+
+/// A running deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub version: Timestamp,
+    pub affected: Vec<PathId>,
+    pub steps: Vec<Step>,
+    /// Index of the step in progress.
+    pub current_step: usize,
+    /// Definitions of the affected apps before the deployment (absent = did not exist).
+    pub original: BTreeMap<PathId, AppDefinition>,
+}
+
+/// An explicit group: its dependencies and version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupMeta {
+    pub dependencies: Vec<String>,
+    pub version: Timestamp,
+}
+
+/// The last offer an app saw from one agent and why it was not used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferRecord {
+    pub reasons: Vec<Reason>,
+    pub at: Timestamp,
+    pub offer: Value,
+}
+
+/// Launch bookkeeping of one app (backoff, offer statistics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LaunchStats {
+    pub failures: u32,
+    pub delay_until: Option<Timestamp>,
+    pub since: Option<Timestamp>,
+    pub queued: u32,
+    pub last_failure: Option<Value>,
+    pub offers: BTreeMap<String, OfferRecord>,
+    pub processed: u64,
+    pub unused: u64,
+    pub last_used_at: Option<Timestamp>,
+    pub last_unused_at: Option<Timestamp>,
+}
+
+/// One app: current definition, all versions, launch state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppState {
+    pub def: AppDefinition,
+    pub versions: BTreeMap<Timestamp, AppDefinition>,
+    pub launch: LaunchStats,
+}
+
+/// Settings the state machine needs.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub role: String,
+    pub refuse_seconds: f64,
+    pub port_min: u32,
+    pub port_max: u32,
+    pub reconciliation_interval_ms: i64,
+    pub kill_retry_ms: i64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            role: "*".into(),
+            refuse_seconds: 5.0,
+            port_min: 10000,
+            port_max: 20000,
+            reconciliation_interval_ms: 600_000,
+            kill_retry_ms: 10_000,
+        }
+    }
+}
+
+/// How an app is driven right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Steady,
+    Frozen,
+    Restart,
+}
+
+/// What a kill request returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KillOutcome {
+    Tasks(Vec<Value>),
+    Deployment(DeploymentResult),
+}
+
+/// Everything loaded from the store at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub apps: Vec<AppDefinition>,
+    pub versions: Vec<AppDefinition>,
+    pub groups: Vec<(PathId, GroupMeta)>,
+    pub tasks: Vec<TaskRecord>,
+    pub deployments: Vec<Deployment>,
+    pub framework_id: Option<String>,
+}
+
+pub mod keys {
+    use super::*;
+    pub fn app(id: &PathId) -> String {
+        format!("/apps{id}")
+    }
+    pub fn version(id: &PathId, v: Timestamp) -> String {
+        format!("/versions{id}/{}", v.millis())
+    }
+    pub fn task(id: &str) -> String {
+        format!("/tasks/{id}")
+    }
+    pub fn deployment(id: &str) -> String {
+        format!("/deployments/{id}")
+    }
+    pub fn group(id: &PathId) -> String {
+        format!("/groups{id}")
+    }
+    pub const FRAMEWORK_ID: &str = "/framework_id";
+}
+
+pub struct Core {
+    cfg: CoreConfig,
+    apps: BTreeMap<PathId, AppState>,
+    groups: BTreeMap<PathId, GroupMeta>,
+    tasks: BTreeMap<String, TaskRecord>,
+    deployments: Vec<Deployment>,
+    framework_id: Option<String>,
+    connected: bool,
+    agents: BTreeMap<String, Placed>,
+    last_version: Timestamp,
+    last_reconcile: Timestamp,
+    wanted_offers: bool,
+    health_next: BTreeMap<(String, usize), Timestamp>,
+    events: EventBus,
+    /// Scheduler calls to send (without framework id).
+    pub calls: Vec<Value>,
+    /// Store writes, in order.
+    pub store_ops: Vec<StoreOp>,
+}
+
+fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig, events: EventBus, snapshot: Snapshot) -> Core {
+        let mut apps: BTreeMap<PathId, AppState> = BTreeMap::new();
+        for def in snapshot.apps {
+            apps.insert(
+                def.id.clone(),
+                AppState {
+                    def,
+                    versions: BTreeMap::new(),
+                    launch: LaunchStats::default(),
+                },
+            );
+        }
+        for v in snapshot.versions {
+            if let (Some(app), Some(ver)) = (apps.get_mut(&v.id), v.version) {
+                app.versions.insert(ver, v);
+            }
+        }
+        for app in apps.values_mut() {
+            if let Some(v) = app.def.version {
+                app.versions.entry(v).or_insert_with(|| app.def.clone());
+            }
+        }
+        let last_version = apps
+            .values()
+            .filter_map(|a| a.def.version)
+            .max()
+            .unwrap_or_default();
+        Core {
+            cfg,
+            apps,
+            groups: snapshot.groups.into_iter().collect(),
+            tasks: snapshot
+                .tasks
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
+            deployments: snapshot.deployments,
+            framework_id: snapshot.framework_id,
+            connected: false,
+            agents: BTreeMap::new(),
+            last_version,
+            last_reconcile: Timestamp(0),
+            wanted_offers: false,
+            health_next: BTreeMap::new(),
+            events,
+            calls: Vec::new(),
+            store_ops: Vec::new(),
+        }
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn framework_id(&self) -> Option<&str> {
+        self.framework_id.as_deref()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn app(&self, id: &PathId) -> Option<&AppState> {
+        self.apps.get(id)
+    }
+
+    pub fn apps(&self) -> impl Iterator<Item = &AppState> {
+        self.apps.values()
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.tasks.values()
+    }
+
+    pub fn task(&self, id: &str) -> Option<&TaskRecord> {
+        self.tasks.get(id)
+    }
+
+    pub fn tasks_of<'a>(&'a self, app: &'a PathId) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+        self.tasks.values().filter(move |t| &t.app_id == app)
+    }
+
+    pub fn deployments(&self) -> &[Deployment] {
+        &self.deployments
+    }
+
+    pub fn groups(&self) -> &BTreeMap<PathId, GroupMeta> {
+        &self.groups
+    }
+
+    fn put_app_store(&mut self, id: &PathId) {
+        if let Some(a) = self.apps.get(id) {
+            self.store_ops
+                .push(StoreOp::Put(keys::app(id), to_bytes(&a.def)));
+        }
+    }
+
+    fn put_task_store(&mut self, id: &str) {
+        if let Some(t) = self.tasks.get(id) {
+            self.store_ops
+                .push(StoreOp::Put(keys::task(id), to_bytes(t)));
+        }
+    }
+
+    fn next_version(&mut self, now: Timestamp) -> Timestamp {
+        let v = if now > self.last_version {
+            now
+        } else {
+            self.last_version.plus_millis(1)
+        };
+        self.last_version = v;
+        v
+    }
+
+    // ---------------------------------------------------------------- deployments
+
+    /// Apps a dependency path names: the app itself, or every app under a group.
+    fn expand(&self, dep: &PathId, apps: &BTreeMap<PathId, AppSpec>) -> Vec<PathId> {
+        if apps.contains_key(dep) {
+            return vec![dep.clone()];
+        }
+        apps.keys().filter(|a| a.is_under(dep)).cloned().collect()
+    }
+
+    fn specs(&self, defs: &BTreeMap<PathId, AppDefinition>) -> BTreeMap<PathId, AppSpec> {
+        let mut specs: BTreeMap<PathId, AppSpec> = defs
+            .iter()
+            .map(|(id, d)| {
+                (
+                    id.clone(),
+                    AppSpec {
+                        instances: d.instances.max(0) as u32,
+                        config_version: d
+                            .version_info
+                            .as_ref()
+                            .map(|v| v.last_config_change_at)
+                            .unwrap_or_default(),
+                        dependencies: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let snapshot = specs.clone();
+        for (id, d) in defs {
+            let mut deps: Vec<PathId> = Vec::new();
+            let mut raw: Vec<PathId> = d.dependencies.iter().map(|s| PathId::parse(s)).collect();
+            for g in id.ancestors() {
+                if let Some(meta) = self.groups.get(&g) {
+                    raw.extend(meta.dependencies.iter().map(|s| PathId::parse(s)));
+                }
+            }
+            for r in raw {
+                if id.is_under(&r) {
+                    continue;
+                }
+                for a in self.expand(&r, &snapshot) {
+                    if &a != id && !deps.contains(&a) {
+                        deps.push(a);
+                    }
+                }
+            }
+            if let Some(s) = specs.get_mut(id) {
+                s.dependencies = deps;
+            }
+        }
+        specs
+    }
+
+    /// Allocates service ports left at 0, from the configured range, avoiding other apps'.
+    fn allocate_service_ports(&self, def: &mut AppDefinition) -> Result<(), ApiError> {
+        let mut used: BTreeSet<u32> = self
+            .apps
+            .values()
+            .filter(|a| a.def.id != def.id)
+            .flat_map(|a| a.def.port_specs().into_iter().map(|s| s.service_port))
+            .collect();
+        used.extend(
+            def.port_specs()
+                .iter()
+                .map(|s| s.service_port)
+                .filter(|p| *p != 0),
+        );
+        let (min, max) = (self.cfg.port_min, self.cfg.port_max);
+        for slot in def.service_ports_mut() {
+            if *slot == 0 {
+                let p = (min..=max).find(|p| !used.contains(p)).ok_or_else(|| {
+                    ApiError::new(422, format!("no free service port left in {min}-{max}"))
+                })?;
+                used.insert(p);
+                *slot = p;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a change of apps as one deployment. `changes` maps app ids to their new
+    /// definition (normalised and validated, without version) or `None` to remove them;
+    /// `restart` apps get a new config version. 409 if an affected app is locked by another
+    /// deployment, unless `force` (which cancels that deployment).
+    pub fn deploy(
+        &mut self,
+        changes: BTreeMap<PathId, Option<AppDefinition>>,
+        restart: BTreeSet<PathId>,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<DeploymentResult, ApiError> {
+        let affected: BTreeSet<PathId> = changes.keys().chain(restart.iter()).cloned().collect();
+        let conflicts: Vec<String> = self
+            .deployments
+            .iter()
+            .filter(|d| d.affected.iter().any(|a| affected.contains(a)))
+            .map(|d| d.id.clone())
+            .collect();
+        if !conflicts.is_empty() && !force {
+            return Err(ApiError {
+                status: 409,
+                body: json!({
+                    "message": format!("App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/{}'.", conflicts[0]),
+                    "deployments": conflicts.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                }),
+            });
+        }
+        let version = self.next_version(now);
+        let mut prepared: BTreeMap<PathId, Option<AppDefinition>> = BTreeMap::new();
+        for (id, change) in changes {
+            match change {
+                None => {
+                    prepared.insert(id, None);
+                }
+                Some(mut def) => {
+                    self.allocate_service_ports(&mut def)?;
+                    if def.version.is_none() || def.version_info.is_none() {
+                        let prev = self.apps.get(&id).map(|a| &a.def);
+                        let same_config = prev.is_some_and(|p| p.config_key() == def.config_key());
+                        let last_config = match prev.and_then(|p| p.version_info.as_ref()) {
+                            Some(vi) if same_config => vi.last_config_change_at,
+                            _ => version,
+                        };
+                        def.version = Some(version);
+                        def.version_info = Some(crate::model::app::VersionInfo {
+                            last_scaling_at: version,
+                            last_config_change_at: last_config,
+                        });
+                    }
+                    prepared.insert(id, Some(def));
+                }
+            }
+        }
+        for id in &restart {
+            if prepared.contains_key(id) {
+                if let Some(Some(def)) = prepared.get_mut(id)
+                    && let Some(vi) = &mut def.version_info
+                {
+                    vi.last_config_change_at = version;
+                }
+                continue;
+            }
+            let Some(app) = self.apps.get(id) else {
+                return Err(ApiError::not_found(format!("App '{id}' does not exist")));
+            };
+            let mut def = app.def.clone();
+            def.version = Some(version);
+            def.version_info = Some(crate::model::app::VersionInfo {
+                last_scaling_at: version,
+                last_config_change_at: version,
+            });
+            prepared.insert(id.clone(), Some(def));
+        }
+        // Cancel conflicting deployments (force).
+        for cid in &conflicts {
+            self.deployments.retain(|d| &d.id != cid);
+            self.store_ops.push(StoreOp::Delete(keys::deployment(cid)));
+            self.events.publish("deployment_failed", json!({"id": cid}));
+        }
+        let current: BTreeMap<PathId, AppDefinition> = self
+            .apps
+            .iter()
+            .map(|(k, v)| (k.clone(), v.def.clone()))
+            .collect();
+        let mut target = current.clone();
+        for (id, change) in &prepared {
+            match change {
+                Some(def) => {
+                    target.insert(id.clone(), def.clone());
+                }
+                None => {
+                    target.remove(id);
+                }
+            }
+        }
+        let original_specs = self.specs(&current);
+        let target_specs = self.specs(&target);
+        let steps = planner::plan(&original_specs, &target_specs);
+        let deployment = Deployment {
+            id: uuid::Uuid::new_v4().to_string(),
+            version,
+            affected: affected.iter().cloned().collect(),
+            steps,
+            current_step: 0,
+            original: affected
+                .iter()
+                .filter_map(|a| current.get(a).map(|d| (a.clone(), d.clone())))
+                .collect(),
+        };
+        // Apply the target.
+        for (id, change) in prepared {
+            match change {
+                Some(def) => {
+                    let v = def.version.unwrap_or(version);
+                    let config_changed = self
+                        .apps
+                        .get(&id)
+                        .is_none_or(|a| a.def.config_key() != def.config_key());
+                    let state = self.apps.entry(id.clone()).or_insert_with(|| AppState {
+                        def: def.clone(),
+                        versions: BTreeMap::new(),
+                        launch: LaunchStats::default(),
+                    });
+                    state.def = def.clone();
+                    state.versions.insert(v, def.clone());
+                    if config_changed {
+                        state.launch.failures = 0;
+                        state.launch.delay_until = None;
+                    }
+                    self.store_ops
+                        .push(StoreOp::Put(keys::version(&id, v), to_bytes(&def)));
+                    self.put_app_store(&id);
+                }
+                None => {
+                    if let Some(state) = self.apps.remove(&id) {
+                        for v in state.versions.keys() {
+                            self.store_ops.push(StoreOp::Delete(keys::version(&id, *v)));
+                        }
+                    }
+                    self.store_ops.push(StoreOp::Delete(keys::app(&id)));
+                }
+            }
+        }
+        self.store_ops.push(StoreOp::Put(
+            keys::deployment(&deployment.id),
+            to_bytes(&deployment),
+        ));
+        info!(deployment = %deployment.id, steps = deployment.steps.len(), apps = ?deployment.affected.iter().map(ToString::to_string).collect::<Vec<_>>(), "Deployment started");
+        let result = DeploymentResult {
+            deployment_id: deployment.id.clone(),
+            version,
+        };
+        self.events.publish(
+            "group_change_success",
+            json!({"groupId": "/", "version": version}),
+        );
+        self.events.publish("deployment_info", json!({"plan": self.plan_json(&deployment), "currentStep": self.step_json(&deployment, 0)}));
+        self.deployments.push(deployment);
+        self.evaluate(now);
+        if self.queue_total() > 0 {
+            self.calls.push(calls::revive());
+            self.wanted_offers = true;
+        }
+        Ok(result)
+    }
+
+    /// Rolls a deployment back (a new deployment to the original definitions), or with
+    /// `force` just forgets it, leaving everything as it is.
+    pub fn cancel_deployment(
+        &mut self,
+        id: &str,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<Option<DeploymentResult>, ApiError> {
+        let Some(d) = self.deployments.iter().find(|d| d.id == id).cloned() else {
+            return Err(ApiError::not_found(format!(
+                "DeploymentPlan {id} does not exist"
+            )));
+        };
+        if force {
+            self.deployments.retain(|x| x.id != id);
+            self.store_ops.push(StoreOp::Delete(keys::deployment(id)));
+            self.events.publish(
+                "deployment_failed",
+                json!({"id": id, "plan": self.plan_json(&d)}),
+            );
+            return Ok(None);
+        }
+        let changes: BTreeMap<PathId, Option<AppDefinition>> = d
+            .affected
+            .iter()
+            .map(|a| (a.clone(), d.original.get(a).cloned()))
+            .collect();
+        self.deploy(changes, BTreeSet::new(), true, now).map(Some)
+    }
+
+    fn is_counted(&self, t: &TaskRecord, now: Timestamp) -> bool {
+        if !t.is_active() {
+            return false;
+        }
+        if let Some(since) = t.unreachable_since {
+            let strategy = self.apps.get(&t.app_id).map(|a| a.def.unreachable_strategy);
+            if let Some(UnreachableStrategy::Enabled {
+                inactive_after_seconds,
+                ..
+            }) = strategy
+            {
+                return now.millis() - since.millis() < inactive_after_seconds as i64 * 1000;
+            }
+        }
+        true
+    }
+
+    fn is_ready(&self, t: &TaskRecord) -> bool {
+        let has_checks = self
+            .apps
+            .get(&t.app_id)
+            .is_some_and(|a| !a.def.health_checks.is_empty());
+        t.is_running()
+            && t.unreachable_since.is_none()
+            && (!has_checks || t.healthy(true) == Some(true))
+    }
+
+    fn counted_of(&self, app: &PathId, now: Timestamp) -> Vec<&TaskRecord> {
+        self.tasks
+            .values()
+            .filter(|t| &t.app_id == app && self.is_counted(t, now))
+            .collect()
+    }
+
+    fn being_killed(&self, app: &PathId) -> bool {
+        self.tasks
+            .values()
+            .any(|t| &t.app_id == app && !t.is_terminal() && t.kill_requested.is_some())
+    }
+
+    fn action_done(&self, action: &Action, now: Timestamp) -> bool {
+        match action {
+            Action::StartApplication(_) => true,
+            Action::StopApplication(id) => !self.tasks.values().any(|t| &t.app_id == id),
+            Action::ScaleApplication(id) => {
+                let Some(app) = self.apps.get(id) else {
+                    return true;
+                };
+                let counted = self.counted_of(id, now);
+                counted.len() as i64 == app.def.instances
+                    && counted.iter().all(|t| self.is_ready(t))
+                    && !self.being_killed(id)
+            }
+            Action::RestartApplication(id) => {
+                let Some(app) = self.apps.get(id) else {
+                    return true;
+                };
+                let cfg = app
+                    .def
+                    .version_info
+                    .as_ref()
+                    .map(|v| v.last_config_change_at)
+                    .unwrap_or_default();
+                let counted = self.counted_of(id, now);
+                counted.len() as i64 == app.def.instances
+                    && counted
+                        .iter()
+                        .all(|t| t.config_version == cfg && self.is_ready(t))
+                    && !self.being_killed(id)
+            }
+        }
+    }
+
+    /// Brings everything one step closer to the goal: advances deployments, computes launch
+    /// queues, kills surplus, old, orphaned and expired tasks.
+    pub fn evaluate(&mut self, now: Timestamp) {
+        // Unreachable tasks past expungeAfterSeconds are forgotten (and killed, in case).
+        let expired: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                let Some(since) = t.unreachable_since else {
+                    return false;
+                };
+                match self.apps.get(&t.app_id).map(|a| a.def.unreachable_strategy) {
+                    Some(UnreachableStrategy::Enabled {
+                        expunge_after_seconds,
+                        ..
+                    }) => now.millis() - since.millis() >= expunge_after_seconds as i64 * 1000,
+                    _ => false,
+                }
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in expired {
+            if let Some(t) = self.tasks.remove(&id) {
+                info!(task_id = %id, app = %t.app_id, "Expunging unreachable task");
+                self.calls.push(calls::kill(&id, Some(&t.agent_id)));
+                self.store_ops.push(StoreOp::Delete(keys::task(&id)));
+            }
+        }
+        // Orphans: tasks whose app is gone.
+        let orphans: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                !self.apps.contains_key(&t.app_id) && t.kill_requested.is_none() && !t.is_terminal()
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in orphans {
+            self.kill_task(&id, now);
+        }
+        // Deployments advance step by step.
+        let mut finished = Vec::new();
+        for i in 0..self.deployments.len() {
+            loop {
+                let d = &self.deployments[i];
+                if d.current_step >= d.steps.len() {
+                    finished.push(i);
+                    break;
+                }
+                let done = d.steps[d.current_step]
+                    .actions
+                    .iter()
+                    .all(|a| self.action_done(a, now));
+                if !done {
+                    break;
+                }
+                let step = self.step_json(d, d.current_step);
+                let plan = self.plan_json(d);
+                self.events.publish(
+                    "deployment_step_success",
+                    json!({"plan": plan, "currentStep": step}),
+                );
+                self.deployments[i].current_step += 1;
+                let d = &self.deployments[i];
+                self.store_ops
+                    .push(StoreOp::Put(keys::deployment(&d.id), to_bytes(d)));
+                if d.current_step < d.steps.len() {
+                    let step = self.step_json(d, d.current_step);
+                    self.events.publish(
+                        "deployment_info",
+                        json!({"plan": self.plan_json(d), "currentStep": step}),
+                    );
+                }
+            }
+        }
+        for i in finished.into_iter().rev() {
+            let d = self.deployments.remove(i);
+            info!(deployment = %d.id, "Deployment finished");
+            self.store_ops
+                .push(StoreOp::Delete(keys::deployment(&d.id)));
+            self.events.publish(
+                "deployment_success",
+                json!({"id": d.id, "plan": self.plan_json(&d)}),
+            );
+        }
+        // Modes.
+        let mut modes: BTreeMap<PathId, Mode> = BTreeMap::new();
+        for d in &self.deployments {
+            for (si, step) in d.steps.iter().enumerate() {
+                for a in &step.actions {
+                    let mode = match (si.cmp(&d.current_step), a) {
+                        (std::cmp::Ordering::Less, _) => Mode::Steady,
+                        (std::cmp::Ordering::Equal, Action::RestartApplication(_)) => Mode::Restart,
+                        (std::cmp::Ordering::Equal, Action::ScaleApplication(_)) => Mode::Steady,
+                        _ => Mode::Frozen,
+                    };
+                    let entry = modes.entry(a.app().clone()).or_insert(mode);
+                    if mode == Mode::Frozen || (*entry == Mode::Steady && mode == Mode::Restart) {
+                        *entry = mode;
+                    }
+                }
+            }
+        }
+        let ids: Vec<PathId> = self.apps.keys().cloned().collect();
+        for id in ids {
+            let mode = modes.get(&id).copied().unwrap_or(Mode::Steady);
+            let def = self.apps[&id].def.clone();
+            let target = def.instances.max(0) as u32;
+            let counted: Vec<TaskRecord> = self.counted_of(&id, now).into_iter().cloned().collect();
+            let mut queued = 0;
+            let mut kills: Vec<String> = Vec::new();
+            match mode {
+                Mode::Frozen => {}
+                Mode::Steady => {
+                    let n = counted.len() as u32;
+                    if n < target {
+                        queued = target - n;
+                    } else if n > target {
+                        kills = planner::select_kills(
+                            &self.candidates(&counted),
+                            (n - target) as usize,
+                            def.kill_selection,
+                        );
+                    }
+                }
+                Mode::Restart => {
+                    let cfg = def
+                        .version_info
+                        .as_ref()
+                        .map(|v| v.last_config_change_at)
+                        .unwrap_or_default();
+                    let (new, old): (Vec<TaskRecord>, Vec<TaskRecord>) =
+                        counted.into_iter().partition(|t| t.config_version == cfg);
+                    let s = Rolling {
+                        target,
+                        old_alive: old.len() as u32,
+                        new_launched: new.len() as u32,
+                        new_ready: new.iter().filter(|t| self.is_ready(t)).count() as u32,
+                    };
+                    let d = planner::rolling_step(
+                        s,
+                        def.upgrade_strategy.minimum_health_capacity,
+                        def.upgrade_strategy.maximum_over_capacity,
+                    );
+                    queued = d.launch;
+                    kills = planner::select_kills(
+                        &self.candidates(&old),
+                        d.kill_old as usize,
+                        def.kill_selection,
+                    );
+                    if new.len() as u32 > target {
+                        kills.extend(planner::select_kills(
+                            &self.candidates(&new),
+                            new.len() - target as usize,
+                            def.kill_selection,
+                        ));
+                    }
+                }
+            }
+            for k in kills {
+                self.kill_task(&k, now);
+            }
+            if let Some(app) = self.apps.get_mut(&id) {
+                if queued > 0 && app.launch.since.is_none() {
+                    app.launch.since = Some(now);
+                }
+                if queued == 0 {
+                    app.launch.since = None;
+                    app.launch.offers.clear();
+                }
+                app.launch.queued = queued;
+            }
+        }
+        let want = self.queue_total() > 0;
+        if want && !self.wanted_offers && self.connected {
+            self.calls.push(calls::revive());
+        }
+        self.wanted_offers = want;
+    }
+
+    fn candidates(&self, tasks: &[TaskRecord]) -> Vec<KillCandidate> {
+        tasks
+            .iter()
+            .map(|t| KillCandidate {
+                id: t.id.clone(),
+                staged_at: t.staged_at,
+                running: t.is_running(),
+                healthy: t.healthy(
+                    self.apps
+                        .get(&t.app_id)
+                        .is_some_and(|a| !a.def.health_checks.is_empty()),
+                ),
+            })
+            .collect()
+    }
+
+    fn queue_total(&self) -> u32 {
+        self.apps.values().map(|a| a.launch.queued).sum()
+    }
+
+    /// Asks Mesos to kill a task (idempotent; re-sent by `tick` until it is terminal).
+    pub fn kill_task(&mut self, id: &str, now: Timestamp) {
+        if let Some(t) = self.tasks.get_mut(id) {
+            if t.kill_requested.is_none() {
+                info!(task_id = %id, app = %t.app_id, "Killing task");
+            }
+            t.kill_requested = Some(now);
+            self.calls.push(calls::kill(id, Some(&t.agent_id)));
+            self.put_task_store(id);
+        }
+    }
+
+    /// Periodic work: re-evaluate, re-send kills, reconcile now and then.
+    pub fn tick(&mut self, now: Timestamp) {
+        let retry: Vec<(String, String)> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.kill_requested
+                    .is_some_and(|k| now.millis() - k.millis() >= self.cfg.kill_retry_ms)
+            })
+            .map(|t| (t.id.clone(), t.agent_id.clone()))
+            .collect();
+        for (id, agent) in retry {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.kill_requested = Some(now);
+            }
+            self.calls.push(calls::kill(&id, Some(&agent)));
+        }
+        if self.connected
+            && now.millis() - self.last_reconcile.millis() >= self.cfg.reconciliation_interval_ms
+        {
+            self.last_reconcile = now;
+            self.calls.push(calls::reconcile(&[]));
+        }
+        self.evaluate(now);
+    }
+
+    // ---------------------------------------------------------------- Mesos events
+
+    /// SUBSCRIBED: remember the framework id and reconcile every known task.
+    pub fn subscribed(&mut self, framework_id: &str, now: Timestamp) {
+        if self.framework_id.as_deref() != Some(framework_id) {
+            info!(framework_id, "Registered with Mesos");
+            self.framework_id = Some(framework_id.to_string());
+            self.store_ops.push(StoreOp::Put(
+                keys::FRAMEWORK_ID.into(),
+                framework_id.as_bytes().to_vec(),
+            ));
+        } else {
+            info!(framework_id, "Re-registered with Mesos");
+        }
+        self.connected = true;
+        let known: Vec<(String, String)> = self
+            .tasks
+            .values()
+            .map(|t| (t.id.clone(), t.agent_id.clone()))
+            .collect();
+        if !known.is_empty() {
+            self.calls.push(calls::reconcile(&known));
+        }
+        self.calls.push(calls::reconcile(&[]));
+        self.last_reconcile = now;
+        self.calls.push(calls::revive());
+        self.events.publish(
+            "subscribe_event",
+            json!({"clientIp": "", "callbackUrl": ""}),
+        );
+        self.evaluate(now);
+    }
+
+    pub fn disconnected(&mut self) {
+        self.connected = false;
+        self.wanted_offers = false;
+    }
+
+    /// The master removed us: forget the framework id so the next subscription registers anew.
+    pub fn framework_removed(&mut self) {
+        warn!("Framework removed by the master; registering a new one");
+        self.framework_id = None;
+        self.connected = false;
+        self.store_ops
+            .push(StoreOp::Delete(keys::FRAMEWORK_ID.into()));
+    }
+
+    fn needs_of(&self, def: &AppDefinition) -> Needs {
+        let roles = match &def.accepted_resource_roles {
+            Some(r) => r.clone(),
+            None => {
+                let mut r = vec!["*".to_string()];
+                if self.cfg.role != "*" {
+                    r.push(self.cfg.role.clone());
+                }
+                if let Some(role) = &def.role
+                    && !r.contains(role)
+                {
+                    r.push(role.clone());
+                }
+                r
+            }
+        };
+        Needs {
+            cpus: def.cpus,
+            mem: def.mem,
+            disk: def.disk,
+            gpus: f64::from(def.gpus),
+            host_ports: def.port_specs().iter().map(|s| s.host_port).collect(),
+            roles,
+            constraints: def
+                .constraints
+                .iter()
+                .filter_map(|c| Constraint::parse(c))
+                .collect(),
+        }
+    }
+
+    fn placed_of(&self, app: &PathId, now: Timestamp) -> Vec<Placed> {
+        self.counted_of(app, now)
+            .into_iter()
+            .map(|t| {
+                self.agents
+                    .get(&t.agent_id)
+                    .cloned()
+                    .unwrap_or_else(|| Placed {
+                        hostname: t.host.clone(),
+                        attributes: BTreeMap::new(),
+                    })
+            })
+            .collect()
+    }
+
+    /// OFFERS: launch queued tasks where they fit, decline the rest.
+    pub fn offers(&mut self, offers: &[Value], now: Timestamp) {
+        self.evaluate(now);
+        for offer in offers {
+            let view = mesos::offer_view(offer);
+            self.agents.insert(view.agent_id.clone(), Placed::of(&view));
+            let mut left = view.clone();
+            let mut infos = Vec::new();
+            let ids: Vec<PathId> = self
+                .apps
+                .iter()
+                .filter(|(_, a)| {
+                    a.launch.queued > 0 && a.launch.delay_until.is_none_or(|d| d <= now)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for id in ids {
+                let def = self.apps[&id].def.clone();
+                let needs = self.needs_of(&def);
+                let mut placed = self.placed_of(&id, now);
+                let mut launched = 0;
+                let mut last_err = None;
+                while self.apps[&id].launch.queued > 0 {
+                    match placement::match_offer(&left, &needs, &placed) {
+                        Ok(consumed) => {
+                            let task_id = mesos::new_task_id(&id);
+                            let ports = mesos::task_ports(&def, &consumed);
+                            infos.push(mesos::task_info(&def, &task_id, offer, &consumed, &ports));
+                            let record = TaskRecord {
+                                id: task_id.clone(),
+                                app_id: id.clone(),
+                                agent_id: view.agent_id.clone(),
+                                host: view.hostname.clone(),
+                                state: "TASK_STAGING".into(),
+                                staged_at: now,
+                                started_at: None,
+                                version: def.version.unwrap_or_default(),
+                                config_version: def
+                                    .version_info
+                                    .as_ref()
+                                    .map(|v| v.last_config_change_at)
+                                    .unwrap_or_default(),
+                                ports: ports.host_ports.clone(),
+                                service_ports: def
+                                    .port_specs()
+                                    .iter()
+                                    .map(|s| s.service_port)
+                                    .collect(),
+                                ip_addresses: Vec::new(),
+                                mesos_healthy: None,
+                                health: vec![
+                                    HealthResult::default();
+                                    def.health_checks
+                                        .iter()
+                                        .filter(|h| !h.runs_on_agent())
+                                        .count()
+                                ],
+                                kill_requested: None,
+                                unreachable_since: None,
+                                role: def.role.clone().unwrap_or_else(|| "*".into()),
+                            };
+                            info!(task_id = %task_id, app = %id, agent = %view.hostname, "Launching task");
+                            self.tasks.insert(task_id.clone(), record);
+                            self.put_task_store(&task_id);
+                            placement::subtract(&mut left, &consumed);
+                            placed.push(Placed::of(&left));
+                            launched += 1;
+                            if let Some(a) = self.apps.get_mut(&id) {
+                                a.launch.queued -= 1;
+                            }
+                        }
+                        Err(reasons) => {
+                            last_err = Some(reasons);
+                            break;
+                        }
+                    }
+                }
+                let app = self.apps.get_mut(&id).expect("app exists");
+                app.launch.processed += 1;
+                if launched > 0 {
+                    app.launch.last_used_at = Some(now);
+                    app.launch.offers.remove(&view.agent_id);
+                } else if let Some(reasons) = last_err {
+                    app.launch.unused += 1;
+                    app.launch.last_unused_at = Some(now);
+                    debug!(app = %id, agent = %view.hostname, reasons = ?reasons, "Offer does not fit");
+                    app.launch.offers.insert(
+                        view.agent_id.clone(),
+                        OfferRecord {
+                            reasons,
+                            at: now,
+                            offer: json!({
+                                "id": view.id, "agentId": view.agent_id, "hostname": view.hostname,
+                                "resources": offer["resources"].clone(), "attributes": offer["attributes"].clone(),
+                            }),
+                        },
+                    );
+                }
+            }
+            if infos.is_empty() {
+                self.calls.push(calls::decline(
+                    std::slice::from_ref(&view.id),
+                    self.cfg.refuse_seconds,
+                ));
+            } else {
+                self.calls.push(calls::accept(
+                    std::slice::from_ref(&view.id),
+                    infos,
+                    self.cfg.refuse_seconds,
+                ));
+            }
+        }
+        self.evaluate(now);
+    }
+
+    /// UPDATE: a task status. Acknowledged when it carries a uuid.
+    pub fn update(&mut self, status: &Value, now: Timestamp) {
+        let task_id = status["task_id"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let state = status["state"]
+            .as_str()
+            .unwrap_or("TASK_UNKNOWN")
+            .to_string();
+        let agent_id = status["agent_id"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(uuid) = status["uuid"].as_str()
+            && !agent_id.is_empty()
+        {
+            self.calls
+                .push(calls::acknowledge(&agent_id, &task_id, uuid));
+        }
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            if !is_terminal_state(&state) {
+                warn!(task_id = %task_id, state = %state, "Killing unknown task");
+                self.calls.push(calls::kill(&task_id, Some(&agent_id)));
+                self.events.publish(
+                    "unknown_instance_terminated_event",
+                    json!({"instanceId": task_id, "runSpecId": "", "condition": state}),
+                );
+            }
+            return;
+        };
+        let prev = std::mem::replace(&mut t.state, state.clone());
+        if !agent_id.is_empty() {
+            t.agent_id = agent_id.clone();
+        }
+        if state == "TASK_RUNNING" && t.started_at.is_none() {
+            t.started_at = Some(mesos::status_time(status, now));
+        }
+        let ips = mesos::status_ips(status);
+        if !ips.is_empty() {
+            t.ip_addresses = ips;
+        }
+        let mut health_changed = None;
+        if let Some(h) = status["healthy"].as_bool()
+            && t.mesos_healthy != Some(h)
+        {
+            t.mesos_healthy = Some(h);
+            health_changed = Some(h);
+        }
+        if state == "TASK_UNREACHABLE" {
+            t.unreachable_since.get_or_insert(now);
+        } else {
+            t.unreachable_since = None;
+        }
+        let t = t.clone();
+        if prev != state {
+            info!(task_id = %task_id, app = %t.app_id, state = %state, "Task status");
+        }
+        let message = status["message"].as_str().unwrap_or_default();
+        self.events.publish(
+            "status_update_event",
+            json!({
+                "slaveId": t.agent_id, "taskId": t.id, "taskStatus": state, "message": message,
+                "appId": t.app_id, "host": t.host, "ipAddresses": ip_json(&t.ip_addresses),
+                "ports": t.ports, "version": t.version,
+            }),
+        );
+        self.events.publish(
+            "instance_changed_event",
+            json!({
+                "instanceId": instance_id(&t.id), "condition": condition(&state), "runSpecId": t.app_id,
+                "agentId": t.agent_id, "host": t.host, "runSpecVersion": t.version,
+            }),
+        );
+        if let Some(h) = health_changed {
+            self.events.publish("instance_health_changed_event", json!({"instanceId": instance_id(&t.id), "runSpecId": t.app_id, "runSpecVersion": t.version, "healthy": h}));
+            self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "version": t.version, "alive": h}));
+        }
+        if is_terminal_state(&state) {
+            self.tasks.remove(&task_id);
+            self.store_ops.push(StoreOp::Delete(keys::task(&task_id)));
+            self.health_next.retain(|(id, _), _| id != &task_id);
+            let failed = t.kill_requested.is_none() && state != "TASK_KILLED";
+            if let Some(app) = self.apps.get_mut(&t.app_id)
+                && failed
+            {
+                app.launch.failures += 1;
+                let delay = planner::launch_delay_secs(
+                    app.def.backoff_seconds as f64,
+                    app.def.backoff_factor,
+                    app.def.max_launch_delay_seconds as f64,
+                    app.launch.failures,
+                );
+                app.launch.delay_until = Some(now.plus_millis((delay * 1000.0) as i64));
+                app.launch.last_failure = Some(json!({
+                    "appId": t.app_id, "host": t.host, "message": message, "state": state,
+                    "taskId": t.id, "timestamp": now, "version": t.version, "slaveId": t.agent_id,
+                }));
+                warn!(task_id = %task_id, app = %t.app_id, state = %state, delay_secs = delay, "Task failed; relaunch delayed");
+            }
+            if !self.apps.contains_key(&t.app_id)
+                && !self.tasks.values().any(|x| x.app_id == t.app_id)
+            {
+                self.events
+                    .publish("app_terminated_event", json!({"appId": t.app_id}));
+            }
+        } else {
+            self.put_task_store(&task_id);
+        }
+        self.evaluate(now);
+    }
+
+    // ---------------------------------------------------------------- health
+
+    /// App-run checks due now (the caller probes and reports through [`Core::health_result`]).
+    pub fn due_health_checks(&mut self, now: Timestamp) -> Vec<CheckJob> {
+        let mut jobs = Vec::new();
+        for t in self.tasks.values() {
+            if !t.is_running() || t.kill_requested.is_some() {
+                continue;
+            }
+            let Some(app) = self.apps.get(&t.app_id) else {
+                continue;
+            };
+            let specs = app.def.port_specs();
+            let checks = app.def.health_checks.iter().filter(|h| !h.runs_on_agent());
+            for (i, hc) in checks.enumerate() {
+                let key = (t.id.clone(), i);
+                if self.health_next.get(&key).is_some_and(|next| *next > now) {
+                    continue;
+                }
+                let port = hc.port.or_else(|| {
+                    let pi = hc.port_index? as usize;
+                    let hi = specs
+                        .get(pi)?
+                        .host_port
+                        .map(|_| specs[..pi].iter().filter(|s| s.host_port.is_some()).count())?;
+                    t.ports.get(hi).copied()
+                });
+                let host = match (app.def.net_mode(), t.ip_addresses.first()) {
+                    (NetMode::Container, Some(ip)) => ip.clone(),
+                    _ => t.host.clone(),
+                };
+                let Some(port) = port else { continue };
+                jobs.push(CheckJob {
+                    task_id: t.id.clone(),
+                    index: i,
+                    protocol: hc.protocol.clone(),
+                    host,
+                    port,
+                    path: hc.path.clone().unwrap_or_else(|| "/".into()),
+                    timeout: std::time::Duration::from_secs(hc.timeout_seconds.max(1)),
+                    ignore_http1xx: hc.ignore_http1xx,
+                });
+            }
+        }
+        for j in &jobs {
+            let interval = self.apps.get(&self.tasks[&j.task_id].app_id).map(|a| {
+                a.def
+                    .health_checks
+                    .iter()
+                    .filter(|h| !h.runs_on_agent())
+                    .nth(j.index)
+                    .map(|h| h.interval_seconds)
+                    .unwrap_or(60)
+            });
+            // In flight until the result arrives; the result schedules the next probe.
+            let wait = interval.unwrap_or(60) as i64 * 1000 + j.timeout.as_millis() as i64;
+            self.health_next
+                .insert((j.task_id.clone(), j.index), now.plus_millis(wait));
+        }
+        jobs
+    }
+
+    /// The result of one probe.
+    pub fn health_result(
+        &mut self,
+        task_id: &str,
+        index: usize,
+        result: Result<(), String>,
+        now: Timestamp,
+    ) {
+        let Some(t) = self.tasks.get(task_id) else {
+            return;
+        };
+        let Some(app) = self.apps.get(&t.app_id) else {
+            return;
+        };
+        let Some(check) = app
+            .def
+            .health_checks
+            .iter()
+            .filter(|h| !h.runs_on_agent())
+            .nth(index)
+            .cloned()
+        else {
+            return;
+        };
+        self.health_next.insert(
+            (task_id.to_string(), index),
+            now.plus_millis(check.interval_seconds as i64 * 1000),
+        );
+        let t = self.tasks.get_mut(task_id).expect("checked above");
+        if t.health.len() <= index {
+            t.health.resize(index + 1, HealthResult::default());
+        }
+        let ok = result.is_ok();
+        let outcome = health::record(
+            &mut t.health[index],
+            &check,
+            ok,
+            result.err(),
+            now,
+            t.started_at,
+        );
+        let t = t.clone();
+        let hc_json = serde_json::to_value(&check).unwrap_or_default();
+        match outcome {
+            HealthOutcome::Unchanged => {}
+            HealthOutcome::BecameHealthy => {
+                self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "version": t.version, "alive": true}));
+                self.events.publish("instance_health_changed_event", json!({"instanceId": instance_id(&t.id), "runSpecId": t.app_id, "runSpecVersion": t.version, "healthy": true}));
+            }
+            HealthOutcome::Failed | HealthOutcome::Kill => {
+                self.events.publish("failed_health_check_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "healthCheck": hc_json}));
+                if t.health[index].consecutive_failures == 1 {
+                    self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "version": t.version, "alive": false}));
+                }
+                if outcome == HealthOutcome::Kill {
+                    warn!(task_id = %t.id, app = %t.app_id, "Killing unhealthy task");
+                    self.events.publish("unhealthy_task_kill_event", json!({
+                        "appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "version": t.version,
+                        "reason": t.health[index].last_failure_cause, "host": t.host, "slaveId": t.agent_id,
+                    }));
+                    self.kill_task(&t.id, now);
+                }
+            }
+        }
+        self.put_task_store(task_id);
+        self.evaluate(now);
+    }
+
+    // ---------------------------------------------------------------- API helpers
+
+    /// Kills tasks by id. `scale` lowers the apps' instances by the number killed (a
+    /// deployment); `wipe` forgets the records at once.
+    pub fn kill_tasks(
+        &mut self,
+        ids: &[String],
+        scale: bool,
+        wipe: bool,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<KillOutcome, ApiError> {
+        let found: Vec<TaskRecord> = ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id).cloned())
+            .collect();
+        let rendered: Vec<Value> = found.iter().map(|t| self.task_json(t)).collect();
+        if scale {
+            let mut per_app: BTreeMap<PathId, i64> = BTreeMap::new();
+            for t in &found {
+                if t.is_active() {
+                    *per_app.entry(t.app_id.clone()).or_default() += 1;
+                }
+            }
+            let mut changes = BTreeMap::new();
+            for (app, n) in per_app {
+                if let Some(a) = self.apps.get(&app) {
+                    let mut def = a.def.clone();
+                    def.instances = (def.instances - n).max(0);
+                    def.version = None;
+                    def.version_info = None;
+                    changes.insert(app, Some(def));
+                }
+            }
+            // Check for conflicts before killing anything.
+            if !force
+                && self
+                    .deployments
+                    .iter()
+                    .any(|d| d.affected.iter().any(|a| changes.contains_key(a)))
+            {
+                return self
+                    .deploy(changes, BTreeSet::new(), false, now)
+                    .map(KillOutcome::Deployment);
+            }
+            for t in &found {
+                self.kill_task(&t.id, now);
+            }
+            return self
+                .deploy(changes, BTreeSet::new(), force, now)
+                .map(KillOutcome::Deployment);
+        }
+        for t in &found {
+            self.kill_task(&t.id, now);
+            if wipe {
+                self.tasks.remove(&t.id);
+                self.store_ops.push(StoreOp::Delete(keys::task(&t.id)));
+            }
+        }
+        self.evaluate(now);
+        Ok(KillOutcome::Tasks(rendered))
+    }
+
+    /// `DELETE /v2/queue/{id}/delay`.
+    pub fn reset_delay(&mut self, id: &PathId) -> bool {
+        match self.apps.get_mut(id) {
+            Some(a) => {
+                a.launch.delay_until = None;
+                a.launch.failures = 0;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Creates or replaces explicit group metadata.
+    pub fn set_group(&mut self, id: &PathId, dependencies: Vec<String>, now: Timestamp) {
+        let version = self.next_version(now);
+        let meta = GroupMeta {
+            dependencies,
+            version,
+        };
+        self.store_ops
+            .push(StoreOp::Put(keys::group(id), to_bytes(&meta)));
+        self.groups.insert(id.clone(), meta);
+    }
+
+    pub fn remove_groups_under(&mut self, id: &PathId) {
+        let gone: Vec<PathId> = self
+            .groups
+            .keys()
+            .filter(|g| g.is_under(id))
+            .cloned()
+            .collect();
+        for g in gone {
+            self.groups.remove(&g);
+            self.store_ops.push(StoreOp::Delete(keys::group(&g)));
+        }
+    }
+
+    pub fn group_exists(&self, id: &PathId) -> bool {
+        id.is_root()
+            || self.groups.contains_key(id)
+            || self.apps.keys().any(|a| a.is_under(id) && a != id)
+    }
+
+    // ---------------------------------------------------------------- JSON views
+
+    pub fn task_json(&self, t: &TaskRecord) -> Value {
+        let mut j = json!({
+            "id": t.id, "appId": t.app_id, "host": t.host, "slaveId": t.agent_id, "state": t.state,
+            "stagedAt": t.staged_at, "version": t.version, "ports": t.ports, "servicePorts": t.service_ports,
+            "ipAddresses": ip_json(&t.ip_addresses), "localVolumes": [], "role": t.role,
+            "healthCheckResults": t.health.iter().filter(|h| h.last_success.is_some() || h.last_failure.is_some()).map(|h| {
+                let mut r = json!({"alive": h.alive, "consecutiveFailures": h.consecutive_failures, "instanceId": instance_id(&t.id), "taskId": t.id});
+                for (k, v) in [("firstSuccess", h.first_success), ("lastSuccess", h.last_success), ("lastFailure", h.last_failure)] {
+                    if let Some(v) = v { r[k] = json!(v); }
+                }
+                if let Some(c) = &h.last_failure_cause { r["lastFailureCause"] = json!(c); }
+                r
+            }).collect::<Vec<_>>(),
+        });
+        if let Some(s) = t.started_at {
+            j["startedAt"] = json!(s);
+        }
+        if let Some(h) = t.mesos_healthy
+            && j["healthCheckResults"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        {
+            j["healthCheckResults"] = json!([{"alive": h, "consecutiveFailures": 0, "instanceId": instance_id(&t.id), "taskId": t.id}]);
+        }
+        j
+    }
+
+    fn counts(&self, app: &AppState) -> (usize, usize, usize, usize) {
+        let has_checks = !app.def.health_checks.is_empty();
+        let tasks: Vec<&TaskRecord> = self
+            .tasks_of(&app.def.id)
+            .filter(|t| !t.is_terminal())
+            .collect();
+        let staged = tasks
+            .iter()
+            .filter(|t| matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING"))
+            .count();
+        let running = tasks.iter().filter(|t| t.is_running()).count();
+        let healthy = tasks
+            .iter()
+            .filter(|t| t.healthy(has_checks) == Some(true))
+            .count();
+        let unhealthy = tasks
+            .iter()
+            .filter(|t| t.healthy(has_checks) == Some(false))
+            .count();
+        (staged, running, healthy, unhealthy)
+    }
+
+    /// AppInfo: the definition plus counts, deployments and (if asked) tasks.
+    pub fn app_json(&self, app: &AppState, embed_tasks: bool) -> Value {
+        let mut j = serde_json::to_value(&app.def).unwrap_or_default();
+        let (staged, running, healthy, unhealthy) = self.counts(app);
+        j["tasksStaged"] = json!(staged);
+        j["tasksRunning"] = json!(running);
+        j["tasksHealthy"] = json!(healthy);
+        j["tasksUnhealthy"] = json!(unhealthy);
+        j["deployments"] = json!(
+            self.deployments
+                .iter()
+                .filter(|d| d.affected.contains(&app.def.id))
+                .map(|d| json!({"id": d.id}))
+                .collect::<Vec<_>>()
+        );
+        if embed_tasks {
+            j["tasks"] = json!(
+                self.tasks_of(&app.def.id)
+                    .map(|t| self.task_json(t))
+                    .collect::<Vec<_>>()
+            );
+        }
+        if let Some(f) = &app.launch.last_failure {
+            j["lastTaskFailure"] = f.clone();
+        }
+        j
+    }
+
+    pub fn plan_json(&self, d: &Deployment) -> Value {
+        json!({
+            "id": d.id, "version": d.version,
+            "original": {"id": "/", "apps": d.original.values().collect::<Vec<_>>(), "groups": [], "dependencies": [], "version": d.version},
+            "target": {"id": "/", "apps": d.affected.iter().filter_map(|a| self.apps.get(a).map(|s| &s.def)).collect::<Vec<_>>(), "groups": [], "dependencies": [], "version": d.version},
+            "steps": d.steps,
+        })
+    }
+
+    fn step_json(&self, d: &Deployment, i: usize) -> Value {
+        json!({"actions": d.steps.get(i).map(|s| s.actions.clone()).unwrap_or_default()})
+    }
+
+    pub fn deployment_json(&self, d: &Deployment) -> Value {
+        let current: Vec<Value> = d
+            .steps
+            .get(d.current_step)
+            .map(|s| s.actions.iter().map(|a| json!({"action": a.name(), "app": a.app(), "readinessCheckResults": []})).collect())
+            .unwrap_or_default();
+        json!({
+            "id": d.id, "version": d.version,
+            "affectedApps": d.affected, "affectedPods": [],
+            "steps": d.steps, "currentActions": current,
+            "currentStep": (d.current_step + 1).min(d.steps.len().max(1)), "totalSteps": d.steps.len(),
+        })
+    }
+
+    /// `/v2/queue` items: apps waiting for launches, their delay and why offers did not fit.
+    pub fn queue_json(&self, embed_offers: bool, now: Timestamp) -> Value {
+        let mut items = Vec::new();
+        for app in self.apps.values() {
+            let delayed = app.launch.delay_until.is_some_and(|d| d > now);
+            if app.launch.queued == 0 && !delayed {
+                continue;
+            }
+            let time_left = app
+                .launch
+                .delay_until
+                .map(|d| now.secs_until(d).max(0.0))
+                .unwrap_or(0.0);
+            let last: Vec<&OfferRecord> = app.launch.offers.values().collect();
+            let mut processed = last.len();
+            let mut summary = Vec::new();
+            for reason in Reason::ALL {
+                let declined = last
+                    .iter()
+                    .filter(|o| o.reasons.first() == Some(&reason))
+                    .count();
+                summary.push(json!({"reason": reason.as_str(), "declined": declined, "processed": processed}));
+                processed -= declined;
+            }
+            let mut by_reason = Vec::new();
+            for reason in Reason::ALL {
+                let agents = last.iter().filter(|o| o.reasons.contains(&reason)).count();
+                if agents > 0 {
+                    by_reason.push(json!({"reason": reason.as_str(), "declined": agents, "processed": last.len()}));
+                }
+            }
+            let mut pos = json!({
+                "processedOffersCount": app.launch.processed,
+                "unusedOffersCount": app.launch.unused,
+                "rejectSummaryLastOffers": summary,
+                "rejectSummaryLaunchAttempt": by_reason,
+            });
+            if let Some(t) = app.launch.last_unused_at {
+                pos["lastUnusedOfferAt"] = json!(t);
+            }
+            if let Some(t) = app.launch.last_used_at {
+                pos["lastUsedOfferAt"] = json!(t);
+            }
+            let mut item = json!({
+                "app": serde_json::to_value(&app.def).unwrap_or_default(),
+                "count": app.launch.queued,
+                "delay": {"timeLeftSeconds": time_left.ceil() as u64, "overdue": !delayed},
+                "since": app.launch.since.unwrap_or(now),
+                "processedOffersSummary": pos,
+            });
+            if embed_offers {
+                item["lastUnusedOffers"] = json!(last
+                    .iter()
+                    .map(|o| json!({"offer": o.offer, "timestamp": o.at, "reason": o.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>()}))
+                    .collect::<Vec<_>>());
+            }
+            items.push(item);
+        }
+        json!({ "queue": items })
+    }
+}
+
+fn ip_json(ips: &[String]) -> Value {
+    json!(ips
+        .iter()
+        .map(|ip| json!({"ipAddress": ip, "protocol": if ip.contains(':') { "IPv6" } else { "IPv4" }}))
+        .collect::<Vec<_>>())
+}
+
+/// `web.instance-<uuid>` for task `web.instance-<uuid>._app.1`.
+pub fn instance_id(task_id: &str) -> String {
+    task_id.split("._app").next().unwrap_or(task_id).to_string()
+}
+
+fn condition(state: &str) -> &'static str {
+    match state {
+        "TASK_STAGING" => "Staging",
+        "TASK_STARTING" => "Starting",
+        "TASK_RUNNING" => "Running",
+        "TASK_FINISHED" => "Finished",
+        "TASK_FAILED" => "Failed",
+        "TASK_KILLING" => "Killing",
+        "TASK_KILLED" => "Killed",
+        "TASK_ERROR" => "Error",
+        "TASK_DROPPED" => "Dropped",
+        "TASK_UNREACHABLE" => "Unreachable",
+        "TASK_GONE" => "Gone",
+        "TASK_GONE_BY_OPERATOR" => "GoneByOperator",
+        "TASK_LOST" => "Lost",
+        _ => "Unknown",
+    }
+}

@@ -1,0 +1,20 @@
+//! Integration tests of `capstan apps`: the REST API against the server with a fake Mesos
+//! master, the scheduler driver, seed 001's HTTPie calls, marathon-python, and end to end with
+//! the real master and simulated agents.
+
+#[path = "it/api.rs"]
+mod api;
+#[path = "it/e2e.rs"]
+mod e2e;
+#[path = "it/fake_master.rs"]
+mod fake_master;
+#[path = "it/ha.rs"]
+mod ha;
+#[path = "it/marathon_python.rs"]
+mod marathon_python;
+#[path = "it/scheduler.rs"]
+mod scheduler;
+#[path = "it/seed001.rs"]
+mod seed001;
+#[path = "it/support.rs"]
+mod support;

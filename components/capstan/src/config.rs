@@ -1,0 +1,40 @@
+//! The node config file: one YAML file per node, a section per daemon plus `log:`.
+
+use capstan_runtime::{ConfigProblem, LogConfig, Validate};
+use serde::Deserialize;
+
+/// `/etc/capstan/config.yaml`. Unknown keys are errors, in every section; a daemon reads its
+/// section and falls back to its `Config::default()` when the section is absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub log: LogConfig,
+    pub coord: Option<capstan_coord::Config>,
+    pub master: Option<capstan_master::Config>,
+    pub agent: Option<capstan_agent::Config>,
+    pub apps: Option<capstan_apps::Config>,
+    pub dns: Option<capstan_dns::Config>,
+}
+
+impl Validate for NodeConfig {
+    fn validate(&self) -> Vec<ConfigProblem> {
+        [
+            section("log", &self.log),
+            section("coord", &self.coord),
+            section("master", &self.master),
+            section("agent", &self.agent),
+            section("apps", &self.apps),
+            section("dns", &self.dns),
+        ]
+        .concat()
+    }
+}
+
+/// A section's problems with field paths relative to the file.
+fn section(name: &str, config: &impl Validate) -> Vec<ConfigProblem> {
+    config
+        .validate()
+        .into_iter()
+        .map(|p| p.under(name))
+        .collect()
+}

@@ -1,0 +1,764 @@
+//! The HTTP layer (thin): the client API (`/v1/...`), status endpoints and the raft RPCs
+//! between members (`/raft/...`), all on one port.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use capstan_coord_client::{
+    AddMemberRequest, ApiError, DEFAULT_LIST_LIMIT, DeleteRequest, GetRequest, GetResponse,
+    LEADER_HEADER, LeaseGrantRequest, LeaseIdRequest, LeaseKeepAliveResponse, ListRequest,
+    ListResponse, MAX_VALUE_BYTES, Member, MemberStatus, MembersResponse, PutRequest,
+    RemoveMemberRequest, StatusResponse, TxnOp, TxnRequest, WatchRequest, WatchResponse,
+    validate_key, validate_prefix,
+};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{BasicNode, ChangeMembers};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::metrics::{Op, RaftSample};
+use crate::node::{FORWARDED, Node, NodeError};
+use crate::raft::TypeConfig;
+use crate::sm::{Command, Outcome};
+use crate::snapshot::Backup;
+
+/// Client request bodies: 1 MiB of value is about 1.4 MiB of base64; leave room for
+/// transactions of several values.
+const CLIENT_BODY_LIMIT: usize = 8 << 20;
+/// Raft RPCs carry batches of entries and snapshot chunks.
+const RAFT_BODY_LIMIT: usize = 512 << 20;
+
+pub(crate) fn router(node: Arc<Node>) -> Router {
+    let raft = Router::new()
+        .route("/raft/append", post(raft_append))
+        .route("/raft/vote", post(raft_vote))
+        .route("/raft/snapshot", post(raft_snapshot))
+        .route("/raft/write", post(raft_write))
+        .route("/raft/read-index", post(raft_read_index))
+        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
+    let api = Router::new()
+        .route("/v1/kv/get", post(kv_get))
+        .route("/v1/kv/list", post(kv_list))
+        .route("/v1/kv/put", post(kv_put))
+        .route("/v1/kv/delete", post(kv_delete))
+        .route("/v1/kv/txn", post(kv_txn))
+        .route("/v1/watch", post(watch))
+        .route("/v1/lease/grant", post(lease_grant))
+        .route("/v1/lease/keepalive", post(lease_keep_alive))
+        .route("/v1/lease/revoke", post(lease_revoke))
+        .route("/v1/members", get(members))
+        .route("/v1/members/add", post(member_add))
+        .route("/v1/members/remove", post(member_remove))
+        .route("/v1/status", get(status))
+        .route("/v1/snapshot", get(snapshot))
+        .route("/exhibitor/v1/cluster/status", get(exhibitor_status))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(CLIENT_BODY_LIMIT));
+    Router::new()
+        .merge(raft)
+        .merge(api)
+        .fallback(|| async {
+            HttpError::new(
+                StatusCode::NOT_FOUND,
+                ApiError::new("not_found", "no such endpoint"),
+            )
+        })
+        .with_state(node)
+}
+
+/// A JSON error answer.
+pub(crate) struct HttpError {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, body: ApiError) -> HttpError {
+        HttpError { status, body }
+    }
+
+    fn bad_request(message: impl Into<String>) -> HttpError {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            ApiError::new("bad_request", message),
+        )
+    }
+
+    fn too_large(message: impl Into<String>) -> HttpError {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::new("too_large", message),
+        )
+    }
+}
+
+impl From<NodeError> for HttpError {
+    fn from(e: NodeError) -> HttpError {
+        let (status, body) = e.to_api();
+        HttpError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        )
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// A JSON body whose errors are answered as `400 bad_request` naming the problem (or `413`).
+pub(crate) struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                HttpError::too_large(format!(
+                    "request body is larger than {CLIENT_BODY_LIMIT} bytes"
+                ))
+            } else {
+                HttpError::bad_request(rej.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| HttpError::bad_request(format!("malformed JSON body: {e}")))
+    }
+}
+
+fn is_forwarded(headers: &HeaderMap) -> bool {
+    headers.contains_key(FORWARDED)
+}
+
+fn json_ok<T: Serialize>(node: &Node, v: &T) -> Response {
+    let mut resp = axum::Json(v).into_response();
+    if let Some((_, addr)) = node.leader()
+        && let Ok(h) = HeaderValue::from_str(&addr)
+    {
+        resp.headers_mut().insert(LEADER_HEADER, h);
+    }
+    resp
+}
+
+fn timed(node: &Node, op: Op, start: Instant, r: Result<Response, HttpError>) -> Response {
+    node.metrics.observe(op, start.elapsed(), r.is_ok());
+    match r {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_key(key: &str) -> Result<(), HttpError> {
+    validate_key(key).map_err(HttpError::bad_request)
+}
+
+fn check_value(value: &[u8]) -> Result<(), HttpError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(HttpError::too_large(format!(
+            "value is {} bytes, the limit is {MAX_VALUE_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn kv_get(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<GetRequest>,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        check_key(&req.key)?;
+        if !req.serializable {
+            node.read_barrier(is_forwarded(&headers)).await?;
+        }
+        let resp = node.shared.read(|s| GetResponse {
+            revision: s.kv.revision(),
+            kv: s.kv.get(&req.key),
+        });
+        Ok(json_ok(&node, &resp))
+    }
+    .await;
+    timed(&node, Op::Get, start, r)
+}
+
+async fn kv_list(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ListRequest>,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        validate_prefix(&req.prefix).map_err(HttpError::bad_request)?;
+        let limit = req.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+        if limit == 0 || limit > DEFAULT_LIST_LIMIT {
+            return Err(HttpError::bad_request(format!(
+                "limit must be between 1 and {DEFAULT_LIST_LIMIT}"
+            )));
+        }
+        if !req.serializable {
+            node.read_barrier(is_forwarded(&headers)).await?;
+        }
+        let resp = node.shared.read(|s| {
+            let (kvs, more) = s.kv.list(
+                &req.prefix,
+                req.after.as_deref(),
+                limit as usize,
+                req.keys_only,
+            );
+            ListResponse {
+                revision: s.kv.revision(),
+                kvs,
+                more,
+            }
+        });
+        Ok(json_ok(&node, &resp))
+    }
+    .await;
+    timed(&node, Op::List, start, r)
+}
+
+async fn write_outcome(node: &Node, cmd: Command) -> Result<Outcome, HttpError> {
+    Ok(node.write(cmd, false).await?)
+}
+
+fn outcome_response(node: &Node, outcome: Outcome) -> Result<Response, HttpError> {
+    Ok(match outcome {
+        Outcome::Put(r) => json_ok(node, &r),
+        Outcome::Delete(r) => json_ok(node, &r),
+        Outcome::Txn(r) => json_ok(node, &r),
+        Outcome::LeaseGranted(r) => json_ok(node, &r),
+        Outcome::LeaseRevoked(r) => json_ok(node, &r),
+        Outcome::None => json_ok(node, &serde_json::json!({})),
+    })
+}
+
+async fn kv_put(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<PutRequest>) -> Response {
+    let start = Instant::now();
+    let r = async {
+        check_key(&req.key)?;
+        check_value(&req.value)?;
+        let o = write_outcome(&node, Command::Put(req)).await?;
+        outcome_response(&node, o)
+    }
+    .await;
+    timed(&node, Op::Put, start, r)
+}
+
+async fn kv_delete(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<DeleteRequest>,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        check_key(&req.key)?;
+        let o = write_outcome(&node, Command::Delete(req)).await?;
+        outcome_response(&node, o)
+    }
+    .await;
+    timed(&node, Op::Delete, start, r)
+}
+
+async fn kv_txn(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<TxnRequest>) -> Response {
+    let start = Instant::now();
+    let r = async {
+        for c in &req.compares {
+            check_key(&c.key)?;
+        }
+        for op in req.success.iter().chain(&req.failure) {
+            match op {
+                TxnOp::Put { key, value, .. } => {
+                    check_key(key)?;
+                    check_value(value)?;
+                }
+                TxnOp::Delete { key } | TxnOp::Get { key } => check_key(key)?,
+            }
+        }
+        let o = write_outcome(&node, Command::Txn(req)).await?;
+        outcome_response(&node, o)
+    }
+    .await;
+    timed(&node, Op::Txn, start, r)
+}
+
+async fn lease_grant(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<LeaseGrantRequest>,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        if req.ttl_ms == 0 {
+            return Err(HttpError::bad_request("ttl_ms must be positive"));
+        }
+        let o = write_outcome(&node, Command::LeaseGrant { ttl_ms: req.ttl_ms }).await?;
+        outcome_response(&node, o)
+    }
+    .await;
+    timed(&node, Op::LeaseGrant, start, r)
+}
+
+async fn lease_keep_alive(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<LeaseIdRequest>,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        let ttl_ms = node.keep_alive(req.id, is_forwarded(&headers)).await?;
+        Ok(json_ok(
+            &node,
+            &LeaseKeepAliveResponse { id: req.id, ttl_ms },
+        ))
+    }
+    .await;
+    timed(&node, Op::LeaseKeepAlive, start, r)
+}
+
+async fn lease_revoke(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<LeaseIdRequest>,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        let o = write_outcome(&node, Command::LeaseRevoke { id: req.id }).await?;
+        outcome_response(&node, o)
+    }
+    .await;
+    timed(&node, Op::LeaseRevoke, start, r)
+}
+
+fn ndjson_line<T: Serialize>(v: &T) -> Bytes {
+    let mut line = serde_json::to_vec(v).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+async fn watch(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<WatchRequest>) -> Response {
+    let start = Instant::now();
+    let r = async {
+        if req.prefix {
+            validate_prefix(&req.key).map_err(HttpError::bad_request)?;
+        } else {
+            check_key(&req.key)?;
+        }
+        let (current, compact) = node
+            .shared
+            .read(|s| (s.kv.revision(), s.kv.compact_revision()));
+        let from = req.start_revision.unwrap_or(current + 1).max(1);
+        if from <= compact {
+            let mut e = ApiError::new(
+                "compacted",
+                format!(
+                    "revision {from} is compacted; the oldest watchable revision is {}",
+                    compact + 1
+                ),
+            );
+            e.compact_revision = Some(compact);
+            return Err(HttpError::new(StatusCode::GONE, e));
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        tokio::spawn(watch_task(node.clone(), req, from, tx));
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+        });
+        let mut resp = Body::from_stream(stream).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        Ok(resp)
+    }
+    .await;
+    timed(&node, Op::Watch, start, r)
+}
+
+/// Streams the changes from `from` on: first a progress line, then one line per batch of
+/// whole revisions, and a progress line every second of silence.
+async fn watch_task(node: Arc<Node>, req: WatchRequest, from: u64, tx: mpsc::Sender<Bytes>) {
+    let mut rev_rx = node.shared.subscribe();
+    let mut next = from;
+    let progress = |revision: u64| {
+        ndjson_line(&WatchResponse {
+            revision,
+            events: Vec::new(),
+            error: None,
+        })
+    };
+    if tx.send(progress(next - 1)).await.is_err() {
+        return;
+    }
+    loop {
+        rev_rx.borrow_and_update();
+        let res = node.shared.read(|s| {
+            s.kv.events_since(next, &req.key, req.prefix, 500)
+                .map(|evs| (evs, s.kv.revision()))
+        });
+        match res {
+            Err(c) => {
+                let mut e = ApiError::new("compacted", format!("revision {next} is compacted"));
+                e.compact_revision = Some(c.compact_revision);
+                let _ = tx
+                    .send(ndjson_line(&WatchResponse {
+                        revision: next - 1,
+                        events: Vec::new(),
+                        error: Some(e),
+                    }))
+                    .await;
+                return;
+            }
+            Ok((events, current)) => {
+                if let Some(last) = events.last().map(|e| e.revision()) {
+                    next = last + 1;
+                    if tx
+                        .send(ndjson_line(&WatchResponse {
+                            revision: last,
+                            events,
+                            error: None,
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                if current >= next {
+                    next = current + 1;
+                }
+                tokio::select! {
+                    _ = rev_rx.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        if tx.send(progress(next - 1)).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = tx.closed() => return,
+                    _ = node.shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+fn members_of(node: &Node) -> MembersResponse {
+    let m = node.raft.metrics();
+    let m = m.borrow();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, n)| Member {
+            id: *id,
+            addr: n.addr.clone(),
+            voter: voters.contains(id),
+        })
+        .collect();
+    MembersResponse {
+        leader: m.current_leader,
+        members,
+    }
+}
+
+async fn members(State(node): State<Arc<Node>>) -> Response {
+    let resp = members_of(&node);
+    json_ok(&node, &resp)
+}
+
+/// Sends the request to the leader (membership changes must run there).
+async fn forward_to_leader(node: &Node, path: &str, body: Vec<u8>) -> Result<Response, HttpError> {
+    let Some((_, addr)) = node.leader() else {
+        return Err(NodeError::Unavailable("no coord leader elected".into()).into());
+    };
+    let url = format!("{}{path}", node.dialer.base_url(&addr));
+    let resp = node
+        .http
+        .post(&url)
+        .header(FORWARDED, "1")
+        .header("content-type", "application/json")
+        .timeout(Duration::from_secs(120))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| HttpError::from(NodeError::Unavailable(format!("leader unreachable: {e}"))))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| HttpError::from(NodeError::OutcomeUnknown(e.to_string())))?;
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+fn membership_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> HttpError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            NodeError::NotLeader { leader: None }.into()
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => HttpError::new(
+            StatusCode::CONFLICT,
+            ApiError::new("membership", e.to_string()),
+        ),
+        RaftError::Fatal(e) => NodeError::OutcomeUnknown(e.to_string()).into(),
+    }
+}
+
+async fn member_add(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<AddMemberRequest>,
+) -> Response {
+    let r = async {
+        if req.id == 0 || !crate::config::valid_host_port(&req.addr) {
+            return Err(HttpError::bad_request(
+                "id must be > 0 and addr must be host:port",
+            ));
+        }
+        if !node.is_leader() && !is_forwarded(&headers) {
+            let body = serde_json::to_vec(&req).unwrap_or_default();
+            return forward_to_leader(&node, "/v1/members/add", body).await;
+        }
+        tracing::info!(member = req.id, addr = %req.addr, "Adding coord member as learner");
+        let add = node
+            .raft
+            .add_learner(req.id, BasicNode::new(&req.addr), true);
+        tokio::time::timeout(Duration::from_secs(100), add)
+            .await
+            .map_err(|_| {
+                HttpError::from(NodeError::OutcomeUnknown(
+                    "learner did not catch up in time".into(),
+                ))
+            })?
+            .map_err(membership_error)?;
+        let voters = std::collections::BTreeSet::from([req.id]);
+        node.raft
+            .change_membership(ChangeMembers::AddVoterIds(voters), false)
+            .await
+            .map_err(membership_error)?;
+        tracing::info!(member = req.id, addr = %req.addr, "Coord member now votes");
+        Ok(json_ok(&node, &members_of(&node)))
+    }
+    .await;
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn member_remove(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<RemoveMemberRequest>,
+) -> Response {
+    let r = async {
+        if !node.is_leader() && !is_forwarded(&headers) {
+            let body = serde_json::to_vec(&req).unwrap_or_default();
+            return forward_to_leader(&node, "/v1/members/remove", body).await;
+        }
+        let current = members_of(&node);
+        let Some(m) = current.members.iter().find(|m| m.id == req.id) else {
+            return Err(HttpError::new(
+                StatusCode::NOT_FOUND,
+                ApiError::new("not_found", format!("no member {}", req.id)),
+            ));
+        };
+        let ids = std::collections::BTreeSet::from([req.id]);
+        let change = if m.voter {
+            ChangeMembers::RemoveVoters(ids)
+        } else {
+            ChangeMembers::RemoveNodes(ids)
+        };
+        node.raft
+            .change_membership(change, false)
+            .await
+            .map_err(membership_error)?;
+        tracing::info!(member = req.id, "Removed coord member");
+        Ok(json_ok(&node, &members_of(&node)))
+    }
+    .await;
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn probe_health(node: &Node, addr: &str) -> bool {
+    let url = format!("{}/health", node.dialer.base_url(addr));
+    matches!(
+        node.http.get(&url).timeout(Duration::from_millis(500)).send().await,
+        Ok(r) if r.status().is_success()
+    )
+}
+
+pub(crate) async fn status_of(node: &Node) -> StatusResponse {
+    let members = members_of(node);
+    let m = node.raft.metrics().borrow().clone();
+    let commit_index = node
+        .raft
+        .with_raft_state(|st| st.committed.map_or(0, |l| l.index))
+        .await
+        .unwrap_or(0);
+    let probes = members.members.iter().map(|mem| async move {
+        let healthy = if mem.id == node.id {
+            local_health(node)
+        } else {
+            probe_health(node, &mem.addr).await
+        };
+        MemberStatus {
+            id: mem.id,
+            addr: mem.addr.clone(),
+            voter: mem.voter,
+            healthy,
+            is_leader: m.current_leader == Some(mem.id),
+        }
+    });
+    let statuses = futures::future::join_all(probes).await;
+    let leader_addr = m.current_leader.and_then(|id| {
+        members
+            .members
+            .iter()
+            .find(|x| x.id == id)
+            .map(|x| x.addr.clone())
+    });
+    StatusResponse {
+        id: node.id,
+        leader: m.current_leader,
+        leader_addr,
+        term: m.current_term,
+        commit_index,
+        applied_index: m.last_applied.map_or(0, |l| l.index),
+        revision: node.shared.read(|s| s.kv.revision()),
+        members: statuses,
+    }
+}
+
+async fn status(State(node): State<Arc<Node>>) -> Response {
+    let s = status_of(&node).await;
+    json_ok(&node, &s)
+}
+
+/// Exhibitor's `/exhibitor/v1/cluster/status`: one entry per member; code 3 = serving,
+/// 1 = down.
+async fn exhibitor_status(State(node): State<Arc<Node>>) -> Response {
+    let s = status_of(&node).await;
+    let list: Vec<serde_json::Value> = s
+        .members
+        .iter()
+        .map(|m| {
+            let host = m.addr.rsplit_once(':').map_or(m.addr.as_str(), |(h, _)| h);
+            serde_json::json!({
+                "code": if m.healthy { 3 } else { 1 },
+                "description": if m.healthy { "serving" } else { "down" },
+                "hostname": host,
+                "isLeader": m.is_leader,
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+fn local_health(node: &Node) -> bool {
+    let m = node.raft.metrics();
+    let m = m.borrow();
+    m.running_state.is_ok() && m.current_leader.is_some()
+}
+
+async fn health(State(node): State<Arc<Node>>) -> Response {
+    let (leader, term) = {
+        let m = node.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader, m.current_term)
+    };
+    let healthy = local_health(&node);
+    let body =
+        serde_json::json!({ "healthy": healthy, "id": node.id, "leader": leader, "term": term });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let m = node.raft.metrics().borrow().clone();
+    let commit_index = node
+        .raft
+        .with_raft_state(|st| st.committed.map_or(0, |l| l.index))
+        .await
+        .unwrap_or(0);
+    let (revision, keys) = node.shared.read(|s| (s.kv.revision(), s.kv.len()));
+    let sample = RaftSample {
+        term: m.current_term,
+        commit_index,
+        applied_index: m.last_applied.map_or(0, |l| l.index),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        is_leader: m.current_leader == Some(node.id),
+        revision,
+        keys,
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics.render(&sample),
+    )
+        .into_response()
+}
+
+async fn snapshot(State(node): State<Arc<Node>>) -> Response {
+    let r = async {
+        node.read_barrier(false).await?;
+        let backup = node.shared.read(|s| Backup::new(s.kv.without_history()));
+        let bytes = serde_json::to_vec(&backup)
+            .map_err(|e| HttpError::from(NodeError::Internal(e.to_string())))?;
+        Ok::<_, HttpError>(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    }
+    .await;
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+// ----- raft RPCs between members -----
+
+async fn raft_append(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<AppendEntriesRequest<TypeConfig>>,
+) -> Response {
+    axum::Json(node.raft.append_entries(req).await).into_response()
+}
+
+async fn raft_vote(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<VoteRequest<u64>>,
+) -> Response {
+    axum::Json(node.raft.vote(req).await).into_response()
+}
+
+async fn raft_snapshot(
+    State(node): State<Arc<Node>>,
+    JsonBody(req): JsonBody<InstallSnapshotRequest<TypeConfig>>,
+) -> Response {
+    axum::Json(node.raft.install_snapshot(req).await).into_response()
+}
+
+/// A write forwarded by a follower: answered with the `CommandResult`, or an error whose code
+/// tells whether it was applied.
+async fn raft_write(State(node): State<Arc<Node>>, JsonBody(cmd): JsonBody<Command>) -> Response {
+    match node.write(cmd, true).await {
+        Ok(o) => axum::Json(crate::sm::CommandResult::Ok(o)).into_response(),
+        Err(NodeError::Apply(e)) => axum::Json(crate::sm::CommandResult::Err(e)).into_response(),
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
+async fn raft_read_index(State(node): State<Arc<Node>>) -> Response {
+    match node.local_read_index().await {
+        Ok(i) => axum::Json(i).into_response(),
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of capstan-coord (one binary; modules under `tests/it/`).
+
+mod it {
+    pub mod api;
+    pub mod cluster;
+    pub mod harness;
+    pub mod linearizability;
+    pub mod storage;
+}

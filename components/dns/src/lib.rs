@@ -1,0 +1,32 @@
+//! `capstan dns`: the cluster's DNS server, a Mesos-DNS compatible daemon.
+//!
+//! It follows the leading master through the operator API `SUBSCRIBE` stream, keeps a
+//! cluster-state [`model`], synthesises records from it with pure code ([`records`]) and answers
+//! DNS over UDP and TCP from an immutable snapshot swapped atomically on every change, so a task
+//! is resolvable the moment it is `TASK_RUNNING`. Names outside Capstan's zones are forwarded to
+//! upstream resolvers. A Mesos-DNS compatible HTTP API (`/v1/hosts`, `/v1/services`, `/v1/axfr`,
+//! ...) serves the same snapshot.
+//!
+//! Key decision: everything that decides an answer is pure and synchronous — the model, record
+//! synthesis, and the DNS responder in [`resolve`], which turns request bytes into response
+//! bytes (or a "forward this" verdict) — so it is table-tested and fuzzed without sockets. The
+//! I/O shell only moves bytes. We parse DNS with `hickory-proto` and run our own UDP/TCP loops.
+
+pub mod config;
+pub mod follower;
+pub mod forward;
+pub mod http;
+pub mod labels;
+pub mod model;
+pub mod records;
+pub mod resolve;
+pub mod server;
+pub mod snapshot;
+
+pub use config::{Config, MesosDnsConfigError};
+pub use follower::MasterStatus;
+pub use labels::LabelSpec;
+pub use model::{ClusterState, IpSource};
+pub use records::{RecordSet, SynthConfig, synthesize};
+pub use server::{Publisher, Server, ServerHandle, StartError, run};
+pub use snapshot::{Producer, Snapshot};

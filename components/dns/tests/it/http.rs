@@ -1,0 +1,105 @@
+//! The Mesos-DNS HTTP API (api-compat §7.3).
+
+use capstan_testkit::wait_until;
+use serde_json::{Value, json};
+
+use super::support::*;
+
+async fn get(base: &str, path: &str) -> anyhow::Result<(u16, Value)> {
+    let resp = reqwest::get(format!("{base}{path}")).await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+#[tokio::test]
+async fn the_http_api_serves_hosts_services_enumerate_axfr_and_config() -> anyhow::Result<()> {
+    let master = FakeMaster::start(Mode::Leader(cluster_state(vec![task(
+        "web.1",
+        "web",
+        "TASK_RUNNING",
+        "9.0.0.7",
+        &[31000],
+    )])))
+    .await?;
+    let server = start(config(vec![master.host_port()], vec![])).await?;
+    let base = format!("http://{}", server.http_addr().expect("HTTP is on"));
+    wait_until("the task is served over HTTP", WAIT, async || {
+        get(&base, "/v1/hosts/web.marathon.mesos")
+            .await
+            .and_then(|(_, v)| {
+                anyhow::ensure!(v[0]["ip"] == "9.0.0.7", "got {v}");
+                Ok(())
+            })
+    })
+    .await?;
+
+    let (status, v) = get(&base, "/v1/version").await?;
+    assert_eq!(status, 200);
+    assert_eq!(v["Service"], "Mesos-DNS");
+
+    let (_, v) = get(&base, "/v1/hosts/web.marathon.mesos.").await?;
+    assert_eq!(v, json!([{"host": "web.marathon.mesos.", "ip": "9.0.0.7"}]));
+    let (status, v) = get(&base, "/v1/hosts/nothing.mesos").await?;
+    assert_eq!((status, v), (200, json!([{"host": "", "ip": ""}])));
+
+    let (_, v) = get(&base, "/v1/services/_web._tcp.marathon.mesos").await?;
+    assert_eq!(v[0]["service"], "_web._tcp.marathon.mesos");
+    assert_eq!(v[0]["port"], "31000");
+    assert_eq!(v[0]["ip"], "10.0.0.2");
+    assert!(
+        v[0]["host"]
+            .as_str()
+            .unwrap()
+            .ends_with(".marathon.slave.mesos.")
+    );
+    let (_, v) = get(&base, "/v1/services/_nothing._tcp.mesos").await?;
+    assert_eq!(
+        v,
+        json!([{"service": "", "host": "", "ip": "", "port": ""}])
+    );
+
+    let (_, v) = get(&base, "/v1/enumerate").await?;
+    assert_eq!(v["frameworks"][0]["name"], "marathon");
+    assert_eq!(v["frameworks"][0]["tasks"][0]["id"], "web.1");
+    assert!(
+        v["frameworks"][0]["tasks"][0]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rtype"] == "SRV")
+    );
+
+    let (_, v) = get(&base, "/v1/axfr").await?;
+    assert_eq!(v["Domain"], "mesos");
+    assert_eq!(
+        v["Records"]["As"]["web.marathon.mesos."],
+        json!(["9.0.0.7"])
+    );
+    assert_eq!(
+        v["Records"]["SRVs"]["_leader._tcp.mesos."],
+        json!([format!("leader.mesos.:{}", master.addr.port())])
+    );
+    assert!(
+        v["Records"]["As"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| k.ends_with(".mesos."))
+    );
+
+    let (_, v) = get(&base, "/v1/config").await?;
+    assert_eq!(v["Domain"], "mesos");
+    assert_eq!(v["TTL"], 60);
+    assert_eq!(v["Masters"], json!([master.host_port()]));
+
+    let (status, _) = get(&base, "/v1/hosts/x/ports").await?;
+    assert_eq!(status, 501);
+    let (status, _) = get(&base, "/v1/nothing").await?;
+    assert_eq!(status, 404);
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,477 @@
+//! HTTP front end: one fallback handler doing Mesos-style longest-path-prefix routing
+//! (`/api/v1/operator` reaches `/api/v1`), content-type rules of the v1 APIs and the
+//! read-only endpoints. Every handler talks to the core task through [`CoreHandle`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, Method, StatusCode, header};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::core::{ApiError, OperatorReply, version_info};
+use crate::server::CoreHandle;
+use crate::wire::{Api, Encoding, decode_protobuf_call, encode_message};
+
+const MAX_BODY: usize = 16 * 1024 * 1024;
+const STREAM_ID: &str = "Mesos-Stream-Id";
+
+/// Leadership as seen by the HTTP layer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Leadership {
+    Leader,
+    /// Another master leads; `host:port` for redirects.
+    Follower(String),
+    NoLeader,
+}
+
+#[derive(Clone)]
+pub(crate) struct App {
+    pub core: CoreHandle,
+    pub leadership: tokio::sync::watch::Receiver<Leadership>,
+    pub advertised: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Route {
+    Scheduler,
+    Operator,
+    Agent,
+    State,
+    Slaves,
+    Frameworks,
+    Tasks,
+    Redirect,
+    Health,
+    Version,
+    Metrics,
+}
+
+const ROUTES: &[(&str, Route)] = &[
+    ("/api/v1/scheduler", Route::Scheduler),
+    ("/master/api/v1/scheduler", Route::Scheduler),
+    ("/api/v1", Route::Operator),
+    ("/master/api/v1", Route::Operator),
+    ("/api/capstan/agent/v1", Route::Agent),
+    ("/master/state", Route::State),
+    ("/master/state.json", Route::State),
+    ("/state.json", Route::State),
+    ("/state", Route::State),
+    ("/master/slaves", Route::Slaves),
+    ("/master/frameworks", Route::Frameworks),
+    ("/master/tasks", Route::Tasks),
+    ("/master/tasks.json", Route::Tasks),
+    ("/master/redirect", Route::Redirect),
+    ("/master/health", Route::Health),
+    ("/health", Route::Health),
+    ("/version", Route::Version),
+    ("/metrics/snapshot", Route::Metrics),
+];
+
+/// Longest matching path prefix on component boundaries.
+fn route(path: &str) -> Option<Route> {
+    let mut p = path.trim_end_matches('/').to_string();
+    if p.is_empty() {
+        return None;
+    }
+    loop {
+        if let Some((_, r)) = ROUTES.iter().find(|(k, _)| *k == p) {
+            // `/master/redirect/...` is not routed (loop guard, as in Mesos).
+            if *r == Route::Redirect && p != path.trim_end_matches('/') {
+                return None;
+            }
+            return Some(*r);
+        }
+        let cut = p.rfind('/')?;
+        if cut == 0 {
+            return None;
+        }
+        p.truncate(cut);
+    }
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg.into(),
+    )
+        .into_response()
+}
+
+fn api_error(e: ApiError) -> Response {
+    text(
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+        e.message,
+    )
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(v).expect("JSON values serialize"),
+    )
+        .into_response()
+}
+
+fn stream_response(
+    rx: mpsc::Receiver<Bytes>,
+    enc: Encoding,
+    stream_id: Option<String>,
+) -> Response {
+    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<Bytes, Infallible>));
+    let ct = match enc {
+        Encoding::Json => "application/json",
+        Encoding::Protobuf => "application/x-protobuf",
+    };
+    let mut r = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, ct);
+    if let Some(id) = stream_id {
+        r = r.header(STREAM_ID, id);
+    }
+    r.body(body).expect("valid response")
+}
+
+fn query(req: &Request) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) async fn dispatch(State(app): State<App>, req: Request) -> Response {
+    let Some(r) = route(req.uri().path()) else {
+        return text(StatusCode::NOT_FOUND, "Not found");
+    };
+    // Leader-only endpoints redirect on a standby.
+    let needs_leader = !matches!(r, Route::Health | Route::Version | Route::Metrics);
+    if needs_leader {
+        let l = app.leadership.borrow().clone();
+        match l {
+            Leadership::Leader => {}
+            Leadership::Follower(leader) => {
+                let path = if r == Route::Redirect {
+                    String::new()
+                } else {
+                    req.uri()
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default()
+                };
+                return Response::builder()
+                    .status(StatusCode::TEMPORARY_REDIRECT)
+                    .header(header::LOCATION, format!("//{leader}{path}"))
+                    .body(Body::empty())
+                    .expect("valid response");
+            }
+            Leadership::NoLeader => {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "No leader elected");
+            }
+        }
+    }
+    let jsonp = query(&req).remove("jsonp");
+    match r {
+        Route::Scheduler => scheduler(app, req).await,
+        Route::Operator => operator(app, req).await,
+        Route::Agent => agent(app, req).await,
+        Route::Redirect => Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, format!("//{}", app.advertised))
+            .body(Body::empty())
+            .expect("valid response"),
+        Route::Health => StatusCode::OK.into_response(),
+        Route::Version => json_response(StatusCode::OK, &version_info()),
+        Route::State => read(app, jsonp, |c| c.state_json()).await,
+        Route::Slaves => read(app, jsonp, |c| c.slaves_json()).await,
+        Route::Metrics => read(app, jsonp, |c| c.metrics()).await,
+        Route::Frameworks => {
+            let fid = query(&req).get("framework_id").cloned();
+            read(app, jsonp, move |c| c.frameworks_json(fid.as_deref())).await
+        }
+        Route::Tasks => {
+            let q = query(&req);
+            let limit = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(100);
+            let offset = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let asc = q.get("order").is_some_and(|o| o == "asc");
+            let fid = q.get("framework_id").cloned();
+            let tid = q.get("task_id").cloned();
+            read(app, jsonp, move |c| {
+                c.tasks_json(limit, offset, asc, fid.as_deref(), tid.as_deref())
+            })
+            .await
+        }
+    }
+}
+
+/// Read-only endpoints; `?jsonp=cb` wraps the JSON as `cb(...);` like Mesos.
+async fn read(
+    app: App,
+    jsonp: Option<String>,
+    f: impl FnOnce(&crate::core::Core) -> Value + Send + 'static,
+) -> Response {
+    let jsonp = jsonp.filter(|cb| {
+        !cb.is_empty()
+            && cb
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.$".contains(c))
+    });
+    match app.core.call(move |c, _| f(c)).await {
+        Ok(v) => match jsonp {
+            None => json_response(StatusCode::OK, &v),
+            Some(cb) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/javascript")],
+                format!("{cb}({v});"),
+            )
+                .into_response(),
+        },
+        Err(e) => api_error(e),
+    }
+}
+
+/// Method, Content-Type and body checks shared by the v1 APIs; returns the call as JSON
+/// (protobuf bodies are converted to their Mesos JSON form).
+async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Response> {
+    if req.method() != Method::POST {
+        return Err(Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .header(header::ALLOW, "POST")
+            .body(Body::from("Expecting a 'POST' request"))
+            .expect("valid response"));
+    }
+    let headers = req.headers().clone();
+    let ct = match headers.get(header::CONTENT_TYPE) {
+        None => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "Expecting 'Content-Type' to be present",
+            ));
+        }
+        Some(v) => v.to_str().unwrap_or("").to_string(),
+    };
+    let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("Failed to read body: {e}")))?;
+    let call = match ct.as_str() {
+        "application/json" => serde_json::from_slice::<Value>(&body).map_err(|e| {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to parse body into JSON: {e}"),
+            )
+        })?,
+        "application/x-protobuf" => {
+            decode_protobuf_call(api, &body).map_err(|e| text(StatusCode::BAD_REQUEST, e))?
+        }
+        other => {
+            return Err(text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Expecting 'Content-Type' of application/json or application/x-protobuf, got '{other}'"
+                ),
+            ));
+        }
+    };
+    if !call.is_object() {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "Failed to convert JSON into Call protobuf: expecting a JSON object",
+        ));
+    }
+    Ok((headers, call))
+}
+
+/// Response encoding from `Accept`: JSON preferred, then protobuf; a missing header
+/// accepts anything (JSON). `None` → 406.
+fn negotiate(headers: &HeaderMap) -> Option<Encoding> {
+    let Some(a) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Some(Encoding::Json);
+    };
+    let types: Vec<&str> = a
+        .split(',')
+        .map(|m| m.split(';').next().unwrap_or("").trim())
+        .collect();
+    if types
+        .iter()
+        .any(|m| matches!(*m, "application/json" | "application/*" | "*/*" | ""))
+    {
+        Some(Encoding::Json)
+    } else if types.contains(&"application/x-protobuf") {
+        Some(Encoding::Protobuf)
+    } else {
+        None
+    }
+}
+
+fn not_acceptable() -> Response {
+    text(
+        StatusCode::NOT_ACCEPTABLE,
+        "Expecting 'Accept' to allow application/json or application/x-protobuf",
+    )
+}
+
+fn encoded_response(api: Api, enc: Encoding, v: &Value) -> Response {
+    match enc {
+        Encoding::Json => json_response(StatusCode::OK, v),
+        Encoding::Protobuf => match encode_message(api, enc, v, true) {
+            Some(b) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                b,
+            )
+                .into_response(),
+            None => text(
+                StatusCode::NOT_ACCEPTABLE,
+                "This response cannot be encoded as protobuf",
+            ),
+        },
+    }
+}
+
+fn call_type(call: &Value) -> &str {
+    call.get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("UNKNOWN")
+}
+
+async fn scheduler(app: App, req: Request) -> Response {
+    let (headers, call) = match read_call(Api::Scheduler, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let stream_id = headers
+        .get(STREAM_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    if call_type(&call) == "SUBSCRIBE" {
+        if stream_id.is_some() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Expecting 'Mesos-Stream-Id' header to be absent for SUBSCRIBE calls",
+            );
+        }
+        let Some(enc) = negotiate(&headers) else {
+            return not_acceptable();
+        };
+        return match app
+            .core
+            .call(move |c, now| c.scheduler_subscribe(&call, enc, now))
+            .await
+        {
+            Ok(Ok((sid, rx))) => stream_response(rx, enc, Some(sid)),
+            Ok(Err(e)) | Err(e) => api_error(e),
+        };
+    }
+    match app
+        .core
+        .call(move |c, now| c.scheduler_call(&call, stream_id.as_deref(), now))
+        .await
+    {
+        Ok(Ok(None)) => StatusCode::ACCEPTED.into_response(),
+        Ok(Ok(Some(Value::Null))) => StatusCode::OK.into_response(),
+        Ok(Ok(Some(v))) => encoded_response(
+            Api::Scheduler,
+            negotiate(&headers).unwrap_or(Encoding::Json),
+            &v,
+        ),
+        Ok(Err(e)) | Err(e) => api_error(e),
+    }
+}
+
+async fn operator(app: App, req: Request) -> Response {
+    let (headers, call) = match read_call(Api::Operator, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(enc) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    match app
+        .core
+        .call(move |c, now| c.operator_call(&call, enc, now))
+        .await
+    {
+        Ok(Ok(OperatorReply::Json(v))) => encoded_response(Api::Operator, enc, &v),
+        Ok(Ok(OperatorReply::Empty)) => StatusCode::OK.into_response(),
+        Ok(Ok(OperatorReply::Stream(rx))) => stream_response(rx, enc, None),
+        Ok(Err(e)) | Err(e) => api_error(e),
+    }
+}
+
+async fn agent(app: App, req: Request) -> Response {
+    let (headers, call) = match read_call(Api::Agent, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if call_type(&call) == "SUBSCRIBE" {
+        let Some(enc) = negotiate(&headers) else {
+            return not_acceptable();
+        };
+        let sid = uuid::Uuid::new_v4().to_string();
+        return match app
+            .core
+            .call(move |c, now| c.agent_subscribe(&call, enc, now))
+            .await
+        {
+            Ok(Ok(rx)) => stream_response(rx, enc, Some(sid)),
+            Ok(Err(e)) | Err(e) => api_error(e),
+        };
+    }
+    match app.core.call(move |c, now| c.agent_call(&call, now)).await {
+        Ok(Ok(())) => StatusCode::ACCEPTED.into_response(),
+        Ok(Err(e)) | Err(e) => api_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn routing_is_longest_prefix_on_path_components() {
+        assert_eq!(route("/api/v1/scheduler"), Some(Route::Scheduler));
+        assert_eq!(route("/api/v1/operator"), Some(Route::Operator));
+        assert_eq!(route("/api/v1"), Some(Route::Operator));
+        assert_eq!(route("/api/v1x"), None);
+        assert_eq!(route("/master/state.json"), Some(Route::State));
+        assert_eq!(route("/master/redirect"), Some(Route::Redirect));
+        assert_eq!(route("/master/redirect/x"), None);
+        assert_eq!(route("/version"), Some(Route::Version));
+        assert_eq!(route("/"), None);
+        assert_eq!(route("/nothing/here"), None);
+    }
+
+    #[test]
+    fn accept_header_rules() {
+        let mut h = HeaderMap::new();
+        assert_eq!(negotiate(&h), Some(Encoding::Json));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        assert_eq!(negotiate(&h), Some(Encoding::Protobuf));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        assert_eq!(negotiate(&h), None);
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html, application/json;q=0.9"),
+        );
+        assert_eq!(negotiate(&h), Some(Encoding::Json));
+    }
+}

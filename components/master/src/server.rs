@@ -1,0 +1,230 @@
+//! Server wiring: the core task (owner of all state), its timer, and the HTTP listener.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use capstan_runtime::{ConfigProblem, Validate};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::core::{ApiError, Core};
+use crate::http::{App, Leadership, dispatch};
+use crate::registry::InMemoryRegistry;
+
+type Job = Box<dyn FnOnce(&mut Core, Instant) + Send>;
+
+/// A cheap handle to the core task.
+#[derive(Clone)]
+pub(crate) struct CoreHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl CoreHandle {
+    /// Runs `f` on the core task and returns its result; 503 if the core is gone.
+    pub(crate) async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Instant) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |c, now| {
+            let _ = tx.send(f(c, now));
+        });
+        let gone = || ApiError {
+            status: 503,
+            message: "Master is shutting down".into(),
+        };
+        self.tx.send(job).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+}
+
+/// Why the master could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid master config: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<ConfigProblem>),
+    #[error("invalid coord endpoints")]
+    Coord(#[source] capstan_coord_client::ClientError),
+    #[error("cannot bind {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The master daemon.
+pub struct Server;
+
+/// A running master.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    master_id: String,
+    token: CancellationToken,
+    core: JoinHandle<()>,
+    http: JoinHandle<()>,
+    election: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The bound HTTP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The random master id (prefix of framework, agent and offer ids).
+    pub fn master_id(&self) -> &str {
+        &self.master_id
+    }
+
+    /// Waits until the server stopped (after shutdown was requested).
+    pub async fn wait(self) {
+        let _ = self.core.await;
+        let _ = self.http.await;
+        if let Some(e) = self.election {
+            let _ = e.await;
+        }
+    }
+
+    /// Stops the server: all streams end, the listener closes.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        self.wait().await;
+    }
+}
+
+impl Server {
+    /// Validates the config, binds, spawns the core task and the HTTP server.
+    pub async fn start(
+        config: Config,
+        shutdown: CancellationToken,
+    ) -> Result<ServerHandle, StartError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(StartError::Invalid(problems));
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let ip = config
+            .advertise_ip
+            .unwrap_or(if local_addr.ip().is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                local_addr.ip()
+            });
+        let advertised = SocketAddr::new(ip, local_addr.port());
+        let advertised_name = format!(
+            "{}:{}",
+            config.hostname.clone().unwrap_or_else(|| ip.to_string()),
+            local_addr.port()
+        );
+        let interval = config.allocation_interval;
+        let coord_cfg = config.coord.clone();
+        let coord = if coord_cfg.is_standalone() {
+            None
+        } else {
+            Some(
+                capstan_coord_client::Client::new(coord_cfg.endpoints.iter().map(String::as_str))
+                    .map_err(StartError::Coord)?,
+            )
+        };
+        let mut registry_writer = None;
+        let registry: Box<dyn crate::registry::Registry> = match &coord {
+            None => Box::new(InMemoryRegistry::default()),
+            Some(c) => {
+                let (r, writer) = crate::ha::CoordRegistry::spawn(c.clone(), &coord_cfg.prefix);
+                registry_writer = Some(writer);
+                Box::new(r)
+            }
+        };
+        let mut core = Core::new(config, advertised, registry);
+        let master_id = core.master_id().to_string();
+        let token = shutdown.child_token();
+        let (tx, mut rx) = mpsc::channel::<Job>(1024);
+        let core_token = token.clone();
+        let core_task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    job = rx.recv() => match job {
+                        Some(job) => job(&mut core, Instant::now()),
+                        None => break,
+                    },
+                    _ = tick.tick() => core.tick(Instant::now()),
+                    _ = core_token.cancelled() => break,
+                }
+            }
+            // Dropping the core closes every stream so the HTTP server can drain.
+            drop(core);
+            info!("Master core stopped");
+        });
+        // Standalone: always the leader; with coord, the election drives this watch.
+        let initial = if coord.is_some() {
+            Leadership::NoLeader
+        } else {
+            Leadership::Leader
+        };
+        let (_leader_tx, leader_rx) = watch::channel(initial);
+        let core_handle = CoreHandle { tx };
+        let mut election = None;
+        if let (Some(client), Some(writer)) = (coord, registry_writer) {
+            election = Some(tokio::spawn(crate::ha::run_election(
+                client,
+                coord_cfg,
+                advertised_name.clone(),
+                core_handle.clone(),
+                _leader_tx.clone(),
+                token.clone(),
+                writer,
+            )));
+        }
+        let app = App {
+            core: core_handle,
+            leadership: leader_rx,
+            advertised: advertised_name,
+        };
+        let router = axum::Router::new().fallback(dispatch).with_state(app);
+        let http_token = token.clone();
+        let http = tokio::spawn(async move {
+            let r = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    http_token.cancelled().await;
+                    // Keep the leadership sender alive for as long as we serve.
+                    drop(_leader_tx);
+                })
+                .await;
+            if let Err(e) = r {
+                warn!(error = %e, "Master HTTP server failed");
+            }
+        });
+        info!(addr = %local_addr, master_id = %master_id, "Master listening");
+        Ok(ServerHandle {
+            local_addr,
+            master_id,
+            token,
+            core: core_task,
+            http,
+            election,
+        })
+    }
+}
+
+/// Entry point for `capstan master`: start, tell systemd we are ready, run until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let handle = Server::start(config, shutdown).await?;
+    capstan_runtime::notify_ready();
+    handle.wait().await;
+    Ok(())
+}

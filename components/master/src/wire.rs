@@ -1,0 +1,224 @@
+//! Small wire helpers: RecordIO framing, Mesos JSON navigation, status construction.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// Frames one record: `<len>\n<bytes>`.
+pub fn recordio(payload: &[u8]) -> Bytes {
+    let mut out = format!("{}\n", payload.len()).into_bytes();
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+pub fn recordio_json(v: &Value) -> Bytes {
+    recordio(&serde_json::to_vec(v).expect("JSON values serialize"))
+}
+
+/// Seconds since the epoch, fractional.
+pub fn wall() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `{"value": "x"}` → `"x"`.
+pub fn id_value(v: Option<&Value>) -> Option<String> {
+    v?.get("value")?.as_str().map(String::from)
+}
+
+pub fn id_json(s: &str) -> Value {
+    json!({ "value": s })
+}
+
+pub fn new_uuid_b64() -> String {
+    base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+pub fn str_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub const TERMINAL_STATES: [&str; 8] = [
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_ERROR",
+    "TASK_LOST",
+    "TASK_DROPPED",
+    "TASK_GONE",
+    "TASK_GONE_BY_OPERATOR",
+];
+
+pub fn is_terminal(state: &str) -> bool {
+    TERMINAL_STATES.contains(&state)
+}
+
+/// States only PARTITION_AWARE frameworks may see; the others get TASK_LOST.
+pub fn downgrade_state(state: &str, partition_aware: bool) -> &str {
+    match state {
+        "TASK_UNREACHABLE"
+        | "TASK_DROPPED"
+        | "TASK_GONE"
+        | "TASK_GONE_BY_OPERATOR"
+        | "TASK_UNKNOWN"
+            if !partition_aware =>
+        {
+            "TASK_LOST"
+        }
+        s => s,
+    }
+}
+
+/// A master-generated TaskStatus (no uuid: it must not be acknowledged).
+pub fn master_status(
+    task_id: &str,
+    state: &str,
+    agent_id: Option<&str>,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> Value {
+    let mut s = json!({
+        "task_id": id_json(task_id),
+        "state": state,
+        "source": "SOURCE_MASTER",
+        "timestamp": wall(),
+    });
+    if let Some(a) = agent_id {
+        s["agent_id"] = id_json(a);
+    }
+    if let Some(r) = reason {
+        s["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        s["message"] = json!(m);
+    }
+    s
+}
+
+/// Incremental RecordIO decoder (for clients of the streams).
+#[derive(Default, Debug)]
+pub struct RecordIoDecoder {
+    buf: Vec<u8>,
+}
+
+impl RecordIoDecoder {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Next complete record, if any. Malformed length prefixes are an error.
+    pub fn next_record(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let Some(nl) = self.buf.iter().position(|b| *b == b'\n') else {
+            if self.buf.len() > 20 {
+                return Err("record length prefix too long".into());
+            }
+            return Ok(None);
+        };
+        let len: usize = std::str::from_utf8(&self.buf[..nl])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "bad record length prefix".to_string())?;
+        if self.buf.len() < nl + 1 + len {
+            return Ok(None);
+        }
+        let rec = self.buf[nl + 1..nl + 1 + len].to_vec();
+        self.buf.drain(..nl + 1 + len);
+        Ok(Some(rec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recordio_round_trips_across_arbitrary_chunks() {
+        let mut all = Vec::new();
+        all.extend_from_slice(&recordio(b"{\"type\":\"HEARTBEAT\"}"));
+        all.extend_from_slice(&recordio(b"{}"));
+        assert!(all.starts_with(b"20\n{\"type\""));
+        let mut d = RecordIoDecoder::default();
+        let mut out = Vec::new();
+        for c in all.chunks(3) {
+            d.push(c);
+            while let Some(r) = d.next_record().unwrap() {
+                out.push(r);
+            }
+        }
+        assert_eq!(
+            out,
+            vec![b"{\"type\":\"HEARTBEAT\"}".to_vec(), b"{}".to_vec()]
+        );
+    }
+
+    #[test]
+    fn partition_states_are_downgraded_for_old_frameworks() {
+        assert_eq!(downgrade_state("TASK_UNREACHABLE", false), "TASK_LOST");
+        assert_eq!(
+            downgrade_state("TASK_UNREACHABLE", true),
+            "TASK_UNREACHABLE"
+        );
+        assert_eq!(downgrade_state("TASK_RUNNING", false), "TASK_RUNNING");
+    }
+}
+
+/// Body encoding negotiated for a response or stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Protobuf,
+}
+
+/// Which API a stream or body belongs to (selects the protobuf message type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Scheduler,
+    Operator,
+    Agent,
+}
+
+/// Encodes a JSON event or response of `api` in `enc`. `None` if the JSON does not fit the
+/// protobuf message (a bug on our side; logged by callers).
+pub fn encode_message(api: Api, enc: Encoding, v: &Value, response: bool) -> Option<Vec<u8>> {
+    use capstan_proto::capstan::agent::v1 as agent;
+    use capstan_proto::mesos::v1::{master, scheduler};
+    use capstan_proto::{Message, from_json};
+    match enc {
+        Encoding::Json => serde_json::to_vec(v).ok(),
+        Encoding::Protobuf => match (api, response) {
+            (Api::Scheduler, _) => from_json::<scheduler::Event>(v)
+                .ok()
+                .map(|m| m.encode_to_vec()),
+            (Api::Operator, false) => from_json::<master::Event>(v)
+                .ok()
+                .map(|m| m.encode_to_vec()),
+            (Api::Operator, true) => from_json::<master::Response>(v)
+                .ok()
+                .map(|m| m.encode_to_vec()),
+            (Api::Agent, _) => from_json::<agent::Event>(v).ok().map(|m| m.encode_to_vec()),
+        },
+    }
+}
+
+/// Decodes a protobuf call of `api` into its Mesos JSON form.
+pub fn decode_protobuf_call(api: Api, body: &[u8]) -> Result<Value, String> {
+    use capstan_proto::capstan::agent::v1 as agent;
+    use capstan_proto::mesos::v1::{master, scheduler};
+    use capstan_proto::{decode, to_json};
+    let r = match api {
+        Api::Scheduler => decode::<scheduler::Call>(body).map(|m| to_json(&m)),
+        Api::Operator => decode::<master::Call>(body).map(|m| to_json(&m)),
+        Api::Agent => decode::<agent::Call>(body).map(|m| to_json(&m)),
+    };
+    r.map_err(|e| format!("Failed to parse body into Call protobuf: {e}"))
+}
