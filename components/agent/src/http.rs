@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::manager::executor::ExecutorMessage;
 use crate::manager::{TaskManagerHandle, TaskView, is_terminal};
 use crate::resources::{AgentResources, TaskResources, attribute_json, flatten, ports_to_ranges};
 
@@ -160,7 +161,18 @@ async fn executor_api(State(s): State<Shared>, headers: HeaderMap, body: Bytes) 
                 Err(e) => plain(status_of(e.http_status()), e.to_string()),
             }
         }
-        call::Type::Message | call::Type::Heartbeat => StatusCode::ACCEPTED.into_response(),
+        call::Type::Message => {
+            let Some(message) = call.message else {
+                return plain(StatusCode::BAD_REQUEST, "Expecting 'message' to be present");
+            };
+            s.tasks.executor_message(ExecutorMessage {
+                framework_id: fid.to_owned(),
+                executor_id: eid.to_owned(),
+                data: message.data,
+            });
+            StatusCode::ACCEPTED.into_response()
+        }
+        call::Type::Heartbeat => StatusCode::ACCEPTED.into_response(),
         call::Type::Unknown => plain(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use capstan_proto::capstan::agent::v1::{Call, Event, RunningTask, call, event};
 use capstan_proto::mesos::v1::{
-    AgentId, AgentInfo, Attribute, FrameworkId, Resource, TaskState, TaskStatus,
+    AgentId, AgentInfo, Attribute, ExecutorId, FrameworkId, Resource, TaskState, TaskStatus,
 };
 use capstan_proto::recordio::RecordIoDecoder;
 use futures::StreamExt;
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::manager::executor::ExecutorMessage;
 use crate::manager::{StatusUpdate, TaskManagerHandle, is_terminal};
 
 const PATH: &str = "/api/capstan/agent/v1";
@@ -150,6 +151,7 @@ fn subscribe_call(cfg: &LinkConfig, tasks: &TaskManagerHandle) -> Call {
             version: Some("1.11.0".to_owned()),
         }),
         update: None,
+        message: None,
     }
 }
 
@@ -211,13 +213,15 @@ async fn session(
     if status != 200 {
         let body = resp.text().await.unwrap_or_default();
         if status == 403 && body.contains("gone") {
-            warn!(%body, "The master marked this agent gone; it must be re-provisioned with a fresh work dir");
+            // The protocol: wipe the state and subscribe again without an id.
+            let _ = tasks.wipe().await;
         }
         return Err(SessionError::Refused { status, body });
     }
     let mut body = resp.bytes_stream();
     let mut decoder = RecordIoDecoder::new(MAX_RECORD);
     let mut updates = tasks.subscribe();
+    let mut messages = tasks.subscribe_executor_messages();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut agent_id: Option<String> = None;
     // uuid of the update in flight per task, and when it was sent.
@@ -237,6 +241,23 @@ async fn session(
                         in_flight.clear();
                     } else {
                         flush = true;
+                    }
+                }
+            }
+            m = messages.recv() => {
+                if let (Ok(m), Some(id)) = (m, agent_id.as_deref()) {
+                    let call = Call {
+                        agent_id: Some(AgentId { value: id.to_owned() }),
+                        r#type: Some(call::Type::Message as i32),
+                        message: Some(call::Message {
+                            framework_id: FrameworkId { value: m.framework_id },
+                            executor_id: ExecutorId { value: m.executor_id },
+                            data: m.data,
+                        }),
+                        ..Default::default()
+                    };
+                    if let Err(e) = post(client, master, &call).await {
+                        warn!(error = %e, "Cannot forward an executor message");
                     }
                 }
             }
@@ -343,6 +364,17 @@ async fn handle_event(
             let msg = ev.error.map(|e| e.message).unwrap_or_default();
             warn!(%msg, "Master sent ERROR");
         }
+        event::Type::Message => {
+            if let Some(m) = ev.message {
+                let _ = tasks
+                    .framework_message(ExecutorMessage {
+                        framework_id: m.framework_id.value,
+                        executor_id: m.executor_id.value,
+                        data: m.data,
+                    })
+                    .await;
+            }
+        }
         event::Type::Unknown => debug!("Ignoring an unknown event"),
     }
     Ok(false)
@@ -394,6 +426,7 @@ async fn send_heads(
                 },
                 status,
             }),
+            message: None,
         };
         match post(client, master, &update).await {
             Ok(()) => {

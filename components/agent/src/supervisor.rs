@@ -7,12 +7,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan_proto::mesos::v1::{TaskInfo, TaskState, task_status};
+use capstan_proto::mesos::v1::container_info::docker_info;
+use capstan_proto::mesos::v1::{NetworkInfo, TaskInfo, TaskState, network_info, task_status};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::containerizer::{
-    ContainerError, ContainerRef, Containerizer, LaunchSpec, Reattached, Termination,
+    ContainerError, ContainerRef, Containerizer, LaunchSpec, Launched, Reattached, Termination,
 };
 use crate::health;
 use crate::manager::{EventSender, TaskEvent};
@@ -88,6 +89,7 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
     let outcome = match launched {
         Err(o) => o,
         Ok(launched) => {
+            let launched = with_host_address(launched, &ctx.info, ctx.advertise_ip);
             c.pid = launched.pid.or(c.pid);
             let event = if reattaching {
                 TaskEvent::Reattached(launched.clone())
@@ -180,6 +182,32 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
             }
         }
     }
+}
+
+/// Host-networked tasks (HOST, or no container) are reachable on the agent's IP; report it
+/// like Mesos does, so DNS and load balancers have an address.
+fn with_host_address(mut launched: Launched, info: &TaskInfo, ip: IpAddr) -> Launched {
+    let network = info
+        .container
+        .as_ref()
+        .and_then(|c| c.docker.as_ref())
+        .map(|d| d.network());
+    let host = matches!(network, None | Some(docker_info::Network::Host));
+    if launched.network_infos.is_empty() && host {
+        let protocol = if ip.is_ipv6() {
+            network_info::Protocol::IPv6
+        } else {
+            network_info::Protocol::IPv4
+        };
+        launched.network_infos.push(NetworkInfo {
+            ip_addresses: vec![network_info::IpAddress {
+                protocol: Some(protocol as i32),
+                ip_address: Some(ip.to_string()),
+            }],
+            ..Default::default()
+        });
+    }
+    launched
 }
 
 fn terminal_status(

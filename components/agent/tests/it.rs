@@ -12,6 +12,5 @@ mod it {
     mod health_checks;
     mod master_link;
     mod process_tasks;
-    mod real_master;
     mod recovery;
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use capstan_coord_client::{Client, ListRequest, WatchRequest};
 
-/// Operator commands against a running cluster.
+/// `capstan coord [COMMAND]`: without a command the binary runs the daemon; with one it runs
+/// the operator command against the cluster at `--endpoints`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CliArgs {
     /// Comma-separated members to talk to (any of them may be down).
@@ -20,7 +21,7 @@ pub struct CliArgs {
     )]
     pub endpoints: Vec<String>,
     #[command(subcommand)]
-    pub command: CliCommand,
+    pub command: Option<CliCommand>,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -86,9 +87,13 @@ pub enum SnapshotCommand {
     },
 }
 
-/// Runs one operator command, writing its output to `out`.
-pub async fn run_cli(args: CliArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-    if let CliCommand::Snapshot(SnapshotCommand::Restore { file, data_dir }) = &args.command {
+/// Runs one operator command against `endpoints`, writing its output to `out`.
+pub async fn run_cli(
+    endpoints: &[String],
+    command: CliCommand,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    if let CliCommand::Snapshot(SnapshotCommand::Restore { file, data_dir }) = &command {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let backup = crate::snapshot::restore(&bytes, data_dir)?;
         writeln!(
@@ -100,8 +105,8 @@ pub async fn run_cli(args: CliArgs, out: &mut (dyn Write + Send)) -> anyhow::Res
         )?;
         return Ok(());
     }
-    let client = Client::new(&args.endpoints)?;
-    match args.command {
+    let client = Client::new(endpoints)?;
+    match command {
         CliCommand::Get { key, serializable } => {
             let resp = client
                 .get_with(capstan_coord_client::GetRequest {

@@ -1,7 +1,9 @@
 //! Durable raft storage on redb: the log, the vote, the committed id and the last snapshot
 //! live in one redb file (`<data_dir>/coord.redb`); every write transaction that matters for
 //! safety (log append, vote, truncate, snapshot) is committed with redb's default
-//! `Durability::Immediate`, i.e. fsynced before openraft is told it is done.
+//! `Durability::Immediate`, i.e. fsynced before openraft is told it is done. Log writes go
+//! through one writer thread that commits everything queued in one transaction (group
+//! commit), so concurrent writes share an fsync.
 //!
 //! The state machine ([`KvState`]) is kept in memory and made durable by the log plus
 //! snapshots: on start it is loaded from the last snapshot and openraft re-applies the

@@ -80,6 +80,9 @@ pub struct UpArgs {
     pub agents: u8,
     #[command(flatten)]
     pub dir: StateDirArg,
+    /// Second octet of the node addresses (127.<net>.1.<i>), to run clusters side by side.
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub net: u8,
     /// Run in the background and return once the cluster is ready.
     #[arg(long)]
     pub detach: bool,
@@ -110,7 +113,7 @@ pub async fn run(cmd: DevCommand, out: &mut (dyn Write + Send)) -> Result<(), De
 
 async fn up(args: UpArgs, out: &mut (dyn Write + Send)) -> Result<(), DevError> {
     let paths = args.dir.paths();
-    let nodes = layout::layout(args.masters, args.agents)?;
+    let nodes = layout::layout(args.masters, args.agents, args.net)?;
     if !args.supervise {
         if let Ok(status) = current_status(&paths).await {
             writeln!(out, "A dev cluster is already up for {}:", paths.root().display()).map_err(stdout_err)?;
@@ -171,6 +174,8 @@ fn spawn_detached(bin: &Path, args: &UpArgs, paths: &ClusterPaths) -> Result<std
         .arg(args.masters.to_string())
         .arg("--agents")
         .arg(args.agents.to_string())
+        .arg("--net")
+        .arg(args.net.to_string())
         .arg("--state-dir")
         .arg(paths.root())
         .stdin(Stdio::null())

@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn masters_list_every_coord_member_and_agents_point_at_every_master() {
-        let nodes = layout(3, 1).unwrap();
+        let nodes = layout(3, 1, 0).unwrap();
         let paths = ClusterPaths::new("/tmp/x");
         let m2 = node_config(&nodes[1], &nodes, &paths, ("k", "v"));
         assert_eq!(m2["coord"]["id"], 2);

@@ -123,8 +123,10 @@ pub enum LayoutError {
     Agents(u8),
 }
 
-/// The nodes of a cluster with `masters` masters and `agents` agents.
-pub fn layout(masters: u8, agents: u8) -> Result<Vec<Node>, LayoutError> {
+/// The nodes of a cluster with `masters` masters and `agents` agents. `net` is the second
+/// octet of every address (`127.<net>.1.<i>`): 0 normally; tests pick another to run
+/// clusters side by side.
+pub fn layout(masters: u8, agents: u8, net: u8) -> Result<Vec<Node>, LayoutError> {
     if !MASTER_COUNTS.contains(&masters) {
         return Err(LayoutError::Masters(masters));
     }
@@ -133,13 +135,13 @@ pub fn layout(masters: u8, agents: u8) -> Result<Vec<Node>, LayoutError> {
     }
     let masters = (1..=masters).map(|i| Node {
         name: format!("master-{i}"),
-        address: Ipv4Addr::new(127, 0, 1, i),
+        address: Ipv4Addr::new(127, net, 1, i),
         role: Role::Master,
         index: i,
     });
     let agents = (1..=agents).map(|i| Node {
         name: format!("agent-{i}"),
-        address: Ipv4Addr::new(127, 0, 2, i),
+        address: Ipv4Addr::new(127, net, 2, i),
         role: Role::Agent,
         index: i,
     });
@@ -157,7 +159,7 @@ mod tests {
 
     #[test]
     fn default_cluster_has_one_master_and_two_agents_on_their_own_addresses() {
-        let nodes = layout(1, 2).unwrap();
+        let nodes = layout(1, 2, 0).unwrap();
         let names: Vec<_> = nodes.iter().map(|n| (n.name.as_str(), n.address.to_string())).collect();
         assert_eq!(
             names,
@@ -173,15 +175,15 @@ mod tests {
 
     #[test]
     fn even_master_counts_and_empty_agent_sets_are_refused() {
-        assert_eq!(layout(2, 1), Err(LayoutError::Masters(2)));
-        assert_eq!(layout(0, 1), Err(LayoutError::Masters(0)));
-        assert_eq!(layout(3, 0), Err(LayoutError::Agents(0)));
-        assert!(layout(5, MAX_AGENTS).is_ok());
+        assert_eq!(layout(2, 1, 0), Err(LayoutError::Masters(2)));
+        assert_eq!(layout(0, 1, 0), Err(LayoutError::Masters(0)));
+        assert_eq!(layout(3, 0, 0), Err(LayoutError::Agents(0)));
+        assert!(layout(5, MAX_AGENTS, 0).is_ok());
     }
 
     #[test]
     fn no_two_daemons_share_an_address() {
-        let nodes = layout(5, 20).unwrap();
+        let nodes = layout(5, 20, 9).unwrap();
         let mut all: Vec<_> = nodes.iter().flat_map(|n| n.bound_tcp_addrs()).collect();
         let before = all.len();
         all.sort();

@@ -270,6 +270,7 @@ fn write_snapshot(paths: &ClusterPaths, snapshot: &ClusterSnapshot) -> Result<()
 /// Owns one daemon's child process for the life of the cluster.
 async fn run_daemon(spec: DaemonSpec, mut desired: watch::Receiver<Desired>, events: mpsc::Sender<DaemonEvent>) {
     let mut backoff = MIN_BACKOFF;
+    let mut spawns = 0u32;
     let send = |pid: Option<u32>, state: DaemonState| {
         let events = events.clone();
         let (node, daemon) = (spec.node, spec.daemon);
@@ -288,7 +289,8 @@ async fn run_daemon(spec: DaemonSpec, mut desired: watch::Receiver<Desired>, eve
             }
             continue;
         }
-        let (mut child, notify) = match spawn(&spec) {
+        spawns += 1;
+        let (mut child, notify) = match spawn(&spec, spawns) {
             Ok(c) => c,
             Err(e) => {
                 warn!(daemon = %spec.label, error = %e, "Cannot start daemon");
@@ -360,8 +362,11 @@ async fn wait_or_change(desired: &mut watch::Receiver<Desired>, delay: Duration)
     }
 }
 
-fn spawn(spec: &DaemonSpec) -> std::io::Result<(Child, UnixDatagram)> {
-    let notify = StdUnixDatagram::bind_addr(&UnixAddr::from_abstract_name(spec.notify_name.as_bytes())?)?;
+/// Starts the daemon with its own `NOTIFY_SOCKET` (an abstract socket named per spawn, so a
+/// restart never collides with the previous run's socket).
+fn spawn(spec: &DaemonSpec, nth: u32) -> std::io::Result<(Child, UnixDatagram)> {
+    let notify_name = format!("{}-{nth}", spec.notify_name);
+    let notify = StdUnixDatagram::bind_addr(&UnixAddr::from_abstract_name(notify_name.as_bytes())?)?;
     notify.set_nonblocking(true)?;
     let notify = UnixDatagram::from_std(notify)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
@@ -369,7 +374,7 @@ fn spawn(spec: &DaemonSpec) -> std::io::Result<(Child, UnixDatagram)> {
         .arg(spec.which.name())
         .arg("--config")
         .arg(&spec.config)
-        .env("NOTIFY_SOCKET", format!("@{}", spec.notify_name))
+        .env("NOTIFY_SOCKET", format!("@{notify_name}"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

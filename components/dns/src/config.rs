@@ -50,7 +50,7 @@ pub struct Config {
     /// Upstream resolvers (`ip` or `ip:port`); empty means the `nameserver`s of
     /// `/etc/resolv.conf`.
     pub resolvers: Vec<String>,
-    /// Upstreams for particular zones (`consul` → [`10.0.0.5:8600`]).
+    /// Upstreams for particular zones (`consul: ["10.0.0.5:8600"]`).
     pub zone_resolvers: BTreeMap<String, Vec<String>>,
     /// Upstream query timeout, seconds.
     #[serde(with = "duration_secs")]

@@ -94,7 +94,9 @@ impl Forwarder {
 
     /// Answers a forwarded request; always returns a response (SERVFAIL when upstreams fail).
     pub async fn forward(&self, req: &ForwardRequest, cfg: &ResponderConfig) -> Vec<u8> {
-        let query = req.request.queries[0].clone();
+        let Some(query) = req.request.queries.first().cloned() else {
+            return encode(servfail(req), req.max_size, cfg);
+        };
         let key = (
             req.name.clone(),
             u16::from(query.query_type()),

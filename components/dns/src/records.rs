@@ -996,4 +996,23 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn tmp_timing() {
+        let mut st = cluster();
+        for i in 0..10000u32 {
+            let mut t = running(&format!("app{}.{i}", i % 500), &format!("app{}", i % 500), &["9.0.0.1"]);
+            t.ports = vec![31000, 31001];
+            t.discovery = Some(Discovery { name: format!("app{}", i % 500), ports: vec![DiscoveryPort { number: 31000, name: "http".into(), protocol: "tcp".into() }] });
+            add(&mut st, t);
+        }
+        for dcos in [true, false, true, false, true] {
+            let start = std::time::Instant::now();
+            let rs = synthesize(&st, &SynthConfig { dcos_zone: dcos, ..Default::default() });
+            let el = start.elapsed();
+            let start = std::time::Instant::now();
+            drop(rs);
+            eprintln!("TIMING dcos={dcos} in {:?} drop {:?}", el, start.elapsed());
+        }
+    }
 }

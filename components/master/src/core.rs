@@ -782,9 +782,17 @@ impl Core {
                 for k in ["agent_id", "executor_id", "data"] {
                     require(m, k)?;
                 }
-                // Executors talk to their agent; the sim/docker agents have no custom
-                // executors yet, so messages are accepted and dropped.
-                self.dropped_messages += 1;
+                let aid = id_value(m.get("agent_id")).unwrap_or_default();
+                let ev = json!({"type": "MESSAGE", "message": {
+                    "framework_id": id_json(&fid),
+                    "executor_id": m["executor_id"],
+                    "data": m["data"],
+                }});
+                match self.agents.get_mut(&aid) {
+                    Some(a) if a.sink.is_some() => a.send(&ev),
+                    // Like Mesos: best effort, dropped when the agent is not connected.
+                    _ => self.dropped_messages += 1,
+                }
                 Ok(None)
             }
             "REQUEST"
@@ -1643,6 +1651,24 @@ impl Core {
             .unwrap_or("UNKNOWN");
         match ty {
             "PONG" => Ok(()),
+            "MESSAGE" => {
+                let m = call
+                    .get("message")
+                    .ok_or_else(|| ApiError::bad_request("Expecting 'message' to be present"))?;
+                let fid = id_value(m.get("framework_id")).ok_or_else(|| {
+                    ApiError::bad_request("Expecting 'message.framework_id' to be present")
+                })?;
+                let ev = json!({"type": "MESSAGE", "message": {
+                    "agent_id": id_json(&aid),
+                    "executor_id": m.get("executor_id").cloned().unwrap_or(json!({"value": ""})),
+                    "data": m.get("data").cloned().unwrap_or(json!("")),
+                }});
+                match self.frameworks.get_mut(&fid) {
+                    Some(f) if f.connected() => f.send(&ev),
+                    _ => self.dropped_messages += 1,
+                }
+                Ok(())
+            }
             "UPDATE" => {
                 let u = call
                     .get("update")

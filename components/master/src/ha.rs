@@ -130,15 +130,30 @@ pub async fn load_registry(client: &Client, prefix: &str) -> Result<RegistrySnap
 
 /// Runs the election for this master until `token` is cancelled or leadership is lost
 /// (which cancels `token`).
-pub(crate) async fn run_election(
-    client: Client,
-    cfg: CoordConfig,
-    me: String,
-    core: CoreHandle,
-    leader_tx: watch::Sender<Leadership>,
-    token: CancellationToken,
-    registry_writer: tokio::task::JoinHandle<()>,
-) {
+/// Everything the election task needs.
+pub(crate) struct ElectionTask {
+    pub client: Client,
+    pub cfg: CoordConfig,
+    /// This master's `host:port`, the election value.
+    pub me: String,
+    pub core: CoreHandle,
+    pub leader_tx: watch::Sender<Leadership>,
+    pub token: CancellationToken,
+    pub registry_writer: tokio::task::JoinHandle<()>,
+    pub lost: Arc<AtomicBool>,
+}
+
+pub(crate) async fn run_election(task: ElectionTask) {
+    let ElectionTask {
+        client,
+        cfg,
+        me,
+        core,
+        leader_tx,
+        token,
+        registry_writer,
+        lost,
+    } = task;
     let election = Election::new(
         client.clone(),
         format!("{}/election", cfg.prefix.trim_end_matches('/')),
@@ -203,7 +218,7 @@ pub(crate) async fn run_election(
     let (lease, mut keep_alive, leadership) = loop {
         let attempt = async {
             let lease = client.lease_grant(cfg.lease_ttl).await?.id;
-            let keep_alive = client.spawn_keep_alive(lease, cfg.lease_ttl);
+            let keep_alive = tokio::spawn(keep_lease(client.clone(), lease, cfg.lease_ttl));
             let leadership = election.campaign(lease, me.clone().into_bytes()).await?;
             Ok::<_, ClientError>((lease, keep_alive, leadership))
         };
@@ -242,8 +257,9 @@ pub(crate) async fn run_election(
     let _ = leader_tx.send(Leadership::Leader);
     info!(lease, agents, "Elected leading master");
     tokio::select! {
-        _ = keep_alive.lost() => {
+        _ = &mut keep_alive => {
             error!("Lost the coord lease: no longer the leading master; stopping");
+            lost.store(true, Ordering::SeqCst);
             let _ = leader_tx.send(Leadership::NoLeader);
             token.cancel();
         }
@@ -256,6 +272,31 @@ pub(crate) async fn run_election(
                 warn!(error = %e, "Could not resign leadership");
             }
             let _ = client.lease_revoke(lease).await;
+            keep_alive.abort();
+        }
+    }
+}
+
+/// Keeps the lease alive every third of its TTL. Returns when the lease is gone, or when
+/// no keep-alive succeeded for a whole TTL (coord may already have expired it and elected
+/// someone else, so this master must stop acting as leader).
+async fn keep_lease(client: Client, lease: u64, ttl: Duration) {
+    let period = (ttl / 3).max(Duration::from_millis(10));
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        match tokio::time::timeout(period, client.lease_keep_alive(lease)).await {
+            Ok(Ok(_)) => last_ok = tokio::time::Instant::now(),
+            Ok(Err(ClientError::LeaseNotFound(_))) => {
+                warn!(lease, "Master lease expired");
+                return;
+            }
+            Ok(Err(e)) => warn!(lease, error = %e, "Lease keep-alive failed"),
+            Err(_) => warn!(lease, "Lease keep-alive timed out"),
+        }
+        if last_ok.elapsed() >= ttl {
+            warn!(lease, "No successful lease keep-alive for a whole TTL");
+            return;
         }
     }
 }

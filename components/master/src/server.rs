@@ -1,6 +1,8 @@
 //! Server wiring: the core task (owner of all state), its timer, and the HTTP listener.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use capstan_runtime::{ConfigProblem, Validate};
@@ -67,6 +69,7 @@ pub struct ServerHandle {
     core: JoinHandle<()>,
     http: JoinHandle<()>,
     election: Option<JoinHandle<()>>,
+    lost_leadership: Arc<AtomicBool>,
 }
 
 impl ServerHandle {
@@ -78,6 +81,11 @@ impl ServerHandle {
     /// The random master id (prefix of framework, agent and offer ids).
     pub fn master_id(&self) -> &str {
         &self.master_id
+    }
+
+    /// True once this master stopped because it lost its coord lease while leading.
+    pub fn lost_leadership(&self) -> bool {
+        self.lost_leadership.load(Ordering::SeqCst)
     }
 
     /// Waits until the server stopped (after shutdown was requested).
@@ -176,18 +184,22 @@ impl Server {
         } else {
             Leadership::Leader
         };
-        let (_leader_tx, leader_rx) = watch::channel(initial);
+        let (leader_tx, leader_rx) = watch::channel(initial);
         let core_handle = CoreHandle { tx };
         let mut election = None;
+        let lost_leadership = Arc::new(AtomicBool::new(false));
         if let (Some(client), Some(writer)) = (coord, registry_writer) {
             election = Some(tokio::spawn(crate::ha::run_election(
-                client,
-                coord_cfg,
-                advertised_name.clone(),
-                core_handle.clone(),
-                _leader_tx.clone(),
-                token.clone(),
-                writer,
+                crate::ha::ElectionTask {
+                    client,
+                    cfg: coord_cfg,
+                    me: advertised_name.clone(),
+                    core: core_handle.clone(),
+                    leader_tx: leader_tx.clone(),
+                    token: token.clone(),
+                    registry_writer: writer,
+                    lost: lost_leadership.clone(),
+                },
             )));
         }
         let app = App {
@@ -202,7 +214,7 @@ impl Server {
                 .with_graceful_shutdown(async move {
                     http_token.cancelled().await;
                     // Keep the leadership sender alive for as long as we serve.
-                    drop(_leader_tx);
+                    drop(leader_tx);
                 })
                 .await;
             if let Err(e) = r {
@@ -217,14 +229,31 @@ impl Server {
             core: core_task,
             http,
             election,
+            lost_leadership,
         })
     }
 }
 
 /// Entry point for `capstan master`: start, tell systemd we are ready, run until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+/// Why `capstan master` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The leader lost its coord lease; exit non-zero so the service manager restarts it
+    /// as a standby.
+    #[error("lost master leadership")]
+    LostLeadership,
+}
+
+/// Entry point for `capstan master`: start, tell systemd we are ready, run until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let handle = Server::start(config, shutdown).await?;
     capstan_runtime::notify_ready();
+    let lost = handle.lost_leadership.clone();
     handle.wait().await;
+    if lost.load(Ordering::SeqCst) {
+        return Err(RunError::LostLeadership);
+    }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! Each agent keeps its agent ID and its tasks across [`SimAgent::stop`] /
 //! [`SimAgent::start`] (like a real agent restarting with its work dir), resends each
 //! task's status updates in order until the master acknowledges them, and answers PINGs.
+//! Framework messages to an executor are echoed back to the framework.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -503,6 +504,10 @@ fn handle_event(st: &mut State, cfg: &SimAgentConfig, ev: &Value) -> Vec<Value> 
                     st.tasks.remove(&key);
                 }
             }
+        }
+        "MESSAGE" => {
+            // The simulated executor echoes framework messages back.
+            calls.push(json!({"type": "MESSAGE", "message": ev["message"].clone()}));
         }
         "ERROR" => warn!(message = %ev["error"]["message"], "Master sent ERROR"),
         _ => debug!(event = %ty, "Ignoring event"),

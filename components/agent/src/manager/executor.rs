@@ -74,6 +74,14 @@ impl ExecutorApiError {
     }
 }
 
+/// Opaque data between a framework and one of its executors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutorMessage {
+    pub framework_id: String,
+    pub executor_id: String,
+    pub data: Vec<u8>,
+}
+
 pub(crate) enum ExecutorCall {
     Subscribe {
         framework_id: String,
@@ -125,6 +133,26 @@ impl TaskManagerHandle {
         })
         .await
         .map_err(|_| ExecutorApiError::ShuttingDown)?
+    }
+}
+
+impl TaskManagerHandle {
+    /// An executor's message for its framework (the master link forwards it).
+    pub fn executor_message(&self, message: ExecutorMessage) {
+        let _ = self.messages.send(message);
+    }
+
+    /// Messages executors send to their frameworks.
+    pub fn subscribe_executor_messages(&self) -> tokio::sync::broadcast::Receiver<ExecutorMessage> {
+        self.messages.subscribe()
+    }
+
+    /// A framework's message for one of its executors on this agent.
+    pub async fn framework_message(&self, message: ExecutorMessage) -> Result<(), ManagerError> {
+        self.tx
+            .send(super::Msg::FrameworkMessage(message))
+            .await
+            .map_err(|_| ManagerError::ShuttingDown)
     }
 }
 
@@ -528,6 +556,22 @@ impl TaskManager {
             self.maybe_shutdown_executor(&key);
         }
         Ok(())
+    }
+
+    pub(super) fn deliver_framework_message(&mut self, m: ExecutorMessage) {
+        let key = (m.framework_id.clone(), m.executor_id.clone());
+        match self.executors.get(&key).and_then(|e| e.stream.as_ref()) {
+            Some(tx) => {
+                let _ = tx.try_send(Event {
+                    r#type: Some(event::Type::Message as i32),
+                    message: Some(event::Message { data: m.data }),
+                    ..Default::default()
+                });
+            }
+            None => {
+                warn!(executor_id = %m.executor_id, "Dropping a framework message for an executor that is not subscribed")
+            }
+        }
     }
 
     pub(super) fn executor_acknowledged(&mut self, task_id: &str, uuid: &[u8]) {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use capstan_proto::mesos::v1::{
     AgentId, ContainerId, ContainerStatus, ExecutorId, FrameworkId, FrameworkInfo, TaskInfo,
-    TaskState, TaskStatus, task_status,
+    TaskState, TaskStatus, framework_info, task_status,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -156,6 +156,8 @@ enum Msg {
         agent_id: String,
     },
     Executor(executor::ExecutorCall),
+    Wipe,
+    FrameworkMessage(executor::ExecutorMessage),
     Unknown {
         framework_id: String,
         task_id: String,
@@ -173,6 +175,7 @@ pub struct TaskManagerHandle {
     tx: mpsc::Sender<Msg>,
     snapshot: watch::Receiver<Arc<AgentSnapshot>>,
     updates: broadcast::Sender<StatusUpdate>,
+    messages: broadcast::Sender<executor::ExecutorMessage>,
 }
 
 impl TaskManagerHandle {
@@ -262,6 +265,15 @@ impl TaskManagerHandle {
         let agent_id = agent_id.to_owned();
         self.tx
             .send(Msg::Registered { agent_id })
+            .await
+            .map_err(|_| ManagerError::ShuttingDown)
+    }
+
+    /// The master marked this agent gone: kill every task, forget them, and drop the agent id
+    /// so the next SUBSCRIBE registers a new agent.
+    pub async fn wipe(&self) -> Result<(), ManagerError> {
+        self.tx
+            .send(Msg::Wipe)
             .await
             .map_err(|_| ManagerError::ShuttingDown)
     }
@@ -421,6 +433,8 @@ pub struct TaskManager {
     cfg: Arc<ManagerConfig>,
     agent_id: String,
     registered: bool,
+    /// A wipe was requested; it completes once every task ended.
+    wipe_pending: bool,
     docker: Option<Arc<DockerContainerizer>>,
     process: Arc<ProcessContainerizer>,
     docker_up: watch::Receiver<bool>,
@@ -466,15 +480,18 @@ impl TaskManager {
             ..Default::default()
         }));
         let (updates, _) = broadcast::channel(4096);
+        let (messages, _) = broadcast::channel(256);
         let handle = TaskManagerHandle {
             tx,
             snapshot: snapshot_rx,
             updates,
+            messages,
         };
         let mut mgr = TaskManager {
             cfg: Arc::new(cfg),
             agent_id: cp.agent_id.clone(),
             registered: cp.registered,
+            wipe_pending: false,
             docker,
             process: Arc::new(ProcessContainerizer::new()),
             docker_up,
@@ -698,7 +715,24 @@ impl TaskManager {
                 framework_id,
                 task_id,
             } => self.lost(framework_id, task_id),
+            Msg::FrameworkMessage(m) => self.deliver_framework_message(m),
+            Msg::Wipe => {
+                if !self.wipe_pending {
+                    warn!(agent_id = %self.agent_id, "The master marked this agent gone; killing every task and registering anew");
+                    self.wipe_pending = true;
+                    let live: Vec<String> = self
+                        .tasks
+                        .iter()
+                        .filter(|(_, t)| !is_terminal(t.state))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for task_id in live {
+                        let _ = self.kill(&task_id, Some(Duration::ZERO));
+                    }
+                }
+            }
         }
+        self.finish_wipe();
         self.publish();
     }
 
@@ -933,6 +967,22 @@ impl TaskManager {
         Ok(())
     }
 
+    fn finish_wipe(&mut self) {
+        if !self.wipe_pending || self.tasks.values().any(|t| !is_terminal(t.state)) {
+            return;
+        }
+        let ids: Vec<String> = self.tasks.keys().cloned().collect();
+        for id in ids {
+            self.complete(&id);
+        }
+        self.executors.clear();
+        self.wipe_pending = false;
+        self.registered = false;
+        self.agent_id = format!("{}-S0", uuid::Uuid::new_v4());
+        info!(agent_id = %self.agent_id, "Agent state wiped");
+        self.checkpoint();
+    }
+
     fn lost(&mut self, framework_id: String, task_id: String) {
         if self.tasks.contains_key(&task_id) {
             return;
@@ -1042,8 +1092,16 @@ impl TaskManager {
                 self.checkpoint();
             }
             TaskEvent::Killing => {
-                // TASK_KILLING is optional in Mesos; we only note it in the log.
                 info!(task_id, "Task killing");
+                // Mesos sends TASK_KILLING only to frameworks that declared TASK_KILLING_STATE.
+                let wants = self.frameworks.get(&task.framework_id).is_some_and(|f| {
+                    f.capabilities.iter().any(|c| {
+                        c.r#type == Some(framework_info::capability::Type::TaskKillingState as i32)
+                    })
+                });
+                if wants && !is_terminal(task.state) {
+                    self.transition(task_id, TaskState::TaskKilling, None, String::new(), None);
+                }
             }
             TaskEvent::Health { healthy, kill } => {
                 let changed = task.healthy != Some(healthy);

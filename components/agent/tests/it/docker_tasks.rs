@@ -73,7 +73,14 @@ async fn host_network_task_listens_on_its_offered_port() {
         }),
     );
     agent.tasks().launch(FRAMEWORK, t).await.unwrap();
-    wait_state(&agent, "host-web", TaskState::TaskRunning).await;
+    let view = wait_state(&agent, "host-web", TaskState::TaskRunning).await;
+    // A host-networked task is reachable on the agent's IP, and says so.
+    let running = view.statuses.last().unwrap();
+    let nets = &running.container_status.as_ref().unwrap().network_infos;
+    assert_eq!(
+        nets[0].ip_addresses[0].ip_address.as_deref(),
+        Some("127.0.0.1")
+    );
     let url = format!("http://127.0.0.1:{port}/health");
     wait_until("the task answers on PORT0", DEADLINE, async || {
         let r = reqwest::get(&url).await?;
@@ -424,5 +431,94 @@ async fn environment_volumes_and_live_resource_updates_reach_the_container() {
         .unwrap();
     wait_state(&agent, "env", TaskState::TaskKilled).await;
     scope.assert_no_containers_left().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn frameworks_with_the_task_killing_state_capability_see_task_killing() {
+    let scope = Scope::new().await;
+    let agent = scope.start().await;
+    let framework: capstan_proto::mesos::v1::FrameworkInfo = capstan_proto::from_json(&json!({
+        "user": "root", "name": "aware", "id": {"value": FRAMEWORK},
+        "capabilities": [{"type": "TASK_KILLING_STATE"}]
+    }))
+    .unwrap();
+    let t = docker_task("aware", "capstan/busybox", Some("sleep 600"));
+    agent
+        .tasks()
+        .launch_with_framework(framework, t)
+        .await
+        .unwrap();
+    wait_state(&agent, "aware", TaskState::TaskRunning).await;
+    agent
+        .tasks()
+        .kill("aware", Some(Duration::ZERO))
+        .await
+        .unwrap();
+    let killed = wait_state(&agent, "aware", TaskState::TaskKilled).await;
+    let states: Vec<i32> = killed.statuses.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        vec![
+            TaskState::TaskStarting as i32,
+            TaskState::TaskRunning as i32,
+            TaskState::TaskKilling as i32,
+            TaskState::TaskKilled as i32
+        ]
+    );
+    scope.assert_no_containers_left().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_network_tasks_join_the_named_network_and_report_its_address() {
+    let scope = Scope::new().await;
+    let network = format!("capstan-test-net-{}", std::process::id());
+    scope
+        .docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(scope.cleanup.labels()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let agent = scope.start().await;
+    let t = task(
+        "on-net",
+        json!({
+            "container": {"type": "DOCKER", "docker": {"image": "capstan/busybox", "network": "USER"},
+                          "network_infos": [{"name": network}]},
+            "command": {"value": "sleep 600"}
+        }),
+    );
+    agent.tasks().launch(FRAMEWORK, t).await.unwrap();
+    let view = wait_state(&agent, "on-net", TaskState::TaskRunning).await;
+    let nets = &view
+        .statuses
+        .last()
+        .unwrap()
+        .container_status
+        .as_ref()
+        .unwrap()
+        .network_infos;
+    assert_eq!(nets[0].name.as_deref(), Some(network.as_str()));
+    let ip = nets[0].ip_addresses[0].ip_address.clone().unwrap();
+    let inspect = scope.docker.inspect_network(&network, None).await.unwrap();
+    let subnet = inspect.ipam.unwrap().config.unwrap()[0]
+        .subnet
+        .clone()
+        .unwrap();
+    let prefix = subnet.split('.').take(2).collect::<Vec<_>>().join(".");
+    assert!(ip.starts_with(&prefix), "{ip} not in {subnet}");
+    agent
+        .tasks()
+        .kill("on-net", Some(Duration::ZERO))
+        .await
+        .unwrap();
+    wait_state(&agent, "on-net", TaskState::TaskKilled).await;
+    scope.assert_no_containers_left().await;
+    scope.docker.remove_network(&network).await.unwrap();
     agent.shutdown().await;
 }

@@ -165,6 +165,40 @@ async fn a_custom_executor_subscribes_gets_its_tasks_and_reports_their_states() 
     assert_eq!(ack["type"], "ACKNOWLEDGED");
     assert_eq!(ack["acknowledged"]["uuid"], running_b64);
 
+    // Messages both ways: executor → framework (via the master link) and back.
+    let mut to_framework = agent.tasks().subscribe_executor_messages();
+    let data = base64::engine::general_purpose::STANDARD.encode(b"hello framework");
+    let r = call(
+        &base,
+        json!({"type": "MESSAGE", "framework_id": {"value": FRAMEWORK},
+        "executor_id": {"value": "E1"}, "message": {"data": data}}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let m = tokio::time::timeout(DEADLINE, to_framework.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.executor_id.as_str(), m.data.as_slice()),
+        ("E1", b"hello framework".as_slice())
+    );
+    agent
+        .tasks()
+        .framework_message(capstan_agent::manager::executor::ExecutorMessage {
+            framework_id: FRAMEWORK.into(),
+            executor_id: "E1".into(),
+            data: b"hello executor".to_vec(),
+        })
+        .await
+        .unwrap();
+    let msg = events.next().await;
+    assert_eq!(msg["type"], "MESSAGE");
+    assert_eq!(
+        msg["message"]["data"],
+        base64::engine::general_purpose::STANDARD.encode(b"hello executor")
+    );
+
     agent.tasks().kill("exec-task", None).await.unwrap();
     let kill = events.next().await;
     assert_eq!(kill["type"], "KILL");

@@ -21,7 +21,10 @@ use super::harness::*;
 struct Fake {
     calls: Vec<Call>,
     stream: Option<mpsc::Sender<Bytes>>,
-    assign: String,
+    /// Ids handed to agents that subscribe without one, in order.
+    assign: Vec<String>,
+    /// Ids marked gone: refused with 403.
+    gone: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -47,7 +50,14 @@ async fn api(State(fake): State<Shared>, body: Bytes) -> Response {
         .as_ref()
         .and_then(|s| s.agent_info.id.clone())
         .map(|i| i.value);
-    let id = claimed.unwrap_or_else(|| f.assign.clone());
+    if let Some(id) = claimed.as_ref().filter(|id| f.gone.contains(id)) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("Agent {id} has been marked gone"),
+        )
+            .into_response();
+    }
+    let id = claimed.unwrap_or_else(|| f.assign.remove(0));
     let (tx, mut rx) = mpsc::channel::<Bytes>(64);
     tx.try_send(record(&json!({"type": "SUBSCRIBED", "subscribed": {
         "agent_id": {"value": id}, "ping_interval_seconds": 15.0}})))
@@ -69,9 +79,9 @@ struct FakeMaster {
 }
 
 impl FakeMaster {
-    async fn start(assign: &str) -> FakeMaster {
+    async fn start(assign: &[&str]) -> FakeMaster {
         let state: Shared = Arc::new(Mutex::new(Fake {
-            assign: assign.into(),
+            assign: assign.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }));
         let app = Router::new()
@@ -128,7 +138,7 @@ impl FakeMaster {
 #[tokio::test]
 async fn master_link_registers_launches_and_delivers_updates_one_at_a_time() {
     let scope = Scope::new().await;
-    let master = FakeMaster::start("M-S7").await;
+    let master = FakeMaster::start(&["M-S7"]).await;
     let mut config = scope.config();
     config.masters = vec![master.addr.to_string()];
     let agent = scope.start_with(config.clone()).await;
@@ -224,4 +234,44 @@ async fn master_link_registers_launches_and_delivers_updates_one_at_a_time() {
     tokio::time::timeout(Duration::from_secs(30), agent.shutdown())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_the_master_marked_gone_kills_its_tasks_and_registers_anew() {
+    let scope = Scope::new().await;
+    let master = FakeMaster::start(&["M-S1", "M-S2"]).await;
+    let mut config = scope.config();
+    config.masters = vec![master.addr.to_string()];
+    let agent = scope.start_with(config).await;
+    wait_until("registered", DEADLINE, async || {
+        (agent.tasks().snapshot().agent_id == "M-S1").then_some(())
+    })
+    .await
+    .unwrap();
+    master
+        .send(json!({"type": "LAUNCH", "launch": {
+            "framework_info": {"user": "root", "name": "fw", "id": {"value": FRAMEWORK}},
+            "task": {"name": "t", "task_id": {"value": "doomed"}, "agent_id": {"value": "M-S1"},
+                     "container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"}},
+                     "command": {"value": "sleep 600"}}}}))
+        .await;
+    wait_state(&agent, "doomed", TaskState::TaskRunning).await;
+
+    // The operator marks the agent gone; its stream ends and it is refused.
+    {
+        let mut f = master.state.lock().unwrap();
+        f.gone.push("M-S1".into());
+        f.stream = None;
+    }
+    wait_until("registered anew", DEADLINE, async || {
+        (agent.tasks().snapshot().agent_id == "M-S2").then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(agent.tasks().snapshot().tasks.is_empty());
+    scope.assert_no_containers_left().await;
+    wait_until("connected", DEADLINE, async || agent.master_connected())
+        .await
+        .unwrap();
+    agent.shutdown().await;
 }

@@ -60,3 +60,52 @@ async fn command_tasks_without_a_container_run_as_processes_in_their_sandbox() {
     .unwrap();
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn process_tasks_survive_an_agent_restart_and_can_be_killed_afterwards() {
+    let scope = Scope::new().await;
+    let agent = scope.start().await;
+    agent
+        .tasks()
+        .launch(
+            FRAMEWORK,
+            task("proc-keep", json!({"command": {"value": "sleep 600"}})),
+        )
+        .await
+        .unwrap();
+    let before = wait_state(&agent, "proc-keep", TaskState::TaskRunning).await;
+    let pid = before.container.pid.expect("pid");
+    agent.shutdown().await;
+
+    let agent = scope.start().await;
+    wait_until("reattached", DEADLINE, async || {
+        agent
+            .tasks()
+            .snapshot()
+            .tasks
+            .get("proc-keep")
+            .is_some_and(|t| t.launched.is_some())
+    })
+    .await
+    .unwrap();
+    let after = agent.tasks().snapshot().tasks["proc-keep"].clone();
+    assert_eq!(after.state, TaskState::TaskRunning);
+    assert_eq!(after.container.pid, Some(pid));
+    agent
+        .tasks()
+        .kill("proc-keep", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    wait_state(&agent, "proc-keep", TaskState::TaskKilled).await;
+    wait_until("process gone", DEADLINE, async || {
+        let out = std::process::Command::new("pgrep")
+            .arg("-g")
+            .arg(pid.to_string())
+            .output()
+            .unwrap();
+        out.stdout.is_empty()
+    })
+    .await
+    .unwrap();
+    agent.shutdown().await;
+}

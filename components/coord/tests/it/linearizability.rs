@@ -2,7 +2,7 @@
 //! restarted and partitioned; the recorded history is checked for linearizability per key
 //! with a small Wing–Gong search (memoised, Porcupine-style).
 //!
-//! Seeds: `COORD_LIN_SEED=<n>` replays one seed; otherwise a few fixed seeds run.
+//! Seeds: `COORD_LIN_SEED=<n>[,<n>...]` replays the given seeds; otherwise a few fixed seeds run.
 //! `COORD_LIN_MILLIS` sets the traffic duration per seed.
 
 use std::collections::{BTreeMap, HashSet};
@@ -350,7 +350,14 @@ async fn run_seed(seed: u64, millis: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_clients_under_kills_and_partitions_see_linearizable_history() {
     let seeds: Vec<u64> = match std::env::var("COORD_LIN_SEED") {
-        Ok(s) => vec![s.parse().expect("COORD_LIN_SEED is a number")],
+        Ok(s) => s
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("COORD_LIN_SEED is a list of numbers")
+            })
+            .collect(),
         Err(_) => vec![1, 2, 3],
     };
     let millis = std::env::var("COORD_LIN_MILLIS")

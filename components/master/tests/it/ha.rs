@@ -149,3 +149,29 @@ async fn standby_redirects_to_the_leader_and_takes_over_with_the_registry() -> a
     coord_token.cancel();
     Ok(())
 }
+
+#[tokio::test]
+async fn leader_that_cannot_renew_its_lease_stops_serving() -> anyhow::Result<()> {
+    let dir = capstan_testkit::temp_dir()?;
+    let coord_token = CancellationToken::new();
+    let coord = start_coord(dir.path(), coord_token.clone()).await?;
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let m = Master::start_with(ha_config(&coord)).await;
+    capstan_testkit::wait_until("master leads", WAIT, async || {
+        status(&no_redirect, &format!("{}/master/state", m.base)).await == 200
+    })
+    .await?;
+    coord_token.cancel(); // coord gone: the lease cannot be renewed
+    let handle = m.handle.as_ref().expect("running");
+    capstan_testkit::wait_until("master gave up leadership", WAIT, async || {
+        handle.lost_leadership()
+    })
+    .await?;
+    capstan_testkit::wait_until("master stopped serving", WAIT, async || {
+        status(&no_redirect, &format!("{}/master/state", m.base)).await != 200
+    })
+    .await?;
+    Ok(())
+}

@@ -381,6 +381,14 @@ async fn launch_group_runs_every_task_of_the_group() -> anyhow::Result<()> {
         ex["get_executors"]["executors"][0]["executor_info"]["executor_id"]["value"],
         "e1"
     );
+    // Framework messages reach the executor (the simulated one echoes them).
+    s.call_ok(json!({"type":"MESSAGE","message":{
+        "agent_id": offer["agent_id"], "executor_id": {"value": "e1"}, "data": "aGVsbG8="}}))
+        .await;
+    let echo = s.events.expect("MESSAGE echo", is_type("MESSAGE")).await?;
+    assert_eq!(echo["message"]["data"], "aGVsbG8=");
+    assert_eq!(echo["message"]["executor_id"]["value"], "e1");
+    assert_eq!(echo["message"]["agent_id"], offer["agent_id"]);
     Ok(())
 }
 
