@@ -1,4 +1,26 @@
-//! The agent's configuration (`capstan agent --config agent.yaml`).
+//! The agent's configuration: the `agent:` section of a node's config file.
+//!
+//! ```yaml
+//! agent:
+//!   listen: 0.0.0.0:5051
+//!   advertise_ip: 10.0.0.2          # host ports are published on it
+//!   hostname: a1
+//!   work_dir: /var/lib/capstan/agent
+//!   masters: [10.0.0.1:5050]        # empty: standalone
+//!   public: false                   # true: resources carry the slave_public role
+//!   attributes: ["rack:r1"]
+//!   resources: {cpus: 4, mem: 7000, disk: 10000, ports: "[31000-32000]"}  # unset: detected
+//!   docker:
+//!     host: unix:///var/run/docker.sock
+//!     pull_timeout: 300             # seconds
+//!     allow_privileged: false
+//!     cpu_quota: false              # also cap CPU with a CFS quota
+//!     extra_labels: {}
+//!     sandbox_mount: /mnt/mesos/sandbox
+//!     kill_orphans: true
+//!   default_kill_grace: 5           # seconds
+//!   status_update_retry: 10         # seconds
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -226,6 +248,26 @@ mod tests {
                 "attributes[0]"
             ]
         );
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_is_valid() {
+        let doc = include_str!("config.rs");
+        let yaml: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! agent:"))
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").strip_prefix(' ').unwrap_or(""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        #[derive(Deserialize)]
+        struct Node {
+            agent: Config,
+        }
+        let node: Node = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(node.agent.validate(), vec![]);
+        assert_eq!(node.agent.resources.cpus, Some(4.0));
+        assert_eq!(node.agent.docker.pull_timeout, Duration::from_secs(300));
     }
 
     #[test]

@@ -127,7 +127,6 @@ async fn check_once(
 }
 
 /// Runs until aborted by the task's supervisor.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     hc: HealthCheck,
     task_id: String,
@@ -136,7 +135,6 @@ pub async fn run(
     info: TaskInfo,
     cz: Arc<dyn Containerizer>,
     events: EventSender,
-    _advertise_ip: IpAddr,
 ) {
     let started = Instant::now();
     let grace = secs(hc.grace_period_seconds());

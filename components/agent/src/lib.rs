@@ -1,5 +1,8 @@
 //! The Capstan agent (`capstan agent`, port 5051): runs tasks as Docker containers (Docker
-//! Engine API via bollard) or as plain processes, checkpoints them, and reports their states.
+//! Engine API via bollard), as plain processes, or under custom executors (Mesos executor
+//! API); checkpoints them; reports their states to the master over `capstan.agent.v1`
+//! ([`master`]); runs their health checks; and serves `/state`, `/health`,
+//! `/metrics/snapshot`, `/containers` and the sandbox `/files/*` endpoints.
 //!
 //! Key decision: one task-manager task owns all task state and the checkpoint; per-task
 //! supervisors drive a [`containerizer::Containerizer`] and only send it events. What to
@@ -11,6 +14,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod containerizer;
+pub mod fetcher;
 pub mod health;
 pub mod http;
 pub mod manager;

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 use crate::containerizer::{
     ContainerError, ContainerRef, Containerizer, LaunchSpec, Launched, Reattached, Termination,
 };
-use crate::health;
 use crate::manager::{EventSender, TaskEvent};
+use crate::{fetcher, health};
 
 /// How the supervisor starts.
 pub enum Mode {
@@ -63,14 +63,23 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
     let launched = match mode {
         Mode::Launch(spec) => {
             send(&ctx, TaskEvent::Starting).await;
-            match cz.launch(&c, &spec).await {
-                Ok(l) => {
-                    if let Some(pid) = l.pid {
-                        send(&ctx, TaskEvent::Pid(pid)).await;
-                    }
-                    Ok(l)
-                }
+            let uris = ctx
+                .info
+                .command
+                .as_ref()
+                .map(|c| c.uris.as_slice())
+                .unwrap_or_default();
+            match fetcher::fetch_all(uris, &c.sandbox).await {
                 Err(e) => Err(Outcome::LaunchFailed(e.to_string())),
+                Ok(()) => match cz.launch(&c, &spec).await {
+                    Ok(l) => {
+                        if let Some(pid) = l.pid {
+                            send(&ctx, TaskEvent::Pid(pid)).await;
+                        }
+                        Ok(l)
+                    }
+                    Err(e) => Err(Outcome::LaunchFailed(e.to_string())),
+                },
             }
         }
         Mode::Reattach => loop {
@@ -107,7 +116,6 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
                     ctx.info.clone(),
                     cz.clone(),
                     ctx.events.clone(),
-                    ctx.advertise_ip,
                 )))
             });
             let mut kill_task: Option<AbortOnDrop> = None;
@@ -169,7 +177,6 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
             state,
             reason,
             message,
-            pid_gone: true,
         },
     )
     .await;

@@ -479,9 +479,35 @@ async fn members(State(node): State<Arc<Node>>) -> Response {
     json_ok(&node, &resp)
 }
 
-/// Sends the request to the leader (membership changes must run there).
-async fn forward_to_leader(node: &Node, path: &str, body: Vec<u8>) -> Result<Response, HttpError> {
-    let Some((_, addr)) = node.leader() else {
+/// True if the raft core itself (not its possibly lagging metrics) says this member leads as
+/// a voter. A leader that has just removed itself keeps leading for a moment without being a
+/// member; openraft must not be asked for membership changes then.
+async fn leads_as_voter(node: &Node) -> bool {
+    node.is_leader()
+        && node
+            .raft
+            .with_raft_state(|st| st.server_state == openraft::ServerState::Leader)
+            .await
+            .unwrap_or(false)
+}
+
+/// Sends the request to the leader (membership changes must run there). A member that is
+/// not the leader never runs it itself, even when it still believes it leads (a leader that
+/// just removed itself): the client retries once a new leader is elected.
+async fn forward_to_leader(
+    node: &Node,
+    path: &str,
+    body: Vec<u8>,
+    forwarded: bool,
+) -> Result<Response, HttpError> {
+    let leader = node.leader();
+    if forwarded {
+        return Err(NodeError::NotLeader {
+            leader: leader.map(|l| l.1),
+        }
+        .into());
+    }
+    let Some((_, addr)) = leader.filter(|(id, _)| *id != node.id) else {
         return Err(NodeError::Unavailable("no coord leader elected".into()).into());
     };
     let url = format!("{}{path}", node.dialer.base_url(&addr));
@@ -527,9 +553,9 @@ async fn member_add(
                 "id must be > 0 and addr must be host:port",
             ));
         }
-        if !node.is_leader() && !is_forwarded(&headers) {
+        if !leads_as_voter(&node).await {
             let body = serde_json::to_vec(&req).unwrap_or_default();
-            return forward_to_leader(&node, "/v1/members/add", body).await;
+            return forward_to_leader(&node, "/v1/members/add", body, is_forwarded(&headers)).await;
         }
         tracing::info!(member = req.id, addr = %req.addr, "Adding coord member as learner");
         let add = node
@@ -561,9 +587,10 @@ async fn member_remove(
     JsonBody(req): JsonBody<RemoveMemberRequest>,
 ) -> Response {
     let r = async {
-        if !node.is_leader() && !is_forwarded(&headers) {
+        if !leads_as_voter(&node).await {
             let body = serde_json::to_vec(&req).unwrap_or_default();
-            return forward_to_leader(&node, "/v1/members/remove", body).await;
+            return forward_to_leader(&node, "/v1/members/remove", body, is_forwarded(&headers))
+                .await;
         }
         let current = members_of(&node);
         let Some(m) = current.members.iter().find(|m| m.id == req.id) else {

@@ -39,7 +39,7 @@ pub fn node_config(node: &Node, nodes: &[Node], paths: &ClusterPaths, cluster_la
                 "coord": { "endpoints": coord_endpoints },
             });
             config["dns"] = json!({
-                "listen": format!("{}:{}", node.address, crate::layout::DNS_PORT),
+                "dns_listen": format!("{}:{}", node.address, crate::layout::DNS_PORT),
                 "http_listen": node.http_addr(Daemon::Dns).to_string(),
                 "masters": master_endpoints,
             });

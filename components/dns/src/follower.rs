@@ -8,6 +8,7 @@
 //! the next `SUBSCRIBED` snapshot replaces the model wholesale (a resync).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_proto::mesos::v1::master::Event;
@@ -15,11 +16,12 @@ use capstan_proto::mesos::v1::master::event::Type as EventType;
 use capstan_proto::recordio::RecordIoDecoder;
 use futures::FutureExt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::model::ClusterState;
-use crate::records::{SynthConfig, synthesize};
+use crate::records::{SynthConfig, synthesize_shared};
 use crate::server::Publisher;
 use crate::snapshot::Producer;
 
@@ -239,58 +241,86 @@ async fn consume(
 ) -> Result<(), StreamError> {
     let mut decoder = RecordIoDecoder::default();
     let mut heartbeat = DEFAULT_HEARTBEAT;
+    let synth = Arc::new(cfg.synth.clone());
+    // Changes not yet published, and when the next synthesis may run.
+    let mut dirty = false;
+    let mut not_before = Instant::now();
     loop {
         let idle = heartbeat * cfg.missed_heartbeats.max(1);
         let chunk = tokio::select! {
-            c = tokio::time::timeout(idle, resp.chunk()) => c,
+            c = tokio::time::timeout(idle, resp.chunk()) => Some(c),
+            _ = tokio::time::sleep_until(not_before), if dirty => None,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        match chunk {
-            Err(_) => return Err(StreamError::Idle(idle)),
-            Ok(Err(e)) => return Err(StreamError::Body(e)),
-            Ok(Ok(None)) => return Err(StreamError::Closed),
-            Ok(Ok(Some(bytes))) => decoder.push(&bytes),
-        }
-        // Take whatever else already arrived, so a burst of events costs one synthesis.
-        for _ in 0..MAX_BATCH_CHUNKS {
-            match resp.chunk().now_or_never() {
-                Some(Ok(Some(bytes))) => decoder.push(&bytes),
-                _ => break,
-            }
-        }
-        let mut changed = false;
-        while let Some(record) = decoder.next_record().map_err(StreamError::Framing)? {
-            let event: Event = match capstan_proto::from_json_slice(&record) {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(error = %e, "Skipping an operator event that does not decode");
-                    continue;
+        if let Some(chunk) = chunk {
+            let end = match chunk {
+                Err(_) => Some(StreamError::Idle(idle)),
+                Ok(Err(e)) => Some(StreamError::Body(e)),
+                Ok(Ok(None)) => Some(StreamError::Closed),
+                Ok(Ok(Some(bytes))) => {
+                    decoder.push(&bytes);
+                    None
                 }
             };
-            if event.r#type == Some(EventType::Subscribed as i32) {
-                if let Some(secs) = event
-                    .subscribed
-                    .as_ref()
-                    .and_then(|s| s.heartbeat_interval_seconds)
-                    && let Ok(d) = Duration::try_from_secs_f64(secs)
-                    && !d.is_zero()
-                {
-                    heartbeat = d;
+            if let Some(end) = end {
+                if dirty {
+                    publish(state, &synth, publisher).await;
                 }
-                info!(agents = ?event.subscribed.as_ref().and_then(|s| s.get_state.as_ref()).and_then(|s| s.get_agents.as_ref()).map(|a| a.agents.len()), "Received the cluster state");
+                return Err(end);
             }
-            changed |= state.apply_event(&event);
-            status.send_modify(|s| s.events += 1);
+            // Take whatever else already arrived, so a burst of events costs one synthesis.
+            for _ in 0..MAX_BATCH_CHUNKS {
+                match resp.chunk().now_or_never() {
+                    Some(Ok(Some(bytes))) => decoder.push(&bytes),
+                    _ => break,
+                }
+            }
+            while let Some(record) = decoder.next_record().map_err(StreamError::Framing)? {
+                let event: Event = match capstan_proto::from_json_slice(&record) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        warn!(error = %e, "Skipping an operator event that does not decode");
+                        continue;
+                    }
+                };
+                if event.r#type == Some(EventType::Subscribed as i32) {
+                    if let Some(secs) = event
+                        .subscribed
+                        .as_ref()
+                        .and_then(|s| s.heartbeat_interval_seconds)
+                        && let Ok(d) = Duration::try_from_secs_f64(secs)
+                        && !d.is_zero()
+                    {
+                        heartbeat = d;
+                    }
+                    info!(tasks = ?event.subscribed.as_ref().and_then(|s| s.get_state.as_ref()).and_then(|s| s.get_tasks.as_ref()).map(|t| t.tasks.len()), "Received the cluster state");
+                }
+                dirty |= state.apply_event(&event);
+                status.send_modify(|s| s.events += 1);
+            }
         }
-        if changed {
-            let records = synthesize(state, &cfg.synth);
-            debug!(
-                names = records.len(),
-                tasks = state.tasks.len(),
-                "Records updated"
-            );
+        if dirty && Instant::now() >= not_before {
+            let started = Instant::now();
+            publish(state, &synth, publisher).await;
+            dirty = false;
+            // Spend at most about half the time synthesising: on a big cluster a burst of
+            // events is coalesced, on a small one every event is published at once.
+            not_before = Instant::now() + started.elapsed();
+        }
+    }
+}
+
+/// Synthesises the records off the async threads and publishes them.
+async fn publish(state: &ClusterState, synth: &Arc<SynthConfig>, publisher: &Publisher) {
+    let shared = Arc::new(state.clone());
+    let tasks = shared.tasks.len();
+    let synth = synth.clone();
+    match tokio::task::spawn_blocking(move || synthesize_shared(shared, synth)).await {
+        Ok(records) => {
+            debug!(names = records.len(), tasks, "Records updated");
             publisher.publish(Producer::Mesos, records);
         }
+        Err(e) => warn!(error = %e, "Record synthesis failed; keeping the previous records"),
     }
 }
 

@@ -55,7 +55,8 @@ async fn config_view(State(st): State<AppState>) -> Json<Value> {
 async fn hosts(State(st): State<AppState>, Path(host): Path<String>) -> Json<Value> {
     let name = fqdn(&host);
     let snap = st.snap();
-    let found = snap.lookup(&name);
+    let source = source_name(&snap, &name);
+    let found = snap.lookup(&source);
     let mut out: Vec<Value> = found
         .ips()
         .map(|ip| json!({"host": name, "ip": ip.to_string()}))
@@ -66,6 +67,14 @@ async fn hosts(State(st): State<AppState>, Path(host): Path<String>) -> Json<Val
     Json(Value::Array(out))
 }
 
+/// The name whose records answer for `name` (different only in a mirror zone).
+fn source_name(snap: &Snapshot, name: &str) -> String {
+    match snap.zone_of(name) {
+        Some(zone) => zone.source_name(name).into_owned(),
+        None => name.to_owned(),
+    }
+}
+
 async fn host_ports() -> Response {
     (StatusCode::NOT_IMPLEMENTED, "To be implemented...").into_response()
 }
@@ -74,7 +83,8 @@ async fn services(State(st): State<AppState>, Path(service): Path<String>) -> Js
     let name = fqdn(&service);
     let snap = st.snap();
     let mut out = Vec::new();
-    for (srv, _) in snap.lookup(&name).srv() {
+    let source = source_name(&snap, &name);
+    for (srv, _) in snap.lookup(&source).srv() {
         let target = snap.lookup(&srv.target);
         let ips: Vec<String> = target.ips().map(|ip| ip.to_string()).collect();
         if ips.is_empty() {
@@ -97,7 +107,7 @@ async fn enumerate(State(st): State<AppState>) -> Response {
     let snap = st.snap();
     let frameworks = snap
         .records(Producer::Mesos)
-        .map(|rs| rs.enumeration().to_vec())
+        .map(|rs| rs.enumeration())
         .unwrap_or_default();
     Json(json!({ "frameworks": frameworks })).into_response()
 }

@@ -2,15 +2,21 @@
 //!
 //! It follows the leading master through the operator API `SUBSCRIBE` stream, keeps a
 //! cluster-state [`model`], synthesises records from it with pure code ([`records`]) and answers
-//! DNS over UDP and TCP from an immutable snapshot swapped atomically on every change, so a task
-//! is resolvable the moment it is `TASK_RUNNING`. Names outside Capstan's zones are forwarded to
-//! upstream resolvers. A Mesos-DNS compatible HTTP API (`/v1/hosts`, `/v1/services`, `/v1/axfr`,
-//! ...) serves the same snapshot.
+//! DNS over UDP and TCP from an immutable [`Snapshot`] swapped atomically on every change, so a
+//! task is resolvable the moment it is `TASK_RUNNING`. Zones: the Mesos-DNS domain (`mesos`),
+//! DC/OS's `dcos.thisdcos.directory` (autoip/agentip/containerip) and its
+//! `mesos.thisdcos.directory` mirror, and `l4lb.thisdcos.directory`, reserved for the load
+//! balancer, which publishes through its own [`Publisher`] handle. Other names are forwarded to
+//! upstream resolvers. A Mesos-DNS compatible HTTP API (`/v1/hosts`, `/v1/services`,
+//! `/v1/axfr`, ...) serves the same snapshot.
 //!
 //! Key decision: everything that decides an answer is pure and synchronous — the model, record
 //! synthesis, and the DNS responder in [`resolve`], which turns request bytes into response
 //! bytes (or a "forward this" verdict) — so it is table-tested and fuzzed without sockets. The
 //! I/O shell only moves bytes. We parse DNS with `hickory-proto` and run our own UDP/TCP loops.
+//!
+//! Entry points: [`Config::load`] (YAML, or a Mesos-DNS `config.json`), then [`run`] or
+//! [`Server::start`].
 
 pub mod config;
 pub mod follower;

@@ -8,12 +8,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::labels::{LabelSpec, task_hash};
 use crate::model::{ClusterState, IpSource, Task, TaskState};
 
 /// The DC/OS task zone.
 pub const DCOS_ZONE: &str = "dcos.thisdcos.directory";
+/// DC/OS's mirror of the Mesos-DNS domain (`leader.mesos.thisdcos.directory`).
+pub const MESOS_MIRROR_ZONE: &str = "mesos.thisdcos.directory";
 /// The DC/OS load-balancer zone (records come from a second producer, later).
 pub const L4LB_ZONE: &str = "l4lb.thisdcos.directory";
 
@@ -103,10 +106,12 @@ pub struct EnumFramework {
 }
 
 /// Synthesised records, keyed by lower-cased FQDN.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RecordSet {
     names: HashMap<String, NameRecords>,
-    enumeration: Vec<EnumFramework>,
+    /// What the records were made from, for the (rare) `/v1/enumerate`: listing every
+    /// task's records eagerly would double the cost of each update.
+    source: Option<(Arc<ClusterState>, Arc<SynthConfig>)>,
 }
 
 impl RecordSet {
@@ -127,8 +132,12 @@ impl RecordSet {
         self.names.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    pub fn enumeration(&self) -> &[EnumFramework] {
-        &self.enumeration
+    /// Frameworks, their running tasks and each task's records (`/v1/enumerate`).
+    pub fn enumeration(&self) -> Vec<EnumFramework> {
+        match &self.source {
+            Some(src) => generate(&src.0, &src.1, true).1,
+            None => Vec::new(),
+        }
     }
 
     /// Starts an empty set for another producer (e.g. the load balancer's VIP names).
@@ -153,11 +162,17 @@ pub struct RecordSetBuilder {
 
 impl RecordSetBuilder {
     fn entry(&mut self, name: &str, ttl: u32) -> &mut Building {
-        let key = name.to_ascii_lowercase();
-        self.names.entry(key).or_insert_with(|| Building {
-            ttl,
-            ..Default::default()
-        })
+        let key = lower(name);
+        // Look up by reference first: most names repeat (one per instance of an app).
+        if self.names.contains_key(key.as_ref()) {
+            return self.names.get_mut(key.as_ref()).expect("checked above");
+        }
+        self.names
+            .entry(key.into_owned())
+            .or_insert_with(|| Building {
+                ttl,
+                ..Default::default()
+            })
     }
 
     /// Adds an A or AAAA record.
@@ -175,7 +190,7 @@ impl RecordSetBuilder {
 
     /// Adds an SRV record.
     pub fn srv(&mut self, name: &str, target: &str, port: u16, weight: u16, ttl: u32) {
-        let target = target.to_ascii_lowercase();
+        let target = lower(target).into_owned();
         self.entry(name, ttl).srv.insert(Srv {
             target,
             port,
@@ -183,7 +198,7 @@ impl RecordSetBuilder {
         });
     }
 
-    pub fn build(self, enumeration: Vec<EnumFramework>) -> RecordSet {
+    pub fn build(self) -> RecordSet {
         RecordSet {
             names: self
                 .names
@@ -200,8 +215,17 @@ impl RecordSetBuilder {
                     )
                 })
                 .collect(),
-            enumeration,
+            source: None,
         }
+    }
+}
+
+/// `s` in lower case, borrowed when it already is.
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
 }
 
@@ -216,10 +240,27 @@ pub fn slave_id_tail(agent_id: &str) -> String {
 
 /// Builds every record of the cluster.
 pub fn synthesize(state: &ClusterState, cfg: &SynthConfig) -> RecordSet {
+    synthesize_shared(Arc::new(state.clone()), Arc::new(cfg.clone()))
+}
+
+/// [`synthesize`] for a state the caller already shares; the set keeps a reference to it.
+pub fn synthesize_shared(state: Arc<ClusterState>, cfg: Arc<SynthConfig>) -> RecordSet {
+    let mut set = generate(&state, &cfg, false).0.build();
+    set.source = Some((state, cfg));
+    set
+}
+
+/// Runs the generator; with `collect`, also lists every task's records.
+fn generate(
+    state: &ClusterState,
+    cfg: &SynthConfig,
+    collect: bool,
+) -> (RecordSetBuilder, Vec<EnumFramework>) {
     let mut g = Gen {
         cfg,
         b: RecordSetBuilder::default(),
         tail: format!(".{}.", cfg.domain),
+        collect,
     };
     g.masters(state);
     g.agents(state);
@@ -265,18 +306,20 @@ pub fn synthesize(state: &ClusterState, cfg: &SynthConfig) -> RecordSet {
         if cfg.dcos_zone {
             g.dcos_task(task, &fw.name, agent.ip);
         }
-        records.sort();
-        records.dedup();
-        enumeration[fi].tasks.push(EnumTask {
-            name: task.name.clone(),
-            id: task.id.clone(),
-            records,
-        });
+        if collect {
+            records.sort();
+            records.dedup();
+            enumeration[fi].tasks.push(EnumTask {
+                name: task.name.clone(),
+                id: task.id.clone(),
+                records,
+            });
+        }
     }
     if cfg.dcos_zone {
         g.dcos_masters(state);
     }
-    g.b.build(enumeration)
+    (g.b, enumeration)
 }
 
 struct Gen<'a> {
@@ -284,6 +327,8 @@ struct Gen<'a> {
     b: RecordSetBuilder,
     /// `.<domain>.`
     tail: String,
+    /// Also list each task's records (for `/v1/enumerate`).
+    collect: bool,
 }
 
 impl Gen<'_> {
@@ -371,10 +416,10 @@ impl Gen<'_> {
             Some(d) => {
                 // Like Mesos-DNS: once with the raw DiscoveryInfo name ("legacy"), once sanitised.
                 let raw = d.name.to_ascii_lowercase();
-                if is_dns_safe(&raw) {
+                let clean = spec.label(&d.name);
+                if raw != clean && is_dns_safe(&raw) {
                     self.task_ctx(task, &raw, &fname, &hash, &slave, agent_ip, records);
                 }
-                let clean = spec.label(&d.name);
                 self.task_ctx(task, &clean, &fname, &hash, &slave, agent_ip, records);
             }
             None => {
@@ -401,18 +446,24 @@ impl Gen<'_> {
         let tail = self.tail.clone();
         let canonical = format!("{tname}-{hash}-{slave}.{fname}");
         let arec = format!("{tname}.{fname}");
-        let mut rec = |name: String, host: String, rtype: &str| {
-            records.push(EnumRecord {
-                name,
-                host,
-                rtype: rtype.to_owned(),
-            });
-        };
+        let collect = self.collect;
+        // Only built for `/v1/enumerate`: the strings are not free.
+        macro_rules! rec {
+            ($name:expr, $host:expr, $rtype:expr $(,)?) => {
+                if collect {
+                    records.push(EnumRecord {
+                        name: $name,
+                        host: $host,
+                        rtype: $rtype.to_owned(),
+                    });
+                }
+            };
+        }
         for ip in task.ips(&self.cfg.ip_sources, agent_ip) {
             for n in [&arec, &canonical] {
                 let name = format!("{n}{tail}");
                 self.a(&name, ip);
-                rec(
+                rec!(
                     name,
                     ip.to_string(),
                     if ip.is_ipv4() { "A" } else { "AAAA" },
@@ -423,7 +474,7 @@ impl Gen<'_> {
             for n in [&arec, &canonical] {
                 let name = format!("{n}.slave{tail}");
                 self.a(&name, ip);
-                rec(
+                rec!(
                     name,
                     ip.to_string(),
                     if ip.is_ipv4() { "A" } else { "AAAA" },
@@ -441,7 +492,7 @@ impl Gen<'_> {
                 }
                 for name in names {
                     self.srv(&name, &slave_host, port);
-                    rec(name, format!("{slave_host}:{port}"), "SRV");
+                    rec!(name, format!("{slave_host}:{port}"), "SRV");
                 }
             }
         }
@@ -468,7 +519,7 @@ impl Gen<'_> {
                 }
                 for name in names {
                     self.srv(&name, &target, port);
-                    rec(name, format!("{target}:{port}"), "SRV");
+                    rec!(name, format!("{target}:{port}"), "SRV");
                 }
             }
         }
@@ -994,25 +1045,6 @@ mod tests {
                     proptest::prop_assert!(srv.target.ends_with('.'));
                 }
             }
-        }
-    }
-
-    #[test]
-    fn tmp_timing() {
-        let mut st = cluster();
-        for i in 0..10000u32 {
-            let mut t = running(&format!("app{}.{i}", i % 500), &format!("app{}", i % 500), &["9.0.0.1"]);
-            t.ports = vec![31000, 31001];
-            t.discovery = Some(Discovery { name: format!("app{}", i % 500), ports: vec![DiscoveryPort { number: 31000, name: "http".into(), protocol: "tcp".into() }] });
-            add(&mut st, t);
-        }
-        for dcos in [true, false, true, false, true] {
-            let start = std::time::Instant::now();
-            let rs = synthesize(&st, &SynthConfig { dcos_zone: dcos, ..Default::default() });
-            let el = start.elapsed();
-            let start = std::time::Instant::now();
-            drop(rs);
-            eprintln!("TIMING dcos={dcos} in {:?} drop {:?}", el, start.elapsed());
         }
     }
 }

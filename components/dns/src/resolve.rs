@@ -173,7 +173,8 @@ fn answer(
 ) {
     resp.metadata.authoritative = true;
     let owner = query.name().clone();
-    let found = snap.lookup(name);
+    let source = zone.source_name(name);
+    let found = snap.lookup(&source);
     let qtype = query.query_type();
     let mut answers = Vec::new();
     let mut extra = Vec::new();
@@ -195,7 +196,7 @@ fn answer(
     if want(RecordType::SRV) {
         let mut targets: Vec<&str> = Vec::new();
         for (srv, ttl) in found.srv() {
-            let Ok(target) = Name::from_ascii(&srv.target) else {
+            let Ok(target) = Name::from_ascii(zone.shown_name(&srv.target).as_ref()) else {
                 continue;
             };
             answers.push(Record::from_rdata(
@@ -208,7 +209,7 @@ fn answer(
             }
         }
         for t in targets {
-            let Ok(tname) = Name::from_ascii(t) else {
+            let Ok(tname) = Name::from_ascii(zone.shown_name(t).as_ref()) else {
                 continue;
             };
             let tf = snap.lookup(t);
@@ -397,7 +398,7 @@ mod tests {
     }
 
     fn snapshot(instances: usize) -> Snapshot {
-        let zones = [
+        let mut zones: Vec<Zone> = [
             "mesos",
             "dcos.thisdcos.directory",
             "l4lb.thisdcos.directory",
@@ -405,6 +406,7 @@ mod tests {
         .iter()
         .map(|z| Zone::new(z, 60, &soa()).unwrap())
         .collect();
+        zones.push(Zone::mirror("mesos.thisdcos.directory", "mesos", 60, &soa()).unwrap());
         let cfg = SynthConfig {
             self_ips: vec!["10.0.0.53".parse().unwrap()],
             ..Default::default()
@@ -591,6 +593,36 @@ mod tests {
     }
 
     #[test]
+    fn the_dcos_mirror_zone_serves_the_mesos_records_under_its_own_name() {
+        let m = ask("leader.mesos.thisdcos.directory.", RecordType::A);
+        assert_eq!(ips(&m), ["10.0.0.1"]);
+        let m = ask(
+            "_web._tcp.marathon.mesos.thisdcos.directory.",
+            RecordType::SRV,
+        );
+        assert_eq!(m.answers.len(), 2);
+        for r in &m.answers {
+            let RData::SRV(srv) = &r.data else {
+                panic!("not SRV")
+            };
+            assert!(
+                srv.target
+                    .to_ascii()
+                    .ends_with(".marathon.slave.mesos.thisdcos.directory."),
+                "{}",
+                srv.target
+            );
+            assert!(m.additionals.iter().any(|a| a.name == srv.target));
+        }
+        let m = ask("nothing.mesos.thisdcos.directory.", RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(
+            m.authorities[0].name.to_ascii(),
+            "mesos.thisdcos.directory."
+        );
+    }
+
+    #[test]
     fn any_returns_every_type_of_the_name() {
         let m = ask("leader.mesos.", RecordType::ANY);
         assert_eq!(ips(&m), ["10.0.0.1"]);
@@ -730,7 +762,7 @@ mod tests {
             "11.0.0.1".parse().unwrap(),
             5,
         );
-        let snap = snapshot(1).with_records(Producer::L4lb, Arc::new(b.build(Vec::new())));
+        let snap = snapshot(1).with_records(Producer::L4lb, Arc::new(b.build()));
         let cfg = ResponderConfig::default();
         let (m, _) = ask_with(
             "web.marathon.l4lb.thisdcos.directory.",

@@ -149,6 +149,21 @@ impl Server {
                 Zone::new(&name, ttl, &soa).map_err(|source| StartError::Zone { name, source })?,
             );
         }
+        // DC/OS serves the Mesos-DNS names again under `mesos.thisdcos.directory`.
+        let mirror = crate::records::MESOS_MIRROR_ZONE;
+        if config.dcos_zone
+            && zones
+                .iter()
+                .all(|z| !z.contains(&crate::snapshot::fqdn(mirror)))
+        {
+            let z = Zone::mirror(mirror, &config.domain, config.ttl, &soa).map_err(|source| {
+                StartError::Zone {
+                    name: mirror.to_owned(),
+                    source,
+                }
+            })?;
+            zones.push(z);
+        }
         let serial = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)

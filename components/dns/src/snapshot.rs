@@ -43,9 +43,52 @@ pub struct Zone {
     pub ttl: u32,
     pub mname: Name,
     pub rname: Name,
+    /// For a mirror zone, the apex of the zone whose records it serves under its own name
+    /// (`mesos.thisdcos.directory.` mirrors `mesos.`, as DC/OS does).
+    pub mirror_of: Option<String>,
 }
 
 impl Zone {
+    /// A zone answering with the records of `target` (`x.<apex>` is `x.<target>`).
+    pub fn mirror(
+        apex: &str,
+        target: &str,
+        ttl: u32,
+        soa: &SoaParams,
+    ) -> Result<Zone, hickory_proto::ProtoError> {
+        let mut z = Zone::new(apex, ttl, soa)?;
+        z.mirror_of = Some(fqdn(target));
+        Ok(z)
+    }
+
+    /// The name to look up for `name` in this zone (itself, unless this is a mirror).
+    pub fn source_name<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.mirror_of {
+            Some(target) if self.contains(name) => {
+                let prefix = &name[..name.len() - self.apex.len()];
+                std::borrow::Cow::Owned(format!("{prefix}{target}"))
+            }
+            _ => std::borrow::Cow::Borrowed(name),
+        }
+    }
+
+    /// How a name from the source zone is shown in this zone (SRV targets of a mirror).
+    pub fn shown_name<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.mirror_of {
+            Some(target)
+                if name == target
+                    || (name.ends_with(target.as_str())
+                        && name
+                            .as_bytes()
+                            .get(name.len().wrapping_sub(target.len() + 1))
+                            == Some(&b'.')) =>
+            {
+                let prefix = &name[..name.len() - target.len()];
+                std::borrow::Cow::Owned(format!("{prefix}{}", self.apex))
+            }
+            _ => std::borrow::Cow::Borrowed(name),
+        }
+    }
     /// Builds a zone; `apex` without trailing dot is accepted.
     pub fn new(apex: &str, ttl: u32, soa: &SoaParams) -> Result<Zone, hickory_proto::ProtoError> {
         let apex = fqdn(apex);
@@ -55,6 +98,7 @@ impl Zone {
             ttl,
             mname: Name::from_ascii(fqdn(&soa.mname))?,
             rname: Name::from_ascii(fqdn(&soa.rname.replace('@', ".")))?,
+            mirror_of: None,
         })
     }
 

@@ -321,9 +321,11 @@ impl TaskManager {
         let ctx = SupervisorCtx {
             task_id: key.clone(),
             container: container.clone(),
+            // Carries the executor's command so its URIs are fetched too.
             info: TaskInfo {
                 name: key.clone(),
                 task_id: TaskId { value: key },
+                command: exec.command.clone(),
                 ..Default::default()
             },
             containerizer: cz,

@@ -52,7 +52,6 @@ pub enum TaskEvent {
         state: TaskState,
         reason: Option<task_status::Reason>,
         message: String,
-        pid_gone: bool,
     },
     /// The process containerizer learned its pid.
     Pid(u32),
@@ -1125,7 +1124,6 @@ impl TaskManager {
                 state,
                 reason,
                 message,
-                pid_gone: _,
             } => {
                 task.supervisor = None;
                 task.kill_tx = None;

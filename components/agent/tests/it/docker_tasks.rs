@@ -522,3 +522,43 @@ async fn user_network_tasks_join_the_named_network_and_report_its_address() {
     scope.docker.remove_network(&network).await.unwrap();
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn command_uris_are_fetched_into_the_sandbox_before_launch() {
+    let scope = Scope::new().await;
+    let app = axum::Router::new().route(
+        "/files/greeting.txt",
+        axum::routing::get(async || "fetched!\n"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let files = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let agent = scope.start().await;
+    let good = task(
+        "fetching",
+        json!({"container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"}},
+               "command": {"value": "cat $MESOS_SANDBOX/greeting.txt",
+                           "uris": [{"value": format!("http://{files}/files/greeting.txt")}]}}),
+    );
+    let bad = task(
+        "fetch-fails",
+        json!({"container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"}},
+               "command": {"value": "true", "uris": [{"value": format!("http://{files}/files/missing.tgz")}]}}),
+    );
+    agent.tasks().launch(FRAMEWORK, good).await.unwrap();
+    agent.tasks().launch(FRAMEWORK, bad).await.unwrap();
+    let done = wait_state(&agent, "fetching", TaskState::TaskFinished).await;
+    assert_eq!(sandbox_file(&done, "stdout"), "fetched!\n");
+    let failed = wait_state(&agent, "fetch-fails", TaskState::TaskFailed).await;
+    assert!(
+        last_message(&failed).contains("missing.tgz"),
+        "{}",
+        last_message(&failed)
+    );
+    assert_eq!(
+        failed.statuses.last().unwrap().reason,
+        Some(Reason::ContainerLaunchFailed as i32)
+    );
+    scope.assert_no_containers_left().await;
+    agent.shutdown().await;
+}

@@ -192,7 +192,7 @@ impl Cluster {
             log_entries_kept_after_snapshot: 5.min(self.snapshot_every),
             watch_history: self.watch_history,
             lease_check_interval_ms: 50,
-            request_timeout_ms: 3_000,
+            request_timeout_ms: 8_000,
             dial_overrides,
         }
     }

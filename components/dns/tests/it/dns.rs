@@ -158,6 +158,13 @@ async fn dcos_names_resolve() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(ips(&m), ["10.0.0.2"]);
+    let m = ask(
+        addr,
+        "web.marathon.mesos.thisdcos.directory.",
+        RecordType::A,
+    )
+    .await?;
+    assert_eq!(ips(&m), ["9.0.0.1"], "the mesos.thisdcos.directory mirror");
     let m = ask(addr, "nothing.l4lb.thisdcos.directory.", RecordType::A).await?;
     assert_eq!(
         m.metadata.response_code,

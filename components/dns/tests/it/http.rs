@@ -43,6 +43,8 @@ async fn the_http_api_serves_hosts_services_enumerate_axfr_and_config() -> anyho
 
     let (_, v) = get(&base, "/v1/hosts/web.marathon.mesos.").await?;
     assert_eq!(v, json!([{"host": "web.marathon.mesos.", "ip": "9.0.0.7"}]));
+    let (_, v) = get(&base, "/v1/hosts/web.marathon.mesos.thisdcos.directory").await?;
+    assert_eq!(v[0]["ip"], "9.0.0.7", "the DC/OS mirror name");
     let (status, v) = get(&base, "/v1/hosts/nothing.mesos").await?;
     assert_eq!((status, v), (200, json!([{"host": "", "ip": ""}])));
 

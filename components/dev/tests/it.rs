@@ -1,0 +1,183 @@
+//! End-to-end: a whole dev cluster from the real `capstan` binary, running seed 001's Redis
+//! walkthrough against real Docker. Each test runs its cluster on its own loopback block
+//! (`--net`), so tests and a developer's own `capstan dev up` never collide.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use capstan_testkit::{capstan_bin, temp_dir, wait_until};
+use serde_json::{Value, json};
+
+/// A dev cluster that is taken down (and its state purged) when dropped.
+struct DevCluster {
+    state_dir: tempfile::TempDir,
+    net: u8,
+}
+
+impl DevCluster {
+    fn up(masters: u8, agents: u8) -> anyhow::Result<DevCluster> {
+        let state_dir = temp_dir()?;
+        // A block per test process; 127.0.x.y is all loopback on Linux.
+        let net = 100 + (std::process::id() % 100) as u8;
+        let cluster = DevCluster { state_dir, net };
+        let out = cluster.capstan(&[
+            "up",
+            "--masters",
+            &masters.to_string(),
+            "--agents",
+            &agents.to_string(),
+            "--net",
+            &net.to_string(),
+            "--detach",
+        ])?;
+        if !out.status.success() {
+            bail!("capstan dev up failed:\n{}\n{}", text(&out.stdout), text(&out.stderr) + &cluster.logs());
+        }
+        Ok(cluster)
+    }
+
+    fn capstan(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new(capstan_bin()?)
+            .arg("dev")
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.state_dir.path())
+            .output()
+            .context("running capstan dev")
+    }
+
+    fn master_ip(&self, i: u8) -> String {
+        format!("127.{}.1.{i}", self.net)
+    }
+
+    fn status(&self) -> anyhow::Result<Value> {
+        let out = self.capstan(&["status", "--json"])?;
+        ensure!(out.status.success(), "capstan dev status failed: {}", text(&out.stderr));
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// The tail of every daemon log, for failure messages.
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        let nodes = self.state_dir.path().join("nodes");
+        for entry in std::fs::read_dir(&nodes).into_iter().flatten().flatten() {
+            for log in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+                let p = log.path();
+                if p.extension().is_some_and(|e| e == "log") {
+                    all.push_str(&format!("\n--- {}\n{}", p.display(), tail(&p, 15)));
+                }
+            }
+        }
+        all
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = self.capstan(&["down", "--purge"]);
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `redis-cli` from the capstan/redis image on the host network.
+fn redis_cli(host: &str, port: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "host", "--label", "capstan.test=dev-e2e", "capstan/redis", "redis-cli"])
+        .args(["-h", host, "-p", port])
+        .args(args)
+        .output()?;
+    ensure!(out.status.success(), "redis-cli failed: {}", text(&out.stderr));
+    Ok(text(&out.stdout).trim().to_owned())
+}
+
+fn dig(server: &str, args: &[&str]) -> anyhow::Result<Vec<String>> {
+    let out = Command::new("dig").arg(format!("@{server}")).args(["+short", "+time=1", "+tries=1"]).args(args).output()?;
+    Ok(text(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_001_redis_walkthrough_works_end_to_end() -> anyhow::Result<()> {
+    let cluster = DevCluster::up(1, 2)?;
+    let status = cluster.status()?;
+    assert_eq!(status["leaders"]["master"], "master-1", "{status:#}");
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+
+    let m = cluster.master_ip(1);
+    let http = reqwest::Client::new();
+
+    // 1. The seed's HTTPie call: every value a JSON string.
+    let resp = http
+        .post(format!("http://{m}:8080/v1/apps/start"))
+        .json(&json!({"id": "multidis", "instances": "2", "mem": "512", "cpus": "1",
+                      "executor": "/var/lib/mesos/executors/docker", "cmd": "capstan/redis"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 204, "{}", resp.text().await?);
+
+    // 2. /v1/endpoints: `multidis <port> <agent>:<port> <agent>:<port>`.
+    let endpoints = wait_until("two multidis endpoints", Duration::from_secs(60), async || {
+        let body = http.get(format!("http://{m}:8080/v1/endpoints")).send().await.ok()?.text().await.ok()?;
+        let line = body.lines().find(|l| l.starts_with("multidis "))?.to_owned();
+        let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        (fields.len() == 4).then_some(fields)
+    })
+    .await
+    .with_context(|| cluster.logs())?;
+    let (host, port) = endpoints[2].rsplit_once(':').context("host:port")?;
+
+    // 3. redis-cli against one instance.
+    assert_eq!(redis_cli(host, port, &["SET", "x", "7"])?, "OK");
+    assert_eq!(redis_cli(host, port, &["GET", "x"])?, "7");
+
+    // 4. DNS: both instances by name, and their ports by SRV.
+    let a = wait_until("multidis A records", Duration::from_secs(10), async || {
+        dig(&m, &["multidis.marathon.mesos"]).ok().filter(|ips| !ips.is_empty())
+    })
+    .await?;
+    let agent_ips: Vec<&str> = endpoints[2..].iter().filter_map(|e| e.rsplit_once(':').map(|(h, _)| h)).collect();
+    for ip in &agent_ips {
+        assert!(a.iter().any(|x| x == ip), "A {a:?} lacks {ip}");
+    }
+    let srv = dig(&m, &["SRV", "_multidis._tcp.marathon.mesos"])?;
+    assert_eq!(srv.len(), 2, "SRV {srv:?}");
+    for e in &endpoints[2..] {
+        let port = e.rsplit_once(':').unwrap().1;
+        assert!(srv.iter().any(|r| r.split_whitespace().nth(2) == Some(port)), "SRV {srv:?} lacks port {port}");
+    }
+
+    // The same app through /v2/apps, as a Docker container in BRIDGE mode.
+    let app = json!({
+        "id": "/redis-bridge", "instances": 1, "cpus": 0.1, "mem": 64,
+        "container": {"type": "DOCKER", "docker": {"image": "capstan/redis", "network": "BRIDGE",
+                      "portMappings": [{"containerPort": 6379, "hostPort": 0, "protocol": "tcp"}]}}
+    });
+    let resp = http.post(format!("http://{m}:8080/v2/apps")).json(&app).send().await?;
+    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
+    let task = wait_until("the bridge task running", Duration::from_secs(60), async || {
+        let v: Value = http.get(format!("http://{m}:8080/v2/apps/redis-bridge/tasks")).send().await.ok()?.json().await.ok()?;
+        let t = v["tasks"].as_array()?.first()?.clone();
+        (t["state"] == "TASK_RUNNING").then_some(t)
+    })
+    .await
+    .with_context(|| cluster.logs())?;
+    let host = task["host"].as_str().context("task host")?;
+    let port = task["ports"][0].as_u64().context("task port")?.to_string();
+    assert_eq!(redis_cli(host, &port, &["PING"])?, "PONG");
+    let a = wait_until("redis-bridge A record", Duration::from_secs(10), async || {
+        dig(&m, &["redis-bridge.marathon.mesos"]).ok().filter(|ips| !ips.is_empty())
+    })
+    .await?;
+    assert!(a.iter().any(|ip| ip == host), "A {a:?} lacks {host}");
+    Ok(())
+}
