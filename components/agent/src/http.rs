@@ -49,6 +49,7 @@ type ExecutorGroup<'a> = (Vec<Value>, Vec<Value>, &'a TaskView);
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/version", get(version))
         .route("/state", get(agent_state))
         .route("/state.json", get(agent_state))
         .route("/slave(1)/state", get(agent_state))
@@ -353,6 +354,27 @@ async fn metrics(State(s): State<Shared>) -> Response {
     axum::Json(m).into_response()
 }
 
+/// Limits of a container as Mesos reports them (usage needs the cgroup, not sampled here).
+fn statistics(t: &TaskView) -> Value {
+    let r = TaskResources::from_proto(&t.info.resources);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    json!({
+        "timestamp": now,
+        "cpus_limit": r.cpus,
+        "mem_limit_bytes": (r.mem * 1024.0 * 1024.0) as u64,
+    })
+}
+
+async fn version() -> Response {
+    axum::Json(
+        json!({"version": "1.11.0", "build_user": "capstan", "git_tag": env!("CARGO_PKG_VERSION")}),
+    )
+    .into_response()
+}
+
 async fn containers(State(s): State<Shared>) -> Response {
     let snap = s.tasks.snapshot();
     let list: Vec<Value> = snap
@@ -376,7 +398,7 @@ async fn containers(State(s): State<Shared>) -> Response {
                 "framework_id": t.framework_id,
                 "source": t.executor_id,
                 "status": status,
-                "statistics": {},
+                "statistics": statistics(t),
             })
         })
         .collect();

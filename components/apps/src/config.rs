@@ -45,6 +45,10 @@ pub struct Config {
     pub local_port_max: u32,
     /// Where state is kept; no endpoints = in memory (lost on restart).
     pub store: StoreConfig,
+    /// A task still staging after this long is killed and replaced (Marathon's
+    /// `task_launch_timeout`).
+    #[serde(with = "duration_secs")]
+    pub task_launch_timeout: Duration,
     /// With coord: the leader's lease; a leader that cannot renew it for this long is replaced.
     #[serde(with = "duration_secs")]
     pub leader_lease_ttl: Duration,
@@ -79,6 +83,7 @@ impl Default for Config {
             local_port_max: 20000,
             store: StoreConfig::default(),
             leader_lease_ttl: Duration::from_secs(10),
+            task_launch_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -128,6 +133,7 @@ impl Validate for Config {
             ("reconnect_backoff_max", self.reconnect_backoff_max),
             ("reconciliation_interval", self.reconciliation_interval),
             ("leader_lease_ttl", self.leader_lease_ttl),
+            ("task_launch_timeout", self.task_launch_timeout),
         ] {
             if d.is_zero() {
                 p.push(ConfigProblem::new(name, "must be greater than 0"));

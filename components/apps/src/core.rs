@@ -117,6 +117,7 @@ pub struct CoreConfig {
     pub port_max: u32,
     pub reconciliation_interval_ms: i64,
     pub kill_retry_ms: i64,
+    pub task_launch_timeout_ms: i64,
 }
 
 impl Default for CoreConfig {
@@ -128,6 +129,7 @@ impl Default for CoreConfig {
             port_max: 20000,
             reconciliation_interval_ms: 600_000,
             kill_retry_ms: 10_000,
+            task_launch_timeout_ms: 300_000,
         }
     }
 }
@@ -896,6 +898,20 @@ impl Core {
             }
             self.calls.push(calls::kill(&id, Some(&agent)));
         }
+        let stuck: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING")
+                    && t.kill_requested.is_none()
+                    && now.millis() - t.staged_at.millis() >= self.cfg.task_launch_timeout_ms
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in stuck {
+            warn!(task_id = %id, "Task did not start within the launch timeout; replacing it");
+            self.kill_task(&id, now);
+        }
         if self.connected
             && now.millis() - self.last_reconcile.millis() >= self.cfg.reconciliation_interval_ms
         {
@@ -1657,5 +1673,260 @@ fn condition(state: &str) -> &'static str {
         "TASK_GONE_BY_OPERATOR" => "GoneByOperator",
         "TASK_LOST" => "Lost",
         _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(n: u32) -> Value {
+        json!({
+            "id": {"value": format!("O{n}")}, "framework_id": {"value": "F"}, "agent_id": {"value": format!("S{}", n % 2)},
+            "hostname": format!("h{}", n % 2),
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 4.0}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 4096.0}},
+                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31100}]}}
+            ]
+        })
+    }
+
+    fn app(id: &str, instances: i64, extra: Value) -> AppDefinition {
+        let mut v = json!({"id": id, "cmd": "run", "cpus": 0.1, "mem": 16, "instances": instances});
+        for (k, x) in extra.as_object().cloned().unwrap_or_default() {
+            v[k] = x;
+        }
+        let mut a: AppDefinition = serde_json::from_value(v).unwrap();
+        a.normalize(&PathId::root());
+        a
+    }
+
+    fn core() -> Core {
+        let mut c = Core::new(
+            CoreConfig::default(),
+            EventBus::default(),
+            Snapshot::default(),
+        );
+        c.subscribed("F", Timestamp(1_000));
+        c.calls.clear();
+        c
+    }
+
+    fn launched(c: &mut Core) -> Vec<String> {
+        let ids = c
+            .calls
+            .iter()
+            .filter(|x| x["type"] == "ACCEPT")
+            .flat_map(|x| {
+                x["accept"]["operations"][0]["launch"]["task_infos"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|t| t["task_id"]["value"].as_str().unwrap().to_string())
+            .collect();
+        c.calls.clear();
+        ids
+    }
+
+    fn status(c: &mut Core, id: &str, state: &str, at: i64) {
+        c.update(
+            &json!({"task_id": {"value": id}, "state": state, "agent_id": {"value": "S0"}}),
+            Timestamp(at),
+        );
+    }
+
+    #[test]
+    fn a_failed_task_is_relaunched_only_after_its_backoff_delay() {
+        let mut c = core();
+        c.deploy(
+            BTreeMap::from([(
+                PathId::parse("/a"),
+                Some(app(
+                    "/a",
+                    1,
+                    json!({"backoffSeconds": 2, "backoffFactor": 2}),
+                )),
+            )]),
+            BTreeSet::new(),
+            false,
+            Timestamp(2_000),
+        )
+        .unwrap();
+        c.offers(&[offer(1)], Timestamp(2_000));
+        let first = launched(&mut c);
+        assert_eq!(first.len(), 1);
+        status(&mut c, &first[0], "TASK_FAILED", 3_000);
+        c.offers(&[offer(2)], Timestamp(4_000));
+        assert!(c.calls.iter().any(|x| x["type"] == "DECLINE"));
+        assert!(launched(&mut c).is_empty(), "still inside the 2 s delay");
+        c.offers(&[offer(3)], Timestamp(5_001));
+        let second = launched(&mut c);
+        assert_eq!(second.len(), 1);
+        status(&mut c, &second[0], "TASK_FAILED", 5_100);
+        c.offers(&[offer(4)], Timestamp(8_000));
+        assert!(
+            launched(&mut c).is_empty(),
+            "second failure doubles the delay to 4 s"
+        );
+        c.offers(&[offer(5)], Timestamp(9_200));
+        assert_eq!(launched(&mut c).len(), 1);
+    }
+
+    #[test]
+    fn scaling_down_kills_the_surplus_and_kills_are_not_counted_as_failures() {
+        let mut c = core();
+        let id = PathId::parse("/s");
+        c.deploy(
+            BTreeMap::from([(id.clone(), Some(app("/s", 3, json!({}))))]),
+            BTreeSet::new(),
+            false,
+            Timestamp(2_000),
+        )
+        .unwrap();
+        let mut ids = Vec::new();
+        for (i, t) in [2_000, 3_000, 4_000].into_iter().enumerate() {
+            c.offers(&[offer(i as u32)], Timestamp(t));
+            let l = launched(&mut c);
+            ids.extend(l.clone());
+            if i == 0 {
+                assert_eq!(l.len(), 3, "all three fit the first offer");
+            } else {
+                assert!(l.is_empty());
+            }
+        }
+        for id in &ids {
+            status(&mut c, id, "TASK_RUNNING", 5_000);
+        }
+        assert!(c.deployments().is_empty());
+        let mut def = c.app(&id).unwrap().def.clone();
+        def.instances = 1;
+        def.version = None;
+        def.version_info = None;
+        c.calls.clear();
+        c.deploy(
+            BTreeMap::from([(id.clone(), Some(def))]),
+            BTreeSet::new(),
+            false,
+            Timestamp(6_000),
+        )
+        .unwrap();
+        let kills: Vec<String> = c
+            .calls
+            .iter()
+            .filter(|x| x["type"] == "KILL")
+            .map(|x| x["kill"]["task_id"]["value"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kills.len(), 2);
+        for k in &kills {
+            status(&mut c, k, "TASK_KILLED", 7_000);
+        }
+        assert!(c.deployments().is_empty(), "scale-down finished");
+        assert_eq!(c.tasks().count(), 1);
+        assert_eq!(
+            c.app(&id).unwrap().launch.failures,
+            0,
+            "kills we asked for are not failures"
+        );
+    }
+
+    #[test]
+    fn a_restart_never_drops_below_minimum_health_capacity() {
+        let mut c = core();
+        let id = PathId::parse("/r");
+        let strategy =
+            json!({"upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}});
+        c.deploy(
+            BTreeMap::from([(id.clone(), Some(app("/r", 4, strategy)))]),
+            BTreeSet::new(),
+            false,
+            Timestamp(2_000),
+        )
+        .unwrap();
+        c.offers(&[offer(1)], Timestamp(2_000));
+        for t in launched(&mut c) {
+            status(&mut c, &t, "TASK_RUNNING", 2_100);
+        }
+        c.deploy(
+            BTreeMap::new(),
+            BTreeSet::from([id.clone()]),
+            false,
+            Timestamp(3_000),
+        )
+        .unwrap();
+        let mut now = 3_000;
+        for round in 0..20 {
+            // Kills complete, offers arrive, new tasks start.
+            let kills: Vec<String> = c
+                .calls
+                .iter()
+                .filter(|x| x["type"] == "KILL")
+                .map(|x| x["kill"]["task_id"]["value"].as_str().unwrap().to_string())
+                .collect();
+            c.calls.retain(|x| x["type"] != "KILL");
+            for k in kills {
+                status(&mut c, &k, "TASK_KILLED", now);
+            }
+            let running = c
+                .tasks()
+                .filter(|t| t.is_running() && t.kill_requested.is_none())
+                .count();
+            assert!(
+                running >= 2 || round == 0,
+                "round {round}: only {running} running"
+            );
+            assert!(
+                c.tasks().filter(|t| !t.is_terminal()).count() <= 4,
+                "maximumOverCapacity 0"
+            );
+            now += 100;
+            c.offers(&[offer(round + 10)], Timestamp(now));
+            for t in launched(&mut c) {
+                status(&mut c, &t, "TASK_RUNNING", now);
+            }
+            if c.deployments().is_empty() {
+                break;
+            }
+        }
+        assert!(c.deployments().is_empty(), "restart finished");
+        let cfg = c
+            .app(&id)
+            .unwrap()
+            .def
+            .version_info
+            .as_ref()
+            .unwrap()
+            .last_config_change_at;
+        assert!(c.tasks().all(|t| t.config_version == cfg));
+        assert_eq!(c.tasks().count(), 4);
+    }
+
+    #[test]
+    fn a_task_stuck_in_staging_is_killed_and_replaced_after_the_launch_timeout() {
+        let mut c = core();
+        c.deploy(
+            BTreeMap::from([(PathId::parse("/st"), Some(app("/st", 1, json!({}))))]),
+            BTreeSet::new(),
+            false,
+            Timestamp(2_000),
+        )
+        .unwrap();
+        c.offers(&[offer(1)], Timestamp(2_000));
+        let first = launched(&mut c).remove(0);
+        c.tick(Timestamp(2_000 + 299_000));
+        assert!(!c.calls.iter().any(|x| x["type"] == "KILL"));
+        c.tick(Timestamp(2_000 + 300_000));
+        assert!(
+            c.calls
+                .iter()
+                .any(|x| x["type"] == "KILL" && x["kill"]["task_id"]["value"] == first.as_str())
+        );
+        c.offers(&[offer(2)], Timestamp(2_000 + 300_100));
+        assert_eq!(
+            launched(&mut c).len(),
+            1,
+            "replacement launched while the stuck task is killed"
+        );
     }
 }

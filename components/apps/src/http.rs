@@ -192,7 +192,7 @@ fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let path = if path == "." { "/".to_string() } else { format!("/{}", path.replace('.', "/")) };
         ApiError {
-            status: 422,
+            status: 400,
             body: json!({"message": "Invalid JSON", "details": [{"path": path, "errors": [e.inner().to_string()]}]}),
         }
     })
@@ -1007,7 +1007,8 @@ async fn app_routes(
             Ok(deployment_response(if created { 201 } else { 200 }, &d))
         }
         Method::DELETE => {
-            let force = q.flag("force", true) && q.get("force").is_some();
+            // Marathon deletes by default even while the app is being deployed.
+            let force = q.flag("force", true);
             let d = ctx
                 .core
                 .call(move |c, now| {

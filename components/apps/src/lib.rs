@@ -10,7 +10,8 @@
 //! synchronous state machine ([`core::Core`]) owned by one task; the HTTP API, the Mesos
 //! scheduler driver ([`driver`]) and the health checker send it closures and read its answers.
 //! Everything persistent goes through the [`store::Store`] trait: coord (`capstan coord`) when
-//! configured, else memory.
+//! configured — then instances elect a leader through coord, followers proxy to it, and a new
+//! leader re-registers with the stored framework id and reconciles — else memory.
 
 pub mod config;
 pub mod core;

@@ -370,6 +370,7 @@ async fn lead(
         port_max: config.local_port_max,
         reconciliation_interval_ms: config.reconciliation_interval.as_millis() as i64,
         kill_retry_ms: 10_000,
+        task_launch_timeout_ms: config.task_launch_timeout.as_millis() as i64,
     };
     let mut core = Core::new(core_cfg, events, snapshot);
     let (call_tx, call_rx) = mpsc::channel::<Value>(4096);
@@ -460,6 +461,9 @@ async fn lead(
             }
         }
     }
+    // Dropping the job queue fails every pending and later `CoreHandle::call`, so the
+    // driver and the health checker see the core is gone instead of waiting forever.
+    drop(job_rx);
     drop(core);
     drop(store_tx);
     let _ = writer.await;

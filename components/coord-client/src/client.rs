@@ -411,10 +411,15 @@ impl Client {
                 .await;
             match outcome {
                 Attempt::Done(r, leader) => {
-                    // Prefer the leader when it is one of our endpoints: it saves a hop.
-                    let next = leader
-                        .and_then(|l| inner.endpoints.iter().position(|e| *e == l))
-                        .unwrap_or(idx);
+                    // Prefer the leader when it is one of our endpoints: it saves a hop. After
+                    // a broken exchange, move on: that member may be dead or cut off.
+                    let next = if matches!(r, Err(ClientError::OutcomeUnknown(_))) {
+                        (idx + 1) % n
+                    } else {
+                        leader
+                            .and_then(|l| inner.endpoints.iter().position(|e| *e == l))
+                            .unwrap_or(idx)
+                    };
                     inner.preferred.store(next, Ordering::Relaxed);
                     return r;
                 }

@@ -483,10 +483,19 @@ async fn members(State(node): State<Arc<Node>>) -> Response {
 /// a voter. A leader that has just removed itself keeps leading for a moment without being a
 /// member; openraft must not be asked for membership changes then.
 async fn leads_as_voter(node: &Node) -> bool {
+    let id = node.id;
     node.is_leader()
         && node
             .raft
-            .with_raft_state(|st| st.server_state == openraft::ServerState::Leader)
+            .with_raft_state(move |st| {
+                st.server_state == openraft::ServerState::Leader
+                    && st
+                        .membership_state
+                        .effective()
+                        .membership()
+                        .voter_ids()
+                        .any(|v| v == id)
+            })
             .await
             .unwrap_or(false)
 }

@@ -35,13 +35,17 @@ pub fn node_config(node: &Node, nodes: &[Node], paths: &ClusterPaths, cluster_la
             });
             config["apps"] = json!({
                 "listen": node.http_addr(Daemon::Apps).to_string(),
-                "masters": master_endpoints,
-                "coord": { "endpoints": coord_endpoints },
+                "hostname": node.address.to_string(),
+                "masters": master_endpoints.iter().map(|m| format!("http://{m}")).collect::<Vec<_>>(),
+                "store": { "coord_endpoints": coord_endpoints.iter().map(|c| format!("http://{c}")).collect::<Vec<_>>() },
             });
             config["dns"] = json!({
                 "dns_listen": format!("{}:{}", node.address, crate::layout::DNS_PORT),
                 "http_listen": node.http_addr(Daemon::Dns).to_string(),
                 "masters": master_endpoints,
+                // As DC/OS configures Mesos-DNS: the agent's address first, so A records and
+                // SRV ports agree for tasks on bridge networks (the port is a host port).
+                "ip_sources": ["host", "netinfo"],
             });
         }
         Role::Agent => {
@@ -51,11 +55,20 @@ pub fn node_config(node: &Node, nodes: &[Node], paths: &ClusterPaths, cluster_la
                 "hostname": node.address.to_string(),
                 "work_dir": data.join("agent"),
                 "masters": master_endpoints,
+                "resources": { "ports": agent_ports(node.index) },
                 "docker": { "extra_labels": { cluster_label.0: cluster_label.1 } },
             });
         }
     }
     config
+}
+
+/// Agents share this machine's network namespace, so each gets its own slice of the usual
+/// 31000-32000 range (100 ports each, continuing above 32000 for many agents): a task on
+/// host networking can then bind its offered port without colliding with another agent's.
+pub fn agent_ports(index: u8) -> String {
+    let first = 31000 + 100 * (u32::from(index) - 1);
+    format!("[{first}-{}]", first + 99)
 }
 
 /// Writes every node's `config.yaml` (and creates its data directory).
@@ -89,5 +102,7 @@ mod tests {
         assert_eq!(a1["agent"]["masters"], json!(["127.0.1.1:5050", "127.0.1.2:5050", "127.0.1.3:5050"]));
         assert_eq!(a1["agent"]["docker"]["extra_labels"]["k"], "v");
         assert!(a1.get("coord").is_none());
+        assert_eq!(a1["agent"]["resources"]["ports"], "[31000-31099]");
+        assert_eq!(agent_ports(2), "[31100-31199]");
     }
 }

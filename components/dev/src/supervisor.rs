@@ -6,8 +6,6 @@
 //! its child process and follows a `watch` of what the loop wants from it.
 
 use std::collections::BTreeMap;
-use std::os::linux::net::SocketAddrExt as _;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram as StdUnixDatagram};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -111,6 +109,7 @@ struct DaemonSpec {
     bin: PathBuf,
     config: PathBuf,
     log: PathBuf,
+    notify_dir: PathBuf,
     notify_name: String,
 }
 
@@ -150,7 +149,9 @@ pub async fn supervise(
     };
     let mut desired: BTreeMap<(usize, usize), watch::Sender<Desired>> = BTreeMap::new();
     let mut tasks = JoinSet::new();
-    let run_tag = std::process::id();
+    // Readiness sockets live in a short directory: unix socket paths are limited to 108 bytes.
+    let notify_dir = std::env::temp_dir().join(paths.control_name());
+    std::fs::create_dir_all(&notify_dir).map_err(|source| DevError::Io { path: notify_dir.clone(), source })?;
     for (ni, node) in nodes.iter().enumerate() {
         for (di, which) in node.daemons().iter().enumerate() {
             let (tx, rx) = watch::channel(Desired { run: true, generation: 0, exit: false });
@@ -163,7 +164,8 @@ pub async fn supervise(
                 bin: bin.clone(),
                 config: paths.node_config(&node.name),
                 log: paths.daemon_log(&node.name, *which),
-                notify_name: format!("capstan-dev-{run_tag}-{}-{}", node.name, which),
+                notify_dir: notify_dir.clone(),
+                notify_name: format!("{}.{}", node.name, which),
             };
             tasks.spawn(run_daemon(spec, rx, events_tx.clone()));
         }
@@ -229,6 +231,7 @@ pub async fn supervise(
     }
     while tasks.join_next().await.is_some() {}
     let _ = std::fs::remove_file(paths.cluster_json());
+    let _ = std::fs::remove_dir_all(&notify_dir);
     Ok(())
 }
 
@@ -362,19 +365,18 @@ async fn wait_or_change(desired: &mut watch::Receiver<Desired>, delay: Duration)
     }
 }
 
-/// Starts the daemon with its own `NOTIFY_SOCKET` (an abstract socket named per spawn, so a
-/// restart never collides with the previous run's socket).
+/// Starts the daemon with its own `NOTIFY_SOCKET`, a socket file named per spawn so a restart
+/// never collides with the previous run's socket.
 fn spawn(spec: &DaemonSpec, nth: u32) -> std::io::Result<(Child, UnixDatagram)> {
-    let notify_name = format!("{}-{nth}", spec.notify_name);
-    let notify = StdUnixDatagram::bind_addr(&UnixAddr::from_abstract_name(notify_name.as_bytes())?)?;
-    notify.set_nonblocking(true)?;
-    let notify = UnixDatagram::from_std(notify)?;
+    let socket = spec.notify_dir.join(format!("{}-{nth}.sock", spec.notify_name));
+    let _ = std::fs::remove_file(&socket);
+    let notify = UnixDatagram::bind(&socket)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
     let child = Command::new(&spec.bin)
         .arg(spec.which.name())
         .arg("--config")
         .arg(&spec.config)
-        .env("NOTIFY_SOCKET", format!("@{notify_name}"))
+        .env("NOTIFY_SOCKET", &socket)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -79,6 +79,12 @@ async fn state_health_metrics_containers_and_files_endpoints_describe_the_agent(
         view.container.container_id.as_str()
     );
     assert_eq!(containers[0]["framework_id"], FRAMEWORK);
+    assert_eq!(
+        containers[0]["statistics"]["mem_limit_bytes"],
+        32 * 1024 * 1024
+    );
+    let (_, version) = get_json(&format!("{base}/version")).await;
+    assert_eq!(version["version"], "1.11.0");
 
     let (code, browse) = get_json(&format!("{base}/files/browse?path={directory}")).await;
     assert_eq!(code, 200);

@@ -97,7 +97,9 @@ async fn invalid_input_is_rejected_with_marathon_error_shapes() {
     let (s, v) = apps
         .post("/v2/apps", json!({"id": "/a", "cmd": "x", "cpus": "lots"}))
         .await;
-    assert_eq!(s, 422, "{v}");
+    // A JSON type error is 400 "Invalid JSON" with the path, as in Marathon.
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["message"], "Invalid JSON");
     assert_eq!(v["details"][0]["path"], "/cpus");
     let resp = apps
         .http
