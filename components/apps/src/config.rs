@@ -58,7 +58,7 @@ pub struct Config {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// coord endpoints (`http://host:port`); empty = in-memory store.
+    /// coord endpoints (`host:port` or `http://host:port`); empty = in-memory store.
     pub coord_endpoints: Vec<String>,
     /// Key prefix in coord (default `/capstan/apps`).
     pub prefix: Option<String>,
@@ -160,10 +160,10 @@ impl Validate for Config {
             p.push(ConfigProblem::new("hostname", "must be a plain host name"));
         }
         for (i, e) in self.store.coord_endpoints.iter().enumerate() {
-            if !e.starts_with("http://") {
+            if e.strip_prefix("http://").unwrap_or(e).is_empty() || e.contains(' ') {
                 p.push(ConfigProblem::new(
                     format!("store.coord_endpoints[{i}]"),
-                    "must be an http:// URL",
+                    "must be host:port (or http://host:port)",
                 ));
             }
         }

@@ -1461,7 +1461,9 @@ async fn v1_scale(ctx: &Ctx, body: &Bytes) -> Reply {
     Ok(empty(204))
 }
 
-/// `GET /v1/endpoints`: per app port `<appId>_<servicePort> <servicePort> <host>:<port> … `.
+/// `GET /v1/endpoints`: per app port `<appId> <servicePort> <host>:<port> … `, the 2013 text
+/// form of seed 001 (`multidis 10445 host:31001 host:31000`). Later Marathons wrote
+/// `<appId>_<servicePort>` as the first field; the seed's clients read the app id alone.
 async fn v1_endpoints(ctx: &Ctx, headers: &HeaderMap) -> Reply {
     let json_only = accepts(headers, "application/json") && !accepts(headers, "text/plain");
     ctx.core
@@ -1484,7 +1486,7 @@ async fn v1_endpoints(ctx: &Ctx, headers: &HeaderMap) -> Reply {
                 let safe = a.def.id.safe_id();
                 let running: Vec<_> = c.tasks_of(&a.def.id).filter(|t| t.is_running()).collect();
                 for (i, s) in a.def.port_specs().iter().enumerate() {
-                    out.push_str(&format!("{safe}_{sp} {sp} ", sp = s.service_port));
+                    out.push_str(&format!("{safe} {sp} ", sp = s.service_port));
                     for t in &running {
                         if let Some(p) = t.ports.get(i) {
                             out.push_str(&format!("{}:{p} ", t.host));

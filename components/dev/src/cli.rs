@@ -266,16 +266,25 @@ async fn down(paths: &ClusterPaths, purge: bool, out: &mut (dyn Write + Send)) -
     Ok(())
 }
 
+/// A client for the local engine speaking API 1.41 (Docker 20.10, Debian 12's engine), which
+/// newer engines accept too.
+fn docker() -> Result<Docker, bollard::errors::Error> {
+    const V1_41: &bollard::ClientVersion = &bollard::ClientVersion { major_version: 1, minor_version: 41 };
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let socket = host.strip_prefix("unix://").unwrap_or("/var/run/docker.sock");
+    Docker::connect_with_local(socket, 120, V1_41)
+}
+
 async fn docker_ping() -> Result<(), DevError> {
     let unreachable = |e: bollard::errors::Error| DevError::DockerUnreachable { reason: e.to_string() };
-    let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
+    let docker = docker().map_err(unreachable)?;
     docker.ping().await.map_err(unreachable)?;
     Ok(())
 }
 
 /// Removes every container labelled as a task of this cluster; returns how many.
 async fn remove_task_containers(paths: &ClusterPaths) -> usize {
-    let Ok(docker) = Docker::connect_with_local_defaults() else { return 0 };
+    let Ok(docker) = docker() else { return 0 };
     let filter = format!("{CLUSTER_LABEL}={}", paths.control_name());
     let options = ListContainersOptions {
         all: true,

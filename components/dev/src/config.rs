@@ -31,7 +31,8 @@ pub fn node_config(node: &Node, nodes: &[Node], paths: &ClusterPaths, cluster_la
             config["master"] = json!({
                 "listen": node.http_addr(Daemon::Master).to_string(),
                 "hostname": node.address.to_string(),
-                "coord": { "endpoints": coord_endpoints },
+                // A short lease: a killed leading master is replaced within seconds.
+                "coord": { "endpoints": coord_endpoints, "lease_ttl": 3 },
             });
             config["apps"] = json!({
                 "listen": node.http_addr(Daemon::Apps).to_string(),

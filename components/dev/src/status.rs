@@ -165,11 +165,12 @@ async fn coord_leader(client: &reqwest::Client, node: &Node) -> Option<Ipv4Addr>
         .and_then(|m| m.get("hostname")?.as_str().and_then(host_ip))
 }
 
-/// The master's `/master/state` names the leader as `master@IP:port`.
+/// Every master answers `/master/redirect` with `307 Location: //<leader-ip>:<port>`.
 async fn master_leader(client: &reqwest::Client, node: &Node) -> Option<Ipv4Addr> {
-    let url = format!("http://{}/master/state", node.http_addr(Daemon::Master));
-    let v = get_json(client, url).await?;
-    host_ip(v.get("leader")?.as_str()?)
+    let url = format!("http://{}/master/redirect", node.http_addr(Daemon::Master));
+    let resp = client.get(url).send().await.ok()?;
+    let location = resp.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    host_ip(location.trim_start_matches("//").split('/').next()?)
 }
 
 /// Marathon's `/v2/leader` answers `{"leader": "host:port"}`.

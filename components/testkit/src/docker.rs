@@ -31,9 +31,19 @@ fn new_run_id() -> String {
     format!("{process}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A client for the local engine (`DOCKER_HOST`, else `/var/run/docker.sock`).
+/// The Engine API version tests speak: 1.41 (Docker 20.10, Debian 12's `docker.io`). Newer
+/// engines still accept it; bollard's own default is newer than Debian's engine supports.
+pub const API_VERSION: &bollard::ClientVersion = &bollard::ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// A client for the local engine (`DOCKER_HOST` as a `unix://` path, else
+/// `/var/run/docker.sock`), speaking [`API_VERSION`].
 pub fn docker() -> anyhow::Result<Docker> {
-    Docker::connect_with_local_defaults().context("cannot connect to the Docker engine")
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let socket = host.strip_prefix("unix://").unwrap_or("/var/run/docker.sock");
+    Docker::connect_with_local(socket, 120, API_VERSION).context("cannot connect to the Docker engine")
 }
 
 /// Fails with "run `make images`" when `image` (e.g. `capstan/busybox`) is not built.

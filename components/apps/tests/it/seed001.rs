@@ -52,7 +52,7 @@ async fn seed_001_httpie_start_answers_204_and_endpoints_list_both_redis_tasks()
     .unwrap();
     let line = body.lines().next().unwrap();
     let fields: Vec<&str> = line.split(' ').collect();
-    assert_eq!(fields[0], "multidis_10000");
+    assert_eq!(fields[0], "multidis");
     assert_eq!(fields[1], "10000");
     assert!(
         fields[2].starts_with("127.0.0.1:31") && fields[3].starts_with("127.0.0.1:31"),
