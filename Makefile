@@ -19,7 +19,7 @@ images:
 
 ## Benchmarks; each writes its table into docs/BENCHMARKS.md.
 bench:
-	$(CARGO) bench --workspace --locked
+	$(CARGO) run --release --locked -p capstan-bench -- --out docs/BENCHMARKS.md
 
 ## Build, make the images, and run a local cluster (what exists so far; see README).
 run: build images

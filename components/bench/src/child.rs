@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -26,12 +26,14 @@ impl ServeChild {
 pub async fn spawn_self(what: &str, cpu: Option<usize>) -> anyhow::Result<ServeChild> {
     let exe = std::env::current_exe().context("locating capstan-bench")?;
     let mut cmd = pinned(cpu, exe.to_str().context("exe path")?);
-    cmd.arg("--serve").arg(what);
+    cmd.arg("--serve").arg(what).env("RUST_LOG", "off");
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().with_context(|| format!("spawning --serve {what}"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawning --serve {what}"))?;
     let stdout = child.stdout.take().context("child stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
@@ -66,13 +68,19 @@ pub async fn serve(what: &str) -> anyhow::Result<()> {
     let addr = match kind {
         "master" => crate::master::serve(token.clone()).await?,
         "dns" => crate::dns::serve(arg.parse().context("dns:<tasks>")?, token.clone()).await?,
-        "agent" => crate::agent::serve(token.clone()).await?,
+        "agent" => crate::agent::serve(arg, token.clone()).await?,
+        "coord" => crate::coord::serve(arg, token.clone()).await?,
         _ => bail!("cannot serve {what:?}"),
     };
     println!("READY {addr}");
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 64];
-    while stdin.read(&mut buf).await.unwrap_or(0) > 0 {}
+    // Blocks a thread until the harness closes our stdin (or dies).
+    let _ = tokio::task::spawn_blocking(|| {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while stdin.read(&mut buf).unwrap_or(0) > 0 {}
+    })
+    .await;
     token.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())

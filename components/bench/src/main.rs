@@ -90,7 +90,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let machine = report::Machine::detect();
     let mut sections = Vec::new();
     for name in &names {
-        eprintln!("capstan-bench: running {name}{}", if args.quick { " (quick)" } else { "" });
+        eprintln!(
+            "capstan-bench: running {name}{}",
+            if args.quick { " (quick)" } else { "" }
+        );
         let started = std::time::Instant::now();
         let section = match name.as_str() {
             "master" => master::run(args.quick).await,

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::child::spawn_self;
 use crate::report::{Row, Section};
-use crate::stats::{mib, rss_kib};
+use crate::stats::{cpu_time, mib, rss_kib};
 
 const TASK_CPUS: f64 = 0.4;
 const TASK_MEM: f64 = 400.0;
@@ -99,6 +99,20 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
             m.register.as_secs_f64(),
             m.first_offer.as_secs_f64()
         ),
+        format!(
+            "CPU during the launch phase: the master used {:.2} s of CPU ({:.0}% of its core), \
+             the harness (simulated agents + scheduler) {:.2} s ({:.0}% of its core), so the \
+             number is bounded by {}.",
+            m.master_cpu.as_secs_f64(),
+            100.0 * m.master_cpu.as_secs_f64() / m.elapsed.as_secs_f64().max(1e-9),
+            m.harness_cpu.as_secs_f64(),
+            100.0 * m.harness_cpu.as_secs_f64() / m.elapsed.as_secs_f64().max(1e-9),
+            if m.master_cpu >= m.harness_cpu {
+                "the master"
+            } else {
+                "the load generator as much as the master"
+            }
+        ),
         "Peer: no placement peer runs in this run (Mesos, Nomad and Kubernetes are not Debian \
          packages here). Published anchors, not same-run numbers: Nomad's C1M challenge placed \
          ~3,750 containers/s; kube-scheduler schedules 100–600 pods/s."
@@ -115,6 +129,9 @@ struct Measured {
     first_offer: Duration,
     rss_agents_kib: u64,
     rss_tasks_kib: u64,
+    /// CPU time the master and the harness used between the first ACCEPT and the last ack.
+    master_cpu: Duration,
+    harness_cpu: Duration,
 }
 
 async fn measure(
@@ -178,8 +195,10 @@ async fn measure(
     let mut launched = 0usize;
     let mut first_accept: Option<Instant> = None;
     let mut first_offer = Duration::ZERO;
+    let mut cpu_start = (Duration::ZERO, Duration::ZERO);
     let mut seen: HashMap<String, ()> = HashMap::new();
-    let end = tokio::time::Instant::now() + Duration::from_secs(if n_tasks > 1000 { 240 } else { 60 });
+    let end =
+        tokio::time::Instant::now() + Duration::from_secs(if n_tasks > 1000 { 240 } else { 60 });
 
     let post = {
         let client = client.clone();
@@ -229,8 +248,15 @@ async fn measure(
                     if first_accept.is_none() {
                         first_offer = t_sub.elapsed();
                         first_accept = Some(Instant::now());
+                        cpu_start = (
+                            cpu_time(pid).unwrap_or_default(),
+                            cpu_time(std::process::id()).unwrap_or_default(),
+                        );
                     }
-                    let offers = ev["offers"]["offers"].as_array().cloned().unwrap_or_default();
+                    let offers = ev["offers"]["offers"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
                     for offer in offers {
                         let fit = fits(&offer).min(n_tasks - launched);
                         let fid = json!({"value": framework_id});
@@ -296,6 +322,12 @@ async fn measure(
     let start = first_accept.context("no offer arrived")?;
     let last = last_running.lock().ok().and_then(|l| *l).unwrap_or(start);
     let elapsed = last.saturating_duration_since(start);
+    let master_cpu = cpu_time(pid)
+        .unwrap_or_default()
+        .saturating_sub(cpu_start.0);
+    let harness_cpu = cpu_time(std::process::id())
+        .unwrap_or_default()
+        .saturating_sub(cpu_start.1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_tasks_kib = rss_kib(pid).context("master RSS")?;
     drop(agents);
@@ -307,6 +339,8 @@ async fn measure(
         first_offer,
         rss_agents_kib,
         rss_tasks_kib,
+        master_cpu,
+        harness_cpu,
     })
 }
 

@@ -57,6 +57,16 @@ pub fn rss_tree_kib(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// CPU time (user + system) a process has used so far (`/proc/<pid>/stat`, 100 Hz ticks).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // After the command: state(0) ppid(1) ... utime(11) stime(12).
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// KiB as MiB with one decimal.
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
@@ -77,7 +87,10 @@ mod tests {
         assert_eq!(percentile(&s, 99.0), Some(Duration::from_millis(10)));
         assert_eq!(percentile(&s, 0.0), Some(Duration::from_millis(1)));
         assert_eq!(percentile(&s, 100.0), Some(Duration::from_millis(10)));
-        assert_eq!(percentile(&ms_list(&[7]), 99.0), Some(Duration::from_millis(7)));
+        assert_eq!(
+            percentile(&ms_list(&[7]), 99.0),
+            Some(Duration::from_millis(7))
+        );
         assert_eq!(percentile(&[], 50.0), None);
     }
 

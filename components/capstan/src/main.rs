@@ -32,8 +32,9 @@ struct Cli {
 enum Command {
     /// Print the version, git commit and build date.
     Version,
-    /// Run the coordination service (replicated key-value store, leader election).
-    Coord(DaemonArgs),
+    /// Run the coordination service (replicated key-value store, leader election), or with a
+    /// command (get, put, del, list, watch, members, status, member, snapshot) operate on it.
+    Coord(cmd::coord::CoordArgs),
     /// Run a Mesos-compatible master.
     Master(DaemonArgs),
     /// Run an agent that launches tasks as Docker containers.
@@ -53,7 +54,7 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Version => cmd::version::run(),
-        Command::Coord(args) => cmd::coord::run(&args),
+        Command::Coord(args) => cmd::coord::run(args),
         Command::Master(args) => cmd::master::run(&args),
         Command::Agent(args) => cmd::agent::run(&args),
         Command::Apps(args) => cmd::apps::run(&args),

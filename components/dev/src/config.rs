@@ -15,7 +15,7 @@ pub fn node_config(node: &Node, nodes: &[Node], paths: &ClusterPaths, cluster_la
     let coord_endpoints: Vec<String> = masters.iter().map(|m| m.http_addr(Daemon::Coord).to_string()).collect();
     let master_endpoints: Vec<String> = masters.iter().map(|m| m.http_addr(Daemon::Master).to_string()).collect();
     let data = paths.node_data(&node.name);
-    let mut config = json!({ "log": { "level": "info" } });
+    let mut config = json!({});
     match node.role {
         Role::Master => {
             let members: Vec<Value> = masters
@@ -56,7 +56,7 @@ pub fn node_config(node: &Node, nodes: &[Node], paths: &ClusterPaths, cluster_la
                 "hostname": node.address.to_string(),
                 "work_dir": data.join("agent"),
                 "masters": master_endpoints,
-                "resources": { "ports": agent_ports(node.index) },
+                "resources": { "ports": agent_ports(node.address.octets()[1], node.index) },
                 "docker": { "extra_labels": { cluster_label.0: cluster_label.1 } },
             });
         }
@@ -64,12 +64,18 @@ pub fn node_config(node: &Node, nodes: &[Node], paths: &ClusterPaths, cluster_la
     config
 }
 
-/// Agents share this machine's network namespace, so each gets its own slice of the usual
-/// 31000-32000 range (100 ports each, continuing above 32000 for many agents): a task on
-/// host networking can then bind its offered port without colliding with another agent's.
-pub fn agent_ports(index: u8) -> String {
-    let first = 31000 + 100 * (u32::from(index) - 1);
-    format!("[{first}-{}]", first + 99)
+/// Agents share this machine's network namespace, so each gets its own slice of host ports:
+/// a task on host networking can then bind its offered port without colliding with another
+/// agent's. The standard cluster (`net` 0) slices the usual 31000-32000 range, 100 ports per
+/// agent (continuing above 32000 for many agents); side-by-side clusters (tests, `--net N`)
+/// get 40 ports per agent in a block of their own above 40000.
+pub fn agent_ports(net: u8, index: u8) -> String {
+    let index = u32::from(index) - 1;
+    let (first, len) = match net {
+        0 => (31000 + 100 * index, 100),
+        n => (40000 + 200 * (u32::from(n) % 125) + 40 * index, 40),
+    };
+    format!("[{first}-{}]", first + len - 1)
 }
 
 /// Writes every node's `config.yaml` (and creates its data directory).
@@ -104,6 +110,7 @@ mod tests {
         assert_eq!(a1["agent"]["docker"]["extra_labels"]["k"], "v");
         assert!(a1.get("coord").is_none());
         assert_eq!(a1["agent"]["resources"]["ports"], "[31000-31099]");
-        assert_eq!(agent_ports(2), "[31100-31199]");
+        assert_eq!(agent_ports(0, 2), "[31100-31199]");
+        assert_eq!(agent_ports(7, 2), "[41440-41479]");
     }
 }

@@ -10,6 +10,10 @@ use anyhow::{Context as _, bail, ensure};
 use capstan_testkit::{capstan_bin, temp_dir, wait_until};
 use serde_json::{Value, json};
 
+/// One cluster at a time: clusters share the machine's CPUs and Docker engine, and the tests
+/// are heavy enough without competing.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A dev cluster that is taken down (and its state purged) when dropped.
 struct DevCluster {
     state_dir: tempfile::TempDir,
@@ -17,10 +21,11 @@ struct DevCluster {
 }
 
 impl DevCluster {
-    fn up(masters: u8, agents: u8) -> anyhow::Result<DevCluster> {
+    /// `slot` tells the tests of one run apart (each test its own slot).
+    fn up(masters: u8, agents: u8, slot: u8) -> anyhow::Result<DevCluster> {
         let state_dir = temp_dir()?;
-        // A block per test process; 127.0.x.y is all loopback on Linux.
-        let net = 100 + (std::process::id() % 100) as u8;
+        // A block per test process and slot; 127.0.0.0/8 is all loopback on Linux.
+        let net = 100 + 4 * (std::process::id() % 35) as u8 + slot;
         let cluster = DevCluster { state_dir, net };
         let out = cluster.capstan(&[
             "up",
@@ -108,7 +113,8 @@ fn dig(server: &str, args: &[&str]) -> anyhow::Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_001_redis_walkthrough_works_end_to_end() -> anyhow::Result<()> {
-    let cluster = DevCluster::up(1, 2)?;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = DevCluster::up(1, 2, 0)?;
     let status = cluster.status()?;
     assert_eq!(status["leaders"]["master"], "master-1", "{status:#}");
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
@@ -179,5 +185,53 @@ async fn seed_001_redis_walkthrough_works_end_to_end() -> anyhow::Result<()> {
     })
     .await?;
     assert!(a.iter().any(|ip| ip == host), "A {a:?} lacks {host}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_leading_master_leaves_the_app_running_and_resolvable() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = DevCluster::up(3, 1, 1)?;
+    let http = reqwest::Client::new();
+    let status = cluster.status()?;
+    let leader = status["leaders"]["master"].as_str().context("a master leads")?.to_owned();
+
+    // Ask any master node's apps: a follower forwards to the leader.
+    let m1 = cluster.master_ip(1);
+    let app = json!({"id": "/pinger", "instances": 1, "cpus": 0.1, "mem": 32,
+                     "cmd": "exec httpd -f -p $PORT0 -h /", "portDefinitions": [{"port": 0}],
+                     "container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"}}});
+    let resp = http.post(format!("http://{m1}:8080/v2/apps")).json(&app).send().await?;
+    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
+    let running = async |ip: String| -> Option<String> {
+        let v: Value = http.get(format!("http://{ip}:8080/v2/apps/pinger/tasks")).send().await.ok()?.json().await.ok()?;
+        let t = v["tasks"].as_array()?.first()?.clone();
+        (t["state"] == "TASK_RUNNING").then(|| t["id"].as_str().unwrap_or_default().to_owned())
+    };
+    let task_id = wait_until("pinger running", Duration::from_secs(60), async || running(m1.clone()).await)
+        .await
+        .with_context(|| cluster.logs())?;
+
+    let out = cluster.capstan(&["kill", &leader])?;
+    ensure!(out.status.success(), "kill failed: {}", text(&out.stderr));
+    let survivor = (1..=3).map(|i| format!("master-{i}")).find(|n| *n != leader).unwrap();
+    let survivor_ip = cluster.master_ip(survivor.trim_start_matches("master-").parse()?);
+
+    // A new master leads, and the same task still runs and resolves.
+    wait_until("a new leading master", Duration::from_secs(30), async || {
+        cluster.status().ok().and_then(|s| s["leaders"]["master"].as_str().map(str::to_owned)).filter(|l| *l != leader)
+    })
+    .await
+    .with_context(|| cluster.logs())?;
+    let after = wait_until("pinger still running", Duration::from_secs(30), async || running(survivor_ip.clone()).await)
+        .await
+        .with_context(|| cluster.logs())?;
+    assert_eq!(after, task_id, "the task was replaced instead of kept");
+    let agent_ip = format!("127.{}.2.1", cluster.net);
+    let a = wait_until("pinger A record on a surviving master", Duration::from_secs(20), async || {
+        dig(&survivor_ip, &["pinger.marathon.mesos"]).ok().filter(|ips| ips.iter().any(|ip| *ip == agent_ip))
+    })
+    .await?;
+    assert_eq!(a, [agent_ip]);
     Ok(())
 }

@@ -73,7 +73,9 @@ impl Validate for LogConfig {
     }
 }
 
-const DEFAULT_FILTER: &str = "info";
+/// `info`, with openraft's per-RPC chatter (every vote, every failed replication attempt)
+/// kept to warnings: coord narrates what matters itself.
+const DEFAULT_FILTER: &str = "info,openraft=warn";
 
 /// Installs the process-wide logger. Call once, early, from the binary.
 pub fn init_logging(config: &LogConfig) -> Result<LogTarget, LogInitError> {
@@ -261,8 +263,8 @@ mod tests {
     fn rust_log_beats_config_level_which_beats_info() {
         assert_eq!(effective_filter(Some("debug"), Some("warn")), "debug");
         assert_eq!(effective_filter(None, Some("warn")), "warn");
-        assert_eq!(effective_filter(None, Some("  ")), "info");
-        assert_eq!(effective_filter(None, None), "info");
+        assert_eq!(effective_filter(None, Some("  ")), DEFAULT_FILTER);
+        assert_eq!(effective_filter(None, None), DEFAULT_FILTER);
     }
 
     #[test]

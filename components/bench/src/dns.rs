@@ -1,0 +1,383 @@
+//! DNS: `capstan-dns` serving the records of N running tasks (built with the crate's pure
+//! model + `synthesize`, published into a real server in a child process) against NSD
+//! serving the same `mesos.` records from a zone file. Each server is pinned to core 0,
+//! `dnsperf` runs on core 1 with the same query file for the same time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use capstan_dns::model::{Agent, ClusterState, Framework, Task, TaskKey, TaskState, TaskStatus};
+use capstan_dns::{Producer, RecordSet, SynthConfig, synthesize};
+use tokio_util::sync::CancellationToken;
+
+use crate::child::{ensure_program, pinned, spawn_self};
+use crate::report::{Row, Section};
+use crate::stats::{mib, rss_kib, rss_tree_kib};
+
+const TASKS_PER_AGENT: usize = 10;
+
+/// The cluster the benchmark serves: `tasks` running Marathon tasks with one port each.
+pub fn cluster(tasks: usize) -> ClusterState {
+    let mut st = ClusterState::default();
+    let fw = "bench-framework-0000";
+    st.frameworks.insert(
+        fw.into(),
+        Framework {
+            id: fw.into(),
+            name: "marathon".into(),
+            hostname: "localhost".into(),
+            pid: None,
+        },
+    );
+    let n_agents = tasks.div_ceil(TASKS_PER_AGENT).max(1);
+    for a in 0..n_agents {
+        let id = format!("bench-agent-S{a}");
+        st.agents.insert(
+            id.clone(),
+            Agent {
+                id,
+                hostname: format!("agent-{a}"),
+                ip: Some(IpAddr::V4(Ipv4Addr::new(
+                    10,
+                    1,
+                    (a / 250) as u8,
+                    (a % 250 + 1) as u8,
+                ))),
+                port: 5051,
+            },
+        );
+    }
+    for i in 0..tasks {
+        let task = Task {
+            id: format!("app-{i}.{i:08x}"),
+            name: format!("app-{i}"),
+            framework_id: fw.into(),
+            agent_id: format!("bench-agent-S{}", i / TASKS_PER_AGENT),
+            state: Some(TaskState::Running),
+            statuses: vec![TaskStatus {
+                state: Some(TaskState::Running),
+                timestamp: 1.0,
+                ..Default::default()
+            }],
+            ports: vec![31000 + (i % 1000) as u16],
+            ..Default::default()
+        };
+        st.tasks.insert(
+            TaskKey {
+                framework_id: fw.into(),
+                task_id: task.id.clone(),
+            },
+            task,
+        );
+    }
+    st
+}
+
+fn records(tasks: usize) -> RecordSet {
+    let synth = SynthConfig {
+        self_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ..SynthConfig::default()
+    };
+    synthesize(&cluster(tasks), &synth)
+}
+
+/// Child side: a `capstan-dns` server on loopback serving `tasks` tasks' records.
+pub async fn serve(tasks: usize, token: CancellationToken) -> anyhow::Result<String> {
+    let cfg = capstan_dns::Config {
+        dns_listen: ([127, 0, 0, 1], 0).into(),
+        http_on: false,
+        // Nobody listens there: the follower keeps retrying and the published records stay.
+        masters: vec!["127.0.0.1:9".into()],
+        external_on: false,
+        ..capstan_dns::Config::default()
+    };
+    let handle = capstan_dns::Server::start(cfg, token)
+        .await
+        .context("starting capstan-dns")?;
+    handle.publisher().publish(Producer::Mesos, records(tasks));
+    let addr = handle.dns_addr().context("dns address")?.to_string();
+    std::mem::forget(handle);
+    Ok(addr)
+}
+
+/// The `mesos.` zone as an RFC 1035 zone file (what NSD serves).
+pub fn zone_file(rs: &RecordSet) -> String {
+    let mut out = String::from(
+        "$ORIGIN mesos.\n$TTL 60\n@ IN SOA ns1.mesos. root.ns1.mesos. 1 60 600 86400 60\n@ IN NS ns1.mesos.\n",
+    );
+    let sorted: BTreeMap<&str, _> = rs.iter().filter(|(n, _)| n.ends_with(".mesos.")).collect();
+    let mut have_ns1 = false;
+    for (name, recs) in sorted {
+        have_ns1 |= name == "ns1.mesos.";
+        for a in &recs.a {
+            let _ = writeln!(out, "{name} {} IN A {a}", recs.ttl);
+        }
+        for a in &recs.aaaa {
+            let _ = writeln!(out, "{name} {} IN AAAA {a}", recs.ttl);
+        }
+        for s in &recs.srv {
+            let _ = writeln!(
+                out,
+                "{name} {} IN SRV 0 {} {} {}",
+                recs.ttl, s.weight, s.port, s.target
+            );
+        }
+    }
+    if !have_ns1 {
+        out.push_str("ns1.mesos. 60 IN A 127.0.0.1\n");
+    }
+    out
+}
+
+/// dnsperf input: every task's A names (short and canonical) and its SRV name.
+pub fn query_file(rs: &RecordSet) -> String {
+    let mut names: Vec<(&str, &str)> = rs
+        .iter()
+        .filter_map(|(n, r)| {
+            if n.starts_with("app-") && n.ends_with(".marathon.mesos.") && !r.a.is_empty() {
+                Some((n, "A"))
+            } else if n.starts_with("_app-")
+                && n.ends_with("._tcp.marathon.mesos.")
+                && !r.srv.is_empty()
+            {
+                Some((n, "SRV"))
+            } else {
+                None
+            }
+        })
+        .collect();
+    names.sort_unstable();
+    let mut out = String::new();
+    for (n, t) in names {
+        let _ = writeln!(out, "{n} {t}");
+    }
+    out
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Perf {
+    pub qps: f64,
+    pub sent: u64,
+    pub lost: u64,
+}
+
+/// Reads dnsperf's summary.
+pub fn parse_dnsperf(text: &str) -> Option<Perf> {
+    let num = |key: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some(Perf {
+        qps: num("Queries per second:")?,
+        sent: num("Queries sent:")? as u64,
+        lost: num("Queries lost:").unwrap_or(0.0) as u64,
+    })
+}
+
+async fn dnsperf(addr: &str, queries: &std::path::Path, secs: u64) -> anyhow::Result<Perf> {
+    let (host, port) = addr.rsplit_once(':').context("address")?;
+    let out = pinned(Some(1), "dnsperf")
+        .args(["-s", host, "-p", port, "-d"])
+        .arg(queries)
+        .args(["-l", &secs.to_string(), "-c", "4", "-q", "200", "-t", "2"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(secs + 30), out)
+        .await
+        .context("dnsperf did not stop")??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_dnsperf(&text).with_context(|| format!("unexpected dnsperf output: {text}"))
+}
+
+async fn start_nsd(
+    dir: &std::path::Path,
+    zone: &str,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let port = capstan_testkit::free_port()?;
+    std::fs::write(dir.join("mesos.zone"), zone)?;
+    let d = dir.display();
+    let conf = format!(
+        "server:\n  ip-address: 127.0.0.1\n  port: {port}\n  server-count: 1\n  username: \"\"\n  \
+         chroot: \"\"\n  zonesdir: \"{d}\"\n  database: \"\"\n  zonelistfile: \"{d}/zone.list\"\n  \
+         xfrdfile: \"{d}/xfrd.state\"\n  pidfile: \"{d}/nsd.pid\"\n  logfile: \"{d}/nsd.log\"\n  \
+         verbosity: 0\n  hide-version: yes\nremote-control:\n  control-enable: no\n\
+         zone:\n  name: \"mesos\"\n  zonefile: \"{d}/mesos.zone\"\n"
+    );
+    let conf_path = dir.join("nsd.conf");
+    std::fs::write(&conf_path, conf)?;
+    let check = std::process::Command::new("nsd-checkconf")
+        .arg(&conf_path)
+        .output();
+    if let Ok(o) = check
+        && !o.status.success()
+    {
+        bail!("nsd-checkconf: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let child = pinned(Some(0), "nsd")
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting nsd")?;
+    let addr = format!("127.0.0.1:{port}");
+    // Ready when it answers over TCP... poll the zone's SOA with one dnsperf-free probe.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let probe = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        // Query: id 1, RD, one question "mesos. SOA".
+        let q: [u8; 23] = [
+            0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 5, b'm', b'e', b's', b'o', b's', 0, 0, 6, 0, 1,
+        ];
+        probe.send_to(&q, &addr).await?;
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), probe.recv(&mut buf)).await
+            && n > 12
+            && buf[3] & 0x0f == 0
+            && buf[7] > 0
+        {
+            return Ok((child, addr));
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("nsd did not answer for the zone in 60 s (see {d}/nsd.log)");
+        }
+    }
+}
+
+pub async fn run(quick: bool) -> anyhow::Result<Section> {
+    let tasks = if quick { 1_000 } else { 10_000 };
+    let secs = if quick { 3 } else { 20 };
+    let rs = records(tasks);
+    let dir = tempfile::Builder::new()
+        .prefix("capstan-bench-dns-")
+        .tempdir()?;
+    let qpath = dir.path().join("queries.txt");
+    let queries = query_file(&rs);
+    anyhow::ensure!(!queries.is_empty(), "no task names were synthesised");
+    std::fs::write(&qpath, &queries)?;
+    let mut section = Section {
+        title: "dns: queries per second and memory".into(),
+        ..Default::default()
+    };
+    if let Err(why) = ensure_program("dnsperf", &["dnsperf"]).await {
+        section.notes.push(format!("Not measured: {why}"));
+        return Ok(section);
+    }
+
+    let capstan = spawn_self(&format!("dns:{tasks}"), Some(0)).await?;
+    let ours = dnsperf(&capstan.addr, &qpath, secs).await?;
+    let our_rss = rss_kib(capstan.pid()).unwrap_or(0);
+    drop(capstan);
+
+    let peer = match ensure_program("nsd", &["nsd"]).await {
+        Ok(()) => match start_nsd(dir.path(), &zone_file(&rs)).await {
+            Ok((mut nsd, addr)) => {
+                let pid = nsd.id().unwrap_or(0);
+                let perf = dnsperf(&addr, &qpath, secs).await;
+                let rss = rss_tree_kib(pid).unwrap_or(0);
+                let _ = nsd.kill().await;
+                perf.map(|p| (p, rss)).map_err(|e| format!("{e:#}"))
+            }
+            Err(e) => Err(format!("{e:#}")),
+        },
+        Err(why) => Err(why),
+    };
+
+    let lines = queries.lines().count();
+    let mut r = Row::new(format!(
+        "UDP queries/s, {tasks} tasks (A + SRV, {lines} names), dnsperf 4 clients × 200 outstanding"
+    ));
+    r.capstan = format!("{:.0} q/s", ours.qps);
+    r.goal = "≥ 0.8× NSD".into();
+    let mut loss = Row::new("queries lost");
+    loss.capstan = format!("{} of {}", ours.lost, ours.sent);
+    let mut mem = Row::new(format!("RSS serving {tasks} tasks"));
+    mem.capstan = mib(our_rss);
+    mem.goal = "≤ 50 MiB".into();
+    mem.met = Some(our_rss <= 50 * 1024);
+    match &peer {
+        Ok((p, rss)) => {
+            r.peer = format!("{:.0} q/s", p.qps);
+            r.ratio = Some(ours.qps / p.qps.max(1e-9));
+            r.met = r.ratio.map(|x| x >= 0.8);
+            loss.peer = format!("{} of {}", p.lost, p.sent);
+            mem.peer = format!("{} (NSD, all processes)", mib(*rss));
+            mem.ratio = Some(our_rss as f64 / (*rss).max(1) as f64);
+        }
+        Err(why) => {
+            r.peer = "not measured".into();
+            section.notes.push(format!("NSD not measured: {why}"));
+        }
+    }
+    section.rows = vec![r, loss, mem];
+    section.notes.insert(
+        0,
+        format!(
+            "Setup: `capstan-dns` (child process) and {} (`server-count: 1`) each pinned to \
+             core 0 in turn, serving the same {} names of the `mesos.` zone ({tasks} running \
+             tasks on {} agents, synthesised by `capstan_dns::synthesize`); `dnsperf` pinned \
+             to core 1 for {secs} s per server with the same query file. RSS is read after the load; Capstan's includes its cluster \
+             model and the synthesised records of every zone (also `dcos.thisdcos.directory`).",
+            nsd_version(),
+            rs.iter().filter(|(n, _)| n.ends_with(".mesos.")).count(),
+            tasks.div_ceil(TASKS_PER_AGENT)
+        ),
+    );
+    Ok(section)
+}
+
+fn nsd_version() -> String {
+    std::process::Command::new("nsd")
+        .arg("-v")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let t = String::from_utf8_lossy(&o.stderr).to_string()
+                + &String::from_utf8_lossy(&o.stdout);
+            t.lines().next().map(|l| l.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dnsperf_summary_is_parsed() {
+        let text = "Statistics:\n\n  Queries sent:         1000\n  Queries completed:    990 (99.00%)\n  \
+                    Queries lost:         10 (1.00%)\n\n  Queries per second:   12345.678\n";
+        assert_eq!(
+            parse_dnsperf(text),
+            Some(Perf {
+                qps: 12345.678,
+                sent: 1000,
+                lost: 10
+            })
+        );
+        assert_eq!(parse_dnsperf("nothing"), None);
+    }
+
+    #[test]
+    fn zone_and_queries_cover_every_task() {
+        let rs = records(20);
+        let q = query_file(&rs);
+        // Each task has its short name and its canonical `<name>-<hash>-<agent>` name.
+        assert_eq!(q.lines().filter(|l| l.ends_with(" A")).count(), 40);
+        assert_eq!(q.lines().filter(|l| l.ends_with(" SRV")).count(), 20);
+        let z = zone_file(&rs);
+        assert!(z.contains("app-7.marathon.mesos. 60 IN A 10.1.0.1"), "{z}");
+        assert!(z.contains("IN SRV 0 1 31007 "), "{z}");
+    }
+}
