@@ -105,7 +105,10 @@ fn every_daemon_section_rejects_unknown_keys() {
         let (out, _dir, _) = check_config(section, &yaml);
         assert_eq!(out.status.code(), Some(EX_CONFIG), "{section}");
         let err = stderr(&out);
-        assert!(err.contains(&format!("`{section}.bogus_key`")), "{section}: {err}");
+        assert!(
+            err.contains(&format!("`{section}.bogus_key`")),
+            "{section}: {err}"
+        );
     }
 }
 

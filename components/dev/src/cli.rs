@@ -66,7 +66,11 @@ pub struct StateDirArg {
 
 impl StateDirArg {
     fn paths(&self) -> ClusterPaths {
-        ClusterPaths::new(self.state_dir.clone().unwrap_or_else(ClusterPaths::default_root))
+        ClusterPaths::new(
+            self.state_dir
+                .clone()
+                .unwrap_or_else(ClusterPaths::default_root),
+        )
     }
 }
 
@@ -107,7 +111,9 @@ pub async fn run(cmd: DevCommand, out: &mut (dyn Write + Send)) -> Result<(), De
         }
         DevCommand::Down { purge, dir } => down(&dir.paths(), purge, out).await,
         DevCommand::Kill { node, dir } => drill(&dir.paths(), Request::Kill { node }, out).await,
-        DevCommand::Restart { node, dir } => drill(&dir.paths(), Request::Restart { node }, out).await,
+        DevCommand::Restart { node, dir } => {
+            drill(&dir.paths(), Request::Restart { node }, out).await
+        }
     }
 }
 
@@ -116,7 +122,12 @@ async fn up(args: UpArgs, out: &mut (dyn Write + Send)) -> Result<(), DevError> 
     let nodes = layout::layout(args.masters, args.agents, args.net)?;
     if !args.supervise {
         if let Ok(status) = current_status(&paths).await {
-            writeln!(out, "A dev cluster is already up for {}:", paths.root().display()).map_err(stdout_err)?;
+            writeln!(
+                out,
+                "A dev cluster is already up for {}:",
+                paths.root().display()
+            )
+            .map_err(stdout_err)?;
             return print_status(&status, out);
         }
         docker_ping().await?;
@@ -129,7 +140,10 @@ async fn up(args: UpArgs, out: &mut (dyn Write + Send)) -> Result<(), DevError> 
         let log = paths.supervisor_log();
         let status = wait_ready(&paths, || match child.try_wait() {
             Ok(None) => None,
-            _ => Some(DevError::SupervisorDied { tail: log_tail(&log, 20), log: log.clone() }),
+            _ => Some(DevError::SupervisorDied {
+                tail: log_tail(&log, 20),
+                log: log.clone(),
+            }),
         })
         .await?;
         return print_status(&status, out);
@@ -138,14 +152,20 @@ async fn up(args: UpArgs, out: &mut (dyn Write + Send)) -> Result<(), DevError> 
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
         on_signal.cancel();
     });
-    let supervise = tokio::spawn(supervisor::supervise(nodes, paths.clone(), bin, shutdown.clone()));
+    let supervise = tokio::spawn(supervisor::supervise(
+        nodes,
+        paths.clone(),
+        bin,
+        shutdown.clone(),
+    ));
     if !args.supervise {
         tokio::select! {
             status = wait_ready(&paths, || supervise.is_finished().then(|| {
@@ -157,17 +177,32 @@ async fn up(args: UpArgs, out: &mut (dyn Write + Send)) -> Result<(), DevError> 
             _ = shutdown.cancelled() => {}
         }
     }
-    let result = supervise.await.unwrap_or_else(|e| Err(DevError::Refused(format!("supervisor failed: {e}"))));
+    let result = supervise
+        .await
+        .unwrap_or_else(|e| Err(DevError::Refused(format!("supervisor failed: {e}"))));
     remove_task_containers(&paths).await;
     result
 }
 
-fn spawn_detached(bin: &Path, args: &UpArgs, paths: &ClusterPaths) -> Result<std::process::Child, DevError> {
+fn spawn_detached(
+    bin: &Path,
+    args: &UpArgs,
+    paths: &ClusterPaths,
+) -> Result<std::process::Child, DevError> {
     use std::os::unix::process::CommandExt as _;
-    std::fs::create_dir_all(paths.root()).map_err(|source| DevError::Io { path: paths.root().into(), source })?;
+    std::fs::create_dir_all(paths.root()).map_err(|source| DevError::Io {
+        path: paths.root().into(),
+        source,
+    })?;
     let log_path = paths.supervisor_log();
-    let log = std::fs::File::create(&log_path).map_err(|source| DevError::Io { path: log_path.clone(), source })?;
-    let log2 = log.try_clone().map_err(|source| DevError::Io { path: log_path.clone(), source })?;
+    let log = std::fs::File::create(&log_path).map_err(|source| DevError::Io {
+        path: log_path.clone(),
+        source,
+    })?;
+    let log2 = log.try_clone().map_err(|source| DevError::Io {
+        path: log_path.clone(),
+        source,
+    })?;
     std::process::Command::new(bin)
         .args(["dev", "up", "--supervise"])
         .arg("--masters")
@@ -197,16 +232,19 @@ async fn wait_ready(
         if let Some(e) = died() {
             return Err(e);
         }
-        if let Ok(Response::Status(snapshot)) = control::call(paths, &Request::Status).await {
-            if snapshot.ready {
-                let status = status::probe(&snapshot).await;
-                if status.healthy() && status.leaders.master.is_some() {
-                    return Ok(status);
-                }
+        if let Ok(Response::Status(snapshot)) = control::call(paths, &Request::Status).await
+            && snapshot.ready
+        {
+            let status = status::probe(&snapshot).await;
+            if status.healthy() && status.leaders.master.is_some() {
+                return Ok(status);
             }
         }
         if Instant::now() > deadline {
-            return Err(DevError::NotReady { secs: READY_TIMEOUT.as_secs(), log: paths.root().join("nodes") });
+            return Err(DevError::NotReady {
+                secs: READY_TIMEOUT.as_secs(),
+                log: paths.root().join("nodes"),
+            });
         }
         sleep(Duration::from_millis(200)).await;
     }
@@ -222,11 +260,17 @@ async fn current_status(paths: &ClusterPaths) -> Result<ClusterStatus, DevError>
     match control::call(paths, &Request::Status).await? {
         Response::Status(snapshot) => Ok(status::probe(&snapshot).await),
         Response::Error(e) => Err(DevError::Refused(e)),
-        Response::Ok => Err(DevError::Refused("unexpected answer from the supervisor".into())),
+        Response::Ok => Err(DevError::Refused(
+            "unexpected answer from the supervisor".into(),
+        )),
     }
 }
 
-async fn drill(paths: &ClusterPaths, req: Request, out: &mut (dyn Write + Send)) -> Result<(), DevError> {
+async fn drill(
+    paths: &ClusterPaths,
+    req: Request,
+    out: &mut (dyn Write + Send),
+) -> Result<(), DevError> {
     let what = match &req {
         Request::Kill { node } => format!("Killed {node}"),
         Request::Restart { node } => format!("Restarting {node}"),
@@ -235,11 +279,17 @@ async fn drill(paths: &ClusterPaths, req: Request, out: &mut (dyn Write + Send))
     match control::call(paths, &req).await? {
         Response::Ok => writeln!(out, "{what}").map_err(stdout_err),
         Response::Error(e) => Err(DevError::Refused(e)),
-        Response::Status(_) => Err(DevError::Refused("unexpected answer from the supervisor".into())),
+        Response::Status(_) => Err(DevError::Refused(
+            "unexpected answer from the supervisor".into(),
+        )),
     }
 }
 
-async fn down(paths: &ClusterPaths, purge: bool, out: &mut (dyn Write + Send)) -> Result<(), DevError> {
+async fn down(
+    paths: &ClusterPaths,
+    purge: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), DevError> {
     let snapshot: Option<ClusterSnapshot> = match control::call(paths, &Request::Status).await {
         Ok(Response::Status(s)) => Some(*s),
         _ => None,
@@ -253,14 +303,18 @@ async fn down(paths: &ClusterPaths, purge: bool, out: &mut (dyn Write + Send)) -
         }
         writeln!(out, "Stopped the dev cluster").map_err(stdout_err)?;
     } else {
-        writeln!(out, "No dev cluster was up for {}", paths.root().display()).map_err(stdout_err)?;
+        writeln!(out, "No dev cluster was up for {}", paths.root().display())
+            .map_err(stdout_err)?;
     }
     let removed = remove_task_containers(paths).await;
     if removed > 0 {
         writeln!(out, "Removed {removed} task container(s)").map_err(stdout_err)?;
     }
     if purge && paths.root().exists() {
-        std::fs::remove_dir_all(paths.root()).map_err(|source| DevError::Io { path: paths.root().into(), source })?;
+        std::fs::remove_dir_all(paths.root()).map_err(|source| DevError::Io {
+            path: paths.root().into(),
+            source,
+        })?;
         writeln!(out, "Removed {}", paths.root().display()).map_err(stdout_err)?;
     }
     Ok(())
@@ -269,14 +323,21 @@ async fn down(paths: &ClusterPaths, purge: bool, out: &mut (dyn Write + Send)) -
 /// A client for the local engine speaking API 1.41 (Docker 20.10, Debian 12's engine), which
 /// newer engines accept too.
 fn docker() -> Result<Docker, bollard::errors::Error> {
-    const V1_41: &bollard::ClientVersion = &bollard::ClientVersion { major_version: 1, minor_version: 41 };
+    const V1_41: &bollard::ClientVersion = &bollard::ClientVersion {
+        major_version: 1,
+        minor_version: 41,
+    };
     let host = std::env::var("DOCKER_HOST").unwrap_or_default();
-    let socket = host.strip_prefix("unix://").unwrap_or("/var/run/docker.sock");
+    let socket = host
+        .strip_prefix("unix://")
+        .unwrap_or("/var/run/docker.sock");
     Docker::connect_with_local(socket, 120, V1_41)
 }
 
 async fn docker_ping() -> Result<(), DevError> {
-    let unreachable = |e: bollard::errors::Error| DevError::DockerUnreachable { reason: e.to_string() };
+    let unreachable = |e: bollard::errors::Error| DevError::DockerUnreachable {
+        reason: e.to_string(),
+    };
     let docker = docker().map_err(unreachable)?;
     docker.ping().await.map_err(unreachable)?;
     Ok(())
@@ -291,11 +352,16 @@ async fn remove_task_containers(paths: &ClusterPaths) -> usize {
         filters: Some([("label".to_owned(), vec![filter])].into_iter().collect()),
         ..Default::default()
     };
-    let Ok(containers) = docker.list_containers(Some(options)).await else { return 0 };
+    let Ok(containers) = docker.list_containers(Some(options)).await else {
+        return 0;
+    };
     let mut removed = 0;
     for c in containers {
         let Some(id) = c.id else { continue };
-        let opts = RemoveContainerOptions { force: true, ..Default::default() };
+        let opts = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
         if docker.remove_container(&id, Some(opts)).await.is_ok() {
             removed += 1;
         }
@@ -314,11 +380,23 @@ fn print_status(status: &ClusterStatus, out: &mut (dyn Write + Send)) -> Result<
             Role::Agent => "agent",
         };
         let down = if node.down { "  (down)" } else { "" };
-        text.push_str(&format!("{:<10} {:<10} {role}{down}\n", node.name, node.address));
+        text.push_str(&format!(
+            "{:<10} {:<10} {role}{down}\n",
+            node.name, node.address
+        ));
         for d in &node.daemons {
             let pid = d.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
-            let health = serde_json::to_value(d.health).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            text.push_str(&format!("  {:<7} pid {:<8} {:<10} {}\n", d.name.name(), pid, health, d.endpoint));
+            let health = serde_json::to_value(d.health)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "  {:<7} pid {:<8} {:<10} {}\n",
+                d.name.name(),
+                pid,
+                health,
+                d.endpoint
+            ));
         }
     }
     let leader = |l: &Option<String>| l.clone().unwrap_or_else(|| "none".to_owned());
@@ -338,5 +416,8 @@ fn print_status(status: &ClusterStatus, out: &mut (dyn Write + Send)) -> Result<
 }
 
 fn stdout_err(e: std::io::Error) -> DevError {
-    DevError::Io { path: PathBuf::from("<stdout>"), source: e }
+    DevError::Io {
+        path: PathBuf::from("<stdout>"),
+        source: e,
+    }
 }

@@ -10,10 +10,21 @@ use crate::paths::{ClusterPaths, write_atomic};
 
 /// The YAML config of `node` in the cluster `nodes`. `cluster_label` is a `key=value` label
 /// every task container of this cluster carries, so `capstan dev down` finds them.
-pub fn node_config(node: &Node, nodes: &[Node], paths: &ClusterPaths, cluster_label: (&str, &str)) -> Value {
+pub fn node_config(
+    node: &Node,
+    nodes: &[Node],
+    paths: &ClusterPaths,
+    cluster_label: (&str, &str),
+) -> Value {
     let masters: Vec<&Node> = nodes.iter().filter(|n| n.role == Role::Master).collect();
-    let coord_endpoints: Vec<String> = masters.iter().map(|m| m.http_addr(Daemon::Coord).to_string()).collect();
-    let master_endpoints: Vec<String> = masters.iter().map(|m| m.http_addr(Daemon::Master).to_string()).collect();
+    let coord_endpoints: Vec<String> = masters
+        .iter()
+        .map(|m| m.http_addr(Daemon::Coord).to_string())
+        .collect();
+    let master_endpoints: Vec<String> = masters
+        .iter()
+        .map(|m| m.http_addr(Daemon::Master).to_string())
+        .collect();
     let data = paths.node_data(&node.name);
     let mut config = json!({});
     match node.role {
@@ -79,14 +90,25 @@ pub fn agent_ports(net: u8, index: u8) -> String {
 }
 
 /// Writes every node's `config.yaml` (and creates its data directory).
-pub fn write_node_configs(nodes: &[Node], paths: &ClusterPaths, label_key: &str) -> Result<(), DevError> {
+pub fn write_node_configs(
+    nodes: &[Node],
+    paths: &ClusterPaths,
+    label_key: &str,
+) -> Result<(), DevError> {
     let label_value = paths.control_name();
     for node in nodes {
         let dir = paths.node_dir(&node.name);
-        std::fs::create_dir_all(paths.node_data(&node.name)).map_err(|source| DevError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(paths.node_data(&node.name)).map_err(|source| DevError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let config = node_config(node, nodes, paths, (label_key, &label_value));
-        let yaml = serde_yaml_ng::to_string(&config).expect("a JSON value always serialises to YAML");
-        let text = format!("# Written by `capstan dev up` for {}; rewritten at every `up`.\n{yaml}", node.name);
+        let yaml =
+            serde_yaml_ng::to_string(&config).expect("a JSON value always serialises to YAML");
+        let text = format!(
+            "# Written by `capstan dev up` for {}; rewritten at every `up`.\n{yaml}",
+            node.name
+        );
         write_atomic(&paths.node_config(&node.name), text.as_bytes())?;
     }
     Ok(())
@@ -106,7 +128,10 @@ mod tests {
         assert_eq!(m2["coord"]["members"].as_array().unwrap().len(), 3);
         assert_eq!(m2["master"]["listen"], "127.0.1.2:5050");
         let a1 = node_config(&nodes[3], &nodes, &paths, ("k", "v"));
-        assert_eq!(a1["agent"]["masters"], json!(["127.0.1.1:5050", "127.0.1.2:5050", "127.0.1.3:5050"]));
+        assert_eq!(
+            a1["agent"]["masters"],
+            json!(["127.0.1.1:5050", "127.0.1.2:5050", "127.0.1.3:5050"])
+        );
         assert_eq!(a1["agent"]["docker"]["extra_labels"]["k"], "v");
         assert!(a1.get("coord").is_none());
         assert_eq!(a1["agent"]["resources"]["ports"], "[31000-31099]");

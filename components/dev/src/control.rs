@@ -2,7 +2,9 @@
 //! request and one response per connection. `capstan dev status|kill|restart|down` use it.
 
 use std::os::linux::net::SocketAddrExt as _;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener as StdUnixListener, UnixStream as StdUnixStream};
+use std::os::unix::net::{
+    SocketAddr as UnixAddr, UnixListener as StdUnixListener, UnixStream as StdUnixStream,
+};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -32,7 +34,8 @@ pub enum Response {
 
 /// Binds the control socket; fails if another supervisor holds it (the cluster is up).
 pub fn listen(paths: &ClusterPaths) -> Result<UnixListener, DevError> {
-    let addr = UnixAddr::from_abstract_name(paths.control_name().as_bytes()).map_err(DevError::Control)?;
+    let addr =
+        UnixAddr::from_abstract_name(paths.control_name().as_bytes()).map_err(DevError::Control)?;
     let listener = StdUnixListener::bind_addr(&addr).map_err(|_| DevError::AlreadyUp {
         state_dir: paths.root().to_path_buf(),
     })?;
@@ -41,7 +44,10 @@ pub fn listen(paths: &ClusterPaths) -> Result<UnixListener, DevError> {
 }
 
 /// Answers requests by handing them to the supervise loop.
-pub async fn serve(listener: UnixListener, requests: mpsc::Sender<(Request, oneshot::Sender<Response>)>) {
+pub async fn serve(
+    listener: UnixListener,
+    requests: mpsc::Sender<(Request, oneshot::Sender<Response>)>,
+) {
     while let Ok((stream, _)) = listener.accept().await {
         let requests = requests.clone();
         tokio::spawn(async move {
@@ -56,7 +62,8 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<(Request, ones
                     if requests.send((req, tx)).await.is_err() {
                         return;
                     }
-                    rx.await.unwrap_or(Response::Error("the supervisor is stopping".into()))
+                    rx.await
+                        .unwrap_or(Response::Error("the supervisor is stopping".into()))
                 }
                 Err(e) => Response::Error(format!("bad request: {e}")),
             };
@@ -69,7 +76,8 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<(Request, ones
 
 /// Sends one request to the cluster's supervisor.
 pub async fn call(paths: &ClusterPaths, request: &Request) -> Result<Response, DevError> {
-    let addr = UnixAddr::from_abstract_name(paths.control_name().as_bytes()).map_err(DevError::Control)?;
+    let addr =
+        UnixAddr::from_abstract_name(paths.control_name().as_bytes()).map_err(DevError::Control)?;
     let stream = StdUnixStream::connect_addr(&addr).map_err(|_| DevError::NotUp {
         state_dir: paths.root().to_path_buf(),
     })?;
@@ -80,6 +88,9 @@ pub async fn call(paths: &ClusterPaths, request: &Request) -> Result<Response, D
     out.push(b'\n');
     write.write_all(&out).await.map_err(DevError::Control)?;
     let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await.map_err(DevError::Control)?;
+    BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .map_err(DevError::Control)?;
     serde_json::from_str(&line).map_err(|e| DevError::Control(std::io::Error::other(e)))
 }

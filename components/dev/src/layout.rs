@@ -79,8 +79,6 @@ impl fmt::Display for Daemon {
 /// Port of the DNS server on each master (the Mesos-DNS standard).
 pub const DNS_PORT: u16 = 53;
 
-
-
 /// One node of the dev cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -106,7 +104,8 @@ impl Node {
 
     /// Every TCP address the node's daemons bind, for the "address in use" check.
     pub fn bound_tcp_addrs(&self) -> Vec<SocketAddr> {
-        let mut addrs: Vec<SocketAddr> = self.daemons().iter().map(|d| self.http_addr(*d)).collect();
+        let mut addrs: Vec<SocketAddr> =
+            self.daemons().iter().map(|d| self.http_addr(*d)).collect();
         if self.role == Role::Master {
             addrs.push(SocketAddr::V4(SocketAddrV4::new(self.address, DNS_PORT)));
         }
@@ -160,7 +159,10 @@ mod tests {
     #[test]
     fn default_cluster_has_one_master_and_two_agents_on_their_own_addresses() {
         let nodes = layout(1, 2, 0).unwrap();
-        let names: Vec<_> = nodes.iter().map(|n| (n.name.as_str(), n.address.to_string())).collect();
+        let names: Vec<_> = nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.address.to_string()))
+            .collect();
         assert_eq!(
             names,
             [
@@ -170,7 +172,10 @@ mod tests {
             ]
         );
         assert_eq!(nodes[0].daemons(), Daemon::ON_MASTERS);
-        assert_eq!(nodes[1].http_addr(Daemon::Agent).to_string(), "127.0.2.1:5051");
+        assert_eq!(
+            nodes[1].http_addr(Daemon::Agent).to_string(),
+            "127.0.2.1:5051"
+        );
     }
 
     #[test]

@@ -22,16 +22,22 @@ pub use cli::{DevCommand, run};
 pub enum DevError {
     #[error(transparent)]
     Layout(#[from] layout::LayoutError),
-    #[error("{addr} (for {node}) is already in use: stop what listens there, or run `capstan dev down` if it is an old cluster")]
+    #[error(
+        "{addr} (for {node}) is already in use: stop what listens there, or run `capstan dev down` if it is an old cluster"
+    )]
     AddressInUse {
         addr: SocketAddr,
         node: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("no Docker engine answers ({reason}): start it (`dockerd &` or `systemctl start docker`) and try again")]
+    #[error(
+        "no Docker engine answers ({reason}): start it (`dockerd &` or `systemctl start docker`) and try again"
+    )]
     DockerUnreachable { reason: String },
-    #[error("a dev cluster is already up for {state_dir} (see `capstan dev status`; stop it with `capstan dev down`)")]
+    #[error(
+        "a dev cluster is already up for {state_dir} (see `capstan dev status`; stop it with `capstan dev down`)"
+    )]
     AlreadyUp { state_dir: PathBuf },
     #[error("no dev cluster is up for {state_dir}: start one with `capstan dev up`")]
     NotUp { state_dir: PathBuf },

@@ -24,7 +24,9 @@ impl ClusterPaths {
         if let Some(dir) = std::env::var_os("CAPSTAN_DEV_STATE") {
             return PathBuf::from(dir);
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
         home.join(".capstan").join("dev")
     }
 
@@ -51,18 +53,29 @@ impl ClusterPaths {
     }
     /// The abstract unix socket name of the supervisor's control channel: one per state dir.
     pub fn control_name(&self) -> String {
-        let canonical = self.root.canonicalize().unwrap_or_else(|_| self.root.clone());
-        format!("capstan-dev-control-{:016x}", fnv1a(canonical.as_os_str().as_encoded_bytes()))
+        let canonical = self
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| self.root.clone());
+        format!(
+            "capstan-dev-control-{:016x}",
+            fnv1a(canonical.as_os_str().as_encoded_bytes())
+        )
     }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Writes a file so that readers see the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DevError> {
-    let io = |source| DevError::Io { path: path.to_path_buf(), source };
+    let io = |source| DevError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
     file.write_all(bytes).map_err(io)?;

@@ -89,7 +89,12 @@ pub async fn probe(snapshot: &ClusterSnapshot) -> ClusterStatus {
             async move {
                 let health = if d.pid.is_none() {
                     Health::Stopped
-                } else if get_ok(&client, &format!("http://{}{}", node.http_addr(d.name), d.name.health_path())).await {
+                } else if get_ok(
+                    &client,
+                    &format!("http://{}{}", node.http_addr(d.name), d.name.health_path()),
+                )
+                .await
+                {
                     Health::Healthy
                 } else {
                     Health::Unhealthy
@@ -120,13 +125,20 @@ pub async fn probe(snapshot: &ClusterSnapshot) -> ClusterStatus {
         first_answer(&masters, |n| master_leader(&client, n)),
         first_answer(&masters, |n| apps_leader(&client, n)),
     );
-    let name = |ip: Option<Ipv4Addr>| ip.and_then(|ip| node_by_ip(&nodes, ip)).map(|n| n.name.clone());
+    let name = |ip: Option<Ipv4Addr>| {
+        ip.and_then(|ip| node_by_ip(&nodes, ip))
+            .map(|n| n.name.clone())
+    };
     ClusterStatus {
         state_dir: snapshot.state_dir.clone(),
         supervisor_pid: snapshot.supervisor_pid,
         ready: snapshot.ready,
         nodes: statuses,
-        leaders: Leaders { coord: name(coord), master: name(master), apps: name(apps) },
+        leaders: Leaders {
+            coord: name(coord),
+            master: name(master),
+            apps: name(apps),
+        },
     }
 }
 
@@ -157,7 +169,10 @@ async fn get_json(client: &reqwest::Client, url: String) -> Option<serde_json::V
 
 /// coord answers Exhibitor's cluster status: `[{"hostname": ..., "isLeader": true}, ...]`.
 async fn coord_leader(client: &reqwest::Client, node: &Node) -> Option<Ipv4Addr> {
-    let url = format!("http://{}/exhibitor/v1/cluster/status", node.http_addr(Daemon::Coord));
+    let url = format!(
+        "http://{}/exhibitor/v1/cluster/status",
+        node.http_addr(Daemon::Coord)
+    );
     let v = get_json(client, url).await?;
     v.as_array()?
         .iter()
@@ -169,7 +184,11 @@ async fn coord_leader(client: &reqwest::Client, node: &Node) -> Option<Ipv4Addr>
 async fn master_leader(client: &reqwest::Client, node: &Node) -> Option<Ipv4Addr> {
     let url = format!("http://{}/master/redirect", node.http_addr(Daemon::Master));
     let resp = client.get(url).send().await.ok()?;
-    let location = resp.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
     host_ip(location.trim_start_matches("//").split('/').next()?)
 }
 

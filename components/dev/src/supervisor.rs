@@ -151,10 +151,17 @@ pub async fn supervise(
     let mut tasks = JoinSet::new();
     // Readiness sockets live in a short directory: unix socket paths are limited to 108 bytes.
     let notify_dir = std::env::temp_dir().join(paths.control_name());
-    std::fs::create_dir_all(&notify_dir).map_err(|source| DevError::Io { path: notify_dir.clone(), source })?;
+    std::fs::create_dir_all(&notify_dir).map_err(|source| DevError::Io {
+        path: notify_dir.clone(),
+        source,
+    })?;
     for (ni, node) in nodes.iter().enumerate() {
         for (di, which) in node.daemons().iter().enumerate() {
-            let (tx, rx) = watch::channel(Desired { run: true, generation: 0, exit: false });
+            let (tx, rx) = watch::channel(Desired {
+                run: true,
+                generation: 0,
+                exit: false,
+            });
             desired.insert((ni, di), tx);
             let spec = DaemonSpec {
                 node: ni,
@@ -236,7 +243,12 @@ pub async fn supervise(
 }
 
 fn node_names(snapshot: &ClusterSnapshot) -> String {
-    snapshot.nodes.iter().map(|n| n.node.name.as_str()).collect::<Vec<_>>().join(", ")
+    snapshot
+        .nodes
+        .iter()
+        .map(|n| n.node.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn set_node(
@@ -271,14 +283,25 @@ fn write_snapshot(paths: &ClusterPaths, snapshot: &ClusterSnapshot) -> Result<()
 }
 
 /// Owns one daemon's child process for the life of the cluster.
-async fn run_daemon(spec: DaemonSpec, mut desired: watch::Receiver<Desired>, events: mpsc::Sender<DaemonEvent>) {
+async fn run_daemon(
+    spec: DaemonSpec,
+    mut desired: watch::Receiver<Desired>,
+    events: mpsc::Sender<DaemonEvent>,
+) {
     let mut backoff = MIN_BACKOFF;
     let mut spawns = 0u32;
     let send = |pid: Option<u32>, state: DaemonState| {
         let events = events.clone();
         let (node, daemon) = (spec.node, spec.daemon);
         async move {
-            let _ = events.send(DaemonEvent { node, daemon, pid, state }).await;
+            let _ = events
+                .send(DaemonEvent {
+                    node,
+                    daemon,
+                    pid,
+                    state,
+                })
+                .await;
         }
     };
     loop {
@@ -368,10 +391,15 @@ async fn wait_or_change(desired: &mut watch::Receiver<Desired>, delay: Duration)
 /// Starts the daemon with its own `NOTIFY_SOCKET`, a socket file named per spawn so a restart
 /// never collides with the previous run's socket.
 fn spawn(spec: &DaemonSpec, nth: u32) -> std::io::Result<(Child, UnixDatagram)> {
-    let socket = spec.notify_dir.join(format!("{}-{nth}.sock", spec.notify_name));
+    let socket = spec
+        .notify_dir
+        .join(format!("{}-{nth}.sock", spec.notify_name));
     let _ = std::fs::remove_file(&socket);
     let notify = UnixDatagram::bind(&socket)?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)?;
     let child = Command::new(&spec.bin)
         .arg(spec.which.name())
         .arg("--config")
@@ -391,7 +419,10 @@ async fn wait_ready(notify: &UnixDatagram) -> bool {
     loop {
         match notify.recv(&mut buf).await {
             Ok(n) => {
-                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l.trim() == "READY=1") {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l.trim() == "READY=1")
+                {
                     return true;
                 }
             }
@@ -401,12 +432,13 @@ async fn wait_ready(notify: &UnixDatagram) -> bool {
 }
 
 async fn stop_child(child: &mut Child, graceful: bool) {
-    if graceful {
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-            if timeout(STOP_GRACE, child.wait()).await.is_ok() {
-                return;
-            }
+    if graceful && let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        if timeout(STOP_GRACE, child.wait()).await.is_ok() {
+            return;
         }
     }
     let _ = child.kill().await;
@@ -417,7 +449,11 @@ pub fn check_addresses_free(nodes: &[Node]) -> Result<(), DevError> {
     for node in nodes {
         for addr in node.bound_tcp_addrs() {
             if let Err(e) = std::net::TcpListener::bind(addr) {
-                return Err(DevError::AddressInUse { addr, node: node.name.clone(), source: e });
+                return Err(DevError::AddressInUse {
+                    addr,
+                    node: node.name.clone(),
+                    source: e,
+                });
             }
         }
     }
@@ -428,6 +464,10 @@ pub fn check_addresses_free(nodes: &[Node]) -> Result<(), DevError> {
 pub fn running_supervisor(cluster_json: &Path) -> Option<ClusterSnapshot> {
     let bytes = std::fs::read(cluster_json).ok()?;
     let snapshot: ClusterSnapshot = serde_json::from_slice(&bytes).ok()?;
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(snapshot.supervisor_pid as i32), None).is_ok();
+    let alive = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(snapshot.supervisor_pid as i32),
+        None,
+    )
+    .is_ok();
     alive.then_some(snapshot)
 }

@@ -38,7 +38,11 @@ impl DevCluster {
             "--detach",
         ])?;
         if !out.status.success() {
-            bail!("capstan dev up failed:\n{}\n{}", text(&out.stdout), text(&out.stderr) + &cluster.logs());
+            bail!(
+                "capstan dev up failed:\n{}\n{}",
+                text(&out.stdout),
+                text(&out.stderr) + &cluster.logs()
+            );
         }
         Ok(cluster)
     }
@@ -59,7 +63,11 @@ impl DevCluster {
 
     fn status(&self) -> anyhow::Result<Value> {
         let out = self.capstan(&["status", "--json"])?;
-        ensure!(out.status.success(), "capstan dev status failed: {}", text(&out.stderr));
+        ensure!(
+            out.status.success(),
+            "capstan dev status failed: {}",
+            text(&out.stderr)
+        );
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
@@ -68,7 +76,11 @@ impl DevCluster {
         let mut all = String::new();
         let nodes = self.state_dir.path().join("nodes");
         for entry in std::fs::read_dir(&nodes).into_iter().flatten().flatten() {
-            for log in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+            for log in std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let p = log.path();
                 if p.extension().is_some_and(|e| e == "log") {
                     all.push_str(&format!("\n--- {}\n{}", p.display(), tail(&p, 15)));
@@ -98,17 +110,38 @@ fn text(bytes: &[u8]) -> String {
 /// `redis-cli` from the capstan/redis image on the host network.
 fn redis_cli(host: &str, port: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("docker")
-        .args(["run", "--rm", "--network", "host", "--label", "capstan.test=dev-e2e", "capstan/redis", "redis-cli"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--label",
+            "capstan.test=dev-e2e",
+            "capstan/redis",
+            "redis-cli",
+        ])
         .args(["-h", host, "-p", port])
         .args(args)
         .output()?;
-    ensure!(out.status.success(), "redis-cli failed: {}", text(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "redis-cli failed: {}",
+        text(&out.stderr)
+    );
     Ok(text(&out.stdout).trim().to_owned())
 }
 
 fn dig(server: &str, args: &[&str]) -> anyhow::Result<Vec<String>> {
-    let out = Command::new("dig").arg(format!("@{server}")).args(["+short", "+time=1", "+tries=1"]).args(args).output()?;
-    Ok(text(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+    let out = Command::new("dig")
+        .arg(format!("@{server}"))
+        .args(["+short", "+time=1", "+tries=1"])
+        .args(args)
+        .output()?;
+    Ok(text(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,19 +158,35 @@ async fn seed_001_redis_walkthrough_works_end_to_end() -> anyhow::Result<()> {
     // 1. The seed's HTTPie call: every value a JSON string.
     let resp = http
         .post(format!("http://{m}:8080/v1/apps/start"))
-        .json(&json!({"id": "multidis", "instances": "2", "mem": "512", "cpus": "1",
-                      "executor": "/var/lib/mesos/executors/docker", "cmd": "capstan/redis"}))
+        .json(
+            &json!({"id": "multidis", "instances": "2", "mem": "512", "cpus": "1",
+                      "executor": "/var/lib/mesos/executors/docker", "cmd": "capstan/redis"}),
+        )
         .send()
         .await?;
     assert_eq!(resp.status().as_u16(), 204, "{}", resp.text().await?);
 
     // 2. /v1/endpoints: `multidis <port> <agent>:<port> <agent>:<port>`.
-    let endpoints = wait_until("two multidis endpoints", Duration::from_secs(60), async || {
-        let body = http.get(format!("http://{m}:8080/v1/endpoints")).send().await.ok()?.text().await.ok()?;
-        let line = body.lines().find(|l| l.starts_with("multidis "))?.to_owned();
-        let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-        (fields.len() == 4).then_some(fields)
-    })
+    let endpoints = wait_until(
+        "two multidis endpoints",
+        Duration::from_secs(60),
+        async || {
+            let body = http
+                .get(format!("http://{m}:8080/v1/endpoints"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let line = body
+                .lines()
+                .find(|l| l.starts_with("multidis "))?
+                .to_owned();
+            let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            (fields.len() == 4).then_some(fields)
+        },
+    )
     .await
     .with_context(|| cluster.logs())?;
     let (host, port) = endpoints[2].rsplit_once(':').context("host:port")?;
@@ -148,10 +197,15 @@ async fn seed_001_redis_walkthrough_works_end_to_end() -> anyhow::Result<()> {
 
     // 4. DNS: both instances by name, and their ports by SRV.
     let a = wait_until("multidis A records", Duration::from_secs(10), async || {
-        dig(&m, &["multidis.marathon.mesos"]).ok().filter(|ips| !ips.is_empty())
+        dig(&m, &["multidis.marathon.mesos"])
+            .ok()
+            .filter(|ips| !ips.is_empty())
     })
     .await?;
-    let agent_ips: Vec<&str> = endpoints[2..].iter().filter_map(|e| e.rsplit_once(':').map(|(h, _)| h)).collect();
+    let agent_ips: Vec<&str> = endpoints[2..]
+        .iter()
+        .filter_map(|e| e.rsplit_once(':').map(|(h, _)| h))
+        .collect();
     for ip in &agent_ips {
         assert!(a.iter().any(|x| x == ip), "A {a:?} lacks {ip}");
     }
@@ -159,7 +213,11 @@ async fn seed_001_redis_walkthrough_works_end_to_end() -> anyhow::Result<()> {
     assert_eq!(srv.len(), 2, "SRV {srv:?}");
     for e in &endpoints[2..] {
         let port = e.rsplit_once(':').unwrap().1;
-        assert!(srv.iter().any(|r| r.split_whitespace().nth(2) == Some(port)), "SRV {srv:?} lacks port {port}");
+        assert!(
+            srv.iter()
+                .any(|r| r.split_whitespace().nth(2) == Some(port)),
+            "SRV {srv:?} lacks port {port}"
+        );
     }
 
     // The same app through /v2/apps, as a Docker container in BRIDGE mode.
@@ -168,21 +226,42 @@ async fn seed_001_redis_walkthrough_works_end_to_end() -> anyhow::Result<()> {
         "container": {"type": "DOCKER", "docker": {"image": "capstan/redis", "network": "BRIDGE",
                       "portMappings": [{"containerPort": 6379, "hostPort": 0, "protocol": "tcp"}]}}
     });
-    let resp = http.post(format!("http://{m}:8080/v2/apps")).json(&app).send().await?;
+    let resp = http
+        .post(format!("http://{m}:8080/v2/apps"))
+        .json(&app)
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
-    let task = wait_until("the bridge task running", Duration::from_secs(60), async || {
-        let v: Value = http.get(format!("http://{m}:8080/v2/apps/redis-bridge/tasks")).send().await.ok()?.json().await.ok()?;
-        let t = v["tasks"].as_array()?.first()?.clone();
-        (t["state"] == "TASK_RUNNING").then_some(t)
-    })
+    let task = wait_until(
+        "the bridge task running",
+        Duration::from_secs(60),
+        async || {
+            let v: Value = http
+                .get(format!("http://{m}:8080/v2/apps/redis-bridge/tasks"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let t = v["tasks"].as_array()?.first()?.clone();
+            (t["state"] == "TASK_RUNNING").then_some(t)
+        },
+    )
     .await
     .with_context(|| cluster.logs())?;
     let host = task["host"].as_str().context("task host")?;
     let port = task["ports"][0].as_u64().context("task port")?.to_string();
     assert_eq!(redis_cli(host, &port, &["PING"])?, "PONG");
-    let a = wait_until("redis-bridge A record", Duration::from_secs(10), async || {
-        dig(&m, &["redis-bridge.marathon.mesos"]).ok().filter(|ips| !ips.is_empty())
-    })
+    let a = wait_until(
+        "redis-bridge A record",
+        Duration::from_secs(10),
+        async || {
+            dig(&m, &["redis-bridge.marathon.mesos"])
+                .ok()
+                .filter(|ips| !ips.is_empty())
+        },
+    )
     .await?;
     assert!(a.iter().any(|ip| ip == host), "A {a:?} lacks {host}");
     Ok(())
@@ -194,43 +273,80 @@ async fn killing_the_leading_master_leaves_the_app_running_and_resolvable() -> a
     let cluster = DevCluster::up(3, 1, 1)?;
     let http = reqwest::Client::new();
     let status = cluster.status()?;
-    let leader = status["leaders"]["master"].as_str().context("a master leads")?.to_owned();
+    let leader = status["leaders"]["master"]
+        .as_str()
+        .context("a master leads")?
+        .to_owned();
 
     // Ask any master node's apps: a follower forwards to the leader.
     let m1 = cluster.master_ip(1);
     let app = json!({"id": "/pinger", "instances": 1, "cpus": 0.1, "mem": 32,
                      "cmd": "exec httpd -f -p $PORT0 -h /", "portDefinitions": [{"port": 0}],
                      "container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"}}});
-    let resp = http.post(format!("http://{m1}:8080/v2/apps")).json(&app).send().await?;
+    let resp = http
+        .post(format!("http://{m1}:8080/v2/apps"))
+        .json(&app)
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
     let running = async |ip: String| -> Option<String> {
-        let v: Value = http.get(format!("http://{ip}:8080/v2/apps/pinger/tasks")).send().await.ok()?.json().await.ok()?;
+        let v: Value = http
+            .get(format!("http://{ip}:8080/v2/apps/pinger/tasks"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         let t = v["tasks"].as_array()?.first()?.clone();
         (t["state"] == "TASK_RUNNING").then(|| t["id"].as_str().unwrap_or_default().to_owned())
     };
-    let task_id = wait_until("pinger running", Duration::from_secs(60), async || running(m1.clone()).await)
-        .await
-        .with_context(|| cluster.logs())?;
-
-    let out = cluster.capstan(&["kill", &leader])?;
-    ensure!(out.status.success(), "kill failed: {}", text(&out.stderr));
-    let survivor = (1..=3).map(|i| format!("master-{i}")).find(|n| *n != leader).unwrap();
-    let survivor_ip = cluster.master_ip(survivor.trim_start_matches("master-").parse()?);
-
-    // A new master leads, and the same task still runs and resolves.
-    wait_until("a new leading master", Duration::from_secs(30), async || {
-        cluster.status().ok().and_then(|s| s["leaders"]["master"].as_str().map(str::to_owned)).filter(|l| *l != leader)
+    let task_id = wait_until("pinger running", Duration::from_secs(60), async || {
+        running(m1.clone()).await
     })
     .await
     .with_context(|| cluster.logs())?;
-    let after = wait_until("pinger still running", Duration::from_secs(30), async || running(survivor_ip.clone()).await)
-        .await
-        .with_context(|| cluster.logs())?;
+
+    let out = cluster.capstan(&["kill", &leader])?;
+    ensure!(out.status.success(), "kill failed: {}", text(&out.stderr));
+    let survivor = (1..=3)
+        .map(|i| format!("master-{i}"))
+        .find(|n| *n != leader)
+        .unwrap();
+    let survivor_ip = cluster.master_ip(survivor.trim_start_matches("master-").parse()?);
+
+    // A new master leads, and the same task still runs and resolves.
+    wait_until(
+        "a new leading master",
+        Duration::from_secs(30),
+        async || {
+            cluster
+                .status()
+                .ok()
+                .and_then(|s| s["leaders"]["master"].as_str().map(str::to_owned))
+                .filter(|l| *l != leader)
+        },
+    )
+    .await
+    .with_context(|| cluster.logs())?;
+    let after = wait_until(
+        "pinger still running",
+        Duration::from_secs(30),
+        async || running(survivor_ip.clone()).await,
+    )
+    .await
+    .with_context(|| cluster.logs())?;
     assert_eq!(after, task_id, "the task was replaced instead of kept");
     let agent_ip = format!("127.{}.2.1", cluster.net);
-    let a = wait_until("pinger A record on a surviving master", Duration::from_secs(20), async || {
-        dig(&survivor_ip, &["pinger.marathon.mesos"]).ok().filter(|ips| ips.iter().any(|ip| *ip == agent_ip))
-    })
+    let a = wait_until(
+        "pinger A record on a surviving master",
+        Duration::from_secs(20),
+        async || {
+            dig(&survivor_ip, &["pinger.marathon.mesos"])
+                .ok()
+                .filter(|ips| ips.contains(&agent_ip))
+        },
+    )
     .await?;
     assert_eq!(a, [agent_ip]);
     Ok(())

@@ -42,8 +42,11 @@ pub const API_VERSION: &bollard::ClientVersion = &bollard::ClientVersion {
 /// `/var/run/docker.sock`), speaking [`API_VERSION`].
 pub fn docker() -> anyhow::Result<Docker> {
     let host = std::env::var("DOCKER_HOST").unwrap_or_default();
-    let socket = host.strip_prefix("unix://").unwrap_or("/var/run/docker.sock");
-    Docker::connect_with_local(socket, 120, API_VERSION).context("cannot connect to the Docker engine")
+    let socket = host
+        .strip_prefix("unix://")
+        .unwrap_or("/var/run/docker.sock");
+    Docker::connect_with_local(socket, 120, API_VERSION)
+        .context("cannot connect to the Docker engine")
 }
 
 /// Fails with "run `make images`" when `image` (e.g. `capstan/busybox`) is not built.
