@@ -21,6 +21,11 @@ images:
 bench:
 	$(CARGO) run --release --locked -p capstan-bench -- --out docs/BENCHMARKS.md
 
+## coord's linearizability fault test over many seeds; prints any failing seed to replay
+## (COORD_LIN_SEED=<seed> cargo test -p capstan-coord --test it random_clients).
+soak:
+	COORD_LIN_SEED=$$(seq -s, 1 $${SEEDS:-200}) $(CARGO) test --release -p capstan-coord --test it random_clients -- --nocapture
+
 ## Build, make the images, and run a local cluster (what exists so far; see README).
 run: build images
 	target/release/capstan dev up

@@ -280,9 +280,10 @@ async fn killing_the_leading_master_leaves_the_app_running_and_resolvable() -> a
 
     // Ask any master node's apps: a follower forwards to the leader.
     let m1 = cluster.master_ip(1);
-    let app = json!({"id": "/pinger", "instances": 1, "cpus": 0.1, "mem": 32,
-                     "cmd": "exec httpd -f -p $PORT0 -h /", "portDefinitions": [{"port": 0}],
-                     "container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"}}});
+    // Redis on host networking: the image listens on the offered $PORT0.
+    let app = json!({"id": "/redis", "instances": 1, "cpus": 0.1, "mem": 64,
+                     "portDefinitions": [{"port": 0}],
+                     "container": {"type": "DOCKER", "docker": {"image": "capstan/redis"}}});
     let resp = http
         .post(format!("http://{m1}:8080/v2/apps"))
         .json(&app)
@@ -291,7 +292,7 @@ async fn killing_the_leading_master_leaves_the_app_running_and_resolvable() -> a
     assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
     let running = async |ip: String| -> Option<String> {
         let v: Value = http
-            .get(format!("http://{ip}:8080/v2/apps/pinger/tasks"))
+            .get(format!("http://{ip}:8080/v2/apps/redis/tasks"))
             .send()
             .await
             .ok()?
@@ -301,7 +302,7 @@ async fn killing_the_leading_master_leaves_the_app_running_and_resolvable() -> a
         let t = v["tasks"].as_array()?.first()?.clone();
         (t["state"] == "TASK_RUNNING").then(|| t["id"].as_str().unwrap_or_default().to_owned())
     };
-    let task_id = wait_until("pinger running", Duration::from_secs(60), async || {
+    let task_id = wait_until("redis running", Duration::from_secs(60), async || {
         running(m1.clone()).await
     })
     .await
@@ -329,20 +330,30 @@ async fn killing_the_leading_master_leaves_the_app_running_and_resolvable() -> a
     )
     .await
     .with_context(|| cluster.logs())?;
-    let after = wait_until(
-        "pinger still running",
-        Duration::from_secs(30),
-        async || running(survivor_ip.clone()).await,
-    )
+    let after = wait_until("redis still running", Duration::from_secs(30), async || {
+        running(survivor_ip.clone()).await
+    })
     .await
     .with_context(|| cluster.logs())?;
     assert_eq!(after, task_id, "the task was replaced instead of kept");
+    let v: Value = http
+        .get(format!("http://{survivor_ip}:8080/v2/apps/redis/tasks"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let (host, port) = (&v["tasks"][0]["host"], &v["tasks"][0]["ports"][0]);
+    let (host, port) = (
+        host.as_str().context("host")?,
+        port.as_u64().context("port")?,
+    );
+    assert_eq!(redis_cli(host, &port.to_string(), &["PING"])?, "PONG");
     let agent_ip = format!("127.{}.2.1", cluster.net);
     let a = wait_until(
-        "pinger A record on a surviving master",
+        "redis A record on a surviving master",
         Duration::from_secs(20),
         async || {
-            dig(&survivor_ip, &["pinger.marathon.mesos"])
+            dig(&survivor_ip, &["redis.marathon.mesos"])
                 .ok()
                 .filter(|ips| ips.contains(&agent_ip))
         },
