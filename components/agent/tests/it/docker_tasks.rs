@@ -136,22 +136,14 @@ async fn shell_args_and_image_default_commands_follow_mesos_semantics() {
 async fn exit_codes_become_finished_or_failed_with_the_status_in_the_message() {
     let scope = Scope::new().await;
     let agent = scope.start().await;
-    agent
-        .tasks()
-        .launch(
-            FRAMEWORK,
-            docker_task("ok", "capstan/busybox", Some("exit 0")),
-        )
-        .await
-        .unwrap();
-    agent
-        .tasks()
-        .launch(
-            FRAMEWORK,
-            docker_task("bad", "capstan/busybox", Some("echo failing; exit 3")),
-        )
-        .await
-        .unwrap();
+    launch_docker(&agent, "ok", "capstan/busybox", Some("exit 0")).await;
+    launch_docker(
+        &agent,
+        "bad",
+        "capstan/busybox",
+        Some("echo failing; exit 3"),
+    )
+    .await;
     wait_state(&agent, "ok", TaskState::TaskFinished).await;
     let bad = wait_state(&agent, "bad", TaskState::TaskFailed).await;
     assert!(
@@ -266,14 +258,7 @@ async fn a_missing_image_fails_the_launch_naming_the_image_and_leaves_no_contain
     let scope = Scope::new().await;
     let agent = scope.start().await;
     let started = std::time::Instant::now();
-    agent
-        .tasks()
-        .launch(
-            FRAMEWORK,
-            docker_task("ghost", "capstan/does-not-exist:1", Some("true")),
-        )
-        .await
-        .unwrap();
+    launch_docker(&agent, "ghost", "capstan/does-not-exist:1", Some("true")).await;
     let ghost = wait_state(&agent, "ghost", TaskState::TaskFailed).await;
     let last = ghost.statuses.last().unwrap();
     assert_eq!(last.reason, Some(Reason::ContainerLaunchFailed as i32));
@@ -338,14 +323,7 @@ async fn invalid_tasks_end_in_error_or_failure_without_hurting_the_agent() {
     );
 
     // A duplicate id of a live task is refused; the agent still runs good tasks.
-    agent
-        .tasks()
-        .launch(
-            FRAMEWORK,
-            docker_task("good", "capstan/busybox", Some("sleep 30")),
-        )
-        .await
-        .unwrap();
+    launch_docker(&agent, "good", "capstan/busybox", Some("sleep 30")).await;
     let dup = agent
         .tasks()
         .launch(

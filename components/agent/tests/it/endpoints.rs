@@ -19,18 +19,13 @@ async fn state_health_metrics_containers_and_files_endpoints_describe_the_agent(
     config.public = true;
     let agent = scope.start_with(config).await;
     let base = format!("http://{}", agent.local_addr());
-    agent
-        .tasks()
-        .launch(
-            FRAMEWORK,
-            docker_task(
-                "svc",
-                "capstan/busybox",
-                Some("echo to-the-sandbox; sleep 600"),
-            ),
-        )
-        .await
-        .unwrap();
+    launch_docker(
+        &agent,
+        "svc",
+        "capstan/busybox",
+        Some("echo to-the-sandbox; sleep 600"),
+    )
+    .await;
     let view = wait_state(&agent, "svc", TaskState::TaskRunning).await;
 
     assert_eq!(

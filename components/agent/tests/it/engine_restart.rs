@@ -61,14 +61,13 @@ async fn while_the_engine_is_down_the_agent_is_unhealthy_and_running_tasks_survi
     config.docker.host = Some(format!("unix://{}", proxy.path.display()));
     let agent = scope.start_with(config).await;
     let health = format!("http://{}/health", agent.local_addr());
-    agent
-        .tasks()
-        .launch(
-            FRAMEWORK,
-            docker_task("steady", "capstan/busybox", Some("echo before; sleep 600")),
-        )
-        .await
-        .unwrap();
+    launch_docker(
+        &agent,
+        "steady",
+        "capstan/busybox",
+        Some("echo before; sleep 600"),
+    )
+    .await;
     let t = wait_state(&agent, "steady", TaskState::TaskRunning).await;
     wait_until("first output", DEADLINE, async || {
         sandbox_file(&t, "stdout") == "before\n"
@@ -84,14 +83,7 @@ async fn while_the_engine_is_down_the_agent_is_unhealthy_and_running_tasks_survi
     .await
     .unwrap();
     // New launches fail with a clear reason; the running task is left alone.
-    agent
-        .tasks()
-        .launch(
-            FRAMEWORK,
-            docker_task("during", "capstan/busybox", Some("true")),
-        )
-        .await
-        .unwrap();
+    launch_docker(&agent, "during", "capstan/busybox", Some("true")).await;
     let during = wait_state(&agent, "during", TaskState::TaskFailed).await;
     assert_eq!(
         during.statuses.last().unwrap().reason,

@@ -198,6 +198,15 @@ pub fn ports_resource(ports: &[u16]) -> Value {
 }
 
 /// Waits until the task is in `state`; fails early if it reaches another terminal state.
+/// Launches [`docker_task`] on `agent` for [`FRAMEWORK`].
+pub async fn launch_docker(agent: &ServerHandle, id: &str, image: &str, command: Option<&str>) {
+    agent
+        .tasks()
+        .launch(FRAMEWORK, docker_task(id, image, command))
+        .await
+        .unwrap();
+}
+
 pub async fn wait_state(agent: &ServerHandle, task_id: &str, state: TaskState) -> TaskView {
     let what = format!("task {task_id} in {}", state.as_str_name());
     wait_until(&what, DEADLINE, async || {

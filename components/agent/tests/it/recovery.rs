@@ -16,11 +16,7 @@ async fn agent_restart_reattaches_to_ten_running_containers_and_leaks_none() {
     let ids: Vec<String> = (0..10).map(|i| format!("sleeper-{i}")).collect();
     for id in &ids {
         let cmd = format!("echo {id} up; sleep 600");
-        agent
-            .tasks()
-            .launch(FRAMEWORK, docker_task(id, "capstan/busybox", Some(&cmd)))
-            .await
-            .unwrap();
+        launch_docker(&agent, id, "capstan/busybox", Some(&cmd)).await;
     }
     let mut before = HashMap::new();
     for id in &ids {
@@ -101,22 +97,8 @@ async fn agent_restart_reports_containers_that_ended_while_it_was_down_and_destr
     let scope = Scope::new().await;
     let agent = scope.start().await;
     let agent_id = agent.agent_id();
-    agent
-        .tasks()
-        .launch(
-            FRAMEWORK,
-            docker_task("doomed", "capstan/busybox", Some("sleep 600")),
-        )
-        .await
-        .unwrap();
-    agent
-        .tasks()
-        .launch(
-            FRAMEWORK,
-            docker_task("survivor", "capstan/busybox", Some("sleep 600")),
-        )
-        .await
-        .unwrap();
+    launch_docker(&agent, "doomed", "capstan/busybox", Some("sleep 600")).await;
+    launch_docker(&agent, "survivor", "capstan/busybox", Some("sleep 600")).await;
     let doomed = wait_state(&agent, "doomed", TaskState::TaskRunning).await;
     wait_state(&agent, "survivor", TaskState::TaskRunning).await;
     agent.shutdown().await;
