@@ -70,6 +70,7 @@ pub async fn serve(what: &str) -> anyhow::Result<()> {
         "dns" => crate::dns::serve(arg.parse().context("dns:<tasks>")?, token.clone()).await?,
         "agent" => crate::agent::serve(arg, token.clone()).await?,
         "coord" => crate::coord::serve(arg, token.clone()).await?,
+        "apps" => crate::apps::serve(arg, token.clone()).await?,
         _ => bail!("cannot serve {what:?}"),
     };
     println!("READY {addr}");

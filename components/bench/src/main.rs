@@ -1,6 +1,6 @@
 //! `capstan-bench`: Capstan's benchmark harness. Each benchmark ([`master`], [`dns`],
-//! [`agent`], [`coord`]) measures a Capstan component and, in the same run on the same
-//! machine, the peer it is judged against (NSD, `docker run`, etcd), and returns a table
+//! [`agent`], [`coord`], [`apps`]) measures a Capstan component and, in the same run on the same
+//! machine, the peer it is judged against (NSD, `docker run`, etcd, published anchors), and returns a table
 //! section; [`report`] renders them all into `docs/BENCHMARKS.md`.
 //!
 //! Key decision: servers under test run in child processes (this binary re-executed with the
@@ -11,6 +11,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool reports on its terminal
 
 mod agent;
+mod apps;
 mod child;
 mod coord;
 mod dns;
@@ -28,7 +29,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "capstan-bench")]
 struct Args {
-    /// Benchmarks to run (master, dns, agent, coord); all when none is given.
+    /// Benchmarks to run (master, dns, agent, coord, apps); all when none is given.
     names: Vec<String>,
     /// Shrink every size ~10x (for iterating, not for the published numbers).
     #[arg(long)]
@@ -41,7 +42,7 @@ struct Args {
     serve: Option<String>,
 }
 
-pub const ALL: [&str; 4] = ["master", "dns", "agent", "coord"];
+pub const ALL: [&str; 5] = ["master", "dns", "agent", "coord", "apps"];
 
 fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
@@ -99,6 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "master" => master::run(args.quick).await,
             "dns" => dns::run(args.quick).await,
             "agent" => agent::run(args.quick).await,
+            "apps" => apps::run(args.quick).await,
             _ => coord::run(args.quick).await,
         };
         let section = section.unwrap_or_else(|e| report::Section {
