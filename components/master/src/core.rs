@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::allocator::Allocator;
 use crate::config::Config;
-use crate::registry::{Registry, RegistryOp};
+use crate::registry::{Durability, Registry, RegistryOp};
 use crate::resources::{
     ANY_ROLE, Pools, pools_add, pools_checked_sub, pools_from_mesos_json, pools_sum,
     pools_to_mesos_json,
@@ -59,15 +59,32 @@ impl ApiError {
 /// A stream to a client.
 #[derive(Debug)]
 struct Sink {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Frame>,
     api: Api,
     enc: Encoding,
+    durability: Durability,
+}
+
+/// One encoded event on a stream, to be written once registry op `after` is durable.
+#[derive(Debug)]
+pub struct Frame {
+    pub after: u64,
+    pub bytes: Bytes,
 }
 
 impl Sink {
-    fn new(api: Api, enc: Encoding) -> (Self, mpsc::Receiver<Bytes>) {
+    fn new(api: Api, enc: Encoding, durability: &Durability) -> (Self, mpsc::Receiver<Frame>) {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        (Sink { tx, api, enc }, rx)
+        let durability = durability.clone();
+        (
+            Sink {
+                tx,
+                api,
+                enc,
+                durability,
+            },
+            rx,
+        )
     }
     /// False when the receiver is gone or lagging (the connection is then dropped).
     fn send(&self, v: &Value) -> bool {
@@ -82,7 +99,8 @@ impl Sink {
                 }
             }
         };
-        self.tx.try_send(bytes).is_ok()
+        let after = self.durability.mark();
+        self.tx.try_send(Frame { after, bytes }).is_ok()
     }
     fn is_closed(&self) -> bool {
         self.tx.is_closed()
@@ -216,6 +234,8 @@ struct Agent {
     registered_time: f64,
     reregistered_time: Option<f64>,
     state: AgentState,
+    /// DRAIN_AGENT with `mark_gone`: the agent is marked gone once drained.
+    mark_gone_when_drained: bool,
 }
 
 impl Agent {
@@ -247,7 +267,7 @@ struct Offer {
 pub enum OperatorReply {
     Json(Value),
     Empty,
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(mpsc::Receiver<Frame>),
 }
 
 /// The master state machine.
@@ -270,6 +290,7 @@ pub struct Core {
     operator_subs: Vec<Sink>,
     operator_heartbeat: Instant,
     registry: Box<dyn Registry>,
+    durability: Durability,
     next_framework: u64,
     next_offer: u64,
     next_agent: u64,
@@ -300,6 +321,7 @@ impl Core {
             "capabilities": [{"type": "AGENT_UPDATE"}, {"type": "AGENT_DRAINING"}],
         });
         let snap = registry.load();
+        let durability = registry.durability();
         Core {
             cfg,
             master_info,
@@ -318,6 +340,7 @@ impl Core {
             operator_subs: Vec::new(),
             operator_heartbeat: Instant::now(),
             registry,
+            durability,
             next_framework: 0,
             next_offer: 0,
             next_agent: 0,
@@ -451,7 +474,13 @@ impl Core {
             v["reregistered_time"] = json!({"nanoseconds": (t * 1e9) as i64});
         }
         if a.state == AgentState::Draining {
-            v["drain_info"] = json!({"state": "DRAINING"});
+            let state = if self.is_drained(&a.id) {
+                "DRAINED"
+            } else {
+                "DRAINING"
+            };
+            v["drain_info"] =
+                json!({"state": state, "config": {"mark_gone": a.mark_gone_when_drained}});
         }
         v
     }
@@ -509,7 +538,7 @@ impl Core {
         call: &Value,
         enc: Encoding,
         now: Instant,
-    ) -> Result<(String, mpsc::Receiver<Bytes>), ApiError> {
+    ) -> Result<(String, mpsc::Receiver<Frame>), ApiError> {
         let sub = require(call, "subscribe")?;
         let info = require(sub, "framework_info")?;
         for k in ["user", "name"] {
@@ -536,7 +565,7 @@ impl Core {
         let id = info_id.or(call_id);
         let suppressed = str_list(sub.get("suppressed_roles"));
         let stream_id = uuid::Uuid::new_v4().to_string();
-        let (sink, rx) = Sink::new(Api::Scheduler, enc);
+        let (sink, rx) = Sink::new(Api::Scheduler, enc, &self.durability);
         if let Some(id) = &id
             && self.removed_frameworks.contains(id)
         {
@@ -1375,7 +1404,7 @@ impl Core {
         call: &Value,
         enc: Encoding,
         now: Instant,
-    ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    ) -> Result<mpsc::Receiver<Frame>, ApiError> {
         let sub = call
             .get("subscribe")
             .ok_or_else(|| ApiError::bad_request("Expecting 'subscribe' to be present"))?;
@@ -1458,7 +1487,7 @@ impl Core {
             .and_then(Value::as_str)
             .unwrap_or(MESOS_VERSION)
             .to_string();
-        let (sink, rx) = Sink::new(Api::Agent, enc);
+        let (sink, rx) = Sink::new(Api::Agent, enc, &self.durability);
         sink.send(&json!({"type":"SUBSCRIBED","subscribed":{
             "agent_id": id_json(&id),
             "ping_interval_seconds": self.cfg.agent_ping_interval.as_secs_f64(),
@@ -1484,6 +1513,7 @@ impl Core {
         let draining = rereg
             .as_ref()
             .is_some_and(|a| a.state == AgentState::Draining);
+        let mark_gone_when_drained = rereg.as_ref().is_some_and(|a| a.mark_gone_when_drained);
         let agent = Agent {
             id: id.clone(),
             info: info.clone(),
@@ -1502,6 +1532,7 @@ impl Core {
             } else {
                 AgentState::Active
             },
+            mark_gone_when_drained,
         };
         info!(agent_id = %id, hostname = %agent.hostname, reregistered = was_known, tasks = parsed.len(), "Agent subscribed");
         self.agents.insert(id.clone(), agent);
@@ -1863,6 +1894,7 @@ impl Core {
 
     /// Runs allocation and every timer: heartbeats, pings, timeouts, retries.
     pub fn tick(&mut self, now: Instant) {
+        self.mark_drained_agents_gone();
         // Broken framework streams → disconnected; expired failover → removed.
         let ids: Vec<String> = self.frameworks.keys().cloned().collect();
         for id in ids {
@@ -2042,6 +2074,7 @@ impl Core {
                     return Err(ApiError::bad_request(format!("Agent {aid} is unreachable")));
                 }
                 a.state = AgentState::Draining;
+                a.mark_gone_when_drained |= mark_gone;
                 self.alloc.set_agent_active(&aid, false);
                 let offers: Vec<String> = self
                     .offers
@@ -2061,14 +2094,13 @@ impl Core {
                 for (f, t) in kills {
                     self.kill_task(&f, &t, None);
                 }
-                if mark_gone {
-                    self.mark_gone(&aid);
-                }
+                // With mark_gone, the agent goes once drained (see `tick`), as in Mesos.
+                self.mark_drained_agents_gone();
                 let _ = now;
                 Ok(OperatorReply::Empty)
             }
             "SUBSCRIBE" => {
-                let (sink, rx) = Sink::new(Api::Operator, enc);
+                let (sink, rx) = Sink::new(Api::Operator, enc, &self.durability);
                 sink.send(&json!({"type":"SUBSCRIBED","subscribed":{
                     "get_state": self.get_state(),
                     "heartbeat_interval_seconds": self.cfg.heartbeat_interval.as_secs_f64(),
@@ -2084,6 +2116,28 @@ impl Core {
                 status: 501,
                 message: format!("Operator call '{other}' is not implemented"),
             }),
+        }
+    }
+
+    /// A draining agent is drained once none of its tasks is still running.
+    fn is_drained(&self, aid: &str) -> bool {
+        !self
+            .tasks
+            .values()
+            .any(|t| t.agent_id == aid && !is_terminal(&t.state))
+    }
+
+    fn mark_drained_agents_gone(&mut self) {
+        let drained: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| a.state == AgentState::Draining && a.mark_gone_when_drained)
+            .map(|a| a.id.clone())
+            .filter(|id| self.is_drained(id))
+            .collect();
+        for id in drained {
+            info!(agent_id = %id, "Agent drained");
+            self.mark_gone(&id);
         }
     }
 

@@ -20,42 +20,60 @@ use tracing::{error, info, warn};
 
 use crate::config::CoordConfig;
 use crate::http::Leadership;
-use crate::registry::{Registry, RegistryOp, RegistrySnapshot};
+use crate::registry::{Durability, Registry, RegistryOp, RegistrySnapshot};
 use crate::server::CoreHandle;
 
 fn registry_prefix(prefix: &str) -> String {
     format!("{}/registry", prefix.trim_end_matches('/'))
 }
 
-/// A registry persisted in coord. Writes go through one background task in order.
-/// Write-behind: the core never blocks on coord, so a leader that crashes can lose its
-/// last few registry changes (a clean shutdown flushes them before resigning).
+/// A registry persisted in coord. Writes go through one background task in order; each
+/// committed write advances the registry's [`Durability`], which holds back every reply and
+/// event that followed the op (so the core never blocks on coord, yet nothing is
+/// acknowledged before it is durable).
 pub struct CoordRegistry {
-    tx: mpsc::UnboundedSender<RegistryOp>,
+    tx: mpsc::UnboundedSender<(u64, RegistryOp)>,
+    durability: Durability,
 }
 
 impl CoordRegistry {
     /// Starts the writer. The returned handle finishes once the registry was dropped and
     /// every queued write was attempted (await it before resigning leadership).
     pub fn spawn(client: Client, prefix: &str) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<RegistryOp>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, RegistryOp)>();
+        let (durability, committed) = Durability::deferred();
         let base = registry_prefix(prefix);
         let writer = tokio::spawn(async move {
-            while let Some(op) = rx.recv().await {
+            while let Some((seq, op)) = rx.recv().await {
                 let mut delay = Duration::from_millis(50);
-                for attempt in 0..20 {
+                let mut attempt = 0u32;
+                loop {
                     match write(&client, &base, &op).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            warn!(error = %e, attempt, "Registry write to coord failed; retrying");
+                        Ok(()) => {
+                            committed.send_replace(seq);
+                            break;
+                        }
+                        // While the master runs, a write is retried until it lands: nothing
+                        // that depends on it is said before. (If coord stays away, the lease
+                        // expires and this master steps down.) Once the registry is dropped
+                        // the master is stopping, and a bounded number of attempts is made.
+                        Err(e) if !rx.is_closed() || attempt < 20 => {
+                            if attempt % 10 == 0 {
+                                warn!(error = %e, attempt, "Registry write to coord failed; retrying");
+                            }
+                            attempt += 1;
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(2));
+                        }
+                        Err(e) => {
+                            error!(error = %e, "Registry write to coord failed; giving up (stopping)");
+                            return;
                         }
                     }
                 }
             }
         });
-        (CoordRegistry { tx }, writer)
+        (CoordRegistry { tx, durability }, writer)
     }
 }
 
@@ -92,7 +110,12 @@ impl Registry for CoordRegistry {
     }
 
     fn record(&mut self, op: RegistryOp) {
-        let _ = self.tx.send(op);
+        let seq = self.durability.next();
+        let _ = self.tx.send((seq, op));
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability.clone()
     }
 }
 

@@ -15,7 +15,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::core::{ApiError, OperatorReply, version_info};
+use crate::core::{ApiError, Frame, OperatorReply, version_info};
+use crate::registry::Durability;
 use crate::server::CoreHandle;
 use crate::wire::{Api, Encoding, decode_protobuf_call, encode_message};
 
@@ -121,12 +122,23 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
         .into_response()
 }
 
+/// A streamed response; each event is written once the registry changes it follows are
+/// durable (the stream ends if they never will be: the master is stopping).
 fn stream_response(
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Frame>,
+    durability: &Durability,
     enc: Encoding,
     stream_id: Option<String>,
 ) -> Response {
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<Bytes, Infallible>));
+    let durability = durability.clone();
+    let frames = ReceiverStream::new(rx)
+        .then(move |frame| {
+            let durability = durability.clone();
+            async move { durability.wait(frame.after).await.then_some(frame.bytes) }
+        })
+        .take_while(|b| std::future::ready(b.is_some()))
+        .filter_map(|b| std::future::ready(b.map(Ok::<Bytes, Infallible>)));
+    let body = Body::from_stream(frames);
     let ct = match enc {
         Encoding::Json => "application/json",
         Encoding::Protobuf => "application/x-protobuf",
@@ -230,7 +242,7 @@ async fn read(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.$".contains(c))
     });
-    match app.core.call(move |c, _| f(c)).await {
+    match app.core.read(f).await {
         Ok(v) => match jsonp {
             None => json_response(StatusCode::OK, &v),
             Some(cb) => (
@@ -372,7 +384,7 @@ async fn scheduler(app: App, req: Request) -> Response {
             .call(move |c, now| c.scheduler_subscribe(&call, enc, now))
             .await
         {
-            Ok(Ok((sid, rx))) => stream_response(rx, enc, Some(sid)),
+            Ok(Ok((sid, rx))) => stream_response(rx, app.core.durability(), enc, Some(sid)),
             Ok(Err(e)) | Err(e) => api_error(e),
         };
     }
@@ -407,7 +419,7 @@ async fn operator(app: App, req: Request) -> Response {
     {
         Ok(Ok(OperatorReply::Json(v))) => encoded_response(Api::Operator, enc, &v),
         Ok(Ok(OperatorReply::Empty)) => StatusCode::OK.into_response(),
-        Ok(Ok(OperatorReply::Stream(rx))) => stream_response(rx, enc, None),
+        Ok(Ok(OperatorReply::Stream(rx))) => stream_response(rx, app.core.durability(), enc, None),
         Ok(Err(e)) | Err(e) => api_error(e),
     }
 }
@@ -427,7 +439,7 @@ async fn agent(app: App, req: Request) -> Response {
             .call(move |c, now| c.agent_subscribe(&call, enc, now))
             .await
         {
-            Ok(Ok(rx)) => stream_response(rx, enc, Some(sid)),
+            Ok(Ok(rx)) => stream_response(rx, app.core.durability(), enc, Some(sid)),
             Ok(Err(e)) | Err(e) => api_error(e),
         };
     }

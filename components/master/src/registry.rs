@@ -1,10 +1,71 @@
 //! What a master must remember across leader changes: agents admitted or marked gone and
-//! frameworks added or removed. The [`Registry`] trait hides where it lives; today only the
-//! in-memory one exists (a standalone master), a coord-backed one slots in for HA.
+//! frameworks added or removed. The [`Registry`] trait hides where it lives: in memory for a
+//! standalone master, in coord for HA (`crate::ha::CoordRegistry`).
+//!
+//! Writes are acknowledged only once durable, as Mesos' registrar does: every recorded op
+//! gets the next sequence number, and whatever the master says after recording it (an HTTP
+//! reply, an event on any stream) is held until the store has committed that number (see
+//! [`Durability`]). A leader that crashes can therefore lose only changes it never
+//! acknowledged to anyone.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
+use tokio::sync::watch;
+
+/// How far the registry's writes are durable: `recorded` counts ops handed to the registry,
+/// `committed` is the highest one the backing store has acknowledged.
+#[derive(Clone, Debug)]
+pub struct Durability {
+    recorded: Arc<AtomicU64>,
+    committed: watch::Receiver<u64>,
+}
+
+impl Durability {
+    /// A registry whose writes are durable as soon as they are recorded (in memory).
+    pub fn immediate() -> Self {
+        let (_tx, committed) = watch::channel(u64::MAX);
+        Durability {
+            recorded: Arc::new(AtomicU64::new(0)),
+            committed,
+        }
+    }
+
+    /// A registry committed by a background writer, which publishes on the returned sender
+    /// the sequence number of each op it has made durable.
+    pub fn deferred() -> (Self, watch::Sender<u64>) {
+        let (tx, committed) = watch::channel(0);
+        (
+            Durability {
+                recorded: Arc::new(AtomicU64::new(0)),
+                committed,
+            },
+            tx,
+        )
+    }
+
+    /// Numbers a newly recorded op.
+    pub fn next(&self) -> u64 {
+        self.recorded.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The sequence number of the last op recorded so far.
+    pub fn mark(&self) -> u64 {
+        self.recorded.load(Ordering::SeqCst)
+    }
+
+    /// Waits until op `seq` is durable. False when it never will be (the writer stopped:
+    /// the master is shutting down), in which case nothing depending on it may be said.
+    pub async fn wait(&self, seq: u64) -> bool {
+        if *self.committed.borrow() >= seq {
+            return true;
+        }
+        let mut rx = self.committed.clone();
+        rx.wait_for(|c| *c >= seq).await.is_ok()
+    }
+}
 
 /// One change to the registry.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,17 +106,28 @@ impl RegistrySnapshot {
     }
 }
 
-/// Durable master state. Writes are synchronous from the master's point of view; a
-/// replicated implementation must only return once the change is committed.
+/// Durable master state. `record` never blocks; the op is numbered by the registry's
+/// [`Durability`], which callers use to hold back what depends on it.
 pub trait Registry: Send + 'static {
     fn load(&self) -> RegistrySnapshot;
     fn record(&mut self, op: RegistryOp);
+    fn durability(&self) -> Durability;
 }
 
 /// A registry that lives as long as the process (standalone master).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct InMemoryRegistry {
     snapshot: RegistrySnapshot,
+    durability: Durability,
+}
+
+impl Default for InMemoryRegistry {
+    fn default() -> Self {
+        InMemoryRegistry {
+            snapshot: RegistrySnapshot::default(),
+            durability: Durability::immediate(),
+        }
+    }
 }
 
 impl Registry for InMemoryRegistry {
@@ -63,7 +135,12 @@ impl Registry for InMemoryRegistry {
         self.snapshot.clone()
     }
 
+    fn durability(&self) -> Durability {
+        self.durability.clone()
+    }
+
     fn record(&mut self, op: RegistryOp) {
+        self.durability.next();
         self.snapshot.apply(op);
     }
 }
@@ -88,5 +165,33 @@ mod tests {
         let s = r.load();
         assert!(s.agents.is_empty() && s.frameworks.is_empty());
         assert!(s.gone_agents.contains("a") && s.removed_frameworks.contains("f"));
+    }
+
+    #[tokio::test]
+    async fn a_deferred_registry_holds_waiters_until_the_op_is_committed() {
+        let (d, committed) = Durability::deferred();
+        let first = d.next();
+        let second = d.next();
+        assert_eq!(d.mark(), second);
+        let waiter = tokio::spawn({
+            let d = d.clone();
+            async move { d.wait(second).await }
+        });
+        committed.send(first).unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "op 2 is not durable yet");
+        committed.send(second).unwrap();
+        assert!(waiter.await.unwrap());
+        assert!(d.wait(first).await, "earlier ops are durable too");
+        drop(committed);
+        assert!(!d.wait(second + 1).await, "a stopped writer never commits");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_registry_is_durable_at_once() {
+        let mut r = InMemoryRegistry::default();
+        r.record(RegistryOp::AgentGone { id: "a".into() });
+        let d = r.durability();
+        assert!(d.wait(d.mark()).await);
     }
 }

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::core::{ApiError, Core};
 use crate::http::{App, Leadership, dispatch};
-use crate::registry::InMemoryRegistry;
+use crate::registry::{Durability, InMemoryRegistry};
 
 type Job = Box<dyn FnOnce(&mut Core, Instant) + Send>;
 
@@ -22,11 +22,39 @@ type Job = Box<dyn FnOnce(&mut Core, Instant) + Send>;
 #[derive(Clone)]
 pub(crate) struct CoreHandle {
     tx: mpsc::Sender<Job>,
+    durability: Durability,
 }
 
 impl CoreHandle {
-    /// Runs `f` on the core task and returns its result; 503 if the core is gone.
+    /// Runs `f` on the core task and returns its result once every registry change made so
+    /// far is durable (so a reply never acknowledges what a crash could undo); 503 if the
+    /// core is gone.
     pub(crate) async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Instant) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let durability = self.durability.clone();
+        let (r, after) = self
+            .run(move |c, now| {
+                let r = f(c, now);
+                (r, durability.mark())
+            })
+            .await?;
+        if !self.durability.wait(after).await {
+            return Err(shutting_down());
+        }
+        Ok(r)
+    }
+
+    /// Reads from the core without waiting for the registry (a read acknowledges nothing).
+    pub(crate) async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        self.run(move |c, _| f(c)).await
+    }
+
+    async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Core, Instant) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
@@ -34,12 +62,20 @@ impl CoreHandle {
         let job: Job = Box::new(move |c, now| {
             let _ = tx.send(f(c, now));
         });
-        let gone = || ApiError {
-            status: 503,
-            message: "Master is shutting down".into(),
-        };
-        self.tx.send(job).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())
+        self.tx.send(job).await.map_err(|_| shutting_down())?;
+        rx.await.map_err(|_| shutting_down())
+    }
+
+    /// The registry's durability, for streams to hold back events until it catches up.
+    pub(crate) fn durability(&self) -> &Durability {
+        &self.durability
+    }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError {
+        status: 503,
+        message: "Master is shutting down".into(),
     }
 }
 
@@ -156,6 +192,7 @@ impl Server {
                 Box::new(r)
             }
         };
+        let durability = registry.durability();
         let mut core = Core::new(config, advertised, registry);
         let master_id = core.master_id().to_string();
         let token = shutdown.child_token();
@@ -185,7 +222,7 @@ impl Server {
             Leadership::Leader
         };
         let (leader_tx, leader_rx) = watch::channel(initial);
-        let core_handle = CoreHandle { tx };
+        let core_handle = CoreHandle { tx, durability };
         let mut election = None;
         let lost_leadership = Arc::new(AtomicBool::new(false));
         if let (Some(client), Some(writer)) = (coord, registry_writer) {

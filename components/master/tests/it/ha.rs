@@ -175,3 +175,60 @@ async fn leader_that_cannot_renew_its_lease_stops_serving() -> anyhow::Result<()
     .await?;
     Ok(())
 }
+
+/// Mesos' registrar contract: a framework hears SUBSCRIBED only once its registration is in
+/// coord, so a leader that crashes right after cannot have acknowledged a lost change.
+#[tokio::test]
+async fn a_subscription_is_acknowledged_only_once_coord_has_it() -> anyhow::Result<()> {
+    let dir = capstan_testkit::temp_dir()?;
+    let coord_token = CancellationToken::new();
+    let coord = start_coord(dir.path(), coord_token.clone()).await?;
+    let proxy = capstan_testkit::FaultProxy::start(coord.parse()?).await?;
+    let mut cfg = ha_config(&proxy.local_addr().to_string());
+    // Long enough that the blocked window below cannot cost the lease.
+    cfg.coord.lease_ttl = Duration::from_secs(30);
+    let m = Master::start_with(cfg).await;
+    let client = reqwest::Client::new();
+    capstan_testkit::wait_until("the master leads", WAIT, async || {
+        status(&client, &format!("{}/master/state", m.base)).await == 200
+    })
+    .await?;
+
+    proxy.block();
+    let mut subscribing = tokio::spawn({
+        let (base, client) = (m.base.clone(), m.client.clone());
+        async move {
+            let m = Master {
+                handle: None,
+                base,
+                client,
+            };
+            Sched::subscribe(&m, framework_info("durable", &[], 100.0)).await
+        }
+    });
+    // The core has registered the framework (it is in the state) ...
+    capstan_testkit::wait_until("the framework is in the state", WAIT, async || {
+        m.get("/master/state")
+            .await
+            .is_ok_and(|s| s["frameworks"].as_array().is_some_and(|f| !f.is_empty()))
+    })
+    .await?;
+    // ... but while coord cannot take the write, the framework is not told.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut subscribing)
+            .await
+            .is_err(),
+        "SUBSCRIBED was sent before the registry write was durable"
+    );
+
+    proxy.unblock();
+    let sched = tokio::time::timeout(WAIT, subscribing).await???;
+    let registry = capstan_coord_client::Client::new([coord.as_str()])?;
+    let key = format!("/capstan/master/registry/frameworks/{}", sched.framework_id);
+    assert!(
+        registry.get(&key).await?.is_some(),
+        "{key} is in coord once SUBSCRIBED arrived"
+    );
+    coord_token.cancel();
+    Ok(())
+}

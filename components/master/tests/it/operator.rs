@@ -182,3 +182,28 @@ async fn operator_subscribe_streams_cluster_events() -> anyhow::Result<()> {
     ops.expect("HEARTBEAT", is_type("HEARTBEAT")).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn draining_with_mark_gone_removes_the_agent_once_its_tasks_ended() -> anyhow::Result<()> {
+    let m = Master::start().await;
+    let agent = m.agent("a1");
+    let aid = agent.wait_subscribed(WAIT).await?;
+    let mut s = Sched::subscribe(&m, framework_info("fw", &[], 0.0)).await?;
+    let offer = s.offer().await?;
+    s.launch(&offer, "t", "serve").await;
+    s.expect_update("t", "TASK_RUNNING").await?;
+
+    m.operator(
+        json!({"type":"DRAIN_AGENT","drain_agent":{"agent_id":{"value": aid},"mark_gone": true}}),
+    )
+    .await;
+    // The agent stays (draining) until its task has been killed, then it is gone.
+    s.expect_update("t", "TASK_KILLED").await?;
+    capstan_testkit::wait_until("the drained agent is gone", WAIT, async || {
+        m.get("/master/state")
+            .await
+            .is_ok_and(|st| st["slaves"].as_array().is_some_and(Vec::is_empty))
+    })
+    .await?;
+    Ok(())
+}
