@@ -8,6 +8,9 @@ use std::time::Duration;
 use capstan_testkit::{CapstanCommand, CapstanProcess, Signal, free_ports, wait_until};
 use serde_json::json;
 
+#[path = "it/cluster.rs"]
+mod cluster;
+
 const BIN: &str = env!("CARGO_BIN_EXE_capstan");
 const EX_CONFIG: i32 = 78;
 

@@ -58,7 +58,7 @@ impl CoordRegistry {
                         // expires and this master steps down.) Once the registry is dropped
                         // the master is stopping, and a bounded number of attempts is made.
                         Err(e) if !rx.is_closed() || attempt < 20 => {
-                            if attempt % 10 == 0 {
+                            if attempt.is_multiple_of(10) {
                                 warn!(error = %e, attempt, "Registry write to coord failed; retrying");
                             }
                             attempt += 1;

@@ -2,7 +2,8 @@
 //! loopback ports, [`wait_until`] (poll a condition against a deadline, never sleep), the real
 //! `capstan` binary as a [`CapstanProcess`] that is only handed back once it told us READY=1
 //! over `NOTIFY_SOCKET` (kill, pause, restart, read its log), [`FaultProxy`] to partition nodes,
-//! and Docker helpers that label every test container and remove them on drop.
+//! Docker helpers that label every test container and remove them on drop, and Python
+//! clients from PyPI (pymesos) in a shared virtualenv.
 //!
 //! Key decision: this is test code, so errors are `anyhow` with messages that say what was
 //! awaited and what was last seen; a failing test should explain itself without a re-run.
@@ -11,6 +12,7 @@ pub mod docker;
 pub mod net;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod sim_agent;
 pub mod wait;
 
@@ -25,6 +27,7 @@ pub use net::{bind_loopback, free_port, free_ports, loopback_addr};
 pub use nix::sys::signal::Signal;
 pub use process::{CapstanCommand, CapstanProcess, ConfigText, capstan_bin};
 pub use proxy::FaultProxy;
+pub use python::pymesos_python;
 pub use tempfile::TempDir;
 pub use wait::{PollOutcome, wait_until};
 

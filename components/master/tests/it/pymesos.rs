@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::common::*;
 
@@ -11,30 +11,9 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Creates or reuses `target/pyenv` with pymesos installed; returns its python.
-async fn pyenv() -> anyhow::Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir().join("../../target"));
-    let venv = target.join("pyenv");
-    let out = tokio::process::Command::new("bash")
-        .arg(dir().join("tests/pymesos/setup_env.sh"))
-        .arg(&venv)
-        .output()
-        .await
-        .context("running setup_env.sh")?;
-    if !out.status.success() {
-        bail!(
-            "pymesos venv setup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(venv.join("bin/python"))
-}
-
 #[tokio::test]
 async fn pymesos_scheduler_launches_kills_and_reconciles_tasks() -> anyhow::Result<()> {
-    let python = pyenv().await?;
+    let python = capstan_testkit::pymesos_python().await?;
     let m = Master::start().await;
     let agent = m.agent("a1");
     agent.wait_subscribed(WAIT).await?;
