@@ -244,7 +244,8 @@ fn outcome_response(node: &Node, outcome: Outcome) -> Result<Response, HttpError
         Outcome::Txn(r) => json_ok(node, &r),
         Outcome::LeaseGranted(r) => json_ok(node, &r),
         Outcome::LeaseRevoked(r) => json_ok(node, &r),
-        Outcome::None => json_ok(node, &serde_json::json!({})),
+        // Batches are formed inside the leader and never answer a client call.
+        Outcome::None | Outcome::Batch(_) => json_ok(node, &serde_json::json!({})),
     })
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Batcher, Proposed};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::raft::{Dialer, NodeId, Raft};
@@ -106,6 +107,7 @@ pub(crate) struct Node {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub keeper: mpsc::Sender<KeeperMsg>,
+    pub batcher: Batcher,
     pub shutdown: CancellationToken,
 }
 
@@ -143,6 +145,13 @@ impl Node {
 
     /// Proposes `cmd` (forwarding it to the leader if needed) and returns its outcome.
     pub(crate) async fn write(&self, cmd: Command, forwarded: bool) -> Result<Outcome, NodeError> {
+        if self.is_leader() {
+            // Group commit with whatever else is being written right now.
+            match self.batcher.propose(cmd.clone()).await {
+                Proposed::Done(r) => return r,
+                Proposed::NotLeader => {} // lost leadership meanwhile: forward below
+            }
+        }
         let deadline = Instant::now() + self.request_timeout();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());

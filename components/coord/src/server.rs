@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::Batcher;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::node::{Node, run_lease_keeper};
@@ -136,6 +137,11 @@ impl Server {
             config: Arc::new(config.clone()),
             metrics: Arc::new(Metrics::default()),
             keeper: keeper_tx,
+            batcher: Batcher::spawn(
+                raft.clone(),
+                Duration::from_millis(config.request_timeout_ms),
+                token.clone(),
+            ),
             shutdown: token.clone(),
         });
 

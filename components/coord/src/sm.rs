@@ -19,8 +19,16 @@ pub enum Command {
     Put(PutRequest),
     Delete(DeleteRequest),
     Txn(TxnRequest),
-    LeaseGrant { ttl_ms: u64 },
-    LeaseRevoke { id: LeaseId },
+    LeaseGrant {
+        ttl_ms: u64,
+    },
+    LeaseRevoke {
+        id: LeaseId,
+    },
+    /// Writes that arrived together at the leader, proposed as one log entry (one fsync)
+    /// and applied one after the other exactly as if each had its own entry: each gets its
+    /// own revision and result, and one's failure does not affect the others.
+    Batch(Vec<Command>),
 }
 
 /// Why a command changed nothing.
@@ -46,6 +54,8 @@ pub enum Outcome {
     Txn(TxnResponse),
     LeaseGranted(LeaseGrantResponse),
     LeaseRevoked(LeaseRevokeResponse),
+    /// The results of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
 }
 
 pub type CommandResult = Result<Outcome, ApplyError>;
@@ -223,6 +233,9 @@ impl KvState {
     /// Applies one command. A command that fails changes nothing.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
+            Command::Batch(cmds) => {
+                Ok(Outcome::Batch(cmds.iter().map(|c| self.apply(c)).collect()))
+            }
             Command::Put(req) => self.put(req),
             Command::Delete(req) => self.delete(req),
             Command::Txn(req) => self.txn(req),
@@ -777,6 +790,25 @@ mod tests {
                     prop_assert!(a.lease(l).is_some_and(|l| l.keys.contains(&kv.key)));
                 }
             }
+        }
+
+        #[test]
+        fn a_batch_applies_exactly_like_its_commands_one_by_one(
+            cmds in prop::collection::vec(arb_command(), 0..40),
+            split in 0usize..40,
+        ) {
+            let mut one_by_one = KvState::default();
+            let singles: Vec<CommandResult> = cmds.iter().map(|c| one_by_one.apply(c)).collect();
+            // Some commands alone, the rest as one batch: same state, same per-command results.
+            let split = split.min(cmds.len());
+            let mut batched = KvState::default();
+            let mut results: Vec<CommandResult> = cmds[..split].iter().map(|c| batched.apply(c)).collect();
+            match batched.apply(&Command::Batch(cmds[split..].to_vec())) {
+                Ok(Outcome::Batch(rs)) => results.extend(rs),
+                other => prop_assert!(false, "a batch answers Outcome::Batch, got {:?}", other),
+            }
+            prop_assert_eq!(results, singles);
+            prop_assert_eq!(batched, one_by_one);
         }
     }
 }

@@ -1,0 +1,187 @@
+//! Group commit on the leader: writes that arrive while earlier ones are being made durable
+//! wait in a queue and are proposed together as one [`Command::Batch`] log entry, so a
+//! hundred concurrent writers share one fsync and one replication round instead of queueing
+//! for a hundred. A lone writer is proposed at once, unbatched, so latency at low load is
+//! unchanged; the batch size grows only with the backlog.
+//!
+//! At most [`IN_FLIGHT`] proposals are outstanding at a time: that bound is what lets the
+//! queue build up into batches while the log is busy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::node::NodeError;
+use crate::raft::Raft;
+use crate::sm::{Command, Outcome};
+
+/// Proposals outstanding at once.
+const IN_FLIGHT: usize = 2;
+/// Commands in one batch at most.
+const MAX_BATCH: usize = 512;
+/// Value bytes in one batch at most (a command alone may carry more: it is proposed alone).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// What became of a submitted command.
+pub(crate) enum Proposed {
+    /// Applied (or rejected by the state machine) with this result.
+    Done(Result<Outcome, NodeError>),
+    /// This member is not the leader (any more): propose it the ordinary way (forwarding).
+    NotLeader,
+}
+
+struct Proposal {
+    cmd: Command,
+    reply: oneshot::Sender<Proposed>,
+}
+
+/// Handle to the batching task.
+#[derive(Clone)]
+pub(crate) struct Batcher {
+    tx: mpsc::Sender<Proposal>,
+}
+
+impl Batcher {
+    /// Starts the task; it stops with `shutdown`.
+    pub(crate) fn spawn(raft: Raft, timeout: Duration, shutdown: CancellationToken) -> Batcher {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(raft, rx, timeout, shutdown));
+        Batcher { tx }
+    }
+
+    /// Proposes `cmd`, possibly batched with others.
+    pub(crate) async fn propose(&self, cmd: Command) -> Proposed {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Proposal { cmd, reply }).await.is_err() {
+            return Proposed::Done(Err(NodeError::Unavailable("coord is shutting down".into())));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Proposed::Done(Err(NodeError::Unavailable("coord is shutting down".into())))
+        })
+    }
+}
+
+fn value_bytes(cmd: &Command) -> usize {
+    match cmd {
+        Command::Put(p) => p.value.len(),
+        Command::Txn(t) => t
+            .success
+            .iter()
+            .chain(t.failure.iter())
+            .map(|op| match op {
+                capstan_coord_client::TxnOp::Put { value, .. } => value.len(),
+                _ => 0,
+            })
+            .sum(),
+        Command::Batch(cmds) => cmds.iter().map(value_bytes).sum(),
+        Command::Delete(_) | Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 0,
+    }
+}
+
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Proposal>,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    // A proposal that did not fit the previous batch opens the next one.
+    let mut carry: Option<Proposal> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+                _ = shutdown.cancelled() => return,
+            },
+        };
+        // While every slot is busy, later writes queue up behind `first`.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = value_bytes(&first.cmd);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(p) = rx.try_recv() else { break };
+            bytes += value_bytes(&p.cmd);
+            if bytes > MAX_BATCH_BYTES {
+                carry = Some(p);
+                break;
+            }
+            batch.push(p);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            propose(&raft, batch, timeout).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Why a proposal produced no result from the state machine.
+enum Failure {
+    NotLeader,
+    Error(NodeError),
+}
+
+async fn propose(raft: &Raft, batch: Vec<Proposal>, timeout: Duration) {
+    let (cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Proposed>>) =
+        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let n = cmds.len();
+    let cmd = if n == 1 {
+        cmds.into_iter().next().expect("one command")
+    } else {
+        debug!(commands = n, "Proposing a batch");
+        Command::Batch(cmds)
+    };
+    let answer = match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Err(_) => Err(Failure::Error(NodeError::OutcomeUnknown(
+            "write not committed before the time limit".into(),
+        ))),
+        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Err(Failure::NotLeader)
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+            Err(Failure::Error(NodeError::Internal(e.to_string())))
+        }
+        Ok(Err(RaftError::Fatal(e))) => {
+            Err(Failure::Error(NodeError::OutcomeUnknown(e.to_string())))
+        }
+    };
+    match answer {
+        Ok(result) if n == 1 => {
+            let reply = replies.into_iter().next().expect("one reply");
+            let _ = reply.send(Proposed::Done(result.map_err(NodeError::Apply)));
+        }
+        Ok(Ok(Outcome::Batch(results))) if results.len() == n => {
+            for (reply, r) in replies.into_iter().zip(results) {
+                let _ = reply.send(Proposed::Done(r.map_err(NodeError::Apply)));
+            }
+        }
+        Ok(other) => {
+            // Cannot happen (a batch answers one result per command); never guess.
+            let message = format!("unexpected answer to a batch of {n}: {other:?}");
+            for reply in replies {
+                let _ = reply.send(Proposed::Done(Err(NodeError::Internal(message.clone()))));
+            }
+        }
+        Err(Failure::NotLeader) => {
+            for reply in replies {
+                let _ = reply.send(Proposed::NotLeader);
+            }
+        }
+        Err(Failure::Error(e)) => {
+            for reply in replies {
+                let _ = reply.send(Proposed::Done(Err(e.clone())));
+            }
+        }
+    }
+}
