@@ -20,6 +20,7 @@ use crate::model::{
 };
 use crate::placement::{self, Constraint, Needs, Placed, Reason};
 use crate::planner::{self, Action, AppSpec, KillCandidate, Rolling, Step};
+use crate::readiness::{self, ProbeOutcome, ReadinessJob, ReadinessResult};
 use crate::store::StoreOp;
 
 /// An API error: HTTP status and Marathon's JSON body.
@@ -193,6 +194,7 @@ pub struct Core {
     last_reconcile: Timestamp,
     wanted_offers: bool,
     health_next: BTreeMap<(String, usize), Timestamp>,
+    readiness_next: BTreeMap<(String, usize), Timestamp>,
     events: EventBus,
     /// Scheduler calls to send (without framework id).
     pub calls: Vec<Value>,
@@ -249,6 +251,7 @@ impl Core {
             last_reconcile: Timestamp(0),
             wanted_offers: false,
             health_next: BTreeMap::new(),
+            readiness_next: BTreeMap::new(),
             events,
             calls: Vec::new(),
             store_ops: Vec::new(),
@@ -613,14 +616,17 @@ impl Core {
         true
     }
 
+    /// Running, healthy (if the app has health checks) and ready (if it has readiness
+    /// checks): what a deployment step waits for.
     fn is_ready(&self, t: &TaskRecord) -> bool {
-        let has_checks = self
-            .apps
-            .get(&t.app_id)
-            .is_some_and(|a| !a.def.health_checks.is_empty());
+        let Some(app) = self.apps.get(&t.app_id) else {
+            return false;
+        };
+        let has_checks = !app.def.health_checks.is_empty();
         t.is_running()
             && t.unreachable_since.is_none()
             && (!has_checks || t.healthy(true) == Some(true))
+            && readiness::task_ready(&app.def.readiness_checks, &t.readiness)
     }
 
     fn counted_of(&self, app: &PathId, now: Timestamp) -> Vec<&TaskRecord> {
@@ -1071,6 +1077,7 @@ impl Core {
                                         .filter(|h| !h.runs_on_agent())
                                         .count()
                                 ],
+                                readiness: Vec::new(),
                                 kill_requested: None,
                                 unreachable_since: None,
                                 role: def.role.clone().unwrap_or_else(|| "*".into()),
@@ -1211,6 +1218,7 @@ impl Core {
             self.tasks.remove(&task_id);
             self.store_ops.push(StoreOp::Delete(keys::task(&task_id)));
             self.health_next.retain(|(id, _), _| id != &task_id);
+            self.readiness_next.retain(|(id, _), _| id != &task_id);
             let failed = t.kill_requested.is_none() && state != "TASK_KILLED";
             if let Some(app) = self.apps.get_mut(&t.app_id)
                 && failed
@@ -1369,6 +1377,103 @@ impl Core {
         }
         self.put_task_store(task_id);
         self.evaluate(now);
+    }
+
+    // ---------------------------------------------------------------- readiness
+
+    /// Readiness probes due now: running tasks of apps in a deployment, for each check that
+    /// has not answered ready yet (the caller probes and reports through
+    /// [`Core::readiness_result`]).
+    pub fn due_readiness_checks(&mut self, now: Timestamp) -> Vec<ReadinessJob> {
+        let deploying: BTreeSet<&PathId> =
+            self.deployments.iter().flat_map(|d| &d.affected).collect();
+        let mut jobs = Vec::new();
+        for t in self.tasks.values() {
+            if !t.is_running() || t.kill_requested.is_some() || !deploying.contains(&t.app_id) {
+                continue;
+            }
+            let Some(app) = self.apps.get(&t.app_id) else {
+                continue;
+            };
+            let specs = app.def.port_specs();
+            for (i, rc) in app.def.readiness_checks.iter().enumerate() {
+                if !readiness::needs_probe(&t.readiness, i)
+                    || self
+                        .readiness_next
+                        .get(&(t.id.clone(), i))
+                        .is_some_and(|next| *next > now)
+                {
+                    continue;
+                }
+                let Some((host, port)) = readiness::target(
+                    rc,
+                    &specs,
+                    app.def.net_mode(),
+                    &t.host,
+                    &t.ports,
+                    &t.ip_addresses,
+                ) else {
+                    continue;
+                };
+                jobs.push(ReadinessJob::new(&t.id, i, rc, host, port));
+            }
+        }
+        for j in &jobs {
+            // In flight until the result arrives; the result schedules the next probe.
+            let wait = 2 * j.timeout.as_millis() as i64 + 60_000;
+            self.readiness_next
+                .insert((j.task_id.clone(), j.index), now.plus_millis(wait));
+        }
+        jobs
+    }
+
+    /// The outcome of one readiness probe.
+    pub fn readiness_result(
+        &mut self,
+        task_id: &str,
+        index: usize,
+        outcome: ProbeOutcome,
+        now: Timestamp,
+    ) {
+        let Some(t) = self.tasks.get(task_id) else {
+            return;
+        };
+        let Some(check) = self
+            .apps
+            .get(&t.app_id)
+            .and_then(|a| a.def.readiness_checks.get(index))
+            .cloned()
+        else {
+            return;
+        };
+        self.readiness_next.insert(
+            (task_id.to_string(), index),
+            now.plus_millis(check.interval_seconds as i64 * 1000),
+        );
+        let result = readiness::record(&check, &outcome);
+        let t = self.tasks.get_mut(task_id).expect("checked above");
+        if t.readiness.len() <= index {
+            t.readiness.resize(index + 1, ReadinessResult::default());
+        }
+        if t.readiness[index] == result {
+            return;
+        }
+        if result.ready {
+            info!(task_id = %task_id, check = %check.name, "Task ready");
+        } else {
+            debug!(task_id = %task_id, check = %check.name, outcome = ?outcome, "Task not ready yet");
+        }
+        t.readiness[index] = result;
+        self.put_task_store(task_id);
+        self.evaluate(now);
+    }
+
+    /// `readinessCheckResults` of an app's tasks launched with `since` or a later version.
+    fn readiness_json(&self, app: &PathId, since: Timestamp) -> Vec<Value> {
+        self.tasks_of(app)
+            .filter(|t| t.version >= since)
+            .flat_map(|t| t.readiness.iter().map(|r| readiness::result_json(&t.id, r)))
+            .collect()
     }
 
     // ---------------------------------------------------------------- API helpers
@@ -1553,6 +1658,9 @@ impl Core {
         if let Some(f) = &app.launch.last_failure {
             j["lastTaskFailure"] = f.clone();
         }
+        if !app.def.readiness_checks.is_empty() {
+            j["readinessCheckResults"] = json!(self.readiness_json(&app.def.id, Timestamp(0)));
+        }
         j
     }
 
@@ -1573,7 +1681,7 @@ impl Core {
         let current: Vec<Value> = d
             .steps
             .get(d.current_step)
-            .map(|s| s.actions.iter().map(|a| json!({"action": a.name(), "app": a.app(), "readinessCheckResults": []})).collect())
+            .map(|s| s.actions.iter().map(|a| json!({"action": a.name(), "app": a.app(), "readinessCheckResults": self.readiness_json(a.app(), d.version)})).collect())
             .unwrap_or_default();
         json!({
             "id": d.id, "version": d.version,
@@ -1900,6 +2008,96 @@ mod tests {
             .last_config_change_at;
         assert!(c.tasks().all(|t| t.config_version == cfg));
         assert_eq!(c.tasks().count(), 4);
+    }
+
+    #[test]
+    fn a_restart_waits_for_the_new_tasks_readiness_before_killing_old_ones() {
+        let mut c = core();
+        let id = PathId::parse("/rd");
+        let extra = json!({
+            "portDefinitions": [{"port": 0, "name": "http-api"}],
+            "readinessChecks": [{"name": "warm", "path": "/ready", "portName": "http-api",
+                "intervalSeconds": 5, "timeoutSeconds": 1, "httpStatusCodesForReady": [200, 204],
+                "preserveLastResponse": true}],
+        });
+        c.deploy(
+            BTreeMap::from([(id.clone(), Some(app("/rd", 1, extra)))]),
+            BTreeSet::new(),
+            false,
+            Timestamp(2_000),
+        )
+        .unwrap();
+        c.offers(&[offer(1)], Timestamp(2_000));
+        let first = launched(&mut c).remove(0);
+        assert!(
+            c.due_readiness_checks(Timestamp(2_050)).is_empty(),
+            "not running yet"
+        );
+        status(&mut c, &first, "TASK_RUNNING", 2_100);
+        assert_eq!(c.deployments().len(), 1, "running is not ready");
+        let jobs = c.due_readiness_checks(Timestamp(2_100));
+        assert_eq!(jobs.len(), 1);
+        let port = c.task(&first).unwrap().ports[0];
+        assert_eq!(jobs[0].url(), format!("http://h1:{port}/ready"));
+        assert!(
+            c.due_readiness_checks(Timestamp(2_200)).is_empty(),
+            "in flight"
+        );
+        let answer = |status: u16| {
+            Ok(readiness::HttpResponse {
+                status,
+                content_type: "text/plain".into(),
+                body: "warming".into(),
+            })
+        };
+        c.readiness_result(&first, 0, answer(503), Timestamp(2_300));
+        let d = c.deployment_json(&c.deployments()[0]);
+        let results = &d["currentActions"][0]["readinessCheckResults"];
+        assert_eq!(
+            results,
+            &json!([{"name": "warm", "taskId": first, "ready": false,
+                "lastResponse": {"status": 503, "contentType": "text/plain", "body": "warming"}}])
+        );
+        assert!(c.due_readiness_checks(Timestamp(7_299)).is_empty());
+        assert_eq!(c.due_readiness_checks(Timestamp(7_300)).len(), 1);
+        c.readiness_result(&first, 0, answer(204), Timestamp(7_400));
+        assert!(c.deployments().is_empty(), "ready: the start finished");
+        // A restart keeps the old task until the new one is ready.
+        c.deploy(
+            BTreeMap::new(),
+            BTreeSet::from([id.clone()]),
+            false,
+            Timestamp(8_000),
+        )
+        .unwrap();
+        c.offers(&[offer(2)], Timestamp(8_000));
+        let second = launched(&mut c).remove(0);
+        status(&mut c, &second, "TASK_RUNNING", 8_100);
+        assert!(
+            !c.calls.iter().any(|x| x["type"] == "KILL"),
+            "old task kept"
+        );
+        let jobs = c.due_readiness_checks(Timestamp(8_100));
+        assert_eq!(jobs.len(), 1, "only the new task is probed: {jobs:?}");
+        assert_eq!(jobs[0].task_id, second);
+        c.readiness_result(
+            &second,
+            0,
+            Err("connection refused".into()),
+            Timestamp(8_200),
+        );
+        assert!(!c.calls.iter().any(|x| x["type"] == "KILL"));
+        c.readiness_result(&second, 0, answer(200), Timestamp(13_200));
+        assert!(
+            c.calls
+                .iter()
+                .any(|x| x["type"] == "KILL" && x["kill"]["task_id"]["value"] == first.as_str()),
+            "the old task goes once the new one is ready"
+        );
+        status(&mut c, &first, "TASK_KILLED", 13_300);
+        assert!(c.deployments().is_empty());
+        let app_json = c.app_json(c.app(&id).unwrap(), false);
+        assert_eq!(app_json["readinessCheckResults"][0]["ready"], true);
     }
 
     #[test]

@@ -703,6 +703,7 @@ async fn list_apps(ctx: &Ctx, q: &Query) -> Reply {
     let embed: Vec<String> = q.all("embed").into_iter().map(str::to_string).collect();
     let tasks = embed.iter().any(|e| e == "apps.tasks");
     let failures = embed.iter().any(|e| e == "apps.lastTaskFailure");
+    let readiness = embed.iter().any(|e| e == "apps.readiness");
     let v = ctx
         .core
         .call(move |c, _| {
@@ -723,8 +724,13 @@ async fn list_apps(ctx: &Ctx, q: &Query) -> Reply {
                 })
                 .map(|a| {
                     let mut j = c.app_json(a, tasks);
-                    if !failures && let Some(o) = j.as_object_mut() {
-                        o.remove("lastTaskFailure");
+                    if let Some(o) = j.as_object_mut() {
+                        if !failures {
+                            o.remove("lastTaskFailure");
+                        }
+                        if !readiness {
+                            o.remove("readinessCheckResults");
+                        }
                     }
                     j
                 })

@@ -5,13 +5,16 @@
 //! master through the public v1 scheduler HTTP API, exactly like Marathon.
 //!
 //! Key decision: the hard logic is pure and property-tested — app model and validation
-//! ([`model`]), offer matching with constraints ([`placement`]) and deployment planning,
-//! rolling restarts, kill selection and backoff ([`planner`]). All mutable state lives in one
-//! synchronous state machine ([`core::Core`]) owned by one task; the HTTP API, the Mesos
-//! scheduler driver ([`driver`]) and the health checker send it closures and read its answers.
+//! ([`model`]), offer matching with constraints ([`placement`]), deployment planning,
+//! rolling restarts, kill selection and backoff ([`planner`]) and readiness ([`readiness`]).
+//! All mutable state lives in one synchronous state machine ([`core::Core`]) owned by one
+//! task; the HTTP API, the Mesos scheduler driver ([`driver`]) and the health and readiness
+//! checker send it closures and read its answers.
 //! Everything persistent goes through the [`store::Store`] trait: coord (`capstan coord`) when
 //! configured — then instances elect a leader through coord, followers proxy to it, and a new
-//! leader re-registers with the stored framework id and reconciles — else memory.
+//! leader re-registers with the stored framework id and reconciles — else memory. Scheduler
+//! calls leave only after every store write queued before them is persisted, so a task is
+//! stored before it is launched and a new leader knows every task the old one started.
 
 pub mod config;
 pub mod core;
@@ -23,6 +26,7 @@ pub mod mesos;
 pub mod model;
 pub mod placement;
 pub mod planner;
+pub mod readiness;
 mod server;
 pub mod store;
 

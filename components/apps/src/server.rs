@@ -110,6 +110,14 @@ async fn load(store: &dyn Store) -> Result<Snapshot, StoreError> {
 
 type Job = Box<dyn FnOnce(&mut Core, Timestamp) + Send>;
 
+/// What the core wants done outside, in order, through the store writer: scheduler calls
+/// wait until every earlier write is persisted, so a task is stored before it is launched
+/// and a leader that dies in between leaves no task its successor does not know.
+enum Outgoing {
+    Write(StoreOp),
+    Call(Value),
+}
+
 /// Who leads, as the HTTP layer sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Leadership {
@@ -374,9 +382,17 @@ async fn lead(
     };
     let mut core = Core::new(core_cfg, events, snapshot);
     let (call_tx, call_rx) = mpsc::channel::<Value>(4096);
-    let (store_tx, mut store_rx) = mpsc::channel::<StoreOp>(4096);
+    let (store_tx, mut store_rx) = mpsc::channel::<Outgoing>(4096);
     let writer = tokio::spawn(async move {
-        while let Some(op) = store_rx.recv().await {
+        while let Some(out) = store_rx.recv().await {
+            let op = match out {
+                Outgoing::Write(op) => op,
+                Outgoing::Call(call) => {
+                    // Every earlier write is persisted: the call may go.
+                    let _ = call_tx.send(call).await;
+                    continue;
+                }
+            };
             // Puts and deletes are idempotent: retry a few times before giving up.
             let mut delay = std::time::Duration::from_millis(50);
             for attempt in 1..=5 {
@@ -450,13 +466,10 @@ async fn lead(
                 break;
             }
         }
-        for op in std::mem::take(&mut core.store_ops) {
-            if store_tx.send(op).await.is_err() {
-                break;
-            }
-        }
-        for call in std::mem::take(&mut core.calls) {
-            if call_tx.send(call).await.is_err() {
+        let ops = std::mem::take(&mut core.store_ops).into_iter();
+        let calls = std::mem::take(&mut core.calls).into_iter();
+        for out in ops.map(Outgoing::Write).chain(calls.map(Outgoing::Call)) {
+            if store_tx.send(out).await.is_err() {
                 break;
             }
         }
@@ -487,9 +500,22 @@ async fn run_health(core: CoreHandle, every: std::time::Duration, token: Cancell
             _ = token.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let Ok(jobs) = core.call(|c, now| c.due_health_checks(now)).await else {
+        let Ok((jobs, ready_jobs)) = core
+            .call(|c, now| (c.due_health_checks(now), c.due_readiness_checks(now)))
+            .await
+        else {
             break;
         };
+        for job in ready_jobs {
+            let core = core.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let outcome = health::probe_readiness(&client, &job).await;
+                let _ = core
+                    .call(move |c, now| c.readiness_result(&job.task_id, job.index, outcome, now))
+                    .await;
+            });
+        }
         for job in jobs {
             let core = core.clone();
             let client = client.clone();

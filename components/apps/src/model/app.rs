@@ -66,7 +66,7 @@ pub struct AppDefinition {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<HealthCheck>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub readiness_checks: Vec<Value>,
+    pub readiness_checks: Vec<ReadinessCheck>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<String>,
     pub upgrade_strategy: UpgradeStrategy,
@@ -369,6 +369,37 @@ impl HealthCheck {
     }
 }
 
+/// A readiness check (`readinessChecks[]`): during deployments a new task only counts once
+/// `GET <protocol>://<task>:<port named portName><path>` answered one of
+/// `httpStatusCodesForReady`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReadinessCheck {
+    pub name: String,
+    pub protocol: String,
+    pub path: String,
+    pub port_name: String,
+    pub interval_seconds: u64,
+    pub timeout_seconds: u64,
+    pub http_status_codes_for_ready: Vec<u16>,
+    pub preserve_last_response: bool,
+}
+
+impl Default for ReadinessCheck {
+    fn default() -> Self {
+        ReadinessCheck {
+            name: "readinessCheck".into(),
+            protocol: "HTTP".into(),
+            path: "/".into(),
+            port_name: "http-api".into(),
+            interval_seconds: 30,
+            timeout_seconds: 10,
+            http_status_codes_for_ready: vec![200],
+            preserve_last_response: false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct UpgradeStrategy {
@@ -628,6 +659,9 @@ impl AppDefinition {
             if hc.protocol.contains("HTTP") && hc.path.is_none() {
                 hc.path = Some("/".into());
             }
+        }
+        for rc in &mut self.readiness_checks {
+            rc.protocol = rc.protocol.to_uppercase();
         }
         let parent = base.clone();
         self.dependencies = self
@@ -978,6 +1012,50 @@ impl AppDefinition {
                 "AppDefinition can contain at most one Mesos health check.",
             ));
         }
+        for (i, rc) in self.readiness_checks.iter().enumerate() {
+            let path = format!("/readinessChecks({i})");
+            if rc.protocol != "HTTP" && rc.protocol != "HTTPS" {
+                v.push(Violation::new(
+                    format!("{path}/protocol"),
+                    "error.unknown.enum.literal",
+                ));
+            }
+            if rc.name.is_empty() {
+                v.push(Violation::new(format!("{path}/name"), "error.minLength"));
+            }
+            if !specs
+                .iter()
+                .any(|s| s.name.as_deref() == Some(rc.port_name.as_str()))
+            {
+                v.push(Violation::new(
+                    format!("{path}/portName"),
+                    format!("No port named '{}' is defined", rc.port_name),
+                ));
+            }
+            if rc.interval_seconds == 0 {
+                v.push(Violation::new(
+                    format!("{path}/intervalSeconds"),
+                    "must be at least 1",
+                ));
+            }
+            if rc.timeout_seconds == 0 || rc.timeout_seconds >= rc.interval_seconds {
+                v.push(Violation::new(
+                    format!("{path}/timeoutSeconds"),
+                    "must be at least 1 and less than intervalSeconds",
+                ));
+            }
+            if rc.http_status_codes_for_ready.is_empty()
+                || rc
+                    .http_status_codes_for_ready
+                    .iter()
+                    .any(|c| !(100..=999).contains(c))
+            {
+                v.push(Violation::new(
+                    format!("{path}/httpStatusCodesForReady"),
+                    "must name at least one HTTP status code (100-999)",
+                ));
+            }
+        }
         for (i, d) in self.dependencies.iter().enumerate() {
             if !PathId::parse(d).problems(true).is_empty() {
                 v.push(Violation::new(
@@ -1097,6 +1175,48 @@ mod tests {
         ] {
             assert!(paths.contains(&p.to_string()), "{p} missing in {paths:?}");
         }
+    }
+
+    #[test]
+    fn readiness_checks_need_a_named_port_a_short_timeout_and_status_codes() {
+        let table = [
+            (json!({"portName": "http-api"}), vec![]),
+            (
+                json!({"portName": "nope"}),
+                vec!["/readinessChecks(0)/portName"],
+            ),
+            (
+                json!({"portName": "http-api", "protocol": "tcp"}),
+                vec!["/readinessChecks(0)/protocol"],
+            ),
+            (
+                json!({"portName": "http-api", "intervalSeconds": 5, "timeoutSeconds": 5}),
+                vec!["/readinessChecks(0)/timeoutSeconds"],
+            ),
+            (
+                json!({"portName": "http-api", "httpStatusCodesForReady": []}),
+                vec!["/readinessChecks(0)/httpStatusCodesForReady"],
+            ),
+        ];
+        for (rc, want) in table {
+            let a = parse(json!({"id": "r", "cmd": "x",
+                "portDefinitions": [{"port": 0, "name": "http-api"}], "readinessChecks": [rc]}));
+            let paths: Vec<String> = a.validate().into_iter().map(|v| v.path).collect();
+            assert_eq!(paths, want, "{rc}");
+        }
+        let a = parse(json!({"id": "r", "cmd": "x",
+            "portDefinitions": [{"port": 0, "name": "http-api"}], "readinessChecks": [{}]}));
+        let rc = &a.readiness_checks[0];
+        assert_eq!(
+            (
+                rc.name.as_str(),
+                rc.path.as_str(),
+                rc.interval_seconds,
+                rc.timeout_seconds
+            ),
+            ("readinessCheck", "/", 30, 10)
+        );
+        assert_eq!(rc.http_status_codes_for_ready, [200]);
     }
 
     #[test]

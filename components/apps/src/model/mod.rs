@@ -6,7 +6,8 @@ pub mod task;
 pub mod time;
 
 pub use app::{
-    AppDefinition, HealthCheck, KillSelection, NetMode, PortSpec, UnreachableStrategy, Violation,
+    AppDefinition, HealthCheck, KillSelection, NetMode, PortSpec, ReadinessCheck,
+    UnreachableStrategy, Violation,
 };
 pub use path::PathId;
 pub use task::{HealthResult, TaskRecord};

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::path::PathId;
 use super::time::Timestamp;
+use crate::readiness::ReadinessResult;
 
 /// One launched task.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -27,6 +28,9 @@ pub struct TaskRecord {
     pub mesos_healthy: Option<bool>,
     /// One entry per app-run health check (HTTP, HTTPS, TCP), same order as the app's checks.
     pub health: Vec<HealthResult>,
+    /// One entry per readiness check once probed, same order as the app's checks.
+    #[serde(default)]
+    pub readiness: Vec<ReadinessResult>,
     /// When we asked Mesos to kill it (kills are re-sent until the task is terminal).
     pub kill_requested: Option<Timestamp>,
     /// Set while the task is TASK_UNREACHABLE.

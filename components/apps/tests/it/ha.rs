@@ -1,10 +1,15 @@
 //! High availability through a real coord member: one leader, followers proxy, failover
 //! keeps the framework and its tasks.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use capstan_apps::{Config, Server};
+use capstan_apps::store::Listing;
+use capstan_apps::{Config, CoordStore, Server, Store, StoreError};
 use capstan_testkit::wait_until;
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -114,5 +119,370 @@ async fn two_instances_elect_one_leader_through_coord_and_fail_over_without_kill
     assert!(master.calls_of("KILL").is_empty(), "no task killed");
     let mut apps_b = apps_b;
     apps_b.stop().await;
+    let _ = coord.shutdown().await;
+}
+
+/// An apps instance on its own runtime, so the test can kill it the hard way: dropping the
+/// runtime stops every task at once, without resigning or revoking the leader lease.
+struct Killable {
+    addr: std::net::SocketAddr,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Killable {
+    fn start(config: Config) -> Killable {
+        Killable::start_inner(config, None)
+    }
+
+    fn start_with_store(config: Config, store: Arc<dyn Store>) -> Killable {
+        Killable::start_inner(config, Some(store))
+    }
+
+    fn start_inner(config: Config, store: Option<Arc<dyn Store>>) -> Killable {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let token = CancellationToken::new();
+            let handle = rt
+                .block_on(async {
+                    match store {
+                        Some(store) => Server::start_with_store(config, store, token).await,
+                        None => Server::start(config, token).await,
+                    }
+                })
+                .expect("apps starts");
+            addr_tx.send(handle.local_addr()).expect("test waits");
+            let _ = rt.block_on(kill_rx);
+            // No shutdown(): the handle and every task die with the runtime.
+            std::mem::forget(handle);
+            rt.shutdown_background();
+        });
+        let addr = addr_rx.recv().expect("apps started");
+        Killable {
+            addr,
+            kill: Some(kill_tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().expect("apps thread ends");
+        }
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Serves `/old` (always 200) and `/new` (503 until `ready` is set) on loopback.
+async fn health_server(ready: Arc<AtomicBool>) -> u16 {
+    let router = axum::Router::new()
+        .route("/old", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/new",
+            axum::routing::get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::SeqCst) {
+                        http::StatusCode::OK
+                    } else {
+                        http::StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_apps_leader_mid_deployment_lets_the_standby_finish_it_without_duplicate_tasks()
+{
+    let dir = capstan_testkit::temp_dir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let coord_addr = listener.local_addr().unwrap();
+    let coord_cfg = capstan_coord::Config {
+        id: 1,
+        listen: coord_addr,
+        data_dir: dir.path().join("coord"),
+        members: vec![capstan_coord::MemberConfig {
+            id: 1,
+            addr: coord_addr.to_string(),
+        }],
+        ..capstan_coord::Config::default()
+    };
+    let coord = capstan_coord::Server::start_on(coord_cfg, listener, CancellationToken::new())
+        .await
+        .expect("coord starts");
+    let coord_url = format!("http://{coord_addr}");
+    let master = FakeMaster::start(2).await;
+    let ready = Arc::new(AtomicBool::new(false));
+    let health_port = health_server(ready.clone()).await;
+    let config = || {
+        let mut c = Config::for_tests(&master.url());
+        c.store.coord_endpoints = vec![coord_url.clone()];
+        c.store.prefix = Some("/kill/apps".into());
+        c.leader_lease_ttl = Duration::from_secs(2);
+        c
+    };
+    let http = reqwest::Client::new();
+    let mut a = Killable::start(config());
+    let a_addr = a.addr.to_string();
+    wait_until("first instance elected", WAIT, async || {
+        leader_of(&http, &format!("http://{a_addr}"))
+            .await
+            .map(|l| l == a_addr)
+    })
+    .await
+    .unwrap();
+    let b = Server::start(config(), CancellationToken::new())
+        .await
+        .unwrap();
+    let b_addr = b.local_addr().to_string();
+    let mut apps = Apps {
+        url: format!("http://{b_addr}"),
+        handle: Some(b),
+        http: http.clone(),
+    };
+    wait_until("follower knows the leader", WAIT, async || {
+        leader_of(&http, &apps.url).await.map(|l| l == a_addr)
+    })
+    .await
+    .unwrap();
+    let check = |path: &str| {
+        json!([{"protocol": "HTTP", "path": path, "port": health_port, "gracePeriodSeconds": 0,
+            "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 0}])
+    };
+    let (s, v) = apps
+        .post(
+            "/v2/apps",
+            json!({"id": "/roll", "cmd": "serve", "cpus": 0.1, "mem": 16, "instances": 3,
+                "healthChecks": check("/old")}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let old = task_ids(&apps.wait_running("/roll", 3).await);
+    // A rolling upgrade whose new tasks stay unhealthy: it cannot finish while the leader lives.
+    let (s, v) = apps
+        .put("/v2/apps/roll", json!({"healthChecks": check("/new")}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let target_version = v["version"].as_str().unwrap().to_string();
+    let store = capstan_coord_client::Client::new([coord_url.as_str()]).unwrap();
+    wait_until(
+        "three new tasks launched and stored, the old ones kept",
+        WAIT,
+        async || {
+            let stored = store.list_all("/kill/apps/tasks/").await?.kvs.len();
+            let deployments = apps.get("/v2/deployments").await;
+            anyhow::ensure!(
+                stored == 6 && master.live_tasks().len() == 6,
+                "stored {stored}, live {}",
+                master.live_tasks().len()
+            );
+            anyhow::ensure!(deployments.as_array().is_some_and(|d| d.len() == 1));
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let launched_before_kill = launched(&master);
+    assert_eq!(launched_before_kill, 6);
+    a.kill();
+    wait_until("the standby elected", WAIT, async || {
+        leader_of(&http, &apps.url).await.map(|l| l == b_addr)
+    })
+    .await
+    .unwrap();
+    wait_until("the standby subscribed", WAIT, async || {
+        master.with(|s| s.subscribes) == 2
+    })
+    .await
+    .unwrap();
+    let ids = master.with(|s| s.framework_ids.clone());
+    assert_eq!(ids[0], ids[1], "same framework id, read from coord");
+    // The deployment survived the failover and is still waiting for health.
+    let deployments = apps.get("/v2/deployments").await;
+    assert_eq!(deployments.as_array().unwrap().len(), 1, "{deployments}");
+    assert_eq!(master.live_tasks().len(), 6);
+    ready.store(true, Ordering::SeqCst);
+    apps.wait_no_deployments().await;
+    let app = apps.wait_running("/roll", 3).await;
+    assert_eq!(app["instances"], 3);
+    assert_eq!(app["version"], target_version.as_str());
+    assert!(
+        app["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["version"] == target_version.as_str()),
+        "{app}"
+    );
+    let new = task_ids(&app);
+    assert!(new.iter().all(|t| !old.contains(t)), "old tasks replaced");
+    let mut live: Vec<String> = master.live_tasks().into_iter().map(|(id, _)| id).collect();
+    live.sort();
+    assert_eq!(live, new, "the master runs exactly the app's tasks");
+    assert_eq!(launched(&master), 6, "no task launched twice");
+    let killed: BTreeSet<String> = master
+        .calls_of("KILL")
+        .iter()
+        .filter_map(|k| k["kill"]["task_id"]["value"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        killed,
+        old.iter().cloned().collect::<BTreeSet<_>>(),
+        "only old tasks killed"
+    );
+    apps.stop().await;
+    let _ = coord.shutdown().await;
+}
+
+/// Tasks launched through ACCEPT calls so far.
+fn launched(master: &FakeMaster) -> usize {
+    master
+        .calls_of("ACCEPT")
+        .iter()
+        .flat_map(|c| {
+            c["accept"]["operations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|op| {
+            op["launch"]["task_infos"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// A store whose task writes never complete (a leader about to die), passing the rest on.
+struct StuckTaskWrites {
+    inner: CoordStore,
+    stuck: Arc<AtomicBool>,
+}
+
+impl Store for StuckTaskWrites {
+    fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        self.inner.get(key)
+    }
+
+    fn put(&self, key: &str, value: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>> {
+        if key.starts_with("/tasks/") {
+            self.stuck.store(true, Ordering::SeqCst);
+            return Box::pin(std::future::pending());
+        }
+        self.inner.put(key, value)
+    }
+
+    fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.delete(key)
+    }
+
+    fn list(&self, prefix: &str) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        self.inner.list(prefix)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_dying_before_its_tasks_are_stored_has_launched_none_of_them() {
+    let dir = capstan_testkit::temp_dir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let coord_addr = listener.local_addr().unwrap();
+    let coord_cfg = capstan_coord::Config {
+        id: 1,
+        listen: coord_addr,
+        data_dir: dir.path().join("coord"),
+        members: vec![capstan_coord::MemberConfig {
+            id: 1,
+            addr: coord_addr.to_string(),
+        }],
+        ..capstan_coord::Config::default()
+    };
+    let coord = capstan_coord::Server::start_on(coord_cfg, listener, CancellationToken::new())
+        .await
+        .expect("coord starts");
+    let coord_url = format!("http://{coord_addr}");
+    let master = FakeMaster::start(2).await;
+    let config = || {
+        let mut c = Config::for_tests(&master.url());
+        c.store.coord_endpoints = vec![coord_url.clone()];
+        c.store.prefix = Some("/stuck/apps".into());
+        c.leader_lease_ttl = Duration::from_secs(2);
+        c
+    };
+    let stuck = Arc::new(AtomicBool::new(false));
+    let store = StuckTaskWrites {
+        inner: CoordStore::new(std::slice::from_ref(&coord_url), "/stuck/apps").unwrap(),
+        stuck: stuck.clone(),
+    };
+    let mut a = Killable::start_with_store(config(), Arc::new(store));
+    let a_url = format!("http://{}", a.addr);
+    let http = reqwest::Client::new();
+    wait_until("first instance elected", WAIT, async || {
+        leader_of(&http, &a_url)
+            .await
+            .map(|l| l == a.addr.to_string())
+    })
+    .await
+    .unwrap();
+    let leader = Apps {
+        url: a_url,
+        handle: None,
+        http: http.clone(),
+    };
+    let (s, v) = leader
+        .post(
+            "/v2/apps",
+            json!({"id": "/early", "cmd": "serve", "cpus": 0.1, "mem": 16, "instances": 2}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    wait_until("the leader placed the tasks", WAIT, async || {
+        stuck.load(Ordering::SeqCst)
+    })
+    .await
+    .unwrap();
+    a.kill();
+    assert_eq!(
+        launched(&master),
+        0,
+        "nothing launched before it was stored"
+    );
+    let b = Server::start(config(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut apps = Apps {
+        url: format!("http://{}", b.local_addr()),
+        handle: Some(b),
+        http,
+    };
+    let app = apps.wait_running("/early", 2).await;
+    assert_eq!(launched(&master), 2, "each instance launched once");
+    assert!(
+        master.calls_of("KILL").is_empty(),
+        "no unknown task to kill"
+    );
+    let mut live: Vec<String> = master.live_tasks().into_iter().map(|(id, _)| id).collect();
+    live.sort();
+    assert_eq!(live, task_ids(&app));
+    apps.stop().await;
     let _ = coord.shutdown().await;
 }

@@ -2,11 +2,12 @@
 //! tasks, health checks, and the TaskInfo details agents and dcos-net read.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::response::Response;
 use capstan_apps::{Config, InMemoryStore, Server};
 use capstan_testkit::wait_until;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::fake_master::{FakeAgent, FakeMaster};
@@ -251,4 +252,211 @@ async fn task_info_carries_docker_bridge_ports_vip_labels_and_the_mesos_health_c
         .collect();
     assert!(env.contains(&"PORT0=80".to_string()), "{env:?}");
     assert!(env.contains(&"MARATHON_APP_DOCKER_IMAGE=capstan/http".to_string()));
+}
+
+/// A readiness endpoint on loopback: `/ready` answers 503 while `ready` is false, then 200;
+/// `hits` counts the requests.
+async fn readiness_server(ready: Arc<AtomicBool>, hits: Arc<AtomicUsize>) -> u64 {
+    let router = axum::Router::new().route(
+        "/ready",
+        axum::routing::get(move || {
+            let (ready, hits) = (ready.clone(), hits.clone());
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                if ready.load(Ordering::SeqCst) {
+                    (http::StatusCode::OK, "ready")
+                } else {
+                    (http::StatusCode::SERVICE_UNAVAILABLE, "warming up")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = u64::from(listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    port
+}
+
+#[tokio::test]
+async fn an_upgrade_keeps_the_old_task_until_the_new_one_passes_its_readiness_check() {
+    // Two agents, each offering exactly the port of one readiness endpoint.
+    let ready = Arc::new(AtomicBool::new(true));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let mut agents = Vec::new();
+    for n in 0..2 {
+        let port = readiness_server(ready.clone(), hits.clone()).await;
+        let mut a = FakeAgent::new(n);
+        a.ports = (port, port);
+        agents.push(a);
+    }
+    let master = FakeMaster::start_with(agents).await;
+    let apps = Apps::start(&master).await;
+    let app = |version: &str| {
+        json!({"id": "/rd", "cmd": "serve", "cpus": 0.1, "mem": 16, "instances": 1,
+            "env": {"V": version},
+            "portDefinitions": [{"port": 0, "name": "http-api"}],
+            "readinessChecks": [{"name": "warm", "path": "/ready", "portName": "http-api",
+                "intervalSeconds": 2, "timeoutSeconds": 1, "preserveLastResponse": true}]})
+    };
+    let (s, v) = apps.post("/v2/apps", app("1")).await;
+    assert_eq!(s, 201, "{v}");
+    let old = task_ids(&apps.wait_running("/rd", 1).await);
+    assert!(
+        hits.load(Ordering::SeqCst) >= 1,
+        "the start waited for readiness"
+    );
+    // The new task is not ready at first: the old one must stay.
+    ready.store(false, Ordering::SeqCst);
+    let hits_before = hits.load(Ordering::SeqCst);
+    let (s, v) = apps.put("/v2/apps/rd", app("2")).await;
+    assert_eq!(s, 200, "{v}");
+    let (new_task, results) = wait_until("the new task answered 503", WAIT, async || {
+        let d = apps.get("/v2/deployments").await;
+        let results = d[0]["currentActions"][0]["readinessCheckResults"].clone();
+        let r = &results[0];
+        if r["lastResponse"]["status"] == 503 {
+            Some((r["taskId"].as_str()?.to_string(), results.clone()))
+        } else {
+            None
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!old.contains(&new_task));
+    assert_eq!(
+        results,
+        json!([{"name": "warm", "taskId": new_task, "ready": false,
+            "lastResponse": {"status": 503, "contentType": "text/plain; charset=utf-8", "body": "warming up"}}])
+    );
+    assert_eq!(results[0]["ready"], false);
+    assert!(hits.load(Ordering::SeqCst) > hits_before);
+    assert!(master.calls_of("KILL").is_empty(), "old task kept");
+    let app_v = apps.get("/v2/apps/rd").await;
+    assert_eq!(app_v["app"]["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(app_v["app"]["deployments"].as_array().unwrap().len(), 1);
+    // Ready now: the upgrade finishes and the old task goes.
+    ready.store(true, Ordering::SeqCst);
+    let app_v = apps.wait_running("/rd", 1).await;
+    assert_eq!(task_ids(&app_v), vec![new_task]);
+    let killed: Vec<Value> = master
+        .calls_of("KILL")
+        .iter()
+        .map(|k| k["kill"]["task_id"]["value"].clone())
+        .collect();
+    assert_eq!(killed, vec![json!(old[0])]);
+    let listed = apps.get("/v2/apps?embed=apps.readiness").await;
+    assert_eq!(
+        listed["apps"][0]["readinessCheckResults"][0]["ready"], true,
+        "{listed}"
+    );
+    let plain = apps.get("/v2/apps").await;
+    assert!(plain["apps"][0].get("readinessCheckResults").is_none());
+}
+
+/// An HTTPS server on loopback with a certificate made up now (self-signed, for a name
+/// that is not the address it is reached at): `/health` and `/ready` answer 200.
+async fn tls_server() -> u64 {
+    let key = rcgen::generate_simple_self_signed(vec!["task.invalid".to_string()]).unwrap();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], private)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = u64::from(listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|req: http::Request<_>| async move {
+                    let _: &hyper::body::Incoming = req.body();
+                    let status = match req.uri().path() {
+                        "/health" | "/ready" => http::StatusCode::OK,
+                        _ => http::StatusCode::NOT_FOUND,
+                    };
+                    let mut resp = http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"secure"),
+                    ));
+                    *resp.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_health_and_readiness_checks_speak_tls_and_accept_self_signed_certificates() {
+    let tls_port = tls_server().await;
+    // A plain HTTP server: a TCP connect succeeds, an HTTPS check must not.
+    let plain = axum::Router::new().fallback(|| async { "plain" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_port = u64::from(listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, plain).await });
+    let mut secure = FakeAgent::new(0);
+    secure.ports = (tls_port, tls_port);
+    secure.attributes = vec![("kind".into(), "tls".into())];
+    let mut insecure = FakeAgent::new(1);
+    insecure.ports = (plain_port, plain_port);
+    insecure.attributes = vec![("kind".into(), "plain".into())];
+    let master = FakeMaster::start_with(vec![secure, insecure]).await;
+    let apps = Apps::start(&master).await;
+    let app = |id: &str, kind: &str| {
+        json!({"id": id, "cmd": "serve", "cpus": 0.1, "mem": 16,
+            "constraints": [["kind", "LIKE", kind]],
+            "portDefinitions": [{"port": 0, "name": "https"}],
+            "healthChecks": [{"protocol": "HTTPS", "path": "/health", "portIndex": 0,
+                "gracePeriodSeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 1,
+                "maxConsecutiveFailures": 0}],
+            "readinessChecks": [{"protocol": "HTTPS", "path": "/ready", "portName": "https",
+                "intervalSeconds": 2, "timeoutSeconds": 1, "preserveLastResponse": true}]})
+    };
+    let (s, v) = apps.post("/v2/apps", app("/tls", "tls")).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = apps.post("/v2/apps", app("/notls", "plain")).await;
+    assert_eq!(s, 201, "{v}");
+    let ok = apps.wait_running("/tls", 1).await;
+    assert_eq!(ok["tasksHealthy"], 1, "{ok}");
+    assert_eq!(
+        ok["readinessCheckResults"][0]["lastResponse"]["body"], "secure",
+        "{ok}"
+    );
+    let bad = wait_until(
+        "the HTTPS check of the plain server failed",
+        WAIT,
+        async || {
+            let app = apps.get("/v2/apps/notls").await["app"].clone();
+            (app["tasks"][0]["healthCheckResults"][0]["alive"] == false).then_some(app)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad["tasksHealthy"], 0, "{bad}");
+    assert_eq!(bad["tasksUnhealthy"], 1, "{bad}");
+    let cause = bad["tasks"][0]["healthCheckResults"][0]["lastFailureCause"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(cause.contains("https://"), "{cause}");
+    assert_eq!(
+        bad["deployments"].as_array().unwrap().len(),
+        1,
+        "never healthy nor ready: the deployment stays"
+    );
 }
