@@ -30,7 +30,10 @@ pub struct Config {
     /// Initial members (1, 3 or 5). Empty, or a list without this member's id: the member
     /// starts empty and waits to be added with `member add`.
     pub members: Vec<MemberConfig>,
-    /// Raft election timeout range and heartbeat.
+    /// Raft election timeout range and heartbeat. A follower that heard from a leader waits
+    /// the leader's lease (openraft: `election_timeout_max_ms`) plus a random timeout from
+    /// the range before it campaigns, so failover takes max + [min, max] plus one round:
+    /// 300–400 ms with the defaults (etcd's default election timeout alone is 1 s).
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -56,9 +59,9 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
             data_dir: PathBuf::from("/var/lib/capstan/coord"),
             members: Vec::new(),
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 300,
-            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 200,
+            heartbeat_interval_ms: 40,
             snapshot_every_entries: 10_000,
             log_entries_kept_after_snapshot: 1_000,
             watch_history: 10_000,
