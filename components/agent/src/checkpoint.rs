@@ -1,5 +1,5 @@
-//! The agent's checkpoint: its id, its tasks and containers, and unacknowledged status
-//! updates, in one JSON file written atomically (temp file + fsync + rename + directory
+//! The agent's checkpoint: its id, its tasks and containers, its custom executors, and
+//! unacknowledged status updates, in one JSON file written atomically (temp file + fsync + rename + directory
 //! fsync), so a crash leaves either the old or the new state, never a torn one.
 //! Protobuf messages are stored as base64 protobuf bytes.
 
@@ -21,6 +21,42 @@ pub struct Checkpoint {
     pub registered: bool,
     #[serde(default)]
     pub tasks: Vec<TaskRecord>,
+    /// Custom executors (their tasks are in `tasks`).
+    #[serde(default)]
+    pub executors: Vec<ExecutorRecord>,
+}
+
+/// One custom executor and its container or process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorRecord {
+    pub framework_id: String,
+    /// `ExecutorInfo`, base64 protobuf.
+    pub executor_info: String,
+    /// The framework's `FrameworkInfo` (base64 protobuf), given to the executor again when
+    /// it re-subscribes.
+    #[serde(default)]
+    pub framework_info: Option<String>,
+    pub container_id: String,
+    /// Docker container name; empty for process executors.
+    pub container_name: String,
+    pub sandbox: PathBuf,
+    pub docker: bool,
+    /// The executor's pid (a process executor's process group leader).
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// When `pid` started (field 22 of `/proc/<pid>/stat`, clock ticks after boot), so a
+    /// reused pid is not mistaken for the executor.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
+    /// Ids of its tasks.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// Tasks not yet handed to it (`TaskInfo`, base64 protobuf): sent once it subscribes.
+    #[serde(default)]
+    pub queued: Vec<String>,
+    /// It was told to shut down.
+    #[serde(default)]
+    pub shutting_down: bool,
 }
 
 /// One task and its container.
@@ -158,10 +194,25 @@ mod tests {
                 statuses: vec![encode_msg(&status)],
                 unacknowledged: vec![encode_msg(&status)],
             }],
+            executors: vec![ExecutorRecord {
+                framework_id: "F".into(),
+                executor_info: String::new(),
+                framework_info: None,
+                container_id: "e".into(),
+                container_name: String::new(),
+                sandbox: "/e".into(),
+                docker: false,
+                pid: Some(42),
+                pid_start: Some(7),
+                tasks: vec!["t".into()],
+                queued: Vec::new(),
+                shutting_down: false,
+            }],
         };
         store(dir.path(), &cp).unwrap();
         assert_eq!(load(dir.path()).unwrap().as_ref(), Some(&cp));
         cp.tasks.clear();
+        cp.executors.clear();
         store(dir.path(), &cp).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(cp));
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("meta"))

@@ -20,6 +20,7 @@
 //!     kill_orphans: true
 //!   default_kill_grace: 5           # seconds
 //!   status_update_retry: 10         # seconds
+//!   executor_reregistration_timeout: 20  # seconds a recovered executor has to SUBSCRIBE again
 //! ```
 
 use std::collections::BTreeMap;
@@ -39,8 +40,10 @@ pub struct Config {
     /// Address the HTTP API listens on (Mesos agents use port 5051).
     pub listen: SocketAddr,
     /// The IP other hosts reach this agent and its tasks on: host ports are published on it,
-    /// HOST-network tasks report it. Default: the listen IP, or 127.0.0.1 when that is a
-    /// wildcard.
+    /// HOST-network tasks report it, and custom executors reach the agent on it
+    /// (`MESOS_AGENT_ENDPOINT`; executors in BRIDGE or USER network containers need the
+    /// agent to listen on an address containers can reach). Default: the listen IP, or
+    /// 127.0.0.1 when that is a wildcard.
     pub advertise_ip: Option<IpAddr>,
     /// Hostname reported to the master and given to tasks as `HOST`. Default: the system's.
     pub hostname: Option<String>,
@@ -62,6 +65,12 @@ pub struct Config {
     /// How often unacknowledged status updates are sent again.
     #[serde(with = "duration_secs")]
     pub status_update_retry: Duration,
+    /// After an agent restart, how long a still-running custom executor has to SUBSCRIBE
+    /// again before it is killed and its tasks fail (Mesos'
+    /// `--executor_reregistration_timeout`, 2 s there; longer here because pymesos backs
+    /// off up to 15 s between attempts).
+    #[serde(with = "duration_secs")]
+    pub executor_reregistration_timeout: Duration,
 }
 
 impl Default for Config {
@@ -78,6 +87,7 @@ impl Default for Config {
             docker: DockerConfig::default(),
             default_kill_grace: Duration::from_secs(5),
             status_update_retry: Duration::from_secs(10),
+            executor_reregistration_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -210,6 +220,12 @@ impl Validate for Config {
         }
         if self.status_update_retry.is_zero() {
             problems.push(ConfigProblem::new("status_update_retry", "must be above 0"));
+        }
+        if self.executor_reregistration_timeout.is_zero() {
+            problems.push(ConfigProblem::new(
+                "executor_reregistration_timeout",
+                "must be above 0",
+            ));
         }
         problems
     }

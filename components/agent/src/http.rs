@@ -133,7 +133,8 @@ async fn executor_api(State(s): State<Shared>, headers: HeaderMap, body: Bytes) 
                     "Expecting 'Accept' to allow application/json or application/x-protobuf",
                 );
             };
-            match s.tasks.executor_subscribe(fid, eid).await {
+            let subscribe = call.subscribe.clone().unwrap_or_default();
+            match s.tasks.executor_subscribe_with(fid, eid, subscribe).await {
                 Ok(mut rx) => {
                     let stream = futures::stream::poll_fn(move |cx| {
                         rx.poll_recv(cx).map(|ev| {
@@ -377,10 +378,13 @@ async fn version() -> Response {
 
 async fn containers(State(s): State<Shared>) -> Response {
     let snap = s.tasks.snapshot();
+    // The tasks of a custom executor share its container: it is listed once.
+    let mut seen = std::collections::BTreeSet::new();
     let list: Vec<Value> = snap
         .tasks
         .values()
         .filter(|t| !is_terminal(t.state))
+        .filter(|t| seen.insert(t.container.container_id.clone()))
         .map(|t| {
             let mut status = json!({"container_id": {"value": t.container.container_id}});
             if let Some(l) = &t.launched {
@@ -394,7 +398,11 @@ async fn containers(State(s): State<Shared>) -> Response {
                 "container_id": t.container.container_id,
                 "container_name": t.container.name,
                 "executor_id": t.executor_id,
-                "executor_name": format!("Command Executor (Task: {})", t.executor_id),
+                "executor_name": if t.custom_executor {
+                    t.info.executor.as_ref().and_then(|e| e.name.clone()).unwrap_or_default()
+                } else {
+                    format!("Command Executor (Task: {})", t.executor_id)
+                },
                 "framework_id": t.framework_id,
                 "source": t.executor_id,
                 "status": status,

@@ -7,9 +7,11 @@
 //! Key decision: one task-manager task owns all task state and the checkpoint; per-task
 //! supervisors drive a [`containerizer::Containerizer`] and only send it events. What to
 //! create for a task is decided by the pure [`spec`] module, so the Docker side is a thin
-//! translation. Containers are named `mesos-<agent-id>.<container-id>` and labelled with the
-//! task, framework and agent, which is how a restarted agent finds, reattaches to, or destroys
-//! them.
+//! translation. Containers (of tasks and of custom executors) are named
+//! `mesos-<agent-id>.<container-id>` and labelled with the task or executor, framework and
+//! agent, which is how a restarted agent finds, reattaches to, or destroys them; custom
+//! executors are checkpointed too and wait for their executor to SUBSCRIBE again
+//! ([`manager::executor`]).
 
 pub mod checkpoint;
 pub mod config;

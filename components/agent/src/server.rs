@@ -175,6 +175,7 @@ impl Server {
             extra_labels: config.docker.extra_labels.clone(),
             default_kill_grace: config.default_kill_grace,
             status_update_retry: config.status_update_retry,
+            executor_reregistration_timeout: config.executor_reregistration_timeout,
             kill_orphans: config.docker.kill_orphans,
             agent_endpoint: SocketAddr::new(advertise_ip, local_addr.port()),
         };

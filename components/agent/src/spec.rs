@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use capstan_proto::mesos::v1::{
-    CommandInfo, ContainerInfo, TaskInfo, container_info, container_info::docker_info, volume,
+    CommandInfo, ContainerInfo, ExecutorInfo, Resource, TaskId, TaskInfo, container_info,
+    container_info::docker_info, volume,
 };
 
 use crate::resources::TaskResources;
@@ -397,6 +398,56 @@ pub fn build_spec(task: &TaskInfo, ctx: &SpecContext<'_>) -> Result<ContainerSpe
         privileged: docker.privileged(),
         extra,
     })
+}
+
+/// Builds the container spec for a custom executor that asks for a Docker container.
+///
+/// The executor's image, network, volumes, parameters and command follow the same rules as
+/// a task's (see the module doc); `resources` (the executor's plus its tasks') set the
+/// limits, since the tasks run inside the executor's container. The environment is
+/// `executor_env` (the Mesos executor variables), then the container name and the variables
+/// of `docker.parameters` and of the executor's command, which win. The container carries
+/// the agent, framework, executor and container labels (no task label).
+pub fn build_executor_spec(
+    exec: &ExecutorInfo,
+    resources: Vec<Resource>,
+    executor_env: Vec<(String, String)>,
+    ctx: &SpecContext<'_>,
+) -> Result<ContainerSpec, SpecError> {
+    let as_task = TaskInfo {
+        name: exec.name.clone().unwrap_or_default(),
+        task_id: TaskId {
+            value: exec.executor_id.value.clone(),
+        },
+        resources,
+        command: exec.command.clone(),
+        container: exec.container.clone(),
+        ..Default::default()
+    };
+    let mut spec = build_spec(&as_task, ctx)?;
+    // The task-only variables go; the executor's replace them.
+    let task_only = task_environment(&as_task, None, ctx.hostname, ctx.sandbox_mount, &[])?;
+    let mut env = executor_env;
+    env.extend(
+        spec.env
+            .drain(..)
+            .filter(|(k, _)| !task_only.iter().any(|(t, _)| t == k) || k == "HOST"),
+    );
+    spec.env = dedup_env(env);
+    spec.labels.remove(LABEL_TASK);
+    Ok(spec)
+}
+
+/// Keeps one entry per name: the last value, at the place of the first.
+fn dedup_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        match out.iter_mut().find(|(o, _)| *o == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
 }
 
 fn docker_info(

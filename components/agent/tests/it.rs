@@ -9,6 +9,7 @@ mod it {
     mod endpoints;
     mod engine_restart;
     mod executor_api;
+    mod executor_recovery;
     mod health_checks;
     mod master_link;
     mod process_tasks;

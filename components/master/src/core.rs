@@ -186,19 +186,41 @@ struct Pending {
     sent_at: Option<Instant>,
 }
 
+/// A JSON value kept as its compact text: a task's TaskInfo and status history are only
+/// read back for state endpoints and events, and as text they take a fraction of the memory
+/// of a `serde_json::Value` tree (which is what keeps 10,000 tasks within the RSS goal).
+#[derive(Clone, PartialEq)]
+struct Packed(Box<str>);
+
+impl Packed {
+    fn new(v: &Value) -> Self {
+        Packed(v.to_string().into_boxed_str())
+    }
+
+    fn value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Task {
     framework_id: String,
     id: String,
     agent_id: String,
-    info: Value,
+    info: Packed,
     executor_id: Option<String>,
     /// The task's executor (its own `executor`, or the task group's).
-    executor: Option<Value>,
+    executor: Option<Packed>,
     resources: Pools,
     role: String,
     state: String,
-    statuses: Vec<Value>,
+    statuses: Vec<Packed>,
     pending: VecDeque<Pending>,
     acked: VecDeque<String>,
     released: bool,
@@ -206,9 +228,16 @@ struct Task {
 
 impl Task {
     fn latest_status(&self) -> Value {
-        self.statuses.last().cloned().unwrap_or_else(|| {
+        self.statuses.last().map(Packed::value).unwrap_or_else(|| {
             master_status(&self.id, &self.state, Some(&self.agent_id), None, None)
         })
+    }
+
+    fn push_status(&mut self, status: &Value) {
+        self.statuses.push(Packed::new(status));
+        if self.statuses.len() > MAX_STATUSES_KEPT {
+            self.statuses.remove(0);
+        }
     }
 }
 
@@ -407,14 +436,16 @@ impl Core {
     }
 
     fn task_v1_json(&self, t: &Task) -> Value {
+        let info = t.info.value();
+        let statuses: Vec<Value> = t.statuses.iter().map(Packed::value).collect();
         let mut v = json!({
-            "name": t.info.get("name").cloned().unwrap_or(json!("")),
+            "name": info.get("name").cloned().unwrap_or(json!("")),
             "task_id": id_json(&t.id),
             "framework_id": id_json(&t.framework_id),
             "agent_id": id_json(&t.agent_id),
             "state": t.state,
             "resources": pools_to_mesos_json(&t.resources, Some(&t.role)),
-            "statuses": t.statuses,
+            "statuses": statuses,
         });
         if let Some(e) = &t.executor_id {
             v["executor_id"] = id_json(e);
@@ -427,7 +458,7 @@ impl Core {
             "kill_policy",
             "limits",
         ] {
-            if let Some(x) = t.info.get(k) {
+            if let Some(x) = info.get(k) {
                 v[k] = x.clone();
             }
         }
@@ -1149,13 +1180,13 @@ impl Core {
             framework_id: fid.into(),
             id: tid.clone(),
             agent_id: agent_id.into(),
-            info: info.clone(),
+            info: Packed::new(&info),
             executor_id,
-            executor: group_executor.or(ti.get("executor")).cloned(),
+            executor: group_executor.or(ti.get("executor")).map(Packed::new),
             resources: res,
             role: role.into(),
             state: "TASK_STAGING".into(),
-            statuses: vec![staging],
+            statuses: vec![Packed::new(&staging)],
             pending: VecDeque::new(),
             acked: VecDeque::new(),
             released: false,
@@ -1367,7 +1398,7 @@ impl Core {
             agents.insert(t.agent_id.clone());
             if !is_terminal(&t.state) {
                 t.state = "TASK_KILLED".into();
-                t.statuses.push(master_status(
+                t.push_status(&master_status(
                     &t.id,
                     "TASK_KILLED",
                     Some(&t.agent_id),
@@ -1568,7 +1599,7 @@ impl Core {
                 Some("Task was not reported by its re-registered agent"),
             );
             t.state = "TASK_GONE".into();
-            t.statuses.push(s.clone());
+            t.push_status(&s);
             self.send_update_to_framework(&k.0, s);
             let t = self.tasks.remove(&k).expect("exists");
             self.release(&t);
@@ -1597,7 +1628,7 @@ impl Core {
                     }
                     st["agent_id"] = id_json(&id);
                     if changed {
-                        t.statuses.push(st.clone());
+                        t.push_status(&st);
                     }
                     if !terminal && !self.alloc.charge(&fid, &id, &res) {
                         warn!(task_id = %tid, "Re-registered task's resources exceed the agent's");
@@ -1632,12 +1663,12 @@ impl Core {
                             .as_ref()
                             .or(task.get("executor"))
                             .and_then(|e| id_value(e.get("executor_id"))),
-                        executor: exec.clone().or_else(|| task.get("executor").cloned()),
-                        info: task,
+                        executor: exec.as_ref().or(task.get("executor")).map(Packed::new),
+                        info: Packed::new(&task),
                         resources: res.clone(),
                         role,
                         state,
-                        statuses: vec![st],
+                        statuses: vec![Packed::new(&st)],
                         pending: VecDeque::new(),
                         acked: VecDeque::new(),
                         released: terminal,
@@ -1797,10 +1828,7 @@ impl Core {
         if let Some(o) = hist.as_object_mut() {
             o.remove("uuid");
         }
-        t.statuses.push(hist);
-        if t.statuses.len() > MAX_STATUSES_KEPT {
-            t.statuses.remove(0);
-        }
+        t.push_status(&hist);
         t.pending.push_back(Pending {
             status: status.clone(),
             uuid: uuid.to_string(),
@@ -1876,7 +1904,7 @@ impl Core {
                 Some("Agent is unreachable"),
             );
             s["unreachable_time"] = json!({"nanoseconds": (ts * 1e9) as i64});
-            t.statuses.push(s.clone());
+            t.push_status(&s);
             self.send_update_to_framework(&k.0, s.clone());
             self.operator_event(json!({"type":"TASK_UPDATED","task_updated":{
                 "framework_id": id_json(&k.0), "status": s, "state": "TASK_UNREACHABLE"}}));
@@ -2161,7 +2189,7 @@ impl Core {
                     Some("Agent marked gone by operator"),
                 );
                 t.state = "TASK_GONE_BY_OPERATOR".into();
-                t.statuses.push(s.clone());
+                t.push_status(&s);
                 self.send_update_to_framework(&k.0, s);
             }
             t.pending.clear();
@@ -2243,7 +2271,7 @@ impl Core {
             if let (Some(eid), Some(exec)) = (&t.executor_id, &t.executor)
                 && seen.insert((t.framework_id.clone(), eid.clone()))
             {
-                out.push(json!({"executor_info": exec, "agent_id": id_json(&t.agent_id)}));
+                out.push(json!({"executor_info": exec.value(), "agent_id": id_json(&t.agent_id)}));
             }
         }
         json!({"executors": out})
@@ -2326,9 +2354,11 @@ impl Core {
     }
 
     fn task_state_json(&self, t: &Task) -> Value {
+        let info = t.info.value();
         let statuses: Vec<Value> = t
             .statuses
             .iter()
+            .map(Packed::value)
             .map(|s| {
                 let mut o = json!({"state": s["state"], "timestamp": s.get("timestamp").cloned().unwrap_or(json!(0.0))});
                 for k in ["labels", "container_status", "healthy"] {
@@ -2341,7 +2371,7 @@ impl Core {
             .collect();
         let mut v = json!({
             "id": t.id,
-            "name": t.info.get("name").cloned().unwrap_or(json!("")),
+            "name": info.get("name").cloned().unwrap_or(json!("")),
             "framework_id": t.framework_id,
             "executor_id": t.executor_id.clone().unwrap_or_default(),
             "slave_id": t.agent_id,
@@ -2350,11 +2380,11 @@ impl Core {
             "role": t.role,
             "statuses": statuses,
         });
-        if let Some(l) = t.info.pointer("/labels/labels") {
+        if let Some(l) = info.pointer("/labels/labels") {
             v["labels"] = l.clone();
         }
         for k in ["discovery", "container", "health_check"] {
-            if let Some(x) = t.info.get(k) {
+            if let Some(x) = info.get(k) {
                 v[k] = x.clone();
             }
         }
@@ -2472,7 +2502,13 @@ impl Core {
         framework_id: Option<&str>,
         task_id: Option<&str>,
     ) -> Value {
-        let mut all: Vec<&Task> = self
+        let first_seen = |t: &Task| {
+            t.statuses
+                .first()
+                .and_then(|s| s.value()["timestamp"].as_f64())
+                .unwrap_or(0.0)
+        };
+        let mut all: Vec<(f64, &Task)> = self
             .tasks
             .values()
             .chain(
@@ -2482,20 +2518,9 @@ impl Core {
             )
             .filter(|t| framework_id.is_none_or(|f| t.framework_id == f))
             .filter(|t| task_id.is_none_or(|id| t.id == id))
+            .map(|t| (first_seen(t), t))
             .collect();
-        all.sort_by(|a, b| {
-            let ta = a
-                .statuses
-                .first()
-                .and_then(|s| s["timestamp"].as_f64())
-                .unwrap_or(0.0);
-            let tb = b
-                .statuses
-                .first()
-                .and_then(|s| s["timestamp"].as_f64())
-                .unwrap_or(0.0);
-            ta.total_cmp(&tb)
-        });
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
         if !asc {
             all.reverse();
         }
@@ -2503,7 +2528,7 @@ impl Core {
             .into_iter()
             .skip(offset)
             .take(limit)
-            .map(|t| self.task_state_json(t))
+            .map(|(_, t)| self.task_state_json(t))
             .collect();
         json!({"tasks": tasks})
     }

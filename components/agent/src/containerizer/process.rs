@@ -64,7 +64,7 @@ impl ProcessContainerizer {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub(crate) fn pid_alive(pid: u32) -> bool {
     // A zombie still has a /proc entry; its state letter is Z.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
@@ -73,6 +73,15 @@ fn pid_alive(pid: u32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// When `pid` started, in clock ticks after boot (field 22 of `/proc/<pid>/stat`): with the
+/// pid it identifies a process across pid reuse.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // `rest` starts at field 3 (the state).
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 fn signal_group(pid: u32, signal: Signal) {
@@ -279,5 +288,27 @@ impl Containerizer for ProcessContainerizer {
                 ))),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_start_time_is_stable_and_tells_processes_apart() {
+        let me = std::process::id();
+        let t = process_start_time(me).expect("our own start time");
+        assert_eq!(process_start_time(me), Some(t));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let other = process_start_time(child.id()).expect("child start time");
+        assert!(other >= t);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(process_start_time(child.id()), None);
+        assert_eq!(process_start_time(u32::MAX), None);
     }
 }

@@ -121,6 +121,8 @@ pub struct ManagerConfig {
     pub extra_labels: BTreeMap<String, String>,
     pub default_kill_grace: Duration,
     pub status_update_retry: Duration,
+    /// How long a recovered executor has to SUBSCRIBE again.
+    pub executor_reregistration_timeout: Duration,
     pub kill_orphans: bool,
     /// The agent's HTTP address, given to custom executors (`MESOS_AGENT_ENDPOINT`).
     pub agent_endpoint: std::net::SocketAddr,
@@ -155,6 +157,8 @@ enum Msg {
         agent_id: String,
     },
     Executor(executor::ExecutorCall),
+    /// Recovered executors had their time to subscribe again.
+    ReregistrationTimeout,
     Wipe,
     FrameworkMessage(executor::ExecutorMessage),
     Unknown {
@@ -469,6 +473,7 @@ impl TaskManager {
             agent_id: format!("{}-S0", uuid::Uuid::new_v4()),
             registered: false,
             tasks: Vec::new(),
+            executors: Vec::new(),
         });
         let mut cfg = cfg;
         cfg.extra_labels
@@ -507,15 +512,15 @@ impl TaskManager {
         } else {
             info!(agent_id = %mgr.agent_id, "Starting with a fresh agent id");
         }
-        mgr.recover(cp.tasks);
+        mgr.recover(cp.tasks, cp.executors);
         mgr.checkpoint();
         mgr.publish();
         let join = tokio::spawn(mgr.run(shutdown));
         Ok((handle, join))
     }
 
-    fn recover(&mut self, records: Vec<TaskRecord>) {
-        let mut known_names = Vec::new();
+    fn recover(&mut self, records: Vec<TaskRecord>, executors: Vec<checkpoint::ExecutorRecord>) {
+        let mut known_names = self.recover_executors(executors);
         for rec in records {
             let Some(info) = decode_msg::<TaskInfo>(&rec.task_info) else {
                 warn!(container_id = %rec.container_id, "Dropping an unreadable checkpointed task");
@@ -523,8 +528,13 @@ impl TaskManager {
             };
             let state = TaskState::try_from(rec.state).unwrap_or(TaskState::TaskStaging);
             let task_id = info.task_id.value.clone();
-            if !is_terminal(state) {
+            let executor_recovered = rec.custom_executor
+                && self
+                    .executors
+                    .contains_key(&(rec.framework_id.clone(), rec.executor_id.clone()));
+            if !is_terminal(state) && !rec.custom_executor {
                 // A terminal task's container is left over from a crash: an orphan.
+                // (Custom executors' containers are known from their own records.)
                 known_names.push(rec.container_name.clone());
             }
             let mut task = Task {
@@ -554,17 +564,19 @@ impl TaskManager {
             let mut executor_lost = false;
             if !is_terminal(state) {
                 if task.custom {
-                    executor_lost = true;
+                    executor_lost = !executor_recovered;
                 } else {
                     self.spawn_supervisor(&mut task, Mode::Reattach);
                 }
             }
             info!(task_id = %task_id, state = state.as_str_name(), "Recovered task");
-            let pid = task.container.pid;
+            let (pid, docker) = (task.container.pid, task.docker);
             self.tasks.insert(task_id.clone(), task);
             if executor_lost {
-                // Executors are not reattached: end the process group and the task.
-                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                // Its executor was not checkpointed (an older agent wrote the checkpoint):
+                // it cannot be reattached. Its process ends here; a container of it is an
+                // orphan, destroyed below.
+                if !docker && let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
                     let _ = nix::sys::signal::killpg(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGKILL,
@@ -574,7 +586,7 @@ impl TaskManager {
                     &task_id,
                     TaskState::TaskFailed,
                     Some(task_status::Reason::AgentRestarted),
-                    "The agent restarted; custom executors are not recovered".into(),
+                    "The agent restarted and the task's executor was not checkpointed".into(),
                     None,
                 );
             }
@@ -618,7 +630,8 @@ impl TaskManager {
                 s.abort();
             }
         }
-        // Executors' watchers stop; their processes stay (they are not recovered).
+        // Executors' watchers stop; their processes and containers stay, and a restarted
+        // agent recovers them.
         self.executors.clear();
         if let Some(d) = &self.docker {
             d.stop_log_followers();
@@ -658,6 +671,7 @@ impl TaskManager {
                 let _ = reply.send(r);
             }
             Msg::Executor(call) => self.on_executor_call(call),
+            Msg::ReregistrationTimeout => self.on_reregistration_timeout(),
             Msg::Kill {
                 task_id,
                 grace,
@@ -974,7 +988,9 @@ impl TaskManager {
         for id in ids {
             self.complete(&id);
         }
-        self.executors.clear();
+        for (_, exec) in std::mem::take(&mut self.executors) {
+            exec.abandon();
+        }
         self.wipe_pending = false;
         self.registered = false;
         self.agent_id = format!("{}-S0", uuid::Uuid::new_v4());
@@ -1028,6 +1044,13 @@ impl TaskManager {
 
     fn complete(&mut self, task_id: &str) {
         if let Some(task) = self.tasks.remove(task_id) {
+            if task.custom
+                && let Some(exec) = self
+                    .executors
+                    .get_mut(&(task.framework_id.clone(), task.executor_id.clone()))
+            {
+                exec.forget_task(task_id);
+            }
             self.completed.push_back(task.view());
             while self.completed.len() > COMPLETED_KEPT {
                 self.completed.pop_front();
@@ -1046,6 +1069,14 @@ impl TaskManager {
             let _ = reply.send(Err(ManagerError::UnknownTask(task_id.to_owned())));
             return;
         };
+        if task.custom && task.docker {
+            let _ = reply.send(Err(ManagerError::Update(
+                "the task shares its custom executor's container, which is sized for the \
+                 executor and all its tasks"
+                    .into(),
+            )));
+            return;
+        }
         let containerizer: Arc<dyn Containerizer> = match (&self.docker, task.docker) {
             (Some(d), true) => d.clone(),
             _ => self.process.clone(),
@@ -1146,7 +1177,14 @@ impl TaskManager {
         let Some(task) = self.tasks.get_mut(task_id) else {
             return;
         };
-        let source = if reason == Some(task_status::Reason::TaskInvalid) {
+        let source = if matches!(
+            reason,
+            Some(
+                task_status::Reason::TaskInvalid
+                    | task_status::Reason::AgentRestarted
+                    | task_status::Reason::ExecutorReregistrationTimeout
+            )
+        ) {
             task_status::Source::Agent
         } else {
             task_status::Source::Executor
@@ -1206,6 +1244,11 @@ impl TaskManager {
             agent_id: self.agent_id.clone(),
             registered: self.registered,
             tasks: self.tasks.values().map(Task::record).collect(),
+            executors: self
+                .executors
+                .iter()
+                .map(|((fid, _), e)| e.record(fid, self.frameworks.get(fid)))
+                .collect(),
         };
         if let Err(e) = checkpoint::store(&self.cfg.work_dir, &cp) {
             error!(error = %e, cause = ?std::error::Error::source(&e), "Cannot write the checkpoint");

@@ -285,3 +285,60 @@ proptest::proptest! {
         proptest::prop_assert_eq!(spec.entrypoint, Some(vec!["/bin/sh".to_owned(), "-c".to_owned()]));
     }
 }
+
+#[test]
+fn executor_containers_get_the_executor_environment_and_no_task_label() {
+    let exec: ExecutorInfo = capstan_proto::from_json(&json!({
+        "executor_id": {"value": "E1"}, "framework_id": {"value": "F-0000"},
+        "command": {"value": "exec ./my-executor", "environment": {"variables": [
+            {"name": "MESOS_AGENT_ENDPOINT", "value": "override:1"}, {"name": "OWN", "value": "1"}]}},
+        "container": {"type": "DOCKER", "docker": {"image": "capstan/busybox", "network": "BRIDGE"}}
+    }))
+    .unwrap();
+    let labels = BTreeMap::new();
+    let ctx = SpecContext {
+        agent_id: "A-S0",
+        framework_id: "F-0000",
+        executor_id: "E1",
+        container_id: "c9",
+        hostname: "agent1",
+        advertise_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        sandbox: Path::new("/w/sandbox"),
+        sandbox_mount: "/mnt/mesos/sandbox",
+        allow_privileged: false,
+        cpu_quota: false,
+        extra_labels: &labels,
+    };
+    let resources = task(docker(json!({})), None).resources;
+    let env = vec![
+        ("MESOS_EXECUTOR_ID".to_owned(), "E1".to_owned()),
+        ("MESOS_SANDBOX".to_owned(), "/mnt/mesos/sandbox".to_owned()),
+        (
+            "MESOS_AGENT_ENDPOINT".to_owned(),
+            "10.0.0.2:5051".to_owned(),
+        ),
+    ];
+    let spec = build_executor_spec(&exec, resources, env, &ctx).unwrap();
+    assert_eq!(spec.name, "mesos-A-S0.c9");
+    assert_eq!(spec.network, NetworkMode::Bridge);
+    assert_eq!(spec.binds, vec!["/w/sandbox:/mnt/mesos/sandbox"]);
+    assert_eq!(spec.labels[LABEL_EXECUTOR], "E1");
+    assert_eq!(spec.labels[LABEL_CONTAINER], "c9");
+    assert!(!spec.labels.contains_key(LABEL_TASK));
+    assert_eq!(
+        spec.entrypoint,
+        Some(vec!["/bin/sh".to_owned(), "-c".to_owned()])
+    );
+    assert_eq!(spec.cmd, Some(vec!["exec ./my-executor".to_owned()]));
+    assert_eq!(spec.memory_bytes, Some(64 << 20));
+    assert_eq!(env_of(&spec, "MESOS_TASK_ID"), None);
+    assert_eq!(env_of(&spec, "MESOS_SANDBOX"), Some("/mnt/mesos/sandbox"));
+    assert_eq!(env_of(&spec, "MESOS_AGENT_ENDPOINT"), Some("override:1"));
+    assert_eq!(env_of(&spec, "OWN"), Some("1"));
+    assert_eq!(env_of(&spec, "MESOS_CONTAINER_NAME"), Some("mesos-A-S0.c9"));
+    let names: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(names.len(), unique.len(), "one entry per name: {names:?}");
+}
