@@ -88,10 +88,10 @@ async fn services(State(st): State<AppState>, Path(service): Path<String>) -> Js
         let target = snap.lookup(&srv.target);
         let ips: Vec<String> = target.ips().map(|ip| ip.to_string()).collect();
         if ips.is_empty() {
-            out.push(json!({"service": service, "host": srv.target, "ip": "", "port": srv.port.to_string()}));
+            out.push(json!({"service": service, "host": &*srv.target, "ip": "", "port": srv.port.to_string()}));
         }
         for ip in ips {
-            out.push(json!({"service": service, "host": srv.target, "ip": ip, "port": srv.port.to_string()}));
+            out.push(json!({"service": service, "host": &*srv.target, "ip": ip, "port": srv.port.to_string()}));
         }
     }
     if out.is_empty() {

@@ -6,7 +6,7 @@
 //! SRV data, so a lookup is one hash probe. It also keeps the per-task enumeration behind
 //! `/v1/enumerate`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -63,19 +63,20 @@ impl Default for SynthConfig {
 /// One SRV record's data (priority is always 0).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Srv {
-    /// Fully qualified target name with trailing dot.
-    pub target: String,
+    /// Fully qualified target name with trailing dot, shared by every record naming it.
+    pub target: Arc<str>,
     pub port: u16,
     pub weight: u16,
 }
 
-/// Everything one name resolves to.
+/// Everything one name resolves to. Boxed slices, not vectors: a cluster has hundreds of
+/// thousands of names, and each slice is exactly as long as its records.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NameRecords {
     pub ttl: u32,
-    pub a: Vec<Ipv4Addr>,
-    pub aaaa: Vec<Ipv6Addr>,
-    pub srv: Vec<Srv>,
+    pub a: Box<[Ipv4Addr]>,
+    pub aaaa: Box<[Ipv6Addr]>,
+    pub srv: Box<[Srv]>,
 }
 
 impl NameRecords {
@@ -108,7 +109,7 @@ pub struct EnumFramework {
 /// Synthesised records, keyed by lower-cased FQDN.
 #[derive(Debug, Clone, Default)]
 pub struct RecordSet {
-    names: HashMap<String, NameRecords>,
+    names: HashMap<Box<str>, NameRecords>,
     /// What the records were made from, for the (rare) `/v1/enumerate`: listing every
     /// task's records eagerly would double the cost of each update.
     source: Option<(Arc<ClusterState>, Arc<SynthConfig>)>,
@@ -129,7 +130,7 @@ impl RecordSet {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &NameRecords)> {
-        self.names.iter().map(|(k, v)| (k.as_str(), v))
+        self.names.iter().map(|(k, v)| (&**k, v))
     }
 
     /// Frameworks, their running tasks and each task's records (`/v1/enumerate`).
@@ -146,18 +147,29 @@ impl RecordSet {
     }
 }
 
+/// A name's records while building: plain vectors (sorted and deduplicated once, in
+/// [`RecordSetBuilder::build`]); a set per name would cost a tree node per record.
 #[derive(Debug, Default)]
 struct Building {
     ttl: u32,
-    a: BTreeSet<Ipv4Addr>,
-    aaaa: BTreeSet<Ipv6Addr>,
-    srv: BTreeSet<Srv>,
+    a: Vec<Ipv4Addr>,
+    aaaa: Vec<Ipv6Addr>,
+    srv: Vec<Srv>,
+}
+
+/// Sorts and drops duplicates.
+fn settle<T: Ord>(mut v: Vec<T>) -> Box<[T]> {
+    v.sort_unstable();
+    v.dedup();
+    v.into_boxed_slice()
 }
 
 /// Accumulates records; duplicates collapse.
 #[derive(Debug, Default)]
 pub struct RecordSetBuilder {
     names: HashMap<String, Building>,
+    /// SRV targets, interned (a task's host name is the target of several SRV names).
+    targets: HashSet<Arc<str>>,
 }
 
 impl RecordSetBuilder {
@@ -179,19 +191,23 @@ impl RecordSetBuilder {
     pub fn ip(&mut self, name: &str, ip: IpAddr, ttl: u32) {
         let e = self.entry(name, ttl);
         match ip {
-            IpAddr::V4(v4) => {
-                e.a.insert(v4);
-            }
-            IpAddr::V6(v6) => {
-                e.aaaa.insert(v6);
-            }
+            IpAddr::V4(v4) => e.a.push(v4),
+            IpAddr::V6(v6) => e.aaaa.push(v6),
         }
     }
 
     /// Adds an SRV record.
     pub fn srv(&mut self, name: &str, target: &str, port: u16, weight: u16, ttl: u32) {
-        let target = lower(target).into_owned();
-        self.entry(name, ttl).srv.insert(Srv {
+        let target = lower(target);
+        let target = match self.targets.get(target.as_ref()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = target.into();
+                self.targets.insert(t.clone());
+                t
+            }
+        };
+        self.entry(name, ttl).srv.push(Srv {
             target,
             port,
             weight,
@@ -205,12 +221,12 @@ impl RecordSetBuilder {
                 .into_iter()
                 .map(|(k, b)| {
                     (
-                        k,
+                        k.into_boxed_str(),
                         NameRecords {
                             ttl: b.ttl,
-                            a: b.a.into_iter().collect(),
-                            aaaa: b.aaaa.into_iter().collect(),
-                            srv: b.srv.into_iter().collect(),
+                            a: settle(b.a),
+                            aaaa: settle(b.aaaa),
+                            srv: settle(b.srv),
                         },
                     )
                 })

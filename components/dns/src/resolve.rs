@@ -204,7 +204,7 @@ fn answer(
                 ttl,
                 RData::SRV(SRV::new(0, srv.weight, srv.port, target)),
             ));
-            if !targets.contains(&srv.target.as_str()) {
+            if !targets.contains(&&*srv.target) {
                 targets.push(&srv.target);
             }
         }
