@@ -6,6 +6,9 @@
 //!
 //! At most [`IN_FLIGHT`] proposals are outstanding at a time: that bound is what lets the
 //! queue build up into batches while the log is busy.
+//!
+//! Linearizable reads are coalesced the same way ([`ReadCoalescer`]): one ReadIndex round
+//! at a time, serving every read that arrived before it started.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,6 +184,82 @@ async fn propose(raft: &Raft, batch: Vec<Proposal>, timeout: Duration) {
         Err(Failure::Error(e)) => {
             for reply in replies {
                 let _ = reply.send(Proposed::Done(Err(e.clone())));
+            }
+        }
+    }
+}
+
+/// The result of one linearizability check (openraft's ReadIndex round).
+pub(crate) type ReadCheck = Result<
+    Option<openraft::LogId<crate::raft::NodeId>>,
+    RaftError<
+        crate::raft::NodeId,
+        openraft::error::CheckIsLeaderError<crate::raft::NodeId, openraft::BasicNode>,
+    >,
+>;
+
+/// Linearizable reads share ReadIndex rounds: a read joins the next round to start (never
+/// one already under way, which could have been answered before the read arrived), and one
+/// round — one heartbeat to a quorum — serves every read waiting for it. At most one round
+/// is in flight, so a hundred concurrent readers cost one round at a time, not a hundred.
+pub(crate) struct ReadCoalescer {
+    raft: Raft,
+    state: std::sync::Mutex<ReadState>,
+}
+
+#[derive(Default)]
+struct ReadState {
+    round_running: bool,
+    waiting: Vec<oneshot::Sender<ReadCheck>>,
+}
+
+impl ReadCoalescer {
+    pub(crate) fn new(raft: Raft) -> Arc<ReadCoalescer> {
+        Arc::new(ReadCoalescer {
+            raft,
+            state: std::sync::Mutex::new(ReadState::default()),
+        })
+    }
+
+    /// Waits until this member has applied everything committed before the call (or says
+    /// why it cannot), like `Raft::ensure_linearizable`.
+    pub(crate) async fn ensure_linearizable(self: &Arc<Self>) -> ReadCheck {
+        let (tx, rx) = oneshot::channel();
+        let start_round = {
+            let mut st = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.waiting.push(tx);
+            !std::mem::replace(&mut st.round_running, true)
+        };
+        if start_round {
+            tokio::spawn(self.clone().rounds());
+        }
+        match rx.await {
+            Ok(r) => r,
+            // The round task is gone (runtime shutting down): check alone.
+            Err(_) => self.raft.ensure_linearizable().await,
+        }
+    }
+
+    /// Runs rounds while readers wait.
+    async fn rounds(self: Arc<Self>) {
+        loop {
+            let waiting = {
+                let mut st = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if st.waiting.is_empty() {
+                    st.round_running = false;
+                    return;
+                }
+                std::mem::take(&mut st.waiting)
+            };
+            let result = self.raft.ensure_linearizable().await;
+            for w in waiting {
+                let _ = w.send(result.clone());
             }
         }
     }

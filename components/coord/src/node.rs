@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batcher, Proposed};
+use crate::batch::{Batcher, Proposed, ReadCoalescer};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::raft::{Dialer, NodeId, Raft};
@@ -108,6 +108,7 @@ pub(crate) struct Node {
     pub metrics: Arc<Metrics>,
     pub keeper: mpsc::Sender<KeeperMsg>,
     pub batcher: Batcher,
+    pub reads: Arc<ReadCoalescer>,
     pub shutdown: CancellationToken,
 }
 
@@ -230,7 +231,8 @@ impl Node {
         let deadline = Instant::now() + self.request_timeout();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let res = match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
+            let res = match tokio::time::timeout(remaining, self.reads.ensure_linearizable()).await
+            {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(NodeError::Unavailable(
@@ -262,8 +264,15 @@ impl Node {
                         _ => self.wait_for_leader(deadline).await?,
                     }
                 }
+                // A quorum did not answer this round in time (a busy or partitioned cluster):
+                // try another round while the deadline allows.
                 Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                    return Err(NodeError::Unavailable(e.to_string()));
+                    if deadline.saturating_duration_since(Instant::now())
+                        < Duration::from_millis(20)
+                    {
+                        return Err(NodeError::Unavailable(e.to_string()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(RaftError::Fatal(e)) => return Err(NodeError::Unavailable(e.to_string())),
             }

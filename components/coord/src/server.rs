@@ -142,6 +142,7 @@ impl Server {
                 Duration::from_millis(config.request_timeout_ms),
                 token.clone(),
             ),
+            reads: crate::batch::ReadCoalescer::new(raft.clone()),
             shutdown: token.clone(),
         });
 

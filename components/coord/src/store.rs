@@ -73,16 +73,25 @@ pub enum OpenError {
 }
 
 /// Opens (or creates) `<data_dir>/coord.redb` and its tables.
+/// redb's page cache.
+const REDB_CACHE_BYTES: usize = 16 << 20;
+
 pub fn open_db(data_dir: &Path) -> Result<Arc<Database>, OpenError> {
     std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
         path: data_dir.display().to_string(),
         source,
     })?;
     let path = data_dir.join("coord.redb");
-    let db = Database::create(&path).map_err(|source| OpenError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
+    // The state machine lives in memory; redb holds the log (compacted at every snapshot),
+    // the vote and the last snapshot, so a small page cache is enough (redb's default is
+    // 1 GiB, which a member holding many keys would fill with snapshot pages).
+    let db = Database::builder()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create(&path)
+        .map_err(|source| OpenError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
     let init = || -> Result<(), redb::Error> {
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
