@@ -2,6 +2,10 @@
 //! model + `synthesize`, published into a real server in a child process) against NSD
 //! serving the same `mesos.` records from a zone file. Each server is pinned to core 0,
 //! `dnsperf` runs on core 1 with the same query file for the same time.
+//!
+//! Freshness ([`freshness`]): a real master, simulated agents and a `capstan-dns` following
+//! the master's event stream; each task's name is polled from the moment the scheduler hears
+//! its TASK_RUNNING until it resolves. Mesos-DNS's polling interval is the anchor.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -269,6 +273,25 @@ async fn start_nsd(
 }
 
 pub async fn run(quick: bool) -> anyhow::Result<Section> {
+    let mut section = match throughput(quick).await {
+        Ok(s) => s,
+        Err(e) => Section {
+            notes: vec![format!("The query benchmark failed: {e:#}")],
+            ..Default::default()
+        },
+    };
+    section.title = "dns: queries per second, memory and freshness".into();
+    let n = if quick { 40 } else { 200 };
+    match freshness::measure(n).await {
+        Ok(f) => freshness::report(&f, &mut section),
+        Err(e) => section
+            .notes
+            .push(format!("The freshness benchmark failed: {e:#}")),
+    }
+    Ok(section)
+}
+
+async fn throughput(quick: bool) -> anyhow::Result<Section> {
     let tasks = if quick { 1_000 } else { 10_000 };
     // Seconds of load per server, split into ROUNDS rounds.
     let secs = if quick { 4 } else { 20 };
@@ -368,6 +391,379 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
         ),
     );
     Ok(section)
+}
+
+/// Freshness: how long after the scheduler hears TASK_RUNNING a task's name resolves. A
+/// master in this process, simulated agents, one v1 scheduler launching tasks in small waves,
+/// and a `capstan-dns` following the master's operator event stream; each task's A record is
+/// polled over UDP every millisecond from the moment its TASK_RUNNING arrives.
+mod freshness {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, bail};
+    use capstan_master::wire::RecordIoDecoder;
+    use capstan_testkit::sim_agent::{SimAgent, SimAgentConfig};
+    use futures::StreamExt;
+    use serde_json::{Value, json};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::report::{Row, Section};
+    use crate::stats::{ms, percentile};
+
+    const FRAMEWORK: &str = "capstan-bench";
+    /// Tasks launched per offer; the next wave waits until this one resolved.
+    const WAVE: usize = 5;
+    const AGENTS: usize = 2;
+    /// How often a probe asks again while the name does not resolve.
+    const POLL: Duration = Duration::from_millis(1);
+
+    pub struct Freshness {
+        pub n: usize,
+        pub samples: Vec<Duration>,
+        pub elapsed: Duration,
+    }
+
+    pub async fn measure(n: usize) -> anyhow::Result<Freshness> {
+        let token = CancellationToken::new();
+        let result = run_cluster(n, token.clone()).await;
+        token.cancel();
+        result
+    }
+
+    async fn run_cluster(n: usize, token: CancellationToken) -> anyhow::Result<Freshness> {
+        let mcfg = capstan_master::Config {
+            listen: ([127, 0, 0, 1], 0).into(),
+            allocation_interval: Duration::from_millis(50),
+            ..capstan_master::Config::default()
+        };
+        let master = capstan_master::Server::start(mcfg, token.clone())
+            .await
+            .context("starting the master")?;
+        let maddr = master.local_addr();
+        let base = format!("http://{maddr}");
+        let mut agents = Vec::with_capacity(AGENTS);
+        for _ in 0..AGENTS {
+            // An IP as hostname gives every task an A record even without an agent pid.
+            let mut cfg = SimAgentConfig::new(base.clone(), "127.0.0.1");
+            cfg.cpus = 1000.0;
+            cfg.mem = 1_000_000.0;
+            cfg.update_retry = Duration::from_secs(30);
+            agents.push(SimAgent::start_new(cfg));
+        }
+        let dcfg = capstan_dns::Config {
+            dns_listen: ([127, 0, 0, 1], 0).into(),
+            http_on: false,
+            masters: vec![maddr.to_string()],
+            external_on: false,
+            ..capstan_dns::Config::default()
+        };
+        let dns = capstan_dns::Server::start(dcfg, token.clone())
+            .await
+            .context("starting capstan-dns")?;
+        let dns_addr = dns.dns_addr().context("dns address")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(agents.iter().all(|a| a.connected()) && dns.master_status().borrow().subscribed) {
+            if Instant::now() > deadline {
+                bail!("the agents or the DNS follower did not connect to the master in 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let result = schedule(&base, dns_addr, n).await;
+        drop(agents);
+        dns.shutdown().await;
+        master.shutdown().await;
+        result
+    }
+
+    async fn schedule(base: &str, dns: SocketAddr, n: usize) -> anyhow::Result<Freshness> {
+        let client = reqwest::Client::new();
+        let url = format!("{base}/api/v1/scheduler");
+        let sub = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {
+            "user": "root", "name": FRAMEWORK, "failover_timeout": 0.0}}});
+        let resp = client
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .body(sub.to_string())
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 200, "SUBSCRIBE answered {}", resp.status());
+        let stream_id = resp
+            .headers()
+            .get("Mesos-Stream-Id")
+            .context("Mesos-Stream-Id")?
+            .to_str()?
+            .to_owned();
+        let mut body = resp.bytes_stream();
+        let mut dec = RecordIoDecoder::default();
+        let post = |call: Value| {
+            let req = client
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header("Mesos-Stream-Id", &stream_id)
+                .body(call.to_string());
+            async move {
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => bail!("call answered {}", r.status()),
+                    Err(e) => Err(anyhow::Error::new(e)),
+                }
+            }
+        };
+        let (done_tx, mut done_rx) = mpsc::channel::<anyhow::Result<Duration>>(n.max(1));
+        let mut framework_id = String::new();
+        let mut launched = 0usize;
+        let mut in_flight = 0usize;
+        let mut running: HashSet<String> = HashSet::new();
+        let mut samples = Vec::with_capacity(n);
+        let t_start = Instant::now();
+        let end = tokio::time::Instant::now() + Duration::from_secs(120);
+        while samples.len() < n {
+            let chunk = tokio::select! {
+                c = body.next() => c,
+                d = done_rx.recv() => {
+                    samples.push(d.context("probe channel")??);
+                    in_flight -= 1;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(end) => {
+                    bail!("only {} of {n} names resolved in 120 s", samples.len())
+                }
+            };
+            let Some(Ok(chunk)) = chunk else {
+                bail!("the scheduler stream ended");
+            };
+            // Every event in this chunk counts as received now.
+            let received = Instant::now();
+            dec.push(&chunk);
+            while let Ok(Some(rec)) = dec.next_record() {
+                let ev: Value = serde_json::from_slice(&rec).context("event JSON")?;
+                match ev["type"].as_str().unwrap_or("") {
+                    "SUBSCRIBED" => {
+                        framework_id = ev["subscribed"]["framework_id"]["value"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                    }
+                    "OFFERS" => {
+                        let offers = ev["offers"]["offers"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default();
+                        let fid = json!({"value": framework_id});
+                        for offer in offers {
+                            let wave = if in_flight == 0 {
+                                WAVE.min(n - launched)
+                            } else {
+                                0
+                            };
+                            let call = if wave == 0 {
+                                json!({"type": "DECLINE", "framework_id": fid, "decline": {
+                                    "offer_ids": [offer["id"]], "filters": {"refuse_seconds": 0.0}}})
+                            } else {
+                                let tasks: Vec<Value> = (launched..launched + wave)
+                                    .map(|i| task_info(&offer, i))
+                                    .collect();
+                                launched += wave;
+                                in_flight += wave;
+                                json!({"type": "ACCEPT", "framework_id": fid, "accept": {
+                                    "offer_ids": [offer["id"]],
+                                    "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}],
+                                    "filters": {"refuse_seconds": 0.0}}})
+                            };
+                            post(call).await.context("ACCEPT/DECLINE")?;
+                        }
+                    }
+                    "UPDATE" => {
+                        let status = &ev["update"]["status"];
+                        let state = status["state"].as_str().unwrap_or("");
+                        let task = status["task_id"]["value"].as_str().unwrap_or("").to_owned();
+                        if capstan_master::wire::is_terminal(state) {
+                            bail!("task {task} ended {state}: {}", status["message"]);
+                        }
+                        if state == "TASK_RUNNING" && running.insert(task.clone()) {
+                            let tx = done_tx.clone();
+                            let name = format!("{task}.{FRAMEWORK}.mesos.");
+                            tokio::spawn(async move {
+                                let _ = tx.send(probe(dns, &name, received).await).await;
+                            });
+                        }
+                        if let Some(uuid) = status.get("uuid") {
+                            let call = json!({"type": "ACKNOWLEDGE",
+                                "framework_id": {"value": framework_id},
+                                "acknowledge": {"agent_id": status["agent_id"],
+                                    "task_id": status["task_id"], "uuid": uuid}});
+                            post(call).await.context("ACKNOWLEDGE")?;
+                        }
+                    }
+                    "ERROR" => bail!("scheduler ERROR event: {ev}"),
+                    _ => {}
+                }
+            }
+        }
+        Ok(Freshness {
+            n,
+            samples,
+            elapsed: t_start.elapsed(),
+        })
+    }
+
+    fn task_info(offer: &Value, i: usize) -> Value {
+        let id = format!("fresh-{i}");
+        json!({
+            "name": id, "task_id": {"value": id}, "agent_id": offer["agent_id"],
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 16.0}},
+            ],
+            "command": {"value": "run", "shell": true},
+        })
+    }
+
+    /// Asks for `name`'s A record every [`POLL`] until it answers; time since `t0`.
+    async fn probe(dns: SocketAddr, name: &str, t0: Instant) -> anyhow::Result<Duration> {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        sock.connect(dns).await?;
+        let mut buf = [0u8; 1500];
+        let deadline = t0 + Duration::from_secs(10);
+        let mut id: u16 = rand_id(name);
+        loop {
+            id = id.wrapping_add(1);
+            sock.send(&query(id, name)).await?;
+            let got = tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf)).await;
+            if let Ok(Ok(len)) = got
+                && answers_a(&buf[..len], id)
+            {
+                return Ok(t0.elapsed());
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not resolve within 10 s of TASK_RUNNING");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn rand_id(name: &str) -> u16 {
+        name.bytes()
+            .fold(0x1234u16, |h, b| h.rotate_left(5) ^ u16::from(b))
+    }
+
+    /// A recursion-desired query for `name`'s A record.
+    pub fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut q = Vec::with_capacity(18 + name.len());
+        q.extend_from_slice(&id.to_be_bytes());
+        q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    /// Skips a (possibly compressed) name at `at`; the offset after it.
+    fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+        loop {
+            let len = *msg.get(at)?;
+            if len & 0xc0 == 0xc0 {
+                return Some(at + 2);
+            }
+            if len == 0 {
+                return Some(at + 1);
+            }
+            at += 1 + usize::from(len);
+        }
+    }
+
+    /// Whether `msg` answers query `id` with NOERROR and at least one A record.
+    pub fn answers_a(msg: &[u8], id: u16) -> bool {
+        let check = || -> Option<bool> {
+            let head = msg.get(..12)?;
+            if u16::from_be_bytes([head[0], head[1]]) != id || head[2] & 0x80 == 0 {
+                return Some(false);
+            }
+            if head[3] & 0x0f != 0 {
+                return Some(false);
+            }
+            let qd = u16::from_be_bytes([head[4], head[5]]);
+            let an = u16::from_be_bytes([head[6], head[7]]);
+            let mut at = 12;
+            for _ in 0..qd {
+                at = skip_name(msg, at)? + 4;
+            }
+            for _ in 0..an {
+                at = skip_name(msg, at)?;
+                let rr = msg.get(at..at + 10)?;
+                if u16::from_be_bytes([rr[0], rr[1]]) == 1 {
+                    return Some(true);
+                }
+                at += 10 + usize::from(u16::from_be_bytes([rr[8], rr[9]]));
+            }
+            Some(false)
+        };
+        check().unwrap_or(false)
+    }
+
+    pub fn report(f: &Freshness, section: &mut Section) {
+        let (Some(p50), Some(p99), Some(max)) = (
+            percentile(&f.samples, 50.0),
+            percentile(&f.samples, 99.0),
+            percentile(&f.samples, 100.0),
+        ) else {
+            section.notes.push("Freshness: no samples".into());
+            return;
+        };
+        let mut r = Row::new(format!(
+            "freshness: TASK_RUNNING at the scheduler → name resolvable, p99 over {} tasks",
+            f.n
+        ));
+        r.capstan = format!("{} (p50 {}, max {})", ms(p99), ms(p50), ms(max));
+        r.peer = "60 s / 30 s (Mesos-DNS default / DC/OS poll interval; anchor)".into();
+        r.goal = "≤ 100 ms".into();
+        r.met = Some(p99 <= Duration::from_millis(100));
+        section.rows.push(r);
+        section.notes.push(format!(
+            "Freshness setup: a `capstan-master`, {AGENTS} simulated agents and `capstan-dns` \
+             (following the master's operator event stream) in the harness process; one v1 \
+             scheduler launches {} tasks with distinct names in waves of {WAVE} (the next wave \
+             after the previous one resolved), and from the moment it receives each task's \
+             TASK_RUNNING it asks for `<task>.{FRAMEWORK}.mesos.` A over UDP every {} ms until \
+             the answer has an A record ({:.1} s in all). The peer figure is not a same-run \
+             measurement: Mesos-DNS polls the master's state every 60 s by default (DC/OS \
+             configures 30 s), so its freshness is up to that interval.",
+            f.n,
+            POLL.as_millis(),
+            f.elapsed.as_secs_f64()
+        ));
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_query_and_its_a_answer_are_recognised() {
+            let q = query(7, "app.fw.mesos.");
+            assert_eq!(&q[12..], b"\x03app\x02fw\x05mesos\x00\x00\x01\x00\x01");
+            let mut resp = q.clone();
+            resp[2] |= 0x80;
+            resp[7] = 1;
+            resp.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+            assert!(answers_a(&resp, 7));
+            assert!(!answers_a(&resp, 8));
+            let mut nx = q.clone();
+            nx[2] |= 0x80;
+            nx[3] |= 3;
+            assert!(!answers_a(&nx, 7));
+            let mut empty = q;
+            empty[2] |= 0x80;
+            assert!(!answers_a(&empty, 7));
+            assert!(!answers_a(&resp[..20], 7));
+        }
+    }
 }
 
 fn nsd_version() -> String {
