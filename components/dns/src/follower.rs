@@ -103,7 +103,9 @@ pub async fn run(
             return;
         }
     };
-    let mut state = ClusterState::default();
+    // Shared with the published records (for `/v1/enumerate`): changed copy-on-write, so
+    // between bursts of events one copy of the cluster exists, not two.
+    let mut state = Arc::new(ClusterState::default());
     let mut backoff = MIN_BACKOFF;
     let mut next = 0usize;
     let n = cfg.masters.len().max(1);
@@ -120,8 +122,11 @@ pub async fn run(
                 Ok((resp, leader)) => {
                     subscribed = true;
                     next = idx;
-                    state.masters = resolve_all(&cfg.masters).await;
-                    state.leader = resolve(&leader).await;
+                    let masters = resolve_all(&cfg.masters).await;
+                    let leader_addr = resolve(&leader).await;
+                    let st = Arc::make_mut(&mut state);
+                    st.masters = masters;
+                    st.leader = leader_addr;
                     info!(master = %leader, "Subscribed to the leading master's event stream");
                     status.send_modify(|s| {
                         s.leader = Some(leader.clone());
@@ -233,7 +238,7 @@ pub fn absolutize(location: &str, base: &str) -> Option<String> {
 
 async fn consume(
     mut resp: reqwest::Response,
-    state: &mut ClusterState,
+    state: &mut Arc<ClusterState>,
     cfg: &FollowerConfig,
     publisher: &Publisher,
     status: &watch::Sender<MasterStatus>,
@@ -295,7 +300,9 @@ async fn consume(
                     }
                     info!(tasks = ?event.subscribed.as_ref().and_then(|s| s.get_state.as_ref()).and_then(|s| s.get_tasks.as_ref()).map(|t| t.tasks.len()), "Received the cluster state");
                 }
-                dirty |= state.apply_event(&event);
+                if event.r#type != Some(EventType::Heartbeat as i32) {
+                    dirty |= Arc::make_mut(state).apply_event(&event);
+                }
                 status.send_modify(|s| s.events += 1);
             }
         }
@@ -311,8 +318,8 @@ async fn consume(
 }
 
 /// Synthesises the records off the async threads and publishes them.
-async fn publish(state: &ClusterState, synth: &Arc<SynthConfig>, publisher: &Publisher) {
-    let shared = Arc::new(state.clone());
+async fn publish(state: &Arc<ClusterState>, synth: &Arc<SynthConfig>, publisher: &Publisher) {
+    let shared = state.clone();
     let tasks = shared.tasks.len();
     let synth = synth.clone();
     match tokio::task::spawn_blocking(move || synthesize_shared(shared, synth)).await {
