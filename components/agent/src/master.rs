@@ -24,7 +24,8 @@ use crate::manager::{StatusUpdate, TaskManagerHandle, is_terminal};
 
 const PATH: &str = "/api/capstan/agent/v1";
 const MAX_RECORD: usize = 64 * 1024 * 1024;
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest pause between attempts: short, so agents are back soon after a master failover.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What the link needs to describe the agent.
 #[derive(Debug, Clone)]
@@ -82,7 +83,10 @@ pub async fn run(
             .take()
             .unwrap_or_else(|| cfg.masters[next % cfg.masters.len()].clone());
         let result = session(&cfg, &client, &master, &tasks, &connected, &shutdown).await;
-        connected.send_replace(false);
+        if connected.send_replace(false) {
+            // The session was up: the next master (a new leader) is tried promptly.
+            backoff = Duration::from_millis(100);
+        }
         match result {
             Err(SessionError::Shutdown) => return,
             Err(SessionError::Redirect(leader)) => {

@@ -54,7 +54,10 @@ pub struct CoordConfig {
     pub endpoints: Vec<String>,
     /// Key prefix of the election (`<prefix>/election`) and registry (`<prefix>/registry`).
     pub prefix: String,
-    /// TTL of the leader's lease: a dead leader is replaced after about this long.
+    /// TTL of the leader's lease: a dead leader is replaced after about this long (its
+    /// lease is kept alive every TTL/3). Mesos' ZooKeeper session timeout is 10 s; coord is
+    /// local and fails over in well under a second (and grants every lease a full TTL when
+    /// it does), so 2 s is safe and keeps a master failover within seconds.
     #[serde(with = "duration_secs")]
     pub lease_ttl: Duration,
 }
@@ -64,7 +67,7 @@ impl Default for CoordConfig {
         CoordConfig {
             endpoints: Vec::new(),
             prefix: "/capstan/master".into(),
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(2),
         }
     }
 }

@@ -320,6 +320,7 @@ pub struct Core {
     operator_heartbeat: Instant,
     registry: Box<dyn Registry>,
     durability: Durability,
+    allocation_requested: bool,
     next_framework: u64,
     next_offer: u64,
     next_agent: u64,
@@ -370,6 +371,7 @@ impl Core {
             operator_heartbeat: Instant::now(),
             registry,
             durability,
+            allocation_requested: false,
             next_framework: 0,
             next_offer: 0,
             next_agent: 0,
@@ -683,6 +685,7 @@ impl Core {
             id: id.clone(),
             info: info.clone(),
         });
+        self.allocation_requested = true;
         let fv = self.framework_v1_json(&self.frameworks[&id]);
         self.operator_event(if existed {
             json!({"type":"FRAMEWORK_UPDATED","framework_updated":{"framework": fv}})
@@ -769,6 +772,7 @@ impl Core {
                 } else {
                     f.suppressed_roles.retain(|r| !roles.contains(r));
                 }
+                self.allocation_requested = true;
                 Ok(None)
             }
             "SUPPRESS" => {
@@ -1575,6 +1579,7 @@ impl Core {
             id: id.clone(),
             info: info.clone(),
         });
+        self.allocation_requested = true;
 
         // Reconcile tasks.
         let reported_keys: BTreeSet<(String, String)> =
@@ -2010,7 +2015,18 @@ impl Core {
         for k in keys {
             self.deliver_head(&k, now, false);
         }
-        // Allocation.
+        self.allocate(now);
+    }
+
+    /// Whether something happened that deserves offers before the next tick (a framework
+    /// subscribed, an agent registered, a framework revived); clears the request. The core
+    /// task then allocates after a short batching delay, as Mesos' allocator does.
+    pub fn take_allocation_request(&mut self) -> bool {
+        std::mem::take(&mut self.allocation_requested)
+    }
+
+    /// Runs the allocator and sends the offers it grants.
+    pub fn allocate(&mut self, now: Instant) {
         let grants = self.alloc.allocate(self.ms(now));
         let mut by_fw: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for g in grants {

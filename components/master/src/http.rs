@@ -210,7 +210,16 @@ pub(crate) async fn dispatch(State(app): State<App>, req: Request) -> Response {
         Route::Version => json_response(StatusCode::OK, &version_info()),
         Route::State => read(app, jsonp, |c| c.state_json()).await,
         Route::Slaves => read(app, jsonp, |c| c.slaves_json()).await,
-        Route::Metrics => read(app, jsonp, |c| c.metrics()).await,
+        Route::Metrics => {
+            // Standbys answer too (for monitoring), and say they are not elected.
+            let elected = *app.leadership.borrow() == Leadership::Leader;
+            read(app, jsonp, move |c| {
+                let mut m = c.metrics();
+                m["master/elected"] = serde_json::json!(if elected { 1.0 } else { 0.0 });
+                m
+            })
+            .await
+        }
         Route::Frameworks => {
             let fid = query(&req).get("framework_id").cloned();
             read(app, jsonp, move |c| c.frameworks_json(fid.as_deref())).await

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use capstan_runtime::{ConfigProblem, Validate};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,6 +71,9 @@ impl CoreHandle {
         &self.durability
     }
 }
+
+/// How long an allocation asked for between ticks waits for more of the same burst.
+const ALLOCATE_SOON: Duration = Duration::from_millis(20);
 
 fn shutting_down() -> ApiError {
     ApiError {
@@ -201,12 +204,25 @@ impl Server {
         let core_task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // An allocation asked for between ticks, run after a short batching delay so a
+            // burst of (re-)registrations costs one allocation.
+            let mut soon: Option<Instant> = None;
             loop {
+                let allocate_at = soon.map(tokio::time::Instant::from_std);
                 tokio::select! {
                     job = rx.recv() => match job {
-                        Some(job) => job(&mut core, Instant::now()),
+                        Some(job) => {
+                            job(&mut core, Instant::now());
+                            if soon.is_none() && core.take_allocation_request() {
+                                soon = Some(Instant::now() + ALLOCATE_SOON);
+                            }
+                        }
                         None => break,
                     },
+                    _ = tokio::time::sleep_until(allocate_at.unwrap_or_else(tokio::time::Instant::now)), if allocate_at.is_some() => {
+                        soon = None;
+                        core.allocate(Instant::now());
+                    }
                     _ = tick.tick() => core.tick(Instant::now()),
                     _ = core_token.cancelled() => break,
                 }
