@@ -6,6 +6,7 @@ mod it {
     pub mod harness;
 
     mod docker_tasks;
+    mod dockerd_restart;
     mod endpoints;
     mod engine_restart;
     mod executor_api;
