@@ -4,7 +4,8 @@
 //! outside (scheduler calls, store writes) accumulates in outboxes the server drains, and
 //! events go straight to the [`EventBus`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -78,12 +79,16 @@ pub struct GroupMeta {
     pub version: Timestamp,
 }
 
-/// The last offer an app saw from one agent and why it was not used.
+/// How many declined offers (the last one of each agent) an app keeps for `/v2/queue`.
+pub const LAST_UNUSED_OFFERS: usize = 32;
+
+/// The last offer an app saw from one agent and why it was not used. The offer is kept as
+/// its compact JSON text, shared by every app that declined it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OfferRecord {
     pub reasons: Vec<Reason>,
     pub at: Timestamp,
-    pub offer: Value,
+    pub offer: Arc<str>,
 }
 
 /// Launch bookkeeping of one app (backoff, offer statistics).
@@ -94,6 +99,7 @@ pub struct LaunchStats {
     pub since: Option<Timestamp>,
     pub queued: u32,
     pub last_failure: Option<Value>,
+    /// The last declined offer per agent, at most [`LAST_UNUSED_OFFERS`] agents.
     pub offers: BTreeMap<String, OfferRecord>,
     pub processed: u64,
     pub unused: u64,
@@ -186,7 +192,19 @@ pub struct Core {
     apps: BTreeMap<PathId, AppState>,
     groups: BTreeMap<PathId, GroupMeta>,
     tasks: BTreeMap<String, TaskRecord>,
+    /// Task ids by app: kept in sync with `tasks` by `insert_task` / `remove_task` only.
+    by_app: BTreeMap<PathId, BTreeSet<String>>,
+    /// Tasks with `unreachable_since` set (their counting depends on the time).
+    unreachable: BTreeSet<String>,
+    /// Apps whose tasks, definition or deployments changed since they were last evaluated.
+    dirty: BTreeSet<PathId>,
+    /// v2 Task JSON text by task id, dropped whenever the task changes (filled by lists).
+    task_text: HashMap<String, Box<str>>,
+    /// App definition JSON text, dropped whenever the definition changes.
+    def_text: HashMap<PathId, Box<str>>,
     deployments: Vec<Deployment>,
+    /// Ids of the deployments naming each app (see `deployment_apps`).
+    deploying: HashMap<PathId, BTreeSet<String>>,
     framework_id: Option<String>,
     connected: bool,
     agents: BTreeMap<String, Placed>,
@@ -234,16 +252,18 @@ impl Core {
             .filter_map(|a| a.def.version)
             .max()
             .unwrap_or_default();
-        Core {
+        let mut core = Core {
             cfg,
             apps,
             groups: snapshot.groups.into_iter().collect(),
-            tasks: snapshot
-                .tasks
-                .into_iter()
-                .map(|t| (t.id.clone(), t))
-                .collect(),
-            deployments: snapshot.deployments,
+            tasks: BTreeMap::new(),
+            by_app: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            task_text: HashMap::new(),
+            def_text: HashMap::new(),
+            deployments: Vec::new(),
+            deploying: HashMap::new(),
             framework_id: snapshot.framework_id,
             connected: false,
             agents: BTreeMap::new(),
@@ -255,6 +275,85 @@ impl Core {
             events,
             calls: Vec::new(),
             store_ops: Vec::new(),
+        };
+        for t in snapshot.tasks {
+            core.insert_task(t);
+        }
+        for d in snapshot.deployments {
+            core.add_deployment(d);
+        }
+        core
+    }
+
+    fn add_deployment(&mut self, d: Deployment) {
+        for a in deployment_apps(&d) {
+            self.dirty.insert(a.clone());
+            self.deploying
+                .entry(a.clone())
+                .or_default()
+                .insert(d.id.clone());
+        }
+        self.deployments.push(d);
+    }
+
+    fn remove_deployment_at(&mut self, i: usize) -> Deployment {
+        let d = self.deployments.remove(i);
+        for a in deployment_apps(&d) {
+            self.dirty.insert(a.clone());
+            if let Some(ids) = self.deploying.get_mut(a) {
+                ids.remove(&d.id);
+                if ids.is_empty() {
+                    self.deploying.remove(a);
+                }
+            }
+        }
+        d
+    }
+
+    /// Adds (or replaces) a task record, keeping the per-app index in sync.
+    fn insert_task(&mut self, t: TaskRecord) {
+        self.task_text.remove(&t.id);
+        let app = t.app_id.clone();
+        self.dirty.insert(app.clone());
+        if t.unreachable_since.is_some() {
+            self.unreachable.insert(t.id.clone());
+        } else {
+            self.unreachable.remove(&t.id);
+        }
+        let id = t.id.clone();
+        if let Some(old) = self.tasks.insert(id.clone(), t)
+            && old.app_id != app
+        {
+            self.unindex(&old);
+        }
+        self.by_app.entry(app).or_default().insert(id);
+    }
+
+    /// Forgets a task record, keeping the per-app index in sync.
+    fn remove_task(&mut self, id: &str) -> Option<TaskRecord> {
+        let t = self.tasks.remove(id)?;
+        self.task_text.remove(id);
+        self.unindex(&t);
+        self.unreachable.remove(id);
+        Some(t)
+    }
+
+    fn unindex(&mut self, t: &TaskRecord) {
+        self.dirty.insert(t.app_id.clone());
+        if let Some(ids) = self.by_app.get_mut(&t.app_id) {
+            ids.remove(&t.id);
+            if ids.is_empty() {
+                self.by_app.remove(&t.app_id);
+            }
+        }
+    }
+
+    /// Marks every app (and every app a task or deployment names) for the next evaluation.
+    fn mark_all_dirty(&mut self) {
+        self.dirty.extend(self.apps.keys().cloned());
+        self.dirty.extend(self.by_app.keys().cloned());
+        for d in &self.deployments {
+            self.dirty.extend(deployment_apps(d).cloned());
         }
     }
 
@@ -286,8 +385,13 @@ impl Core {
         self.tasks.get(id)
     }
 
-    pub fn tasks_of<'a>(&'a self, app: &'a PathId) -> impl Iterator<Item = &'a TaskRecord> + 'a {
-        self.tasks.values().filter(move |t| &t.app_id == app)
+    /// The tasks of one app, in task id order.
+    pub fn tasks_of<'a>(&'a self, app: &PathId) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+        self.by_app
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
     }
 
     pub fn deployments(&self) -> &[Deployment] {
@@ -332,7 +436,7 @@ impl Core {
         apps.keys().filter(|a| a.is_under(dep)).cloned().collect()
     }
 
-    fn specs(&self, defs: &BTreeMap<PathId, AppDefinition>) -> BTreeMap<PathId, AppSpec> {
+    fn specs(&self, defs: &BTreeMap<PathId, &AppDefinition>) -> BTreeMap<PathId, AppSpec> {
         let mut specs: BTreeMap<PathId, AppSpec> = defs
             .iter()
             .map(|(id, d)| {
@@ -478,20 +582,31 @@ impl Core {
         }
         // Cancel conflicting deployments (force).
         for cid in &conflicts {
-            self.deployments.retain(|d| &d.id != cid);
+            self.forget_deployment(cid);
             self.store_ops.push(StoreOp::Delete(keys::deployment(cid)));
             self.events.publish("deployment_failed", json!({"id": cid}));
         }
-        let current: BTreeMap<PathId, AppDefinition> = self
-            .apps
-            .iter()
-            .map(|(k, v)| (k.clone(), v.def.clone()))
-            .collect();
+        // Without dependencies every app is on level 0 and unchanged apps get no action, so
+        // planning over the affected apps alone gives the same steps as over all of them.
+        let no_dependencies = self.groups.values().all(|g| g.dependencies.is_empty())
+            && self.apps.values().all(|a| a.def.dependencies.is_empty())
+            && prepared
+                .values()
+                .flatten()
+                .all(|d| d.dependencies.is_empty());
+        let current: BTreeMap<PathId, &AppDefinition> = if no_dependencies {
+            affected
+                .iter()
+                .filter_map(|id| self.apps.get(id).map(|a| (id.clone(), &a.def)))
+                .collect()
+        } else {
+            self.apps.iter().map(|(k, v)| (k.clone(), &v.def)).collect()
+        };
         let mut target = current.clone();
         for (id, change) in &prepared {
             match change {
                 Some(def) => {
-                    target.insert(id.clone(), def.clone());
+                    target.insert(id.clone(), def);
                 }
                 None => {
                     target.remove(id);
@@ -509,11 +624,14 @@ impl Core {
             current_step: 0,
             original: affected
                 .iter()
-                .filter_map(|a| current.get(a).map(|d| (a.clone(), d.clone())))
+                .filter_map(|a| current.get(a).map(|d| (a.clone(), (*d).clone())))
                 .collect(),
         };
+        drop(current);
         // Apply the target.
         for (id, change) in prepared {
+            self.dirty.insert(id.clone());
+            self.def_text.remove(&id);
             match change {
                 Some(def) => {
                     let v = def.version.unwrap_or(version);
@@ -560,8 +678,8 @@ impl Core {
             json!({"groupId": "/", "version": version}),
         );
         self.events.publish("deployment_info", json!({"plan": self.plan_json(&deployment), "currentStep": self.step_json(&deployment, 0)}));
-        self.deployments.push(deployment);
-        self.evaluate(now);
+        self.add_deployment(deployment);
+        self.reevaluate(now);
         if self.queue_total() > 0 {
             self.calls.push(calls::revive());
             self.wanted_offers = true;
@@ -583,7 +701,7 @@ impl Core {
             )));
         };
         if force {
-            self.deployments.retain(|x| x.id != id);
+            self.forget_deployment(id);
             self.store_ops.push(StoreOp::Delete(keys::deployment(id)));
             self.events.publish(
                 "deployment_failed",
@@ -597,6 +715,13 @@ impl Core {
             .map(|a| (a.clone(), d.original.get(a).cloned()))
             .collect();
         self.deploy(changes, BTreeSet::new(), true, now).map(Some)
+    }
+
+    /// Drops a deployment without finishing it; its apps are re-evaluated (their mode changes).
+    fn forget_deployment(&mut self, id: &str) {
+        if let Some(i) = self.deployments.iter().position(|d| d.id == id) {
+            self.remove_deployment_at(i);
+        }
     }
 
     fn is_counted(&self, t: &TaskRecord, now: Timestamp) -> bool {
@@ -630,22 +755,20 @@ impl Core {
     }
 
     fn counted_of(&self, app: &PathId, now: Timestamp) -> Vec<&TaskRecord> {
-        self.tasks
-            .values()
-            .filter(|t| &t.app_id == app && self.is_counted(t, now))
+        self.tasks_of(app)
+            .filter(|t| self.is_counted(t, now))
             .collect()
     }
 
     fn being_killed(&self, app: &PathId) -> bool {
-        self.tasks
-            .values()
-            .any(|t| &t.app_id == app && !t.is_terminal() && t.kill_requested.is_some())
+        self.tasks_of(app)
+            .any(|t| !t.is_terminal() && t.kill_requested.is_some())
     }
 
     fn action_done(&self, action: &Action, now: Timestamp) -> bool {
         match action {
             Action::StartApplication(_) => true,
-            Action::StopApplication(id) => !self.tasks.values().any(|t| &t.app_id == id),
+            Action::StopApplication(id) => !self.by_app.contains_key(id),
             Action::ScaleApplication(id) => {
                 let Some(app) = self.apps.get(id) else {
                     return true;
@@ -676,12 +799,27 @@ impl Core {
     }
 
     /// Brings everything one step closer to the goal: advances deployments, computes launch
-    /// queues, kills surplus, old, orphaned and expired tasks.
+    /// queues, kills surplus, old, orphaned and expired tasks. Looks at every app.
     pub fn evaluate(&mut self, now: Timestamp) {
+        self.mark_all_dirty();
+        self.reevaluate(now);
+    }
+
+    /// [`Core::evaluate`] for the apps that changed since they were last evaluated (and
+    /// those with unreachable tasks, whose state depends on the time): the rest would come
+    /// out the same, so one event costs what its apps cost, not what all apps cost.
+    fn reevaluate(&mut self, now: Timestamp) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in &self.unreachable {
+            if let Some(t) = self.tasks.get(id) {
+                dirty.insert(t.app_id.clone());
+            }
+        }
         // Unreachable tasks past expungeAfterSeconds are forgotten (and killed, in case).
         let expired: Vec<String> = self
-            .tasks
-            .values()
+            .unreachable
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
             .filter(|t| {
                 let Some(since) = t.unreachable_since else {
                     return false;
@@ -697,27 +835,48 @@ impl Core {
             .map(|t| t.id.clone())
             .collect();
         for id in expired {
-            if let Some(t) = self.tasks.remove(&id) {
+            if let Some(t) = self.remove_task(&id) {
                 info!(task_id = %id, app = %t.app_id, "Expunging unreachable task");
                 self.calls.push(calls::kill(&id, Some(&t.agent_id)));
                 self.store_ops.push(StoreOp::Delete(keys::task(&id)));
             }
         }
         // Orphans: tasks whose app is gone.
-        let orphans: Vec<String> = self
-            .tasks
-            .values()
-            .filter(|t| {
-                !self.apps.contains_key(&t.app_id) && t.kill_requested.is_none() && !t.is_terminal()
-            })
+        let orphans: Vec<String> = dirty
+            .iter()
+            .filter(|a| !self.apps.contains_key(*a))
+            .flat_map(|a| self.tasks_of(a))
+            .filter(|t| t.kill_requested.is_none() && !t.is_terminal())
             .map(|t| t.id.clone())
             .collect();
         for id in orphans {
             self.kill_task(&id, now);
         }
-        // Deployments advance step by step.
+        // Deployments advance step by step (only those whose current step names a changed
+        // app can have advanced).
+        let touched: BTreeSet<String> = dirty
+            .iter()
+            .filter_map(|a| self.deploying.get(a))
+            .flatten()
+            .cloned()
+            .collect();
         let mut finished = Vec::new();
         for i in 0..self.deployments.len() {
+            let d = &self.deployments[i];
+            let touched = d
+                .steps
+                .get(d.current_step)
+                .is_none_or(|s| s.actions.is_empty())
+                || (!touched.is_empty()
+                    && touched.contains(&d.id)
+                    && d.steps[d.current_step]
+                        .actions
+                        .iter()
+                        .any(|a| dirty.contains(a.app())));
+            if !touched {
+                continue;
+            }
+            let mut advanced = false;
             loop {
                 let d = &self.deployments[i];
                 if d.current_step >= d.steps.len() {
@@ -731,6 +890,7 @@ impl Core {
                 if !done {
                     break;
                 }
+                advanced = true;
                 let step = self.step_json(d, d.current_step);
                 let plan = self.plan_json(d);
                 self.events.publish(
@@ -749,9 +909,12 @@ impl Core {
                     );
                 }
             }
+            if advanced || finished.last() == Some(&i) {
+                dirty.extend(deployment_apps(&self.deployments[i]).cloned());
+            }
         }
         for i in finished.into_iter().rev() {
-            let d = self.deployments.remove(i);
+            let d = self.remove_deployment_at(i);
             info!(deployment = %d.id, "Deployment finished");
             self.store_ops
                 .push(StoreOp::Delete(keys::deployment(&d.id)));
@@ -760,30 +923,47 @@ impl Core {
                 json!({"id": d.id, "plan": self.plan_json(&d)}),
             );
         }
-        // Modes.
-        let mut modes: BTreeMap<PathId, Mode> = BTreeMap::new();
-        for d in &self.deployments {
+        // Modes of the changed apps.
+        let mut modes: BTreeMap<&PathId, Mode> = BTreeMap::new();
+        let naming_dirty = dirty.iter().filter_map(|a| self.deploying.get(a)).fold(
+            BTreeSet::new(),
+            |mut ids, more| {
+                ids.extend(more.iter().map(String::as_str));
+                ids
+            },
+        );
+        for d in self
+            .deployments
+            .iter()
+            .filter(|d| !naming_dirty.is_empty() && naming_dirty.contains(d.id.as_str()))
+        {
             for (si, step) in d.steps.iter().enumerate() {
                 for a in &step.actions {
+                    let Some(app) = dirty.get(a.app()) else {
+                        continue;
+                    };
                     let mode = match (si.cmp(&d.current_step), a) {
                         (std::cmp::Ordering::Less, _) => Mode::Steady,
                         (std::cmp::Ordering::Equal, Action::RestartApplication(_)) => Mode::Restart,
                         (std::cmp::Ordering::Equal, Action::ScaleApplication(_)) => Mode::Steady,
                         _ => Mode::Frozen,
                     };
-                    let entry = modes.entry(a.app().clone()).or_insert(mode);
+                    let entry = modes.entry(app).or_insert(mode);
                     if mode == Mode::Frozen || (*entry == Mode::Steady && mode == Mode::Restart) {
                         *entry = mode;
                     }
                 }
             }
         }
-        let ids: Vec<PathId> = self.apps.keys().cloned().collect();
-        for id in ids {
-            let mode = modes.get(&id).copied().unwrap_or(Mode::Steady);
-            let def = self.apps[&id].def.clone();
+        let mut work: Vec<(PathId, u32, Vec<String>)> = Vec::new();
+        for id in &dirty {
+            let Some(app) = self.apps.get(id) else {
+                continue;
+            };
+            let mode = modes.get(id).copied().unwrap_or(Mode::Steady);
+            let def = &app.def;
             let target = def.instances.max(0) as u32;
-            let counted: Vec<TaskRecord> = self.counted_of(&id, now).into_iter().cloned().collect();
+            let counted = self.counted_of(id, now);
             let mut queued = 0;
             let mut kills: Vec<String> = Vec::new();
             match mode {
@@ -806,7 +986,7 @@ impl Core {
                         .as_ref()
                         .map(|v| v.last_config_change_at)
                         .unwrap_or_default();
-                    let (new, old): (Vec<TaskRecord>, Vec<TaskRecord>) =
+                    let (new, old): (Vec<&TaskRecord>, Vec<&TaskRecord>) =
                         counted.into_iter().partition(|t| t.config_version == cfg);
                     let s = Rolling {
                         target,
@@ -834,6 +1014,9 @@ impl Core {
                     }
                 }
             }
+            work.push((id.clone(), queued, kills));
+        }
+        for (id, queued, kills) in work {
             for k in kills {
                 self.kill_task(&k, now);
             }
@@ -855,18 +1038,19 @@ impl Core {
         self.wanted_offers = want;
     }
 
-    fn candidates(&self, tasks: &[TaskRecord]) -> Vec<KillCandidate> {
+    fn candidates(&self, tasks: &[&TaskRecord]) -> Vec<KillCandidate> {
+        let has_checks = |t: &TaskRecord| {
+            self.apps
+                .get(&t.app_id)
+                .is_some_and(|a| !a.def.health_checks.is_empty())
+        };
         tasks
             .iter()
             .map(|t| KillCandidate {
                 id: t.id.clone(),
                 staged_at: t.staged_at,
                 running: t.is_running(),
-                healthy: t.healthy(
-                    self.apps
-                        .get(&t.app_id)
-                        .is_some_and(|a| !a.def.health_checks.is_empty()),
-                ),
+                healthy: t.healthy(has_checks(t)),
             })
             .collect()
     }
@@ -877,9 +1061,11 @@ impl Core {
 
     /// Asks Mesos to kill a task (idempotent; re-sent by `tick` until it is terminal).
     pub fn kill_task(&mut self, id: &str, now: Timestamp) {
+        self.task_text.remove(id);
         if let Some(t) = self.tasks.get_mut(id) {
             if t.kill_requested.is_none() {
                 info!(task_id = %id, app = %t.app_id, "Killing task");
+                self.dirty.insert(t.app_id.clone());
             }
             t.kill_requested = Some(now);
             self.calls.push(calls::kill(id, Some(&t.agent_id)));
@@ -1020,14 +1206,62 @@ impl Core {
             .collect()
     }
 
+    /// The task record of a task about to be launched.
+    fn new_task(
+        app_id: &PathId,
+        def: &AppDefinition,
+        task_id: String,
+        view: &placement::OfferView,
+        ports: Vec<u32>,
+        now: Timestamp,
+    ) -> TaskRecord {
+        TaskRecord {
+            id: task_id,
+            app_id: app_id.clone(),
+            agent_id: view.agent_id.clone(),
+            host: view.hostname.clone(),
+            state: "TASK_STAGING".into(),
+            staged_at: now,
+            started_at: None,
+            version: def.version.unwrap_or_default(),
+            config_version: def
+                .version_info
+                .as_ref()
+                .map(|v| v.last_config_change_at)
+                .unwrap_or_default(),
+            ports,
+            service_ports: def.port_specs().iter().map(|s| s.service_port).collect(),
+            ip_addresses: Vec::new(),
+            mesos_healthy: None,
+            health: vec![
+                HealthResult::default();
+                def.health_checks
+                    .iter()
+                    .filter(|h| !h.runs_on_agent())
+                    .count()
+            ],
+            readiness: Vec::new(),
+            kill_requested: None,
+            unreachable_since: None,
+            role: def.role.clone().unwrap_or_else(|| "*".into()),
+        }
+    }
+
     /// OFFERS: launch queued tasks where they fit, decline the rest.
     pub fn offers(&mut self, offers: &[Value], now: Timestamp) {
-        self.evaluate(now);
+        self.reevaluate(now);
+        // What each app needs does not change while the offers are matched.
+        let mut needs_of: BTreeMap<PathId, Needs> = BTreeMap::new();
+        // Offers nothing fits are declined together, in one call.
+        let mut declined: Vec<String> = Vec::new();
         for offer in offers {
             let view = mesos::offer_view(offer);
             self.agents.insert(view.agent_id.clone(), Placed::of(&view));
             let mut left = view.clone();
             let mut infos = Vec::new();
+            // The offer as `/v2/queue` shows it, rendered once and shared by the apps that
+            // decline it.
+            let mut shown: Option<Arc<str>> = None;
             let ids: Vec<PathId> = self
                 .apps
                 .iter()
@@ -1037,68 +1271,60 @@ impl Core {
                 .map(|(k, _)| k.clone())
                 .collect();
             for id in ids {
-                let def = self.apps[&id].def.clone();
-                let needs = self.needs_of(&def);
-                let mut placed = self.placed_of(&id, now);
-                let mut launched = 0;
+                let mut launched_tasks = Vec::new();
                 let mut last_err = None;
-                while self.apps[&id].launch.queued > 0 {
-                    match placement::match_offer(&left, &needs, &placed) {
-                        Ok(consumed) => {
-                            let task_id = mesos::new_task_id(&id);
-                            let ports = mesos::task_ports(&def, &consumed);
-                            infos.push(mesos::task_info(&def, &task_id, offer, &consumed, &ports));
-                            let record = TaskRecord {
-                                id: task_id.clone(),
-                                app_id: id.clone(),
-                                agent_id: view.agent_id.clone(),
-                                host: view.hostname.clone(),
-                                state: "TASK_STAGING".into(),
-                                staged_at: now,
-                                started_at: None,
-                                version: def.version.unwrap_or_default(),
-                                config_version: def
-                                    .version_info
-                                    .as_ref()
-                                    .map(|v| v.last_config_change_at)
-                                    .unwrap_or_default(),
-                                ports: ports.host_ports.clone(),
-                                service_ports: def
-                                    .port_specs()
-                                    .iter()
-                                    .map(|s| s.service_port)
-                                    .collect(),
-                                ip_addresses: Vec::new(),
-                                mesos_healthy: None,
-                                health: vec![
-                                    HealthResult::default();
-                                    def.health_checks
-                                        .iter()
-                                        .filter(|h| !h.runs_on_agent())
-                                        .count()
-                                ],
-                                readiness: Vec::new(),
-                                kill_requested: None,
-                                unreachable_since: None,
-                                role: def.role.clone().unwrap_or_else(|| "*".into()),
-                            };
-                            info!(task_id = %task_id, app = %id, agent = %view.hostname, "Launching task");
-                            self.tasks.insert(task_id.clone(), record);
-                            self.put_task_store(&task_id);
-                            placement::subtract(&mut left, &consumed);
-                            placed.push(Placed::of(&left));
-                            launched += 1;
-                            if let Some(a) = self.apps.get_mut(&id) {
-                                a.launch.queued -= 1;
+                {
+                    let app = &self.apps[&id];
+                    let def = &app.def;
+                    let needs = needs_of
+                        .entry(id.clone())
+                        .or_insert_with(|| self.needs_of(def));
+                    // Where the app runs only matters to constraints.
+                    let with_constraints = !needs.constraints.is_empty();
+                    let mut placed = if with_constraints {
+                        self.placed_of(&id, now)
+                    } else {
+                        Vec::new()
+                    };
+                    let mut queued = app.launch.queued;
+                    while queued > 0 {
+                        match placement::match_offer(&left, needs, &placed) {
+                            Ok(consumed) => {
+                                let task_id = mesos::new_task_id(&id);
+                                let ports = mesos::task_ports(def, &consumed);
+                                infos.push(mesos::task_info(
+                                    def, &task_id, offer, &consumed, &ports,
+                                ));
+                                info!(task_id = %task_id, app = %id, agent = %view.hostname, "Launching task");
+                                launched_tasks.push(Self::new_task(
+                                    &id,
+                                    def,
+                                    task_id,
+                                    &view,
+                                    ports.host_ports,
+                                    now,
+                                ));
+                                placement::subtract(&mut left, &consumed);
+                                if with_constraints {
+                                    placed.push(Placed::of(&left));
+                                }
+                                queued -= 1;
                             }
-                        }
-                        Err(reasons) => {
-                            last_err = Some(reasons);
-                            break;
+                            Err(reasons) => {
+                                last_err = Some(reasons);
+                                break;
+                            }
                         }
                     }
                 }
+                let launched = launched_tasks.len() as u32;
+                for record in launched_tasks {
+                    let task_id = record.id.clone();
+                    self.insert_task(record);
+                    self.put_task_store(&task_id);
+                }
                 let app = self.apps.get_mut(&id).expect("app exists");
+                app.launch.queued -= launched;
                 app.launch.processed += 1;
                 if launched > 0 {
                     app.launch.last_used_at = Some(now);
@@ -1107,24 +1333,38 @@ impl Core {
                     app.launch.unused += 1;
                     app.launch.last_unused_at = Some(now);
                     debug!(app = %id, agent = %view.hostname, reasons = ?reasons, "Offer does not fit");
-                    app.launch.offers.insert(
+                    let offer = shown
+                        .get_or_insert_with(|| {
+                            json!({
+                                "id": view.id, "agentId": view.agent_id, "hostname": view.hostname,
+                                "resources": offer["resources"], "attributes": offer["attributes"],
+                            })
+                            .to_string()
+                            .into()
+                        })
+                        .clone();
+                    let offers = &mut app.launch.offers;
+                    offers.insert(
                         view.agent_id.clone(),
                         OfferRecord {
                             reasons,
                             at: now,
-                            offer: json!({
-                                "id": view.id, "agentId": view.agent_id, "hostname": view.hostname,
-                                "resources": offer["resources"].clone(), "attributes": offer["attributes"].clone(),
-                            }),
+                            offer,
                         },
                     );
+                    if offers.len() > LAST_UNUSED_OFFERS
+                        && let Some(oldest) = offers
+                            .iter()
+                            .filter(|(agent, _)| **agent != view.agent_id)
+                            .min_by_key(|(_, o)| o.at)
+                            .map(|(agent, _)| agent.clone())
+                    {
+                        offers.remove(&oldest);
+                    }
                 }
             }
             if infos.is_empty() {
-                self.calls.push(calls::decline(
-                    std::slice::from_ref(&view.id),
-                    self.cfg.refuse_seconds,
-                ));
+                declined.push(view.id.clone());
             } else {
                 self.calls.push(calls::accept(
                     std::slice::from_ref(&view.id),
@@ -1133,7 +1373,18 @@ impl Core {
                 ));
             }
         }
-        self.evaluate(now);
+        if !declined.is_empty() {
+            self.calls
+                .push(calls::decline(&declined, self.cfg.refuse_seconds));
+        }
+        self.reevaluate(now);
+    }
+
+    /// Several UPDATEs in a row, each applied as [`Core::update`] would.
+    pub fn updates(&mut self, statuses: &[Value], now: Timestamp) {
+        for status in statuses {
+            self.update(status, now);
+        }
     }
 
     /// UPDATE: a task status. Acknowledged when it carries a uuid.
@@ -1156,6 +1407,7 @@ impl Core {
             self.calls
                 .push(calls::acknowledge(&agent_id, &task_id, uuid));
         }
+        self.task_text.remove(&task_id);
         let Some(t) = self.tasks.get_mut(&task_id) else {
             if !is_terminal_state(&state) {
                 warn!(task_id = %task_id, state = %state, "Killing unknown task");
@@ -1191,6 +1443,12 @@ impl Core {
             t.unreachable_since = None;
         }
         let t = t.clone();
+        self.dirty.insert(t.app_id.clone());
+        if t.unreachable_since.is_some() {
+            self.unreachable.insert(task_id.clone());
+        } else {
+            self.unreachable.remove(&task_id);
+        }
         if prev != state {
             info!(task_id = %task_id, app = %t.app_id, state = %state, "Task status");
         }
@@ -1215,7 +1473,7 @@ impl Core {
             self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "version": t.version, "alive": h}));
         }
         if is_terminal_state(&state) {
-            self.tasks.remove(&task_id);
+            self.remove_task(&task_id);
             self.store_ops.push(StoreOp::Delete(keys::task(&task_id)));
             self.health_next.retain(|(id, _), _| id != &task_id);
             self.readiness_next.retain(|(id, _), _| id != &task_id);
@@ -1237,16 +1495,14 @@ impl Core {
                 }));
                 warn!(task_id = %task_id, app = %t.app_id, state = %state, delay_secs = delay, "Task failed; relaunch delayed");
             }
-            if !self.apps.contains_key(&t.app_id)
-                && !self.tasks.values().any(|x| x.app_id == t.app_id)
-            {
+            if !self.apps.contains_key(&t.app_id) && !self.by_app.contains_key(&t.app_id) {
                 self.events
                     .publish("app_terminated_event", json!({"appId": t.app_id}));
             }
         } else {
             self.put_task_store(&task_id);
         }
-        self.evaluate(now);
+        self.reevaluate(now);
     }
 
     // ---------------------------------------------------------------- health
@@ -1339,6 +1595,7 @@ impl Core {
             (task_id.to_string(), index),
             now.plus_millis(check.interval_seconds as i64 * 1000),
         );
+        self.task_text.remove(task_id);
         let t = self.tasks.get_mut(task_id).expect("checked above");
         if t.health.len() <= index {
             t.health.resize(index + 1, HealthResult::default());
@@ -1375,8 +1632,9 @@ impl Core {
                 }
             }
         }
+        self.dirty.insert(t.app_id.clone());
         self.put_task_store(task_id);
-        self.evaluate(now);
+        self.reevaluate(now);
     }
 
     // ---------------------------------------------------------------- readiness
@@ -1451,6 +1709,7 @@ impl Core {
             now.plus_millis(check.interval_seconds as i64 * 1000),
         );
         let result = readiness::record(&check, &outcome);
+        self.task_text.remove(task_id);
         let t = self.tasks.get_mut(task_id).expect("checked above");
         if t.readiness.len() <= index {
             t.readiness.resize(index + 1, ReadinessResult::default());
@@ -1464,8 +1723,10 @@ impl Core {
             debug!(task_id = %task_id, check = %check.name, outcome = ?outcome, "Task not ready yet");
         }
         t.readiness[index] = result;
+        let app = t.app_id.clone();
+        self.dirty.insert(app);
         self.put_task_store(task_id);
-        self.evaluate(now);
+        self.reevaluate(now);
     }
 
     /// `readinessCheckResults` of an app's tasks launched with `since` or a later version.
@@ -1531,11 +1792,11 @@ impl Core {
         for t in &found {
             self.kill_task(&t.id, now);
             if wipe {
-                self.tasks.remove(&t.id);
+                self.remove_task(&t.id);
                 self.store_ops.push(StoreOp::Delete(keys::task(&t.id)));
             }
         }
-        self.evaluate(now);
+        self.reevaluate(now);
         Ok(KillOutcome::Tasks(rendered))
     }
 
@@ -1585,83 +1846,163 @@ impl Core {
     // ---------------------------------------------------------------- JSON views
 
     pub fn task_json(&self, t: &TaskRecord) -> Value {
-        let mut j = json!({
-            "id": t.id, "appId": t.app_id, "host": t.host, "slaveId": t.agent_id, "state": t.state,
-            "stagedAt": t.staged_at, "version": t.version, "ports": t.ports, "servicePorts": t.service_ports,
-            "ipAddresses": ip_json(&t.ip_addresses), "localVolumes": [], "role": t.role,
-            "healthCheckResults": t.health.iter().filter(|h| h.last_success.is_some() || h.last_failure.is_some()).map(|h| {
-                let mut r = json!({"alive": h.alive, "consecutiveFailures": h.consecutive_failures, "instanceId": instance_id(&t.id), "taskId": t.id});
-                for (k, v) in [("firstSuccess", h.first_success), ("lastSuccess", h.last_success), ("lastFailure", h.last_failure)] {
-                    if let Some(v) = v { r[k] = json!(v); }
-                }
-                if let Some(c) = &h.last_failure_cause { r["lastFailureCause"] = json!(c); }
-                r
-            }).collect::<Vec<_>>(),
-        });
-        if let Some(s) = t.started_at {
-            j["startedAt"] = json!(s);
-        }
-        if let Some(h) = t.mesos_healthy
-            && j["healthCheckResults"]
-                .as_array()
-                .is_some_and(Vec::is_empty)
-        {
-            j["healthCheckResults"] = json!([{"alive": h, "consecutiveFailures": 0, "instanceId": instance_id(&t.id), "taskId": t.id}]);
-        }
-        j
+        serde_json::to_value(TaskJson(t)).unwrap_or_default()
     }
 
     fn counts(&self, app: &AppState) -> (usize, usize, usize, usize) {
         let has_checks = !app.def.health_checks.is_empty();
-        let tasks: Vec<&TaskRecord> = self
-            .tasks_of(&app.def.id)
-            .filter(|t| !t.is_terminal())
-            .collect();
-        let staged = tasks
-            .iter()
-            .filter(|t| matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING"))
-            .count();
-        let running = tasks.iter().filter(|t| t.is_running()).count();
-        let healthy = tasks
-            .iter()
-            .filter(|t| t.healthy(has_checks) == Some(true))
-            .count();
-        let unhealthy = tasks
-            .iter()
-            .filter(|t| t.healthy(has_checks) == Some(false))
-            .count();
+        let (mut staged, mut running, mut healthy, mut unhealthy) = (0, 0, 0, 0);
+        for t in self.tasks_of(&app.def.id).filter(|t| !t.is_terminal()) {
+            if matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING") {
+                staged += 1;
+            }
+            if t.is_running() {
+                running += 1;
+            }
+            match t.healthy(has_checks) {
+                Some(true) => healthy += 1,
+                Some(false) => unhealthy += 1,
+                None => {}
+            }
+        }
         (staged, running, healthy, unhealthy)
     }
 
     /// AppInfo: the definition plus counts, deployments and (if asked) tasks.
     pub fn app_json(&self, app: &AppState, embed_tasks: bool) -> Value {
-        let mut j = serde_json::to_value(&app.def).unwrap_or_default();
+        let deployments: Vec<&str> = self
+            .deployments
+            .iter()
+            .filter(|d| d.affected.contains(&app.def.id))
+            .map(|d| d.id.as_str())
+            .collect();
+        let embed = AppEmbed {
+            tasks: embed_tasks,
+            last_task_failure: true,
+            readiness: true,
+        };
+        let mut out = Vec::new();
+        self.write_app_json(app, embed, &deployments, &mut out);
+        serde_json::from_slice(&out).unwrap_or_default()
+    }
+
+    /// `{"apps": [...]}` of the apps `filter` keeps, written straight to JSON text (no
+    /// intermediate values: the list with every task is the largest answer apps gives).
+    pub fn apps_list_json(
+        &mut self,
+        filter: impl Fn(&AppState) -> bool,
+        embed: AppEmbed,
+    ) -> Vec<u8> {
+        // Render what changed since the last list once; later lists copy the text.
+        for app in self.apps.values().filter(|a| filter(a)) {
+            if !self.def_text.contains_key(&app.def.id) {
+                let text = serde_json::to_string(&app.def).unwrap_or_default();
+                self.def_text.insert(app.def.id.clone(), text.into());
+            }
+            if embed.tasks {
+                for id in self.by_app.get(&app.def.id).into_iter().flatten() {
+                    if !self.task_text.contains_key(id)
+                        && let Some(t) = self.tasks.get(id)
+                    {
+                        let text = serde_json::to_string(&TaskJson(t)).unwrap_or_default();
+                        self.task_text.insert(id.clone(), text.into());
+                    }
+                }
+            }
+        }
+        let mut by_app: BTreeMap<&PathId, Vec<&str>> = BTreeMap::new();
+        for d in &self.deployments {
+            for a in &d.affected {
+                by_app.entry(a).or_default().push(&d.id);
+            }
+        }
+        let mut out = Vec::with_capacity(64 * 1024);
+        out.extend_from_slice(b"{\"apps\":[");
+        let mut first = true;
+        for app in self.apps.values().filter(|a| filter(a)) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let deployments = by_app.get(&app.def.id).map_or(&[][..], Vec::as_slice);
+            self.write_app_json(app, embed, deployments, &mut out);
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+
+    /// One AppInfo object: the definition's fields, then counts, deployments and what
+    /// `embed` asks for.
+    fn write_app_json(
+        &self,
+        app: &AppState,
+        embed: AppEmbed,
+        deployments: &[&str],
+        out: &mut Vec<u8>,
+    ) {
+        let at = out.len();
+        let written = match self.def_text.get(&app.def.id) {
+            Some(text) => {
+                out.extend_from_slice(text.as_bytes());
+                true
+            }
+            None => serde_json::to_writer(&mut *out, &app.def).is_ok(),
+        };
+        if !written || out.last() != Some(&b'}') {
+            out.truncate(at);
+            out.extend_from_slice(b"{}");
+        }
+        out.pop();
+        if out.len() > at + 1 {
+            out.push(b',');
+        }
         let (staged, running, healthy, unhealthy) = self.counts(app);
-        j["tasksStaged"] = json!(staged);
-        j["tasksRunning"] = json!(running);
-        j["tasksHealthy"] = json!(healthy);
-        j["tasksUnhealthy"] = json!(unhealthy);
-        j["deployments"] = json!(
-            self.deployments
-                .iter()
-                .filter(|d| d.affected.contains(&app.def.id))
-                .map(|d| json!({"id": d.id}))
-                .collect::<Vec<_>>()
-        );
-        if embed_tasks {
-            j["tasks"] = json!(
-                self.tasks_of(&app.def.id)
-                    .map(|t| self.task_json(t))
-                    .collect::<Vec<_>>()
+        use erased::Json;
+        fn field(out: &mut Vec<u8>, name: &str, value: &dyn erased::Json) {
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            value.write(out);
+        }
+        field(out, "tasksStaged", &staged);
+        out.push(b',');
+        field(out, "tasksRunning", &running);
+        out.push(b',');
+        field(out, "tasksHealthy", &healthy);
+        out.push(b',');
+        field(out, "tasksUnhealthy", &unhealthy);
+        out.push(b',');
+        let deployments: Vec<DeploymentRef> =
+            deployments.iter().map(|id| DeploymentRef { id }).collect();
+        field(out, "deployments", &deployments);
+        if embed.tasks {
+            out.extend_from_slice(b",\"tasks\":[");
+            for (i, t) in self.tasks_of(&app.def.id).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match self.task_text.get(&t.id) {
+                    Some(text) => out.extend_from_slice(text.as_bytes()),
+                    None => TaskJson(t).write(out),
+                }
+            }
+            out.push(b']');
+        }
+        if embed.last_task_failure
+            && let Some(f) = &app.launch.last_failure
+        {
+            out.push(b',');
+            field(out, "lastTaskFailure", f);
+        }
+        if embed.readiness && !app.def.readiness_checks.is_empty() {
+            out.push(b',');
+            field(
+                out,
+                "readinessCheckResults",
+                &self.readiness_json(&app.def.id, Timestamp(0)),
             );
         }
-        if let Some(f) = &app.launch.last_failure {
-            j["lastTaskFailure"] = f.clone();
-        }
-        if !app.def.readiness_checks.is_empty() {
-            j["readinessCheckResults"] = json!(self.readiness_json(&app.def.id, Timestamp(0)));
-        }
-        j
+        out.push(b'}');
     }
 
     pub fn plan_json(&self, d: &Deployment) -> Value {
@@ -1744,13 +2085,100 @@ impl Core {
             if embed_offers {
                 item["lastUnusedOffers"] = json!(last
                     .iter()
-                    .map(|o| json!({"offer": o.offer, "timestamp": o.at, "reason": o.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>()}))
+                    .map(|o| json!({"offer": serde_json::from_str::<Value>(&o.offer).unwrap_or_default(), "timestamp": o.at, "reason": o.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>()}))
                     .collect::<Vec<_>>());
             }
             items.push(item);
         }
         json!({ "queue": items })
     }
+}
+
+/// What an AppInfo embeds besides the definition, counts and deployments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppEmbed {
+    pub tasks: bool,
+    pub last_task_failure: bool,
+    pub readiness: bool,
+}
+
+#[derive(Serialize)]
+struct DeploymentRef<'a> {
+    id: &'a str,
+}
+
+/// Serializing into a byte buffer through a trait object.
+mod erased {
+    pub trait Json {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize + ?Sized> Json for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            if serde_json::to_writer(&mut *out, self).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+    }
+}
+
+/// The v2 Task JSON of a task record, serialized without building a value first.
+struct TaskJson<'a>(&'a TaskRecord);
+
+impl Serialize for TaskJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let t = self.0;
+        let mut health: Vec<Value> = t
+            .health
+            .iter()
+            .filter(|h| h.last_success.is_some() || h.last_failure.is_some())
+            .map(|h| {
+                let mut r = json!({"alive": h.alive, "consecutiveFailures": h.consecutive_failures, "instanceId": instance_id(&t.id), "taskId": t.id});
+                for (k, v) in [("firstSuccess", h.first_success), ("lastSuccess", h.last_success), ("lastFailure", h.last_failure)] {
+                    if let Some(v) = v {
+                        r[k] = json!(v);
+                    }
+                }
+                if let Some(c) = &h.last_failure_cause {
+                    r["lastFailureCause"] = json!(c);
+                }
+                r
+            })
+            .collect();
+        if let Some(h) = t.mesos_healthy
+            && health.is_empty()
+        {
+            health.push(json!({"alive": h, "consecutiveFailures": 0, "instanceId": instance_id(&t.id), "taskId": t.id}));
+        }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", &t.id)?;
+        m.serialize_entry("appId", &t.app_id)?;
+        m.serialize_entry("host", &t.host)?;
+        m.serialize_entry("slaveId", &t.agent_id)?;
+        m.serialize_entry("state", &t.state)?;
+        m.serialize_entry("stagedAt", &t.staged_at)?;
+        if let Some(started) = t.started_at {
+            m.serialize_entry("startedAt", &started)?;
+        }
+        m.serialize_entry("version", &t.version)?;
+        m.serialize_entry("ports", &t.ports)?;
+        m.serialize_entry("servicePorts", &t.service_ports)?;
+        m.serialize_entry("ipAddresses", &ip_json(&t.ip_addresses))?;
+        m.serialize_entry("localVolumes", &[] as &[Value])?;
+        m.serialize_entry("role", &t.role)?;
+        m.serialize_entry("healthCheckResults", &health)?;
+        m.end()
+    }
+}
+
+/// Every app a deployment names: affected ones and those of its actions.
+fn deployment_apps(d: &Deployment) -> impl Iterator<Item = &PathId> {
+    d.affected.iter().chain(
+        d.steps
+            .iter()
+            .flat_map(|s| s.actions.iter().map(Action::app)),
+    )
 }
 
 fn ip_json(ips: &[String]) -> Value {
@@ -2125,6 +2553,115 @@ mod tests {
             launched(&mut c).len(),
             1,
             "replacement launched while the stuck task is killed"
+        );
+    }
+
+    #[test]
+    fn the_app_list_written_as_text_matches_the_app_json_of_each_app() {
+        let mut c = core();
+        for (id, n) in [("/x", 3), ("/y", 2)] {
+            c.deploy(
+                BTreeMap::from([(PathId::parse(id), Some(app(id, n, json!({}))))]),
+                BTreeSet::new(),
+                false,
+                Timestamp(2_000),
+            )
+            .unwrap();
+        }
+        c.offers(&[offer(1)], Timestamp(2_100));
+        let ids = launched(&mut c);
+        assert_eq!(ids.len(), 5);
+        status(&mut c, &ids[0], "TASK_RUNNING", 2_200);
+        let embed = AppEmbed {
+            tasks: true,
+            last_task_failure: true,
+            readiness: true,
+        };
+        // Twice: the first list renders the texts, the second copies them.
+        for _ in 0..2 {
+            let listed: Value = serde_json::from_slice(&c.apps_list_json(|_| true, embed)).unwrap();
+            let expected: Vec<Value> = c.apps().map(|a| c.app_json(a, true)).collect();
+            assert_eq!(listed, json!({ "apps": expected }));
+        }
+        status(&mut c, &ids[1], "TASK_RUNNING", 2_300);
+        let listed: Value = serde_json::from_slice(&c.apps_list_json(|_| true, embed)).unwrap();
+        assert_eq!(
+            listed["apps"][0]["tasksRunning"], 2,
+            "a changed task is rendered anew"
+        );
+        let running = listed["apps"][0]["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .count();
+        assert_eq!(running, 2);
+    }
+
+    #[test]
+    fn declined_offers_are_kept_for_a_bounded_number_of_agents_per_app() {
+        let mut c = core();
+        c.deploy(
+            BTreeMap::from([(
+                PathId::parse("/huge"),
+                Some(app("/huge", 1, json!({"cpus": 64}))),
+            )]),
+            BTreeSet::new(),
+            false,
+            Timestamp(2_000),
+        )
+        .unwrap();
+        for n in 0..(LAST_UNUSED_OFFERS as i64 + 10) {
+            let mut o = offer(0);
+            o["id"] = json!({"value": format!("O{n}")});
+            o["agent_id"] = json!({"value": format!("A{n}")});
+            c.offers(&[o], Timestamp(3_000 + n));
+        }
+        let launch = &c.app(&PathId::parse("/huge")).unwrap().launch;
+        assert_eq!(launch.offers.len(), LAST_UNUSED_OFFERS);
+        assert_eq!(launch.processed, LAST_UNUSED_OFFERS as u64 + 10);
+        assert!(
+            launch
+                .offers
+                .contains_key(&format!("A{}", LAST_UNUSED_OFFERS + 9)),
+            "the newest is kept"
+        );
+        assert!(!launch.offers.contains_key("A0"), "the oldest is gone");
+        let q = c.queue_json(true, Timestamp(4_000));
+        let last = &q["queue"][0]["lastUnusedOffers"];
+        assert_eq!(last.as_array().unwrap().len(), LAST_UNUSED_OFFERS);
+        assert_eq!(last[0]["reason"], json!(["InsufficientCpus"]));
+        assert_eq!(last[0]["offer"]["resources"][0]["name"], "cpus");
+    }
+
+    #[test]
+    fn tasks_are_indexed_by_app_through_launches_kills_and_terminal_updates() {
+        let mut c = core();
+        let a = PathId::parse("/ia");
+        c.deploy(
+            BTreeMap::from([(a.clone(), Some(app("/ia", 2, json!({}))))]),
+            BTreeSet::new(),
+            false,
+            Timestamp(2_000),
+        )
+        .unwrap();
+        c.offers(&[offer(1)], Timestamp(2_000));
+        let ids = launched(&mut c);
+        assert_eq!(c.tasks_of(&a).count(), 2);
+        status(&mut c, &ids[0], "TASK_FAILED", 2_100);
+        assert_eq!(c.tasks_of(&a).count(), 1);
+        assert_eq!(
+            c.app(&a).unwrap().launch.queued,
+            1,
+            "the failed task is queued again"
+        );
+        c.kill_tasks(&[ids[1].clone()], false, true, false, Timestamp(2_200))
+            .unwrap();
+        assert_eq!(c.tasks_of(&a).count(), 0);
+        assert_eq!(c.app(&a).unwrap().launch.queued, 2);
+        assert!(
+            c.tasks()
+                .all(|t| c.tasks_of(&t.app_id).any(|x| x.id == t.id))
         );
     }
 }

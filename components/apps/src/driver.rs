@@ -78,7 +78,7 @@ pub fn subscribe_call(cfg: &DriverConfig, framework_id: Option<&str>) -> Value {
 pub(crate) async fn run(
     cfg: DriverConfig,
     core: CoreHandle,
-    calls: mpsc::Receiver<Value>,
+    calls: mpsc::Receiver<OutCall>,
     token: CancellationToken,
 ) {
     let (conn_tx, conn_rx) = watch::channel(None::<Conn>);
@@ -205,20 +205,35 @@ async fn subscribe_once(
             Ok(Some(Ok(b))) => b,
         };
         decoder.push(&bytes);
+        let mut events: Vec<Value> = Vec::new();
         loop {
-            let record = match decoder.next_record() {
-                Ok(Some(r)) => r,
+            match decoder.next_record() {
+                Ok(Some(record)) => match serde_json::from_slice(&record) {
+                    Ok(v) => events.push(v),
+                    Err(e) => warn!(error = %e, "Ignoring undecodable event"),
+                },
                 Ok(None) => break,
                 Err(e) => return failed(subscribed, format!("bad RecordIO: {e}")),
-            };
-            let event: Value = match serde_json::from_slice(&record) {
-                Ok(v) => v,
-                Err(e) => {
-                    warn!(error = %e, "Ignoring undecodable event");
-                    continue;
-                }
-            };
+            }
+        }
+        // Consecutive status updates go to the core in one job (applied one by one there).
+        let mut updates: Vec<Value> = Vec::new();
+        for mut event in events {
             let kind = event["type"].as_str().unwrap_or_default().to_string();
+            if kind == "UPDATE" {
+                updates.push(event["update"]["status"].take());
+                continue;
+            }
+            if !updates.is_empty() {
+                let statuses = std::mem::take(&mut updates);
+                if core
+                    .call(move |c, now| c.updates(&statuses, now))
+                    .await
+                    .is_err()
+                {
+                    return Ended::Cancelled;
+                }
+            }
             let result = match kind.as_str() {
                 "SUBSCRIBED" => {
                     let fw = event["subscribed"]["framework_id"]["value"]
@@ -240,15 +255,11 @@ async fn subscribe_once(
                     core.call(move |c, now| c.subscribed(&fw, now)).await
                 }
                 "OFFERS" => {
-                    let offers = event["offers"]["offers"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default();
+                    let offers = match event["offers"]["offers"].take() {
+                        Value::Array(offers) => offers,
+                        _ => Vec::new(),
+                    };
                     core.call(move |c, now| c.offers(&offers, now)).await
-                }
-                "UPDATE" => {
-                    let status = event["update"]["status"].clone();
-                    core.call(move |c, now| c.update(&status, now)).await
                 }
                 "ERROR" => {
                     let message = event["error"]["message"]
@@ -277,51 +288,137 @@ async fn subscribe_once(
                 return Ended::Cancelled;
             }
         }
+        if !updates.is_empty()
+            && core
+                .call(move |c, now| c.updates(&updates, now))
+                .await
+                .is_err()
+        {
+            return Ended::Cancelled;
+        }
     }
 }
 
+/// A scheduler call on its way to the master: its type and its JSON text without the
+/// framework id (added when it is sent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutCall {
+    pub kind: String,
+    pub json: String,
+}
+
+impl OutCall {
+    pub fn new(call: &Value) -> OutCall {
+        OutCall {
+            kind: call["type"].as_str().unwrap_or_default().to_string(),
+            json: call.to_string(),
+        }
+    }
+
+    /// The call with `framework_id` set.
+    fn body(&self, framework_id: &str) -> String {
+        let id = json!({ "value": framework_id }).to_string();
+        match self.json.strip_prefix('{') {
+            Some(rest) if rest.trim_start().starts_with('}') => {
+                format!("{{\"framework_id\":{id}}}")
+            }
+            Some(rest) => format!("{{\"framework_id\":{id},{rest}"),
+            None => self.json.clone(),
+        }
+    }
+}
+
+/// Calls that may overtake one another: each names its own offer or status update.
+fn reorderable(call: &OutCall) -> bool {
+    matches!(call.kind.as_str(), "ACKNOWLEDGE" | "ACCEPT" | "DECLINE")
+}
+
+/// Most calls sent at once.
+const CALLS_IN_FLIGHT: usize = 32;
+
+/// Sends calls in order, except that a run of [`reorderable`] calls goes out concurrently
+/// (acknowledgements of a burst of status updates need not wait for one another); any other
+/// call (KILL, REVIVE, RECONCILE ...) waits until everything before it was answered.
 async fn send_calls(
     client: reqwest::Client,
-    mut calls: mpsc::Receiver<Value>,
+    mut calls: mpsc::Receiver<OutCall>,
     conn: watch::Receiver<Option<Conn>>,
     token: CancellationToken,
 ) {
+    let mut batch: Vec<OutCall> = Vec::new();
     loop {
-        let mut call = tokio::select! {
+        let first = tokio::select! {
             _ = token.cancelled() => return,
             c = calls.recv() => match c { Some(c) => c, None => return },
         };
-        let Some(conn) = conn.borrow().clone() else {
-            debug!(call = %call["type"], "Not subscribed; dropping call");
-            continue;
-        };
-        call["framework_id"] = json!({ "value": conn.framework_id });
-        let kind = call["type"].as_str().unwrap_or_default().to_string();
-        let sent = client
-            .post(format!("{}/api/v1/scheduler", conn.base))
-            .header("Content-Type", "application/json")
-            .header("Mesos-Stream-Id", &conn.stream_id)
-            .body(call.to_string())
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().as_u16() == 202 || r.status().as_u16() == 200 => {
-                debug!(call = %kind, "Call accepted")
+        batch.push(first);
+        while batch.len() < 1024 {
+            match calls.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
             }
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let text = r.text().await.unwrap_or_default();
-                warn!(call = %kind, status, body = %text, "Mesos rejected a call");
-            }
-            Err(e) => warn!(call = %kind, error = %e, "Cannot send call to Mesos"),
         }
+        let mut pending = batch.drain(..).peekable();
+        while let Some(call) = pending.next() {
+            if !reorderable(&call) {
+                send_call(&client, &conn, call).await;
+                continue;
+            }
+            let mut run = vec![call];
+            while let Some(next) = pending.next_if(reorderable) {
+                run.push(next);
+            }
+            futures::stream::iter(run)
+                .for_each_concurrent(CALLS_IN_FLIGHT, |call| send_call(&client, &conn, call))
+                .await;
+        }
+    }
+}
+
+async fn send_call(client: &reqwest::Client, conn: &watch::Receiver<Option<Conn>>, call: OutCall) {
+    let Some(conn) = conn.borrow().clone() else {
+        debug!(call = %call.kind, "Not subscribed; dropping call");
+        return;
+    };
+    let body = call.body(&conn.framework_id);
+    let kind = call.kind;
+    let sent = client
+        .post(format!("{}/api/v1/scheduler", conn.base))
+        .header("Content-Type", "application/json")
+        .header("Mesos-Stream-Id", &conn.stream_id)
+        .body(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().as_u16() == 202 || r.status().as_u16() == 200 => {
+            debug!(call = %kind, "Call accepted")
+        }
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            warn!(call = %kind, status, body = %text, "Mesos rejected a call");
+        }
+        Err(e) => warn!(call = %kind, error = %e, "Cannot send call to Mesos"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queued_calls_get_the_framework_id_when_sent() {
+        let call = OutCall::new(&json!({"type": "REVIVE", "revive": {}}));
+        assert_eq!(call.kind, "REVIVE");
+        let sent: Value = serde_json::from_str(&call.body("F-1")).unwrap();
+        assert_eq!(
+            sent,
+            json!({"type": "REVIVE", "revive": {}, "framework_id": {"value": "F-1"}})
+        );
+        let empty: Value = serde_json::from_str(&OutCall::new(&json!({})).body("F")).unwrap();
+        assert_eq!(empty, json!({"framework_id": {"value": "F"}}));
+    }
 
     #[test]
     fn redirect_locations_become_base_urls() {

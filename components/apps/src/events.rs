@@ -21,9 +21,13 @@ pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
 }
 
+/// Events kept for subscribers that fall behind: enough for the status updates of a burst of
+/// thousands of launches, so an SSE reader does not lose them while the core races ahead.
+const BACKLOG: usize = 16 * 1024;
+
 impl Default for EventBus {
     fn default() -> Self {
-        EventBus::new(1024)
+        EventBus::new(BACKLOG)
     }
 }
 

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{ApiError, Core, DeploymentResult, KillOutcome};
+use crate::core::{ApiError, AppEmbed, Core, DeploymentResult, KillOutcome};
 use crate::events::{EventBus, render};
 use crate::model::{AppDefinition, PathId, Timestamp, Violation};
 use crate::server::Leadership;
@@ -704,41 +704,35 @@ async fn list_apps(ctx: &Ctx, q: &Query) -> Reply {
     let tasks = embed.iter().any(|e| e == "apps.tasks");
     let failures = embed.iter().any(|e| e == "apps.lastTaskFailure");
     let readiness = embed.iter().any(|e| e == "apps.readiness");
-    let v = ctx
+    let embed = AppEmbed {
+        tasks,
+        last_task_failure: failures,
+        readiness,
+    };
+    let body = ctx
         .core
         .call(move |c, _| {
-            let apps: Vec<Value> = c
-                .apps()
-                .filter(|a| {
+            c.apps_list_json(
+                |a| {
                     cmd.as_ref()
                         .is_none_or(|s| a.def.cmd.as_ref().is_some_and(|x| x.contains(s.as_str())))
-                })
-                .filter(|a| {
-                    id.as_ref()
-                        .is_none_or(|s| a.def.id.to_string().contains(s.as_str()))
-                })
-                .filter(|a| {
-                    label
-                        .as_ref()
-                        .is_none_or(|s| label_matches(s, &a.def.labels))
-                })
-                .map(|a| {
-                    let mut j = c.app_json(a, tasks);
-                    if let Some(o) = j.as_object_mut() {
-                        if !failures {
-                            o.remove("lastTaskFailure");
-                        }
-                        if !readiness {
-                            o.remove("readinessCheckResults");
-                        }
-                    }
-                    j
-                })
-                .collect();
-            json!({ "apps": apps })
+                        && id
+                            .as_ref()
+                            .is_none_or(|s| a.def.id.to_string().contains(s.as_str()))
+                        && label
+                            .as_ref()
+                            .is_none_or(|s| label_matches(s, &a.def.labels))
+                },
+                embed,
+            )
         })
         .await?;
-    Ok(json_response(200, &v))
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
 }
 
 async fn create_app(ctx: &Ctx, q: &Query, body: &Bytes) -> Reply {

@@ -490,11 +490,15 @@ pub mod calls {
     use super::*;
 
     pub fn accept(offer_ids: &[String], task_infos: Vec<Value>, refuse_seconds: f64) -> Value {
-        json!({"type": "ACCEPT", "accept": {
+        let mut call = json!({"type": "ACCEPT", "accept": {
             "offer_ids": offer_ids.iter().map(|o| json!({"value": o})).collect::<Vec<_>>(),
-            "operations": [{"type": "LAUNCH", "launch": {"task_infos": task_infos}}],
+            "operations": [{"type": "LAUNCH", "launch": {}}],
             "filters": {"refuse_seconds": refuse_seconds},
-        }})
+        }});
+        // Moved in rather than through `json!` (which would serialize a deep copy): a launch
+        // burst builds thousands of task infos.
+        call["accept"]["operations"][0]["launch"]["task_infos"] = Value::Array(task_infos);
+        call
     }
 
     pub fn decline(offer_ids: &[String], refuse_seconds: f64) -> Value {

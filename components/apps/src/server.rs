@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use capstan_runtime::{ConfigProblem, Validate};
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -115,7 +114,7 @@ type Job = Box<dyn FnOnce(&mut Core, Timestamp) + Send>;
 /// and a leader that dies in between leaves no task its successor does not know.
 enum Outgoing {
     Write(StoreOp),
-    Call(Value),
+    Call(driver::OutCall),
 }
 
 /// Who leads, as the HTTP layer sees it.
@@ -381,7 +380,7 @@ async fn lead(
         task_launch_timeout_ms: config.task_launch_timeout.as_millis() as i64,
     };
     let mut core = Core::new(core_cfg, events, snapshot);
-    let (call_tx, call_rx) = mpsc::channel::<Value>(4096);
+    let (call_tx, call_rx) = mpsc::channel::<driver::OutCall>(4096);
     let (store_tx, mut store_rx) = mpsc::channel::<Outgoing>(4096);
     let writer = tokio::spawn(async move {
         while let Some(out) = store_rx.recv().await {
@@ -468,7 +467,10 @@ async fn lead(
         }
         let ops = std::mem::take(&mut core.store_ops).into_iter();
         let calls = std::mem::take(&mut core.calls).into_iter();
-        for out in ops.map(Outgoing::Write).chain(calls.map(Outgoing::Call)) {
+        // Calls wait as compact text: an ACCEPT's task infos take several times their text
+        // size as values, and a burst of launches can queue thousands of them.
+        let calls = calls.map(|c| Outgoing::Call(driver::OutCall::new(&c)));
+        for out in ops.map(Outgoing::Write).chain(calls) {
             if store_tx.send(out).await.is_err() {
                 break;
             }
