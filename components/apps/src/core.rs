@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::events::EventBus;
 use crate::health::{self, CheckJob, HealthOutcome};
-use crate::mesos::{self, calls};
+use crate::mesos::{self, OutCall, calls};
 use crate::model::task::is_terminal_state;
 use crate::model::{
     AppDefinition, HealthResult, NetMode, PathId, TaskRecord, Timestamp, UnreachableStrategy,
@@ -214,8 +214,10 @@ pub struct Core {
     health_next: BTreeMap<(String, usize), Timestamp>,
     readiness_next: BTreeMap<(String, usize), Timestamp>,
     events: EventBus,
-    /// Scheduler calls to send (without framework id).
-    pub calls: Vec<Value>,
+    /// Scheduler calls to send (without framework id), as compact text at once: an ACCEPT's
+    /// task infos take several times their text size as values, and one offers batch can
+    /// launch thousands of tasks.
+    pub calls: Vec<OutCall>,
     /// Store writes, in order.
     pub store_ops: Vec<StoreOp>,
 }
@@ -225,6 +227,11 @@ fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl Core {
+    /// Queues a scheduler call.
+    fn push_call(&mut self, call: Value) {
+        self.calls.push(OutCall::new(&call));
+    }
+
     pub fn new(cfg: CoreConfig, events: EventBus, snapshot: Snapshot) -> Core {
         let mut apps: BTreeMap<PathId, AppState> = BTreeMap::new();
         for def in snapshot.apps {
@@ -681,7 +688,7 @@ impl Core {
         self.add_deployment(deployment);
         self.reevaluate(now);
         if self.queue_total() > 0 {
-            self.calls.push(calls::revive());
+            self.push_call(calls::revive());
             self.wanted_offers = true;
         }
         Ok(result)
@@ -837,7 +844,7 @@ impl Core {
         for id in expired {
             if let Some(t) = self.remove_task(&id) {
                 info!(task_id = %id, app = %t.app_id, "Expunging unreachable task");
-                self.calls.push(calls::kill(&id, Some(&t.agent_id)));
+                self.push_call(calls::kill(&id, Some(&t.agent_id)));
                 self.store_ops.push(StoreOp::Delete(keys::task(&id)));
             }
         }
@@ -1033,7 +1040,7 @@ impl Core {
         }
         let want = self.queue_total() > 0;
         if want && !self.wanted_offers && self.connected {
-            self.calls.push(calls::revive());
+            self.push_call(calls::revive());
         }
         self.wanted_offers = want;
     }
@@ -1068,7 +1075,8 @@ impl Core {
                 self.dirty.insert(t.app_id.clone());
             }
             t.kill_requested = Some(now);
-            self.calls.push(calls::kill(id, Some(&t.agent_id)));
+            let call = calls::kill(id, Some(&t.agent_id));
+            self.push_call(call);
             self.put_task_store(id);
         }
     }
@@ -1088,7 +1096,7 @@ impl Core {
             if let Some(t) = self.tasks.get_mut(&id) {
                 t.kill_requested = Some(now);
             }
-            self.calls.push(calls::kill(&id, Some(&agent)));
+            self.push_call(calls::kill(&id, Some(&agent)));
         }
         let stuck: Vec<String> = self
             .tasks
@@ -1108,7 +1116,7 @@ impl Core {
             && now.millis() - self.last_reconcile.millis() >= self.cfg.reconciliation_interval_ms
         {
             self.last_reconcile = now;
-            self.calls.push(calls::reconcile(&[]));
+            self.push_call(calls::reconcile(&[]));
         }
         self.evaluate(now);
     }
@@ -1134,11 +1142,11 @@ impl Core {
             .map(|t| (t.id.clone(), t.agent_id.clone()))
             .collect();
         if !known.is_empty() {
-            self.calls.push(calls::reconcile(&known));
+            self.push_call(calls::reconcile(&known));
         }
-        self.calls.push(calls::reconcile(&[]));
+        self.push_call(calls::reconcile(&[]));
         self.last_reconcile = now;
-        self.calls.push(calls::revive());
+        self.push_call(calls::revive());
         self.events.publish(
             "subscribe_event",
             json!({"clientIp": "", "callbackUrl": ""}),
@@ -1366,7 +1374,7 @@ impl Core {
             if infos.is_empty() {
                 declined.push(view.id.clone());
             } else {
-                self.calls.push(calls::accept(
+                self.push_call(calls::accept(
                     std::slice::from_ref(&view.id),
                     infos,
                     self.cfg.refuse_seconds,
@@ -1374,8 +1382,7 @@ impl Core {
             }
         }
         if !declined.is_empty() {
-            self.calls
-                .push(calls::decline(&declined, self.cfg.refuse_seconds));
+            self.push_call(calls::decline(&declined, self.cfg.refuse_seconds));
         }
         self.reevaluate(now);
     }
@@ -1404,14 +1411,13 @@ impl Core {
         if let Some(uuid) = status["uuid"].as_str()
             && !agent_id.is_empty()
         {
-            self.calls
-                .push(calls::acknowledge(&agent_id, &task_id, uuid));
+            self.push_call(calls::acknowledge(&agent_id, &task_id, uuid));
         }
         self.task_text.remove(&task_id);
         let Some(t) = self.tasks.get_mut(&task_id) else {
             if !is_terminal_state(&state) {
                 warn!(task_id = %task_id, state = %state, "Killing unknown task");
-                self.calls.push(calls::kill(&task_id, Some(&agent_id)));
+                self.push_call(calls::kill(&task_id, Some(&agent_id)));
                 self.events.publish(
                     "unknown_instance_terminated_event",
                     json!({"instanceId": task_id, "runSpecId": "", "condition": state}),
@@ -2253,6 +2259,7 @@ mod tests {
         let ids = c
             .calls
             .iter()
+            .map(OutCall::value)
             .filter(|x| x["type"] == "ACCEPT")
             .flat_map(|x| {
                 x["accept"]["operations"][0]["launch"]["task_infos"]
@@ -2295,7 +2302,12 @@ mod tests {
         assert_eq!(first.len(), 1);
         status(&mut c, &first[0], "TASK_FAILED", 3_000);
         c.offers(&[offer(2)], Timestamp(4_000));
-        assert!(c.calls.iter().any(|x| x["type"] == "DECLINE"));
+        assert!(
+            c.calls
+                .iter()
+                .map(OutCall::value)
+                .any(|x| x["type"] == "DECLINE")
+        );
         assert!(launched(&mut c).is_empty(), "still inside the 2 s delay");
         c.offers(&[offer(3)], Timestamp(5_001));
         let second = launched(&mut c);
@@ -2351,6 +2363,7 @@ mod tests {
         let kills: Vec<String> = c
             .calls
             .iter()
+            .map(OutCall::value)
             .filter(|x| x["type"] == "KILL")
             .map(|x| x["kill"]["task_id"]["value"].as_str().unwrap().to_string())
             .collect();
@@ -2397,10 +2410,11 @@ mod tests {
             let kills: Vec<String> = c
                 .calls
                 .iter()
+                .map(OutCall::value)
                 .filter(|x| x["type"] == "KILL")
                 .map(|x| x["kill"]["task_id"]["value"].as_str().unwrap().to_string())
                 .collect();
-            c.calls.retain(|x| x["type"] != "KILL");
+            c.calls.retain(|x| x.kind != "KILL");
             for k in kills {
                 status(&mut c, &k, "TASK_KILLED", now);
             }
@@ -2502,7 +2516,10 @@ mod tests {
         let second = launched(&mut c).remove(0);
         status(&mut c, &second, "TASK_RUNNING", 8_100);
         assert!(
-            !c.calls.iter().any(|x| x["type"] == "KILL"),
+            !c.calls
+                .iter()
+                .map(OutCall::value)
+                .any(|x| x["type"] == "KILL"),
             "old task kept"
         );
         let jobs = c.due_readiness_checks(Timestamp(8_100));
@@ -2514,11 +2531,17 @@ mod tests {
             Err("connection refused".into()),
             Timestamp(8_200),
         );
-        assert!(!c.calls.iter().any(|x| x["type"] == "KILL"));
+        assert!(
+            !c.calls
+                .iter()
+                .map(OutCall::value)
+                .any(|x| x["type"] == "KILL")
+        );
         c.readiness_result(&second, 0, answer(200), Timestamp(13_200));
         assert!(
             c.calls
                 .iter()
+                .map(OutCall::value)
                 .any(|x| x["type"] == "KILL" && x["kill"]["task_id"]["value"] == first.as_str()),
             "the old task goes once the new one is ready"
         );
@@ -2541,11 +2564,17 @@ mod tests {
         c.offers(&[offer(1)], Timestamp(2_000));
         let first = launched(&mut c).remove(0);
         c.tick(Timestamp(2_000 + 299_000));
-        assert!(!c.calls.iter().any(|x| x["type"] == "KILL"));
+        assert!(
+            !c.calls
+                .iter()
+                .map(OutCall::value)
+                .any(|x| x["type"] == "KILL")
+        );
         c.tick(Timestamp(2_000 + 300_000));
         assert!(
             c.calls
                 .iter()
+                .map(OutCall::value)
                 .any(|x| x["type"] == "KILL" && x["kill"]["task_id"]["value"] == first.as_str())
         );
         c.offers(&[offer(2)], Timestamp(2_000 + 300_100));

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::http::CoreHandle;
+pub use crate::mesos::OutCall;
 
 /// Largest event apps accepts (an OFFERS event with many offers can be large).
 const MAX_EVENT_BYTES: usize = 64 << 20;
@@ -295,35 +296,6 @@ async fn subscribe_once(
                 .is_err()
         {
             return Ended::Cancelled;
-        }
-    }
-}
-
-/// A scheduler call on its way to the master: its type and its JSON text without the
-/// framework id (added when it is sent).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutCall {
-    pub kind: String,
-    pub json: String,
-}
-
-impl OutCall {
-    pub fn new(call: &Value) -> OutCall {
-        OutCall {
-            kind: call["type"].as_str().unwrap_or_default().to_string(),
-            json: call.to_string(),
-        }
-    }
-
-    /// The call with `framework_id` set.
-    fn body(&self, framework_id: &str) -> String {
-        let id = json!({ "value": framework_id }).to_string();
-        match self.json.strip_prefix('{') {
-            Some(rest) if rest.trim_start().starts_with('}') => {
-                format!("{{\"framework_id\":{id}}}")
-            }
-            Some(rest) => format!("{{\"framework_id\":{id},{rest}"),
-            None => self.json.clone(),
         }
     }
 }

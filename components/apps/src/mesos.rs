@@ -486,6 +486,42 @@ pub fn status_ips(status: &Value) -> Vec<String> {
 }
 
 /// Scheduler calls apps sends (framework id is added by the driver).
+/// A scheduler call on its way to the master: its type and its JSON text without the
+/// framework id (added when it is sent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutCall {
+    pub kind: String,
+    pub json: String,
+}
+
+impl OutCall {
+    pub fn new(call: &Value) -> OutCall {
+        OutCall {
+            kind: call["type"].as_str().unwrap_or_default().to_string(),
+            json: call.to_string(),
+        }
+    }
+
+    /// The call with `framework_id` set.
+    pub(crate) fn body(&self, framework_id: &str) -> String {
+        let id = json!({ "value": framework_id }).to_string();
+        match self.json.strip_prefix('{') {
+            Some(rest) if rest.trim_start().starts_with('}') => {
+                format!("{{\"framework_id\":{id}}}")
+            }
+            Some(rest) => format!("{{\"framework_id\":{id},{rest}"),
+            None => self.json.clone(),
+        }
+    }
+}
+
+impl OutCall {
+    /// The call as a value again (for tests and logs).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+}
+
 pub mod calls {
     use super::*;
 

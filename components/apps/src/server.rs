@@ -466,10 +466,10 @@ async fn lead(
             }
         }
         let ops = std::mem::take(&mut core.store_ops).into_iter();
-        let calls = std::mem::take(&mut core.calls).into_iter();
-        // Calls wait as compact text: an ACCEPT's task infos take several times their text
-        // size as values, and a burst of launches can queue thousands of them.
-        let calls = calls.map(|c| Outgoing::Call(driver::OutCall::new(&c)));
+        // Calls are compact text already (see `Core::calls`).
+        let calls = std::mem::take(&mut core.calls)
+            .into_iter()
+            .map(Outgoing::Call);
         for out in ops.map(Outgoing::Write).chain(calls) {
             if store_tx.send(out).await.is_err() {
                 break;

@@ -79,12 +79,14 @@ pub fn node_config(
 /// a task on host networking can then bind its offered port without colliding with another
 /// agent's. The standard cluster (`net` 0) slices the usual 31000-32000 range, 100 ports per
 /// agent (continuing above 32000 for many agents); side-by-side clusters (tests, `--net N`)
-/// get 40 ports per agent in a block of their own above 40000.
+/// get 40 ports per agent (5 agents) in a block of their own between 20000 and 31000 —
+/// below the kernel's ephemeral range (32768–60999), where an outgoing connection could hold
+/// the port a task is about to bind.
 pub fn agent_ports(net: u8, index: u8) -> String {
     let index = u32::from(index) - 1;
     let (first, len) = match net {
         0 => (31000 + 100 * index, 100),
-        n => (40000 + 200 * (u32::from(n) % 125) + 40 * index, 40),
+        n => (20000 + 200 * (u32::from(n) % 55) + 40 * index, 40),
     };
     format!("[{first}-{}]", first + len - 1)
 }
@@ -136,6 +138,7 @@ mod tests {
         assert!(a1.get("coord").is_none());
         assert_eq!(a1["agent"]["resources"]["ports"], "[31000-31099]");
         assert_eq!(agent_ports(0, 2), "[31100-31199]");
-        assert_eq!(agent_ports(7, 2), "[41440-41479]");
+        assert_eq!(agent_ports(7, 2), "[21440-21479]");
+        assert_eq!(agent_ports(54, 5), "[30960-30999]");
     }
 }
