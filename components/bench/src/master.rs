@@ -449,7 +449,7 @@ mod failover {
                 Ok(addr)
             }
             ["master", port, coord, ttl_ms] => {
-                // Production defaults (allocation every 1 s, agent ping 5 s, ...), HA on.
+                // Production defaults (allocation every 1 s and soon after a registration, ...), HA on.
                 let mut cfg = capstan_master::Config {
                     listen: ([127, 0, 0, 1], port.parse().context("master port")?).into(),
                     ..capstan_master::Config::default()
@@ -1156,7 +1156,7 @@ mod failover {
                  is polled every ~10 ms plus request time, so it can show slightly late); from \
                  the election to the first offer took p50 {}: the new leader loads the registry, \
                  the {n_agents} agents and then the framework re-subscribe (all retrying every \
-                 100 ms on the same 2 cores), and the next 1 s allocation tick sends the offer. \
+                 100 ms on the same 2 cores), and the allocation that follows sends the offer. \
                  {}",
                 ttl.as_secs_f64(),
                 detail.join("; "),
@@ -1183,10 +1183,11 @@ mod failover {
             "Why the failover goal is out of reach by construction: a killed leader cannot \
              resign, so coord deletes its election key only when its lease expires, lease_ttl \
              after its last keep-alive (sent every lease_ttl/3); a standby therefore takes over \
-             2/3·lease_ttl to lease_ttl after the kill. ≤ 2 s needs lease_ttl below 2 s \
-             (shorter than the 3 s `capstan dev` uses, a fifth of the 10 s default), which \
-             would trade false failovers on a briefly stalled leader for speed; the timers were \
-             not shrunk for this table. Mesos has the same bound from its ZooKeeper session \
+             2/3·lease_ttl to lease_ttl after the kill, and the new leader then waits for \
+             the agents and the framework to come back. ≤ 2 s end to end needs a lease_ttl \
+             near 1 s (the default is 2 s, `capstan dev` uses 3 s), which would trade false \
+             failovers on a briefly stalled leader for speed; the timers were not shrunk for \
+             this table. Mesos has the same bound from its ZooKeeper session \
              timeout (10 s by default)."
                 .into(),
         );
