@@ -593,6 +593,8 @@ fn is_dns_safe(name: &str) -> bool {
         && name.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
                 && l.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
@@ -727,6 +729,23 @@ mod tests {
         let rs = synthesize(&cluster(), &SynthConfig::default());
         assert_eq!(a(&rs, "master0.mesos."), ["10.0.0.1"]);
         assert!(rs.get("master2.mesos.").is_none());
+    }
+
+    #[test]
+    fn raw_names_are_kept_only_when_every_label_is_valid() {
+        for (name, safe) in [
+            ("web", true),
+            ("my_web-1", true),
+            ("a.b", true),
+            ("-", false),
+            ("-web", false),
+            ("web-", false),
+            ("a..b", false),
+            ("web app", false),
+            ("", false),
+        ] {
+            assert_eq!(is_dns_safe(name), safe, "{name:?}");
+        }
     }
 
     #[test]
