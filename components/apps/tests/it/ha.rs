@@ -27,28 +27,34 @@ async fn leader_of(http: &reqwest::Client, url: &str) -> anyhow::Result<String> 
     Ok(v["leader"].as_str().unwrap_or_default().to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_elect_one_leader_through_coord_and_fail_over_without_killing_tasks() {
-    let dir = capstan_testkit::temp_dir().unwrap();
+/// A one-member coord in `dir`; returns it and its `http://` URL.
+async fn start_coord(dir: &std::path::Path) -> (capstan_coord::ServerHandle, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let coord_addr = listener.local_addr().unwrap();
-    let coord_cfg = capstan_coord::Config {
+    let addr = listener.local_addr().unwrap();
+    let cfg = capstan_coord::Config {
         id: 1,
-        listen: coord_addr,
-        data_dir: dir.path().join("coord"),
+        listen: addr,
+        data_dir: dir.join("coord"),
         members: vec![capstan_coord::MemberConfig {
             id: 1,
-            addr: coord_addr.to_string(),
+            addr: addr.to_string(),
         }],
         ..capstan_coord::Config::default()
     };
-    let coord = capstan_coord::Server::start_on(coord_cfg, listener, CancellationToken::new())
+    let coord = capstan_coord::Server::start_on(cfg, listener, CancellationToken::new())
         .await
         .expect("coord starts");
+    (coord, format!("http://{addr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_elect_one_leader_through_coord_and_fail_over_without_killing_tasks() {
+    let dir = capstan_testkit::temp_dir().unwrap();
+    let (coord, coord_url) = start_coord(dir.path()).await;
     let master = FakeMaster::start(2).await;
     let config = || {
         let mut c = Config::for_tests(&master.url());
-        c.store.coord_endpoints = vec![format!("http://{coord_addr}")];
+        c.store.coord_endpoints = vec![coord_url.clone()];
         c.store.prefix = Some("/test/apps".into());
         c.leader_lease_ttl = Duration::from_secs(2);
         c
@@ -214,22 +220,7 @@ async fn health_server(ready: Arc<AtomicBool>) -> u16 {
 async fn killing_the_apps_leader_mid_deployment_lets_the_standby_finish_it_without_duplicate_tasks()
 {
     let dir = capstan_testkit::temp_dir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let coord_addr = listener.local_addr().unwrap();
-    let coord_cfg = capstan_coord::Config {
-        id: 1,
-        listen: coord_addr,
-        data_dir: dir.path().join("coord"),
-        members: vec![capstan_coord::MemberConfig {
-            id: 1,
-            addr: coord_addr.to_string(),
-        }],
-        ..capstan_coord::Config::default()
-    };
-    let coord = capstan_coord::Server::start_on(coord_cfg, listener, CancellationToken::new())
-        .await
-        .expect("coord starts");
-    let coord_url = format!("http://{coord_addr}");
+    let (coord, coord_url) = start_coord(dir.path()).await;
     let master = FakeMaster::start(2).await;
     let ready = Arc::new(AtomicBool::new(false));
     let health_port = health_server(ready.clone()).await;
@@ -404,22 +395,7 @@ impl Store for StuckTaskWrites {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_dying_before_its_tasks_are_stored_has_launched_none_of_them() {
     let dir = capstan_testkit::temp_dir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let coord_addr = listener.local_addr().unwrap();
-    let coord_cfg = capstan_coord::Config {
-        id: 1,
-        listen: coord_addr,
-        data_dir: dir.path().join("coord"),
-        members: vec![capstan_coord::MemberConfig {
-            id: 1,
-            addr: coord_addr.to_string(),
-        }],
-        ..capstan_coord::Config::default()
-    };
-    let coord = capstan_coord::Server::start_on(coord_cfg, listener, CancellationToken::new())
-        .await
-        .expect("coord starts");
-    let coord_url = format!("http://{coord_addr}");
+    let (coord, coord_url) = start_coord(dir.path()).await;
     let master = FakeMaster::start(2).await;
     let config = || {
         let mut c = Config::for_tests(&master.url());
