@@ -481,22 +481,8 @@ mod freshness {
     async fn schedule(base: &str, dns: SocketAddr, n: usize) -> anyhow::Result<Freshness> {
         let client = reqwest::Client::new();
         let url = format!("{base}/api/v1/scheduler");
-        let sub = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {
-            "user": "root", "name": FRAMEWORK, "failover_timeout": 0.0}}});
-        let resp = client
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json")
-            .body(sub.to_string())
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status() == 200, "SUBSCRIBE answered {}", resp.status());
-        let stream_id = resp
-            .headers()
-            .get("Mesos-Stream-Id")
-            .context("Mesos-Stream-Id")?
-            .to_str()?
-            .to_owned();
+        let (stream_id, resp) =
+            crate::master::subscribe_scheduler(&client, base, FRAMEWORK).await?;
         let mut body = resp.bytes_stream();
         let mut dec = RecordIoDecoder::default();
         let post = |call: Value| {

@@ -192,23 +192,8 @@ async fn measure(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()?;
-    let sub = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {
-        "user": "root", "name": "capstan-bench", "failover_timeout": 0.0}}});
     let t_sub = Instant::now();
-    let resp = client
-        .post(format!("{base}/api/v1/scheduler"))
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json")
-        .body(sub.to_string())
-        .send()
-        .await?;
-    anyhow::ensure!(resp.status() == 200, "SUBSCRIBE answered {}", resp.status());
-    let stream_id = resp
-        .headers()
-        .get("Mesos-Stream-Id")
-        .context("Mesos-Stream-Id")?
-        .to_str()?
-        .to_owned();
+    let (stream_id, resp) = subscribe_scheduler(&client, &base, "capstan-bench").await?;
     let mut body = resp.bytes_stream();
     let mut dec = RecordIoDecoder::default();
 
@@ -284,14 +269,14 @@ async fn measure(
                         .cloned()
                         .unwrap_or_default();
                     for offer in offers {
-                        let fit = fits(&offer).min(n_tasks - launched);
+                        let fit = fits(&offer, TASK_CPUS, TASK_MEM).min(n_tasks - launched);
                         let fid = json!({"value": framework_id});
                         let call = if fit == 0 {
                             json!({"type": "DECLINE", "framework_id": fid, "decline": {
                                 "offer_ids": [offer["id"]], "filters": {"refuse_seconds": 3600.0}}})
                         } else {
                             let tasks: Vec<Value> = (launched..launched + fit)
-                                .map(|i| task_info(&offer, i))
+                                .map(|i| task_info(&offer, "bench", i, TASK_CPUS, TASK_MEM))
                                 .collect();
                             launched += fit;
                             json!({"type": "ACCEPT", "framework_id": fid, "accept": {
@@ -382,20 +367,47 @@ fn scalar(offer: &Value, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// How many benchmark tasks fit in an offer.
-fn fits(offer: &Value) -> usize {
-    let by_cpu = (scalar(offer, "cpus") + 1e-9) / TASK_CPUS;
-    let by_mem = (scalar(offer, "mem") + 1e-9) / TASK_MEM;
+/// Subscribes a v1 HTTP scheduler named `name` (no failover timeout) to the master at
+/// `base`; returns its stream id and the event stream's response.
+pub async fn subscribe_scheduler(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+) -> anyhow::Result<(String, reqwest::Response)> {
+    let sub = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {
+        "user": "root", "name": name, "failover_timeout": 0.0}}});
+    let resp = client
+        .post(format!("{base}/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json")
+        .body(sub.to_string())
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "SUBSCRIBE answered {}", resp.status());
+    let stream_id = resp
+        .headers()
+        .get("Mesos-Stream-Id")
+        .context("Mesos-Stream-Id")?
+        .to_str()?
+        .to_owned();
+    Ok((stream_id, resp))
+}
+
+/// How many tasks of `cpus` / `mem` fit in an offer.
+fn fits(offer: &Value, cpus: f64, mem: f64) -> usize {
+    let by_cpu = (scalar(offer, "cpus") + 1e-9) / cpus;
+    let by_mem = (scalar(offer, "mem") + 1e-9) / mem;
     by_cpu.min(by_mem).floor().max(0.0) as usize
 }
 
-fn task_info(offer: &Value, i: usize) -> Value {
-    let id = format!("bench-{i}");
+/// Task `<prefix>-<i>` of `cpus` / `mem` on the offer's agent (the simulated agents run it).
+fn task_info(offer: &Value, prefix: &str, i: usize, cpus: f64, mem: f64) -> Value {
+    let id = format!("{prefix}-{i}");
     json!({
         "name": id, "task_id": {"value": id}, "agent_id": offer["agent_id"],
         "resources": [
-            {"name": "cpus", "type": "SCALAR", "scalar": {"value": TASK_CPUS}},
-            {"name": "mem", "type": "SCALAR", "scalar": {"value": TASK_MEM}},
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": cpus}},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": mem}},
         ],
         "command": {"value": "run", "shell": true},
     })
@@ -742,7 +754,7 @@ mod failover {
                         for offer in ev["offers"]["offers"].as_array().into_iter().flatten() {
                             let agent = offer["agent_id"]["value"].as_str().unwrap_or("");
                             let on_agent = st.on_agent.entry(agent.to_owned()).or_default();
-                            let fit = fits_small(offer)
+                            let fit = fits(offer, CPUS, MEM)
                                 .min(per_agent.saturating_sub(*on_agent))
                                 .min(n_tasks - st.launched);
                             if fit == 0 {
@@ -752,7 +764,7 @@ mod failover {
                                 continue;
                             }
                             let tasks: Vec<Value> = (st.launched..st.launched + fit)
-                                .map(|i| small_task(offer, i))
+                                .map(|i| task_info(offer, "failover", i, CPUS, MEM))
                                 .collect();
                             st.launched += fit;
                             *on_agent += fit;
@@ -1192,24 +1204,6 @@ mod failover {
                 .into(),
         );
     }
-
-    fn fits_small(offer: &Value) -> usize {
-        let by_cpu = (scalar(offer, "cpus") + 1e-9) / CPUS;
-        let by_mem = (scalar(offer, "mem") + 1e-9) / MEM;
-        by_cpu.min(by_mem).floor().max(0.0) as usize
-    }
-
-    fn small_task(offer: &Value, i: usize) -> Value {
-        let id = format!("failover-{i}");
-        json!({
-            "name": id, "task_id": {"value": id}, "agent_id": offer["agent_id"],
-            "resources": [
-                {"name": "cpus", "type": "SCALAR", "scalar": {"value": CPUS}},
-                {"name": "mem", "type": "SCALAR", "scalar": {"value": MEM}},
-            ],
-            "command": {"value": "run", "shell": true},
-        })
-    }
 }
 
 #[cfg(test)]
@@ -1222,8 +1216,8 @@ mod tests {
             {"name": "cpus", "type": "SCALAR", "scalar": {"value": 4.0}},
             {"name": "mem", "type": "SCALAR", "scalar": {"value": 1000.0}},
         ]});
-        assert_eq!(fits(&offer), 2);
-        assert_eq!(fits(&json!({"resources": []})), 0);
+        assert_eq!(fits(&offer, TASK_CPUS, TASK_MEM), 2);
+        assert_eq!(fits(&json!({"resources": []}), TASK_CPUS, TASK_MEM), 0);
     }
 
     #[test]
