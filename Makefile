@@ -1,7 +1,7 @@
 # Thin wrappers: every target is one cargo or script call.
 CARGO ?= cargo
 
-.PHONY: build test check images bench run soak
+.PHONY: build test check deny images bench run soak
 
 build:
 	$(CARGO) build --release --bin capstan
@@ -12,6 +12,11 @@ test:
 
 check:
 	$(CARGO) fmt --all -- --check && $(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Licenses, duplicate versions and sources of every dependency (deny.toml); needs cargo-deny.
+## Advisories need the RustSec database from the network: run `cargo deny check` where it can.
+deny:
+	$(CARGO) deny check licenses bans sources
 
 ## Offline container images (capstan/busybox, capstan/redis, capstan/http); no registry needed.
 images:

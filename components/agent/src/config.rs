@@ -31,7 +31,9 @@ use std::time::Duration;
 use capstan_runtime::{ConfigProblem, Validate, duration_secs};
 use serde::{Deserialize, Serialize};
 
-use crate::resources::{PortRange, parse_attribute, parse_port_ranges};
+use capstan_types::RangeSet;
+
+use crate::resources::{parse_attribute, parse_port_ranges};
 
 /// Configuration of one agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,7 +155,7 @@ impl Default for DockerConfig {
 
 impl Config {
     /// The configured port ranges (valid after [`Validate::validate`] passed).
-    pub fn port_ranges(&self) -> Vec<PortRange> {
+    pub fn port_ranges(&self) -> RangeSet {
         parse_port_ranges(&self.resources.ports).unwrap_or_default()
     }
 

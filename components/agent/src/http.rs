@@ -184,14 +184,20 @@ fn status_of(code: u16) -> StatusCode {
 }
 
 async fn health(State(s): State<Shared>) -> Response {
-    if *s.docker_up.borrow() {
-        StatusCode::OK.into_response()
-    } else {
+    if !*s.docker_up.borrow() {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
             "docker_unavailable",
             "The Docker engine is not reachable",
         )
+    } else if s.tasks.snapshot().checkpoint_failing {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "checkpoint_failing",
+            "The agent cannot write its checkpoint; status updates are held",
+        )
+    } else {
+        StatusCode::OK.into_response()
     }
 }
 
@@ -294,7 +300,7 @@ async fn agent_state(State(s): State<Shared>) -> Response {
         .collect();
     let r = &s.resources;
     let body = json!({
-        "version": "1.11.0",
+        "version": capstan_types::MESOS_VERSION,
         "id": agent_id,
         "pid": pid(&s),
         "hostname": s.hostname,
@@ -347,6 +353,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
         "slave/tasks_killing": 0, "slave/tasks_finished": 0, "slave/tasks_failed": 0,
         "slave/tasks_killed": 0, "slave/tasks_lost": 0,
         "containerizer/docker/up": if *s.docker_up.borrow() { 1 } else { 0 },
+        "capstan/checkpoint/failing": if snap.checkpoint_failing { 1 } else { 0 },
         "slave/unacknowledged_updates": snap.tasks.values().map(|t| t.unacknowledged).sum::<usize>(),
     });
     for (k, v) in counts {
@@ -371,7 +378,7 @@ fn statistics(t: &TaskView) -> Value {
 
 async fn version() -> Response {
     axum::Json(
-        json!({"version": "1.11.0", "build_user": "capstan", "git_tag": env!("CARGO_PKG_VERSION")}),
+        json!({"version": capstan_types::MESOS_VERSION, "build_user": "capstan", "git_tag": env!("CARGO_PKG_VERSION")}),
     )
     .into_response()
 }

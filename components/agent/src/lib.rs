@@ -1,4 +1,4 @@
-//! The Capstan agent (`capstan agent`, port 5051): runs tasks as Docker containers (Docker
+//! The Capstan agent (`capstan daemon agent`, port 5051): runs tasks as Docker containers (Docker
 //! Engine API via bollard), as plain processes, or under custom executors (Mesos executor
 //! API); checkpoints them; reports their states to the master over `capstan.agent.v1`
 //! ([`master`]); runs their health checks; and serves `/state`, `/health`,
@@ -11,7 +11,9 @@
 //! `mesos-<agent-id>.<container-id>` and labelled with the task or executor, framework and
 //! agent, which is how a restarted agent finds, reattaches to, or destroys them; custom
 //! executors are checkpointed too and wait for their executor to SUBSCRIBE again
-//! ([`manager::executor`]).
+//! ([`manager::executor`]). The checkpoint is one versioned record per task and executor
+//! ([`checkpoint`]), written off the async runtime; a status update reaches the master only
+//! after its record is durable ([`manager::persist`]).
 
 pub mod checkpoint;
 pub mod config;
@@ -28,4 +30,4 @@ pub mod supervisor;
 
 pub use config::Config;
 pub use manager::{AgentSnapshot, ManagerError, StatusUpdate, TaskManagerHandle, TaskView};
-pub use server::{Server, ServerHandle, StartError, run};
+pub use server::{Server, ServerHandle, StartError};

@@ -3,18 +3,22 @@
 //! One SUBSCRIBE stream per session (`POST /api/capstan/agent/v1`, RecordIO of `Event`s),
 //! other calls as separate POSTs. Status updates are sent head-of-queue per task: only a
 //! task's oldest unacknowledged update is in flight, resent with the same uuid until the
-//! master's ACKNOWLEDGED, then the next one goes. Masters are tried in turn; a `307` is
-//! followed to the leader.
+//! master's ACKNOWLEDGED, then the next one goes. Discovery (masters in turn, a `307` followed
+//! to the leader), RecordIO framing, the heartbeat watchdog (PINGs) and the reconnect loop are
+//! `capstan-mesos-client`'s, shared with every other client of the masters.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use capstan_mesos_client::{
+    Calls, MasterClient, RequestError, SessionEnd, StreamError, SubscribeError, reconnect,
+};
 use capstan_proto::capstan::agent::v1::{Call, Event, RunningTask, call, event};
 use capstan_proto::mesos::v1::{
     AgentId, AgentInfo, Attribute, ExecutorId, FrameworkId, Resource, TaskState, TaskStatus,
 };
-use capstan_proto::recordio::RecordIoDecoder;
-use futures::StreamExt;
+use capstan_types::{Backoff, Chain};
+use reqwest::StatusCode;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -24,8 +28,13 @@ use crate::manager::{StatusUpdate, TaskManagerHandle, is_terminal};
 
 const PATH: &str = "/api/capstan/agent/v1";
 const MAX_RECORD: usize = 64 * 1024 * 1024;
-/// Longest pause between attempts: short, so agents are back soon after a master failover.
+/// First and longest pause between attempts: short, so agents are back soon after a master
+/// failover.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The link is dead after this many ping intervals without a record from the master.
+const MISSED_PINGS: u32 = 5;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the link needs to describe the agent.
 #[derive(Debug, Clone)]
@@ -43,15 +52,15 @@ pub struct LinkConfig {
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("cannot reach the master: {0}")]
-    Http(#[from] reqwest::Error),
-    #[error("master answered {status}: {body}")]
-    Refused { status: u16, body: String },
-    #[error("redirected to {0}")]
-    Redirect(String),
+    #[error("cannot subscribe")]
+    Subscribe(#[source] SubscribeError),
+    #[error("a call to the master failed")]
+    Call(#[source] RequestError),
+    #[error("the event stream failed")]
+    Stream(#[source] StreamError),
     #[error("the event stream ended")]
     StreamEnded,
-    #[error("bad event stream: {0}")]
+    #[error("bad event: {0}")]
     Protocol(String),
     #[error("shutting down")]
     Shutdown,
@@ -64,48 +73,43 @@ pub async fn run(
     connected: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-    {
+    let client = MasterClient::for_masters(&cfg.masters, |c| {
+        c.connect_timeout = CONNECT_TIMEOUT;
+        c.max_record_len = MAX_RECORD;
+        c.missed_heartbeats = MISSED_PINGS;
+    });
+    let mut client = match client {
         Ok(c) => c,
         Err(e) => {
-            warn!(error = %e, "Cannot build the HTTP client for the master link");
+            warn!(error = %Chain(&e), "Cannot build the client for the master link");
             return;
         }
     };
-    let mut next = 0usize;
-    let mut target: Option<String> = None;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let master = target
-            .take()
-            .unwrap_or_else(|| cfg.masters[next % cfg.masters.len()].clone());
-        let result = session(&cfg, &client, &master, &tasks, &connected, &shutdown).await;
-        if connected.send_replace(false) {
-            // The session was up: the next master (a new leader) is tried promptly.
-            backoff = Duration::from_millis(100);
-        }
+    let backoff = Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX);
+    let stop = shutdown.clone();
+    reconnect(backoff, &stop, async move || {
+        let mut records = 0;
+        let result = session(
+            &cfg,
+            &mut client,
+            &tasks,
+            &connected,
+            &shutdown,
+            &mut records,
+        )
+        .await;
+        // A session that was up makes the next attempt (a new leader) prompt.
+        connected.send_replace(false);
         match result {
-            Err(SessionError::Shutdown) => return,
-            Err(SessionError::Redirect(leader)) => {
-                debug!(%master, %leader, "Following redirect to the leading master");
-                target = Some(leader);
-                continue;
-            }
+            Err(SessionError::Shutdown) => SessionEnd::Stop,
             Err(e) => {
-                warn!(%master, error = %e, "Master session ended");
-                next += 1;
+                warn!(error = %Chain(&e), "Master session ended");
+                SessionEnd::after(records)
             }
-            Ok(()) => next += 1,
+            Ok(()) => SessionEnd::after(records),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
+    })
+    .await;
 }
 
 fn subscribe_call(cfg: &LinkConfig, tasks: &TaskManagerHandle) -> Call {
@@ -152,78 +156,40 @@ fn subscribe_call(cfg: &LinkConfig, tasks: &TaskManagerHandle) -> Call {
             },
             tasks: running,
             ip: Some(cfg.ip.clone()),
-            version: Some("1.11.0".to_owned()),
+            version: Some(capstan_types::MESOS_VERSION.to_owned()),
         }),
         update: None,
         message: None,
     }
 }
 
-async fn post(client: &reqwest::Client, master: &str, call: &Call) -> Result<(), SessionError> {
-    let r = client
-        .post(format!("http://{master}{PATH}"))
-        .header("Content-Type", "application/json")
-        .body(capstan_proto::to_json_vec(call))
-        .send()
-        .await?;
-    if r.status().is_success() {
-        Ok(())
-    } else {
-        Err(SessionError::Refused {
-            status: r.status().as_u16(),
-            body: r.text().await.unwrap_or_default(),
-        })
-    }
-}
-
-/// `//host:port/path` or `http://host:port/path` → `host:port`.
-pub fn redirect_target(location: &str) -> Option<String> {
-    let rest = location
-        .strip_prefix("http://")
-        .or_else(|| location.strip_prefix("//"))?;
-    let hostport = rest.split('/').next()?;
-    (!hostport.is_empty()).then(|| hostport.to_owned())
-}
-
 async fn session(
     cfg: &LinkConfig,
-    client: &reqwest::Client,
-    master: &str,
+    client: &mut MasterClient,
     tasks: &TaskManagerHandle,
     connected: &watch::Sender<bool>,
     shutdown: &CancellationToken,
+    records: &mut u64,
 ) -> Result<(), SessionError> {
     let call = subscribe_call(cfg, tasks);
-    let request = client
-        .post(format!("http://{master}{PATH}"))
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json")
-        .body(capstan_proto::to_json_vec(&call))
-        .send();
-    let resp = tokio::select! {
+    let subscribed = tokio::select! {
         _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
-        r = request => r?,
+        r = client.subscribe(PATH, capstan_proto::to_json_vec(&call)) => r,
     };
-    let status = resp.status().as_u16();
-    if status == 307 {
-        let loc = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .and_then(redirect_target)
-            .ok_or_else(|| SessionError::Protocol("307 without a usable Location".into()))?;
-        return Err(SessionError::Redirect(loc));
-    }
-    if status != 200 {
-        let body = resp.text().await.unwrap_or_default();
-        if status == 403 && body.contains("gone") {
-            // The protocol: wipe the state and subscribe again without an id.
-            let _ = tasks.wipe().await;
+    let mut sub = match subscribed {
+        Ok(sub) => sub,
+        Err(e) => {
+            if let Some((StatusCode::FORBIDDEN, body)) = e.refusal()
+                && body.contains("gone")
+            {
+                // The protocol: wipe the state and subscribe again without an id.
+                let _ = tasks.wipe().await;
+            }
+            return Err(SessionError::Subscribe(e));
         }
-        return Err(SessionError::Refused { status, body });
-    }
-    let mut body = resp.bytes_stream();
-    let mut decoder = RecordIoDecoder::new(MAX_RECORD);
+    };
+    let calls = client.calls(sub.leader(), PATH, None);
+    let master = sub.leader().to_string();
     let mut updates = tasks.subscribe();
     let mut messages = tasks.subscribe_executor_messages();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -234,19 +200,22 @@ async fn session(
         let mut flush = false;
         tokio::select! {
             _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
-            chunk = body.next() => {
-                let Some(chunk) = chunk else { return Err(SessionError::StreamEnded) };
-                decoder.push(&chunk?);
-                while let Some(record) = decoder.next_record().map_err(|e| SessionError::Protocol(e.to_string()))? {
-                    let ev: Event = capstan_proto::from_json_slice(&record)
-                        .map_err(|e| SessionError::Protocol(e.to_string()))?;
-                    if handle_event(ev, client, master, tasks, &mut agent_id, connected).await? {
-                        flush = true;
-                        in_flight.clear();
-                    } else {
-                        flush = true;
-                    }
+            record = sub.next() => {
+                let Some(record) = record.map_err(SessionError::Stream)? else {
+                    return Err(SessionError::StreamEnded);
+                };
+                *records = sub.records();
+                let ev: Event = capstan_proto::from_json_slice(&record)
+                    .map_err(|e| SessionError::Protocol(e.to_string()))?;
+                if let Some(s) = &ev.subscribed
+                    && let Some(ping) = s.ping_interval_seconds
+                {
+                    sub.set_heartbeat_interval_secs(ping);
                 }
+                if handle_event(ev, &calls, &master, tasks, &mut agent_id, connected).await? {
+                    in_flight.clear();
+                }
+                flush = true;
             }
             m = messages.recv() => {
                 if let (Ok(m), Some(id)) = (m, agent_id.as_deref()) {
@@ -260,8 +229,8 @@ async fn session(
                         }),
                         ..Default::default()
                     };
-                    if let Err(e) = post(client, master, &call).await {
-                        warn!(error = %e, "Cannot forward an executor message");
+                    if let Err(e) = calls.send(&call).await {
+                        warn!(error = %Chain(&e), "Cannot forward an executor message");
                     }
                 }
             }
@@ -271,7 +240,7 @@ async fn session(
             _ = tick.tick() => flush = true,
         }
         if let (true, Some(id)) = (flush, agent_id.as_deref()) {
-            send_heads(client, master, tasks, id, &mut in_flight, cfg.update_retry).await?;
+            send_heads(&calls, tasks, id, &mut in_flight, cfg.update_retry).await?;
         }
     }
 }
@@ -279,7 +248,7 @@ async fn session(
 /// Returns true when the event (re)started the session (SUBSCRIBED).
 async fn handle_event(
     ev: Event,
-    client: &reqwest::Client,
+    calls: &Calls,
     master: &str,
     tasks: &TaskManagerHandle,
     agent_id: &mut Option<String>,
@@ -312,7 +281,7 @@ async fn handle_event(
                 r#type: Some(call::Type::Pong as i32),
                 ..Default::default()
             };
-            post(client, master, &pong).await?;
+            calls.send(&pong).await.map_err(SessionError::Call)?;
         }
         event::Type::Launch => {
             if let Some(l) = ev.launch
@@ -386,14 +355,14 @@ async fn handle_event(
 
 /// Sends each task's oldest unacknowledged update unless it is in flight and not yet due.
 async fn send_heads(
-    client: &reqwest::Client,
-    master: &str,
+    calls: &Calls,
     tasks: &TaskManagerHandle,
     agent_id: &str,
     in_flight: &mut HashMap<String, (Vec<u8>, Instant)>,
     retry: Duration,
 ) -> Result<(), SessionError> {
-    let Ok(pending) = tasks.unacknowledged().await else {
+    // Only what is checkpointed: an update whose write failed is held back.
+    let Ok(pending) = tasks.deliverable().await else {
         return Err(SessionError::Shutdown);
     };
     let mut heads: Vec<StatusUpdate> = Vec::new();
@@ -432,33 +401,17 @@ async fn send_heads(
             }),
             message: None,
         };
-        match post(client, master, &update).await {
-            Ok(()) => {
+        match calls.send(&update).await {
+            Ok(_) => {
                 in_flight.insert(task, (uuid, now));
             }
-            Err(SessionError::Refused { status: 403, body }) => {
-                return Err(SessionError::Refused { status: 403, body });
+            Err(e) if e.status() == Some(StatusCode::FORBIDDEN) => {
+                return Err(SessionError::Call(e));
             }
-            Err(e) => warn!(task_id = %task, error = %e, "Cannot send status update; will retry"),
+            Err(e) => {
+                warn!(task_id = %task, error = %Chain(&e), "Cannot send status update; will retry")
+            }
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirects_name_the_leader() {
-        assert_eq!(
-            redirect_target("//10.0.0.1:5050/api/capstan/agent/v1").as_deref(),
-            Some("10.0.0.1:5050")
-        );
-        assert_eq!(
-            redirect_target("http://m2:5050/x").as_deref(),
-            Some("m2:5050")
-        );
-        assert_eq!(redirect_target("/relative"), None);
-    }
 }

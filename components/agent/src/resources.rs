@@ -4,36 +4,18 @@
 use std::path::Path;
 
 use capstan_proto::mesos::v1::{Attribute, Resource, value};
+use capstan_types::RangeSet;
 
 use crate::config::Config;
 
-/// An inclusive port range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    pub begin: u64,
-    pub end: u64,
-}
-
-/// Parses `[31000-32000]`, `31000-31999,33000-33010` or `[80-80, 443-443]`.
-pub fn parse_port_ranges(text: &str) -> Result<Vec<PortRange>, String> {
-    let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
-    let mut out = Vec::new();
-    for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (b, e) = part.split_once('-').unwrap_or((part, part));
-        let parse = |s: &str| {
-            s.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|p| *p <= 65535)
-                .ok_or_else(|| format!("`{part}` is not a port range"))
-        };
-        let (begin, end) = (parse(b)?, parse(e)?);
-        if begin > end {
-            return Err(format!("range `{part}` ends before it begins"));
-        }
-        out.push(PortRange { begin, end });
+/// Parses `[31000-32000]`, `31000-31999,33000-33010` or `[80-80, 443-443]`: ports, so every
+/// value is at most 65535.
+pub fn parse_port_ranges(text: &str) -> Result<RangeSet, String> {
+    let ports = RangeSet::parse_mesos(text)?;
+    match ports.ranges().last() {
+        Some(&(_, end)) if end > 65535 => Err(format!("`{end}` is not a port (at most 65535)")),
+        _ => Ok(ports),
     }
-    Ok(out)
 }
 
 /// Parses `name:value` into an attribute: numbers become scalars, the rest text.
@@ -70,7 +52,7 @@ pub struct AgentResources {
     pub cpus: f64,
     pub mem: f64,
     pub disk: f64,
-    pub ports: Vec<PortRange>,
+    pub ports: RangeSet,
     pub role: String,
 }
 
@@ -130,11 +112,9 @@ impl AgentResources {
                 ranges: Some(value::Ranges {
                     range: self
                         .ports
+                        .ranges()
                         .iter()
-                        .map(|r| value::Range {
-                            begin: r.begin,
-                            end: r.end,
-                        })
+                        .map(|&(begin, end)| value::Range { begin, end })
                         .collect(),
                 }),
                 role: Some(self.role.clone()),
@@ -206,32 +186,17 @@ pub fn attribute_json(attr: &Attribute) -> serde_json::Value {
 }
 
 /// Flattened `/state` resources: `{"cpus":1,"mem":128,"disk":0,"gpus":0,"ports":"[31000-31005]"}`.
-pub fn flatten(cpus: f64, mem: f64, disk: f64, ports: &[PortRange]) -> serde_json::Value {
+pub fn flatten(cpus: f64, mem: f64, disk: f64, ports: &RangeSet) -> serde_json::Value {
     let mut obj = serde_json::json!({"cpus": cpus, "mem": mem, "disk": disk, "gpus": 0});
     if !ports.is_empty() {
-        let text = ports
-            .iter()
-            .map(|r| format!("{}-{}", r.begin, r.end))
-            .collect::<Vec<_>>()
-            .join(", ");
-        obj["ports"] = serde_json::json!(format!("[{text}]"));
+        obj["ports"] = serde_json::json!(ports.to_mesos_string());
     }
     obj
 }
 
-/// Collapses sorted ports into ranges.
-pub fn ports_to_ranges(ports: &[u64]) -> Vec<PortRange> {
-    let mut sorted = ports.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out: Vec<PortRange> = Vec::new();
-    for p in sorted {
-        match out.last_mut() {
-            Some(r) if r.end + 1 == p => r.end = p,
-            _ => out.push(PortRange { begin: p, end: p }),
-        }
-    }
-    out
+/// The set of `ports`, as ranges.
+pub fn ports_to_ranges(ports: &[u64]) -> RangeSet {
+    RangeSet::of_values(ports.iter().copied())
 }
 
 #[cfg(test)]
@@ -240,16 +205,16 @@ mod tests {
 
     #[test]
     fn port_ranges_parse_in_mesos_and_plain_forms() {
-        let r = |b, e| PortRange { begin: b, end: e };
+        let r = |ranges: &[(u64, u64)]| RangeSet::new(ranges.iter().copied());
         assert_eq!(
             parse_port_ranges("[31000-32000]").unwrap(),
-            vec![r(31000, 32000)]
+            r(&[(31000, 32000)])
         );
         assert_eq!(
             parse_port_ranges("80, 443-444").unwrap(),
-            vec![r(80, 80), r(443, 444)]
+            r(&[(80, 80), (443, 444)])
         );
-        assert_eq!(parse_port_ranges("[]").unwrap(), vec![]);
+        assert_eq!(parse_port_ranges("[]").unwrap(), r(&[]));
         assert!(parse_port_ranges("[2-1]").is_err());
         assert!(parse_port_ranges("x-1").is_err());
         assert!(parse_port_ranges("70000").is_err());
@@ -327,16 +292,7 @@ mod tests {
         assert_eq!(t.ports, vec![31005, 31006, 31000]);
         assert_eq!(
             ports_to_ranges(&t.ports),
-            vec![
-                PortRange {
-                    begin: 31000,
-                    end: 31000
-                },
-                PortRange {
-                    begin: 31005,
-                    end: 31006
-                }
-            ]
+            RangeSet::new([(31000, 31000), (31005, 31006)])
         );
     }
 }

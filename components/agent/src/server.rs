@@ -73,10 +73,11 @@ impl ServerHandle {
     }
 
     /// Waits until every task of the agent ended (after a shutdown).
-    pub async fn wait(self) {
+    pub async fn wait(self) -> capstan_runtime::Exit {
         for j in self.joins {
             let _ = j.await;
         }
+        capstan_runtime::Exit::Requested
     }
 
     /// Stops the agent. Containers keep running; the next start reattaches to them.
@@ -92,14 +93,6 @@ fn system_hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
-}
-
-/// Runs the agent until `shutdown` is cancelled (the binary's `capstan agent`).
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    let handle = Server::start(config, shutdown.clone()).await?;
-    shutdown.cancelled().await;
-    handle.wait().await;
-    Ok(())
 }
 
 /// The agent daemon.
@@ -184,7 +177,8 @@ impl Server {
             Some(docker.clone()),
             docker_up.clone(),
             shutdown.clone(),
-        )?;
+        )
+        .await?;
         joins.push(manager_join);
 
         let (master_tx, master_connected) = watch::channel(false);
@@ -245,7 +239,6 @@ impl Server {
             }));
         }
         info!(addr = %local_addr, agent_id = %tasks.snapshot().agent_id, "Listening on {local_addr}");
-        capstan_runtime::notify_ready();
         Ok(ServerHandle {
             local_addr,
             tasks,

@@ -15,7 +15,8 @@ pub struct Config {
     /// Host name this instance advertises in `/v2/leader` and `X-Marathon-Leader`; defaults
     /// to the listen address.
     pub hostname: Option<String>,
-    /// Mesos master URLs (`http://host:5050`), tried in order; 307 redirects are followed.
+    /// The masters (`host:5050` or `http://host:5050`), tried in order; 307 redirects are
+    /// followed.
     pub masters: Vec<String>,
     /// Framework name registered with Mesos (DNS names end in `.<name>.mesos`).
     pub framework_name: String,
@@ -50,6 +51,8 @@ pub struct Config {
     #[serde(with = "duration_secs")]
     pub task_launch_timeout: Duration,
     /// With coord: the leader's lease; a leader that cannot renew it for this long is replaced.
+    /// 2 s, as the master's: coord itself fails over in well under a second and resets leases
+    /// when it does, and the lease is renewed every third of it.
     #[serde(with = "duration_secs")]
     pub leader_lease_ttl: Duration,
 }
@@ -82,7 +85,7 @@ impl Default for Config {
             local_port_min: 10000,
             local_port_max: 20000,
             store: StoreConfig::default(),
-            leader_lease_ttl: Duration::from_secs(10),
+            leader_lease_ttl: Duration::from_secs(2),
             task_launch_timeout: Duration::from_secs(300),
         }
     }
@@ -112,10 +115,10 @@ impl Validate for Config {
             ));
         }
         for (i, m) in self.masters.iter().enumerate() {
-            if !(m.starts_with("http://") && m.len() > "http://".len()) {
+            if let Err(e) = capstan_mesos_client::Endpoint::parse(m) {
                 p.push(ConfigProblem::new(
                     format!("masters[{i}]"),
-                    "must be an http:// URL",
+                    format!("must be host:port or http://host:port: {e}"),
                 ));
             }
         }

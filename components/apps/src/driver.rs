@@ -1,12 +1,13 @@
-//! The Mesos v1 HTTP scheduler client: SUBSCRIBE (RecordIO event stream, `Mesos-Stream-Id`,
-//! 307 redirects to the leading master), calls on a second connection, heartbeat watchdog,
-//! reconnect with backoff across the configured masters, and the framework id kept in the
-//! state machine (persisted in the store) so a restarted apps re-registers as the same
-//! framework and keeps its tasks.
+//! The Mesos v1 HTTP scheduler client, on `capstan-mesos-client`: SUBSCRIBE (RecordIO event
+//! stream, `Mesos-Stream-Id`, 307 redirects to the leading master, heartbeat watchdog,
+//! reconnect with the shared backoff across the configured masters), calls on a second
+//! connection, and the framework id kept in the state machine (persisted in the store) so a
+//! restarted apps re-registers as the same framework and keeps its tasks.
 
 use std::time::Duration;
 
-use capstan_proto::recordio::RecordIoDecoder;
+use capstan_mesos_client::{Calls, MasterClient, SessionEnd, StreamError, Subscription, reconnect};
+use capstan_types::{Backoff, Chain};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -18,6 +19,12 @@ pub use crate::mesos::OutCall;
 
 /// Largest event apps accepts (an OFFERS event with many offers can be large).
 const MAX_EVENT_BYTES: usize = 64 << 20;
+/// Longest wait for the master to answer a SUBSCRIBE.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Longest wait for the master to answer a call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// First wait before resubscribing; doubles up to `backoff_max`.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How apps registers with Mesos.
 #[derive(Debug, Clone)]
@@ -34,29 +41,18 @@ pub struct DriverConfig {
 }
 
 /// The current subscription, for the call sender.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 struct Conn {
-    base: String,
-    stream_id: String,
+    calls: Calls,
     framework_id: String,
 }
 
 /// Why one subscription ended.
 #[derive(Debug)]
 enum Ended {
-    Redirect(String),
-    Closed { subscribed: bool },
-    Failed { subscribed: bool, error: String },
+    Closed,
+    Failed(StreamError),
     Cancelled,
-}
-
-/// `//host:port/path` or `http://host:port/path` → `http://host:port`.
-pub fn redirect_base(location: &str) -> Option<String> {
-    let rest = location
-        .strip_prefix("http://")
-        .or_else(|| location.strip_prefix("//"))?;
-    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
-    Some(format!("http://{host}"))
 }
 
 /// The SUBSCRIBE call apps sends.
@@ -82,139 +78,91 @@ pub(crate) async fn run(
     calls: mpsc::Receiver<OutCall>,
     token: CancellationToken,
 ) {
-    let (conn_tx, conn_rx) = watch::channel(None::<Conn>);
-    let client = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let client = MasterClient::for_masters(&cfg.masters, |c| {
+        c.request_timeout = SUBSCRIBE_TIMEOUT;
+        c.call_timeout = CALL_TIMEOUT;
+        c.max_record_len = MAX_EVENT_BYTES;
+        c.missed_heartbeats = cfg.heartbeat_failure_threshold;
+    });
+    let mut client = match client {
         Ok(c) => c,
         Err(e) => {
-            warn!(error = %e, "Cannot build HTTP client; not connecting to Mesos");
+            warn!(error = %Chain(&e), "Cannot build the master client; not connecting to Mesos");
             return;
         }
     };
-    let sender = tokio::spawn(send_calls(client.clone(), calls, conn_rx, token.clone()));
-    let mut backoff = Duration::from_millis(100);
-    let mut index = 0usize;
-    let mut redirected: Option<String> = None;
-    let mut redirects = 0;
-    loop {
-        let base = redirected.take().unwrap_or_else(|| {
-            cfg.masters[index % cfg.masters.len()]
-                .trim_end_matches('/')
-                .to_string()
-        });
-        let ended = subscribe_once(&client, &cfg, &base, &core, &conn_tx, &token).await;
+    let (conn_tx, conn_rx) = watch::channel(None::<Conn>);
+    let sender = tokio::spawn(send_calls(calls, conn_rx, token.clone()));
+    let backoff = Backoff::new(MIN_BACKOFF, cfg.backoff_max);
+    reconnect(backoff, &token, async move || {
+        let end = session(&mut client, &cfg, &core, &conn_tx).await;
         conn_tx.send_replace(None);
-        let _ = core.call(|c, _| c.disconnected()).await;
-        match ended {
-            Ended::Cancelled => break,
-            Ended::Redirect(to) if redirects < 5 => {
-                debug!(from = %base, to = %to, "Following redirect to the leading master");
-                redirects += 1;
-                redirected = Some(to);
-                continue;
-            }
-            Ended::Redirect(to) => warn!(to = %to, "Too many redirects between masters"),
-            Ended::Closed { subscribed } => {
-                warn!(master = %base, "Subscription to Mesos closed");
-                if subscribed {
-                    backoff = Duration::from_millis(100);
-                }
-            }
-            Ended::Failed { subscribed, error } => {
-                warn!(master = %base, error = %error, "Subscription to Mesos failed");
-                if subscribed {
-                    backoff = Duration::from_millis(100);
-                }
-            }
-        }
-        redirects = 0;
-        index += 1;
-        tokio::select! {
-            _ = token.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(cfg.backoff_max);
-    }
+        let _ = core.submit(|c, _| c.disconnected()).await;
+        end
+    })
+    .await;
     sender.abort();
 }
 
-async fn subscribe_once(
-    client: &reqwest::Client,
+/// One subscription: SUBSCRIBE on the leading master, then its events until the stream ends.
+async fn session(
+    client: &mut MasterClient,
     cfg: &DriverConfig,
-    base: &str,
     core: &CoreHandle,
     conn_tx: &watch::Sender<Option<Conn>>,
-    token: &CancellationToken,
-) -> Ended {
-    let failed = |subscribed, error: String| Ended::Failed { subscribed, error };
-    let Ok(framework_id) = core.call(|c, _| c.framework_id().map(str::to_string)).await else {
-        return Ended::Cancelled;
+) -> SessionEnd {
+    let Ok(framework_id) = core
+        .submit(|c, _| c.framework_id().map(str::to_string))
+        .await
+    else {
+        return SessionEnd::Stop;
     };
     let body = subscribe_call(cfg, framework_id.as_deref()).to_string();
-    let req = client
-        .post(format!("{base}/api/v1/scheduler"))
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json")
-        .body(body)
-        .send();
-    let resp = tokio::select! {
-        _ = token.cancelled() => return Ended::Cancelled,
-        r = tokio::time::timeout(Duration::from_secs(75), req) => match r {
-            Err(_) => return failed(false, "SUBSCRIBE timed out".into()),
-            Ok(Err(e)) => return failed(false, format!("SUBSCRIBE: {e}")),
-            Ok(Ok(r)) => r,
-        },
+    let mut sub = match client.subscribe_scheduler(body).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            warn!(error = %Chain(&e), "Subscription to Mesos failed");
+            return SessionEnd::after(0);
+        }
     };
-    let status = resp.status().as_u16();
-    if status == 307 {
-        let loc = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .and_then(redirect_base);
-        return match loc {
-            Some(to) => Ended::Redirect(to),
-            None => failed(false, "307 without a usable Location".into()),
-        };
+    let master = sub.leader().clone();
+    match consume(&mut sub, client, core, conn_tx).await {
+        Ended::Cancelled => return SessionEnd::Stop,
+        Ended::Closed => warn!(master = %master, "Subscription to Mesos closed"),
+        Ended::Failed(e) => {
+            warn!(master = %master, error = %Chain(&e), "Subscription to Mesos failed")
+        }
     }
-    if status != 200 {
-        let text = resp.text().await.unwrap_or_default();
-        return failed(false, format!("SUBSCRIBE answered {status}: {text}"));
-    }
-    let stream_id = resp
-        .headers()
-        .get("mesos-stream-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let mut stream = resp.bytes_stream();
-    let mut decoder = RecordIoDecoder::new(MAX_EVENT_BYTES);
-    let mut heartbeat = Duration::from_secs(15);
-    let mut subscribed = false;
+    SessionEnd::after(sub.records())
+}
+
+/// Hands the events of an open subscription to the core.
+async fn consume(
+    sub: &mut Subscription,
+    client: &MasterClient,
+    core: &CoreHandle,
+    conn_tx: &watch::Sender<Option<Conn>>,
+) -> Ended {
     loop {
-        let limit = heartbeat * cfg.heartbeat_failure_threshold.max(1);
-        let chunk = tokio::select! {
-            _ = token.cancelled() => return Ended::Cancelled,
-            c = tokio::time::timeout(limit, stream.next()) => c,
+        let first = match sub.next().await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ended::Closed,
+            Err(e) => return Ended::Failed(e),
         };
-        let bytes = match chunk {
-            Err(_) => return failed(subscribed, format!("no event for {limit:?}; reconnecting")),
-            Ok(None) => return Ended::Closed { subscribed },
-            Ok(Some(Err(e))) => return failed(subscribed, format!("event stream: {e}")),
-            Ok(Some(Ok(b))) => b,
-        };
-        decoder.push(&bytes);
-        let mut events: Vec<Value> = Vec::new();
+        // Whatever else already arrived is handled with it.
+        let mut records = vec![first];
         loop {
-            match decoder.next_record() {
-                Ok(Some(record)) => match serde_json::from_slice(&record) {
-                    Ok(v) => events.push(v),
-                    Err(e) => warn!(error = %e, "Ignoring undecodable event"),
-                },
+            match sub.next_ready() {
+                Ok(Some(record)) => records.push(record),
                 Ok(None) => break,
-                Err(e) => return failed(subscribed, format!("bad RecordIO: {e}")),
+                Err(e) => return Ended::Failed(e),
+            }
+        }
+        let mut events: Vec<Value> = Vec::new();
+        for record in records {
+            match serde_json::from_slice(&record) {
+                Ok(v) => events.push(v),
+                Err(e) => warn!(error = %e, "Ignoring undecodable event"),
             }
         }
         // Consecutive status updates go to the core in one job (applied one by one there).
@@ -228,7 +176,7 @@ async fn subscribe_once(
             if !updates.is_empty() {
                 let statuses = std::mem::take(&mut updates);
                 if core
-                    .call(move |c, now| c.updates(&statuses, now))
+                    .submit(move |c, now| c.updates(&statuses, now))
                     .await
                     .is_err()
                 {
@@ -241,26 +189,22 @@ async fn subscribe_once(
                         .as_str()
                         .unwrap_or_default()
                         .to_string();
-                    if let Some(h) = event["subscribed"]["heartbeat_interval_seconds"].as_f64()
-                        && h > 0.0
-                    {
-                        heartbeat = Duration::from_secs_f64(h);
+                    if let Some(h) = event["subscribed"]["heartbeat_interval_seconds"].as_f64() {
+                        sub.set_heartbeat_interval_secs(h);
                     }
-                    subscribed = true;
-                    info!(master = %base, framework_id = %fw, "Subscribed to Mesos");
+                    info!(master = %sub.leader(), framework_id = %fw, "Subscribed to Mesos");
                     conn_tx.send_replace(Some(Conn {
-                        base: base.to_string(),
-                        stream_id: stream_id.clone(),
+                        calls: client.scheduler_calls(sub),
                         framework_id: fw.clone(),
                     }));
-                    core.call(move |c, now| c.subscribed(&fw, now)).await
+                    core.submit(move |c, now| c.subscribed(&fw, now)).await
                 }
                 "OFFERS" => {
                     let offers = match event["offers"]["offers"].take() {
                         Value::Array(offers) => offers,
                         _ => Vec::new(),
                     };
-                    core.call(move |c, now| c.offers(&offers, now)).await
+                    core.submit(move |c, now| c.offers(&offers, now)).await
                 }
                 "ERROR" => {
                     let message = event["error"]["message"]
@@ -272,9 +216,9 @@ async fn subscribe_once(
                         || message.contains("teardown")
                         || message.contains("not registered")
                     {
-                        let _ = core.call(|c, _| c.framework_removed()).await;
+                        let _ = core.submit(|c, _| c.framework_removed()).await;
                     }
-                    return Ended::Closed { subscribed };
+                    return Ended::Closed;
                 }
                 "FAILURE" => {
                     info!(agent = %event["failure"]["agent_id"]["value"], "Mesos reports an agent or executor failure");
@@ -291,7 +235,7 @@ async fn subscribe_once(
         }
         if !updates.is_empty()
             && core
-                .call(move |c, now| c.updates(&updates, now))
+                .submit(move |c, now| c.updates(&updates, now))
                 .await
                 .is_err()
         {
@@ -312,7 +256,6 @@ const CALLS_IN_FLIGHT: usize = 32;
 /// (acknowledgements of a burst of status updates need not wait for one another); any other
 /// call (KILL, REVIVE, RECONCILE ...) waits until everything before it was answered.
 async fn send_calls(
-    client: reqwest::Client,
     mut calls: mpsc::Receiver<OutCall>,
     conn: watch::Receiver<Option<Conn>>,
     token: CancellationToken,
@@ -333,7 +276,7 @@ async fn send_calls(
         let mut pending = batch.drain(..).peekable();
         while let Some(call) = pending.next() {
             if !reorderable(&call) {
-                send_call(&client, &conn, call).await;
+                send_call(&conn, call).await;
                 continue;
             }
             let mut run = vec![call];
@@ -341,37 +284,27 @@ async fn send_calls(
                 run.push(next);
             }
             futures::stream::iter(run)
-                .for_each_concurrent(CALLS_IN_FLIGHT, |call| send_call(&client, &conn, call))
+                .for_each_concurrent(CALLS_IN_FLIGHT, |call| send_call(&conn, call))
                 .await;
         }
     }
 }
 
-async fn send_call(client: &reqwest::Client, conn: &watch::Receiver<Option<Conn>>, call: OutCall) {
+async fn send_call(conn: &watch::Receiver<Option<Conn>>, call: OutCall) {
     let Some(conn) = conn.borrow().clone() else {
         debug!(call = %call.kind, "Not subscribed; dropping call");
         return;
     };
     let body = call.body(&conn.framework_id);
     let kind = call.kind;
-    let sent = client
-        .post(format!("{}/api/v1/scheduler", conn.base))
-        .header("Content-Type", "application/json")
-        .header("Mesos-Stream-Id", &conn.stream_id)
-        .body(body)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await;
-    match sent {
-        Ok(r) if r.status().as_u16() == 202 || r.status().as_u16() == 200 => {
-            debug!(call = %kind, "Call accepted")
-        }
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap_or_default();
-            warn!(call = %kind, status, body = %text, "Mesos rejected a call");
-        }
-        Err(e) => warn!(call = %kind, error = %e, "Cannot send call to Mesos"),
+    match conn.calls.send_json(body).await {
+        Ok(_) => debug!(call = %kind, "Call accepted"),
+        Err(e) => match e.status() {
+            Some(status) => {
+                warn!(call = %kind, status = status.as_u16(), body = %e.body(), "Mesos rejected a call")
+            }
+            None => warn!(call = %kind, error = %Chain(&e), "Cannot send call to Mesos"),
+        },
     }
 }
 
@@ -390,19 +323,6 @@ mod tests {
         );
         let empty: Value = serde_json::from_str(&OutCall::new(&json!({})).body("F")).unwrap();
         assert_eq!(empty, json!({"framework_id": {"value": "F"}}));
-    }
-
-    #[test]
-    fn redirect_locations_become_base_urls() {
-        assert_eq!(
-            redirect_base("//m2:5050/api/v1/scheduler").as_deref(),
-            Some("http://m2:5050")
-        );
-        assert_eq!(
-            redirect_base("http://10.0.0.1:5050/api/v1/scheduler").as_deref(),
-            Some("http://10.0.0.1:5050")
-        );
-        assert_eq!(redirect_base("/relative"), None);
     }
 
     #[test]

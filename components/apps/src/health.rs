@@ -15,6 +15,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::TlsConnector;
 
+use crate::model::time::secs_to_millis;
 use crate::model::{HealthCheck, HealthResult, Timestamp};
 use crate::readiness::{HttpResponse, ProbeOutcome, ReadinessJob};
 
@@ -54,7 +55,7 @@ pub fn record(
     }
     let started = started_at.unwrap_or(now);
     let in_grace = r.first_success.is_none()
-        && (now.millis() - started.millis()) < (check.grace_period_seconds as i64) * 1000;
+        && (now.millis() - started.millis()) < secs_to_millis(check.grace_period_seconds);
     if in_grace {
         return HealthOutcome::Unchanged;
     }

@@ -11,34 +11,89 @@ use axum::response::Response;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{ApiError, AppEmbed, Core, DeploymentResult, KillOutcome};
 use crate::events::{EventBus, render};
+use crate::model::limits::MAX_INSTANCES;
 use crate::model::{AppDefinition, PathId, Timestamp, Violation};
 use crate::server::Leadership;
 
 type Job = Box<dyn FnOnce(&mut Core, Timestamp) + Send>;
 
+/// How far the store writer got: every store op the core issued, numbered from 1, up to
+/// `stored` is persisted. `failed` once a write was refused: the instance then steps down and
+/// stores nothing more.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Durability {
+    pub stored: u64,
+    pub failed: bool,
+}
+
 /// A cheap handle to the core task.
 #[derive(Clone)]
 pub(crate) struct CoreHandle {
     pub(crate) tx: mpsc::Sender<Job>,
+    pub(crate) durable: watch::Receiver<Durability>,
 }
 
 impl CoreHandle {
-    /// Runs `f` on the core task; 503 if the core is gone.
+    /// Runs `f` on the core task and returns once every store write it made is persisted, so
+    /// an answer built from it acknowledges only what is durable (Marathon's contract). 503 if
+    /// the core is gone or the write failed.
     pub(crate) async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Core, Timestamp) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
+        let (r, written) = self.run(f).await?;
+        if let Some(seq) = written {
+            self.stored(seq).await?;
+        }
+        Ok(r)
+    }
+
+    /// Runs `f` on the core task without waiting for its writes. For the Mesos driver and the
+    /// health checker: what they change reaches the master only through scheduler calls, which
+    /// the writer releases after the writes before them anyway.
+    pub(crate) async fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Timestamp) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        Ok(self.run(f).await?.0)
+    }
+
+    /// Runs `f`; also returns the number of the last store op it issued, if it issued any.
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Timestamp) -> R + Send + 'static,
+    ) -> Result<(R, Option<u64>), ApiError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |c, now| {
-            let _ = tx.send(f(c, now));
+            let r = f(c, now);
+            // The core's ops are drained after every job, so these are this job's.
+            let written =
+                (!c.store_ops.is_empty()).then(|| c.ops_issued + c.store_ops.len() as u64);
+            let _ = tx.send((r, written));
         });
         let gone = || ApiError::new(503, "Marathon is shutting down");
         self.tx.send(job).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
+    }
+
+    /// Waits until store op `seq` is persisted.
+    async fn stored(&self, seq: u64) -> Result<(), ApiError> {
+        let mut durable = self.durable.clone();
+        match durable.wait_for(|d| d.failed || d.stored >= seq).await {
+            Ok(d) if !d.failed => Ok(()),
+            Ok(_) => Err(ApiError::new(
+                503,
+                "The change could not be stored, so it was not made; this instance stepped down. Retry once a leader is elected.",
+            )),
+            Err(_) => Err(ApiError::new(
+                503,
+                "Marathon stopped before the change was stored, so it was not made",
+            )),
+        }
     }
 }
 
@@ -331,7 +386,16 @@ pub(crate) async fn dispatch(
         Leadership::Leader => {
             let r = match route(&ctx, &method, &path, &query, &headers, &body).await {
                 Ok(r) => r,
-                Err(e) => json_response(e.status, &e.body),
+                Err(e) => {
+                    let mut r = json_response(e.status, &e.body);
+                    if e.status == 405
+                        && let Some(allow) = allowed_methods(&path)
+                    {
+                        r.headers_mut()
+                            .insert(header::ALLOW, HeaderValue::from_static(allow));
+                    }
+                    r
+                }
             };
             (r, Some(ctx.info.leader.clone()))
         }
@@ -507,8 +571,52 @@ async fn route(
         (_, p) if p == "/v2/groups" || p.starts_with("/v2/groups/") => {
             group_routes(ctx, method, &p["/v2/groups".len()..], q, body).await
         }
+        _ if allowed_methods(path).is_some() => Err(method_not_allowed(method, path)),
         _ => Err(ApiError::not_found(format!("Not found: {path}"))),
     }
+}
+
+fn method_not_allowed(method: &Method, path: &str) -> ApiError {
+    ApiError::new(405, format!("Method {method} is not allowed on {path}"))
+}
+
+/// The methods [`route`] answers on `path` (the `Allow` header of a 405), or `None` for a
+/// path it does not know (404). Mirrors the order in which `route` and `app_routes` match.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "/ping"
+        | "/metrics"
+        | "/v2/info"
+        | "/v2/events"
+        | "/v2/tasks"
+        | "/v2/deployments"
+        | "/v2/queue"
+        | "/v2/eventSubscriptions"
+        | "/v1/apps"
+        | "/v1/endpoints" => "GET",
+        "/v2/leader" => "GET, DELETE",
+        "/v2/apps" => "GET, POST, PUT, PATCH",
+        "/v2/tasks/delete" | "/v1/apps/start" | "/v1/apps/stop" | "/v1/apps/scale" => "POST",
+        p if p.starts_with("/v2/apps/") => {
+            let rest = &p["/v2/apps".len()..];
+            if rest.ends_with("/restart") {
+                "POST"
+            } else if rest.contains("/tasks/") {
+                "DELETE"
+            } else if rest.ends_with("/tasks") {
+                "GET, DELETE"
+            } else if rest.contains("/versions/") || rest.ends_with("/versions") {
+                "GET"
+            } else {
+                "GET, PUT, PATCH, DELETE"
+            }
+        }
+        p if p.starts_with("/v2/groups/") && p.ends_with("/versions") => "GET",
+        p if p == "/v2/groups" || p.starts_with("/v2/groups/") => "GET, POST, PUT, PATCH, DELETE",
+        p if p.starts_with("/v2/deployments/") => "DELETE",
+        p if p.starts_with("/v2/queue/") && p.ends_with("/delay") => "DELETE",
+        _ => return None,
+    })
 }
 
 fn ping(headers: &HeaderMap) -> Response {
@@ -836,6 +944,12 @@ async fn update_apps(ctx: &Ctx, q: &Query, body: &Bytes, patch: bool) -> Reply {
             "error.expected.jsarray",
         )]));
     };
+    if list.is_empty() {
+        return Err(ApiError::invalid(vec![Violation::new(
+            "/",
+            "expected a non-empty array of apps",
+        )]));
+    }
     let force = q.flag("force", false);
     let partial = patch || q.flag("partialUpdate", true);
     let d = ctx
@@ -870,7 +984,7 @@ async fn app_routes(
     let force = q.flag("force", false);
     if let Some(id) = rest.strip_suffix("/restart") {
         if method != Method::POST {
-            return Err(ApiError::new(405, "Method not allowed"));
+            return Err(method_not_allowed(method, &format!("/v2/apps{rest}")));
         }
         let id = PathId::parse(id);
         let d = ctx
@@ -888,7 +1002,7 @@ async fn app_routes(
         let id = PathId::parse(id);
         let task = task.to_string();
         if method != Method::DELETE {
-            return Err(ApiError::new(405, "Method not allowed"));
+            return Err(method_not_allowed(method, &format!("/v2/apps{rest}")));
         }
         let (scale, wipe) = (q.flag("scale", false), q.flag("wipe", false));
         let out = ctx
@@ -931,8 +1045,11 @@ async fn app_routes(
                     KillOutcome::Deployment(d) => deployment_response(200, &d),
                 })
             }
-            _ => Err(ApiError::new(405, "Method not allowed")),
+            _ => Err(method_not_allowed(method, &format!("/v2/apps{rest}"))),
         };
+    }
+    if (rest.contains("/versions/") || rest.ends_with("/versions")) && method != Method::GET {
+        return Err(method_not_allowed(method, &format!("/v2/apps{rest}")));
     }
     if let Some((id, version)) = rest.rsplit_once("/versions/") {
         let id = PathId::parse(id);
@@ -1020,7 +1137,7 @@ async fn app_routes(
                 .await??;
             Ok(deployment_response(200, &d))
         }
-        _ => Err(ApiError::new(405, "Method not allowed")),
+        _ => Err(method_not_allowed(method, &format!("/v2/apps{rest}"))),
     }
 }
 
@@ -1156,6 +1273,80 @@ fn group_json(c: &Core, id: &PathId) -> Value {
     })
 }
 
+/// The fields of a group body (Marathon's `GroupUpdate`).
+const GROUP_FIELDS: [&str; 8] = [
+    "id",
+    "apps",
+    "groups",
+    "dependencies",
+    "version",
+    "pods",
+    "enforceRole",
+    "scaleBy",
+];
+
+/// A field, the check of its JSON type, and the error if that fails.
+type FieldType = (&'static str, fn(&Value) -> bool, &'static str);
+
+/// What is wrong with the shape of a group body at `path` (`""` for the top level, then
+/// `/groups(0)` ...): not an object, unknown fields, fields of the wrong JSON type.
+fn group_problems(v: &Value, path: &str) -> Vec<Violation> {
+    let at = |field: &str| format!("{path}/{field}");
+    let Some(o) = v.as_object() else {
+        let whole = if path.is_empty() { "/" } else { path };
+        return vec![Violation::new(whole, "error.expected.jsobject")];
+    };
+    let mut problems = Vec::new();
+    for k in o.keys() {
+        if !GROUP_FIELDS.contains(&k.as_str()) {
+            problems.push(Violation::new(
+                at(k),
+                format!(
+                    "error.unknown.field: expected one of {}",
+                    GROUP_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+    let string_list = |d: &Value| d.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    let types: [FieldType; 7] = [
+        ("id", Value::is_string, "error.expected.jsstring"),
+        ("apps", Value::is_array, "error.expected.jsarray"),
+        ("groups", Value::is_array, "error.expected.jsarray"),
+        ("pods", Value::is_array, "error.expected.jsarray"),
+        ("scaleBy", Value::is_number, "error.expected.jsnumber"),
+        ("enforceRole", Value::is_boolean, "error.expected.jsboolean"),
+        (
+            "dependencies",
+            string_list,
+            "error.expected.jsarray of strings",
+        ),
+    ];
+    for (field, ok, error) in types {
+        if let Some(x) = o.get(field)
+            && !x.is_null()
+            && !ok(x)
+        {
+            problems.push(Violation::new(at(field), error));
+        }
+    }
+    if let Some(f) = o.get("scaleBy").and_then(Value::as_f64)
+        && f <= 0.0
+    {
+        problems.push(Violation::new(at("scaleBy"), "must be greater than 0"));
+    }
+    for (i, g) in o
+        .get("groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        problems.extend(group_problems(g, &format!("{path}/groups({i})")));
+    }
+    problems
+}
+
 /// Collects every app and group of a group body, ids made absolute.
 fn collect_group(
     v: &Value,
@@ -1171,6 +1362,9 @@ fn collect_group(
         .filter_map(Value::as_str)
         .map(|d| PathId::parse_relative(d, &id.parent()).to_string())
         .collect();
+    for e in id.problems(false) {
+        problems.push(Violation::new("/id", format!("{e} (group {id})")));
+    }
     groups.push((id.clone(), deps));
     for a in v["apps"].as_array().into_iter().flatten() {
         let mut a = a.clone();
@@ -1211,6 +1405,9 @@ fn collect_group(
 async fn group_routes(ctx: &Ctx, method: &Method, rest: &str, q: &Query, body: &Bytes) -> Reply {
     let force = q.flag("force", false);
     if let Some(id) = rest.strip_suffix("/versions") {
+        if method != Method::GET {
+            return Err(method_not_allowed(method, &format!("/v2/groups{rest}")));
+        }
         let id = PathId::parse(id);
         let v = ctx
             .core
@@ -1249,7 +1446,16 @@ async fn group_routes(ctx: &Ctx, method: &Method, rest: &str, q: &Query, body: &
             Ok(deployment_response(200, &d))
         }
         Method::POST | Method::PUT | Method::PATCH => {
-            let v = parse_body(body)?;
+            // Unlike the app endpoints, an empty body is no group (`{}` is).
+            let v = if body.iter().all(u8::is_ascii_whitespace) {
+                Value::Null
+            } else {
+                parse_body(body)?
+            };
+            let problems = group_problems(&v, "");
+            if !problems.is_empty() {
+                return Err(ApiError::invalid(problems));
+            }
             let create = method == Method::POST;
             let dry_run = q.flag("dryRun", false);
             let gid = if create {
@@ -1267,17 +1473,25 @@ async fn group_routes(ctx: &Ctx, method: &Method, rest: &str, q: &Query, body: &
                                 "Group '{gid}' does not exist"
                             )));
                         }
-                        let changes: BTreeMap<PathId, Option<AppDefinition>> = c
-                            .apps()
-                            .filter(|a| a.def.id.is_under(&gid))
-                            .map(|a| {
-                                let mut def = a.def.clone();
-                                def.instances = (def.instances as f64 * factor).ceil() as i64;
-                                def.version = None;
-                                def.version_info = None;
-                                (a.def.id.clone(), Some(def))
-                            })
-                            .collect();
+                        let mut changes: BTreeMap<PathId, Option<AppDefinition>> =
+                            BTreeMap::new();
+                        for a in c.apps().filter(|a| a.def.id.is_under(&gid)) {
+                            let scaled = (a.def.instances as f64 * factor).ceil();
+                            if !(0.0..=MAX_INSTANCES as f64).contains(&scaled) {
+                                return Err(ApiError::invalid(vec![Violation::new(
+                                    "/scaleBy",
+                                    format!(
+                                        "scales {} to {scaled} instances, expected at most {MAX_INSTANCES}",
+                                        a.def.id
+                                    ),
+                                )]));
+                            }
+                            let mut def = a.def.clone();
+                            def.instances = scaled as i64;
+                            def.version = None;
+                            def.version_info = None;
+                            changes.insert(a.def.id.clone(), Some(def));
+                        }
                         c.deploy(changes, BTreeSet::new(), force, now)
                     })
                     .await??;
@@ -1328,6 +1542,7 @@ async fn group_routes(ctx: &Ctx, method: &Method, rest: &str, q: &Query, body: &
                             }
                         }
                     }
+                    c.check_dependency_cycles(&changes, &groups)?;
                     if dry_run {
                         return Ok(Err(json!({"steps": []})));
                     }
@@ -1342,7 +1557,7 @@ async fn group_routes(ctx: &Ctx, method: &Method, rest: &str, q: &Query, body: &
                 Err(steps) => Ok(json_response(200, &steps)),
             }
         }
-        _ => Err(ApiError::new(405, "Method not allowed")),
+        _ => Err(method_not_allowed(method, &format!("/v2/groups{rest}"))),
     }
 }
 

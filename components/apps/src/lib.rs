@@ -31,5 +31,5 @@ mod server;
 pub mod store;
 
 pub use config::Config;
-pub use server::{Server, ServerHandle, StartError, run};
+pub use server::{Server, ServerHandle, StartError, Stopped};
 pub use store::{CoordStore, InMemoryStore, Store, StoreError};

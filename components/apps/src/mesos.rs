@@ -416,7 +416,9 @@ pub fn task_info(
         task["health_check"] = check;
     }
     if let Some(g) = app.task_kill_grace_period_seconds {
-        task["kill_policy"] = json!({"grace_period": {"nanoseconds": g * 1_000_000_000}});
+        // Validation bounds `g`; saturating all the same, never wrapping.
+        let nanos = i64::try_from(g).map_or(i64::MAX, |g| g.saturating_mul(1_000_000_000));
+        task["kill_policy"] = json!({"grace_period": {"nanoseconds": nanos}});
     }
     // Discovery: VIP labels of ports and DCOS_SERVICE_* app labels (dcos-net, Mesos-DNS SRV).
     let mut disc_ports = Vec::new();

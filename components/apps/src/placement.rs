@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use capstan_types::resources::{from_milli, to_milli};
 use regex::Regex;
 
 /// One resource of an offer, flattened: unreserved resources have role `*`.
@@ -188,8 +189,6 @@ pub struct Consumed {
     pub host_ports: Vec<Option<u32>>,
 }
 
-const EPS: f64 = 1e-9;
-
 /// Matches one task against what is left of `offer`. `placed` are the app's other tasks
 /// (including ones placed earlier on this offer). Every failing check is reported.
 pub fn match_offer(
@@ -216,20 +215,26 @@ pub fn match_offer(
         ("disk", needs.disk, Reason::InsufficientDisk),
         ("gpus", needs.gpus, Reason::InsufficientGpus),
     ] {
-        if want <= 0.0 {
+        // In the master's fixed-point milli-units, so both agree on what fits.
+        let want = to_milli(want);
+        if want <= 0 {
             continue;
         }
         let mut left = want;
         let mut taken = Vec::new();
-        for r in usable.iter().filter(|r| r.name == name && r.scalar > EPS) {
-            let take = left.min(r.scalar);
-            taken.push((name.to_string(), r.role.clone(), take));
+        for r in usable.iter().filter(|r| r.name == name) {
+            let have = to_milli(r.scalar);
+            if have <= 0 {
+                continue;
+            }
+            let take = left.min(have);
+            taken.push((name.to_string(), r.role.clone(), from_milli(take)));
             left -= take;
-            if left <= EPS {
+            if left == 0 {
                 break;
             }
         }
-        if left > EPS {
+        if left > 0 {
             reasons.push(reason);
         } else {
             consumed.scalars.extend(taken);
@@ -306,9 +311,9 @@ pub fn subtract(offer: &mut OfferView, consumed: &Consumed) {
         if let Some(r) = offer
             .resources
             .iter_mut()
-            .find(|r| &r.name == name && &r.role == role && r.scalar + EPS >= *amount)
+            .find(|r| &r.name == name && &r.role == role && to_milli(r.scalar) >= to_milli(*amount))
         {
-            r.scalar -= amount;
+            r.scalar = from_milli(to_milli(r.scalar) - to_milli(*amount));
         }
     }
     for (role, port) in &consumed.ports {
@@ -333,6 +338,45 @@ pub fn subtract(offer: &mut OfferView, consumed: &Consumed) {
             }
             r.ranges = next;
         }
+    }
+}
+
+#[cfg(test)]
+mod milli_tests {
+    use super::*;
+
+    /// The master rounds every amount to milli-units: 0.0015 cpus is 2 milli there, so an
+    /// offer of 0.005 holds two such tasks, not three as float arithmetic would say.
+    #[test]
+    fn fitting_agrees_with_the_masters_milli_units() {
+        let mut offer = OfferView {
+            id: "o".into(),
+            agent_id: "a".into(),
+            hostname: "h".into(),
+            attributes: BTreeMap::new(),
+            resources: vec![OfferResource {
+                name: "cpus".into(),
+                role: "*".into(),
+                scalar: 0.005,
+                ranges: Vec::new(),
+            }],
+        };
+        let needs = Needs {
+            cpus: 0.0015,
+            mem: 0.0,
+            disk: 0.0,
+            gpus: 0.0,
+            host_ports: Vec::new(),
+            roles: vec!["*".into()],
+            constraints: Vec::new(),
+        };
+        let mut fits = 0;
+        while let Ok(c) = match_offer(&offer, &needs, &[]) {
+            subtract(&mut offer, &c);
+            fits += 1;
+            assert!(fits < 10);
+        }
+        assert_eq!(fits, 2);
     }
 }
 

@@ -22,6 +22,7 @@ pub struct AppSpec {
 /// One action of a deployment step (Marathon's action names).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "action", content = "app")]
+#[allow(clippy::enum_variant_names, reason = "Marathon's action names")]
 pub enum Action {
     StartApplication(PathId),
     ScaleApplication(PathId),
@@ -87,6 +88,57 @@ fn levels(apps: &BTreeMap<PathId, AppSpec>) -> BTreeMap<PathId, usize> {
         visit(id, apps, &mut memo, &mut BTreeSet::new());
     }
     memo
+}
+
+/// A dependency cycle among `apps`, as the path that closes it (`[/a, /b, /a]` for `/a` → `/b`
+/// → `/a`), or `None`. Like [`plan`], it ignores dependencies on the app itself and on apps not
+/// in `apps`. Iterative, so a long dependency chain cannot overflow the stack.
+pub fn find_cycle(apps: &BTreeMap<PathId, AppSpec>) -> Option<Vec<PathId>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Open,
+        Done,
+    }
+    let mut marks: BTreeMap<&PathId, Mark> = BTreeMap::new();
+    for root in apps.keys() {
+        if marks.contains_key(root) {
+            continue;
+        }
+        marks.insert(root, Mark::Open);
+        // Each entry: an open app and the index of its next dependency to follow.
+        let mut stack: Vec<(&PathId, usize)> = vec![(root, 0)];
+        while let Some(&(id, next)) = stack.last() {
+            let Some(dep) = apps.get(id).and_then(|s| s.dependencies.get(next)) else {
+                marks.insert(id, Mark::Done);
+                stack.pop();
+                continue;
+            };
+            if let Some(top) = stack.last_mut() {
+                top.1 += 1;
+            }
+            let Some((dep, _)) = apps.get_key_value(dep) else {
+                continue;
+            };
+            if dep == id {
+                continue;
+            }
+            match marks.get(dep) {
+                Some(Mark::Done) => {}
+                Some(Mark::Open) => {
+                    let start = stack.iter().position(|(a, _)| *a == dep).unwrap_or(0);
+                    let mut cycle: Vec<PathId> =
+                        stack[start..].iter().map(|(a, _)| (*a).clone()).collect();
+                    cycle.push(dep.clone());
+                    return Some(cycle);
+                }
+                None => {
+                    marks.insert(dep, Mark::Open);
+                    stack.push((dep, 0));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The steps from `original` to `target`. Removed apps are stopped first (dependents before
@@ -268,6 +320,67 @@ mod tests {
     }
 
     #[test]
+    fn dependency_cycles_are_found_and_reported_as_the_closing_path() {
+        let ids = |v: Option<Vec<PathId>>| {
+            v.map(|c| c.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        // (apps with their dependencies, the cycle expected)
+        type Case = (
+            Vec<(&'static str, Vec<&'static str>)>,
+            Option<Vec<&'static str>>,
+        );
+        let table: Vec<Case> = vec![
+            (vec![], None),
+            (vec![("/a", vec![]), ("/b", vec!["/a"])], None),
+            // Self-dependencies and unknown apps are ignored, as in planning.
+            (vec![("/a", vec!["/a", "/nope"])], None),
+            // A diamond is not a cycle.
+            (
+                vec![
+                    ("/a", vec!["/b", "/c"]),
+                    ("/b", vec!["/d"]),
+                    ("/c", vec!["/d"]),
+                    ("/d", vec![]),
+                ],
+                None,
+            ),
+            (
+                vec![("/a", vec!["/b"]), ("/b", vec!["/a"])],
+                Some(vec!["/a", "/b", "/a"]),
+            ),
+            (
+                vec![
+                    ("/a", vec!["/x"]),
+                    ("/x", vec!["/y"]),
+                    ("/y", vec!["/z"]),
+                    ("/z", vec!["/x"]),
+                ],
+                Some(vec!["/x", "/y", "/z", "/x"]),
+            ),
+        ];
+        for (apps, want) in table {
+            let apps: BTreeMap<PathId, AppSpec> = apps
+                .into_iter()
+                .map(|(id, deps)| (PathId::parse(id), spec(1, 1, &deps)))
+                .collect();
+            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(ids(find_cycle(&apps)), want, "{apps:?}");
+        }
+        // A chain far longer than any recursion could follow.
+        let n = 100_000;
+        let chain: BTreeMap<PathId, AppSpec> = (0..n)
+            .map(|i| {
+                let dep = format!("/app{}", (i + 1) % n);
+                (
+                    PathId::parse(&format!("/app{i}")),
+                    spec(1, 1, &[dep.as_str()]),
+                )
+            })
+            .collect();
+        assert_eq!(find_cycle(&chain).map(|c| c.len()), Some(n + 1));
+    }
+
+    #[test]
     fn changes_become_scale_restart_and_stop() {
         let original = BTreeMap::from([
             (PathId::parse("/a"), spec(1, 1, &[])),
@@ -408,6 +521,7 @@ mod tests {
     proptest! {
         #[test]
         fn plans_touch_every_change_once_and_respect_dependencies(original in arb_apps(), target in arb_apps()) {
+            prop_assert!(find_cycle(&target).is_none());
             let steps = plan(&original, &target);
             let mut step_of: BTreeMap<PathId, usize> = BTreeMap::new();
             let mut seen: BTreeMap<PathId, Vec<&'static str>> = BTreeMap::new();

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use capstan_runtime::{ConfigProblem, Validate};
+use capstan_runtime::{Chain, ConfigProblem, Exit, Validate};
+use capstan_types::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,9 +16,9 @@ use crate::core::{Core, CoreConfig, Deployment, GroupMeta, Snapshot, keys};
 use crate::driver::{self, DriverConfig};
 use crate::events::EventBus;
 use crate::health;
-use crate::http::{CoreHandle, Ctx, Info, dispatch};
+use crate::http::{CoreHandle, Ctx, Durability, Info, dispatch};
 use crate::model::{AppDefinition, PathId, TaskRecord, Timestamp};
-use crate::store::{CoordStore, InMemoryStore, Store, StoreError, StoreOp};
+use crate::store::{CoordStore, InMemoryStore, Store, StoreError, StoreOp, coalesce};
 
 /// Why apps could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,20 @@ pub enum StartError {
     Load(#[source] StoreError),
 }
 
+/// Why an apps instance stopped by itself. Each ends the process non-zero, so its supervisor
+/// starts it again as a standby that loads the stored state.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    #[error("lost apps leadership")]
+    LostLeadership,
+    #[error("abdicated apps leadership (DELETE /v2/leader)")]
+    Abdicated,
+    #[error(
+        "a store write failed, so this instance stepped down; a new leader loads the stored state"
+    )]
+    StoreFailed(#[source] StoreError),
+}
+
 /// The apps daemon.
 pub struct Server;
 
@@ -41,7 +56,8 @@ pub struct Server;
 pub struct ServerHandle {
     local_addr: SocketAddr,
     token: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    lifecycle: JoinHandle<Exit>,
+    http: JoinHandle<()>,
 }
 
 impl ServerHandle {
@@ -50,18 +66,20 @@ impl ServerHandle {
         self.local_addr
     }
 
-    /// Waits until every task stopped (after shutdown was requested).
-    pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
-        }
+    /// Waits until the daemon stopped, and says why.
+    pub async fn wait(self) -> Exit {
+        let exit = self.lifecycle.await.unwrap_or_else(Exit::failed);
+        // The core is gone: stop the API too (a no-op after a requested shutdown).
+        self.token.cancel();
+        let _ = self.http.await;
+        exit
     }
 
     /// Stops the daemon: the API closes, the Mesos subscription ends (tasks keep running;
     /// Mesos holds them for `failover_timeout`).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(self) -> Exit {
         self.token.cancel();
-        self.wait().await;
+        self.wait().await
     }
 }
 
@@ -72,7 +90,7 @@ async fn load(store: &dyn Store) -> Result<Snapshot, StoreError> {
             .filter_map(|(k, v)| match serde_json::from_slice(&v) {
                 Ok(x) => Some(x),
                 Err(e) => {
-                    warn!(key = %k, error = %e, "Skipping unreadable stored value");
+                    warn!(key = %k, error = %Chain(&e), "Skipping unreadable stored value");
                     None
                 }
             })
@@ -133,22 +151,129 @@ struct Ha {
 }
 
 /// Runs `f` until it succeeds or `token` is cancelled, backing off between attempts.
-async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+async fn retry<T, E: std::error::Error, F: std::future::Future<Output = Result<T, E>>>(
     what: &str,
     token: &CancellationToken,
     mut f: impl FnMut() -> F,
 ) -> Option<T> {
-    let mut delay = std::time::Duration::from_millis(100);
+    let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
     loop {
         match f().await {
             Ok(v) => return Some(v),
-            Err(e) => warn!(error = %e, "{what} failed; retrying"),
+            Err(e) => warn!(error = %Chain(&e), "{what} failed; retrying"),
         }
         tokio::select! {
             _ = token.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+/// First and longest wait between tries of a failed election or load step.
+const RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// First and longest wait between tries of a store write the store could not take.
+const WRITE_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(50);
+const WRITE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// One store transaction carries at most this many ops and about this many bytes (coord
+/// takes request bodies up to 8 MiB, values base64-encoded).
+const TXN_MAX_OPS: usize = 512;
+const TXN_MAX_BYTES: usize = 2 << 20;
+/// Ops the writer takes from its queue before storing them.
+const WRITE_BATCH_MAX: usize = 4096;
+
+/// The store writer: applies the core's writes in order, in atomic batches, and releases each
+/// scheduler call only once every write queued before it is stored. A write the store cannot
+/// take now is retried; a write it refuses stops the writer — nothing queued after it is
+/// stored or sent, waiting replies fail, and the caller steps down.
+async fn write_store(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    calls: mpsc::Sender<driver::OutCall>,
+    durable: watch::Sender<Durability>,
+    token: CancellationToken,
+) -> Result<(), StoreError> {
+    let mut stored = 0u64;
+    let mut next: Option<Outgoing> = None;
+    loop {
+        let item = match next.take() {
+            Some(item) => item,
+            None => match rx.recv().await {
+                Some(item) => item,
+                None => return Ok(()),
+            },
+        };
+        let first = match item {
+            Outgoing::Call(call) => {
+                if calls.send(call).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            Outgoing::Write(op) => op,
+        };
+        let mut ops = vec![first];
+        while ops.len() < WRITE_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(Outgoing::Write(op)) => ops.push(op),
+                Ok(call) => {
+                    next = Some(call);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let count = ops.len() as u64;
+        let ops = coalesce(ops);
+        let mut chunk_start = 0;
+        while chunk_start < ops.len() {
+            let mut end = chunk_start;
+            let mut bytes = 0;
+            while end < ops.len()
+                && end - chunk_start < TXN_MAX_OPS
+                && (end == chunk_start || bytes + ops[end].size() <= TXN_MAX_BYTES)
+            {
+                bytes += ops[end].size();
+                end += 1;
+            }
+            if let Err(e) = apply_with_retry(store.as_ref(), &ops[chunk_start..end], &token).await {
+                if let Some(e) = e {
+                    durable.send_modify(|d| d.failed = true);
+                    return Err(e);
+                }
+                // Cancelled: stop without releasing anything queued after these writes.
+                return Ok(());
+            }
+            chunk_start = end;
+        }
+        stored += count;
+        durable.send_modify(|d| d.stored = stored);
+    }
+}
+
+/// Applies `ops` atomically, retrying while the store is unavailable. `Err(None)` when
+/// cancelled first, `Err(Some(e))` when the store refused them.
+async fn apply_with_retry(
+    store: &dyn Store,
+    ops: &[StoreOp],
+    token: &CancellationToken,
+) -> Result<(), Option<StoreError>> {
+    let mut backoff = Backoff::new(WRITE_RETRY_INITIAL, WRITE_RETRY_MAX);
+    loop {
+        match store.apply(ops).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                warn!(ops = ops.len(), attempt = backoff.attempts() + 1, error = %Chain(&e), "Store write failed; retrying");
+            }
+            Err(e) => {
+                tracing::error!(ops = ops.len(), error = %Chain(&e), "The store refused a write; stepping down");
+                return Err(Some(e));
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return Err(None),
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
     }
 }
 
@@ -163,7 +288,11 @@ impl Server {
         let store: Arc<dyn Store> = if config.store.coord_endpoints.is_empty() {
             Arc::new(InMemoryStore::new())
         } else {
-            let prefix = config.store.prefix.as_deref().unwrap_or("/capstan/apps");
+            let prefix = config
+                .store
+                .prefix
+                .as_deref()
+                .unwrap_or(capstan_coord_client::keyspace::APPS);
             Arc::new(
                 CoordStore::new(&config.store.coord_endpoints, prefix).map_err(StartError::Load)?,
             )
@@ -190,10 +319,10 @@ impl Server {
                 .store
                 .prefix
                 .clone()
-                .unwrap_or_else(|| "/capstan/apps".into());
+                .unwrap_or_else(|| capstan_coord_client::keyspace::APPS.into());
             Some(Ha {
                 client,
-                election_prefix: format!("{prefix}/leader"),
+                election_prefix: capstan_coord_client::keyspace::election(&prefix),
                 lease_ttl: config.leader_lease_ttl,
             })
         };
@@ -218,7 +347,11 @@ impl Server {
         let events = EventBus::default();
         let token = shutdown.child_token();
         let (job_tx, job_rx) = mpsc::channel::<Job>(1024);
-        let handle = CoreHandle { tx: job_tx };
+        let (durable_tx, durable_rx) = watch::channel(Durability::default());
+        let handle = CoreHandle {
+            tx: job_tx,
+            durable: durable_rx,
+        };
         let (lead_tx, lead_rx) = watch::channel(if ha.is_some() {
             Leadership::Follower(None)
         } else {
@@ -257,7 +390,7 @@ impl Server {
                 .with_graceful_shutdown(async move { http_token.cancelled().await })
                 .await;
             if let Err(e) = r {
-                warn!(error = %e, "Apps HTTP server failed");
+                warn!(error = %Chain(&e), "Apps HTTP server failed");
             }
         });
         info!(addr = %local_addr, ha = ha.is_some(), "Apps listening");
@@ -270,19 +403,22 @@ impl Server {
             handle,
             job_rx,
             lead_tx,
+            durable_tx,
             abdicate,
             token.clone(),
         ));
         Ok(ServerHandle {
             local_addr,
             token,
-            tasks: vec![lifecycle, http],
+            lifecycle,
+            http,
         })
     }
 }
 
 /// Becomes leader (at once without coord), loads the state, then owns the core until
-/// shutdown, abdication or lost leadership (which stop this instance, like Marathon).
+/// shutdown, abdication, lost leadership or a refused store write (which stop this instance,
+/// like Marathon).
 #[allow(clippy::too_many_arguments)]
 async fn lead(
     config: Config,
@@ -293,9 +429,10 @@ async fn lead(
     handle: CoreHandle,
     mut job_rx: mpsc::Receiver<Job>,
     lead_tx: watch::Sender<Leadership>,
+    durable_tx: watch::Sender<Durability>,
     abdicate: Arc<tokio::sync::Notify>,
     token: CancellationToken,
-) {
+) -> Exit {
     let mut held: Option<(
         capstan_coord_client::KeepAlive,
         capstan_coord_client::Client,
@@ -305,7 +442,8 @@ async fn lead(
     if let Some(ha) = &ha {
         // Followers learn who leads, to proxy to it.
         let election =
-            capstan_coord_client::Election::new(ha.client.clone(), ha.election_prefix.clone());
+            capstan_coord_client::Election::new(ha.client.clone(), ha.election_prefix.clone())
+                .with_liveness_probe();
         let obs_election = election.clone();
         let obs_tx = lead_tx.clone();
         let obs_token = token.clone();
@@ -337,7 +475,7 @@ async fn lead(
                             });
                         }
                         Err(e) => {
-                            warn!(error = %e, "Watching the apps leader failed");
+                            warn!(error = %Chain(&e), "Watching the apps leader failed");
                             break;
                         }
                     }
@@ -350,7 +488,7 @@ async fn lead(
         })
         .await
         else {
-            return;
+            return Exit::Requested;
         };
         let keep = ha.client.spawn_keep_alive(lease.id, ttl);
         info!(candidate = %me, "Campaigning for apps leadership");
@@ -360,14 +498,14 @@ async fn lead(
         };
         if elected.is_none() {
             let _ = ha.client.lease_revoke(lease.id).await;
-            return;
+            return Exit::Requested;
         }
         info!(leader = %me, "Elected apps leader");
         held = Some((keep, ha.client.clone(), lease.id));
         lead_tx.send_replace(Leadership::Leader);
     }
     let Some(snapshot) = retry("Loading state", &token, || load(store.as_ref())).await else {
-        return;
+        return Exit::Requested;
     };
     info!(apps = snapshot.apps.len(), tasks = snapshot.tasks.len(), framework_id = ?snapshot.framework_id, "Loaded state");
     let core_cfg = CoreConfig {
@@ -381,40 +519,15 @@ async fn lead(
     };
     let mut core = Core::new(core_cfg, events, snapshot);
     let (call_tx, call_rx) = mpsc::channel::<driver::OutCall>(4096);
-    let (store_tx, mut store_rx) = mpsc::channel::<Outgoing>(4096);
-    let writer = tokio::spawn(async move {
-        while let Some(out) = store_rx.recv().await {
-            let op = match out {
-                Outgoing::Write(op) => op,
-                Outgoing::Call(call) => {
-                    // Every earlier write is persisted: the call may go.
-                    let _ = call_tx.send(call).await;
-                    continue;
-                }
-            };
-            // Puts and deletes are idempotent: retry a few times before giving up.
-            let mut delay = std::time::Duration::from_millis(50);
-            for attempt in 1..=5 {
-                let r = match &op {
-                    StoreOp::Put(k, v) => store.put(k, v.clone()).await,
-                    StoreOp::Delete(k) => store.delete(k).await,
-                };
-                match r {
-                    Ok(()) => break,
-                    Err(e) if attempt == 5 => {
-                        let key = match &op {
-                            StoreOp::Put(k, _) | StoreOp::Delete(k) => k.clone(),
-                        };
-                        warn!(key = %key, error = %e, "Store write failed; state may be lost on restart");
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                }
-            }
-        }
-    });
+    let (store_tx, store_rx) = mpsc::channel::<Outgoing>(4096);
+    let mut durable_rx = durable_tx.subscribe();
+    let writer = tokio::spawn(write_store(
+        store.clone(),
+        store_rx,
+        call_tx,
+        durable_tx,
+        token.clone(),
+    ));
     let driver_cfg = DriverConfig {
         masters: config.masters.clone(),
         framework_name: config.framework_name.clone(),
@@ -440,6 +553,7 @@ async fn lead(
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let elected = held.is_some();
+    let mut stopped = None;
     loop {
         let lost = async {
             match held.as_mut() {
@@ -456,16 +570,25 @@ async fn lead(
             _ = token.cancelled() => break,
             _ = abdicate.notified(), if elected => {
                 info!("Abdicating apps leadership");
+                stopped = Some(Stopped::Abdicated);
                 token.cancel();
                 break;
             }
             _ = lost => {
                 tracing::error!("Lost apps leadership; stopping this instance");
+                stopped = Some(Stopped::LostLeadership);
+                token.cancel();
+                break;
+            }
+            Ok(_) = durable_rx.wait_for(|d| d.failed) => {
+                // The writer stopped; the reason comes from its result below.
                 token.cancel();
                 break;
             }
         }
-        let ops = std::mem::take(&mut core.store_ops).into_iter();
+        let ops = std::mem::take(&mut core.store_ops);
+        core.ops_issued += ops.len() as u64;
+        let ops = ops.into_iter();
         // Calls are compact text already (see `Core::calls`).
         let calls = std::mem::take(&mut core.calls)
             .into_iter()
@@ -481,7 +604,9 @@ async fn lead(
     drop(job_rx);
     drop(core);
     drop(store_tx);
-    let _ = writer.await;
+    if let Ok(Err(e)) = writer.await {
+        stopped = Some(Stopped::StoreFailed(e));
+    }
     let _ = driver_task.await;
     let _ = health_task.await;
     if let Some(t) = observer_task {
@@ -492,6 +617,10 @@ async fn lead(
         let _ = client.lease_revoke(lease).await;
     }
     info!("Apps core stopped");
+    match stopped {
+        Some(reason) => Exit::failed(reason),
+        None => Exit::Requested,
+    }
 }
 
 async fn run_health(core: CoreHandle, every: std::time::Duration, token: CancellationToken) {
@@ -503,7 +632,7 @@ async fn run_health(core: CoreHandle, every: std::time::Duration, token: Cancell
             _ = tick.tick() => {}
         }
         let Ok((jobs, ready_jobs)) = core
-            .call(|c, now| (c.due_health_checks(now), c.due_readiness_checks(now)))
+            .submit(|c, now| (c.due_health_checks(now), c.due_readiness_checks(now)))
             .await
         else {
             break;
@@ -514,7 +643,7 @@ async fn run_health(core: CoreHandle, every: std::time::Duration, token: Cancell
             tokio::spawn(async move {
                 let outcome = health::probe_readiness(&client, &job).await;
                 let _ = core
-                    .call(move |c, now| c.readiness_result(&job.task_id, job.index, outcome, now))
+                    .submit(move |c, now| c.readiness_result(&job.task_id, job.index, outcome, now))
                     .await;
             });
         }
@@ -524,17 +653,9 @@ async fn run_health(core: CoreHandle, every: std::time::Duration, token: Cancell
             tokio::spawn(async move {
                 let result = health::probe(&client, &job).await;
                 let _ = core
-                    .call(move |c, now| c.health_result(&job.task_id, job.index, result, now))
+                    .submit(move |c, now| c.health_result(&job.task_id, job.index, result, now))
                     .await;
             });
         }
     }
-}
-
-/// Entry point for `capstan apps`: start, tell systemd we are ready, run until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    let handle = Server::start(config, shutdown).await?;
-    capstan_runtime::notify_ready();
-    handle.wait().await;
-    Ok(())
 }

@@ -1,6 +1,8 @@
 //! Persistence behind a trait: apps keeps apps, versions, groups, deployments, task records and
 //! its framework id as JSON values under `/`-separated keys. The state machine never waits on
-//! the store: it emits writes in order to a writer task, and everything is loaded once at start.
+//! the store: it emits writes in order to a writer task (see `server`), which applies them in
+//! atomic batches; a reply or a scheduler call that depends on a write leaves only once the
+//! write is stored. Everything is loaded once at start.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,8 +12,19 @@ use futures::future::BoxFuture;
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store could not be reached or did not answer; the same write may succeed later.
     #[error("store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store refused the write (a size limit, an invalid key): retrying cannot help.
+    #[error("store refused the write to {key}: {reason}")]
+    Rejected { key: String, reason: String },
+}
+
+impl StoreError {
+    /// Whether the same operation may succeed if tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// Every `(key, value)` under a prefix, sorted by key.
@@ -24,6 +37,8 @@ pub trait Store: Send + Sync + 'static {
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Every key starting with `prefix`, sorted.
     fn list(&self, prefix: &str) -> BoxFuture<'_, Result<Listing, StoreError>>;
+    /// Applies every op, all or none. Deleting an absent key is not an error.
+    fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
 /// A store in process memory. Clones share the data, so a test can restart apps over it.
@@ -71,6 +86,18 @@ impl Store for InMemoryStore {
         });
         Box::pin(async move { Ok(v) })
     }
+
+    fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|d| {
+            for op in ops {
+                match op {
+                    StoreOp::Put(k, v) => d.insert(k.clone(), v.clone()),
+                    StoreOp::Delete(k) => d.remove(k),
+                };
+            }
+        });
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// One write the state machine wants persisted.
@@ -78,6 +105,35 @@ impl Store for InMemoryStore {
 pub enum StoreOp {
     Put(String, Vec<u8>),
     Delete(String),
+}
+
+impl StoreOp {
+    pub fn key(&self) -> &str {
+        match self {
+            StoreOp::Put(k, _) | StoreOp::Delete(k) => k,
+        }
+    }
+
+    /// Bytes this op carries to the store.
+    pub fn size(&self) -> usize {
+        match self {
+            StoreOp::Put(k, v) => k.len() + v.len(),
+            StoreOp::Delete(k) => k.len(),
+        }
+    }
+}
+
+/// Keeps only the last op of each key, in the order of those last ops: applying the result
+/// leaves the store as applying every op in order would.
+pub fn coalesce(ops: Vec<StoreOp>) -> Vec<StoreOp> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<StoreOp> = ops
+        .into_iter()
+        .rev()
+        .filter(|op| seen.insert(op.key().to_string()))
+        .collect();
+    out.reverse();
+    out
 }
 
 #[cfg(test)]
@@ -95,6 +151,23 @@ mod tests {
         t.delete("/apps/a").await.unwrap();
         assert_eq!(s.get("/apps/a").await.unwrap(), None);
         assert_eq!(s.get("/apps/b").await.unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn coalescing_keeps_the_last_op_of_each_key() {
+        let put = |k: &str, v: &str| StoreOp::Put(k.into(), v.as_bytes().to_vec());
+        let del = |k: &str| StoreOp::Delete(k.into());
+        let ops = vec![
+            put("/a", "1"),
+            put("/b", "1"),
+            del("/a"),
+            put("/c", "1"),
+            put("/b", "2"),
+        ];
+        assert_eq!(
+            coalesce(ops),
+            vec![del("/a"), put("/c", "1"), put("/b", "2")]
+        );
     }
 }
 
@@ -123,6 +196,39 @@ impl CoordStore {
 
 fn unavailable(e: capstan_coord_client::ClientError) -> StoreError {
     StoreError::Unavailable(Box::new(e))
+}
+
+/// A 4xx answer is coord refusing this write; anything else may pass on another try.
+fn write_error(key: &str, e: capstan_coord_client::ClientError) -> StoreError {
+    match &e {
+        capstan_coord_client::ClientError::Api { status, error } if (400..500).contains(status) => {
+            StoreError::Rejected {
+                key: key.to_string(),
+                reason: format!("coord answered {status}: {}", error.message),
+            }
+        }
+        _ => unavailable(e),
+    }
+}
+
+/// Checks an op against coord's limits before sending it, so an oversized write is refused
+/// here with a clear reason instead of failing the whole batch at coord.
+fn check_limits(key: &str, op: &StoreOp) -> Result<(), StoreError> {
+    let rejected = |reason: String| StoreError::Rejected {
+        key: key.to_string(),
+        reason,
+    };
+    capstan_coord_client::validate_key(key).map_err(rejected)?;
+    if let StoreOp::Put(_, v) = op
+        && v.len() > capstan_coord_client::MAX_VALUE_BYTES
+    {
+        return Err(rejected(format!(
+            "the value is {} bytes, coord's limit is {}",
+            v.len(),
+            capstan_coord_client::MAX_VALUE_BYTES
+        )));
+    }
+    Ok(())
 }
 
 impl Store for CoordStore {
@@ -165,6 +271,34 @@ impl Store for CoordStore {
                 .into_iter()
                 .filter_map(|kv| Some((kv.key.strip_prefix(&self.prefix)?.to_string(), kv.value)))
                 .collect())
+        })
+    }
+
+    fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut success = Vec::with_capacity(ops.len());
+            for op in ops {
+                let key = self.full(op.key());
+                check_limits(&key, op)?;
+                success.push(match op {
+                    StoreOp::Put(_, v) => capstan_coord_client::TxnOp::Put {
+                        key,
+                        value: v.clone(),
+                        lease: None,
+                    },
+                    StoreOp::Delete(_) => capstan_coord_client::TxnOp::Delete { key },
+                });
+            }
+            let first = ops.first().map(StoreOp::key).unwrap_or_default();
+            self.client
+                .txn(capstan_coord_client::TxnRequest {
+                    compares: Vec::new(),
+                    success,
+                    failure: Vec::new(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| write_error(&self.full(first), e))
         })
     }
 }

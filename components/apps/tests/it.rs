@@ -4,6 +4,10 @@
 
 #[path = "it/api.rs"]
 mod api;
+#[path = "it/api_validation.rs"]
+mod api_validation;
+#[path = "it/durability.rs"]
+mod durability;
 #[path = "it/e2e.rs"]
 mod e2e;
 #[path = "it/fake_master.rs"]

@@ -35,21 +35,124 @@ const GOAL_TASKS_PER_SEC: f64 = 5_000.0;
 const GOAL_P99: Duration = Duration::from_millis(50);
 const GOAL_RSS_KIB: u64 = 150 * 1024;
 
-/// Child side: `capstan apps` on loopback with its default (production) timers and the
-/// in-memory store, registered as a framework with the master at `arg` (`host:port`).
+/// Child side: `capstan apps` on loopback with its default (production) timers, registered
+/// as a framework with the master at `arg` (`host:port`), with the in-memory store; or, with
+/// `arg` = `<master host:port>,<coord host:port>`, storing in coord and electing its leader
+/// there (the failover trials).
 pub async fn serve(arg: &str, token: CancellationToken) -> anyhow::Result<String> {
-    anyhow::ensure!(!arg.is_empty(), "--serve apps:<master host:port>");
-    let cfg = capstan_apps::Config {
+    anyhow::ensure!(
+        !arg.is_empty(),
+        "--serve apps:<master host:port>[,<coord host:port>]"
+    );
+    let (master, coord) = match arg.split_once(',') {
+        Some((m, c)) => (m, Some(c)),
+        None => (arg, None),
+    };
+    let mut cfg = capstan_apps::Config {
         listen: ([127, 0, 0, 1], 0).into(),
-        masters: vec![format!("http://{arg}")],
+        masters: vec![format!("http://{master}")],
         ..capstan_apps::Config::default()
     };
+    if let Some(coord) = coord {
+        cfg.store.coord_endpoints = vec![format!("http://{coord}")];
+    }
     let handle = capstan_apps::Server::start(cfg, token)
         .await
         .context("starting apps")?;
     let addr = handle.local_addr().to_string();
     std::mem::forget(handle); // lives until the process exits
     Ok(addr)
+}
+
+/// Apps failover trials: a coord member, a master and two apps instances electing their
+/// leader through coord, in child processes. Each trial kills the leader with SIGKILL and
+/// times, from the kill, the first read (`GET /v2/apps`) and the first write
+/// (`POST /v2/apps` → 201) the surviving instance answers; the killed one comes back as a
+/// standby before the next trial.
+async fn failover(trials: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let port = capstan_testkit::free_port()?;
+    let coord = spawn_self(&format!("coord:1:{port}:{}", dir.path().display()), None).await?;
+    let master = spawn_self("master", None).await?;
+    let arg = format!("apps:{},{}", master.addr, coord.addr);
+    let mut instances = vec![spawn_self(&arg, None).await?, spawn_self(&arg, None).await?];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
+    for trial in 0..trials {
+        // Both instances agree on a leader, and it answers writes.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let leader = loop {
+            if Instant::now() > deadline {
+                bail!("trial {trial}: no apps leader within 60 s");
+            }
+            let mut seen = Vec::new();
+            for i in &instances {
+                let v: Option<Value> = async {
+                    http.get(format!("http://{}/v2/leader", i.addr))
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()
+                }
+                .await;
+                seen.push(v.and_then(|v| v["leader"].as_str().map(str::to_owned)));
+            }
+            match (&seen[0], &seen[1]) {
+                (Some(a), Some(b)) if a == b => {
+                    if let Some(pos) = instances.iter().position(|i| &i.addr == a) {
+                        break pos;
+                    }
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let survivor = instances[1 - leader].addr.clone();
+        let mut killed = instances.swap_remove(leader);
+        let t0 = Instant::now();
+        killed.child.start_kill().context("SIGKILL")?;
+        let (mut read, mut write) = (None, None);
+        let mut n = 0;
+        while (read.is_none() || write.is_none()) && t0.elapsed() < Duration::from_secs(60) {
+            if read.is_none() {
+                let ok = http
+                    .get(format!("http://{survivor}/v2/apps"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    read = Some(t0.elapsed());
+                }
+            }
+            if write.is_none() {
+                n += 1;
+                let body = json!({"id": format!("/failover/t{trial}-{n}"), "cmd": "sleep 1",
+                    "cpus": 0.01, "mem": 8, "instances": 0});
+                let ok = http
+                    .post(format!("http://{survivor}/v2/apps"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 201);
+                if ok {
+                    write = Some(t0.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = killed.child.wait().await;
+        reads.push(read.context("no read answered within 60 s of the kill")?);
+        writes.push(write.context("no write answered within 60 s of the kill")?);
+        instances.push(spawn_self(&arg, None).await?);
+    }
+    drop(instances);
+    drop(master);
+    drop(coord);
+    Ok((reads, writes))
 }
 
 pub async fn run(quick: bool) -> anyhow::Result<Section> {
@@ -200,6 +303,40 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
          `/v2/apps` API timed out past 2,664 apps."
             .into(),
     ];
+    let trials = if quick { 3 } else { 10 };
+    match failover(trials).await {
+        Ok((reads, writes)) => {
+            for (what, samples) in [("reads", &reads), ("writes", &writes)] {
+                let p50 = percentile(samples, 50.0);
+                let p99 = percentile(samples, 99.0);
+                let mut r = Row::new(format!(
+                    "apps leader killed with SIGKILL: first {what} answered by the standby, \
+                     p50 / p99 of {trials} trials"
+                ));
+                r.capstan = format!(
+                    "{} / {}",
+                    p50.map_or_else(|| "—".into(), ms),
+                    p99.map_or_else(|| "—".into(), ms)
+                );
+                r.peer = "— (Marathon: the ZooKeeper session timeout, 10 s by default)".into();
+                r.goal = "≤ 2 s".into();
+                r.met = p99.map(|p| p <= Duration::from_secs(2));
+                section.rows.push(r);
+            }
+            section.notes.push(format!(
+                "Failover: 1 coord member, 1 master, 2 apps instances (coord store, lease 2 s, \
+                 default timers) in child processes; the next candidate probes the leader's \
+                 address every {} ms and revokes its lease after {} refused connections; a \
+                 leader that is alive but slow still accepts connections and is left to its \
+                 lease.",
+                capstan_coord_client::election_probe::PROBE_INTERVAL.as_millis(),
+                capstan_coord_client::election_probe::PROBE_REFUSALS
+            ));
+        }
+        Err(e) => section
+            .notes
+            .push(format!("The apps failover trials failed: {e:#}")),
+    }
     Ok(section)
 }
 

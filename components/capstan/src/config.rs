@@ -1,4 +1,6 @@
-//! The node config file: one YAML file per node, a section per daemon plus `log:`.
+//! The node config file: one YAML file per node, a section per daemon plus `log:` and the
+//! optional `cluster:` section every daemon section defaults from
+//! (`capstan_runtime::cluster`).
 
 use capstan_runtime::{ConfigProblem, LogConfig, Validate};
 use serde::Deserialize;
@@ -9,6 +11,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     pub log: LogConfig,
+    /// Already applied to the daemon sections by the loader; kept for `--check-config`.
+    pub cluster: Option<capstan_runtime::ClusterConfig>,
     pub coord: Option<capstan_coord::Config>,
     pub master: Option<capstan_master::Config>,
     pub agent: Option<capstan_agent::Config>,

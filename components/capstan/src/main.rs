@@ -1,6 +1,9 @@
-//! `capstan`: the one binary. Each daemon is a subcommand (`capstan master`, ...) that only
-//! parses flags, loads the node's config file, sets up logging and calls the daemon crate's
-//! `Server::start`; the logic lives in the crates. The user CLI commands come later.
+//! `capstan`: the one binary. Daemons live under `capstan daemon <name>` (what systemd units
+//! and `capstan dev` run); everything at the top level is for people: `capstan coord get ...`,
+//! `capstan dev up`, and the user nouns to come (`app`, `task`, `node`, `package`, `job`),
+//! as Nomad separates `nomad agent` from `nomad job`. A daemon subcommand only parses flags,
+//! loads the node's config file, sets up logging and calls the daemon crate's `Server::start`;
+//! the logic lives in the crates.
 
 mod cmd;
 mod config;
@@ -32,21 +35,30 @@ struct Cli {
 enum Command {
     /// Print the version, git commit and build date.
     Version,
-    /// Run the coordination service (replicated key-value store, leader election), or with a
-    /// command (get, put, del, list, watch, members, status, member, snapshot) operate on it.
+    /// Run one of this node's daemons (as its systemd unit or `capstan dev` does).
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Operate on the coordination service: get, put, del, list, watch, members, status,
+    /// member, snapshot.
     Coord(cmd::coord::CoordArgs),
-    /// Run a Mesos-compatible master.
-    Master(DaemonArgs),
-    /// Run an agent that launches tasks as Docker containers.
-    Agent(DaemonArgs),
-    /// Run the Marathon-compatible apps scheduler.
-    Apps(DaemonArgs),
-    /// Run the Mesos-DNS-compatible DNS server.
-    Dns(DaemonArgs),
     /// Run a whole cluster on this machine: up, status, down, kill, restart.
     #[command(subcommand)]
     Dev(capstan_dev::DevCommand),
-    /// Run only the daemon lifecycle (config, logs, READY=1, wait for a signal); for tests.
+}
+
+#[derive(Subcommand)]
+enum DaemonCommand {
+    /// The coordination service (replicated key-value store, leases, leader election).
+    Coord(DaemonArgs),
+    /// A Mesos-compatible master.
+    Master(DaemonArgs),
+    /// An agent that launches tasks as Docker containers.
+    Agent(DaemonArgs),
+    /// The Marathon-compatible apps scheduler.
+    Apps(DaemonArgs),
+    /// The Mesos-DNS-compatible DNS server.
+    Dns(DaemonArgs),
+    /// Only the daemon lifecycle (config, logs, READY=1, wait for a signal); for tests.
     #[command(hide = true)]
     Idle(DaemonArgs),
 }
@@ -54,12 +66,15 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Version => cmd::version::run(),
+        Command::Daemon(daemon) => match daemon {
+            DaemonCommand::Coord(args) => cmd::coord::run_daemon(&args),
+            DaemonCommand::Master(args) => cmd::master::run(&args),
+            DaemonCommand::Agent(args) => cmd::agent::run(&args),
+            DaemonCommand::Apps(args) => cmd::apps::run(&args),
+            DaemonCommand::Dns(args) => cmd::dns::run(&args),
+            DaemonCommand::Idle(args) => cmd::idle::run(&args),
+        },
         Command::Coord(args) => cmd::coord::run(args),
-        Command::Master(args) => cmd::master::run(&args),
-        Command::Agent(args) => cmd::agent::run(&args),
-        Command::Apps(args) => cmd::apps::run(&args),
-        Command::Dns(args) => cmd::dns::run(&args),
         Command::Dev(cmd) => cmd::dev::run(cmd),
-        Command::Idle(args) => cmd::idle::run(&args),
     }
 }

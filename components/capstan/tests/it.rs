@@ -36,7 +36,7 @@ fn check_config(daemon: &str, yaml: &str) -> (Output, tempfile::TempDir, String)
     let path = dir.path().join("node.yaml");
     std::fs::write(&path, yaml).unwrap();
     let path = path.display().to_string();
-    let out = capstan(&[daemon, "--config", &path, "--check-config"]);
+    let out = capstan(&["daemon", daemon, "--config", &path, "--check-config"]);
     (out, dir, path)
 }
 
@@ -129,6 +129,7 @@ fn daemon_section_validation_problems_are_all_reported_with_their_fields() {
 #[test]
 fn missing_config_file_is_a_clear_error_and_exits_78() {
     let out = capstan(&[
+        "daemon",
         "dns",
         "--config",
         "/nonexistent/capstan.yaml",
@@ -143,12 +144,64 @@ fn missing_config_file_is_a_clear_error_and_exits_78() {
 }
 
 #[test]
+fn daemons_live_under_daemon_and_coord_is_only_the_cli() {
+    let out = capstan(&["master", "--check-config"]);
+    assert_eq!(out.status.code(), Some(2), "no top-level daemon commands");
+    let out = capstan(&["coord"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("capstan daemon coord"),
+        "{}",
+        stderr(&out)
+    );
+    let out = capstan(&["daemon", "--help"]);
+    assert!(out.status.success());
+    for daemon in ["coord", "master", "agent", "apps", "dns"] {
+        assert!(stdout(&out).contains(daemon), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn the_cluster_section_fills_every_daemon_section() {
+    let yaml = "cluster:\n  masters: [127.0.1.1, 127.0.1.2, 127.0.1.3]\n  advertise: 127.0.1.2\n";
+    for daemon in ["coord", "master", "apps", "dns", "agent"] {
+        let (out, _dir, _) = check_config(daemon, yaml);
+        assert!(out.status.success(), "{daemon}: {}", stderr(&out));
+    }
+    let (out, _dir, _) = check_config(
+        "master",
+        "cluster:\n  masters: []\n  advertise: 127.0.1.2\n",
+    );
+    assert_eq!(out.status.code(), Some(EX_CONFIG));
+    assert!(stderr(&out).contains("cluster.masters"), "{}", stderr(&out));
+    let (out, _dir, _) = check_config("master", "cluster:\n  mastrs: []\n");
+    assert_eq!(out.status.code(), Some(EX_CONFIG));
+    assert!(stderr(&out).contains("cluster"), "{}", stderr(&out));
+    // A section's own keys still win, and are still checked.
+    let (out, _dir, _) = check_config(
+        "master",
+        "cluster: {masters: [127.0.1.1], advertise: 127.0.1.1}\nmaster: {lisen: x}\n",
+    );
+    assert_eq!(out.status.code(), Some(EX_CONFIG));
+    assert!(stderr(&out).contains("master.lisen"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_packaged_default_config_is_valid_for_every_daemon() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/config.yaml");
+    for daemon in ["coord", "master", "agent", "apps", "dns"] {
+        let out = capstan(&["daemon", daemon, "--config", path, "--check-config"]);
+        assert!(out.status.success(), "{daemon}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn config_path_can_come_from_capstan_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.yaml");
     std::fs::write(&path, "log: {level: warn}\n").unwrap();
     let out = Command::new(BIN)
-        .args(["apps", "--check-config"])
+        .args(["daemon", "apps", "--check-config"])
         .env("CAPSTAN_CONFIG", &path)
         .output()
         .unwrap();
@@ -158,7 +211,7 @@ fn config_path_can_come_from_capstan_config() {
 
 #[tokio::test]
 async fn spawned_daemon_reports_ready_and_exits_cleanly_on_sigterm() {
-    let mut idle = CapstanProcess::spawn(&["idle"], "log: {level: debug}\n")
+    let mut idle = CapstanProcess::spawn(&["daemon", "idle"], "log: {level: debug}\n")
         .await
         .unwrap();
     assert!(idle.is_running());
@@ -171,7 +224,9 @@ async fn spawned_daemon_reports_ready_and_exits_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn sigint_also_shuts_a_daemon_down_cleanly() {
-    let mut idle = CapstanProcess::spawn(&["idle"], "").await.unwrap();
+    let mut idle = CapstanProcess::spawn(&["daemon", "idle"], "")
+        .await
+        .unwrap();
     idle.signal(Signal::SIGINT).unwrap();
     let status = idle.wait_exit(Duration::from_secs(15)).await.unwrap();
     assert!(status.success(), "{status}; log:\n{}", idle.log_tail());
@@ -184,9 +239,12 @@ async fn sigint_also_shuts_a_daemon_down_cleanly() {
 
 #[tokio::test]
 async fn paused_daemon_still_runs_and_restart_brings_up_a_new_process() {
-    let mut idle = CapstanProcess::spawn(&["idle"], serde_json::json!({"log": {"format": "text"}}))
-        .await
-        .unwrap();
+    let mut idle = CapstanProcess::spawn(
+        &["daemon", "idle"],
+        serde_json::json!({"log": {"format": "text"}}),
+    )
+    .await
+    .unwrap();
     idle.pause().unwrap();
     assert!(idle.is_running());
     idle.resume().unwrap();
@@ -199,7 +257,9 @@ async fn paused_daemon_still_runs_and_restart_brings_up_a_new_process() {
 
 #[tokio::test]
 async fn killed_daemon_is_gone_and_can_be_restarted() {
-    let mut idle = CapstanProcess::spawn(&["idle"], "").await.unwrap();
+    let mut idle = CapstanProcess::spawn(&["daemon", "idle"], "")
+        .await
+        .unwrap();
     let pid = idle.pid();
     idle.kill().unwrap();
     assert!(!idle.is_running());
@@ -216,7 +276,7 @@ async fn killed_daemon_is_gone_and_can_be_restarted() {
 
 #[tokio::test]
 async fn daemon_with_a_bad_config_fails_to_spawn_with_its_log_tail() {
-    let err = CapstanCommand::new(&["idle"], "log: {lvl: debug}\n")
+    let err = CapstanCommand::new(&["daemon", "idle"], "log: {lvl: debug}\n")
         .ready_timeout(Duration::from_secs(20))
         .spawn()
         .await
@@ -231,7 +291,9 @@ async fn daemon_with_a_bad_config_fails_to_spawn_with_its_log_tail() {
 async fn master_subcommand_is_ready_once_its_port_accepts_connections() {
     let port = free_ports(1).unwrap()[0];
     let config = json!({"master": {"listen": format!("127.0.0.1:{port}")}});
-    let mut master = CapstanProcess::spawn(&["master"], config).await.unwrap();
+    let mut master = CapstanProcess::spawn(&["daemon", "master"], config)
+        .await
+        .unwrap();
     // READY=1 is sent after the bind, so the port must answer at once.
     tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -251,7 +313,9 @@ async fn coord_subcommand_is_ready_once_its_port_accepts_connections() {
         "data_dir": data.path(),
         "members": [{"id": 1, "addr": addr}],
     }});
-    let mut coord = CapstanProcess::spawn(&["coord"], config).await.unwrap();
+    let mut coord = CapstanProcess::spawn(&["daemon", "coord"], config)
+        .await
+        .unwrap();
     tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| panic!("coord not listening: {e}; log:\n{}", coord.log_tail()));

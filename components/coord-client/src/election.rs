@@ -4,9 +4,24 @@
 //! leader is the candidate whose key has the lowest `create_revision`. A candidate waits for
 //! the key just before its own to disappear (resign, lease expiry). The value of a key is the
 //! candidate's payload, typically its address.
+//!
+//! Failure detection: a lease alone makes a standby wait a whole TTL after the leader died.
+//! With [`Election::with_liveness_probe`] the next candidate in line also connects to the
+//! address its predecessor campaigned with: a refused connection means no process listens
+//! there (the process died while its host is up), so after [`PROBE_REFUSALS`] refusals in a
+//! row it revokes the predecessor's lease and takes over at once. A leader that is only slow
+//! still accepts connections (the kernel completes them), and a host that is gone answers
+//! nothing: both are left to the lease, so slowness never causes a failover.
+
+use std::time::Duration;
 
 use crate::client::{Client, ClientError};
 use crate::types::*;
+
+/// Time between two liveness probes of the predecessor.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Refused connections in a row that prove the predecessor's process is gone.
+pub const PROBE_REFUSALS: u32 = 3;
 
 /// The current leader of an election.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,12 +37,24 @@ pub struct LeaderInfo {
 pub struct Election {
     client: Client,
     prefix: String,
+    probe: bool,
 }
 
 impl Election {
     pub fn new(client: Client, prefix: impl Into<String>) -> Election {
         let prefix = prefix.into().trim_end_matches('/').to_string();
-        Election { client, prefix }
+        Election {
+            client,
+            prefix,
+            probe: false,
+        }
+    }
+
+    /// Campaigns also probe the predecessor's address (the module docs say how); candidates'
+    /// values must then be `host:port` addresses that their process listens on while it lives.
+    pub fn with_liveness_probe(mut self) -> Election {
+        self.probe = true;
+        self
     }
 
     fn key_for(&self, lease: LeaseId) -> String {
@@ -70,8 +97,23 @@ impl Election {
                     lease,
                 });
             }
-            let predecessor = candidates[pos - 1].key.clone();
-            self.wait_deleted(&predecessor, list.revision + 1).await?;
+            let predecessor = candidates[pos - 1];
+            let probe = match (self.probe, predecessor.lease) {
+                (true, Some(lease)) => String::from_utf8(predecessor.value.clone())
+                    .ok()
+                    .map(|addr| (addr, lease)),
+                _ => None,
+            };
+            let key = predecessor.key.clone();
+            tokio::select! {
+                r = self.wait_deleted(&key, list.revision + 1) => r?,
+                () = async {
+                    match &probe {
+                        Some((addr, lease)) => depose_when_dead(&self.client, addr, *lease).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
         }
     }
 
@@ -128,6 +170,33 @@ impl Election {
             current,
             first: true,
         })
+    }
+}
+
+/// Returns once `addr` refused [`PROBE_REFUSALS`] connections in a row and the lease it
+/// campaigned under is revoked (or already gone).
+async fn depose_when_dead(client: &Client, addr: &str, lease: LeaseId) {
+    let mut refusals = 0;
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let attempt =
+            tokio::time::timeout(PROBE_INTERVAL * 2, tokio::net::TcpStream::connect(addr)).await;
+        match attempt {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => refusals += 1,
+            // Connected (alive, maybe slow), timed out or unresolvable: nothing is proven.
+            _ => refusals = 0,
+        }
+        if refusals < PROBE_REFUSALS {
+            continue;
+        }
+        tracing::warn!(%addr, lease, "The leader's address refuses connections; revoking its lease");
+        match client.lease_revoke(lease).await {
+            Ok(_) | Err(ClientError::LeaseNotFound(_)) => return,
+            Err(e) => {
+                tracing::warn!(%addr, lease, error = %e, "Cannot revoke the dead leader's lease; still waiting");
+                refusals = 0;
+            }
+        }
     }
 }
 

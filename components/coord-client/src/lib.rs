@@ -12,8 +12,14 @@
 
 mod client;
 mod election;
+pub mod keyspace;
 pub mod types;
 
 pub use client::{Client, ClientError, ClientOptions, KeepAlive, Watcher};
 pub use election::{Election, LeaderInfo, LeaderObserver, Leadership};
+
+/// The failure detector's timing (see [`Election::with_liveness_probe`]).
+pub mod election_probe {
+    pub use crate::election::{PROBE_INTERVAL, PROBE_REFUSALS};
+}
 pub use types::*;

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Largest key accepted (in bytes).
 pub const MAX_KEY_BYTES: usize = 4096;
+/// The longest lease coord grants, in milliseconds (one hour): a client that needs longer
+/// keeps its lease alive instead.
+pub const MAX_LEASE_TTL_MS: u64 = 3_600_000;
 /// Default and maximum page size of `list`.
 pub const DEFAULT_LIST_LIMIT: u32 = 1000;
 /// Header a member sets on a response to say which member it believes leads.

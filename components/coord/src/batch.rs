@@ -26,7 +26,9 @@ use crate::sm::{Command, Outcome};
 const IN_FLIGHT: usize = 2;
 /// Commands in one batch at most.
 const MAX_BATCH: usize = 512;
-/// Value bytes in one batch at most (a command alone may carry more: it is proposed alone).
+/// Key and value bytes in one batch at most (a command alone may carry more: it is proposed
+/// alone). Keys count too: a transaction of thousands of deletes carries no value but can be
+/// megabytes, and the size of a log entry bounds an AppendEntries body (`raft.rs`).
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// What became of a submitted command.
@@ -68,20 +70,32 @@ impl Batcher {
     }
 }
 
-fn value_bytes(cmd: &Command) -> usize {
+/// Roughly the bytes `cmd` adds to a log entry: its keys and values (plus a little per key
+/// for the JSON around them).
+fn payload_bytes(cmd: &Command) -> usize {
+    const PER_KEY: usize = 32;
+    let key = |k: &String| k.len().saturating_add(PER_KEY);
+    let op = |op: &capstan_coord_client::TxnOp| match op {
+        capstan_coord_client::TxnOp::Put { key: k, value, .. } => {
+            key(k).saturating_add(value.len())
+        }
+        capstan_coord_client::TxnOp::Delete { key: k }
+        | capstan_coord_client::TxnOp::Get { key: k } => key(k),
+    };
     match cmd {
-        Command::Put(p) => p.value.len(),
+        Command::Put(p) => key(&p.key).saturating_add(p.value.len()),
+        Command::Delete(d) => key(&d.key),
         Command::Txn(t) => t
-            .success
+            .compares
             .iter()
-            .chain(t.failure.iter())
-            .map(|op| match op {
-                capstan_coord_client::TxnOp::Put { value, .. } => value.len(),
-                _ => 0,
-            })
-            .sum(),
-        Command::Batch(cmds) => cmds.iter().map(value_bytes).sum(),
-        Command::Delete(_) | Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 0,
+            .map(|c| key(&c.key))
+            .chain(t.success.iter().chain(t.failure.iter()).map(op))
+            .fold(0, usize::saturating_add),
+        Command::Batch(cmds) => cmds
+            .iter()
+            .map(payload_bytes)
+            .fold(0, usize::saturating_add),
+        Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => PER_KEY,
     }
 }
 
@@ -109,11 +123,11 @@ async fn run(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = value_bytes(&first.cmd);
+        let mut bytes = payload_bytes(&first.cmd);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             let Ok(p) = rx.try_recv() else { break };
-            bytes += value_bytes(&p.cmd);
+            bytes = bytes.saturating_add(payload_bytes(&p.cmd));
             if bytes > MAX_BATCH_BYTES {
                 carry = Some(p);
                 break;
@@ -262,5 +276,31 @@ impl ReadCoalescer {
                 let _ = w.send(result.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use capstan_coord_client::{TxnOp, TxnRequest};
+
+    use super::*;
+
+    #[test]
+    fn keys_count_toward_the_batch_size_not_only_values() {
+        let deletes = Command::Txn(TxnRequest {
+            compares: Vec::new(),
+            success: (0..1100)
+                .map(|i| TxnOp::Delete {
+                    key: format!("/{i:04}/{}", "k".repeat(1000)),
+                })
+                .collect(),
+            failure: Vec::new(),
+        });
+        assert!(
+            payload_bytes(&deletes) > MAX_BATCH_BYTES,
+            "a megabyte of keys"
+        );
+        let batch = Command::Batch(vec![deletes.clone(), deletes]);
+        assert!(payload_bytes(&batch) > 2 * MAX_BATCH_BYTES);
     }
 }

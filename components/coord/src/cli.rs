@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use capstan_coord_client::{Client, ListRequest, WatchRequest};
 
-/// `capstan coord [COMMAND]`: without a command the binary runs the daemon; with one it runs
+/// `capstan coord COMMAND` (the daemon itself is `capstan daemon coord`); it runs
 /// the operator command against the cluster at `--endpoints`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CliArgs {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use capstan_coord_client::{
     RemoveMemberRequest, StatusResponse, TxnOp, TxnRequest, WatchRequest, WatchResponse,
     validate_key, validate_prefix,
 };
+use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{BasicNode, ChangeMembers};
@@ -27,24 +28,30 @@ use tokio::sync::mpsc;
 
 use crate::metrics::{Op, RaftSample};
 use crate::node::{FORWARDED, Node, NodeError};
-use crate::raft::TypeConfig;
+use crate::raft::{
+    RAFT_APPEND_BODY_LIMIT, RAFT_SNAPSHOT_BODY_LIMIT, RAFT_VOTE_BODY_LIMIT, TypeConfig,
+};
 use crate::sm::{Command, Outcome};
 use crate::snapshot::Backup;
 
 /// Client request bodies: 1 MiB of value is about 1.4 MiB of base64; leave room for
 /// transactions of several values.
 const CLIENT_BODY_LIMIT: usize = 8 << 20;
-/// Raft RPCs carry batches of entries and snapshot chunks.
-const RAFT_BODY_LIMIT: usize = 512 << 20;
+/// A forwarded write is one client write re-encoded by the follower (the other `/raft/*`
+/// limits, and why they are what they are, are in `raft.rs`).
+const RAFT_WRITE_BODY_LIMIT: usize = 2 * CLIENT_BODY_LIMIT;
+/// Longest lease TTL `lease/grant` accepts: one hour. Leases mark liveness (Capstan's own
+/// are seconds); a longer one would keep a dead holder's keys for longer than anyone waits.
+pub(crate) use capstan_coord_client::MAX_LEASE_TTL_MS;
 
 pub(crate) fn router(node: Arc<Node>) -> Router {
+    // Each handler's `JsonBody` reads at most its own limit; no other extractor reads bodies.
     let raft = Router::new()
         .route("/raft/append", post(raft_append))
         .route("/raft/vote", post(raft_vote))
         .route("/raft/snapshot", post(raft_snapshot))
         .route("/raft/write", post(raft_write))
-        .route("/raft/read-index", post(raft_read_index))
-        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
+        .route("/raft/read-index", post(raft_read_index));
     let api = Router::new()
         .route("/v1/kv/get", post(kv_get))
         .route("/v1/kv/list", post(kv_list))
@@ -62,8 +69,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/v1/snapshot", get(snapshot))
         .route("/exhibitor/v1/cluster/status", get(exhibitor_status))
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(CLIENT_BODY_LIMIT));
+        .route("/metrics", get(metrics));
     Router::new()
         .merge(raft)
         .merge(api)
@@ -118,26 +124,52 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// A JSON body whose errors are answered as `400 bad_request` naming the problem (or `413`).
-pub(crate) struct JsonBody<T>(T);
+/// A JSON object body of at most `LIMIT` bytes; a bigger one is `413 too_large`, one that
+/// is not a JSON object of the expected shape `400 bad_request` naming the problem.
+pub(crate) struct JsonBody<T, const LIMIT: usize = CLIENT_BODY_LIMIT>(T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S>
+    for JsonBody<T, LIMIT>
+{
     type Rejection = HttpError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                HttpError::too_large(format!(
-                    "request body is larger than {CLIENT_BODY_LIMIT} bytes"
-                ))
-            } else {
-                HttpError::bad_request(rej.body_text())
-            }
-        })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, HttpError> {
+        let bytes = read_body(req, LIMIT).await?;
+        // serde reads a struct from an array as well (`[]` is a txn with no operations).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(HttpError::bad_request("request body must be a JSON object"));
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| HttpError::bad_request(format!("malformed JSON body: {e}")))
     }
+}
+
+/// The whole body, at most `limit` bytes: refused by `Content-Length` before reading, or as
+/// soon as it streams past the limit.
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, HttpError> {
+    let too_large = || HttpError::too_large(format!("request body is larger than {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit)) {
+        return Err(too_large());
+    }
+    // Sized by the announced length (within the limit) so the buffer never doubles past it.
+    let mut buf =
+        bytes::BytesMut::with_capacity(declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0));
+    let mut chunks = req.into_body().into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk
+            .map_err(|e| HttpError::bad_request(format!("failed to read the request body: {e}")))?;
+        if buf.len().checked_add(chunk.len()).is_none_or(|n| n > limit) {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 fn is_forwarded(headers: &HeaderMap) -> bool {
@@ -174,6 +206,48 @@ fn check_value(value: &[u8]) -> Result<(), HttpError> {
         )));
     }
     Ok(())
+}
+
+fn check_ttl(ttl_ms: u64) -> Result<(), HttpError> {
+    if ttl_ms == 0 || ttl_ms > MAX_LEASE_TTL_MS {
+        return Err(HttpError::bad_request(format!(
+            "ttl_ms must be between 1 and {MAX_LEASE_TTL_MS} (one hour), got {ttl_ms}"
+        )));
+    }
+    Ok(())
+}
+
+/// The checks of the client API, for a write from a client or forwarded by a member: keys,
+/// values and lease TTLs within the documented limits. Batches are formed by the leader
+/// itself and never arrive over HTTP.
+fn check_command(cmd: &Command) -> Result<(), HttpError> {
+    match cmd {
+        Command::Put(p) => {
+            check_key(&p.key)?;
+            check_value(&p.value)
+        }
+        Command::Delete(d) => check_key(&d.key),
+        Command::Txn(t) => {
+            for c in &t.compares {
+                check_key(&c.key)?;
+            }
+            for op in t.success.iter().chain(&t.failure) {
+                match op {
+                    TxnOp::Put { key, value, .. } => {
+                        check_key(key)?;
+                        check_value(value)?;
+                    }
+                    TxnOp::Delete { key } | TxnOp::Get { key } => check_key(key)?,
+                }
+            }
+            Ok(())
+        }
+        Command::LeaseGrant { ttl_ms } => check_ttl(*ttl_ms),
+        Command::LeaseRevoke { .. } => Ok(()),
+        Command::Batch(_) => Err(HttpError::bad_request(
+            "a batch is formed by the leader and cannot be sent",
+        )),
+    }
 }
 
 async fn kv_get(
@@ -252,9 +326,9 @@ fn outcome_response(node: &Node, outcome: Outcome) -> Result<Response, HttpError
 async fn kv_put(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<PutRequest>) -> Response {
     let start = Instant::now();
     let r = async {
-        check_key(&req.key)?;
-        check_value(&req.value)?;
-        let o = write_outcome(&node, Command::Put(req)).await?;
+        let cmd = Command::Put(req);
+        check_command(&cmd)?;
+        let o = write_outcome(&node, cmd).await?;
         outcome_response(&node, o)
     }
     .await;
@@ -267,8 +341,9 @@ async fn kv_delete(
 ) -> Response {
     let start = Instant::now();
     let r = async {
-        check_key(&req.key)?;
-        let o = write_outcome(&node, Command::Delete(req)).await?;
+        let cmd = Command::Delete(req);
+        check_command(&cmd)?;
+        let o = write_outcome(&node, cmd).await?;
         outcome_response(&node, o)
     }
     .await;
@@ -278,19 +353,9 @@ async fn kv_delete(
 async fn kv_txn(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<TxnRequest>) -> Response {
     let start = Instant::now();
     let r = async {
-        for c in &req.compares {
-            check_key(&c.key)?;
-        }
-        for op in req.success.iter().chain(&req.failure) {
-            match op {
-                TxnOp::Put { key, value, .. } => {
-                    check_key(key)?;
-                    check_value(value)?;
-                }
-                TxnOp::Delete { key } | TxnOp::Get { key } => check_key(key)?,
-            }
-        }
-        let o = write_outcome(&node, Command::Txn(req)).await?;
+        let cmd = Command::Txn(req);
+        check_command(&cmd)?;
+        let o = write_outcome(&node, cmd).await?;
         outcome_response(&node, o)
     }
     .await;
@@ -303,10 +368,9 @@ async fn lease_grant(
 ) -> Response {
     let start = Instant::now();
     let r = async {
-        if req.ttl_ms == 0 {
-            return Err(HttpError::bad_request("ttl_ms must be positive"));
-        }
-        let o = write_outcome(&node, Command::LeaseGrant { ttl_ms: req.ttl_ms }).await?;
+        let cmd = Command::LeaseGrant { ttl_ms: req.ttl_ms };
+        check_command(&cmd)?;
+        let o = write_outcome(&node, cmd).await?;
         outcome_response(&node, o)
     }
     .await;
@@ -349,7 +413,43 @@ fn ndjson_line<T: Serialize>(v: &T) -> Bytes {
     Bytes::from(line)
 }
 
-async fn watch(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<WatchRequest>) -> Response {
+/// The revision a watch starts from: `start_revision` (at least 1), or the next revision.
+/// A start beyond the next revision is refused: nothing could ever be sent from it until the
+/// store got there, and its progress lines would claim revisions that do not exist. (etcd
+/// waits for such a revision instead; Capstan's watchers only ever resume from a revision
+/// they have seen, plus one.)
+async fn watch_start(
+    node: &Node,
+    forwarded: bool,
+    start_revision: Option<u64>,
+) -> Result<u64, HttpError> {
+    let current = node.shared.read(|s| s.kv.revision());
+    let next = current.saturating_add(1);
+    let Some(start) = start_revision else {
+        return Ok(next);
+    };
+    if start <= next {
+        return Ok(start.max(1));
+    }
+    // This member may only lag: a client resuming after a failover asks for a revision
+    // another member has already shown it. Catch up with the leader and look again.
+    node.read_barrier(forwarded).await?;
+    let current = node.shared.read(|s| s.kv.revision());
+    if start > current.saturating_add(1) {
+        return Err(HttpError::bad_request(format!(
+            "start_revision {start} is ahead of the store: the current revision is {current}, \
+             so the latest start is {}",
+            current.saturating_add(1)
+        )));
+    }
+    Ok(start)
+}
+
+async fn watch(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<WatchRequest>,
+) -> Response {
     let start = Instant::now();
     let r = async {
         if req.prefix {
@@ -357,10 +457,8 @@ async fn watch(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<WatchReque
         } else {
             check_key(&req.key)?;
         }
-        let (current, compact) = node
-            .shared
-            .read(|s| (s.kv.revision(), s.kv.compact_revision()));
-        let from = req.start_revision.unwrap_or(current + 1).max(1);
+        let from = watch_start(&node, is_forwarded(&headers), req.start_revision).await?;
+        let compact = node.shared.read(|s| s.kv.compact_revision());
         if from <= compact {
             let mut e = ApiError::new(
                 "compacted",
@@ -424,7 +522,7 @@ async fn watch_task(node: Arc<Node>, req: WatchRequest, from: u64, tx: mpsc::Sen
             }
             Ok((events, current)) => {
                 if let Some(last) = events.last().map(|e| e.revision()) {
-                    next = last + 1;
+                    next = last.saturating_add(1);
                     if tx
                         .send(ndjson_line(&WatchResponse {
                             revision: last,
@@ -439,7 +537,7 @@ async fn watch_task(node: Arc<Node>, req: WatchRequest, from: u64, tx: mpsc::Sen
                     continue;
                 }
                 if current >= next {
-                    next = current + 1;
+                    next = current.saturating_add(1);
                 }
                 tokio::select! {
                     _ = rev_rx.changed() => {}
@@ -764,28 +862,35 @@ async fn snapshot(State(node): State<Arc<Node>>) -> Response {
 
 async fn raft_append(
     State(node): State<Arc<Node>>,
-    JsonBody(req): JsonBody<AppendEntriesRequest<TypeConfig>>,
+    JsonBody(req): JsonBody<AppendEntriesRequest<TypeConfig>, RAFT_APPEND_BODY_LIMIT>,
 ) -> Response {
     axum::Json(node.raft.append_entries(req).await).into_response()
 }
 
 async fn raft_vote(
     State(node): State<Arc<Node>>,
-    JsonBody(req): JsonBody<VoteRequest<u64>>,
+    JsonBody(req): JsonBody<VoteRequest<u64>, RAFT_VOTE_BODY_LIMIT>,
 ) -> Response {
     axum::Json(node.raft.vote(req).await).into_response()
 }
 
 async fn raft_snapshot(
     State(node): State<Arc<Node>>,
-    JsonBody(req): JsonBody<InstallSnapshotRequest<TypeConfig>>,
+    JsonBody(req): JsonBody<InstallSnapshotRequest<TypeConfig>, RAFT_SNAPSHOT_BODY_LIMIT>,
 ) -> Response {
     axum::Json(node.raft.install_snapshot(req).await).into_response()
 }
 
 /// A write forwarded by a follower: answered with the `CommandResult`, or an error whose code
-/// tells whether it was applied.
-async fn raft_write(State(node): State<Arc<Node>>, JsonBody(cmd): JsonBody<Command>) -> Response {
+/// tells whether it was applied. It gets the client API's checks: the follower has made them,
+/// but anyone can reach this endpoint.
+async fn raft_write(
+    State(node): State<Arc<Node>>,
+    JsonBody(cmd): JsonBody<Command, RAFT_WRITE_BODY_LIMIT>,
+) -> Response {
+    if let Err(e) = check_command(&cmd) {
+        return e.into_response();
+    }
     match node.write(cmd, true).await {
         Ok(o) => axum::Json(crate::sm::CommandResult::Ok(o)).into_response(),
         Err(NodeError::Apply(e)) => axum::Json(crate::sm::CommandResult::Err(e)).into_response(),
@@ -797,5 +902,61 @@ async fn raft_read_index(State(node): State<Arc<Node>>) -> Response {
     match node.local_read_index().await {
         Ok(i) => axum::Json(i).into_response(),
         Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streamed(chunks: usize, size: usize) -> Request {
+        let stream = futures::stream::iter(
+            (0..chunks).map(move |_| Ok::<_, Infallible>(Bytes::from(vec![b' '; size]))),
+        );
+        Request::new(Body::from_stream(stream))
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_over_the_limit_is_413_and_one_at_the_limit_is_read() {
+        let Err(e) = read_body(streamed(5, 1000), 4999).await else {
+            panic!("a body over the limit is read");
+        };
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.body.code, "too_large");
+        let Ok(b) = read_body(streamed(5, 1000), 5000).await else {
+            panic!("a body at the limit is refused");
+        };
+        assert_eq!(b.len(), 5000);
+    }
+
+    #[test]
+    fn forwarded_commands_get_the_client_api_checks() {
+        use capstan_coord_client::{DeleteRequest, PutRequest};
+        let put = |key: &str, len: usize| {
+            Command::Put(PutRequest {
+                key: key.into(),
+                value: vec![0; len],
+                ..Default::default()
+            })
+        };
+        let status = |c: &Command| check_command(c).err().map(|e| e.status.as_u16());
+        assert_eq!(status(&put("/a", MAX_VALUE_BYTES)), None);
+        assert_eq!(status(&put("/a", MAX_VALUE_BYTES + 1)), Some(413));
+        assert_eq!(status(&put("a", 1)), Some(400));
+        let del = Command::Delete(DeleteRequest {
+            key: format!("/{}", "k".repeat(capstan_coord_client::MAX_KEY_BYTES)),
+            if_version: None,
+        });
+        assert_eq!(status(&del), Some(400));
+        for (ttl, want) in [
+            (0, Some(400)),
+            (1, None),
+            (MAX_LEASE_TTL_MS, None),
+            (MAX_LEASE_TTL_MS + 1, Some(400)),
+            (u64::MAX, Some(400)),
+        ] {
+            assert_eq!(status(&Command::LeaseGrant { ttl_ms: ttl }), want, "{ttl}");
+        }
+        assert_eq!(status(&Command::Batch(vec![put("/a", 1)])), Some(400));
     }
 }

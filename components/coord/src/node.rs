@@ -38,6 +38,8 @@ pub(crate) enum NodeError {
     Apply(ApplyError),
     /// The request is wrong.
     BadRequest(String),
+    /// The request is over a size limit.
+    TooLarge(String),
     Internal(String),
 }
 
@@ -66,6 +68,7 @@ impl NodeError {
             NodeError::Apply(ApplyError::Invalid(m)) | NodeError::BadRequest(m) => {
                 (400, ApiError::new("bad_request", m.clone()))
             }
+            NodeError::TooLarge(m) => (413, ApiError::new("too_large", m.clone())),
             NodeError::Internal(m) => (500, ApiError::new("internal", m.clone())),
         }
     }
@@ -79,6 +82,7 @@ impl NodeError {
             }),
             "lease_not_found" => NodeError::Apply(ApplyError::LeaseNotFound(0)),
             "bad_request" => NodeError::BadRequest(e.message),
+            "too_large" => NodeError::TooLarge(e.message),
             _ => NodeError::Internal(format!("{status}: {}", e.message)),
         }
     }
@@ -392,6 +396,13 @@ impl Node {
     }
 }
 
+/// When a lease of `ttl_ms` kept alive at `now` expires. The TTL is capped at the grant
+/// limit, so a lease stored before there was one (up to `u64::MAX` ms) expires too.
+fn lease_deadline(now: Instant, ttl_ms: u64) -> Instant {
+    let ttl = Duration::from_millis(ttl_ms.min(crate::http::MAX_LEASE_TTL_MS));
+    now.checked_add(ttl).unwrap_or(now)
+}
+
 /// The lease keeper: on the leader, tracks each lease's deadline in memory (a new leader
 /// gives every lease a full TTL) and proposes `LeaseRevoke` when one passes. Time never
 /// enters the replicated state.
@@ -412,7 +423,7 @@ pub(crate) async fn run_lease_keeper(node: Arc<Node>, mut rx: mpsc::Receiver<Kee
                 }
                 match node.shared.read(|s| s.kv.lease(id).map(|l| l.ttl_ms)) {
                     Some(ttl) => {
-                        deadlines.insert(id, Instant::now() + Duration::from_millis(ttl));
+                        deadlines.insert(id, lease_deadline(Instant::now(), ttl));
                         let _ = reply.send(KeepAliveReply::Ok(ttl));
                     }
                     None => { let _ = reply.send(KeepAliveReply::Unknown); }
@@ -433,7 +444,7 @@ pub(crate) async fn run_lease_keeper(node: Arc<Node>, mut rx: mpsc::Receiver<Kee
                 deadlines.retain(|id, _| leases.iter().any(|(l, _)| l == id));
                 let mut expired = Vec::new();
                 for (id, ttl) in leases {
-                    let d = *deadlines.entry(id).or_insert(now + Duration::from_millis(ttl));
+                    let d = *deadlines.entry(id).or_insert_with(|| lease_deadline(now, ttl));
                     if now >= d {
                         expired.push(id);
                     }

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -22,6 +23,34 @@ use serde::de::DeserializeOwned;
 use crate::sm::{Command, CommandResult};
 
 pub type NodeId = u64;
+
+// Body limits of the `/raft/*` endpoints. They were one 512 MiB limit, which let any client
+// of the port make a member buffer half a gigabyte per request (reliability probe F10). Each
+// RPC now gets what members really send, with room to spare:
+// - a snapshot travels in chunks of `SNAPSHOT_CHUNK_BYTES` (openraft's default 3 MiB, set
+//   explicitly in `server.rs`); as JSON a byte is at most 4 characters (`255,`), so a chunk
+//   is at most 12 MiB plus its metadata;
+// - AppendEntries carries at most `max_payload_entries` entries, and one entry is one write
+//   (its request body is at most 8 MiB, the client limit) or a group-commit batch (that
+//   write plus at most about 1 MiB of others, see `batch.rs`). Several large entries could
+//   still add up to more than the limit, so the sender measures the request and, when it
+//   is too big, answers openraft `PayloadTooLarge`, which resends fewer entries;
+// - a forwarded write (`/raft/write`) is one client write re-encoded: twice the client body
+//   limit;
+// - votes are a few hundred bytes.
+// Authentication of these RPCs is a separate matter (they are still anonymous).
+
+/// Bytes of snapshot data per `/raft/snapshot` request.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 3 << 20;
+/// Largest `/raft/snapshot` body accepted.
+pub const RAFT_SNAPSHOT_BODY_LIMIT: usize = 32 << 20;
+/// Largest `/raft/append` body accepted (and sent: larger requests are split).
+pub const RAFT_APPEND_BODY_LIMIT: usize = 32 << 20;
+/// Largest `/raft/vote` body accepted.
+pub const RAFT_VOTE_BODY_LIMIT: usize = 64 << 10;
+
+// A chunk encoded as JSON, plus 1 MiB for its metadata, fits the snapshot limit.
+const _: () = assert!((SNAPSHOT_CHUNK_BYTES as usize) * 4 + (1 << 20) <= RAFT_SNAPSHOT_BODY_LIMIT);
 
 openraft::declare_raft_types!(
     /// Raft types of the coord cluster.
@@ -93,14 +122,14 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    async fn rpc<Req, Resp, E>(
+    /// Posts an encoded request to the peer.
+    async fn rpc<Resp, E>(
         &self,
         path: &str,
-        req: &Req,
+        body: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
@@ -110,7 +139,8 @@ impl PeerClient {
             .http
             .post(&url)
             .timeout(option.hard_ttl().max(Duration::from_millis(50)))
-            .json(req)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await;
         let resp = match resp {
@@ -159,7 +189,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc("/raft/append", &rpc, &option).await
+        let body = encode(&rpc).map_err(|e| encode_error(&e))?;
+        if body.len() > RAFT_APPEND_BODY_LIMIT {
+            return Err(too_large_append(rpc.entries.len(), body.len()));
+        }
+        self.rpc("/raft/append", body, &option).await
     }
 
     async fn install_snapshot(
@@ -170,7 +204,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.rpc("/raft/snapshot", &rpc, &option).await
+        let body = encode(&rpc).map_err(|e| encode_error(&e))?;
+        self.rpc("/raft/snapshot", body, &option).await
     }
 
     async fn vote(
@@ -178,6 +213,121 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc("/raft/vote", &rpc, &option).await
+        let body = encode(&rpc).map_err(|e| encode_error(&e))?;
+        self.rpc("/raft/vote", body, &option).await
+    }
+}
+
+/// A raft request as JSON.
+fn encode<Req: Serialize>(req: &Req) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(req)
+}
+
+/// An encoding failure (impossible for our types) as a network error.
+fn encode_error<E: std::error::Error>(
+    e: &serde_json::Error,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    RPCError::Network(NetworkError::new(e))
+}
+
+/// The answer to an AppendEntries request of `entries` entries whose body (`bytes`) is over
+/// [`RAFT_APPEND_BODY_LIMIT`]: openraft resends fewer. One entry alone cannot be that big
+/// (see the limits above); if it were, it could never be sent, which is logged.
+fn too_large_append(
+    entries: usize,
+    bytes: usize,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId>> {
+    if entries <= 1 {
+        tracing::error!(
+            bytes,
+            limit = RAFT_APPEND_BODY_LIMIT,
+            "A raft log entry is larger than the append limit and cannot be replicated"
+        );
+        let e = std::io::Error::other(format!(
+            "one log entry of {bytes} bytes is over the append limit of {RAFT_APPEND_BODY_LIMIT}"
+        ));
+        return RPCError::Network(NetworkError::new(&e));
+    }
+    // Entries that fit, assuming they are of similar size; at least one, at most half.
+    let fit = (entries as u128 * RAFT_APPEND_BODY_LIMIT as u128 / bytes as u128) as u64;
+    let hint = fit.clamp(1, (entries / 2) as u64);
+    tracing::debug!(
+        entries,
+        bytes,
+        hint,
+        "AppendEntries too large; sending fewer entries"
+    );
+    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_over_the_limit_asks_openraft_for_fewer_entries() {
+        let hint = |entries, bytes| match too_large_append(entries, bytes) {
+            RPCError::PayloadTooLarge(p) => Some(p.entries_hint()),
+            _ => None,
+        };
+        assert_eq!(hint(64, RAFT_APPEND_BODY_LIMIT * 2), Some(32));
+        assert_eq!(hint(64, RAFT_APPEND_BODY_LIMIT * 64), Some(1));
+        assert_eq!(
+            hint(64, RAFT_APPEND_BODY_LIMIT + 1),
+            Some(32),
+            "never more than half"
+        );
+        assert_eq!(hint(2, usize::MAX), Some(1));
+        assert_eq!(
+            hint(1, RAFT_APPEND_BODY_LIMIT + 1),
+            None,
+            "one entry cannot be split"
+        );
+    }
+
+    fn entries(n: u64, value_bytes: usize) -> AppendEntriesRequest<TypeConfig> {
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+        let entries = (1..=n)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Normal(Command::Put(capstan_coord_client::PutRequest {
+                    key: format!("/k/{i}"),
+                    value: vec![7; value_bytes],
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_of_more_than_the_limit_are_split_before_anything_is_sent() {
+        // Nothing listens on the discard port: a request actually sent is `Unreachable`.
+        let net = Network::new(reqwest::Client::new(), Dialer::default());
+        let mut peer = PeerClient {
+            target: 2,
+            base: "http://127.0.0.1:9".into(),
+            net,
+        };
+        let option = RPCOption::new(Duration::from_secs(1));
+        // 30 values of 1 MiB: about 42 MiB of JSON.
+        match peer
+            .append_entries(entries(30, 1 << 20), option.clone())
+            .await
+        {
+            Err(RPCError::PayloadTooLarge(p)) => {
+                assert!((1..=15).contains(&p.entries_hint()), "{}", p.entries_hint());
+            }
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+        match peer.append_entries(entries(10, 1 << 20), option).await {
+            Err(RPCError::Unreachable(_)) => {}
+            other => panic!("a 14 MiB append is sent, got {other:?}"),
+        }
     }
 }

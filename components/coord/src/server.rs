@@ -108,6 +108,8 @@ impl Server {
             heartbeat_interval: config.heartbeat_interval_ms,
             install_snapshot_timeout: 10_000,
             max_payload_entries: 64,
+            // The `/raft/snapshot` body limit is sized for this (see `raft.rs`).
+            snapshot_max_chunk_size: crate::raft::SNAPSHOT_CHUNK_BYTES,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
             ..Default::default()
@@ -154,7 +156,6 @@ impl Server {
                 .await
         });
         tracing::info!(id = config.id, addr = %local_addr, "Listening on {local_addr}");
-        capstan_runtime::notify_ready();
 
         bootstrap(&raft, &config).await?;
         let keeper = tokio::spawn(run_lease_keeper(node.clone(), keeper_rx));

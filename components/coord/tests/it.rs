@@ -4,6 +4,7 @@ mod it {
     pub mod api;
     pub mod cluster;
     pub mod harness;
+    pub mod limits;
     pub mod linearizability;
     pub mod storage;
 }

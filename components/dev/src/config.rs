@@ -2,75 +2,67 @@
 //! daemon, the same file format an installed node reads from `/etc/capstan/config.yaml`.
 //! Building them is pure; writing them is the only I/O here.
 
+use std::net::IpAddr;
+
+use capstan_runtime::ClusterConfig;
 use serde_json::{Value, json};
 
 use crate::DevError;
-use crate::layout::{Daemon, Node, Role};
+use crate::layout::{Node, Role};
 use crate::paths::{ClusterPaths, write_atomic};
 
-/// The YAML config of `node` in the cluster `nodes`. `cluster_label` is a `key=value` label
-/// every task container of this cluster carries, so `capstan dev down` finds them.
+/// The config of `node` in the cluster `nodes`: the `cluster:` section (masters, this
+/// node's address) expanded by the same generator the installer uses
+/// ([`ClusterConfig::node_config`]), plus what only a dev cluster needs — data under the
+/// cluster's state directory, per-agent host-port slices, a label on every task container,
+/// a short master lease and DC/OS's DNS address sources. `cluster_label` is the `key=value`
+/// label every task container of this cluster carries, so `capstan dev down` finds them.
 pub fn node_config(
     node: &Node,
     nodes: &[Node],
     paths: &ClusterPaths,
     cluster_label: (&str, &str),
 ) -> Value {
-    let masters: Vec<&Node> = nodes.iter().filter(|n| n.role == Role::Master).collect();
-    let coord_endpoints: Vec<String> = masters
-        .iter()
-        .map(|m| m.http_addr(Daemon::Coord).to_string())
-        .collect();
-    let master_endpoints: Vec<String> = masters
-        .iter()
-        .map(|m| m.http_addr(Daemon::Master).to_string())
-        .collect();
+    let cluster = ClusterConfig {
+        name: "capstan-dev".to_owned(),
+        masters: nodes
+            .iter()
+            .filter(|n| n.role == Role::Master)
+            .map(|m| IpAddr::V4(m.address))
+            .collect(),
+        advertise: IpAddr::V4(node.address),
+        hostname: None,
+    };
     let data = paths.node_data(&node.name);
-    let mut config = json!({});
-    match node.role {
-        Role::Master => {
-            let members: Vec<Value> = masters
-                .iter()
-                .map(|m| json!({ "id": u64::from(m.index), "addr": m.http_addr(Daemon::Coord).to_string() }))
-                .collect();
-            config["coord"] = json!({
-                "id": u64::from(node.index),
-                "listen": node.http_addr(Daemon::Coord).to_string(),
-                "data_dir": data.join("coord"),
-                "members": members,
-            });
-            config["master"] = json!({
-                "listen": node.http_addr(Daemon::Master).to_string(),
-                "hostname": node.address.to_string(),
-                // A short lease: a killed leading master is replaced within seconds.
-                "coord": { "endpoints": coord_endpoints, "lease_ttl": 3 },
-            });
-            config["apps"] = json!({
-                "listen": node.http_addr(Daemon::Apps).to_string(),
-                "hostname": node.address.to_string(),
-                "masters": master_endpoints.iter().map(|m| format!("http://{m}")).collect::<Vec<_>>(),
-                "store": { "coord_endpoints": coord_endpoints.iter().map(|c| format!("http://{c}")).collect::<Vec<_>>() },
-            });
-            config["dns"] = json!({
-                "dns_listen": format!("{}:{}", node.address, crate::layout::DNS_PORT),
-                "http_listen": node.http_addr(Daemon::Dns).to_string(),
-                "masters": master_endpoints,
-                // As DC/OS configures Mesos-DNS: the agent's address first, so A records and
-                // SRV ports agree for tasks on bridge networks (the port is a host port).
-                "ip_sources": ["host", "netinfo"],
-            });
-        }
-        Role::Agent => {
-            config["agent"] = json!({
-                "listen": node.http_addr(Daemon::Agent).to_string(),
-                "advertise_ip": node.address.to_string(),
-                "hostname": node.address.to_string(),
+    let overrides = match node.role {
+        Role::Master => json!({
+            "coord": { "data_dir": data.join("coord") },
+            // Leases a little longer than the defaults (2 s): one loaded machine runs it all.
+            "master": { "coord": { "lease_ttl": 3 } },
+            "apps": { "leader_lease_ttl": 3 },
+            // As DC/OS configures Mesos-DNS: the agent's address first, so A records and
+            // SRV ports agree for tasks on bridge networks (the port is a host port).
+            "dns": { "ip_sources": ["host", "netinfo"] },
+        }),
+        Role::Agent => json!({
+            "agent": {
                 "work_dir": data.join("agent"),
-                "masters": master_endpoints,
                 "resources": { "ports": agent_ports(node.address.octets()[1], node.index) },
                 "docker": { "extra_labels": { cluster_label.0: cluster_label.1 } },
-            });
-        }
+            },
+        }),
+    };
+    let overrides =
+        serde_yaml_ng::to_value(overrides).expect("a JSON value always converts to YAML");
+    let mut config = serde_json::to_value(cluster.node_config(overrides))
+        .expect("a YAML value of strings and numbers converts to JSON");
+    // Each node runs only its role's daemons: leave the other role's sections out.
+    if let Some(doc) = config.as_object_mut() {
+        let keep: &[&str] = match node.role {
+            Role::Master => &["cluster", "coord", "master", "apps", "dns"],
+            Role::Agent => &["cluster", "agent"],
+        };
+        doc.retain(|k, _| keep.contains(&k.as_str()));
     }
     config
 }
@@ -140,5 +132,21 @@ mod tests {
         assert_eq!(agent_ports(0, 2), "[31100-31199]");
         assert_eq!(agent_ports(7, 2), "[21440-21479]");
         assert_eq!(agent_ports(54, 5), "[30960-30999]");
+    }
+
+    #[test]
+    fn dev_configs_parse_as_node_configs_with_their_cluster_section() {
+        let nodes = layout(3, 2, 0).unwrap();
+        let paths = ClusterPaths::new("/tmp/x");
+        for node in &nodes {
+            let config = node_config(node, &nodes, &paths, ("k", "v"));
+            let text = serde_yaml_ng::to_string(&config).unwrap();
+            let mut reread: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+            capstan_runtime::cluster::apply_cluster_defaults(&mut reread).unwrap();
+            let reread = serde_json::to_value(reread).unwrap();
+            for section in config.as_object().unwrap().keys() {
+                assert_eq!(reread[section], config[section], "{}: {section}", node.name);
+            }
+        }
     }
 }

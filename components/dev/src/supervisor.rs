@@ -401,6 +401,7 @@ fn spawn(spec: &DaemonSpec, nth: u32) -> std::io::Result<(Child, UnixDatagram)> 
         .append(true)
         .open(&spec.log)?;
     let child = Command::new(&spec.bin)
+        .arg("daemon")
         .arg(spec.which.name())
         .arg("--config")
         .arg(&spec.config)

@@ -35,7 +35,12 @@ pub struct Config {
     pub soa_refresh: i32,
     pub soa_retry: i32,
     pub soa_expire: i32,
-    /// Accepted for Mesos-DNS parity; like Mesos-DNS, the SOA minimum is `ttl`.
+    /// Negative-caching TTL, seconds: the SOA `minimum` of our zones and the TTL of the SOA
+    /// sent with NXDOMAIN/NODATA, capped at each zone's record TTL. Mesos-DNS accepts the
+    /// key (`SOAMinttl`, default 60) but answers with `ttl` as the minimum, so a denial
+    /// could stay cached for a minute; Capstan honours the key and defaults to 5 s (as
+    /// dcos-dns's short negative answers), so a name that appears, or reappears after a
+    /// brief gap, is found again within seconds.
     pub soa_minttl: u32,
     /// Where task IPs come from, first source with any address wins.
     pub ip_sources: Vec<IpSource>,
@@ -91,7 +96,7 @@ impl Default for Config {
             soa_refresh: 60,
             soa_retry: 600,
             soa_expire: 86400,
-            soa_minttl: 60,
+            soa_minttl: DEFAULT_SOA_MINTTL,
             ip_sources: vec![IpSource::Netinfo, IpSource::Mesos, IpSource::Host],
             enforce_rfc952: false,
             set_truncate_bit: true,
@@ -113,6 +118,9 @@ impl Default for Config {
     }
 }
 
+/// Default negative-caching TTL (see [`Config::soa_minttl`]).
+pub const DEFAULT_SOA_MINTTL: u32 = 5;
+
 /// Parses an upstream as `ip` (port 53) or `ip:port` / `[v6]:port`.
 pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
     let s = s.trim();
@@ -123,11 +131,9 @@ pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
 }
 
 /// Checks a `host:port` master address; returns it normalised.
+/// `host:port` or `http://host:port`, the one endpoint syntax of every Capstan config.
 fn valid_master(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
-        None => false,
-    }
+    capstan_mesos_client::Endpoint::parse(s).is_ok_and(|e| e.port() != 0)
 }
 
 fn valid_domain(d: &str) -> bool {
@@ -165,7 +171,7 @@ impl Validate for Config {
             if !valid_master(m) {
                 p.push(ConfigProblem::new(
                     format!("masters[{i}]"),
-                    format!("{m:?} is not host:port"),
+                    format!("{m:?} is not host:port (or http://host:port)"),
                 ));
             } else if !seen.insert(m.to_ascii_lowercase()) {
                 p.push(ConfigProblem::new(
@@ -603,6 +609,19 @@ mod tests {
         assert_eq!(c.ip_sources, vec![IpSource::Netinfo, IpSource::Host]);
         assert_eq!(c.zone_resolvers["consul"], vec!["10.0.0.9:8600"]);
         assert_eq!(c.resolvers, vec!["10.0.0.53"]);
+    }
+
+    #[test]
+    fn the_negative_ttl_defaults_to_five_seconds_and_soaminttl_sets_it() {
+        assert_eq!(Config::default().soa_minttl, 5);
+        let c = parse("soa_minttl: 30\n").unwrap();
+        assert_eq!(c.soa_minttl, 30);
+        let c =
+            Config::from_mesos_dns_json(r#"{"masters":["10.0.0.1:5050"],"SOAMinttl":60}"#).unwrap();
+        assert_eq!(c.soa_minttl, 60, "an explicit Mesos-DNS setting is kept");
+        let c = Config::from_mesos_dns_json(r#"{"masters":["10.0.0.1:5050"]}"#).unwrap();
+        assert_eq!(c.soa_minttl, 5);
+        assert_eq!(c.mesos_dns_view()["SOAMinttl"], 5);
     }
 
     #[test]

@@ -2,19 +2,28 @@
 //! records after every batch of events, so a task is resolvable the moment the master reports
 //! it `TASK_RUNNING`.
 //!
-//! This task owns the [`ClusterState`]. It tries the configured masters in turn, follows a
-//! `307` to the leader, and treats a stream without a byte for `missed_heartbeats` heartbeat
-//! intervals as dead. While no master answers, the last published records stay in service;
-//! the next `SUBSCRIBED` snapshot replaces the model wholesale (a resync).
+//! This task owns the [`ClusterState`]. The stream itself is `capstan-mesos-client`'s
+//! [`OperatorEvents`]: it tries the configured masters in turn, follows a `307` to the leader,
+//! and treats a stream without a record (heartbeats included) for `missed_heartbeats`
+//! heartbeat intervals as dead; its reconnect loop waits with the shared backoff. While no master answers, the last published records stay in service;
+//! the next `SUBSCRIBED` snapshot replaces the model wholesale (a resync), published in one
+//! swap once it is applied, never an empty or half-built model in between.
+//!
+//! A master change must not deny a name that existed: a newly elected master learns the
+//! tasks of its registry's agents only as each agent re-registers, so the resync keeps the
+//! previous view of agents it lists as recovered (see [`crate::model::HeldOver`]) until they
+//! are back, are removed, or [`HOLD_OVER_MAX`] has passed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_mesos_client::{
+    Endpoint, MasterClient, OperatorEvents, SessionEnd, StreamError, reconnect,
+};
 use capstan_proto::mesos::v1::master::Event;
 use capstan_proto::mesos::v1::master::event::Type as EventType;
-use capstan_proto::recordio::RecordIoDecoder;
-use futures::FutureExt;
+use capstan_types::{Backoff, Chain};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +50,7 @@ pub struct MasterStatus {
 /// Settings of the stream follower.
 #[derive(Debug, Clone)]
 pub struct FollowerConfig {
-    /// Master HTTP addresses (`host:port`).
+    /// Master HTTP addresses (`host:port` or `http://host:port`).
     pub masters: Vec<String>,
     pub timeout: Duration,
     pub missed_heartbeats: u32,
@@ -49,41 +58,21 @@ pub struct FollowerConfig {
     pub synth: SynthConfig,
 }
 
-/// Why a subscription ended or could not start (logged, then retried).
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    #[error("cannot reach master at {url}")]
-    Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("master at {url} did not answer within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
-    #[error("master at {url} answered {status}: {body}")]
-    Status {
-        url: String,
-        status: reqwest::StatusCode,
-        body: String,
-    },
-    #[error("master at {url} redirected without a usable Location")]
-    BadRedirect { url: String },
-    #[error("too many redirects starting at {url}")]
-    RedirectLoop { url: String },
-    #[error("the event stream broke")]
-    Body(#[source] reqwest::Error),
-    #[error("no data from the master for {0:?}")]
-    Idle(Duration),
-    #[error("the master closed the event stream")]
+/// How one subscription ended.
+enum Ended {
+    Shutdown,
     Closed,
-    #[error("the event stream is not valid RecordIO")]
-    Framing(#[source] capstan_proto::recordio::RecordIoError),
+    Failed(StreamError),
 }
 
-const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Most extra already-received chunks folded into one record update.
-const MAX_BATCH_CHUNKS: usize = 256;
+/// Most extra already-received events folded into one record update.
+const MAX_BATCH_EVENTS: usize = 4096;
+/// How long the records of agents a new master has not heard from yet are kept after a
+/// resync. A live agent re-registers within its ping interval and reconnect backoff (the
+/// master's agent timeout is 15 s by default); one that is not back within a minute is
+/// treated as gone, about as long as its records' TTL keeps them in caches anyway.
+pub const HOLD_OVER_MAX: Duration = Duration::from_secs(60);
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(
@@ -92,218 +81,146 @@ pub async fn run(
     status: watch::Sender<MasterStatus>,
     shutdown: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(cfg.timeout)
-        .build()
-    {
+    let client = MasterClient::for_masters(&cfg.masters, |c| {
+        c.connect_timeout = cfg.timeout;
+        c.request_timeout = cfg.timeout;
+        c.missed_heartbeats = cfg.missed_heartbeats;
+    });
+    let mut client = match client {
         Ok(c) => c,
         Err(e) => {
-            warn!(error = %e, "Cannot build the HTTP client; not following any master");
+            warn!(error = %Chain(&e), "Cannot build the master client; not following any master");
             return;
         }
     };
+    let masters: Vec<String> = client
+        .config()
+        .masters
+        .iter()
+        .map(Endpoint::authority)
+        .collect();
     // Shared with the published records (for `/v1/enumerate`): changed copy-on-write, so
     // between bursts of events one copy of the cluster exists, not two.
     let mut state = Arc::new(ClusterState::default());
-    let mut backoff = MIN_BACKOFF;
-    let mut next = 0usize;
-    let n = cfg.masters.len().max(1);
-    while !shutdown.is_cancelled() {
-        let mut subscribed = false;
-        for i in 0..cfg.masters.len() {
-            let idx = (next + i) % n;
-            let master = &cfg.masters[idx];
-            let attempt = tokio::select! {
-                r = subscribe(&client, master, cfg.timeout) => r,
-                _ = shutdown.cancelled() => return,
-            };
-            match attempt {
-                Ok((resp, leader)) => {
-                    subscribed = true;
-                    next = idx;
-                    let masters = resolve_all(&cfg.masters).await;
-                    let leader_addr = resolve(&leader).await;
-                    let st = Arc::make_mut(&mut state);
-                    st.masters = masters;
-                    st.leader = leader_addr;
-                    info!(master = %leader, "Subscribed to the leading master's event stream");
-                    status.send_modify(|s| {
-                        s.leader = Some(leader.clone());
-                        s.subscribed = true;
-                        s.subscriptions += 1;
-                    });
-                    let end = consume(resp, &mut state, &cfg, &publisher, &status, &shutdown).await;
-                    status.send_modify(|s| s.subscribed = false);
-                    match end {
-                        Ok(()) => return,
-                        Err(e) => {
-                            warn!(master = %leader, error = %e, "Lost the master's event stream; serving the last known records")
-                        }
-                    }
-                    break;
-                }
-                Err(e) => debug!(master = %master, error = %e, "Master not usable"),
+    // When the records held over by a resync are dropped if their agents are not back.
+    let mut hold_until: Option<Instant> = None;
+    let backoff = Backoff::new(MIN_BACKOFF, cfg.backoff_max);
+    let stop = shutdown.clone();
+    reconnect(backoff, &stop, async move || {
+        let mut events = match OperatorEvents::subscribe(&mut client).await {
+            Ok(events) => events,
+            Err(e) => {
+                warn!(masters = ?masters, error = %Chain(&e), "No master answered; serving the last known records");
+                return SessionEnd::after(0);
+            }
+        };
+        let leader = events.leader().authority();
+        let st = Arc::make_mut(&mut state);
+        st.masters = resolve_all(&masters).await;
+        st.leader = resolve(&leader).await;
+        info!(master = %leader, "Subscribed to the leading master's event stream");
+        status.send_modify(|s| {
+            s.leader = Some(leader.clone());
+            s.subscribed = true;
+            s.subscriptions += 1;
+        });
+        let end = consume(
+            &mut events,
+            &mut state,
+            &mut hold_until,
+            &cfg,
+            &publisher,
+            &status,
+            &shutdown,
+        )
+        .await;
+        status.send_modify(|s| s.subscribed = false);
+        match end {
+            Ended::Shutdown => return SessionEnd::Stop,
+            Ended::Closed => {
+                warn!(master = %leader, "The master closed the event stream; serving the last known records")
+            }
+            Ended::Failed(e) => {
+                warn!(master = %leader, error = %Chain(&e), "Lost the master's event stream; serving the last known records")
             }
         }
-        if subscribed {
-            backoff = MIN_BACKOFF;
-            // Start with the next master: the one we had may be gone.
-            next = (next + 1) % n;
-        } else {
-            warn!(masters = ?cfg.masters, retry_in = ?backoff, "No master answered; serving the last known records");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        if !subscribed {
-            backoff = (backoff * 2).min(cfg.backoff_max.max(MIN_BACKOFF));
-        }
-    }
+        SessionEnd::after(events.subscription().records())
+    })
+    .await;
 }
 
-/// Posts `SUBSCRIBE`, following redirects to the leader. Returns the streaming response and
-/// the `host:port` that accepted it.
-async fn subscribe(
-    client: &reqwest::Client,
-    master: &str,
-    timeout: Duration,
-) -> Result<(reqwest::Response, String), StreamError> {
-    let first = format!("http://{master}/api/v1");
-    let mut url = first.clone();
-    for _ in 0..4 {
-        let send = client
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(r#"{"type":"SUBSCRIBE"}"#)
-            .send();
-        let resp = tokio::time::timeout(timeout, send)
-            .await
-            .map_err(|_| StreamError::Timeout {
-                url: url.clone(),
-                timeout,
-            })?
-            .map_err(|source| StreamError::Connect {
-                url: url.clone(),
-                source,
-            })?;
-        let status = resp.status();
-        if status.is_success() {
-            let authority = resp
-                .url()
-                .host_str()
-                .map(|h| {
-                    format!(
-                        "{}:{}",
-                        h,
-                        resp.url().port_or_known_default().unwrap_or(5050)
-                    )
-                })
-                .unwrap_or_else(|| master.to_owned());
-            return Ok((resp, authority));
-        }
-        if status.is_redirection() {
-            let loc = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| StreamError::BadRedirect { url: url.clone() })?;
-            url = absolutize(loc, &url)
-                .ok_or_else(|| StreamError::BadRedirect { url: url.clone() })?;
-            debug!(to = %url, "Following the redirect to the leading master");
-            continue;
-        }
-        let body = tokio::time::timeout(timeout, resp.text())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        return Err(StreamError::Status {
-            url,
-            status,
-            body: body.chars().take(200).collect(),
-        });
-    }
-    Err(StreamError::RedirectLoop { url: first })
-}
-
-/// Resolves a redirect target: protocol-relative (`//host:port/path`), absolute path, or URL.
-pub fn absolutize(location: &str, base: &str) -> Option<String> {
-    let base = reqwest::Url::parse(base).ok()?;
-    let joined = base.join(location).ok()?;
-    matches!(joined.scheme(), "http").then(|| joined.to_string())
+/// What woke the stream loop.
+enum Wake {
+    /// Boxed: a decoded operator event is a few kilobytes.
+    Event(Box<Result<Option<Event>, StreamError>>),
+    Publish,
+    HoldExpired,
 }
 
 async fn consume(
-    mut resp: reqwest::Response,
+    events: &mut OperatorEvents,
     state: &mut Arc<ClusterState>,
+    hold_until: &mut Option<Instant>,
     cfg: &FollowerConfig,
     publisher: &Publisher,
     status: &watch::Sender<MasterStatus>,
     shutdown: &CancellationToken,
-) -> Result<(), StreamError> {
-    let mut decoder = RecordIoDecoder::default();
-    let mut heartbeat = DEFAULT_HEARTBEAT;
+) -> Ended {
     let synth = Arc::new(cfg.synth.clone());
     // Changes not yet published, and when the next synthesis may run.
     let mut dirty = false;
     let mut not_before = Instant::now();
     loop {
-        let idle = heartbeat * cfg.missed_heartbeats.max(1);
-        let chunk = tokio::select! {
-            c = tokio::time::timeout(idle, resp.chunk()) => Some(c),
-            _ = tokio::time::sleep_until(not_before), if dirty => None,
-            _ = shutdown.cancelled() => return Ok(()),
+        let hold_deadline = *hold_until;
+        let wake = tokio::select! {
+            e = events.next() => Wake::Event(Box::new(e)),
+            _ = tokio::time::sleep_until(not_before), if dirty => Wake::Publish,
+            _ = sleep_until_some(hold_deadline), if hold_deadline.is_some() => Wake::HoldExpired,
+            _ = shutdown.cancelled() => return Ended::Shutdown,
         };
-        if let Some(chunk) = chunk {
-            let end = match chunk {
-                Err(_) => Some(StreamError::Idle(idle)),
-                Ok(Err(e)) => Some(StreamError::Body(e)),
-                Ok(Ok(None)) => Some(StreamError::Closed),
-                Ok(Ok(Some(bytes))) => {
-                    decoder.push(&bytes);
-                    None
-                }
-            };
-            if let Some(end) = end {
-                if dirty {
-                    publish(state, &synth, publisher).await;
-                }
-                return Err(end);
-            }
-            // Take whatever else already arrived, so a burst of events costs one synthesis.
-            for _ in 0..MAX_BATCH_CHUNKS {
-                match resp.chunk().now_or_never() {
-                    Some(Ok(Some(bytes))) => decoder.push(&bytes),
-                    _ => break,
+        match wake {
+            Wake::Publish => {}
+            Wake::HoldExpired => {
+                *hold_until = None;
+                let held = &state.held;
+                let (agents, tasks) = (held.agents.len(), held.task_count());
+                if Arc::make_mut(state).release_held() {
+                    warn!(
+                        agents,
+                        tasks,
+                        waited = ?HOLD_OVER_MAX,
+                        "Agents did not re-register with the new master; dropping their records"
+                    );
+                    dirty = true;
                 }
             }
-            while let Some(record) = decoder.next_record().map_err(StreamError::Framing)? {
-                let event: Event = match capstan_proto::from_json_slice(&record) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        warn!(error = %e, "Skipping an operator event that does not decode");
-                        continue;
-                    }
+            Wake::Event(first) => {
+                let mut next = match *first {
+                    Ok(Some(event)) => Some(event),
+                    Ok(None) => return end(Ended::Closed, dirty, state, &synth, publisher).await,
+                    Err(e) => return end(Ended::Failed(e), dirty, state, &synth, publisher).await,
                 };
-                if event.r#type == Some(EventType::Subscribed as i32) {
-                    if let Some(secs) = event
-                        .subscribed
-                        .as_ref()
-                        .and_then(|s| s.heartbeat_interval_seconds)
-                        && let Ok(d) = Duration::try_from_secs_f64(secs)
-                        && !d.is_zero()
-                    {
-                        heartbeat = d;
+                // Take whatever else already arrived, so a burst of events costs one synthesis.
+                let mut taken = 0;
+                while let Some(event) = next.take() {
+                    dirty |= apply(state, &event);
+                    status.send_modify(|s| s.events += 1);
+                    taken += 1;
+                    if taken <= MAX_BATCH_EVENTS {
+                        match events.next_ready() {
+                            Ok(e) => next = e,
+                            Err(e) => {
+                                return end(Ended::Failed(e), dirty, state, &synth, publisher)
+                                    .await;
+                            }
+                        }
                     }
-                    info!(tasks = ?event.subscribed.as_ref().and_then(|s| s.get_state.as_ref()).and_then(|s| s.get_tasks.as_ref()).map(|t| t.tasks.len()), "Received the cluster state");
                 }
-                if event.r#type != Some(EventType::Heartbeat as i32) {
-                    dirty |= Arc::make_mut(state).apply_event(&event);
+                if state.held.is_empty() {
+                    *hold_until = None;
+                } else if hold_until.is_none() {
+                    *hold_until = Some(Instant::now() + HOLD_OVER_MAX);
                 }
-                status.send_modify(|s| s.events += 1);
             }
         }
         if dirty && Instant::now() >= not_before {
@@ -314,6 +231,46 @@ async fn consume(
             // events is coalesced, on a small one every event is published at once.
             not_before = Instant::now() + started.elapsed();
         }
+    }
+}
+
+/// Applies one event to the model; true if the records may have changed.
+fn apply(state: &mut Arc<ClusterState>, event: &Event) -> bool {
+    let subscribed = event.r#type == Some(EventType::Subscribed as i32);
+    if subscribed {
+        info!(tasks = ?event.subscribed.as_ref().and_then(|s| s.get_state.as_ref()).and_then(|s| s.get_tasks.as_ref()).map(|t| t.tasks.len()), "Received the cluster state");
+    }
+    let changed = event.r#type != Some(EventType::Heartbeat as i32)
+        && Arc::make_mut(state).apply_event(event);
+    if subscribed && !state.held.is_empty() {
+        info!(
+            agents = state.held.agents.len(),
+            tasks = state.held.task_count(),
+            "Keeping the records of agents the master has not heard from yet"
+        );
+    }
+    changed
+}
+
+/// The stream ended: publish what is pending, then report why.
+async fn end(
+    why: Ended,
+    dirty: bool,
+    state: &Arc<ClusterState>,
+    synth: &Arc<SynthConfig>,
+    publisher: &Publisher,
+) -> Ended {
+    if dirty {
+        publish(state, synth, publisher).await;
+    }
+    why
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -345,32 +302,12 @@ async fn resolve(hostport: &str) -> Option<SocketAddr> {
 async fn resolve_all(masters: &[String]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for m in masters {
-        if let Some(a) = resolve(m).await {
+        let hostport = capstan_mesos_client::Endpoint::parse(m)
+            .map(|e| e.authority())
+            .unwrap_or_else(|_| m.clone());
+        if let Some(a) = resolve(&hostport).await {
             out.push(a);
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirect_locations_resolve_against_the_request() {
-        let base = "http://10.0.0.1:5050/api/v1";
-        assert_eq!(
-            absolutize("//10.0.0.2:5050/api/v1", base).as_deref(),
-            Some("http://10.0.0.2:5050/api/v1")
-        );
-        assert_eq!(
-            absolutize("/api/v1", base).as_deref(),
-            Some("http://10.0.0.1:5050/api/v1")
-        );
-        assert_eq!(
-            absolutize("http://m2:5050/api/v1", base).as_deref(),
-            Some("http://m2:5050/api/v1")
-        );
-        assert_eq!(absolutize("ftp://x/", base), None);
-    }
 }

@@ -92,10 +92,17 @@ impl Forwarder {
         &self.default
     }
 
-    /// Answers a forwarded request; always returns a response (SERVFAIL when upstreams fail).
+    /// Answers a forwarded request; always returns a response (SERVFAIL when upstreams fail),
+    /// cut to the client's limit.
     pub async fn forward(&self, req: &ForwardRequest, cfg: &ResponderConfig) -> Vec<u8> {
+        encode(self.answer(req).await, req.max_size, cfg)
+    }
+
+    /// The reply to a forwarded request (SERVFAIL when upstreams fail), addressed to the
+    /// client but not yet cut to its limit.
+    pub async fn answer(&self, req: &ForwardRequest) -> Message {
         let Some(query) = req.request.queries.first().cloned() else {
-            return encode(servfail(req), req.max_size, cfg);
+            return servfail(req);
         };
         let key = (
             req.name.clone(),
@@ -103,14 +110,14 @@ impl Forwarder {
             u16::from(query.query_class()),
         );
         if let Some(hit) = self.cached(&key) {
-            return encode(self.reply_from(req, hit), req.max_size, cfg);
+            return self.reply_from(req, hit);
         }
         let upstreams = self.upstreams_for(&req.name);
         let mut chosen: Vec<SocketAddr> = upstreams.to_vec();
         chosen.shuffle(&mut rand::rng());
         chosen.truncate(2);
         if chosen.is_empty() {
-            return encode(servfail(req), req.max_size, cfg);
+            return servfail(req);
         }
         let attempts = chosen
             .iter()
@@ -118,11 +125,11 @@ impl Forwarder {
         match select_ok(attempts).await {
             Ok((answer, _)) => {
                 self.store(key, &answer);
-                encode(self.reply_from(req, answer), req.max_size, cfg)
+                self.reply_from(req, answer)
             }
             Err(e) => {
                 debug!(name = %req.name, error = %e, "Forwarding failed");
-                encode(servfail(req), req.max_size, cfg)
+                servfail(req)
             }
         }
     }

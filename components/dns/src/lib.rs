@@ -11,11 +11,13 @@
 //! `/v1/axfr`, ...) serves the same snapshot.
 //!
 //! Key decision: everything that decides an answer is pure and synchronous — the model, record
-//! synthesis, and the DNS responder in [`resolve`], which turns request bytes into response
-//! bytes (or a "forward this" verdict) — so it is table-tested and fuzzed without sockets. The
-//! I/O shell only moves bytes. We parse DNS with `hickory-proto` and run our own UDP/TCP loops.
+//! synthesis, and the DNS responder in [`resolve`], which turns a parsed request into a
+//! response already cut to the transport's limit (or a "forward this" verdict) — so it is
+//! table-tested and fuzzed without sockets. The I/O shell only moves bytes: `hickory-server`
+//! serves UDP and TCP on one port (framing, pipelining, timeouts, FORMERR for unreadable
+//! messages) with the responder plugged in as its request handler.
 //!
-//! Entry points: [`Config::load`] (YAML, or a Mesos-DNS `config.json`), then [`run`] or
+//! Entry points: [`Config::load`] (YAML, or a Mesos-DNS `config.json`), then
 //! [`Server::start`].
 
 pub mod config;
@@ -34,5 +36,5 @@ pub use follower::MasterStatus;
 pub use labels::LabelSpec;
 pub use model::{ClusterState, IpSource};
 pub use records::{RecordSet, SynthConfig, synthesize};
-pub use server::{Publisher, Server, ServerHandle, StartError, run};
+pub use server::{Publisher, Server, ServerHandle, StartError};
 pub use snapshot::{Producer, Snapshot};

@@ -6,7 +6,7 @@
 //! in `state_json`) or from the operator API (`GET_STATE` plus events, in `operator`). Terminal
 //! tasks are dropped from the model at once, so it only ever holds what can have records.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 pub mod operator;
@@ -14,81 +14,7 @@ pub mod state_json;
 
 pub use state_json::StateJsonError;
 
-/// Mesos task states (`mesos.v1.TaskState`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TaskState {
-    Starting,
-    Running,
-    Finished,
-    Failed,
-    Killed,
-    Lost,
-    Staging,
-    Error,
-    Killing,
-    Dropped,
-    Unreachable,
-    Gone,
-    GoneByOperator,
-    Unknown,
-}
-
-impl TaskState {
-    /// Parses the JSON name (`TASK_RUNNING`); unknown names are `Unknown`.
-    pub fn from_name(name: &str) -> TaskState {
-        match name {
-            "TASK_STARTING" => TaskState::Starting,
-            "TASK_RUNNING" => TaskState::Running,
-            "TASK_FINISHED" => TaskState::Finished,
-            "TASK_FAILED" => TaskState::Failed,
-            "TASK_KILLED" => TaskState::Killed,
-            "TASK_LOST" => TaskState::Lost,
-            "TASK_STAGING" => TaskState::Staging,
-            "TASK_ERROR" => TaskState::Error,
-            "TASK_KILLING" => TaskState::Killing,
-            "TASK_DROPPED" => TaskState::Dropped,
-            "TASK_UNREACHABLE" => TaskState::Unreachable,
-            "TASK_GONE" => TaskState::Gone,
-            "TASK_GONE_BY_OPERATOR" => TaskState::GoneByOperator,
-            _ => TaskState::Unknown,
-        }
-    }
-
-    /// Maps the protobuf enum number.
-    pub fn from_number(n: i32) -> TaskState {
-        match n {
-            0 => TaskState::Starting,
-            1 => TaskState::Running,
-            2 => TaskState::Finished,
-            3 => TaskState::Failed,
-            4 => TaskState::Killed,
-            5 => TaskState::Lost,
-            6 => TaskState::Staging,
-            7 => TaskState::Error,
-            8 => TaskState::Killing,
-            9 => TaskState::Dropped,
-            10 => TaskState::Unreachable,
-            11 => TaskState::Gone,
-            12 => TaskState::GoneByOperator,
-            _ => TaskState::Unknown,
-        }
-    }
-
-    /// A task in this state will never run again.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Finished
-                | TaskState::Failed
-                | TaskState::Killed
-                | TaskState::Lost
-                | TaskState::Error
-                | TaskState::Dropped
-                | TaskState::Gone
-                | TaskState::GoneByOperator
-        )
-    }
-}
+pub use capstan_types::TaskState;
 
 /// Identifies a task: task ids are unique within a framework.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -110,6 +36,36 @@ pub struct ClusterState {
     pub frameworks: BTreeMap<String, Framework>,
     /// Non-terminal tasks.
     pub tasks: BTreeMap<TaskKey, Task>,
+    /// Entries of the three maps above that a resync kept from the previous master's view
+    /// because the new master has not heard from their agents yet.
+    pub held: HeldOver,
+}
+
+/// What a resync carried over (see [`ClusterState::reset_from_get_state`]): a newly elected
+/// master knows the agents of its registry but learns their tasks only when each agent
+/// re-registers, so its first `GET_STATE` lists those agents as `recovered_agents` and none
+/// of their tasks. Their names existed a moment ago and must not be denied because the master
+/// changed, so the previous view of them is kept until the agent re-registers (it then
+/// reports every task it still runs), is removed, or the follower gives up waiting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldOver {
+    /// Agents kept from the previous view (not yet re-registered with the new master).
+    pub agents: BTreeSet<String>,
+    /// Tasks kept from the previous view, by agent id.
+    pub tasks: BTreeMap<String, BTreeSet<TaskKey>>,
+    /// Frameworks kept because a held task needs its name and the new master omitted it.
+    pub frameworks: BTreeSet<String>,
+}
+
+impl HeldOver {
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty() && self.tasks.is_empty() && self.frameworks.is_empty()
+    }
+
+    /// How many tasks are held.
+    pub fn task_count(&self) -> usize {
+        self.tasks.values().map(BTreeSet::len).sum()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,7 @@
-//! The DNS responder: request bytes in, response bytes (or "forward this") out. Pure and
-//! synchronous; the server's UDP/TCP loops and the fuzz tests call the same [`handle`].
+//! The DNS responder: a parsed request in, a response already cut to the transport's limit
+//! (or "forward this") out. Pure and synchronous: [`respond`] is what the server's
+//! hickory-server request handler calls on every query; [`handle`] wraps it with the wire
+//! rules (bytes in, bytes out) for the table and fuzz tests.
 //!
 //! Behaviour follows Mesos-DNS (api-compat §7.2): authoritative for our zones, SOA in the
 //! authority section on NXDOMAIN and NODATA, NOERROR for empty SRV answers, SOA/NS answers in
@@ -8,7 +10,7 @@
 //! be cut. Malformed requests get FORMERR when they carry a readable header and are dropped
 //! otherwise; responses are never answered.
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use rand::Rng;
@@ -50,7 +52,7 @@ pub enum Transport {
 /// A query for a name outside our zones.
 #[derive(Debug, Clone)]
 pub struct ForwardRequest {
-    /// The parsed request (id, flags, question, EDNS).
+    /// The request (id, flags, question, EDNS).
     pub request: Message,
     /// Lower-cased query name with trailing dot.
     pub name: String,
@@ -58,7 +60,7 @@ pub struct ForwardRequest {
     pub max_size: usize,
 }
 
-/// What to do with a request.
+/// What to do with a request's bytes.
 #[derive(Debug)]
 pub enum Verdict {
     /// Send these bytes back.
@@ -69,7 +71,132 @@ pub enum Verdict {
     Drop,
 }
 
-/// Handles one request message.
+/// A parsed request as the responder reads it, borrowed from whichever parser decoded it
+/// (hickory-proto's [`Message`] here and in the tests, hickory-server's request in the server).
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The header (id, opcode, flags).
+    pub metadata: Metadata,
+    /// How many questions the request carries.
+    pub query_count: usize,
+    /// The first question, if any.
+    pub query: Option<&'a Query>,
+    /// The request's EDNS OPT record, if any.
+    pub edns: Option<&'a Edns>,
+}
+
+impl<'a> Request<'a> {
+    /// The responder's view of a parsed message.
+    pub fn of(message: &'a Message) -> Request<'a> {
+        Request {
+            metadata: message.metadata,
+            query_count: message.queries.len(),
+            query: message.queries.first(),
+            edns: message.edns.as_ref(),
+        }
+    }
+
+    /// The request as a message of its own (what a forwarded query carries along).
+    fn to_message(self) -> Message {
+        let mut m = Message::new(
+            self.metadata.id,
+            self.metadata.message_type,
+            self.metadata.op_code,
+        );
+        m.metadata = self.metadata;
+        m.queries.extend(self.query.cloned());
+        m.edns = self.edns.cloned();
+        m
+    }
+
+    /// The most bytes the client takes over `transport` (EDNS0 raises UDP's 512, up to our
+    /// `max_udp_payload`).
+    pub fn max_size(&self, transport: Transport, cfg: &ResponderConfig) -> usize {
+        match transport {
+            Transport::Tcp => usize::from(u16::MAX),
+            Transport::Udp => {
+                let offered = self.edns.map_or(512, Edns::max_payload);
+                usize::from(offered.clamp(512, cfg.max_udp_payload.max(512)))
+            }
+        }
+    }
+}
+
+/// An answer ready to encode: the header and the sections after the question, already cut
+/// to what the transport takes (so an encoder honouring the same limit never cuts further).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub metadata: Metadata,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+    pub edns: Option<Edns>,
+    /// Whether the request's question is echoed: always, unless even the bare question did
+    /// not fit (a huge name over a tiny limit, which the 512-byte floor rules out in practice).
+    pub echo_question: bool,
+}
+
+impl Response {
+    /// The response with `question` echoed, as a message.
+    pub fn into_message(self, question: Option<&Query>) -> Message {
+        let mut m = Message::new(
+            self.metadata.id,
+            self.metadata.message_type,
+            self.metadata.op_code,
+        );
+        m.metadata = self.metadata;
+        if self.echo_question {
+            m.queries.extend(question.cloned());
+        }
+        m.answers = self.answers;
+        m.authorities = self.authorities;
+        m.additionals = self.additionals;
+        m.edns = self.edns;
+        m
+    }
+
+    /// The sections of `msg` (its question is the request's and is not kept).
+    pub fn from_message(msg: Message) -> Response {
+        Response {
+            echo_question: !msg.queries.is_empty(),
+            metadata: msg.metadata,
+            answers: msg.answers,
+            authorities: msg.authorities,
+            additionals: msg.additionals,
+            edns: msg.edns,
+        }
+    }
+
+    /// Cut to `max_size` as [`encode`] cuts (`question` is the request's). Most answers are
+    /// far below the limit, which an upper bound of their size shows without encoding them.
+    pub fn fit(self, question: Option<&Query>, max_size: usize, cfg: &ResponderConfig) -> Response {
+        if size_bound(&self, question).is_some_and(|n| n <= max_size) {
+            return self;
+        }
+        let mut msg = self.into_message(question);
+        cut(&mut msg, max_size, cfg);
+        Response::from_message(msg)
+    }
+
+    /// The wire form, with `question` echoed.
+    pub fn into_bytes(self, question: Option<&Query>) -> Vec<u8> {
+        let msg = self.into_message(question);
+        msg.to_vec().unwrap_or_else(|_| server_failure(&msg))
+    }
+}
+
+/// What the responder decided for a parsed request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this answer back.
+    Respond(Response),
+    /// Ask upstream resolvers.
+    Forward(Box<ForwardRequest>),
+}
+
+/// Handles one request message given as bytes: [`respond`] behind the parse, with the
+/// wire-level rules of a server in front (runts and responses are dropped, an unreadable
+/// body gets a bare FORMERR header).
 pub fn handle(
     bytes: &[u8],
     transport: Transport,
@@ -80,49 +207,57 @@ pub fn handle(
     if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
         return Verdict::Drop;
     }
-    let request = match Message::from_vec(bytes) {
+    let message = match Message::from_vec(bytes) {
         Ok(m) => m,
         Err(_) => return Verdict::Respond(formerr_header(bytes)),
     };
-    let max_size = match transport {
-        Transport::Tcp => usize::from(u16::MAX),
-        Transport::Udp => {
-            let offered = request.edns.as_ref().map_or(512, Edns::max_payload);
-            usize::from(offered.clamp(512, cfg.max_udp_payload.max(512)))
-        }
+    let request = Request::of(&message);
+    match respond(&request, transport, snap, cfg, rng) {
+        Outcome::Respond(resp) => Verdict::Respond(resp.into_bytes(request.query)),
+        Outcome::Forward(f) => Verdict::Forward(f),
+    }
+}
+
+/// Answers one parsed request from `snap`, or says to forward it. Pure: the same request,
+/// snapshot and random source give the same answer.
+pub fn respond(
+    request: &Request<'_>,
+    transport: Transport,
+    snap: &Snapshot,
+    cfg: &ResponderConfig,
+    rng: &mut impl Rng,
+) -> Outcome {
+    let max_size = request.max_size(transport, cfg);
+    let mut resp = response_to(request, cfg);
+    let fail = |mut resp: Response, code: ResponseCode| {
+        resp.metadata.response_code = code;
+        Outcome::Respond(resp.fit(request.query, max_size, cfg))
     };
-    let mut resp = response_to(&request, cfg);
     if request.metadata.op_code != OpCode::Query {
-        resp.metadata.response_code = ResponseCode::NotImp;
-        return Verdict::Respond(encode(resp, max_size, cfg));
+        return fail(resp, ResponseCode::NotImp);
     }
-    if request.queries.len() != 1 {
-        resp.metadata.response_code = ResponseCode::FormErr;
-        return Verdict::Respond(encode(resp, max_size, cfg));
+    let (1, Some(query)) = (request.query_count, request.query) else {
+        return fail(resp, ResponseCode::FormErr);
+    };
+    if request.edns.is_some_and(|e| e.version() > 0) {
+        return fail(resp, ResponseCode::BADVERS);
     }
-    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-        resp.metadata.response_code = ResponseCode::BADVERS;
-        return Verdict::Respond(encode(resp, max_size, cfg));
-    }
-    let query = request.queries[0].clone();
     if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
-        resp.metadata.response_code = ResponseCode::Refused;
-        return Verdict::Respond(encode(resp, max_size, cfg));
+        return fail(resp, ResponseCode::Refused);
     }
     let name = clean_name(query.name());
     let Some(zone) = snap.zone_of(&name) else {
         if cfg.external_on {
-            return Verdict::Forward(Box::new(ForwardRequest {
-                request,
+            return Outcome::Forward(Box::new(ForwardRequest {
+                request: request.to_message(),
                 name,
                 max_size,
             }));
         }
-        resp.metadata.response_code = ResponseCode::Refused;
-        return Verdict::Respond(encode(resp, max_size, cfg));
+        return fail(resp, ResponseCode::Refused);
     };
-    answer(&mut resp, &query, &name, zone, snap, rng);
-    Verdict::Respond(encode(resp, max_size, cfg))
+    answer(&mut resp, query, &name, zone, snap, rng);
+    Outcome::Respond(resp.fit(Some(query), max_size, cfg))
 }
 
 /// Lower-cased name with trailing dot, with the Mesos-DNS wildcard hack (`.*` removed).
@@ -137,19 +272,29 @@ pub fn clean_name(name: &Name) -> String {
     s
 }
 
-/// The response skeleton: id, opcode, RD echoed, question echoed, EDNS if the client used it.
-fn response_to(request: &Message, cfg: &ResponderConfig) -> Message {
-    let mut resp = Message::response(request.metadata.id, request.metadata.op_code);
-    resp.metadata.recursion_desired = request.metadata.recursion_desired;
-    resp.metadata.recursion_available = cfg.recurse_on;
-    resp.metadata.checking_disabled = request.metadata.checking_disabled;
-    resp.add_queries(request.queries.iter().cloned());
-    if request.edns.is_some() {
+/// The response skeleton: id, opcode, RD and CD echoed, EDNS if the client used it.
+fn response_to(request: &Request<'_>, cfg: &ResponderConfig) -> Response {
+    let mut metadata = Metadata::new(
+        request.metadata.id,
+        MessageType::Response,
+        request.metadata.op_code,
+    );
+    metadata.recursion_desired = request.metadata.recursion_desired;
+    metadata.recursion_available = cfg.recurse_on;
+    metadata.checking_disabled = request.metadata.checking_disabled;
+    let edns = request.edns.map(|_| {
         let mut edns = Edns::new();
         edns.set_max_payload(cfg.max_udp_payload.max(512));
-        resp.set_edns(edns);
+        edns
+    });
+    Response {
+        metadata,
+        answers: Vec::new(),
+        authorities: Vec::new(),
+        additionals: Vec::new(),
+        edns,
+        echo_question: true,
     }
-    resp
 }
 
 /// A bare FORMERR header for a message whose body could not be parsed.
@@ -164,7 +309,7 @@ fn formerr_header(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn answer(
-    resp: &mut Message,
+    resp: &mut Response,
     query: &Query,
     name: &str,
     zone: &Zone,
@@ -222,19 +367,21 @@ fn answer(
         }
     }
     answers.shuffle(rng);
-    let soa_record = || {
+    // A denial carries the SOA with the negative-caching TTL, so resolvers honouring either
+    // the record's TTL or its `minimum` (RFC 2308 §3 takes the smaller) cache it as briefly.
+    let soa_record = |ttl: u32| {
         Record::from_rdata(
             zone.apex_name.clone(),
-            zone.ttl,
+            ttl,
             RData::SOA(zone.soa(snap.serial, &snap.soa)),
         )
     };
     match qtype {
         RecordType::SOA => {
-            resp.add_authority(soa_record());
+            resp.authorities.push(soa_record(zone.ttl));
         }
         RecordType::NS => {
-            resp.add_authority(Record::from_rdata(
+            resp.authorities.push(Record::from_rdata(
                 zone.apex_name.clone(),
                 zone.ttl,
                 RData::NS(NS(zone.mname.clone())),
@@ -246,25 +393,74 @@ fn answer(
         }
         _ if !answers.is_empty() => {}
         RecordType::SRV => {
-            resp.add_authority(soa_record());
+            resp.authorities.push(soa_record(zone.negative_ttl));
         }
         _ => {
             if !found.exists() && name != zone.apex {
                 resp.metadata.response_code = ResponseCode::NXDomain;
             }
-            resp.add_authority(soa_record());
+            resp.authorities.push(soa_record(zone.negative_ttl));
         }
     }
-    resp.insert_answers(answers);
-    resp.add_additionals(extra);
+    resp.answers = answers;
+    resp.additionals = extra;
+}
+
+/// An upper bound of the encoded size (names uncompressed); `None` for record types it does
+/// not know.
+fn size_bound(resp: &Response, question: Option<&Query>) -> Option<usize> {
+    let name = |n: &Name| n.len() + 1;
+    let record = |r: &Record| -> Option<usize> {
+        let data = match &r.data {
+            RData::A(_) => 4,
+            RData::AAAA(_) => 16,
+            RData::SRV(s) => 6 + name(&s.target),
+            RData::NS(ns) => name(&ns.0),
+            RData::SOA(s) => name(&s.mname) + name(&s.rname) + 20,
+            _ => return None,
+        };
+        Some(name(&r.name) + 10 + data)
+    };
+    let mut n = 12;
+    if resp.echo_question
+        && let Some(q) = question
+    {
+        n += name(q.name()) + 4;
+    }
+    for r in resp
+        .answers
+        .iter()
+        .chain(&resp.authorities)
+        .chain(&resp.additionals)
+    {
+        n += record(r)?;
+    }
+    if let Some(edns) = &resp.edns {
+        if !edns.options().options.is_empty() {
+            return None;
+        }
+        n += 11;
+    }
+    Some(n)
 }
 
 /// Encodes `msg`, cutting it to `max_size`: additionals go first, then answers from the end;
 /// TC is set when answers had to go (if configured).
 pub fn encode(mut msg: Message, max_size: usize, cfg: &ResponderConfig) -> Vec<u8> {
+    cut(&mut msg, max_size, cfg)
+}
+
+/// Cuts `msg` to `max_size` as [`encode`] describes, leaving it as sent; its wire form.
+fn cut(msg: &mut Message, max_size: usize, cfg: &ResponderConfig) -> Vec<u8> {
     let full = match msg.to_vec() {
         Ok(b) => b,
-        Err(_) => return server_failure(&msg),
+        Err(_) => {
+            let failure = server_failure(msg);
+            if let Ok(m) = Message::from_vec(&failure) {
+                *msg = m;
+            }
+            return failure;
+        }
     };
     if full.len() <= max_size {
         return full;
@@ -286,7 +482,7 @@ pub fn encode(mut msg: Message, max_size: usize, cfg: &ResponderConfig) -> Vec<u
         msg.answers = answers[..mid].to_vec();
         match msg.to_vec() {
             Ok(b) if b.len() <= max_size => {
-                best = Some(b);
+                best = Some((mid, b));
                 lo = mid + 1;
             }
             _ => {
@@ -298,7 +494,11 @@ pub fn encode(mut msg: Message, max_size: usize, cfg: &ResponderConfig) -> Vec<u
         }
     }
     match best {
-        Some(b) => b,
+        Some((count, b)) => {
+            msg.answers = answers;
+            msg.answers.truncate(count);
+            b
+        }
         None => {
             // Even the bare question does not fit (a huge name over a tiny limit): header only.
             msg.answers.clear();
@@ -533,6 +733,55 @@ mod tests {
         assert_eq!(soa.serial, 8, "serial bumps with each record update");
         assert_eq!(soa.minimum, 60);
         assert_eq!(soa.mname.to_ascii(), "ns1.mesos.");
+    }
+
+    #[test]
+    fn denials_are_cacheable_only_for_the_negative_ttl() {
+        let base = snapshot(2);
+        let zones = base
+            .zones
+            .iter()
+            .cloned()
+            .map(|z| z.with_negative_ttl(5))
+            .collect();
+        let snap = Snapshot::new(zones, soa(), 7).with_records(
+            Producer::Mesos,
+            base.records(Producer::Mesos).unwrap().clone(),
+        );
+        let ask = |name: &str, qtype| {
+            ask_with(
+                name,
+                qtype,
+                None,
+                Transport::Udp,
+                &ResponderConfig::default(),
+                &snap,
+            )
+            .0
+        };
+        let authority_soa = |m: &Message| {
+            m.authorities
+                .iter()
+                .find_map(|r| match &r.data {
+                    RData::SOA(s) => Some((r.ttl, s.minimum)),
+                    _ => None,
+                })
+                .expect("an SOA in authority")
+        };
+        let nx = ask("nope.marathon.mesos.", RecordType::A);
+        assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(authority_soa(&nx), (5, 5), "(record TTL, minimum)");
+        let nodata = ask("web.marathon.mesos.", RecordType::AAAA);
+        assert_eq!(authority_soa(&nodata), (5, 5));
+        let mirror = ask("nope.marathon.mesos.thisdcos.directory.", RecordType::A);
+        assert_eq!(authority_soa(&mirror), (5, 5));
+        // Positive answers and the SOA itself keep the zone's TTL.
+        let web = ask("web.marathon.mesos.", RecordType::A);
+        assert!(web.answers.iter().all(|r| r.ttl == 60));
+        assert_eq!(authority_soa(&ask("mesos.", RecordType::SOA)), (60, 5));
+        // Never longer than the records' own TTL.
+        let z = Zone::new("mesos", 3, &soa()).unwrap().with_negative_ttl(5);
+        assert_eq!(z.negative_ttl, 3);
     }
 
     #[test]
@@ -894,6 +1143,84 @@ mod tests {
         );
     }
 
+    fn respond_tcp(
+        name: &str,
+        qtype: RecordType,
+        edns: Option<u16>,
+        snap: &Snapshot,
+    ) -> (Message, Response) {
+        let msg = Message::from_vec(&query_bytes(name, qtype, edns)).unwrap();
+        let outcome = super::respond(
+            &Request::of(&msg),
+            Transport::Tcp,
+            snap,
+            &ResponderConfig::default(),
+            &mut StdRng::seed_from_u64(1),
+        );
+        let Outcome::Respond(resp) = outcome else {
+            panic!("expected an answer for {name}")
+        };
+        (msg, resp)
+    }
+
+    #[test]
+    fn the_size_bound_is_never_below_the_encoded_size() {
+        let snap = snapshot(30);
+        let cases = [
+            ("web.marathon.mesos.", RecordType::A),
+            ("web.marathon.mesos.", RecordType::ANY),
+            ("_web._tcp.marathon.mesos.", RecordType::SRV),
+            (
+                "_web._tcp.marathon.mesos.thisdcos.directory.",
+                RecordType::SRV,
+            ),
+            ("mesos.", RecordType::SOA),
+            ("mesos.", RecordType::NS),
+            ("nope.marathon.mesos.", RecordType::A),
+            ("web.marathon.mesos.", RecordType::AAAA),
+            ("_nothing._tcp.marathon.mesos.", RecordType::SRV),
+        ];
+        for (name, qtype) in cases {
+            for edns in [None, Some(4096)] {
+                let (msg, resp) = respond_tcp(name, qtype, edns, &snap);
+                let question = msg.queries.first();
+                let bound = size_bound(&resp, question).expect("known record types");
+                let len = resp.into_bytes(question).len();
+                assert!(
+                    len <= bound,
+                    "{name} {qtype}: {len} bytes over a bound of {bound}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_parsed_request_gets_the_same_answer_as_its_bytes() {
+        let snap = snapshot(3);
+        let cfg = ResponderConfig::default();
+        for (name, qtype) in [
+            ("web.marathon.mesos.", RecordType::A),
+            ("_web._tcp.marathon.mesos.", RecordType::SRV),
+            ("nope.marathon.mesos.", RecordType::A),
+        ] {
+            let bytes = query_bytes(name, qtype, Some(1232));
+            let Verdict::Respond(from_bytes) = verdict(&bytes, Transport::Udp, &snap, &cfg) else {
+                panic!("expected an answer")
+            };
+            let msg = Message::from_vec(&bytes).unwrap();
+            let Outcome::Respond(resp) = super::respond(
+                &Request::of(&msg),
+                Transport::Udp,
+                &snap,
+                &cfg,
+                &mut StdRng::seed_from_u64(1),
+            ) else {
+                panic!("expected an answer")
+            };
+            assert_eq!(resp.into_bytes(msg.queries.first()), from_bytes);
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -904,6 +1231,38 @@ mod tests {
                     prop_assert!(b.len() >= 12);
                     prop_assert_eq!(&b[..2], &bytes[..2]);
                 }
+            }
+        }
+
+        #[test]
+        fn answers_never_exceed_the_limit(
+            instances in 1usize..150,
+            srv in any::<bool>(),
+            edns in proptest::option::of(0u16..5000),
+            max_udp_payload in 0u16..5000,
+            set_truncate_bit in any::<bool>(),
+        ) {
+            let snap = snapshot(instances);
+            let cfg = ResponderConfig { max_udp_payload, set_truncate_bit, ..ResponderConfig::default() };
+            let (name, qtype) = if srv {
+                ("_web._tcp.marathon.mesos.", RecordType::SRV)
+            } else {
+                ("web.marathon.mesos.", RecordType::A)
+            };
+            let msg = Message::from_vec(&query_bytes(name, qtype, edns)).unwrap();
+            let request = Request::of(&msg);
+            let max = request.max_size(Transport::Udp, &cfg);
+            prop_assert!(max >= 512);
+            let Outcome::Respond(resp) = super::respond(&request, Transport::Udp, &snap, &cfg, &mut StdRng::seed_from_u64(0)) else {
+                panic!("expected an answer")
+            };
+            let kept = resp.answers.len();
+            let truncation = resp.metadata.truncation;
+            let bytes = resp.into_bytes(request.query);
+            prop_assert!(bytes.len() <= max, "{} bytes over {}", bytes.len(), max);
+            prop_assert!(kept > 0);
+            if kept < instances {
+                prop_assert_eq!(truncation, set_truncate_bit);
             }
         }
 

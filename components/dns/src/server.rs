@@ -1,13 +1,27 @@
 //! The I/O shell: binds UDP and TCP on the DNS port and the HTTP API, runs the stream
-//! follower, and hands every request to the pure responder with the current snapshot.
+//! follower, and serves DNS through hickory-server, whose request handler hands every query
+//! to the pure responder with the current snapshot.
+//!
+//! hickory-server owns the sockets: UDP receive and send, TCP framing with pipelining and the
+//! idle timeout, FORMERR for an unreadable body, silence for runts and for responses.
+//! [`Responder`] is the thin part between it and [`resolve::respond`]: it picks the
+//! snapshot, the transport's size limit, forwards names outside our zones (bounding the
+//! forwarded UDP queries in flight) and hands the cut answer back to hickory to encode.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use capstan_runtime::{ConfigProblem, Validate};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use hickory_proto::op::{Header, HeaderCounts};
+use hickory_proto::serialize::binary::BinDecoder;
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -18,15 +32,15 @@ use crate::follower::{self, FollowerConfig, MasterStatus};
 use crate::forward::Forwarder;
 use crate::labels::LabelSpec;
 use crate::records::{DCOS_ZONE, L4LB_ZONE, RecordSet, SynthConfig};
-use crate::resolve::{self, ResponderConfig, Transport, Verdict};
+use crate::resolve::{self, Outcome, ResponderConfig, Transport};
 use crate::snapshot::{Producer, Snapshot, SoaParams, Zone};
 
 /// Most forwarded UDP queries in flight at once; more are dropped (the client retries).
 const MAX_INFLIGHT_FORWARDS: usize = 1024;
-/// Most open DNS-over-TCP connections.
-const MAX_TCP_CONNECTIONS: usize = 512;
 /// An idle DNS-over-TCP connection is closed after this long.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Responses queued for one DNS-over-TCP connection (a pipelining client reads them in order).
+const TCP_RESPONSE_BUFFER: usize = 64;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +120,9 @@ impl ServerHandle {
     }
 
     /// Waits until every task ended (after shutdown was requested).
-    pub async fn wait(mut self) {
+    pub async fn wait(mut self) -> capstan_runtime::Exit {
         while self.tasks.join_next().await.is_some() {}
+        capstan_runtime::Exit::Requested
     }
 
     /// Stops everything and waits for it.
@@ -146,7 +161,9 @@ impl Server {
         let mut zones = Vec::new();
         for (name, ttl) in zone_defs {
             zones.push(
-                Zone::new(&name, ttl, &soa).map_err(|source| StartError::Zone { name, source })?,
+                Zone::new(&name, ttl, &soa)
+                    .map_err(|source| StartError::Zone { name, source })?
+                    .with_negative_ttl(config.soa_minttl),
             );
         }
         // DC/OS serves the Mesos-DNS names again under `mesos.thisdcos.directory`.
@@ -156,12 +173,12 @@ impl Server {
                 .iter()
                 .all(|z| !z.contains(&crate::snapshot::fqdn(mirror)))
         {
-            let z = Zone::mirror(mirror, &config.domain, config.ttl, &soa).map_err(|source| {
-                StartError::Zone {
+            let z = Zone::mirror(mirror, &config.domain, config.ttl, &soa)
+                .map_err(|source| StartError::Zone {
                     name: mirror.to_owned(),
                     source,
-                }
-            })?;
+                })?
+                .with_negative_ttl(config.soa_minttl);
             zones.push(z);
         }
         let serial = SystemTime::now()
@@ -215,24 +232,28 @@ impl Server {
             })?;
             info!(addr = %addr, "Serving DNS on UDP and TCP");
             dns_addr = Some(addr);
-            let forwarder = Arc::new(build_forwarder(&config));
-            let udp = Arc::new(udp);
-            for _ in 0..2 {
-                tasks.spawn(udp_loop(
-                    udp.clone(),
-                    snapshots.clone(),
-                    responder,
-                    forwarder.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            tasks.spawn(tcp_loop(
-                tcp,
-                snapshots.clone(),
-                responder,
-                forwarder,
-                shutdown.clone(),
-            ));
+            let responder = Responder {
+                snapshots: snapshots.clone(),
+                cfg: responder,
+                forwarder: Arc::new(build_forwarder(&config)),
+                udp_forwards: Arc::new(Semaphore::new(MAX_INFLIGHT_FORWARDS)),
+            };
+            let mut dns = hickory_server::Server::new(responder);
+            dns.register_socket(udp);
+            dns.register_listener(tcp, TCP_IDLE, TCP_RESPONSE_BUFFER);
+            let (stop_dns, stop) = (dns.shutdown_token().clone(), shutdown.clone());
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                stop_dns.cancel();
+            });
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = dns.block_until_done().await
+                    && !stop.is_cancelled()
+                {
+                    warn!(error = %e, "DNS server stopped");
+                }
+            });
         }
         let mut http_addr = None;
         if config.http_on {
@@ -295,16 +316,6 @@ fn primary_ip() -> Option<IpAddr> {
     sock.connect("192.0.2.1:53").ok()?;
     let ip = sock.local_addr().ok()?.ip();
     (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
-}
-
-/// Runs the daemon until `shutdown` is cancelled: starts the server, tells systemd we are
-/// ready, and waits. This is all `capstan dns` does after loading its config.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    let handle = Server::start(config, shutdown).await?;
-    capstan_runtime::notify_ready();
-    handle.wait().await;
-    capstan_runtime::notify_stopping();
-    Ok(())
 }
 
 /// Binds UDP and TCP on the same port; with port 0, retries until both get the same one.
@@ -371,121 +382,97 @@ fn build_forwarder(config: &Config) -> Forwarder {
     )
 }
 
-async fn udp_loop(
-    sock: Arc<UdpSocket>,
+/// Capstan's responder as hickory-server's request handler.
+struct Responder {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     cfg: ResponderConfig,
     forwarder: Arc<Forwarder>,
-    shutdown: CancellationToken,
-) {
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_FORWARDS));
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let (n, peer) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "UDP receive failed");
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
+    /// Permits for forwarded UDP queries in flight (TCP connections wait for theirs in turn).
+    udp_forwards: Arc<Semaphore>,
+}
+
+impl Responder {
+    async fn answer<R: ResponseHandler>(&self, request: &Request, mut reply: R) -> ResponseInfo {
+        let transport = match request.protocol() {
+            Protocol::Udp => Transport::Udp,
+            _ => Transport::Tcp,
         };
-        let snap = snapshots.borrow().clone();
-        let verdict = resolve::handle(&buf[..n], Transport::Udp, &snap, &cfg, &mut rand::rng());
-        match verdict {
-            Verdict::Respond(bytes) => {
-                if let Err(e) = sock.send_to(&bytes, peer).await {
-                    debug!(peer = %peer, error = %e, "UDP send failed");
-                }
-            }
-            Verdict::Forward(req) => {
-                let Ok(permit) = inflight.clone().try_acquire_owned() else {
-                    debug!(peer = %peer, "Too many forwarded queries in flight; dropping one");
-                    continue;
+        let view = resolve::Request {
+            metadata: request.metadata,
+            query_count: request.queries.len(),
+            query: request.queries.queries().first().map(|q| q.original()),
+            edns: request.edns.as_ref(),
+        };
+        let outcome = {
+            let snap = self.snapshots.borrow().clone();
+            resolve::respond(&view, transport, &snap, &self.cfg, &mut rand::rng())
+        };
+        let resp = match outcome {
+            Outcome::Respond(resp) => resp,
+            Outcome::Forward(req) => {
+                let _permit = match transport {
+                    Transport::Udp => match self.udp_forwards.clone().try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            debug!(peer = %request.src(), "Too many forwarded queries in flight; dropping one");
+                            return unanswered(request);
+                        }
+                    },
+                    Transport::Tcp => None,
                 };
-                let (sock, forwarder) = (sock.clone(), forwarder.clone());
-                tokio::spawn(async move {
-                    let bytes = forwarder.forward(&req, &cfg).await;
-                    let _ = sock.send_to(&bytes, peer).await;
-                    drop(permit);
-                });
+                let msg = self.forwarder.answer(&req).await;
+                resolve::Response::from_message(msg).fit(view.query, req.max_size, &self.cfg)
             }
-            Verdict::Drop => {}
+        };
+        let no_question;
+        let queries = if resp.echo_question {
+            &request.queries
+        } else {
+            no_question = Queries::read(&mut BinDecoder::new(&[]), 0);
+            match &no_question {
+                Ok(q) => q,
+                Err(_) => &request.queries,
+            }
+        };
+        let message = MessageResponseBuilder::new(queries, resp.edns.as_ref()).build(
+            resp.metadata,
+            &resp.answers,
+            &resp.authorities,
+            [],
+            &resp.additionals,
+        );
+        match reply.send_response(message).await {
+            Ok(info) => info,
+            Err(e) => {
+                debug!(peer = %request.src(), error = %e, "Sending a DNS response failed");
+                unanswered(request)
+            }
         }
     }
 }
 
-async fn tcp_loop(
-    listener: TcpListener,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    cfg: ResponderConfig,
-    forwarder: Arc<Forwarder>,
-    shutdown: CancellationToken,
-) {
-    let conns = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.cancelled() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "TCP accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let (snapshots, forwarder, stop) = (snapshots.clone(), forwarder.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                r = tcp_conn(stream, snapshots, cfg, forwarder) => {
-                    if let Err(e) = r {
-                        debug!(peer = %peer, error = %e, "DNS-over-TCP connection ended");
-                    }
-                }
-                _ = stop.cancelled() => {}
-            }
-            drop(permit);
-        });
-    }
+/// What hickory-server is told about a request we did not answer.
+fn unanswered(request: &Request) -> ResponseInfo {
+    ResponseInfo::from(Header {
+        metadata: request.metadata,
+        counts: HeaderCounts::default(),
+    })
 }
 
-async fn tcp_conn(
-    mut stream: TcpStream,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    cfg: ResponderConfig,
-    forwarder: Arc<Forwarder>,
-) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
-            Err(_) => return Ok(()),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(r) => r?,
-        };
-        buf.resize(usize::from(len), 0);
-        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        let verdict = {
-            let snap = snapshots.borrow().clone();
-            resolve::handle(&buf, Transport::Tcp, &snap, &cfg, &mut rand::rng())
-        };
-        let bytes = match verdict {
-            Verdict::Respond(b) => b,
-            Verdict::Forward(req) => forwarder.forward(&req, &cfg).await,
-            Verdict::Drop => return Ok(()),
-        };
-        let Ok(n) = u16::try_from(bytes.len()) else {
-            return Ok(());
-        };
-        let mut out = Vec::with_capacity(bytes.len() + 2);
-        out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(&bytes);
-        stream.write_all(&out).await?;
+// `RequestHandler` is an `async_trait`; this is the signature that macro gives it.
+impl RequestHandler for Responder {
+    fn handle_request<'life0, 'life1, 'async_trait, R, T>(
+        &'life0 self,
+        request: &'life1 Request,
+        response_handle: R,
+    ) -> Pin<Box<dyn Future<Output = ResponseInfo> + Send + 'async_trait>>
+    where
+        R: ResponseHandler + 'async_trait,
+        T: Time + 'async_trait,
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.answer(request, response_handle))
     }
 }

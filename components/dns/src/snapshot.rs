@@ -39,8 +39,11 @@ pub struct Zone {
     /// Lower-cased apex with trailing dot (`mesos.`).
     pub apex: String,
     pub apex_name: Name,
-    /// TTL of the SOA/NS records and the SOA `minimum` (negative-caching TTL).
+    /// TTL of the SOA/NS records.
     pub ttl: u32,
+    /// The SOA `minimum` and the TTL of the SOA sent with NXDOMAIN and NODATA: how long a
+    /// resolver may cache a denial (RFC 2308). At most `ttl`.
+    pub negative_ttl: u32,
     pub mname: Name,
     pub rname: Name,
     /// For a mirror zone, the apex of the zone whose records it serves under its own name
@@ -89,6 +92,13 @@ impl Zone {
             _ => std::borrow::Cow::Borrowed(name),
         }
     }
+    /// The same zone with denials cacheable for at most `secs` (never longer than `ttl`;
+    /// without this, as in Mesos-DNS, the negative-caching TTL is the zone's `ttl`).
+    pub fn with_negative_ttl(mut self, secs: u32) -> Zone {
+        self.negative_ttl = secs.min(self.ttl);
+        self
+    }
+
     /// Builds a zone; `apex` without trailing dot is accepted.
     pub fn new(apex: &str, ttl: u32, soa: &SoaParams) -> Result<Zone, hickory_proto::ProtoError> {
         let apex = fqdn(apex);
@@ -96,6 +106,7 @@ impl Zone {
             apex_name: Name::from_ascii(&apex)?,
             apex,
             ttl,
+            negative_ttl: ttl,
             mname: Name::from_ascii(fqdn(&soa.mname))?,
             rname: Name::from_ascii(fqdn(&soa.rname.replace('@', ".")))?,
             mirror_of: None,
@@ -118,7 +129,7 @@ impl Zone {
             soa.refresh,
             soa.retry,
             soa.expire,
-            self.ttl,
+            self.negative_ttl,
         )
     }
 }

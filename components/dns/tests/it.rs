@@ -6,6 +6,7 @@ mod it {
 
     mod dig;
     mod dns;
+    mod failover;
     mod forward;
     mod http;
     mod real_master;

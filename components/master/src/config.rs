@@ -66,7 +66,7 @@ impl Default for CoordConfig {
     fn default() -> Self {
         CoordConfig {
             endpoints: Vec::new(),
-            prefix: "/capstan/master".into(),
+            prefix: capstan_coord_client::keyspace::MASTER.into(),
             lease_ttl: Duration::from_secs(2),
         }
     }

@@ -24,7 +24,7 @@ use crate::registry::{Durability, Registry, RegistryOp, RegistrySnapshot};
 use crate::server::CoreHandle;
 
 fn registry_prefix(prefix: &str) -> String {
-    format!("{}/registry", prefix.trim_end_matches('/'))
+    capstan_coord_client::keyspace::registry(prefix)
 }
 
 /// A registry persisted in coord. Writes go through one background task in order; each
@@ -179,8 +179,9 @@ pub(crate) async fn run_election(task: ElectionTask) {
     } = task;
     let election = Election::new(
         client.clone(),
-        format!("{}/election", cfg.prefix.trim_end_matches('/')),
-    );
+        capstan_coord_client::keyspace::election(&cfg.prefix),
+    )
+    .with_liveness_probe();
     let leading = Arc::new(AtomicBool::new(false));
     // Follow the election to know where to redirect.
     {

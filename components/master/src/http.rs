@@ -18,8 +18,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::core::{ApiError, Frame, OperatorReply, version_info};
 use crate::registry::Durability;
 use crate::server::CoreHandle;
-use crate::wire::{Api, Encoding, decode_protobuf_call, encode_message};
+use crate::wire::{Api, Encoding, call_type, decode_protobuf_call, encode_message};
 
+/// Largest call body accepted on the v1 APIs; a larger one is answered `413`.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 const STREAM_ID: &str = "Mesos-Stream-Id";
 
@@ -74,6 +75,42 @@ const ROUTES: &[(&str, Route)] = &[
     ("/version", Route::Version),
     ("/metrics/snapshot", Route::Metrics),
 ];
+
+impl Route {
+    /// The only methods the route serves: the v1 APIs take calls as `POST`, the other
+    /// endpoints are reads (`GET`, and `HEAD` for the headers alone).
+    fn posts_only(self) -> bool {
+        matches!(self, Route::Scheduler | Route::Operator | Route::Agent)
+    }
+}
+
+/// `405` with `Allow` unless `method` is one the route serves.
+fn method_not_allowed(r: Route, method: &Method) -> Option<Response> {
+    let (ok, allow, msg) = if r.posts_only() {
+        (
+            *method == Method::POST,
+            "POST",
+            "Expecting a 'POST' request",
+        )
+    } else {
+        (
+            *method == Method::GET || *method == Method::HEAD,
+            "GET, HEAD",
+            "Expecting a 'GET' or 'HEAD' request",
+        )
+    };
+    if ok {
+        return None;
+    }
+    Some(
+        Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .header(header::ALLOW, allow)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from(msg))
+            .expect("valid response"),
+    )
+}
 
 /// Longest matching path prefix on component boundaries.
 fn route(path: &str) -> Option<Route> {
@@ -170,6 +207,10 @@ pub(crate) async fn dispatch(State(app): State<App>, req: Request) -> Response {
     let Some(r) = route(req.uri().path()) else {
         return text(StatusCode::NOT_FOUND, "Not found");
     };
+    // The method is checked first: a standby redirects only requests the leader would serve.
+    if let Some(resp) = method_not_allowed(r, req.method()) {
+        return resp;
+    }
     // Leader-only endpoints redirect on a standby.
     let needs_leader = !matches!(r, Route::Health | Route::Version | Route::Metrics);
     if needs_leader {
@@ -265,16 +306,41 @@ async fn read(
     }
 }
 
-/// Method, Content-Type and body checks shared by the v1 APIs; returns the call as JSON
-/// (protobuf bodies are converted to their Mesos JSON form).
-async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Response> {
-    if req.method() != Method::POST {
-        return Err(Response::builder()
-            .status(StatusCode::METHOD_NOT_ALLOWED)
-            .header(header::ALLOW, "POST")
-            .body(Body::from("Expecting a 'POST' request"))
-            .expect("valid response"));
+/// Reads the whole body, at most `limit` bytes: a larger one (by `Content-Length`, or as it
+/// streams in) is `413 Payload Too Large`, a broken one `400`.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit)) {
+        return Err(too_large());
     }
+    // Sized by the announced length (within the limit) so the buffer never doubles past it.
+    let mut buf =
+        bytes::BytesMut::with_capacity(declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk
+            .map_err(|e| text(StatusCode::BAD_REQUEST, format!("Failed to read body: {e}")))?;
+        if buf.len().checked_add(chunk.len()).is_none_or(|n| n > limit) {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Content-Type, body and `type` checks shared by the v1 APIs (the method is checked by
+/// [`dispatch`]); returns the call as JSON (protobuf bodies are converted to their Mesos
+/// JSON form) with a `type` that names a call of `api`.
+async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Response> {
     let headers = req.headers().clone();
     let ct = match headers.get(header::CONTENT_TYPE) {
         None => {
@@ -285,27 +351,24 @@ async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Respons
         }
         Some(v) => v.to_str().unwrap_or("").to_string(),
     };
-    let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
-        .await
-        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("Failed to read body: {e}")))?;
-    let call = match ct.as_str() {
-        "application/json" => serde_json::from_slice::<Value>(&body).map_err(|e| {
+    if !matches!(ct.as_str(), "application/json" | "application/x-protobuf") {
+        return Err(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Expecting 'Content-Type' of application/json or application/x-protobuf, got '{ct}'"
+            ),
+        ));
+    }
+    let body = read_body(&headers, req.into_body(), MAX_BODY).await?;
+    let call = if ct == "application/json" {
+        serde_json::from_slice::<Value>(&body).map_err(|e| {
             text(
                 StatusCode::BAD_REQUEST,
                 format!("Failed to parse body into JSON: {e}"),
             )
-        })?,
-        "application/x-protobuf" => {
-            decode_protobuf_call(api, &body).map_err(|e| text(StatusCode::BAD_REQUEST, e))?
-        }
-        other => {
-            return Err(text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "Expecting 'Content-Type' of application/json or application/x-protobuf, got '{other}'"
-                ),
-            ));
-        }
+        })?
+    } else {
+        decode_protobuf_call(api, &body).map_err(|e| text(StatusCode::BAD_REQUEST, e))?
     };
     if !call.is_object() {
         return Err(text(
@@ -313,6 +376,7 @@ async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Respons
             "Failed to convert JSON into Call protobuf: expecting a JSON object",
         ));
     }
+    call_type(api, &call).map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
     Ok((headers, call))
 }
 
@@ -363,10 +427,9 @@ fn encoded_response(api: Api, enc: Encoding, v: &Value) -> Response {
     }
 }
 
-fn call_type(call: &Value) -> &str {
-    call.get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("UNKNOWN")
+/// True if `call` (already checked by [`read_call`]) is a SUBSCRIBE.
+fn is_subscribe(call: &Value) -> bool {
+    call.get("type").and_then(Value::as_str) == Some("SUBSCRIBE")
 }
 
 async fn scheduler(app: App, req: Request) -> Response {
@@ -378,7 +441,7 @@ async fn scheduler(app: App, req: Request) -> Response {
         .get(STREAM_ID)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    if call_type(&call) == "SUBSCRIBE" {
+    if is_subscribe(&call) {
         if stream_id.is_some() {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -438,7 +501,7 @@ async fn agent(app: App, req: Request) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if call_type(&call) == "SUBSCRIBE" {
+    if is_subscribe(&call) {
         let Some(enc) = negotiate(&headers) else {
             return not_acceptable();
         };
@@ -476,6 +539,44 @@ mod tests {
         assert_eq!(route("/version"), Some(Route::Version));
         assert_eq!(route("/"), None);
         assert_eq!(route("/nothing/here"), None);
+    }
+
+    fn body_of(chunks: usize, size: usize) -> Body {
+        let stream = futures::stream::iter(
+            (0..chunks).map(move |_| Ok::<_, Infallible>(Bytes::from(vec![b' '; size]))),
+        );
+        Body::from_stream(stream)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_over_the_limit_is_413_and_one_at_the_limit_is_read() {
+        let h = HeaderMap::new();
+        let r = read_body(&h, body_of(5, 1000), 4999)
+            .await
+            .expect_err("over the limit");
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let b = read_body(&h, body_of(5, 1000), 5000)
+            .await
+            .expect("at the limit");
+        assert_eq!(b.len(), 5000);
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5001"));
+        let r = read_body(&h, Body::empty(), 5000)
+            .await
+            .expect_err("announced over the limit");
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn methods_other_than_the_routes_own_are_405_with_allow() {
+        let allow =
+            |r, m: Method| method_not_allowed(r, &m).map(|r| r.headers()[header::ALLOW].clone());
+        assert_eq!(allow(Route::State, Method::GET), None);
+        assert_eq!(allow(Route::State, Method::HEAD), None);
+        assert_eq!(allow(Route::State, Method::DELETE).unwrap(), "GET, HEAD");
+        assert_eq!(allow(Route::Version, Method::TRACE).unwrap(), "GET, HEAD");
+        assert_eq!(allow(Route::Scheduler, Method::POST), None);
+        assert_eq!(allow(Route::Agent, Method::GET).unwrap(), "POST");
     }
 
     #[test]

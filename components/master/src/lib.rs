@@ -21,4 +21,4 @@ pub mod wire;
 
 pub use config::{Config, CoordConfig};
 pub use http::Leadership;
-pub use server::{RunError, Server, ServerHandle, StartError, run};
+pub use server::{Server, ServerHandle, StartError, Stopped};

@@ -127,12 +127,18 @@ impl ServerHandle {
         self.lost_leadership.load(Ordering::SeqCst)
     }
 
-    /// Waits until the server stopped (after shutdown was requested).
-    pub async fn wait(self) {
+    /// Waits until the server stopped, and says why: a leader that lost its coord lease
+    /// stopped by itself, so the service manager restarts it as a standby.
+    pub async fn wait(self) -> capstan_runtime::Exit {
         let _ = self.core.await;
         let _ = self.http.await;
         if let Some(e) = self.election {
             let _ = e.await;
+        }
+        if self.lost_leadership.load(Ordering::SeqCst) {
+            capstan_runtime::Exit::failed(Stopped::LostLeadership)
+        } else {
+            capstan_runtime::Exit::Requested
         }
     }
 
@@ -287,26 +293,10 @@ impl Server {
     }
 }
 
-/// Entry point for `capstan master`: start, tell systemd we are ready, run until `shutdown`.
-/// Why `capstan master` stopped with an error.
+/// Why a master stopped by itself.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Start(#[from] StartError),
-    /// The leader lost its coord lease; exit non-zero so the service manager restarts it
-    /// as a standby.
+pub enum Stopped {
+    /// The leader lost its coord lease.
     #[error("lost master leadership")]
     LostLeadership,
-}
-
-/// Entry point for `capstan master`: start, tell systemd we are ready, run until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let handle = Server::start(config, shutdown).await?;
-    capstan_runtime::notify_ready();
-    let lost = handle.lost_leadership.clone();
-    handle.wait().await;
-    if lost.load(Ordering::SeqCst) {
-        return Err(RunError::LostLeadership);
-    }
-    Ok(())
 }

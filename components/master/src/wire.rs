@@ -48,19 +48,9 @@ pub fn str_list(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub const TERMINAL_STATES: [&str; 8] = [
-    "TASK_FINISHED",
-    "TASK_FAILED",
-    "TASK_KILLED",
-    "TASK_ERROR",
-    "TASK_LOST",
-    "TASK_DROPPED",
-    "TASK_GONE",
-    "TASK_GONE_BY_OPERATOR",
-];
-
+/// Whether the state named `state` is terminal (unknown names are not).
 pub fn is_terminal(state: &str) -> bool {
-    TERMINAL_STATES.contains(&state)
+    capstan_types::TaskState::is_terminal_name(state)
 }
 
 /// States only PARTITION_AWARE frameworks may see; the others get TASK_LOST.
@@ -79,8 +69,20 @@ pub fn downgrade_state(state: &str, partition_aware: bool) -> &str {
     }
 }
 
-/// A master-generated TaskStatus (no uuid: it must not be acknowledged).
+/// A master-generated TaskStatus (no uuid: it must not be acknowledged), stamped now.
 pub fn master_status(
+    task_id: &str,
+    state: &str,
+    agent_id: Option<&str>,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> Value {
+    master_status_at(wall(), task_id, state, agent_id, reason, message)
+}
+
+/// [`master_status`] with the given timestamp (seconds since the epoch).
+pub fn master_status_at(
+    timestamp: f64,
     task_id: &str,
     state: &str,
     agent_id: Option<&str>,
@@ -91,7 +93,7 @@ pub fn master_status(
         "task_id": id_json(task_id),
         "state": state,
         "source": "SOURCE_MASTER",
-        "timestamp": wall(),
+        "timestamp": timestamp,
     });
     if let Some(a) = agent_id {
         s["agent_id"] = id_json(a);
@@ -162,6 +164,45 @@ mod tests {
     }
 
     #[test]
+    fn call_types_must_be_present_strings_naming_a_call_of_the_api() {
+        let ok = |api, v: Value| call_type(api, &v).map(str::to_string);
+        assert_eq!(
+            ok(Api::Scheduler, json!({"type": "SUBSCRIBE"})),
+            Ok("SUBSCRIBE".into())
+        );
+        assert_eq!(
+            ok(Api::Operator, json!({"type": "GET_QUOTA"})),
+            Ok("GET_QUOTA".into())
+        );
+        assert_eq!(ok(Api::Agent, json!({"type": "PONG"})), Ok("PONG".into()));
+        assert_eq!(
+            ok(Api::Scheduler, json!({"type": "UNKNOWN"})),
+            Ok("UNKNOWN".into()),
+            "the enum's UNKNOWN is well-formed (answered 501 like Mesos)"
+        );
+        for missing in [json!({}), json!({"type": null})] {
+            assert_eq!(
+                ok(Api::Scheduler, missing),
+                Err("Expecting 'type' to be present".into())
+            );
+        }
+        for v in [json!(1), json!(true), json!([]), json!({"a": 1})] {
+            let e = ok(Api::Operator, json!({"type": v})).unwrap_err();
+            assert!(e.contains("'type' must be a string"), "{e}");
+        }
+        let e = ok(Api::Scheduler, json!({"type": "GET_STATE"})).unwrap_err();
+        assert!(e.contains("unknown call type 'GET_STATE'"), "{e}");
+        let e = ok(Api::Agent, json!({"type": "TEARDOWN"})).unwrap_err();
+        assert!(e.contains("unknown call type"), "{e}");
+        let e = ok(Api::Scheduler, json!({"type": "X".repeat(10_000)})).unwrap_err();
+        assert!(
+            e.len() < 200,
+            "a long type is not echoed whole: {}",
+            e.len()
+        );
+    }
+
+    #[test]
     fn partition_states_are_downgraded_for_old_frameworks() {
         assert_eq!(downgrade_state("TASK_UNREACHABLE", false), "TASK_LOST");
         assert_eq!(
@@ -221,4 +262,44 @@ pub fn decode_protobuf_call(api: Api, body: &[u8]) -> Result<Value, String> {
         Api::Agent => decode::<agent::Call>(body).map(|m| to_json(&m)),
     };
     r.map_err(|e| format!("Failed to parse body into Call protobuf: {e}"))
+}
+
+/// Longest call type name echoed back in an error (the rest is cut).
+const MAX_ECHOED_TYPE: usize = 64;
+
+/// The `type` of a call of `api`, checked like Mesos' JSON-to-protobuf conversion: present,
+/// a string, and a name of that API's `Call.Type` enum. The enum's own `UNKNOWN` passes (the
+/// call handlers answer it `501`, as Mesos does); anything else is malformed input and the
+/// error is a `400` message.
+pub fn call_type(api: Api, call: &Value) -> Result<&str, String> {
+    use capstan_proto::capstan::agent::v1 as agent;
+    use capstan_proto::mesos::v1::{master, scheduler};
+    let ty = match call.get("type") {
+        None | Some(Value::Null) => return Err("Expecting 'type' to be present".into()),
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => {
+            let kind = match other {
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            return Err(format!(
+                "Failed to convert JSON into Call protobuf: 'type' must be a string naming a call type, got {kind}"
+            ));
+        }
+    };
+    let known = match api {
+        Api::Scheduler => scheduler::call::Type::from_str_name(ty).is_some(),
+        Api::Operator => master::call::Type::from_str_name(ty).is_some(),
+        Api::Agent => agent::call::Type::from_str_name(ty).is_some(),
+    };
+    if known {
+        return Ok(ty);
+    }
+    let shown: String = ty.chars().take(MAX_ECHOED_TYPE).collect();
+    let cut = if shown.len() < ty.len() { "..." } else { "" };
+    Err(format!(
+        "Failed to convert JSON into Call protobuf: unknown call type '{shown}{cut}'"
+    ))
 }

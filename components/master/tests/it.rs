@@ -12,6 +12,8 @@ mod failover;
 mod ha;
 #[path = "it/operator.rs"]
 mod operator;
+#[path = "it/probe.rs"]
+mod probe;
 #[path = "it/pymesos.rs"]
 mod pymesos;
 #[path = "it/scheduler.rs"]

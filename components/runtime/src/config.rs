@@ -171,6 +171,9 @@ pub fn parse_config<T: DeserializeOwned + Validate>(
     } else {
         text
     };
+    if let Some(value) = with_cluster_defaults(path, text)? {
+        return validated(path, value);
+    }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let value: T = serde_path_to_error::deserialize(de).map_err(|err| {
         let field = path_string(err.path());
@@ -185,6 +188,10 @@ pub fn parse_config<T: DeserializeOwned + Validate>(
             message,
         }
     })?;
+    validated(path, value)
+}
+
+fn validated<T: Validate>(path: &Path, value: T) -> Result<T, LoadConfigError> {
     let problems = value.validate();
     if problems.is_empty() {
         Ok(value)
@@ -194,6 +201,44 @@ pub fn parse_config<T: DeserializeOwned + Validate>(
             problems,
         })
     }
+}
+
+/// A document with a `cluster:` section: its daemon sections filled from it, then parsed.
+/// (Parsed from the filled document, so errors name the field but not the line.) `None`
+/// without a `cluster:` section.
+fn with_cluster_defaults<T: DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<Option<T>, LoadConfigError> {
+    let parse_error = |field: String, message: String| LoadConfigError::Parse {
+        path: path.to_owned(),
+        field,
+        line: None,
+        column: None,
+        message,
+    };
+    // A document that is no mapping is left to the typed parse, which explains it better.
+    let Ok(mut doc) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+        return Ok(None);
+    };
+    if doc.get("cluster").is_none() {
+        return Ok(None);
+    }
+    crate::cluster::apply_cluster_defaults(&mut doc).map_err(|e| match e {
+        crate::cluster::ClusterSectionError::Parse { field, message } => {
+            parse_error(field, message)
+        }
+        crate::cluster::ClusterSectionError::Invalid(problems) => LoadConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        },
+    })?;
+    let value = serde_path_to_error::deserialize(doc).map_err(|err| {
+        let field = path_string(err.path());
+        let (field, message) = split_message(&field, &err.inner().to_string(), None);
+        parse_error(field, message)
+    })?;
+    Ok(Some(value))
 }
 
 fn is_only_comments(text: &str) -> bool {

@@ -5,15 +5,20 @@
 //! ready. Key decision: no daemon logic lives here and nothing here owns a task beyond the signal
 //! watcher, so a daemon's `Server::start` stays testable without any of it.
 
+pub mod cluster;
 pub mod config;
+pub mod lifecycle;
 pub mod logging;
 pub mod notify;
 pub mod shutdown;
 
+pub use capstan_types::Chain;
+pub use cluster::ClusterConfig;
 pub use config::{
     ConfigProblem, EX_CONFIG, LoadConfigError, Validate, duration_millis, duration_secs,
     load_config, parse_config,
 };
+pub use lifecycle::{Exit, Lifecycle, OwnRuntime, SystemdLifecycle};
 pub use logging::{LogConfig, LogFormat, LogInitError, LogTarget, init_logging};
 pub use notify::{notify_ready, notify_status, notify_stopping};
 pub use shutdown::shutdown_on_signals;

@@ -16,12 +16,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use base64::Engine;
-use futures::StreamExt;
+use capstan_mesos_client::{MasterClient, SessionEnd, reconnect};
+use capstan_types::{Backoff, Chain};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// What a simulated task does.
@@ -176,16 +178,9 @@ pub struct SimAgent {
     run: Option<JoinHandle<()>>,
 }
 
-const TERMINAL: [&str; 8] = [
-    "TASK_FINISHED",
-    "TASK_FAILED",
-    "TASK_KILLED",
-    "TASK_ERROR",
-    "TASK_LOST",
-    "TASK_DROPPED",
-    "TASK_GONE",
-    "TASK_GONE_BY_OPERATOR",
-];
+fn is_terminal(state: &str) -> bool {
+    capstan_types::TaskState::is_terminal_name(state)
+}
 
 fn id_of(v: Option<&Value>) -> Option<String> {
     v?.get("value")?.as_str().map(String::from)
@@ -428,7 +423,7 @@ fn kill(st: &mut State, key: &(String, String)) {
                 Some("Task is unknown to the agent"),
             );
         }
-        Some(t) if t.hang || TERMINAL.contains(&t.state.as_str()) => {}
+        Some(t) if t.hang || is_terminal(&t.state) => {}
         Some(_) => push_update(st, key, "TASK_KILLED", None, Some("Killed")),
     }
 }
@@ -500,7 +495,7 @@ fn handle_event(st: &mut State, cfg: &SimAgentConfig, ev: &Value) -> Vec<Value> 
                 for p in t.pending.iter_mut().take(1) {
                     p.sent_at = None;
                 }
-                if t.pending.is_empty() && TERMINAL.contains(&t.state.as_str()) {
+                if t.pending.is_empty() && is_terminal(&t.state) {
                     st.tasks.remove(&key);
                 }
             }
@@ -521,9 +516,7 @@ fn due_calls(st: &mut State, retry: Duration) -> Vec<Value> {
     let ended: Vec<((String, String), i32)> = st
         .tasks
         .iter()
-        .filter(|(_, t)| {
-            !t.hang && t.ends_at.is_some_and(|e| e <= now) && !TERMINAL.contains(&t.state.as_str())
-        })
+        .filter(|(_, t)| !t.hang && t.ends_at.is_some_and(|e| e <= now) && !is_terminal(&t.state))
         .map(|(k, t)| (k.clone(), t.exit_code))
         .collect();
     for (k, code) in ended {
@@ -603,88 +596,88 @@ fn subscribe_call(st: &State, cfg: &SimAgentConfig) -> Value {
     call
 }
 
-async fn post(client: &reqwest::Client, cfg: &SimAgentConfig, call: &Value) -> anyhow::Result<()> {
-    let r = client
-        .post(format!("{}/api/capstan/agent/v1", cfg.master))
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(call)?)
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        let s = r.status();
-        bail!(
-            "master answered {s}: {}",
-            r.text().await.unwrap_or_default()
-        );
-    }
-    Ok(())
-}
+/// The agent protocol's path on a master.
+const AGENT_PATH: &str = "/api/capstan/agent/v1";
+/// Pause between subscription attempts (the real agent's first step too).
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+/// A stream without a record for this many ping intervals is dead.
+const MISSED_PINGS: u32 = 10;
 
 async fn run_agent(cfg: SimAgentConfig, state: Arc<Mutex<State>>, wake: Arc<Notify>) {
-    let client = reqwest::Client::new();
     let masters: Vec<String> = std::iter::once(cfg.master.clone())
         .chain(cfg.other_masters.iter().cloned())
         .collect();
-    let mut current = 0;
-    loop {
-        let mut cfg = cfg.clone();
-        cfg.master = masters[current % masters.len()].clone();
-        current += 1;
-        if let Err(e) = session(&client, &cfg, &state, &wake).await {
-            debug!(error = %format!("{e:#}"), agent = %cfg.hostname, "Sim agent session ended");
+    let client = MasterClient::for_masters(&masters, |c| c.missed_heartbeats = MISSED_PINGS);
+    let mut client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %Chain(&e), agent = %cfg.hostname, "Sim agent cannot build its master client");
+            return;
         }
-        state.lock().unwrap_or_else(|p| p.into_inner()).connected = false;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    let never = CancellationToken::new();
+    reconnect(
+        Backoff::new(RECONNECT_DELAY, RECONNECT_DELAY),
+        &never,
+        async move || {
+            let end = session(&mut client, &cfg, &state, &wake).await;
+            state.lock().unwrap_or_else(|p| p.into_inner()).connected = false;
+            match end {
+                Ok(records) => SessionEnd::after(records),
+                Err(e) => {
+                    debug!(error = %format!("{e:#}"), agent = %cfg.hostname, "Sim agent session ended");
+                    SessionEnd::after(0)
+                }
+            }
+        },
+    )
+    .await;
 }
 
+/// One subscription; returns how many records it got once the master closed the stream.
 async fn session(
-    client: &reqwest::Client,
+    client: &mut MasterClient,
     cfg: &SimAgentConfig,
     state: &Arc<Mutex<State>>,
     wake: &Arc<Notify>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     let call = subscribe_call(&lock(), cfg);
-    let resp = client
-        .post(format!("{}/api/capstan/agent/v1", cfg.master))
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json")
-        .body(serde_json::to_vec(&call)?)
-        .send()
+    let mut sub = match client
+        .subscribe(AGENT_PATH, serde_json::to_vec(&call)?)
         .await
-        .context("subscribing")?;
-    if resp.status() == reqwest::StatusCode::FORBIDDEN {
-        let msg = resp.text().await.unwrap_or_default();
-        if msg.contains("marked gone") {
-            // Wipe state and register as a new agent.
-            let mut st = lock();
-            st.agent_id = None;
-            st.tasks.clear();
+    {
+        Ok(sub) => sub,
+        Err(e) => {
+            if let Some((reqwest::StatusCode::FORBIDDEN, msg)) = e.refusal()
+                && msg.contains("marked gone")
+            {
+                // Wipe state and register as a new agent.
+                let mut st = lock();
+                st.agent_id = None;
+                st.tasks.clear();
+            }
+            return Err(e).context("subscribing");
         }
-        bail!("subscribe refused: {msg}");
-    }
-    if !resp.status().is_success() {
-        bail!("subscribe failed: {}", resp.status());
-    }
-    // Calls go where the subscription ended up (after a standby's redirect).
-    let leader = resp.url().origin().ascii_serialization();
-    let cfg = &SimAgentConfig {
-        master: leader,
-        ..cfg.clone()
     };
-    let mut body = resp.bytes_stream();
-    let mut dec = capstan_proto::recordio::RecordIoDecoder::default();
+    // Calls go where the subscription ended up (after a standby's redirect).
+    let calls = client.calls(sub.leader(), AGENT_PATH, None);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         let mut outgoing = Vec::new();
         tokio::select! {
-            chunk = body.next() => {
-                let Some(chunk) = chunk else { bail!("stream ended") };
-                dec.push(&chunk.context("reading stream")?);
-                while let Some(rec) = dec.next_record().map_err(|e| anyhow::anyhow!("{e}"))? {
-                    let ev: Value = serde_json::from_slice(&rec)?;
-                    let mut st = lock();
+            record = sub.next() => {
+                let Some(record) = record.context("reading stream")? else {
+                    return Ok(sub.records());
+                };
+                let ev: Value = serde_json::from_slice(&record)?;
+                if let Some(secs) = ev.pointer("/subscribed/ping_interval_seconds").and_then(Value::as_f64) {
+                    sub.set_heartbeat_interval_secs(secs);
+                }
+                let mut st = lock();
+                outgoing.extend(handle_event(&mut st, cfg, &ev));
+                while let Some(record) = sub.next_ready().context("reading stream")? {
+                    let ev: Value = serde_json::from_slice(&record)?;
                     outgoing.extend(handle_event(&mut st, cfg, &ev));
                 }
             }
@@ -702,10 +695,10 @@ async fn session(
             {
                 c["agent_id"] = json!({"value": id});
             }
-            if let Err(e) = post(client, cfg, &c).await {
-                debug!(error = %format!("{e:#}"), "Sim agent call failed");
-                if format!("{e:#}").contains("403") {
-                    bail!("master refused call: {e:#}");
+            if let Err(e) = calls.send_json(serde_json::to_vec(&c)?).await {
+                debug!(error = %Chain(&e), "Sim agent call failed");
+                if e.status() == Some(reqwest::StatusCode::FORBIDDEN) {
+                    return Err(e).context("master refused call");
                 }
             }
         }

@@ -1,5 +1,19 @@
-//! Domain types shared by every Capstan crate, with no I/O: identifiers, resources and their
-//! arithmetic, task states. Key decision: a type moves here only once a second crate needs it;
-//! until then it stays in the crate that owns it (the master's resource math lives in
-//! `capstan-master`, the app model in `capstan-apps`), and the crates meet over the wire
-//! through `capstan-proto`. Nothing is shared yet.
+//! Domain types shared by every Capstan crate, with no I/O: task states and their names, resource
+//! amounts and their arithmetic, the reconnect backoff every client uses, and the versions Capstan reports. Key decision: a type
+//! lives here once a second crate needs it, so two daemons can never disagree on what a name
+//! means (whether a state is terminal, how long to wait before reconnecting); the crates still
+//! meet over the wire through `capstan-proto`.
+
+pub mod backoff;
+pub mod error;
+pub mod resources;
+pub mod task_state;
+
+pub use backoff::Backoff;
+pub use error::Chain;
+pub use resources::{RangeSet, Resources};
+pub use task_state::TaskState;
+
+/// The Mesos release whose HTTP APIs Capstan's master and agent speak (`/version`,
+/// `/master/state`, framework and agent info).
+pub const MESOS_VERSION: &str = "1.11.0";

@@ -3,6 +3,8 @@
 //! runs command tasks as child processes in their own process group.
 
 pub mod docker;
+#[cfg(test)]
+pub mod fake;
 pub mod process;
 
 use std::path::PathBuf;

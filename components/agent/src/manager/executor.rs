@@ -350,7 +350,6 @@ impl TaskManager {
         info!(task_id = %task_id, "Task handed to its custom executor");
         self.tasks.insert(task_id, task);
         self.resize_executor(&key);
-        self.checkpoint();
         Ok(())
     }
 
@@ -717,7 +716,6 @@ impl TaskManager {
                         self.transition(&t, state, Some(reason), message.clone(), None);
                     }
                 }
-                self.checkpoint();
             }
             _ => {}
         }
@@ -748,7 +746,6 @@ impl TaskManager {
                 }
             }
         }
-        self.checkpoint();
     }
 
     pub(super) fn on_executor_call(&mut self, call: ExecutorCall) {
@@ -911,7 +908,6 @@ impl TaskManager {
         let resubscribed = std::mem::replace(&mut exec.awaiting_resubscribe, false);
         info!(%executor_id, %framework_id, resubscribed, "Executor subscribed");
         self.maybe_shutdown_executor(&key);
-        self.checkpoint();
         Ok(rx)
     }
 
@@ -1097,7 +1093,6 @@ impl TaskManager {
             let _ = tx.try_send(shutdown_event());
         }
         let _ = exec.kill_tx.send(Some(SHUTDOWN_GRACE));
-        self.checkpoint();
     }
 }
 

@@ -4,6 +4,12 @@
 //! supervisors (see [`crate::supervisor`]) drive the containerizer and report [`TaskEvent`]s
 //! back. Every state change is checkpointed before its status update is published, and
 //! updates stay in the checkpoint until acknowledged, so a restarted agent resends them.
+//! Checkpoint writes run off the async runtime, and an update whose write failed is held,
+//! not published, until a retry succeeds ([`persist`]).
+//!
+//! The containerizers and the checkpoint store are injected ([`TaskManager::start_with`]),
+//! so the manager's logic is tested against a scripted fake containerizer without Docker
+//! (`tests.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -11,23 +17,31 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use capstan_proto::mesos::v1::{
-    AgentId, ContainerId, ContainerStatus, ExecutorId, FrameworkId, FrameworkInfo, TaskInfo,
-    TaskState, TaskStatus, framework_info, task_status,
+    AgentId, ContainerId, ContainerStatus, ExecutorId, FrameworkInfo, TaskInfo, TaskState,
+    TaskStatus, framework_info, task_status,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::checkpoint::{self, Checkpoint, TaskRecord, decode_msg, encode_msg};
+use crate::checkpoint::{self, Checkpoint, CheckpointStore, FileStore, TaskRecord, encode_msg};
 use crate::containerizer::docker::DockerContainerizer;
 use crate::containerizer::process::ProcessContainerizer;
-use crate::containerizer::{ContainerRef, Containerizer, LaunchSpec, Launched, ProcessSpec};
-use crate::resources::TaskResources;
-use crate::spec::{self, SpecContext};
-use crate::supervisor::{self, Mode, SupervisorCtx};
+use crate::containerizer::{ContainerRef, Containerizer, Launched};
+use crate::spec;
 
 pub mod executor;
+mod handle;
+mod launch;
+pub mod persist;
+mod recovery;
+#[cfg(test)]
+mod tests;
+
+pub use handle::EventSender;
+
+use persist::{Persistence, Tracked};
 
 /// A status update and the framework it is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +97,8 @@ pub struct AgentSnapshot {
     pub tasks: BTreeMap<String, TaskView>,
     /// Recently completed tasks (newest last), bounded.
     pub completed: Vec<TaskView>,
+    /// The last checkpoint write failed: status updates are held until one succeeds.
+    pub checkpoint_failing: bool,
 }
 
 impl AgentSnapshot {
@@ -151,6 +167,7 @@ enum Msg {
         reply: oneshot::Sender<Result<(), ManagerError>>,
     },
     Unacked {
+        durable_only: bool,
         reply: oneshot::Sender<Vec<StatusUpdate>>,
     },
     Registered {
@@ -179,163 +196,6 @@ pub struct TaskManagerHandle {
     snapshot: watch::Receiver<Arc<AgentSnapshot>>,
     updates: broadcast::Sender<StatusUpdate>,
     messages: broadcast::Sender<executor::ExecutorMessage>,
-}
-
-impl TaskManagerHandle {
-    async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, ManagerError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(f(reply))
-            .await
-            .map_err(|_| ManagerError::ShuttingDown)?;
-        rx.await.map_err(|_| ManagerError::ShuttingDown)
-    }
-
-    /// Accepts a task. Problems with the task itself are reported as status updates
-    /// (TASK_ERROR / TASK_FAILED), not as errors here.
-    pub async fn launch(&self, framework_id: &str, task: TaskInfo) -> Result<(), ManagerError> {
-        let framework = FrameworkInfo {
-            user: "root".to_owned(),
-            name: String::new(),
-            id: Some(FrameworkId {
-                value: framework_id.to_owned(),
-            }),
-            ..Default::default()
-        };
-        self.launch_with_framework(framework, task).await
-    }
-
-    /// Like [`launch`](Self::launch), with the framework's full info (given to executors).
-    pub async fn launch_with_framework(
-        &self,
-        framework: FrameworkInfo,
-        task: TaskInfo,
-    ) -> Result<(), ManagerError> {
-        self.ask(|reply| Msg::Launch {
-            framework: Box::new(framework),
-            task: Box::new(task),
-            reply,
-        })
-        .await?
-    }
-
-    /// Kills a task: SIGTERM, then SIGKILL after `grace` (default: the task's kill policy).
-    pub async fn kill(&self, task_id: &str, grace: Option<Duration>) -> Result<(), ManagerError> {
-        let task_id = task_id.to_owned();
-        self.ask(|reply| Msg::Kill {
-            task_id,
-            grace,
-            reply,
-        })
-        .await?
-    }
-
-    /// Acknowledges a status update by its uuid.
-    pub async fn acknowledge(&self, task_id: &str, uuid: &[u8]) -> Result<(), ManagerError> {
-        let (task_id, uuid) = (task_id.to_owned(), uuid.to_vec());
-        self.ask(|reply| Msg::Ack {
-            task_id,
-            uuid,
-            reply,
-        })
-        .await?
-    }
-
-    /// Changes a running task's CPU and memory limits.
-    pub async fn update_resources(
-        &self,
-        task_id: &str,
-        cpus: f64,
-        mem: f64,
-    ) -> Result<(), ManagerError> {
-        let task_id = task_id.to_owned();
-        self.ask(|reply| Msg::Update {
-            task_id,
-            cpus,
-            mem,
-            reply,
-        })
-        .await?
-    }
-
-    /// Every unacknowledged update, oldest first per task.
-    pub async fn unacknowledged(&self) -> Result<Vec<StatusUpdate>, ManagerError> {
-        self.ask(|reply| Msg::Unacked { reply }).await
-    }
-
-    /// A master assigned (or confirmed) the agent id. A fresh agent without tasks adopts it.
-    pub async fn registered(&self, agent_id: &str) -> Result<(), ManagerError> {
-        let agent_id = agent_id.to_owned();
-        self.tx
-            .send(Msg::Registered { agent_id })
-            .await
-            .map_err(|_| ManagerError::ShuttingDown)
-    }
-
-    /// The master marked this agent gone: kill every task, forget them, and drop the agent id
-    /// so the next SUBSCRIBE registers a new agent.
-    pub async fn wipe(&self) -> Result<(), ManagerError> {
-        self.tx
-            .send(Msg::Wipe)
-            .await
-            .map_err(|_| ManagerError::ShuttingDown)
-    }
-
-    /// A kill for a task this agent does not know: answered with TASK_LOST.
-    pub async fn report_unknown(
-        &self,
-        framework_id: &str,
-        task_id: &str,
-    ) -> Result<(), ManagerError> {
-        let (framework_id, task_id) = (framework_id.to_owned(), task_id.to_owned());
-        self.tx
-            .send(Msg::Unknown {
-                framework_id,
-                task_id,
-            })
-            .await
-            .map_err(|_| ManagerError::ShuttingDown)
-    }
-
-    /// The latest published state.
-    pub fn snapshot(&self) -> Arc<AgentSnapshot> {
-        self.snapshot.borrow().clone()
-    }
-
-    /// A watch on the published state.
-    pub fn watch(&self) -> watch::Receiver<Arc<AgentSnapshot>> {
-        self.snapshot.clone()
-    }
-
-    /// Every status update from now on (new ones and retries).
-    pub fn subscribe(&self) -> broadcast::Receiver<StatusUpdate> {
-        self.updates.subscribe()
-    }
-
-    pub(crate) fn event_sender(&self) -> EventSender {
-        EventSender {
-            tx: self.tx.clone(),
-        }
-    }
-}
-
-/// Lets supervisors report events.
-#[derive(Clone)]
-pub struct EventSender {
-    tx: mpsc::Sender<Msg>,
-}
-
-impl EventSender {
-    pub async fn send(&self, task_id: &str, container_id: &str, event: TaskEvent) {
-        let _ = self
-            .tx
-            .send(Msg::Event {
-                task_id: task_id.to_owned(),
-                container_id: container_id.to_owned(),
-                event,
-            })
-            .await;
-    }
 }
 
 struct Task {
@@ -427,6 +287,14 @@ fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 const COMPLETED_KEPT: usize = 1000;
 /// Status history kept per task (health flapping must not grow it without bound).
 const MAX_STATUSES: usize = 100;
@@ -438,17 +306,32 @@ pub struct TaskManager {
     registered: bool,
     /// A wipe was requested; it completes once every task ended.
     wipe_pending: bool,
-    docker: Option<Arc<DockerContainerizer>>,
-    process: Arc<ProcessContainerizer>,
+    /// Runs Docker tasks and executors; `None` without Docker.
+    docker: Option<Arc<dyn Containerizer>>,
+    /// Runs command tasks and executors without a container.
+    process: Arc<dyn Containerizer>,
+    /// The Docker engine itself, for orphan clean-up and log followers.
+    engine: Option<Arc<DockerContainerizer>>,
     docker_up: watch::Receiver<bool>,
-    tasks: BTreeMap<String, Task>,
+    tasks: Tracked<String, Task>,
     completed: VecDeque<TaskView>,
     /// Custom executors by (framework id, executor id).
-    executors: BTreeMap<(String, String), executor::Executor>,
+    executors: Tracked<(String, String), executor::Executor>,
     frameworks: BTreeMap<String, FrameworkInfo>,
     rx: mpsc::Receiver<Msg>,
     handle: TaskManagerHandle,
     snapshot_tx: watch::Sender<Arc<AgentSnapshot>>,
+    persist: Persistence,
+}
+
+/// What runs the manager's tasks.
+pub struct Containerizers {
+    /// For tasks and executors with a Docker container; `None` when Docker is unavailable.
+    pub docker: Option<Arc<dyn Containerizer>>,
+    /// For command tasks and executors without a container.
+    pub process: Arc<dyn Containerizer>,
+    /// The Docker engine behind `docker`, for orphan clean-up and log followers.
+    pub engine: Option<Arc<DockerContainerizer>>,
 }
 
 /// Why the manager could not start.
@@ -456,18 +339,45 @@ pub struct TaskManager {
 pub enum ManagerStartError {
     #[error("cannot recover the agent's state")]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("the checkpoint reader did not finish")]
+    Interrupted(#[source] tokio::task::JoinError),
 }
 
 impl TaskManager {
-    /// Loads the checkpoint (or creates an agent id), reattaches to checkpointed containers,
-    /// destroys orphans, and spawns the manager task. Returns its handle and join handle.
-    pub fn start(
+    /// Loads the checkpoint of `cfg.work_dir` (or creates an agent id), reattaches to
+    /// checkpointed containers, destroys orphans, and spawns the manager task. Returns its
+    /// handle and join handle.
+    pub async fn start(
         cfg: ManagerConfig,
         docker: Option<Arc<DockerContainerizer>>,
         docker_up: watch::Receiver<bool>,
         shutdown: CancellationToken,
     ) -> Result<(TaskManagerHandle, JoinHandle<()>), ManagerStartError> {
-        let cp = checkpoint::load(&cfg.work_dir)?;
+        let containerizers = Containerizers {
+            docker: docker.clone().map(|d| d as Arc<dyn Containerizer>),
+            process: Arc::new(ProcessContainerizer::new()),
+            engine: docker,
+        };
+        let store = Box::new(FileStore::new(&cfg.work_dir));
+        Self::start_with(cfg, containerizers, store, docker_up, shutdown).await
+    }
+
+    /// [`start`](Self::start) with the given containerizers and checkpoint store.
+    pub async fn start_with(
+        cfg: ManagerConfig,
+        containerizers: Containerizers,
+        store: Box<dyn CheckpointStore>,
+        docker_up: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+    ) -> Result<(TaskManagerHandle, JoinHandle<()>), ManagerStartError> {
+        let (store, cp) = tokio::task::spawn_blocking(move || {
+            let mut store = store;
+            let cp = store.load();
+            (store, cp)
+        })
+        .await
+        .map_err(ManagerStartError::Interrupted)?;
+        let cp = cp?;
         let recovered = cp.is_some();
         let cp = cp.unwrap_or_else(|| Checkpoint {
             agent_id: format!("{}-S0", uuid::Uuid::new_v4()),
@@ -496,16 +406,18 @@ impl TaskManager {
             agent_id: cp.agent_id.clone(),
             registered: cp.registered,
             wipe_pending: false,
-            docker,
-            process: Arc::new(ProcessContainerizer::new()),
+            docker: containerizers.docker,
+            process: containerizers.process,
+            engine: containerizers.engine,
             docker_up,
-            tasks: BTreeMap::new(),
+            tasks: Tracked::default(),
             completed: VecDeque::new(),
-            executors: BTreeMap::new(),
+            executors: Tracked::default(),
             frameworks: BTreeMap::new(),
             rx,
             handle: handle.clone(),
             snapshot_tx,
+            persist: Persistence::new(store),
         };
         if recovered {
             info!(agent_id = %mgr.agent_id, tasks = cp.tasks.len(), "Recovering checkpointed tasks");
@@ -513,140 +425,57 @@ impl TaskManager {
             info!(agent_id = %mgr.agent_id, "Starting with a fresh agent id");
         }
         mgr.recover(cp.tasks, cp.executors);
-        mgr.checkpoint();
+        // The first write replaces the whole checkpoint (see `Persistence::new`).
+        mgr.persist();
         mgr.publish();
         let join = tokio::spawn(mgr.run(shutdown));
         Ok((handle, join))
-    }
-
-    fn recover(&mut self, records: Vec<TaskRecord>, executors: Vec<checkpoint::ExecutorRecord>) {
-        let mut known_names = self.recover_executors(executors);
-        for rec in records {
-            let Some(info) = decode_msg::<TaskInfo>(&rec.task_info) else {
-                warn!(container_id = %rec.container_id, "Dropping an unreadable checkpointed task");
-                continue;
-            };
-            let state = TaskState::try_from(rec.state).unwrap_or(TaskState::TaskStaging);
-            let task_id = info.task_id.value.clone();
-            let executor_recovered = rec.custom_executor
-                && self
-                    .executors
-                    .contains_key(&(rec.framework_id.clone(), rec.executor_id.clone()));
-            if !is_terminal(state) && !rec.custom_executor {
-                // A terminal task's container is left over from a crash: an orphan.
-                // (Custom executors' containers are known from their own records.)
-                known_names.push(rec.container_name.clone());
-            }
-            let mut task = Task {
-                framework_id: rec.framework_id,
-                info,
-                executor_id: rec.executor_id,
-                container: ContainerRef {
-                    container_id: rec.container_id,
-                    name: rec.container_name,
-                    sandbox: rec.sandbox,
-                    pid: rec.pid,
-                },
-                docker: rec.docker,
-                custom: rec.custom_executor,
-                state,
-                statuses: rec.statuses.iter().filter_map(|s| decode_msg(s)).collect(),
-                unacked: rec
-                    .unacknowledged
-                    .iter()
-                    .filter_map(|s| decode_msg(s))
-                    .collect(),
-                healthy: None,
-                launched: None,
-                kill_tx: None,
-                supervisor: None,
-            };
-            let mut executor_lost = false;
-            if !is_terminal(state) {
-                if task.custom {
-                    executor_lost = !executor_recovered;
-                } else {
-                    self.spawn_supervisor(&mut task, Mode::Reattach);
-                }
-            }
-            info!(task_id = %task_id, state = state.as_str_name(), "Recovered task");
-            let (pid, docker) = (task.container.pid, task.docker);
-            self.tasks.insert(task_id.clone(), task);
-            if executor_lost {
-                // Its executor was not checkpointed (an older agent wrote the checkpoint):
-                // it cannot be reattached. Its process ends here; a container of it is an
-                // orphan, destroyed below.
-                if !docker && let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                self.transition(
-                    &task_id,
-                    TaskState::TaskFailed,
-                    Some(task_status::Reason::AgentRestarted),
-                    "The agent restarted and the task's executor was not checkpointed".into(),
-                    None,
-                );
-            }
-        }
-        // Resend what the framework has not acknowledged yet.
-        for task in self.tasks.values() {
-            for status in &task.unacked {
-                let _ = self.handle.updates.send(StatusUpdate {
-                    framework_id: task.framework_id.clone(),
-                    status: status.clone(),
-                });
-            }
-        }
-        if let (Some(docker), true) = (self.docker.clone(), self.cfg.kill_orphans) {
-            let agent_id = self.agent_id.clone();
-            let mut up = self.docker_up.clone();
-            let run = self.cfg.extra_labels.get(spec::LABEL_RUN).cloned();
-            tokio::spawn(async move {
-                let _ = up.wait_for(|u| *u).await;
-                destroy_orphans(&docker, &agent_id, &known_names, run).await;
-            });
-        }
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
         let mut retry = tokio::time::interval(self.cfg.status_update_retry);
         retry.tick().await;
         loop {
+            let write_retry = self.persist.retry_at();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 msg = self.rx.recv() => match msg {
                     Some(msg) => self.handle_msg(msg),
                     None => break,
                 },
+                r = persist::written(&mut self.persist) => {
+                    self.write_finished(r);
+                    self.persist();
+                    self.publish();
+                }
+                _ = sleep_until(write_retry), if write_retry.is_some() => {
+                    self.persist.clear_retry();
+                    self.persist();
+                }
                 _ = retry.tick() => self.resend_unacked(),
             }
         }
+        // What changed last is written before the manager stops.
+        self.flush().await;
         // Containers keep running; a restarted agent reattaches to them.
-        for task in self.tasks.values_mut() {
+        for task in self.tasks.values_mut_unpersisted() {
             if let Some(s) = task.supervisor.take() {
                 s.abort();
             }
         }
         // Executors' watchers stop; their processes and containers stay, and a restarted
         // agent recovers them.
-        self.executors.clear();
-        if let Some(d) = &self.docker {
+        drop(self.executors.take_all());
+        if let Some(d) = &self.engine {
             d.stop_log_followers();
         }
         info!("Task manager stopped");
     }
 
+    /// Broadcasts every durable unacknowledged update again.
     fn resend_unacked(&self) {
-        for task in self.tasks.values() {
-            for status in &task.unacked {
-                let _ = self.handle.updates.send(StatusUpdate {
-                    framework_id: task.framework_id.clone(),
-                    status: status.clone(),
-                });
-            }
+        for update in self.unacked(true) {
+            let _ = self.handle.updates.send(update);
         }
     }
 
@@ -662,7 +491,11 @@ impl TaskManager {
                     .as_ref()
                     .map(|f| f.value.clone())
                     .unwrap_or_default();
-                self.frameworks.insert(framework_id.clone(), *framework);
+                if self.frameworks.get(&framework_id) != Some(&*framework) {
+                    // Executor records carry their framework's info.
+                    self.executors.mark_where(|k| k.0 == framework_id);
+                    self.frameworks.insert(framework_id.clone(), *framework);
+                }
                 let r = if task.executor.is_some() {
                     self.launch_custom(framework_id, *task)
                 } else {
@@ -692,18 +525,11 @@ impl TaskManager {
                 mem,
                 reply,
             } => self.update(&task_id, cpus, mem, reply),
-            Msg::Unacked { reply } => {
-                let all = self
-                    .tasks
-                    .values()
-                    .flat_map(|t| {
-                        t.unacked.iter().map(|s| StatusUpdate {
-                            framework_id: t.framework_id.clone(),
-                            status: s.clone(),
-                        })
-                    })
-                    .collect();
-                let _ = reply.send(all);
+            Msg::Unacked {
+                durable_only,
+                reply,
+            } => {
+                let _ = reply.send(self.unacked(durable_only));
             }
             Msg::Event {
                 task_id,
@@ -719,10 +545,7 @@ impl TaskManager {
                         warn!(agent_id = %agent_id, ours = %self.agent_id, "The master assigned a different id while tasks run; keeping ours");
                     }
                 }
-                if !self.registered {
-                    self.registered = true;
-                    self.checkpoint();
-                }
+                self.registered = true;
             }
             Msg::Unknown {
                 framework_id,
@@ -746,188 +569,8 @@ impl TaskManager {
             }
         }
         self.finish_wipe();
+        self.persist();
         self.publish();
-    }
-
-    fn sandbox_for(&self, framework_id: &str, executor_id: &str, container_id: &str) -> PathBuf {
-        self.cfg
-            .work_dir
-            .join("slaves")
-            .join(&self.agent_id)
-            .join("frameworks")
-            .join(framework_id)
-            .join("executors")
-            .join(executor_id)
-            .join("runs")
-            .join(container_id)
-    }
-
-    fn launch(&mut self, framework_id: String, info: TaskInfo) -> Result<(), ManagerError> {
-        let task_id = info.task_id.value.clone();
-        if let Some(existing) = self.tasks.get(&task_id)
-            && !is_terminal(existing.state)
-        {
-            return Err(ManagerError::DuplicateTask(task_id));
-        }
-        if self.tasks.contains_key(&task_id) {
-            self.complete(&task_id);
-        }
-        let container_id = uuid::Uuid::new_v4().to_string();
-        let executor_id = task_id.clone();
-        let sandbox = self.sandbox_for(&framework_id, &executor_id, &container_id);
-        let docker = info.container.is_some();
-        let name = if docker {
-            spec::container_name(&self.agent_id, &container_id)
-        } else {
-            String::new()
-        };
-        let mut task = Task {
-            framework_id,
-            info,
-            executor_id,
-            container: ContainerRef {
-                container_id,
-                name,
-                sandbox: sandbox.clone(),
-                pid: None,
-            },
-            docker,
-            custom: false,
-            state: TaskState::TaskStaging,
-            statuses: Vec::new(),
-            unacked: VecDeque::new(),
-            healthy: None,
-            launched: None,
-            kill_tx: None,
-            supervisor: None,
-        };
-        info!(task_id = %task_id, container_id = %task.container.container_id, docker, "Launching task");
-
-        let spec = match self.launch_spec(&task) {
-            Ok(spec) => spec,
-            Err((state, reason, message)) => {
-                warn!(task_id = %task_id, %message, "Refusing task");
-                self.tasks.insert(task_id.clone(), task);
-                self.transition(&task_id, state, Some(reason), message, None);
-                return Ok(());
-            }
-        };
-        if let Err(e) = std::fs::create_dir_all(&sandbox) {
-            self.tasks.insert(task_id.clone(), task);
-            self.transition(
-                &task_id,
-                TaskState::TaskFailed,
-                Some(task_status::Reason::ContainerLaunchFailed),
-                format!("Cannot create sandbox {}: {e}", sandbox.display()),
-                None,
-            );
-            return Ok(());
-        }
-        self.spawn_supervisor(&mut task, Mode::Launch(Box::new(spec)));
-        self.tasks.insert(task_id.clone(), task);
-        self.checkpoint();
-        Ok(())
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn launch_spec(
-        &self,
-        task: &Task,
-    ) -> Result<LaunchSpec, (TaskState, task_status::Reason, String)> {
-        let invalid = |m: String| (TaskState::TaskError, task_status::Reason::TaskInvalid, m);
-        if task.info.task_id.value.is_empty() {
-            return Err(invalid("Task id is empty".into()));
-        }
-        if task.info.executor.is_some() {
-            return Err(invalid(
-                "Custom executors are not supported by this agent".into(),
-            ));
-        }
-        if task.docker {
-            if self.docker.is_none() {
-                return Err((
-                    TaskState::TaskFailed,
-                    task_status::Reason::ContainerLaunchFailed,
-                    "The Docker containerizer is not available on this agent".into(),
-                ));
-            }
-            let ctx = SpecContext {
-                agent_id: &self.agent_id,
-                framework_id: &task.framework_id,
-                executor_id: &task.executor_id,
-                container_id: &task.container.container_id,
-                hostname: &self.cfg.hostname,
-                advertise_ip: self.cfg.advertise_ip,
-                sandbox: &task.container.sandbox,
-                sandbox_mount: &self.cfg.sandbox_mount,
-                allow_privileged: self.cfg.allow_privileged,
-                cpu_quota: self.cfg.cpu_quota,
-                extra_labels: &self.cfg.extra_labels,
-            };
-            spec::build_spec(&task.info, &ctx)
-                .map(|spec| LaunchSpec::Docker(Box::new(spec)))
-                .map_err(|e| invalid(format!("Invalid task: {e}")))
-        } else {
-            let Some(command) = task.info.command.as_ref() else {
-                return Err(invalid("Task has neither a command nor a container".into()));
-            };
-            let argv = if command.shell() {
-                match command.value.as_deref() {
-                    Some(v) if !v.is_empty() => {
-                        vec!["/bin/sh".to_owned(), "-c".to_owned(), v.to_owned()]
-                    }
-                    _ => return Err(invalid("Shell command has no value".into())),
-                }
-            } else {
-                // execvp(value, arguments): arguments[0] is argv[0].
-                let mut argv: Vec<String> = command.value.iter().cloned().collect();
-                let skip = usize::from(!argv.is_empty());
-                argv.extend(command.arguments.iter().skip(skip).cloned());
-                if argv.is_empty() {
-                    return Err(invalid("Command has no value and no arguments".into()));
-                }
-                argv
-            };
-            let ports = TaskResources::from_proto(&task.info.resources).ports;
-            let sandbox = task.container.sandbox.display().to_string();
-            let env = spec::task_environment(
-                &task.info,
-                Some(command),
-                &self.cfg.hostname,
-                &sandbox,
-                &ports,
-            )
-            .map_err(|e| invalid(format!("Invalid task: {e}")))?;
-            let mut env = env;
-            if let Ok(path) = std::env::var("PATH") {
-                env.insert(0, ("PATH".to_owned(), path));
-            }
-            Ok(LaunchSpec::Process(ProcessSpec { argv, env }))
-        }
-    }
-
-    fn spawn_supervisor(&self, task: &mut Task, mode: Mode) {
-        let containerizer: Arc<dyn Containerizer> = if task.docker {
-            match &self.docker {
-                Some(d) => d.clone(),
-                None => return,
-            }
-        } else {
-            self.process.clone()
-        };
-        let (kill_tx, kill_rx) = watch::channel(None);
-        let ctx = SupervisorCtx {
-            task_id: task.info.task_id.value.clone(),
-            container: task.container.clone(),
-            info: task.info.clone(),
-            containerizer,
-            docker_up: self.docker_up.clone(),
-            events: self.handle.event_sender(),
-            kill_rx,
-            advertise_ip: self.cfg.advertise_ip,
-        };
-        task.kill_tx = Some(kill_tx);
-        task.supervisor = Some(tokio::spawn(supervisor::supervise(ctx, mode)));
     }
 
     fn kill(&mut self, task_id: &str, grace: Option<Duration>) -> Result<(), ManagerError> {
@@ -975,7 +618,6 @@ impl TaskManager {
             if done {
                 self.complete(task_id);
             }
-            self.checkpoint();
         }
         Ok(())
     }
@@ -988,14 +630,13 @@ impl TaskManager {
         for id in ids {
             self.complete(&id);
         }
-        for (_, exec) in std::mem::take(&mut self.executors) {
+        for (_, exec) in self.executors.take_all() {
             exec.abandon();
         }
         self.wipe_pending = false;
         self.registered = false;
         self.agent_id = format!("{}-S0", uuid::Uuid::new_v4());
         info!(agent_id = %self.agent_id, "Agent state wiped");
-        self.checkpoint();
     }
 
     fn lost(&mut self, framework_id: String, task_id: String) {
@@ -1115,11 +756,9 @@ impl TaskManager {
             TaskEvent::Reattached(launched) => {
                 task.launched = Some(launched);
                 info!(task_id, "Reattached to task");
-                self.checkpoint();
             }
             TaskEvent::Pid(pid) => {
                 task.container.pid = Some(pid);
-                self.checkpoint();
             }
             TaskEvent::Killing => {
                 info!(task_id, "Task killing");
@@ -1164,7 +803,7 @@ impl TaskManager {
         }
     }
 
-    /// Records a state change, checkpoints it and publishes the status update.
+    /// Records a state change; its status update is published once checkpointed.
     fn transition(
         &mut self,
         task_id: &str,
@@ -1220,7 +859,7 @@ impl TaskManager {
         self.record_status(task_id, status);
     }
 
-    /// Stores a status (ours or an executor's), checkpoints it and publishes it.
+    /// Stores a status (ours or an executor's); it is published once checkpointed.
     fn record_status(&mut self, task_id: &str, status: TaskStatus) {
         let Some(task) = self.tasks.get_mut(task_id) else {
             return;
@@ -1235,24 +874,8 @@ impl TaskManager {
             framework_id: task.framework_id.clone(),
             status,
         };
-        self.checkpoint();
-        let _ = self.handle.updates.send(update);
-    }
-
-    fn checkpoint(&self) {
-        let cp = Checkpoint {
-            agent_id: self.agent_id.clone(),
-            registered: self.registered,
-            tasks: self.tasks.values().map(Task::record).collect(),
-            executors: self
-                .executors
-                .iter()
-                .map(|((fid, _), e)| e.record(fid, self.frameworks.get(fid)))
-                .collect(),
-        };
-        if let Err(e) = checkpoint::store(&self.cfg.work_dir, &cp) {
-            error!(error = %e, cause = ?std::error::Error::source(&e), "Cannot write the checkpoint");
-        }
+        // Written with the task's record; published once that is durable.
+        self.queue_update(update);
     }
 
     fn publish(&self) {
@@ -1265,31 +888,8 @@ impl TaskManager {
                 .map(|(k, t)| (k.clone(), t.view()))
                 .collect(),
             completed: self.completed.iter().cloned().collect(),
+            checkpoint_failing: self.persist.failing,
         };
         self.snapshot_tx.send_replace(Arc::new(snapshot));
-    }
-}
-
-/// Removes containers named for this agent that no checkpointed task owns.
-async fn destroy_orphans(
-    docker: &DockerContainerizer,
-    agent_id: &str,
-    known: &[String],
-    run: Option<String>,
-) {
-    let prefix = spec::container_name_prefix(agent_id);
-    match docker.list(agent_id, &prefix).await {
-        Ok(listed) => {
-            for c in listed
-                .into_iter()
-                .filter(|c| !known.contains(&c.name) && (run.is_none() || c.run != run))
-            {
-                warn!(container = %c.name, running = c.running, "Destroying orphan container");
-                if let Err(e) = docker.remove_by_name(&c.name).await {
-                    warn!(container = %c.name, error = %e, "Cannot destroy orphan container");
-                }
-            }
-        }
-        Err(e) => warn!(error = %e, "Cannot list containers to find orphans"),
     }
 }

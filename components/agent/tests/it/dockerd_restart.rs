@@ -249,6 +249,10 @@ impl Drop for PrivateEngine {
             for pid in pids_in_cgroups(&ids) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "teardown in Drop, which cannot await: let the kernel reap them"
+            )]
             std::thread::sleep(Duration::from_millis(200));
             remove_cgroups(Path::new("/sys/fs/cgroup"), &ids, 4);
         }
@@ -271,6 +275,11 @@ impl Drop for PrivateEngine {
     }
 }
 
+/// Called from `Drop`, which cannot await: polls the child with a blocking sleep.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "runs in Drop, which cannot await"
+)]
 fn stop_child(mut child: Child) {
     let pid = Pid::from_raw(child.id() as i32);
     let _ = kill(pid, Signal::SIGTERM);

@@ -1,14 +1,12 @@
-//! The app model: path ids, timestamps, app definitions and task records.
+//! The app model: the Marathon wire model (path ids, timestamps, app definitions and their
+//! validation) comes from `capstan-marathon`, shared with every client of the API; the task
+//! records are apps' own.
 
-pub mod app;
-pub mod path;
+pub use capstan_marathon::{app, image, limits, path, time};
 pub mod task;
-pub mod time;
 
-pub use app::{
-    AppDefinition, HealthCheck, KillSelection, NetMode, PortSpec, ReadinessCheck,
-    UnreachableStrategy, Violation,
+pub use capstan_marathon::{
+    AppDefinition, HealthCheck, KillSelection, NetMode, PathId, PortSpec, ReadinessCheck,
+    Timestamp, UnreachableStrategy, Violation,
 };
-pub use path::PathId;
 pub use task::{HealthResult, TaskRecord};
-pub use time::Timestamp;

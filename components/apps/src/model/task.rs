@@ -77,18 +77,9 @@ impl TaskRecord {
     }
 }
 
+/// Whether the Mesos state named `state` is terminal (unknown names are not).
 pub fn is_terminal_state(state: &str) -> bool {
-    matches!(
-        state,
-        "TASK_FINISHED"
-            | "TASK_FAILED"
-            | "TASK_KILLED"
-            | "TASK_ERROR"
-            | "TASK_LOST"
-            | "TASK_DROPPED"
-            | "TASK_GONE"
-            | "TASK_GONE_BY_OPERATOR"
-    )
+    capstan_types::TaskState::is_terminal_name(state)
 }
 
 /// State of one app-run health check for one task (the v2 `healthCheckResults` entry).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use capstan_apps::store::Listing;
+use capstan_apps::store::{Listing, StoreOp};
 use capstan_apps::{Config, CoordStore, Server, Store, StoreError};
 use capstan_testkit::wait_until;
 use futures::future::BoxFuture;
@@ -390,6 +390,21 @@ impl Store for StuckTaskWrites {
     fn list(&self, prefix: &str) -> BoxFuture<'_, Result<Listing, StoreError>> {
         self.inner.list(prefix)
     }
+
+    fn apply<'a>(&'a self, ops: &'a [StoreOp]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (tasks, rest): (Vec<StoreOp>, Vec<StoreOp>) = ops
+                .iter()
+                .cloned()
+                .partition(|op| matches!(op, StoreOp::Put(k, _) if k.starts_with("/tasks/")));
+            self.inner.apply(&rest).await?;
+            if !tasks.is_empty() {
+                self.stuck.store(true, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,5 +475,72 @@ async fn a_leader_dying_before_its_tasks_are_stored_has_launched_none_of_them() 
     live.sort();
     assert_eq!(live, task_ids(&app));
     apps.stop().await;
+    let _ = coord.shutdown().await;
+}
+
+/// Reliability probe F2: an app acknowledged with 201 is in coord, so a leader killed right
+/// after answering loses nothing; and the standby takes over as soon as the dead leader's
+/// port refuses connections, long before its (here 60 s) lease would expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_app_survives_a_leader_killed_right_after_the_201() {
+    let dir = capstan_testkit::temp_dir().unwrap();
+    let (coord, coord_url) = start_coord(dir.path()).await;
+    let master = FakeMaster::start(1).await;
+    let config = || {
+        let mut c = Config::for_tests(&master.url());
+        c.store.coord_endpoints = vec![coord_url.clone()];
+        c.store.prefix = Some("/acked/apps".into());
+        c.leader_lease_ttl = Duration::from_secs(60);
+        c
+    };
+    let http = reqwest::Client::new();
+    let mut a = Killable::start(config());
+    let a_url = format!("http://{}", a.addr);
+    wait_until("first instance elected", WAIT, async || {
+        leader_of(&http, &a_url)
+            .await
+            .map(|l| l == a.addr.to_string())
+    })
+    .await
+    .unwrap();
+    let b = Server::start(config(), CancellationToken::new())
+        .await
+        .unwrap();
+    let b_addr = b.local_addr().to_string();
+    let mut apps_b = Apps {
+        url: format!("http://{b_addr}"),
+        handle: Some(b),
+        http: http.clone(),
+    };
+    let ids: Vec<String> = (0..20).map(|i| format!("/acked/a{i}")).collect();
+    let posts = ids.iter().map(|id| {
+        let (http, url) = (http.clone(), a_url.clone());
+        let body = json!({"id": id, "cmd": "sleep 1000", "cpus": 0.01, "mem": 8, "instances": 0});
+        async move {
+            http.post(format!("{url}/v2/apps"))
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    });
+    let statuses = futures::future::join_all(posts).await;
+    a.kill();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    wait_until(
+        "the standby took over before the lease expired",
+        WAIT,
+        async || leader_of(&http, &apps_b.url).await.map(|l| l == b_addr),
+    )
+    .await
+    .unwrap();
+    for id in &ids {
+        let (s, _, v) = apps_b
+            .req(reqwest::Method::GET, &format!("/v2/apps{id}"), None)
+            .await;
+        assert_eq!(s, 200, "{id} was acknowledged, so it must be there: {v}");
+    }
+    apps_b.stop().await;
     let _ = coord.shutdown().await;
 }

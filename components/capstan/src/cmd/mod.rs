@@ -10,11 +10,13 @@ pub mod idle;
 pub mod master;
 pub mod version;
 
-use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use capstan_runtime::{EX_CONFIG, init_logging, load_config, shutdown_on_signals};
+use capstan_runtime::{
+    Chain, EX_CONFIG, Exit, init_logging, load_config, notify_ready, notify_stopping,
+    shutdown_on_signals,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -36,16 +38,20 @@ pub struct DaemonArgs {
 }
 
 /// Loads the node config, then either checks it (`--check-config`) or sets up logging and
-/// signals and runs `daemon` on a multi-threaded runtime until it returns.
-pub fn run_daemon<F, Fut>(name: &str, args: &DaemonArgs, daemon: F) -> ExitCode
+/// signals and runs the daemon on a multi-threaded runtime: `start` binds and returns the
+/// future of the running daemon; then the service manager hears `READY=1`, and `STOPPING=1`
+/// once a stop is asked for. The exit code is 0 only for a requested stop: a daemon that ended
+/// by itself (lost leadership, a fatal error) exits 1 so `Restart=on-failure` starts it again.
+pub fn run_daemon<F, Fut, W>(name: &str, args: &DaemonArgs, start: F) -> ExitCode
 where
     F: FnOnce(NodeConfig, CancellationToken) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = anyhow::Result<W>>,
+    W: Future<Output = Exit>,
 {
     let node: NodeConfig = match load_config(&args.config) {
         Ok(node) => node,
         Err(e) => {
-            fail(&format!("error: {}", chain(&e)));
+            fail(&format!("error: {}", Chain(&e)));
             return ExitCode::from(EX_CONFIG as u8);
         }
     };
@@ -54,7 +60,7 @@ where
         return ExitCode::SUCCESS;
     }
     if let Err(e) = init_logging(&node.log) {
-        fail(&format!("error: {}", chain(&e)));
+        fail(&format!("error: {}", Chain(&e)));
         return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -63,33 +69,39 @@ where
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            error!(error = %e, "Cannot start the async runtime");
+            error!(error = %Chain(&e), "Cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
     info!(daemon = name, version = crate::LONG_VERSION, config = %args.config.display(), "Starting");
-    match runtime.block_on(async { daemon(node, shutdown_on_signals()).await }) {
-        Ok(()) => {
+    let outcome = runtime.block_on(async {
+        let shutdown = shutdown_on_signals();
+        let running = start(node, shutdown.clone()).await?;
+        notify_ready();
+        let mut running = std::pin::pin!(running);
+        let exit = tokio::select! {
+            exit = &mut running => exit,
+            () = shutdown.cancelled() => {
+                notify_stopping();
+                running.await
+            }
+        };
+        anyhow::Ok(exit)
+    });
+    match outcome {
+        Ok(Exit::Requested) => {
             info!(daemon = name, "Stopped");
             ExitCode::SUCCESS
+        }
+        Ok(Exit::Failed(e)) => {
+            error!(daemon = name, error = %Chain(&*e), "Stopped by itself");
+            ExitCode::FAILURE
         }
         Err(e) => {
             error!(daemon = name, error = format!("{e:#}"), "Failed");
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes on one line: `cannot read config file x: No such file (os error 2)`.
-fn chain(e: &dyn Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 /// The binary's user-facing output on stdout.

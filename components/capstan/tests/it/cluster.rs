@@ -33,10 +33,13 @@ async fn pymesos_scheduler_and_custom_executor_run_on_a_master_and_a_docker_agen
         format!("127.0.0.1:{}", ports[0]),
         format!("127.0.0.1:{}", ports[1]),
     );
-    let mut master =
-        CapstanProcess::spawn(&["master"], json!({"master": {"listen": master_addr}})).await?;
+    let mut master = CapstanProcess::spawn(
+        &["daemon", "master"],
+        json!({"master": {"listen": master_addr}}),
+    )
+    .await?;
     let mut agent = CapstanProcess::spawn(
-        &["agent"],
+        &["daemon", "agent"],
         json!({"agent": {
             "listen": agent_addr,
             "hostname": "127.0.0.1",
@@ -144,7 +147,7 @@ async fn coord_leaders_killed_with_sigkill_lose_no_acknowledged_write() -> anyho
             "data_dir": data.path().join(format!("m{}", i + 1)),
             "members": members,
         }});
-        nodes.push(CapstanProcess::spawn(&["coord"], config).await?);
+        nodes.push(CapstanProcess::spawn(&["daemon", "coord"], config).await?);
     }
     let client = Client::new(addrs.iter().map(String::as_str))?;
     let mut acknowledged = Vec::new();

@@ -323,6 +323,49 @@ async fn election_campaign_observe_and_resign() {
     c.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_deposes_a_leader_whose_process_is_gone_without_waiting_for_its_lease() {
+    let c = Cluster::start(1).await;
+    c.wait_leader().await;
+    let client = c.client();
+    let election = Election::new(client.clone(), "/election/probed").with_liveness_probe();
+    // The leader "process": a listener that never accepts (a slow leader: the kernel still
+    // completes connections), with a lease far longer than the test.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let l1 = client.lease_grant(Duration::from_secs(600)).await.unwrap();
+    let _keep1 = client.spawn_keep_alive(l1.id, Duration::from_secs(600));
+    election.campaign(l1.id, addr.clone()).await.unwrap();
+    let l2 = client.lease_grant(Duration::from_secs(600)).await.unwrap();
+    let _keep2 = client.spawn_keep_alive(l2.id, Duration::from_secs(600));
+    let e2 = election.clone();
+    let mut standby = tokio::spawn(async move { e2.campaign(l2.id, "127.0.0.1:1").await });
+    // Slow but alive: many probes pass, no takeover.
+    assert!(
+        tokio::time::timeout(
+            capstan_coord_client::election_probe::PROBE_INTERVAL * 10,
+            &mut standby
+        )
+        .await
+        .is_err(),
+        "a leader that accepts connections is left alone"
+    );
+    // The process dies: its port refuses connections, and the standby takes over long
+    // before the 600 s lease would have expired.
+    drop(listener);
+    let leadership = tokio::time::timeout(Duration::from_secs(20), standby)
+        .await
+        .expect("the standby took over")
+        .unwrap()
+        .unwrap();
+    assert!(leadership.is_leader().await.unwrap());
+    assert!(matches!(
+        client.lease_keep_alive(l1.id).await,
+        Err(ClientError::LeaseNotFound(_))
+    ));
+    c.stop().await;
+}
+
 /// Waits until the members answering agree that the voters are `want` (`/v1/members` is a
 /// local read, so a member may briefly lag).
 async fn wait_voters(c: &Cluster, want: &[u64]) {

@@ -111,6 +111,9 @@ pub struct Cluster {
     pub initial: Vec<u64>,
     pub snapshot_every: u64,
     pub watch_history: usize,
+    /// Raft heartbeat; also openraft's AppendEntries timeout. Elections time out after
+    /// 240 ms more than a heartbeat, up to twice that.
+    pub heartbeat_ms: u64,
     token: CancellationToken,
 }
 
@@ -124,6 +127,17 @@ impl Cluster {
     }
 
     pub async fn build(n: u64, proxies: bool, snapshot_every: u64) -> Cluster {
+        Cluster::build_with(n, proxies, snapshot_every, 60).await
+    }
+
+    /// Like [`Cluster::build`] with a slower heartbeat (for appends of megabytes, which a
+    /// debug build does not send within 60 ms).
+    pub async fn build_with(
+        n: u64,
+        proxies: bool,
+        snapshot_every: u64,
+        heartbeat_ms: u64,
+    ) -> Cluster {
         init_tracing();
         let mut c = Cluster {
             root: tempfile::tempdir().expect("temp dir"),
@@ -133,6 +147,7 @@ impl Cluster {
             initial: (1..=n).collect(),
             snapshot_every,
             watch_history: 10_000,
+            heartbeat_ms,
             token: CancellationToken::new(),
         };
         let mut listeners = BTreeMap::new();
@@ -185,9 +200,11 @@ impl Cluster {
                 .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()),
             data_dir: self.root.path().join(format!("member-{id}")),
             members,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
-            heartbeat_interval_ms: 60,
+            // 300-600 ms for the usual 60 ms heartbeat; a slow heartbeat keeps elections
+            // prompt (a lost first vote is retried within seconds).
+            election_timeout_min_ms: self.heartbeat_ms + 240,
+            election_timeout_max_ms: 2 * (self.heartbeat_ms + 240),
+            heartbeat_interval_ms: self.heartbeat_ms,
             snapshot_every_entries: self.snapshot_every,
             log_entries_kept_after_snapshot: 5.min(self.snapshot_every),
             watch_history: self.watch_history,

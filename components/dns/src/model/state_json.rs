@@ -120,7 +120,7 @@ fn task_from_state_json(t: &Value, framework_id: &str) -> Task {
         state: t
             .get("state")
             .and_then(Value::as_str)
-            .map(TaskState::from_name),
+            .map(TaskState::from_name_or_unknown),
         ports: t
             .get("resources")
             .and_then(|r| r.get("ports"))
@@ -154,7 +154,7 @@ pub(crate) fn status_from_json(st: &Value) -> TaskStatus {
         state: st
             .get("state")
             .and_then(Value::as_str)
-            .map(TaskState::from_name),
+            .map(TaskState::from_name_or_unknown),
         timestamp: num(st, "timestamp").unwrap_or(0.0),
         healthy: st.get("healthy").and_then(Value::as_bool),
         labels: labels

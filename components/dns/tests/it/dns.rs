@@ -1,8 +1,12 @@
 //! DNS protocol behaviour of a running server (api-compat §7.2).
 
+use std::time::Duration;
+
 use capstan_testkit::wait_until;
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 
 use super::support::*;
 
@@ -172,5 +176,161 @@ async fn dcos_names_resolve() -> anyhow::Result<()> {
         "the l4lb zone is ours, empty for now"
     );
     server.shutdown().await;
+    Ok(())
+}
+
+/// A query message's bytes, edited by `edit` first.
+fn query_bytes(id: u16, name: &str, qtype: RecordType, edit: impl FnOnce(&mut Message)) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    edit(&mut m);
+    m.to_vec().unwrap()
+}
+
+/// One datagram from `sock`, parsed, within a deadline.
+async fn recv_message(sock: &UdpSocket) -> anyhow::Result<Message> {
+    let mut buf = vec![0u8; 65535];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf)).await??;
+    Ok(Message::from_vec(&buf[..n])?)
+}
+
+#[tokio::test]
+async fn responses_and_runts_are_never_answered() -> anyhow::Result<()> {
+    let (_master, server) = serving(1).await?;
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    sock.connect(dns(&server)).await?;
+    // A well-formed response (QR=1): answering it would let anyone bounce traffic off us.
+    let response = query_bytes(0x0001, "web.marathon.mesos.", RecordType::A, |m| {
+        m.metadata.message_type = MessageType::Response;
+    });
+    sock.send(&response).await?;
+    sock.send(&[0x00, 0x02, 0x01, 0x00, 0x00]).await?;
+    sock.send(&query_bytes(
+        0x0003,
+        "web.marathon.mesos.",
+        RecordType::A,
+        |_| {},
+    ))
+    .await?;
+    // Datagrams on loopback keep their order: the first reply is to the real query.
+    let m = recv_message(&sock).await?;
+    assert_eq!(m.metadata.id, 0x0003);
+    assert_eq!(ips(&m), ["9.0.0.1"]);
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pipelined_tcp_queries_are_answered_in_order() -> anyhow::Result<()> {
+    let (_master, server) = serving(2).await?;
+    let mut tcp = TcpStream::connect(dns(&server)).await?;
+    let names = [
+        ("web.marathon.mesos.", RecordType::A),
+        ("_web._tcp.marathon.mesos.", RecordType::SRV),
+        ("missing.marathon.mesos.", RecordType::A),
+        ("leader.mesos.", RecordType::A),
+    ];
+    // Every query in one write, before reading any answer.
+    let mut framed = Vec::new();
+    for (i, (name, qtype)) in names.iter().enumerate() {
+        let q = query_bytes(100 + i as u16, name, *qtype, |_| {});
+        framed.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&q);
+    }
+    tcp.write_all(&framed).await?;
+    let mut answers = Vec::new();
+    for _ in &names {
+        let read = async {
+            let n = tcp.read_u16().await?;
+            let mut buf = vec![0u8; usize::from(n)];
+            tcp.read_exact(&mut buf).await?;
+            anyhow::Ok(Message::from_vec(&buf)?)
+        };
+        answers.push(tokio::time::timeout(Duration::from_secs(5), read).await??);
+    }
+    let ids: Vec<u16> = answers.iter().map(|m| m.metadata.id).collect();
+    assert_eq!(ids, [100, 101, 102, 103]);
+    assert_eq!(ips(&answers[0]), ["9.0.0.1", "9.0.0.2"]);
+    assert_eq!(answers[1].answers.len(), 2);
+    assert_eq!(answers[2].metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(ips(&answers[3]), ["127.0.0.1"]);
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unsupported_requests_get_their_error_code_over_the_wire() -> anyhow::Result<()> {
+    let (_master, server) = serving(1).await?;
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    sock.connect(dns(&server)).await?;
+    let cases: [(u16, Vec<u8>, u16); 4] = [
+        (
+            1,
+            query_bytes(1, "leader.mesos.", RecordType::A, |m| {
+                m.metadata.op_code = OpCode::Status;
+            }),
+            u16::from(ResponseCode::NotImp),
+        ),
+        (
+            2,
+            query_bytes(2, "leader.mesos.", RecordType::A, |m| {
+                m.add_query(Query::query(
+                    Name::from_ascii("web.marathon.mesos.").unwrap(),
+                    RecordType::A,
+                ));
+            }),
+            u16::from(ResponseCode::FormErr),
+        ),
+        (
+            3,
+            query_bytes(3, "leader.mesos.", RecordType::A, |m| {
+                let mut e = Edns::new();
+                e.set_max_payload(1232);
+                e.set_version(1);
+                m.set_edns(e);
+            }),
+            // BADVERS (16): its high bits travel in the OPT record.
+            16,
+        ),
+        (
+            4,
+            query_bytes(4, "version.bind.", RecordType::TXT, |m| {
+                m.queries[0].set_query_class(DNSClass::CH);
+            }),
+            u16::from(ResponseCode::Refused),
+        ),
+    ];
+    for (id, bytes, want) in cases {
+        sock.send(&bytes).await?;
+        let m = recv_message(&sock).await?;
+        assert_eq!(m.metadata.id, id);
+        assert_eq!(u16::from(m.metadata.response_code), want, "query {id}");
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_closes_open_tcp_connections() -> anyhow::Result<()> {
+    let (_master, server) = serving(1).await?;
+    let mut tcp = TcpStream::connect(dns(&server)).await?;
+    // The connection is served (so accepted) before the shutdown.
+    let q = query_bytes(7, "leader.mesos.", RecordType::A, |_| {});
+    tcp.write_all(&(q.len() as u16).to_be_bytes()).await?;
+    tcp.write_all(&q).await?;
+    let n = tcp.read_u16().await?;
+    let mut buf = vec![0u8; usize::from(n)];
+    tcp.read_exact(&mut buf).await?;
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .map_err(|_| anyhow::anyhow!("shutdown waited for an idle TCP client"))?;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await?;
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "the connection ends without another message"
+    );
     Ok(())
 }

@@ -87,6 +87,11 @@ impl FakeMaster {
             .retain(|tx| tx.send(bytes.clone()).is_ok());
     }
 
+    /// Changes what the next `SUBSCRIBE` gets (a standby elected, a leader stepping down).
+    pub fn set_mode(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = Some(mode);
+    }
+
     /// How many SUBSCRIBE calls were streamed so far.
     pub fn subscriptions(&self) -> usize {
         self.shared.subscriptions.load(Ordering::SeqCst)
@@ -161,6 +166,26 @@ pub fn cluster_state(tasks: Vec<Value>) -> Value {
             "active": true, "connected": true, "recovered": false}]},
         "get_tasks": {"tasks": tasks}
     })
+}
+
+/// `get_state` of a newly elected master: agent `M-S0` is known only from the registry (it
+/// has not re-registered, so none of its tasks are known yet), `marathon` was recovered.
+pub fn recovering_cluster_state() -> Value {
+    json!({
+        "get_agents": {"agents": [], "recovered_agents": [
+            {"hostname": "a1", "port": 5051, "id": {"value": "M-S0"}}]},
+        "get_frameworks": {"frameworks": [{
+            "framework_info": {"user": "root", "name": "marathon", "id": {"value": "M-0000"}},
+            "active": false, "connected": false, "recovered": true}]},
+        "get_tasks": {"tasks": []}
+    })
+}
+
+/// `AGENT_ADDED` for agent `M-S0` (10.0.0.2), as when it (re-)registers.
+pub fn agent_added() -> Value {
+    json!({"type": "AGENT_ADDED", "agent_added": {"agent": {
+        "agent_info": {"hostname": "a1", "port": 5051, "id": {"value": "M-S0"}},
+        "active": true, "version": "1.11.0", "pid": "slave(1)@10.0.0.2:5051"}}})
 }
 
 /// A v1 Task in proto JSON with a container IP and host ports.

@@ -45,7 +45,12 @@ impl Timestamp {
         let y: i64 = d.next()?.parse().ok()?;
         let mo: u32 = d.next()?.parse().ok()?;
         let da: u32 = d.next()?.parse().ok()?;
-        if d.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
+        // Four-digit years only: the day arithmetic below must not overflow on input.
+        if d.next().is_some()
+            || !(0..=9999).contains(&y)
+            || !(1..=12).contains(&mo)
+            || !(1..=31).contains(&da)
+        {
             return None;
         }
         let (hms, frac) = match time.split_once('.') {
@@ -75,6 +80,12 @@ impl Timestamp {
             ((days * 86_400) + h * 3600 + mi * 60 + se) * 1000 + ms,
         ))
     }
+}
+
+/// `secs` seconds as milliseconds, saturating at `i64::MAX` instead of wrapping. Validated
+/// definitions stay far below that (see [`crate::limits::MAX_DURATION_SECONDS`]).
+pub fn secs_to_millis(secs: u64) -> i64 {
+    i64::try_from(secs).map_or(i64::MAX, |s| s.saturating_mul(1000))
 }
 
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -148,6 +159,16 @@ mod tests {
             "2021-07-01T10:00:00.000Z"
         );
         assert!(Timestamp::parse("yesterday").is_none());
+        assert!(Timestamp::parse("99999999999999999-01-01T00:00:00Z").is_none());
+        assert!(Timestamp::parse("-5-01-01T00:00:00Z").is_none());
+    }
+
+    #[test]
+    fn seconds_become_milliseconds_without_wrapping() {
+        assert_eq!(secs_to_millis(0), 0);
+        assert_eq!(secs_to_millis(60), 60_000);
+        assert_eq!(secs_to_millis(u64::MAX), i64::MAX);
+        assert_eq!(secs_to_millis(i64::MAX as u64), i64::MAX);
     }
 
     proptest! {

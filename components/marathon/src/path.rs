@@ -13,6 +13,10 @@ static SEGMENT: LazyLock<Regex> = LazyLock::new(|| {
     .expect("static regex")
 });
 
+/// The longest id (as written, `/a/b`) of an app or group. Ids are parts of store keys and of
+/// every task id, so they are bounded well below coord's 4096-byte key limit.
+pub const MAX_ID_BYTES: usize = 1024;
+
 /// An absolute path id. The root group is the empty path (`/`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct PathId(Vec<String>);
@@ -53,6 +57,13 @@ impl PathId {
         if is_app && self.0.is_empty() {
             p.push("path must not be empty".to_string());
         }
+        let len = self.byte_len();
+        if len > MAX_ID_BYTES {
+            p.push(format!(
+                "is {len} bytes long, at most {MAX_ID_BYTES} bytes are allowed"
+            ));
+            return p;
+        }
         for seg in &self.0 {
             if !SEGMENT.is_match(seg) {
                 p.push(format!(
@@ -68,6 +79,11 @@ impl PathId {
             p.push(format!("must not end with '{last}'"));
         }
         p
+    }
+
+    /// The length of `to_string()` without building it.
+    pub fn byte_len(&self) -> usize {
+        self.0.iter().map(|s| s.len() + 1).sum::<usize>().max(1)
     }
 
     pub fn segments(&self) -> &[String] {
@@ -153,6 +169,16 @@ mod tests {
         assert!(!PathId::parse("/A").problems(true).is_empty());
         assert!(!PathId::parse("/a/tasks").problems(true).is_empty());
         assert!(!PathId::parse("/").problems(true).is_empty());
+        let long = format!("/{}", ["a"; 512].join("/"));
+        assert_eq!(PathId::parse(&long).byte_len(), 1024);
+        assert!(PathId::parse(&long).problems(true).is_empty());
+        let too_long = format!("{long}/b");
+        assert_eq!(PathId::parse(&too_long).byte_len(), too_long.len());
+        assert_eq!(
+            PathId::parse(&too_long).problems(true),
+            ["is 1026 bytes long, at most 1024 bytes are allowed"]
+        );
+        assert_eq!(PathId::root().byte_len(), 1);
         assert_eq!(PathId::parse("/a/b").reversed_dotted(), "b.a");
         assert_eq!(PathId::parse("/a/b").safe_id(), "a_b");
         assert!(PathId::parse("/a/b").is_under(&PathId::parse("/a")));

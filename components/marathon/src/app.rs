@@ -9,8 +9,10 @@ use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::path::PathId;
-use super::time::Timestamp;
+use crate::image;
+use crate::limits;
+use crate::path::PathId;
+use crate::time::Timestamp;
 
 /// Writes whole numbers without a fraction (`128`, not `128.0`), as Marathon does.
 pub(crate) fn num<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
@@ -515,11 +517,18 @@ pub struct PortSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// One validation problem, as Marathon reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One validation problem, as Marathon reports it (an entry of a 422's `details`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
     pub path: String,
+    #[serde(default)]
     pub errors: Vec<String>,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.errors.join("; "))
+    }
 }
 
 impl Violation {
@@ -584,22 +593,28 @@ impl AppDefinition {
             {
                 c.port_mappings = Some(pm);
             }
-            if let Some(net) = d.network.take()
-                && self.networks.is_empty()
-            {
-                self.networks = match net.as_str() {
-                    "BRIDGE" => vec![Network {
-                        mode: "container/bridge".into(),
-                        name: None,
-                        labels: BTreeMap::new(),
-                    }],
-                    "USER" => vec![Network {
-                        mode: "container".into(),
-                        name: None,
-                        labels: BTreeMap::new(),
-                    }],
-                    _ => Vec::new(),
+            if let Some(net) = d.network.take() {
+                let mode = match net.as_str() {
+                    "HOST" => Some(None),
+                    "BRIDGE" => Some(Some("container/bridge")),
+                    "USER" => Some(Some("container")),
+                    // Kept, so that `validate` names it.
+                    _ => None,
                 };
+                match mode {
+                    None => d.network = Some(net),
+                    Some(mode) if self.networks.is_empty() => {
+                        self.networks = mode
+                            .map(|mode| Network {
+                                mode: mode.into(),
+                                name: None,
+                                labels: BTreeMap::new(),
+                            })
+                            .into_iter()
+                            .collect();
+                    }
+                    Some(_) => {}
+                }
             }
         }
         if let Some(ip) = self.ip_address.take()
@@ -752,6 +767,12 @@ impl AppDefinition {
         c.version = None;
         c.version_info = None;
         c
+    }
+
+    /// `instances` as the planner counts them. Validation bounds `instances` to
+    /// `0..=MAX_INSTANCES`; a definition that bypassed it is clamped, never wrapped.
+    pub fn instance_count(&self) -> u32 {
+        u32::try_from(self.instances.clamp(0, limits::MAX_INSTANCES)).unwrap_or(u32::MAX)
     }
 
     /// Every problem with this (normalised) definition; empty = valid.
@@ -948,6 +969,22 @@ impl AppDefinition {
                     "must not be empty",
                 ));
             }
+            if let Some(d) = &c.docker {
+                if !d.image.is_empty()
+                    && let Err(e) = image::check_reference(&d.image)
+                {
+                    v.push(Violation::new("/container/docker/image", e));
+                }
+                // `normalize` folds the known legacy networks into `networks`.
+                if let Some(net) = &d.network {
+                    v.push(Violation::new(
+                        "/container/docker/network",
+                        format!(
+                            "error.unknown.enum.literal: '{net}', expected HOST, BRIDGE or USER"
+                        ),
+                    ));
+                }
+            }
             if self.net_mode() == NetMode::Host
                 && c.port_mappings.as_ref().is_some_and(|p| !p.is_empty())
             {
@@ -1057,10 +1094,16 @@ impl AppDefinition {
             }
         }
         for (i, d) in self.dependencies.iter().enumerate() {
-            if !PathId::parse(d).problems(true).is_empty() {
+            let dep = PathId::parse(d);
+            if !dep.problems(true).is_empty() {
                 v.push(Violation::new(
                     format!("/dependencies({i})"),
                     "is not a valid path",
+                ));
+            } else if dep == self.id {
+                v.push(Violation::new(
+                    format!("/dependencies({i})"),
+                    "An app must not depend on itself",
                 ));
             }
         }
@@ -1072,6 +1115,7 @@ impl AppDefinition {
                 "must not be empty",
             ));
         }
+        v.extend(limits::violations(self));
         v
     }
 }
@@ -1217,6 +1261,49 @@ mod tests {
             ("readinessCheck", "/", 30, 10)
         );
         assert_eq!(rc.http_status_codes_for_ready, [200]);
+    }
+
+    #[test]
+    fn legacy_docker_networks_are_mapped_and_unknown_ones_are_violations() {
+        let table = [
+            ("HOST", Some("host"), vec![]),
+            ("BRIDGE", Some("container/bridge"), vec![]),
+            ("USER", Some("container"), vec![]),
+            ("WORMHOLE", Some("host"), vec!["/container/docker/network"]),
+            ("NONE", Some("host"), vec!["/container/docker/network"]),
+            ("bridge", Some("host"), vec!["/container/docker/network"]),
+        ];
+        for (net, mode, want) in table {
+            let a = parse(json!({"id": "n", "container": {"type": "DOCKER",
+                "docker": {"image": "capstan/busybox", "network": net}}}));
+            let paths: Vec<String> = a.validate().into_iter().map(|v| v.path).collect();
+            assert_eq!(paths, want, "{net}");
+            assert_eq!(a.networks.first().map(|n| n.mode.as_str()), mode, "{net}");
+        }
+    }
+
+    #[test]
+    fn self_dependencies_and_bad_images_are_violations() {
+        // Relative dependencies resolve against the app's group, as in `parse_app`.
+        let mut a: AppDefinition = serde_json::from_value(
+            json!({"id": "/g/a", "cmd": "x", "dependencies": ["/g/b", "a"]}),
+        )
+        .unwrap();
+        a.normalize(&a.id.parent());
+        let paths: Vec<String> = a.validate().into_iter().map(|v| v.path).collect();
+        assert_eq!(paths, ["/dependencies(1)"]);
+        let a = parse(json!({"id": "i", "container": {"type": "DOCKER",
+            "docker": {"image": "../../x; rm -rf /"}}}));
+        let paths: Vec<String> = a.validate().into_iter().map(|v| v.path).collect();
+        assert_eq!(paths, ["/container/docker/image"]);
+        assert_eq!(
+            parse(json!({"id": "n", "instances": -3, "cmd": "x"})).instance_count(),
+            0
+        );
+        assert_eq!(
+            parse(json!({"id": "n", "instances": i64::MAX, "cmd": "x"})).instance_count(),
+            1_000_000
+        );
     }
 
     #[test]

@@ -1,0 +1,485 @@
+//! The Capstan agent protocol (`/api/capstan/agent/v1`): SUBSCRIBE (registration and
+//! re-registration, reconciling the tasks the agent reports against the master's), the
+//! agent's calls (PONG, MESSAGE, UPDATE), an agent that stops answering becoming
+//! unreachable (its tasks TASK_UNREACHABLE, or TASK_LOST for frameworks that are not
+//! partition aware), and draining and marking agents gone.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{Agent, AgentState, ApiError, Core, Frame, MESOS_VERSION, Packed, Sink, Task};
+use crate::registry::RegistryOp;
+use crate::resources::{ANY_ROLE, pools_from_mesos_json};
+use crate::wire::{Api, Encoding, call_type, id_json, id_value, is_terminal, master_status_at};
+
+impl Core {
+    pub fn agent_subscribe(
+        &mut self,
+        call: &Value,
+        enc: Encoding,
+        now: Instant,
+    ) -> Result<mpsc::Receiver<Frame>, ApiError> {
+        let sub = call
+            .get("subscribe")
+            .ok_or_else(|| ApiError::bad_request("Expecting 'subscribe' to be present"))?;
+        let info = sub.get("agent_info").ok_or_else(|| {
+            ApiError::bad_request("Expecting 'subscribe.agent_info' to be present")
+        })?;
+        let hostname = info
+            .get("hostname")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_request("Missing required fields: agent_info.hostname"))?
+            .to_string();
+        let empty = Vec::new();
+        let total = pools_from_mesos_json(
+            info.get("resources")
+                .and_then(Value::as_array)
+                .unwrap_or(&empty),
+        )
+        .map_err(|e| ApiError::bad_request(format!("Invalid agent resources: {e}")))?;
+        let claimed = id_value(info.get("id")).or_else(|| id_value(call.get("agent_id")));
+        if let Some(id) = &claimed
+            && self.gone_agents.contains(id)
+        {
+            return Err(ApiError::forbidden(format!(
+                "Agent {id} has been marked gone"
+            )));
+        }
+        let reported = sub
+            .get("tasks")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        // Validate reported tasks before changing anything.
+        let mut parsed = Vec::new();
+        for rt in &reported {
+            let fid = id_value(rt.get("framework_id"));
+            let task = rt.get("task");
+            let tid = task.and_then(|t| id_value(t.get("task_id")));
+            let state = rt.pointer("/status/state").and_then(Value::as_str);
+            let (Some(fid), Some(task), Some(tid), Some(_)) = (fid, task, tid, state) else {
+                return Err(ApiError::bad_request(
+                    "Each reported task needs framework_id, task.task_id and status.state",
+                ));
+            };
+            let res = pools_from_mesos_json(
+                task.get("resources")
+                    .and_then(Value::as_array)
+                    .unwrap_or(&empty),
+            )
+            .map_err(|e| ApiError::bad_request(format!("Invalid task resources: {e}")))?;
+            parsed.push((
+                fid,
+                tid,
+                task.clone(),
+                rt["status"].clone(),
+                res,
+                rt.get("executor").cloned(),
+            ));
+        }
+        let id = match claimed {
+            Some(id) => id,
+            None => {
+                let id = format!("{}-S{}", self.master_id, self.next_agent);
+                self.next_agent += 1;
+                id
+            }
+        };
+        let mut info = info.clone();
+        info["id"] = id_json(&id);
+        if info.get("port").is_none() {
+            info["port"] = json!(5051);
+        }
+        let port = info["port"].as_u64().unwrap_or(5051);
+        let ip = sub
+            .get("ip")
+            .and_then(Value::as_str)
+            .unwrap_or("127.0.0.1")
+            .to_string();
+        let version = sub
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or(MESOS_VERSION)
+            .to_string();
+        let (sink, rx) = Sink::new(Api::Agent, enc, &self.durability);
+        sink.send(&json!({"type":"SUBSCRIBED","subscribed":{
+            "agent_id": id_json(&id),
+            "ping_interval_seconds": self.cfg.agent_ping_interval.as_secs_f64(),
+            "agent_timeout_seconds": self.cfg.agent_timeout.as_secs_f64(),
+        }}));
+        let rereg = self.agents.remove(&id);
+        let was_known = rereg.is_some() || self.recovered_agents.remove(&id).is_some();
+        // Offers on the agent are void either way.
+        let stale: Vec<String> = self
+            .offers
+            .values()
+            .filter(|o| o.agent_id == id)
+            .map(|o| o.id.clone())
+            .collect();
+        for oid in stale {
+            self.rescind(&oid);
+        }
+        self.alloc.remove_agent(&id);
+        let registered_time = rereg
+            .as_ref()
+            .map(|a| a.registered_time)
+            .unwrap_or_else(|| self.clock.wall());
+        let draining = rereg
+            .as_ref()
+            .is_some_and(|a| a.state == AgentState::Draining);
+        let mark_gone_when_drained = rereg.as_ref().is_some_and(|a| a.mark_gone_when_drained);
+        let agent = Agent {
+            id: id.clone(),
+            info: info.clone(),
+            hostname,
+            port,
+            ip,
+            version,
+            total: total.clone(),
+            sink: Some(sink),
+            last_seen: now,
+            last_ping: now,
+            registered_time,
+            reregistered_time: was_known.then(|| self.clock.wall()),
+            state: if draining {
+                AgentState::Draining
+            } else {
+                AgentState::Active
+            },
+            mark_gone_when_drained,
+        };
+        info!(agent_id = %id, hostname = %agent.hostname, reregistered = was_known, tasks = parsed.len(), "Agent subscribed");
+        self.agents.insert(id.clone(), agent);
+        self.alloc.add_agent(&id, total, &BTreeMap::new());
+        if draining {
+            self.alloc.set_agent_active(&id, false);
+        }
+        self.registry.record(RegistryOp::AgentAdmitted {
+            id: id.clone(),
+            info: info.clone(),
+        });
+        self.allocation_requested = true;
+
+        // Reconcile tasks.
+        let reported_keys: BTreeSet<(String, String)> =
+            parsed.iter().map(|p| (p.0.clone(), p.1.clone())).collect();
+        let ours: Vec<(String, String)> = self
+            .tasks
+            .iter()
+            .filter(|(k, t)| t.agent_id == id && !reported_keys.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ours {
+            // The agent does not know this task any more: it is gone.
+            let t = self.tasks.get_mut(&k).expect("exists");
+            if is_terminal(&t.state) {
+                continue;
+            }
+            let s = master_status_at(
+                self.clock.wall(),
+                &t.id,
+                "TASK_GONE",
+                Some(&id),
+                Some("REASON_AGENT_REREGISTERED"),
+                Some("Task was not reported by its re-registered agent"),
+            );
+            t.state = "TASK_GONE".into();
+            t.push_status(&s);
+            self.send_update_to_framework(&k.0, s);
+            let t = self.tasks.remove(&k).expect("exists");
+            self.release(&t);
+            if let Some(f) = self.frameworks.get_mut(&k.0) {
+                f.completed_tasks.push_back(t);
+            }
+        }
+        for (fid, tid, task, status, res, exec) in parsed {
+            let key = (fid.clone(), tid.clone());
+            if self.removed_frameworks.contains(&fid) {
+                if let Some(a) = self.agents.get_mut(&id) {
+                    a.send(&json!({"type":"SHUTDOWN_FRAMEWORK","shutdown_framework":{"framework_id": id_json(&fid)}}));
+                }
+                continue;
+            }
+            let state = status["state"].as_str().unwrap_or("TASK_LOST").to_string();
+            match self.tasks.get_mut(&key) {
+                Some(t) => {
+                    let changed = t.state != state;
+                    t.agent_id = id.clone();
+                    t.state = state.clone();
+                    let terminal = is_terminal(&state);
+                    let mut st = status.clone();
+                    if let Some(o) = st.as_object_mut() {
+                        o.remove("uuid");
+                    }
+                    st["agent_id"] = id_json(&id);
+                    if changed {
+                        t.push_status(&st);
+                    }
+                    if !terminal && !self.alloc.charge(&fid, &id, &res) {
+                        warn!(task_id = %tid, "Re-registered task's resources exceed the agent's");
+                    }
+                    let t = self.tasks.get_mut(&key).expect("exists");
+                    t.released = terminal;
+                    if changed && t.pending.is_empty() {
+                        st["reason"] = json!("REASON_AGENT_REREGISTERED");
+                        st["source"] = json!("SOURCE_MASTER");
+                        st["timestamp"] = json!(self.clock.wall());
+                        self.send_update_to_framework(&fid, st);
+                    }
+                }
+                None => {
+                    // Adopt (e.g. after a master restart); the framework may re-subscribe.
+                    let mut st = status.clone();
+                    if let Some(o) = st.as_object_mut() {
+                        o.remove("uuid");
+                    }
+                    st["agent_id"] = id_json(&id);
+                    let terminal = is_terminal(&state);
+                    let role = task
+                        .pointer("/resources/0/allocation_info/role")
+                        .and_then(Value::as_str)
+                        .unwrap_or(ANY_ROLE)
+                        .to_string();
+                    let t = Task {
+                        framework_id: fid.clone(),
+                        id: tid.clone(),
+                        agent_id: id.clone(),
+                        executor_id: exec
+                            .as_ref()
+                            .or(task.get("executor"))
+                            .and_then(|e| id_value(e.get("executor_id"))),
+                        executor: exec.as_ref().or(task.get("executor")).map(Packed::new),
+                        info: Packed::new(&task),
+                        resources: res.clone(),
+                        role,
+                        state,
+                        statuses: vec![Packed::new(&st)],
+                        pending: VecDeque::new(),
+                        acked: VecDeque::new(),
+                        released: terminal,
+                    };
+                    if !terminal && self.frameworks.contains_key(&fid) {
+                        self.alloc.charge(&fid, &id, &res);
+                    }
+                    // Not charged when the framework is unknown: charged on its SUBSCRIBE.
+                    let tv = self.task_v1_json(&t);
+                    self.tasks.insert(key, t);
+                    self.operator_event(json!({"type":"TASK_ADDED","task_added":{"task": tv}}));
+                }
+            }
+        }
+        let av = self.agent_v1_json(&self.agents[&id]);
+        self.operator_event(json!({"type":"AGENT_ADDED","agent_added":{"agent": av}}));
+        Ok(rx)
+    }
+
+    pub fn agent_call(&mut self, call: &Value, now: Instant) -> Result<(), ApiError> {
+        let aid = id_value(call.get("agent_id"))
+            .ok_or_else(|| ApiError::bad_request("Expecting 'agent_id' to be present"))?;
+        if self.gone_agents.contains(&aid) {
+            return Err(ApiError::forbidden(format!(
+                "Agent {aid} has been marked gone"
+            )));
+        }
+        let Some(a) = self.agents.get_mut(&aid) else {
+            return Err(ApiError::forbidden(format!(
+                "Agent {aid} is not subscribed"
+            )));
+        };
+        if a.state == AgentState::Unreachable {
+            return Err(ApiError::forbidden(format!(
+                "Agent {aid} is unreachable; subscribe again"
+            )));
+        }
+        a.last_seen = now;
+        let ty = call_type(Api::Agent, call).map_err(ApiError::bad_request)?;
+        match ty {
+            "PONG" => Ok(()),
+            "MESSAGE" => {
+                let m = call
+                    .get("message")
+                    .ok_or_else(|| ApiError::bad_request("Expecting 'message' to be present"))?;
+                let fid = id_value(m.get("framework_id")).ok_or_else(|| {
+                    ApiError::bad_request("Expecting 'message.framework_id' to be present")
+                })?;
+                let ev = json!({"type": "MESSAGE", "message": {
+                    "agent_id": id_json(&aid),
+                    "executor_id": m.get("executor_id").cloned().unwrap_or(json!({"value": ""})),
+                    "data": m.get("data").cloned().unwrap_or(json!("")),
+                }});
+                match self.frameworks.get_mut(&fid) {
+                    Some(f) if f.connected() => f.send(&ev),
+                    _ => self.dropped_messages += 1,
+                }
+                Ok(())
+            }
+            "UPDATE" => {
+                let u = call
+                    .get("update")
+                    .ok_or_else(|| ApiError::bad_request("Expecting 'update' to be present"))?;
+                let fid = id_value(u.get("framework_id")).ok_or_else(|| {
+                    ApiError::bad_request("Expecting 'update.framework_id' to be present")
+                })?;
+                let status = u.get("status").ok_or_else(|| {
+                    ApiError::bad_request("Expecting 'update.status' to be present")
+                })?;
+                let tid = id_value(status.get("task_id")).ok_or_else(|| {
+                    ApiError::bad_request("Expecting 'update.status.task_id' to be present")
+                })?;
+                let state = status
+                    .get("state")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ApiError::bad_request("Expecting 'update.status.state' to be present")
+                    })?
+                    .to_string();
+                let uuid = status
+                    .get("uuid")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ApiError::bad_request("Expecting 'update.status.uuid' to be present")
+                    })?
+                    .to_string();
+                self.agent_update(&aid, &fid, &tid, &state, &uuid, status.clone(), now);
+                Ok(())
+            }
+            "SUBSCRIBE" => Err(ApiError::bad_request(
+                "SUBSCRIBE must be sent on its own connection",
+            )),
+            other => Err(ApiError::bad_request(format!(
+                "Unknown agent call type '{other}'"
+            ))),
+        }
+    }
+
+    pub(super) fn mark_unreachable(&mut self, aid: &str) {
+        let Some(a) = self.agents.get_mut(aid) else {
+            return;
+        };
+        if a.state == AgentState::Unreachable {
+            return;
+        }
+        warn!(agent_id = %aid, "Agent unreachable");
+        a.state = AgentState::Unreachable;
+        a.sink = None;
+        let offers: Vec<String> = self
+            .offers
+            .values()
+            .filter(|o| o.agent_id == aid)
+            .map(|o| o.id.clone())
+            .collect();
+        for o in offers {
+            self.rescind(&o);
+        }
+        self.alloc.remove_agent(aid);
+        let keys: Vec<(String, String)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.agent_id == aid && !is_terminal(&t.state))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let ts = self.clock.wall();
+        for k in keys {
+            let t = self.tasks.get_mut(&k).expect("exists");
+            t.state = "TASK_UNREACHABLE".into();
+            t.released = true; // resources went with the agent
+            let mut s = master_status_at(
+                self.clock.wall(),
+                &t.id,
+                "TASK_UNREACHABLE",
+                Some(aid),
+                Some("REASON_AGENT_DISCONNECTED"),
+                Some("Agent is unreachable"),
+            );
+            s["unreachable_time"] = json!({"nanoseconds": (ts * 1e9) as i64});
+            t.push_status(&s);
+            self.send_update_to_framework(&k.0, s.clone());
+            self.operator_event(json!({"type":"TASK_UPDATED","task_updated":{
+                "framework_id": id_json(&k.0), "status": s, "state": "TASK_UNREACHABLE"}}));
+        }
+        let failure = json!({"type":"FAILURE","failure":{"agent_id": id_json(aid)}});
+        for f in self.frameworks.values_mut() {
+            f.send(&failure);
+        }
+        self.operator_event(
+            json!({"type":"AGENT_REMOVED","agent_removed":{"agent_id": id_json(aid)}}),
+        );
+    }
+
+    /// A draining agent is drained once none of its tasks is still running.
+    pub(super) fn is_drained(&self, aid: &str) -> bool {
+        !self
+            .tasks
+            .values()
+            .any(|t| t.agent_id == aid && !is_terminal(&t.state))
+    }
+
+    pub(super) fn mark_drained_agents_gone(&mut self) {
+        let drained: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| a.state == AgentState::Draining && a.mark_gone_when_drained)
+            .map(|a| a.id.clone())
+            .filter(|id| self.is_drained(id))
+            .collect();
+        for id in drained {
+            info!(agent_id = %id, "Agent drained");
+            self.mark_gone(&id);
+        }
+    }
+
+    pub(super) fn mark_gone(&mut self, aid: &str) {
+        info!(agent_id = %aid, "Agent marked gone");
+        let keys: Vec<(String, String)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.agent_id == aid)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            let mut t = self.tasks.remove(&k).expect("exists");
+            self.release(&t);
+            if !is_terminal(&t.state) {
+                let s = master_status_at(
+                    self.clock.wall(),
+                    &t.id,
+                    "TASK_GONE_BY_OPERATOR",
+                    Some(aid),
+                    Some("REASON_AGENT_REMOVED_BY_OPERATOR"),
+                    Some("Agent marked gone by operator"),
+                );
+                t.state = "TASK_GONE_BY_OPERATOR".into();
+                t.push_status(&s);
+                self.send_update_to_framework(&k.0, s);
+            }
+            t.pending.clear();
+            if let Some(f) = self.frameworks.get_mut(&k.0) {
+                f.completed_tasks.push_back(t);
+            }
+        }
+        let offers: Vec<String> = self
+            .offers
+            .values()
+            .filter(|o| o.agent_id == aid)
+            .map(|o| o.id.clone())
+            .collect();
+        for o in offers {
+            self.rescind(&o);
+        }
+        self.alloc.remove_agent(aid);
+        if let Some(mut a) = self.agents.remove(aid) {
+            a.send(&json!({"type":"ERROR","error":{"message":"Agent has been marked gone"}}));
+        }
+        self.recovered_agents.remove(aid);
+        self.gone_agents.insert(aid.into());
+        self.registry
+            .record(RegistryOp::AgentGone { id: aid.into() });
+        self.operator_event(
+            json!({"type":"AGENT_REMOVED","agent_removed":{"agent_id": id_json(aid)}}),
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Table tests of the core, driven without sockets (see below).

@@ -1,0 +1,30 @@
+//! The one client of the masters' streaming HTTP APIs, used by every Capstan daemon that
+//! follows a master: leader discovery (the configured masters in turn, a standby's `307`
+//! followed in its `//host:port`, `http://host:port` or `host:port` form), a SUBSCRIBE stream
+//! of RecordIO records with a maximum record size, the `Mesos-Stream-Id`, and a heartbeat
+//! watchdog; the reconnect loop with the shared [`capstan_types::Backoff`]; scheduler calls;
+//! and the operator event stream.
+//!
+//! Key decision: the layer moves records, not meanings. A [`Subscription`] yields raw records
+//! and the caller decodes them in its own protocol (the v1 scheduler API, the operator API,
+//! `capstan.agent.v1`), telling the watchdog the heartbeat interval the master announced, so
+//! every protocol gets the same discovery, framing, liveness and reconnect code. The pure
+//! parts ([`endpoint`], [`watchdog`]) have no I/O.
+
+pub mod client;
+pub mod endpoint;
+pub mod operator;
+pub mod reconnect;
+pub mod scheduler;
+pub mod subscription;
+pub mod watchdog;
+
+pub use client::{
+    BuildError, Calls, ClientConfig, MasterClient, RequestError, STREAM_ID_HEADER, SubscribeError,
+};
+pub use endpoint::{Endpoint, EndpointError, Location, Redirect};
+pub use operator::{OPERATOR_PATH, OperatorEvents};
+pub use reconnect::{SessionEnd, reconnect};
+pub use scheduler::SCHEDULER_PATH;
+pub use subscription::{StreamError, Subscription};
+pub use watchdog::{DEFAULT_HEARTBEAT, Watchdog};

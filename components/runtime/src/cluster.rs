@@ -1,0 +1,300 @@
+//! The node-level `cluster:` section and the one generator of node configs.
+//!
+//! A node's `config.yaml` may start with
+//!
+//! ```yaml
+//! cluster:
+//!   name: prod
+//!   masters: [10.0.0.1, 10.0.0.2, 10.0.0.3]
+//!   advertise: 10.0.0.7
+//!   hostname: node-7
+//! ```
+//!
+//! and every daemon section then defaults from it: coord's member id and members, each daemon's
+//! listen address on the standard port, the masters and coord endpoints every client needs,
+//! the hostname and advertised address. Keys a section sets win. The installer, the packaged
+//! default and `capstan dev` all build node configs through [`ClusterConfig::node_config`], so
+//! they cannot drift apart.
+//!
+//! Endpoints have one syntax everywhere a generated config names them: `host:port` (every
+//! daemon also accepts `http://host:port`).
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::config::ConfigProblem;
+
+/// Standard ports, as DC/OS used them (so existing tools find the daemons).
+pub mod ports {
+    pub const COORD: u16 = 8181;
+    pub const MASTER: u16 = 5050;
+    pub const AGENT: u16 = 5051;
+    pub const APPS: u16 = 8080;
+    pub const DNS: u16 = 53;
+    pub const DNS_HTTP: u16 = 8123;
+}
+
+/// The `cluster:` section of a node config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name (shown by the APIs and the console).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The master nodes' addresses; the i-th (from 1) is coord member i.
+    pub masters: Vec<IpAddr>,
+    /// This node's address: its daemons bind it and advertise it to the others.
+    pub advertise: IpAddr,
+    /// This node's hostname as agents and tasks report it; default: the advertised address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+fn default_name() -> String {
+    "capstan".to_owned()
+}
+
+impl ClusterConfig {
+    /// Problems with the section, field paths under `cluster`.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.masters.is_empty() {
+            out.push(ConfigProblem::new(
+                "cluster.masters",
+                "must name at least one master",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &self.masters {
+            if !seen.insert(m) {
+                out.push(ConfigProblem::new(
+                    "cluster.masters",
+                    format!("{m} is listed twice"),
+                ));
+            }
+        }
+        if self.advertise.is_unspecified() {
+            out.push(ConfigProblem::new(
+                "cluster.advertise",
+                "must be this node's address, not 0.0.0.0",
+            ));
+        }
+        if self.name.is_empty() {
+            out.push(ConfigProblem::new("cluster.name", "must not be empty"));
+        }
+        out
+    }
+
+    /// This node's coord member id, if it is a master.
+    pub fn member_id(&self) -> Option<u64> {
+        self.masters
+            .iter()
+            .position(|m| *m == self.advertise)
+            .map(|i| i as u64 + 1)
+    }
+
+    fn hostname(&self) -> String {
+        self.hostname
+            .clone()
+            .unwrap_or_else(|| self.advertise.to_string())
+    }
+
+    fn endpoints(&self, port: u16) -> Vec<String> {
+        self.masters
+            .iter()
+            .map(|m| SocketAddr::new(*m, port).to_string())
+            .collect()
+    }
+
+    fn at(&self, port: u16) -> String {
+        SocketAddr::new(self.advertise, port).to_string()
+    }
+
+    /// Every daemon section's defaults for this node, as a config document (without `cluster:`).
+    pub fn defaults(&self) -> Value {
+        let mut doc = serde_json::json!({
+            "master": {
+                "listen": self.at(ports::MASTER),
+                "hostname": self.hostname(),
+                "coord": { "endpoints": self.endpoints(ports::COORD) },
+            },
+            "apps": {
+                "listen": self.at(ports::APPS),
+                "hostname": self.hostname(),
+                "masters": self.endpoints(ports::MASTER),
+                "store": { "coord_endpoints": self.endpoints(ports::COORD) },
+            },
+            "dns": {
+                "dns_listen": self.at(ports::DNS),
+                "http_listen": self.at(ports::DNS_HTTP),
+                "masters": self.endpoints(ports::MASTER),
+            },
+            "agent": {
+                "listen": self.at(ports::AGENT),
+                "advertise_ip": self.advertise.to_string(),
+                "hostname": self.hostname(),
+                "masters": self.endpoints(ports::MASTER),
+            },
+        });
+        if let Some(id) = self.member_id() {
+            let members: Vec<serde_json::Value> = self
+                .masters
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    serde_json::json!({"id": i as u64 + 1, "addr": SocketAddr::new(*m, ports::COORD).to_string()})
+                })
+                .collect();
+            doc["coord"] = serde_json::json!({
+                "id": id,
+                "listen": self.at(ports::COORD),
+                "members": members,
+            });
+        }
+        serde_yaml_ng::to_value(doc).unwrap_or(Value::Null)
+    }
+
+    /// The whole node config: the `cluster:` section, every section's defaults, and
+    /// `overrides` (a document of the same shape) on top.
+    pub fn node_config(&self, overrides: Value) -> Value {
+        let mut doc = self.defaults();
+        merge(&mut doc, overrides);
+        if let (Value::Mapping(m), Ok(cluster)) = (&mut doc, serde_yaml_ng::to_value(self)) {
+            m.insert(Value::from("cluster"), cluster);
+        }
+        doc
+    }
+}
+
+/// Deep-merges `over` into `base`: mappings merge key by key, anything else in `over` wins.
+pub fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, over) => *slot = over,
+    }
+}
+
+/// Fills a parsed node config's daemon sections from its `cluster:` section, if it has one;
+/// keys the file sets win. `Err` is the cluster section's problems.
+pub fn apply_cluster_defaults(doc: &mut Value) -> Result<(), ClusterSectionError> {
+    let Some(section) = doc.get("cluster").cloned() else {
+        return Ok(());
+    };
+    let de = serde_path_to_error::deserialize::<_, ClusterConfig>(section);
+    let cluster = de.map_err(|e| {
+        let path = e.path().to_string();
+        ClusterSectionError::Parse {
+            field: if path == "." {
+                "cluster".to_owned()
+            } else {
+                format!("cluster.{path}")
+            },
+            message: e.inner().to_string(),
+        }
+    })?;
+    let problems = cluster.problems();
+    if !problems.is_empty() {
+        return Err(ClusterSectionError::Invalid(problems));
+    }
+    let mut filled = cluster.defaults();
+    let file = std::mem::replace(doc, Value::Mapping(Mapping::new()));
+    merge(&mut filled, file);
+    *doc = filled;
+    Ok(())
+}
+
+/// Why the `cluster:` section could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterSectionError {
+    Parse { field: String, message: String },
+    Invalid(Vec<ConfigProblem>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(advertise: &str) -> ClusterConfig {
+        ClusterConfig {
+            name: "t".into(),
+            masters: vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
+            advertise: advertise.parse().unwrap(),
+            hostname: None,
+        }
+    }
+
+    #[test]
+    fn a_master_gets_its_member_id_and_every_endpoint() {
+        let d = cluster("10.0.0.2").defaults();
+        assert_eq!(d["coord"]["id"], Value::from(2));
+        assert_eq!(d["coord"]["listen"], Value::from("10.0.0.2:8181"));
+        assert_eq!(
+            d["coord"]["members"][0]["addr"],
+            Value::from("10.0.0.1:8181")
+        );
+        assert_eq!(
+            d["master"]["coord"]["endpoints"][1],
+            Value::from("10.0.0.2:8181")
+        );
+        assert_eq!(d["apps"]["masters"][0], Value::from("10.0.0.1:5050"));
+        assert_eq!(d["dns"]["masters"][1], Value::from("10.0.0.2:5050"));
+    }
+
+    #[test]
+    fn an_agent_has_no_coord_section() {
+        let d = cluster("10.0.0.9").defaults();
+        assert!(d.get("coord").is_none());
+        assert_eq!(d["agent"]["advertise_ip"], Value::from("10.0.0.9"));
+        assert_eq!(d["agent"]["hostname"], Value::from("10.0.0.9"));
+    }
+
+    #[test]
+    fn keys_the_file_sets_win() {
+        let mut doc: Value = serde_yaml_ng::from_str(
+            "cluster: {masters: [10.0.0.1], advertise: 10.0.0.1}\nmaster: {listen: '10.0.0.1:6000'}\n",
+        )
+        .unwrap();
+        apply_cluster_defaults(&mut doc).unwrap();
+        assert_eq!(doc["master"]["listen"], Value::from("10.0.0.1:6000"));
+        assert_eq!(doc["master"]["hostname"], Value::from("10.0.0.1"));
+        assert_eq!(doc["coord"]["id"], Value::from(1));
+    }
+
+    #[test]
+    fn a_bad_cluster_section_names_the_field() {
+        let mut doc: Value =
+            serde_yaml_ng::from_str("cluster: {masters: [], advertise: 0.0.0.0}").unwrap();
+        let Err(ClusterSectionError::Invalid(p)) = apply_cluster_defaults(&mut doc) else {
+            panic!("accepted");
+        };
+        let fields: Vec<&str> = p.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["cluster.masters", "cluster.advertise"]);
+        let mut doc: Value = serde_yaml_ng::from_str("cluster: {mastrs: []}").unwrap();
+        assert!(matches!(
+            apply_cluster_defaults(&mut doc),
+            Err(ClusterSectionError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn node_config_round_trips_through_the_loader() {
+        let c = cluster("10.0.0.1");
+        let doc = c.node_config(serde_yaml_ng::from_str("apps: {hostname: a1}").unwrap());
+        let text = serde_yaml_ng::to_string(&doc).unwrap();
+        let mut reread: Value = serde_yaml_ng::from_str(&text).unwrap();
+        apply_cluster_defaults(&mut reread).unwrap();
+        assert_eq!(reread, doc);
+        assert_eq!(doc["apps"]["hostname"], Value::from("a1"));
+    }
+}
