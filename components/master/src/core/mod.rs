@@ -14,7 +14,7 @@
 //! Key decision: the core never reads a clock or a random source itself. Monotonic time is
 //! the `now` each entry point is given; wall-clock timestamps and fresh uuids (the master
 //! id, stream ids) come from an injected [`Clock`] and [`IdGen`], so the table tests in
-//! `tests.rs` assert exact ids and timings while production uses the system's.
+//! `tests/` assert exact ids and timings while production uses the system's.
 
 mod agents;
 mod operator;

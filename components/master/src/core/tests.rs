@@ -1,1 +1,0 @@
-//! Table tests of the core, driven without sockets (see below).
