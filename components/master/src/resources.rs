@@ -1,196 +1,27 @@
-//! Resource arithmetic (pure): scalars in fixed-point milli-units so sums never drift,
-//! port-style ranges as merged inclusive intervals, and sets. Conversion to and from the
-//! Mesos JSON `Resource` list and the flattened `/master/state` format lives here too.
+//! The Mesos JSON forms of the shared resource model (`capstan_types::resources`): the
+//! `Resource` list of the v1 APIs and the flattened `/master/state` format. The arithmetic
+//! itself — milli-unit scalars, range sets, pools by role — is the one every daemon uses.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-/// The default (unreserved) role.
-pub const ANY_ROLE: &str = "*";
+pub use capstan_types::resources::{
+    ANY_ROLE, Pools, RangeSet, Resources, from_milli, pools_add, pools_checked_sub, pools_contains,
+    pools_sum, to_milli,
+};
 
-/// Inclusive, sorted, non-overlapping, non-adjacent ranges.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RangeSet(Vec<(u64, u64)>);
-
-impl RangeSet {
-    pub fn new(ranges: impl IntoIterator<Item = (u64, u64)>) -> Self {
-        let mut v: Vec<(u64, u64)> = ranges.into_iter().filter(|(b, e)| b <= e).collect();
-        v.sort_unstable();
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
-        for (b, e) in v {
-            match out.last_mut() {
-                Some(last) if b <= last.1.saturating_add(1) => last.1 = last.1.max(e),
-                _ => out.push((b, e)),
-            }
-        }
-        Self(out)
-    }
-
-    pub fn ranges(&self) -> &[(u64, u64)] {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn len(&self) -> u64 {
-        self.0.iter().map(|(b, e)| e - b + 1).sum()
-    }
-
-    pub fn union(&self, other: &Self) -> Self {
-        Self::new(self.0.iter().chain(other.0.iter()).copied())
-    }
-
-    /// Whether every value of `other` is in `self`.
-    pub fn contains(&self, other: &Self) -> bool {
-        other
-            .0
-            .iter()
-            .all(|(b, e)| self.0.iter().any(|(sb, se)| sb <= b && e <= se))
-    }
-
-    /// `self` minus `other` (values of `other` not in `self` are ignored).
-    pub fn subtract(&self, other: &Self) -> Self {
-        let mut out = Vec::new();
-        for &(mut b, e) in &self.0 {
-            let mut done = false;
-            for &(ob, oe) in &other.0 {
-                if oe < b || ob > e {
-                    continue;
-                }
-                if ob > b {
-                    out.push((b, ob - 1));
-                }
-                if oe >= e {
-                    done = true;
-                    break;
-                }
-                b = oe + 1;
-            }
-            if !done {
-                out.push((b, e));
-            }
-        }
-        Self::new(out)
-    }
-
-    /// Mesos text form: `[31000-31005, 31010-31010]`.
-    pub fn to_mesos_string(&self) -> String {
-        let parts: Vec<String> = self.0.iter().map(|(b, e)| format!("{b}-{e}")).collect();
-        format!("[{}]", parts.join(", "))
-    }
-}
-
-/// A bag of resources of one role.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Resources {
-    /// Scalar resources in milli-units (1 cpu = 1000).
-    pub scalars: BTreeMap<String, i64>,
-    pub ranges: BTreeMap<String, RangeSet>,
-    pub sets: BTreeMap<String, BTreeSet<String>>,
-}
-
-/// Converts a scalar to fixed-point milli-units.
-pub fn to_milli(v: f64) -> i64 {
-    (v * 1000.0).round() as i64
-}
-
-pub fn from_milli(v: i64) -> f64 {
-    v as f64 / 1000.0
-}
-
-impl Resources {
-    pub fn scalar(mut self, name: &str, value: f64) -> Self {
-        *self.scalars.entry(name.to_string()).or_default() += to_milli(value);
-        self
-    }
-
-    pub fn range(mut self, name: &str, begin: u64, end: u64) -> Self {
-        let add = RangeSet::new([(begin, end)]);
-        let e = self.ranges.entry(name.to_string()).or_default();
-        *e = e.union(&add);
-        self
-    }
-
-    pub fn get_scalar(&self, name: &str) -> f64 {
-        from_milli(self.scalars.get(name).copied().unwrap_or(0))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.scalars.values().all(|v| *v <= 0)
-            && self.ranges.values().all(RangeSet::is_empty)
-            && self.sets.values().all(BTreeSet::is_empty)
-    }
-
-    pub fn add(&mut self, other: &Resources) {
-        for (k, v) in &other.scalars {
-            *self.scalars.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &other.ranges {
-            let e = self.ranges.entry(k.clone()).or_default();
-            *e = e.union(v);
-        }
-        for (k, v) in &other.sets {
-            self.sets
-                .entry(k.clone())
-                .or_default()
-                .extend(v.iter().cloned());
-        }
-        self.normalize();
-    }
-
-    pub fn contains(&self, other: &Resources) -> bool {
-        other
-            .scalars
-            .iter()
-            .all(|(k, v)| *v <= 0 || self.scalars.get(k).copied().unwrap_or(0) >= *v)
-            && other
-                .ranges
-                .iter()
-                .all(|(k, v)| self.ranges.get(k).map_or(v.is_empty(), |s| s.contains(v)))
-            && other.sets.iter().all(|(k, v)| {
-                self.sets
-                    .get(k)
-                    .map_or(v.is_empty(), |s| v.iter().all(|i| s.contains(i)))
-            })
-    }
-
-    /// Subtracts `other`, which must be contained in `self`; returns false (and changes
-    /// nothing) otherwise.
-    pub fn checked_sub(&mut self, other: &Resources) -> bool {
-        if !self.contains(other) {
-            return false;
-        }
-        for (k, v) in &other.scalars {
-            *self.scalars.entry(k.clone()).or_default() -= v;
-        }
-        for (k, v) in &other.ranges {
-            if let Some(s) = self.ranges.get_mut(k) {
-                *s = s.subtract(v);
-            }
-        }
-        for (k, v) in &other.sets {
-            if let Some(s) = self.sets.get_mut(k) {
-                for i in v {
-                    s.remove(i);
-                }
-            }
-        }
-        self.normalize();
-        true
-    }
-
-    fn normalize(&mut self) {
-        self.scalars.retain(|_, v| *v != 0);
-        self.ranges.retain(|_, v| !v.is_empty());
-        self.sets.retain(|_, v| !v.is_empty());
-    }
-
+/// The Mesos JSON forms of a [`Resources`] bag.
+pub trait MesosJson {
     /// Mesos `Resource` JSON objects, all carrying `role` and `allocation_info.role` when
     /// `allocation_role` is given.
-    pub fn to_mesos_json(&self, role: &str, allocation_role: Option<&str>) -> Vec<Value> {
+    fn to_mesos_json(&self, role: &str, allocation_role: Option<&str>) -> Vec<Value>;
+    /// Flattened `/master/state` form: `{"cpus":1,"gpus":0,"mem":128,"disk":0,"ports":"[..]"}`.
+    fn to_flat_json(&self) -> Value;
+}
+
+impl MesosJson for Resources {
+    fn to_mesos_json(&self, role: &str, allocation_role: Option<&str>) -> Vec<Value> {
         let mut out = Vec::new();
         let decorate = |mut v: Value| {
             v["role"] = json!(role);
@@ -225,8 +56,7 @@ impl Resources {
         out
     }
 
-    /// Flattened `/master/state` form: `{"cpus":1,"gpus":0,"mem":128,"disk":0,"ports":"[..]"}`.
-    pub fn to_flat_json(&self) -> Value {
+    fn to_flat_json(&self) -> Value {
         let mut m = serde_json::Map::new();
         for k in ["cpus", "gpus", "mem", "disk"] {
             m.insert(k.into(), json!(self.get_scalar(k)));
@@ -243,43 +73,6 @@ impl Resources {
         }
         Value::Object(m)
     }
-}
-
-/// Resources split by role (`*` = unreserved).
-pub type Pools = BTreeMap<String, Resources>;
-
-pub fn pools_add(a: &mut Pools, b: &Pools) {
-    for (role, r) in b {
-        a.entry(role.clone()).or_default().add(r);
-    }
-    a.retain(|_, r| !r.is_empty());
-}
-
-pub fn pools_contains(a: &Pools, b: &Pools) -> bool {
-    b.iter()
-        .all(|(role, r)| r.is_empty() || a.get(role).is_some_and(|x| x.contains(r)))
-}
-
-/// Subtracts `b` from `a` if contained; returns false (unchanged) otherwise.
-pub fn pools_checked_sub(a: &mut Pools, b: &Pools) -> bool {
-    if !pools_contains(a, b) {
-        return false;
-    }
-    for (role, r) in b {
-        if let Some(x) = a.get_mut(role) {
-            x.checked_sub(r);
-        }
-    }
-    a.retain(|_, r| !r.is_empty());
-    true
-}
-
-pub fn pools_sum(p: &Pools) -> Resources {
-    let mut out = Resources::default();
-    for r in p.values() {
-        out.add(r);
-    }
-    out
 }
 
 pub fn pools_to_mesos_json(p: &Pools, allocation_role: Option<&str>) -> Vec<Value> {

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{Agent, AgentState, Core, Framework, MESOS_VERSION, Packed, Task};
-use crate::resources::{ANY_ROLE, Pools, pools_add, pools_sum};
+use crate::resources::{ANY_ROLE, MesosJson, Pools, pools_add, pools_sum};
 
 impl Core {
     pub(super) fn slave_state_json(&self, a: &Agent) -> Value {
