@@ -18,6 +18,7 @@ pub struct NodeConfig {
     pub agent: Option<capstan_agent::Config>,
     pub apps: Option<capstan_apps::Config>,
     pub dns: Option<capstan_dns::Config>,
+    pub bootstrap: Option<capstan_install::bootstrap::Config>,
 }
 
 impl Validate for NodeConfig {
@@ -29,6 +30,7 @@ impl Validate for NodeConfig {
             section("agent", &self.agent),
             section("apps", &self.apps),
             section("dns", &self.dns),
+            section("bootstrap", &self.bootstrap),
         ]
         .concat()
     }

@@ -41,6 +41,11 @@ enum Command {
     /// Operate on the coordination service: get, put, del, list, watch, members, status,
     /// member, snapshot.
     Coord(cmd::coord::CoordArgs),
+    /// Create a cluster, join nodes to it, manage its join tokens.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
+    /// Check this machine before (or after) installing: kernel, cgroups, Docker, ports, clock.
+    Doctor(cmd::doctor::DoctorArgs),
     /// Run a whole cluster on this machine: up, status, down, kill, restart.
     #[command(subcommand)]
     Dev(capstan_dev::DevCommand),
@@ -58,6 +63,8 @@ enum DaemonCommand {
     Apps(DaemonArgs),
     /// The Mesos-DNS-compatible DNS server.
     Dns(DaemonArgs),
+    /// The server masters run for joining nodes: install.sh, the CA, the package, joins.
+    Bootstrap(DaemonArgs),
     /// Only the daemon lifecycle (config, logs, READY=1, wait for a signal); for tests.
     #[command(hide = true)]
     Idle(DaemonArgs),
@@ -72,9 +79,12 @@ fn main() -> ExitCode {
             DaemonCommand::Agent(args) => cmd::agent::run(&args),
             DaemonCommand::Apps(args) => cmd::apps::run(&args),
             DaemonCommand::Dns(args) => cmd::dns::run(&args),
+            DaemonCommand::Bootstrap(args) => cmd::bootstrap::run(&args),
             DaemonCommand::Idle(args) => cmd::idle::run(&args),
         },
         Command::Coord(args) => cmd::coord::run(args),
+        Command::Cluster(command) => cmd::cluster::run(command),
+        Command::Doctor(args) => cmd::doctor::run(args),
         Command::Dev(cmd) => cmd::dev::run(cmd),
     }
 }

@@ -5,6 +5,10 @@
 
 /// Root of everything Capstan keeps in coord.
 pub const ROOT: &str = "/capstan";
+/// The cluster itself: its identity and CA certificate (`info`), the CA key masters sign node
+/// certificates with (`ca_key`), and join tokens (`tokens/<id>`), written by
+/// `capstan cluster init` and `capstan cluster token`.
+pub const CLUSTER: &str = "/capstan/cluster";
 /// The masters: election and registry (admitted and gone agents, added and removed
 /// frameworks).
 pub const MASTER: &str = "/capstan/master";
@@ -42,7 +46,7 @@ mod tests {
 
     #[test]
     fn prefixes_are_valid_and_disjoint() {
-        let all = [MASTER, APPS, ROUTER, CATALOG, JOBS, SWARM];
+        let all = [CLUSTER, MASTER, APPS, ROUTER, CATALOG, JOBS, SWARM];
         for p in all {
             crate::validate_key(p).unwrap();
             assert!(p.starts_with(ROOT));

@@ -6,11 +6,9 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-/// Frames one record: `<len>\n<bytes>`.
+/// Frames one record: `<len>\n<bytes>` (the shared framing of `capstan_proto::recordio`).
 pub fn recordio(payload: &[u8]) -> Bytes {
-    let mut out = format!("{}\n", payload.len()).into_bytes();
-    out.extend_from_slice(payload);
-    Bytes::from(out)
+    Bytes::from(capstan_proto::recordio::encode_to_vec(payload))
 }
 
 pub fn recordio_json(v: &Value) -> Bytes {
@@ -107,61 +105,9 @@ pub fn master_status_at(
     s
 }
 
-/// Incremental RecordIO decoder (for clients of the streams).
-#[derive(Default, Debug)]
-pub struct RecordIoDecoder {
-    buf: Vec<u8>,
-}
-
-impl RecordIoDecoder {
-    pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
-
-    /// Next complete record, if any. Malformed length prefixes are an error.
-    pub fn next_record(&mut self) -> Result<Option<Vec<u8>>, String> {
-        let Some(nl) = self.buf.iter().position(|b| *b == b'\n') else {
-            if self.buf.len() > 20 {
-                return Err("record length prefix too long".into());
-            }
-            return Ok(None);
-        };
-        let len: usize = std::str::from_utf8(&self.buf[..nl])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "bad record length prefix".to_string())?;
-        if self.buf.len() < nl + 1 + len {
-            return Ok(None);
-        }
-        let rec = self.buf[nl + 1..nl + 1 + len].to_vec();
-        self.buf.drain(..nl + 1 + len);
-        Ok(Some(rec))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn recordio_round_trips_across_arbitrary_chunks() {
-        let mut all = Vec::new();
-        all.extend_from_slice(&recordio(b"{\"type\":\"HEARTBEAT\"}"));
-        all.extend_from_slice(&recordio(b"{}"));
-        assert!(all.starts_with(b"20\n{\"type\""));
-        let mut d = RecordIoDecoder::default();
-        let mut out = Vec::new();
-        for c in all.chunks(3) {
-            d.push(c);
-            while let Some(r) = d.next_record().unwrap() {
-                out.push(r);
-            }
-        }
-        assert_eq!(
-            out,
-            vec![b"{\"type\":\"HEARTBEAT\"}".to_vec(), b"{}".to_vec()]
-        );
-    }
 
     #[test]
     fn call_types_must_be_present_strings_naming_a_call_of_the_api() {

@@ -34,6 +34,9 @@ pub mod ports {
     pub const APPS: u16 = 8080;
     pub const DNS: u16 = 53;
     pub const DNS_HTTP: u16 = 8123;
+    /// The bootstrap server (install.sh, joins); the router takes these over when it lands.
+    pub const BOOTSTRAP_HTTP: u16 = 80;
+    pub const BOOTSTRAP_HTTPS: u16 = 443;
 }
 
 /// The `cluster:` section of a node config.
@@ -130,6 +133,9 @@ impl ClusterConfig {
                 "dns_listen": self.at(ports::DNS),
                 "http_listen": self.at(ports::DNS_HTTP),
                 "masters": self.endpoints(ports::MASTER),
+            },
+            "bootstrap": {
+                "coord_endpoints": self.endpoints(ports::COORD),
             },
             "agent": {
                 "listen": self.at(ports::AGENT),

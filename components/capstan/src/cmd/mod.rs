@@ -3,9 +3,12 @@
 
 pub mod agent;
 pub mod apps;
+pub mod bootstrap;
+pub mod cluster;
 pub mod coord;
 pub mod dev;
 pub mod dns;
+pub mod doctor;
 pub mod idle;
 pub mod master;
 pub mod version;

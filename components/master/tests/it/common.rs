@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use capstan_master::wire::RecordIoDecoder;
+use capstan_proto::recordio::RecordIoDecoder;
 use capstan_master::{Config, Server, ServerHandle};
 use capstan_testkit::sim_agent::{SimAgent, SimAgentConfig};
 use futures::StreamExt;

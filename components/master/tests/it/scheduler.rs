@@ -394,7 +394,7 @@ async fn launch_group_runs_every_task_of_the_group() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn protobuf_clients_subscribe_receive_offers_and_call() -> anyhow::Result<()> {
-    use capstan_master::wire::RecordIoDecoder;
+    use capstan_proto::recordio::RecordIoDecoder;
     use capstan_proto::mesos::v1::{master, scheduler};
     use capstan_proto::{Message, from_json, to_json};
     use futures::StreamExt;
@@ -426,7 +426,7 @@ async fn protobuf_clients_subscribe_receive_offers_and_call() -> anyhow::Result<
             .expect("stream open")?;
         dec.push(&chunk);
         while let Some(rec) = dec.next_record().map_err(anyhow::Error::msg)? {
-            events.push(to_json(&scheduler::Event::decode(rec.as_slice())?));
+            events.push(to_json(&scheduler::Event::decode(rec.as_ref())?));
         }
     }
     assert_eq!(events[0]["type"], "SUBSCRIBED");

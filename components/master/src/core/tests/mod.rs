@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use super::{Clock, Core, Frame, IdGen, OperatorReply};
 use crate::config::Config;
 use crate::registry::{Durability, InMemoryRegistry, Registry, RegistryOp, RegistrySnapshot};
-use crate::wire::{Encoding, RecordIoDecoder};
+use crate::wire::Encoding;
+use capstan_proto::recordio::RecordIoDecoder;
 
 mod agents;
 mod offers;

@@ -1,0 +1,358 @@
+//! `capstan cluster …`: creating a cluster, joining nodes to it, and its join tokens. The
+//! logic is in `capstan_install`; this is flags and output.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use capstan_install::init::{InitOptions, InitOutcome};
+use capstan_install::join::{JoinOptions, JoinOutcome};
+use capstan_install::state::{ClusterState, now_ms};
+use capstan_install::token::TokenRecord;
+use capstan_install::{JoinToken, Layout, Membership, Role, activate};
+
+use super::{fail, say};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Create a cluster on its first master: CA, administrator, join tokens; start the
+    /// master's daemons.
+    Init(InitArgs),
+    /// Join this node to a cluster (install.sh runs this once the package is installed).
+    Join(JoinArgs),
+    /// Join tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// This master's address, which the other nodes reach it at (default: the address of
+    /// the default route).
+    #[arg(long)]
+    advertise: Option<IpAddr>,
+    /// The cluster's name.
+    #[arg(long, default_value = "capstan")]
+    name: String,
+    /// This node's host name (default: the machine's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// The .deb joining nodes download from this master.
+    #[arg(long)]
+    package: Option<PathBuf>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// A master of the cluster: host, host:port or https://host[:port].
+    #[arg(long)]
+    server: String,
+    /// The join token (`capstan cluster token create`).
+    #[arg(long, env = "CAPSTAN_JOIN_TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long)]
+    role: Role,
+    /// This node's address (default: the one it reaches the master from).
+    #[arg(long)]
+    advertise: Option<IpAddr>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// The cluster CA certificate, already fetched and checked against the token.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Write the config and keys, but start nothing.
+    #[arg(long)]
+    no_start: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; prints it alone on stdout.
+    Create {
+        #[arg(long)]
+        role: Role,
+        /// How long it is valid (`30m`, `24h`, `7d`); default: until revoked.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit (s, m, h, d)"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a usable duration"))
+}
+
+pub fn run(command: ClusterCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            fail(&format!("error: cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let layout = Layout::default();
+    let outcome = runtime.block_on(async {
+        match command {
+            ClusterCommand::Init(args) => init(&layout, args).await,
+            ClusterCommand::Join(args) => join(&layout, args).await,
+            ClusterCommand::Token(cmd) => token(&layout, cmd).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            fail(&format!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn default_advertise() -> anyhow::Result<IpAddr> {
+    // A UDP connect sends nothing; it only asks the kernel which source address the default
+    // route would use (192.0.2.1 is a documentation address, never reached).
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
+    socket
+        .connect("192.0.2.1:9")
+        .await
+        .context("this machine has no default route; pass --advertise")?;
+    Ok(socket.local_addr()?.ip())
+}
+
+async fn init(layout: &Layout, args: InitArgs) -> anyhow::Result<()> {
+    let advertise = match args.advertise {
+        Some(ip) => ip,
+        None => default_advertise().await?,
+    };
+    let hostname = args
+        .hostname
+        .unwrap_or_else(capstan_install::join::system_hostname);
+    let opts = InitOptions {
+        name: args.name,
+        advertise,
+        hostname: Some(hostname),
+        package: args.package,
+    };
+    let prepared = capstan_install::init::prepare(layout, &opts)?;
+    if !args.json {
+        say(&format!(
+            "Cluster {} prepared; starting the master's daemons",
+            prepared.info.cluster_id
+        ));
+    }
+    activate::start_role(Role::Master)?;
+    let endpoints = vec![activate::coord_endpoint(advertise)];
+    activate::wait_for_coord(&endpoints).await?;
+    let coord = capstan_coord_client::Client::new(endpoints.iter())?;
+    let outcome = capstan_install::init::seed(layout, &ClusterState::new(coord), &prepared).await?;
+    print_init(&outcome, args.json)
+}
+
+fn print_init(outcome: &InitOutcome, json: bool) -> anyhow::Result<()> {
+    if json {
+        say(&serde_json::to_string(outcome)?);
+        return Ok(());
+    }
+    let host = outcome.url.trim_start_matches("https://");
+    say(&format!(
+        "\nCapstan cluster {id} is up.\n\n\
+         Console and API:  {url}\n\
+         Administrator:    {uid} / {password}   (shown only this once)\n\
+         CA fingerprint:   {fp}\n\n\
+         Add an agent (run on the agent machine):\n  \
+         curl -fsSL http://{host}/install.sh | sudo sh -s -- --role agent --join {agent}\n\n\
+         Add a master:\n  \
+         curl -fsSL http://{host}/install.sh | sudo sh -s -- --role master --join {master}\n\n\
+         More tokens: capstan cluster token create --role agent|master",
+        id = outcome.cluster_id,
+        url = outcome.url,
+        uid = outcome.admin.uid,
+        password = outcome.admin.password,
+        fp = outcome.ca_fingerprint,
+        agent = outcome.tokens.agent,
+        master = outcome.tokens.master,
+    ));
+    Ok(())
+}
+
+async fn join(layout: &Layout, args: JoinArgs) -> anyhow::Result<()> {
+    let token: JoinToken = args.token.parse().context("the join token is malformed")?;
+    let server =
+        capstan_install::https::Server::parse(&args.server).map_err(anyhow::Error::msg)?;
+    let opts = JoinOptions {
+        server,
+        token,
+        role: args.role,
+        advertise: args.advertise,
+        hostname: args.hostname,
+        ca_file: args.ca,
+    };
+    let membership = match capstan_install::join::join(layout, &opts).await? {
+        JoinOutcome::AlreadyJoined(m) => {
+            say(&format!(
+                "This node already belongs to cluster {} as a {}; nothing to do.",
+                m.cluster_id, m.role
+            ));
+            return Ok(());
+        }
+        JoinOutcome::Joined(m) => m,
+    };
+    say(&format!(
+        "Joined cluster {} ({}) as a {}",
+        membership.cluster_id, membership.name, membership.role
+    ));
+    if args.no_start {
+        return Ok(());
+    }
+    let node = read_cluster_section(layout)?;
+    if membership.role == Role::Agent {
+        let n = activate::load_images(&layout.images())?;
+        say(&format!("Loaded {n} image archive(s) into Docker"));
+    }
+    activate::start_role(membership.role)?;
+    match membership.role {
+        Role::Agent => {
+            let hostname = node.hostname.clone().unwrap_or(node.advertise.to_string());
+            let master = *node
+                .masters
+                .first()
+                .context("the node config names no master")?;
+            activate::wait_for_agent(activate::master_api(master), &hostname).await?;
+            say(&format!("Agent {hostname} is registered with the masters."));
+        }
+        Role::Master => {
+            activate::wait_for_coord(&[activate::coord_endpoint(node.advertise)]).await?;
+            say("This master's daemons are up.");
+        }
+    }
+    say("Check it with: systemctl status 'capstan-*'");
+    Ok(())
+}
+
+fn read_cluster_section(layout: &Layout) -> anyhow::Result<capstan_runtime::ClusterConfig> {
+    #[derive(serde::Deserialize)]
+    struct OnlyCluster {
+        cluster: Option<capstan_runtime::ClusterConfig>,
+    }
+    let text = std::fs::read_to_string(&layout.config)
+        .with_context(|| format!("cannot read {}", layout.config.display()))?;
+    let doc: OnlyCluster = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not a node config", layout.config.display()))?;
+    doc.cluster
+        .with_context(|| format!("{} has no cluster: section", layout.config.display()))
+}
+
+/// The cluster state in the local node's coord (masters only).
+fn local_state(layout: &Layout) -> anyhow::Result<ClusterState> {
+    let node = read_cluster_section(layout)?;
+    if Membership::read(layout)?.is_some_and(|m| m.role != Role::Master) {
+        bail!("tokens are managed on a master");
+    }
+    let endpoints: Vec<String> = node
+        .masters
+        .iter()
+        .map(|m| activate::coord_endpoint(*m))
+        .collect();
+    Ok(ClusterState::new(capstan_coord_client::Client::new(
+        endpoints.iter(),
+    )?))
+}
+
+async fn token(layout: &Layout, cmd: TokenCommand) -> anyhow::Result<()> {
+    let state = local_state(layout)?;
+    match cmd {
+        TokenCommand::Create {
+            role,
+            ttl,
+            description,
+        } => {
+            let info = state
+                .info()
+                .await?
+                .context("the cluster is not initialized (capstan cluster init)")?;
+            let token = JoinToken::generate(&info.ca_fingerprint);
+            let ttl_ms = ttl.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let mut record = TokenRecord::new(&token, role, now_ms(), ttl_ms);
+            record.description = description;
+            state.put_token(&record).await?;
+            say(&token.to_string());
+        }
+        TokenCommand::List { json } => {
+            let tokens = state.tokens().await?;
+            if json {
+                let view: Vec<serde_json::Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "id": t.id, "role": t.role, "created_ms": t.created_ms,
+                            "expires_ms": t.expires_ms, "revoked": t.revoked,
+                            "description": t.description,
+                        })
+                    })
+                    .collect();
+                say(&serde_json::to_string_pretty(&view)?);
+            } else {
+                say(&format!("{:<10} {:<7} {:<9} DESCRIPTION", "ID", "ROLE", "STATE"));
+                let now = now_ms();
+                for t in tokens {
+                    let status = if t.revoked {
+                        "revoked"
+                    } else if t.expires_ms.is_some_and(|e| now >= e) {
+                        "expired"
+                    } else {
+                        "valid"
+                    };
+                    say(&format!("{:<10} {:<7} {:<9} {}", t.id, t.role, status, t.description));
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let record = state.revoke(&id).await?;
+            say(&format!("Revoked token {} ({} nodes)", record.id, record.role));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_parse_with_units() {
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "5", "h", "0s", "5w", "99999999999999999999d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The bootstrap server every master runs (`capstan daemon bootstrap`).
+//!
+//! Plain HTTP (port 80) serves only what a machine that does not trust the cluster yet may
+//! fetch: `install.sh`, the CA certificate and the cluster's public facts. HTTPS (port 443,
+//! this master's node certificate) serves those too, and the package and the join endpoint,
+//! which turns a join token into a node certificate and a node config. Tokens are checked
+//! against the records in coord, so every master admits the same nodes.
+//!
+//! When the router lands it takes ports 80 and 443 and proxies these paths here.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use capstan_runtime::{ClusterConfig, ConfigProblem, Exit, Validate};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::https::TlsListener;
+use crate::layout::Layout;
+use crate::pki::{Ca, CertifiedKey};
+use crate::state::{ClusterState, StateError};
+use crate::token::{JoinToken, Role, TokenRefused};
+
+/// The package file name masters keep under `<state>/packages/` and serve.
+pub const PACKAGE_FILE: &str = "capstan.deb";
+/// The line of `install.sh` that names its default server; the served copy fills it in.
+pub const SERVER_LINE: &str = "CAPSTAN_SERVER=\"${CAPSTAN_SERVER:-}\"";
+/// Largest join request body.
+const MAX_JOIN_BODY: usize = 16 << 10;
+
+/// The `bootstrap:` section of the node config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Plain HTTP: `install.sh`, the CA certificate, the cluster's public facts.
+    pub http_listen: Option<SocketAddr>,
+    /// HTTPS: everything, with this master's node certificate.
+    pub https_listen: Option<SocketAddr>,
+    /// coord members (`host:port`); default: every master's coord.
+    pub coord_endpoints: Vec<String>,
+    /// The node's state directory (keys under `pki/`, packages under `packages/`).
+    pub state_dir: PathBuf,
+    /// Shipped files (`install.sh`).
+    pub share_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let layout = Layout::default();
+        Config {
+            http_listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80)),
+            https_listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 443)),
+            coord_endpoints: vec!["127.0.0.1:8181".into()],
+            state_dir: layout.state,
+            share_dir: layout.share,
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.http_listen.is_none() && self.https_listen.is_none() {
+            out.push(ConfigProblem::new(
+                "https_listen",
+                "at least one of http_listen and https_listen must be set",
+            ));
+        }
+        if self.coord_endpoints.is_empty() {
+            out.push(ConfigProblem::new("coord_endpoints", "must not be empty"));
+        }
+        for (field, dir) in [("state_dir", &self.state_dir), ("share_dir", &self.share_dir)] {
+            if !dir.is_absolute() {
+                out.push(ConfigProblem::new(field, "must be an absolute path"));
+            }
+        }
+        out
+    }
+}
+
+impl Config {
+    fn layout(&self) -> Layout {
+        Layout {
+            config: Layout::default().config,
+            state: self.state_dir.clone(),
+            share: self.share_dir.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Config(Vec<ConfigProblem>),
+    #[error("the node config has no cluster: section; run `capstan cluster init` or join a cluster first")]
+    NoCluster,
+    #[error("cannot read {path} (has `capstan cluster init` or `join` run on this master?)")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("coord client")]
+    Coord(#[from] capstan_coord_client::ClientError),
+    #[error("cannot bind {what} on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Shared {
+    cluster: ClusterConfig,
+    layout: Layout,
+    state: ClusterState,
+    ca: Ca,
+}
+
+/// The running server.
+pub struct ServerHandle {
+    http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<std::io::Result<()>>,
+}
+
+impl ServerHandle {
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// Runs until shutdown; a listener that fails ends the daemon with its error.
+    pub async fn wait(mut self) -> Exit {
+        while let Some(done) = self.tasks.join_next().await {
+            let failure = match done {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => Exit::failed(e),
+                Err(e) => Exit::failed(e),
+            };
+            if !self.shutdown.is_cancelled() {
+                self.shutdown.cancel();
+                return failure;
+            }
+        }
+        Exit::Requested
+    }
+
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.wait().await;
+    }
+}
+
+/// The bootstrap server.
+pub struct Server;
+
+impl Server {
+    /// Loads the CA and this master's certificate, binds, and serves until `shutdown`.
+    pub async fn start(
+        config: Config,
+        cluster: Option<ClusterConfig>,
+        shutdown: CancellationToken,
+    ) -> Result<ServerHandle, StartError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(StartError::Config(problems));
+        }
+        let cluster = cluster.ok_or(StartError::NoCluster)?;
+        let layout = config.layout();
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path).map_err(|source| StartError::Read { path, source })
+        };
+        let ca = Ca(CertifiedKey {
+            cert_pem: read(layout.ca_cert())?,
+            key_pem: read(layout.ca_key())?,
+        });
+        let node = CertifiedKey {
+            cert_pem: read(layout.node_cert())?,
+            key_pem: read(layout.node_key())?,
+        };
+        let coord = capstan_coord_client::Client::new(config.coord_endpoints.iter())?;
+        let shared = Arc::new(Shared {
+            cluster,
+            layout,
+            state: ClusterState::new(coord),
+            ca,
+        });
+        let shutdown = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        let public = Router::new()
+            .route("/install.sh", get(install_script))
+            .route("/v1/cluster/ca.pem", get(ca_pem))
+            .route("/v1/cluster", get(cluster_facts));
+        let private = public
+            .clone()
+            .route("/v1/packages/capstan.deb", get(package))
+            .route("/v1/join", post(join))
+            .layer(DefaultBodyLimit::max(MAX_JOIN_BODY));
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let mut http_addr = None;
+        if let Some(addr) = config.http_listen {
+            let listener = bind("HTTP", addr).await?;
+            http_addr = listener.local_addr().ok();
+            let app = public.fallback(not_found).with_state(shared.clone());
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            });
+        }
+        let mut https_addr = None;
+        if let Some(addr) = config.https_listen {
+            let listener = bind("HTTPS", addr).await?;
+            https_addr = listener.local_addr().ok();
+            let tls = Arc::new(crate::pki::server_config(&node)?);
+            let listener = TlsListener::new(listener, tls, shutdown.clone())
+                .map_err(|source| StartError::Bind { what: "HTTPS", addr, source })?;
+            let app = private.fallback(not_found).with_state(shared.clone());
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            });
+        }
+        info!(http = ?http_addr, https = ?https_addr, cluster = %shared.cluster.name, "Bootstrap server listening");
+        Ok(ServerHandle {
+            http_addr,
+            https_addr,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+/// An error answer: `{"code": ..., "message": ...}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            code: code.into(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn state_error(e: &StateError) -> Response {
+    match e {
+        StateError::Refused(refused) => {
+            let (status, code) = match refused {
+                TokenRefused::Unknown => (StatusCode::UNAUTHORIZED, "token_invalid"),
+                TokenRefused::Revoked(_) => (StatusCode::UNAUTHORIZED, "token_revoked"),
+                TokenRefused::Expired(_) => (StatusCode::UNAUTHORIZED, "token_expired"),
+                TokenRefused::Role { .. } => (StatusCode::FORBIDDEN, "token_role"),
+            };
+            error(status, code, refused.to_string())
+        }
+        other => {
+            warn!(error = %capstan_types::Chain(other), "Cluster state unavailable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the cluster state is unavailable: {}", capstan_types::Chain(other)),
+            )
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such resource")
+}
+
+/// The host a request reached us at, without a port: what `install.sh` should talk to.
+fn request_host(headers: &HeaderMap, fallback: IpAddr) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::trim)
+        .filter(|h| !h.is_empty());
+    let Some(host) = host else {
+        return crate::init::url_host(fallback);
+    };
+    let bare = if host.starts_with('[') {
+        host.split_once(']').map_or(host, |(h, _)| h).to_owned() + "]"
+    } else {
+        host.split(':').next().unwrap_or(host).to_owned()
+    };
+    // Only characters a host name or address can hold: the value lands in a shell script.
+    if bare
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+    {
+        bare
+    } else {
+        crate::init::url_host(fallback)
+    }
+}
+
+/// `install.sh` with its default server set to `host`.
+pub fn render_install_script(script: &str, host: &str) -> String {
+    script.replacen(SERVER_LINE, &format!("CAPSTAN_SERVER=\"${{CAPSTAN_SERVER:-{host}}}\""), 1)
+}
+
+async fn install_script(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let path = s.layout.install_script();
+    match tokio::fs::read_to_string(&path).await {
+        Ok(script) => {
+            let host = request_host(&headers, s.cluster.advertise);
+            (
+                [(header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8")],
+                render_install_script(&script, &host),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            warn!(path = %path.display(), error = %capstan_types::Chain(&e), "install.sh missing");
+            error(StatusCode::NOT_FOUND, "not_found", "install.sh is not installed on this master")
+        }
+    }
+}
+
+async fn ca_pem(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        s.ca.0.cert_pem.clone(),
+    )
+        .into_response()
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterFacts {
+    pub cluster_id: String,
+    pub name: String,
+    pub masters: Vec<IpAddr>,
+    pub ca_fingerprint: String,
+    pub version: String,
+}
+
+async fn cluster_facts(State(s): State<Arc<Shared>>) -> Response {
+    match s.state.info().await {
+        Ok(Some(info)) => Json(ClusterFacts {
+            cluster_id: info.cluster_id,
+            name: info.name,
+            masters: s.cluster.masters.clone(),
+            ca_fingerprint: s.ca.fingerprint(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .into_response(),
+        Ok(None) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_initialized",
+            "the cluster is not initialized yet (capstan cluster init)",
+        ),
+        Err(e) => state_error(&e),
+    }
+}
+
+async fn package(State(s): State<Arc<Shared>>) -> Response {
+    let path = s.layout.packages().join(PACKAGE_FILE);
+    match tokio::fs::File::open(&path).await {
+        Ok(file) => {
+            let len = file.metadata().await.map(|m| m.len()).ok();
+            let stream = tokio_util::io::ReaderStream::new(file);
+            let mut resp = (
+                [
+                    (header::CONTENT_TYPE, "application/vnd.debian.binary-package"),
+                    (header::CONTENT_DISPOSITION, "attachment; filename=\"capstan.deb\""),
+                ],
+                Body::from_stream(stream),
+            )
+                .into_response();
+            if let Some(len) = len {
+                resp.headers_mut()
+                    .insert(header::CONTENT_LENGTH, len.into());
+            }
+            resp
+        }
+        Err(_) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this master has no package to hand out (cluster init --package FILE)",
+        ),
+    }
+}
+
+/// `POST /v1/join`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub token: String,
+    pub role: Role,
+    pub hostname: String,
+    pub advertise: IpAddr,
+}
+
+/// The answer to a join: everything the node writes.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinResponse {
+    pub cluster_id: String,
+    pub name: String,
+    /// The node config text (`/etc/capstan/config.yaml`).
+    pub config: String,
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+    /// Masters only: the CA key they sign node certificates with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<String>,
+}
+
+impl std::fmt::Debug for JoinResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinResponse")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+async fn join(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<JoinRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(body) => body,
+        Err(e) => return error(e.status(), "bad_request", e.body_text()),
+    };
+    let token: JoinToken = match req.token.parse() {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "token_malformed", e.to_string()),
+    };
+    if token.ca_hash != s.ca.fingerprint() {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "token_other_cluster",
+            "the join token is for another cluster's CA",
+        );
+    }
+    if !valid_hostname(&req.hostname) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("hostname {:?} is not a valid host name", req.hostname),
+        );
+    }
+    if req.advertise.is_unspecified() || req.advertise.is_multicast() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("advertise {} is not a node address", req.advertise),
+        );
+    }
+    let record = match s.state.admit(&token, req.role).await {
+        Ok(record) => record,
+        Err(e) => return state_error(&e),
+    };
+    let info = match s.state.info().await {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_initialized",
+                "the cluster is not initialized yet",
+            );
+        }
+        Err(e) => return state_error(&e),
+    };
+    let mut masters = s.cluster.masters.clone();
+    if req.role == Role::Master && !masters.contains(&req.advertise) {
+        masters.push(req.advertise);
+    }
+    let node_cluster = ClusterConfig {
+        name: s.cluster.name.clone(),
+        masters,
+        advertise: req.advertise,
+        hostname: Some(req.hostname.clone()),
+    };
+    let cert = match s.ca.issue_node(&req.hostname, &[req.advertise]) {
+        Ok(cert) => cert,
+        Err(e) => {
+            warn!(error = %capstan_types::Chain(&e), "Cannot issue a node certificate");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot issue a certificate");
+        }
+    };
+    info!(
+        token = %record.id,
+        role = %req.role,
+        hostname = %req.hostname,
+        advertise = %req.advertise,
+        "Node joined"
+    );
+    Json(JoinResponse {
+        cluster_id: info.cluster_id,
+        name: info.name,
+        config: crate::render_node_config(&node_cluster, req.role, true),
+        ca: s.ca.0.cert_pem.clone(),
+        cert: cert.cert_pem,
+        key: cert.key_pem,
+        ca_key: (req.role == Role::Master).then(|| s.ca.0.key_pem.clone()),
+    })
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_script_names_the_host_it_was_fetched_from() {
+        let script = format!("#!/bin/sh\n{SERVER_LINE}\necho hi\n");
+        let out = render_install_script(&script, "10.0.0.1");
+        assert!(out.contains("CAPSTAN_SERVER=\"${CAPSTAN_SERVER:-10.0.0.1}\"\n"), "{out}");
+        let fallback: IpAddr = "10.9.9.9".parse().unwrap();
+        let host = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, h.parse().unwrap());
+            request_host(&m, fallback)
+        };
+        assert_eq!(host("master1"), "master1");
+        assert_eq!(host("10.0.0.1:8080"), "10.0.0.1");
+        assert_eq!(host("[fd00::1]:80"), "[fd00::1]");
+        assert_eq!(host("evil$(reboot)"), "10.9.9.9");
+        assert_eq!(request_host(&HeaderMap::new(), fallback), "10.9.9.9");
+    }
+
+    #[test]
+    fn hostnames_are_checked() {
+        for ok in ["agent-1", "a.b.c", "x"] {
+            assert!(valid_hostname(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a..b", "a b", "a_b", &"x".repeat(64)] {
+            assert!(!valid_hostname(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! `capstan cluster join`: the node side of joining, which `install.sh` runs once the package
+//! is installed.
+//!
+//! The CA certificate is fetched first — from `--ca FILE` (install.sh already fetched and
+//! checked it) or from the master over an unverified connection — and its hash compared with
+//! the token's before anything else happens; from then on only that CA is trusted. Then the
+//! token is presented, and the node certificate and node config the master answers with are
+//! written. A node that has already joined this cluster is left alone.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::bootstrap::{ApiError, JoinRequest, JoinResponse};
+use crate::https::{self, Server};
+use crate::layout::{Layout, Membership, write_file};
+use crate::pki;
+use crate::token::{JoinToken, Role};
+
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    pub server: Server,
+    pub token: JoinToken,
+    pub role: Role,
+    pub advertise: Option<IpAddr>,
+    pub hostname: Option<String>,
+    /// A CA certificate already fetched (and checked) by `install.sh`.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// This run joined the node.
+    Joined(Membership),
+    /// The node had already joined this cluster; nothing changed.
+    AlreadyJoined(Membership),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "the master's CA certificate does not match the join token (token expects {expected}, \
+         the master presents {presented}): the token is for another cluster, or something \
+         between this node and the master is not the master"
+    )]
+    CaMismatch { expected: String, presented: String },
+    #[error("this node already belongs to cluster {cluster_id} (CA {fingerprint}); uninstall it first (capstan-uninstall)")]
+    OtherCluster {
+        cluster_id: String,
+        fingerprint: String,
+    },
+    #[error("this node already joined as {joined}; uninstall it before joining as {asked}")]
+    OtherRole { joined: Role, asked: Role },
+    #[error("the master refused to join this node: {message} ({code})")]
+    Refused { code: String, message: String },
+    #[error("the master answered {status}: {body}")]
+    Unexpected { status: u16, body: String },
+    #[error(transparent)]
+    Http(#[from] https::ClientError),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("cannot tell this node's address towards {server}; pass --advertise")]
+    Advertise {
+        server: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read or write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: PathBuf) -> impl FnOnce(std::io::Error) -> JoinError {
+    move |source| JoinError::Io { path, source }
+}
+
+/// The CA certificate the token pins, fetched from the master (or read from `ca_file`).
+pub async fn pinned_ca(opts: &JoinOptions) -> Result<String, JoinError> {
+    let ca = match &opts.ca_file {
+        Some(path) => std::fs::read_to_string(path).map_err(io(path.clone()))?,
+        None => {
+            let resp = https::request(
+                &opts.server,
+                https::accept_any_certificate(),
+                http::Method::GET,
+                "/v1/cluster/ca.pem",
+                None,
+            )
+            .await?;
+            if !resp.status.is_success() {
+                return Err(unexpected(&resp));
+            }
+            String::from_utf8_lossy(&resp.body).into_owned()
+        }
+    };
+    let presented = pki::fingerprint(&ca);
+    if presented != opts.token.ca_hash {
+        return Err(JoinError::CaMismatch {
+            expected: opts.token.ca_hash.clone(),
+            presented,
+        });
+    }
+    Ok(ca)
+}
+
+fn unexpected(resp: &https::Response) -> JoinError {
+    if let Ok(e) = serde_json::from_slice::<ApiError>(&resp.body) {
+        return JoinError::Refused {
+            code: e.code,
+            message: e.message,
+        };
+    }
+    JoinError::Unexpected {
+        status: resp.status.as_u16(),
+        body: String::from_utf8_lossy(&resp.body).chars().take(500).collect(),
+    }
+}
+
+/// The local address this node reaches `server` from.
+pub async fn local_address_towards(server: &Server) -> Result<IpAddr, JoinError> {
+    let err = |source| JoinError::Advertise {
+        server: server.to_string(),
+        source,
+    };
+    let target: SocketAddr = tokio::net::lookup_host((server.host.as_str(), server.port))
+        .await
+        .map_err(err)?
+        .next()
+        .ok_or_else(|| err(std::io::Error::other("the name has no address")))?;
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().expect("valid")
+    } else {
+        "[::]:0".parse().expect("valid")
+    };
+    let socket = tokio::net::UdpSocket::bind(bind).await.map_err(err)?;
+    // A UDP connect sends nothing: it only picks the route and so the source address.
+    socket.connect(target).await.map_err(err)?;
+    Ok(socket.local_addr().map_err(err)?.ip())
+}
+
+/// This machine's host name.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Joins this node to the cluster of `opts.token`, writing its config and keys under `layout`.
+pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, JoinError> {
+    if let Some(m) = Membership::read(layout).map_err(io(layout.membership()))? {
+        if m.ca_fingerprint != opts.token.ca_hash {
+            return Err(JoinError::OtherCluster {
+                cluster_id: m.cluster_id,
+                fingerprint: m.ca_fingerprint,
+            });
+        }
+        // A master is also an agent's superset only in tokens: the node runs one role.
+        if m.role != opts.role {
+            return Err(JoinError::OtherRole {
+                joined: m.role,
+                asked: opts.role,
+            });
+        }
+        return Ok(JoinOutcome::AlreadyJoined(m));
+    }
+    let ca = pinned_ca(opts).await?;
+    let tls = Arc::new(pki::client_config(&ca)?);
+    let advertise = match opts.advertise {
+        Some(ip) => ip,
+        None => local_address_towards(&opts.server).await?,
+    };
+    let hostname = opts.hostname.clone().unwrap_or_else(system_hostname);
+    let body = serde_json::to_vec(&JoinRequest {
+        token: opts.token.to_string(),
+        role: opts.role,
+        hostname,
+        advertise,
+    })
+    .expect("join request serializes");
+    let resp = https::request(&opts.server, tls, http::Method::POST, "/v1/join", Some(body)).await?;
+    if !resp.status.is_success() {
+        return Err(unexpected(&resp));
+    }
+    let answer: JoinResponse =
+        serde_json::from_slice(&resp.body).map_err(|e| JoinError::Unexpected {
+            status: resp.status.as_u16(),
+            body: format!("not a join answer: {e}"),
+        })?;
+    if answer.ca != ca {
+        return Err(JoinError::CaMismatch {
+            expected: opts.token.ca_hash.clone(),
+            presented: pki::fingerprint(&answer.ca),
+        });
+    }
+    write_file(&layout.ca_cert(), answer.ca.as_bytes(), 0o644).map_err(io(layout.ca_cert()))?;
+    write_file(&layout.node_cert(), answer.cert.as_bytes(), 0o644)
+        .map_err(io(layout.node_cert()))?;
+    write_file(&layout.node_key(), answer.key.as_bytes(), 0o600)
+        .map_err(io(layout.node_key()))?;
+    if let Some(ca_key) = &answer.ca_key {
+        write_file(&layout.ca_key(), ca_key.as_bytes(), 0o600).map_err(io(layout.ca_key()))?;
+    }
+    write_file(&layout.config, answer.config.as_bytes(), 0o644)
+        .map_err(io(layout.config.clone()))?;
+    let membership = Membership {
+        cluster_id: answer.cluster_id,
+        name: answer.name,
+        role: opts.role,
+        ca_fingerprint: opts.token.ca_hash.clone(),
+        server: opts.server.to_string(),
+    };
+    membership.write(layout).map_err(io(layout.membership()))?;
+    Ok(JoinOutcome::Joined(membership))
+}

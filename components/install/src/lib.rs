@@ -1,0 +1,81 @@
+//! Creating and joining Capstan clusters.
+//!
+//! `capstan cluster init` makes a cluster on its first master: the cluster CA, the first
+//! administrator and join tokens ([`init`]). Every master then runs the bootstrap server
+//! ([`bootstrap`]): it serves `install.sh`, the CA certificate, the package and the join
+//! endpoint that turns a token into a node certificate and a node config. `capstan cluster
+//! join` ([`join`]) is the node side, which `install.sh` calls once the package is installed; it
+//! pins the CA by the hash in the token ([`token`]) before it sends anything. `capstan doctor`
+//! ([`doctor`]) runs the pre-flight checks.
+//!
+//! A node config written here holds only the `cluster:` section (and what a role needs on top
+//! of it): every daemon section defaults from it when the config is loaded, through the one
+//! generator in `capstan_runtime::cluster`, so an installed node and `capstan dev` cannot
+//! drift apart.
+
+pub mod activate;
+pub mod bootstrap;
+pub mod doctor;
+pub mod https;
+pub mod init;
+pub mod join;
+pub mod layout;
+pub mod pki;
+pub mod state;
+pub mod token;
+
+use capstan_runtime::ClusterConfig;
+use serde_yaml_ng::{Mapping, Value};
+
+pub use layout::{Layout, Membership};
+pub use token::{JoinToken, Role};
+
+/// The node config text for a node of `role` in `cluster`. A master that joins a running
+/// cluster starts its coord member with no initial members: it waits to be added to the
+/// existing membership instead of founding a cluster of its own.
+pub fn render_node_config(cluster: &ClusterConfig, role: Role, joining: bool) -> String {
+    let mut doc = Mapping::new();
+    doc.insert(
+        "cluster".into(),
+        serde_yaml_ng::to_value(cluster).unwrap_or(Value::Null),
+    );
+    let mut log = Mapping::new();
+    log.insert("level".into(), "info".into());
+    doc.insert("log".into(), Value::Mapping(log));
+    if role == Role::Master && joining {
+        let mut coord = Mapping::new();
+        coord.insert("members".into(), Value::Sequence(Vec::new()));
+        doc.insert("coord".into(), Value::Mapping(coord));
+    }
+    let body = serde_yaml_ng::to_string(&Value::Mapping(doc)).unwrap_or_default();
+    format!(
+        "# /etc/capstan/config.yaml — written by `capstan cluster {}` for a {role} node.\n\
+         # Every daemon section defaults from `cluster:`; a key set here wins.\n\
+         # Check it with `capstan daemon <name> --check-config`.\n{body}",
+        if matches!((role, joining), (Role::Master, false)) { "init" } else { "join" },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_configs_parse_and_validate_for_every_role() {
+        let cluster = ClusterConfig {
+            name: "prod".into(),
+            masters: vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
+            advertise: "10.0.0.2".parse().unwrap(),
+            hostname: Some("m2".into()),
+        };
+        for (role, joining) in [(Role::Master, false), (Role::Master, true), (Role::Agent, true)] {
+            let text = render_node_config(&cluster, role, joining);
+            let mut doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+            capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
+            assert_eq!(doc["coord"]["id"], Value::from(2), "{text}");
+            let members = doc["coord"]["members"].as_sequence().unwrap();
+            assert_eq!(members.is_empty(), joining && role == Role::Master, "{text}");
+            assert_eq!(doc["agent"]["hostname"], Value::from("m2"));
+        }
+    }
+}

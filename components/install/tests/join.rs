@@ -1,0 +1,320 @@
+//! Creating a cluster and joining nodes to it, in process: a real coord, the real bootstrap
+//! server on loopback (HTTP and HTTPS), and the join client, with each node's files under its
+//! own temporary directory. No systemd here: the machine-container suite (`tests/machines.rs`)
+//! runs the same flow through the package and the units.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use capstan_install::bootstrap::{self, SERVER_LINE};
+use capstan_install::https::{self, Server};
+use capstan_install::init::{InitError, InitOptions, InitOutcome};
+use capstan_install::join::{JoinError, JoinOptions, JoinOutcome};
+use capstan_install::state::ClusterState;
+use capstan_install::token::TokenRecord;
+use capstan_install::{JoinToken, Layout, Role};
+use capstan_runtime::ClusterConfig;
+use tokio_util::sync::CancellationToken;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    _coord: capstan_coord::ServerHandle,
+    state: ClusterState,
+    outcome: InitOutcome,
+    bootstrap: bootstrap::ServerHandle,
+    package: Vec<u8>,
+}
+
+const MASTER: &str = "127.0.0.1";
+
+async fn start_coord(dir: &std::path::Path) -> (capstan_coord::ServerHandle, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = capstan_coord::Config {
+        id: 1,
+        listen: addr,
+        data_dir: dir.join("coord"),
+        members: vec![capstan_coord::MemberConfig {
+            id: 1,
+            addr: addr.to_string(),
+        }],
+        ..capstan_coord::Config::default()
+    };
+    let coord = capstan_coord::Server::start_on(cfg, listener, CancellationToken::new())
+        .await
+        .expect("coord starts");
+    (coord, addr.to_string())
+}
+
+fn read_cluster(layout: &Layout) -> ClusterConfig {
+    let doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&layout.config).unwrap()).unwrap();
+    serde_yaml_ng::from_value(doc["cluster"].clone()).unwrap()
+}
+
+async fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let (coord, endpoint) = start_coord(&root).await;
+    let master = Layout::under(&root.join("master"));
+    let package_file = root.join("capstan_test.deb");
+    let package = b"not really a package".to_vec();
+    std::fs::write(&package_file, &package).unwrap();
+    std::fs::create_dir_all(&master.share).unwrap();
+    std::fs::write(
+        master.install_script(),
+        format!("#!/bin/sh\nset -eu\n{SERVER_LINE}\necho \"$CAPSTAN_SERVER\"\n"),
+    )
+    .unwrap();
+    let opts = InitOptions {
+        name: "test".into(),
+        advertise: MASTER.parse().unwrap(),
+        hostname: Some("master-1".into()),
+        package: Some(package_file),
+    };
+    let prepared = capstan_install::init::prepare(&master, &opts).unwrap();
+    let again = capstan_install::init::prepare(&master, &opts).unwrap();
+    assert_eq!(prepared, again, "an unfinished init resumes with the same cluster");
+    let state = ClusterState::new(capstan_coord_client::Client::new([endpoint.clone()]).unwrap());
+    let outcome = capstan_install::init::seed(&master, &state, &prepared)
+        .await
+        .unwrap();
+    let config = bootstrap::Config {
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
+        https_listen: Some("127.0.0.1:0".parse().unwrap()),
+        coord_endpoints: vec![endpoint],
+        state_dir: master.state.clone(),
+        share_dir: master.share.clone(),
+    };
+    let bootstrap = bootstrap::Server::start(
+        config,
+        Some(read_cluster(&master)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    Cluster {
+        _dir: dir,
+        root,
+        _coord: coord,
+        state,
+        outcome,
+        bootstrap,
+        package,
+    }
+}
+
+impl Cluster {
+    fn server(&self) -> Server {
+        let addr = self.bootstrap.https_addr().unwrap();
+        Server {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+
+    fn node(&self, name: &str) -> Layout {
+        Layout::under(&self.root.join(name))
+    }
+
+    fn opts(&self, token: &str, role: Role, ip: &str, hostname: &str) -> JoinOptions {
+        JoinOptions {
+            server: self.server(),
+            token: token.parse().unwrap(),
+            role,
+            advertise: Some(ip.parse().unwrap()),
+            hostname: Some(hostname.into()),
+            ca_file: None,
+        }
+    }
+
+    async fn join(&self, name: &str, token: &str, role: Role) -> Result<JoinOutcome, JoinError> {
+        let layout = self.node(name);
+        let opts = self.opts(token, role, "127.0.0.2", name);
+        capstan_install::join::join(&layout, &opts).await
+    }
+
+    async fn http_get(&self, path: &str) -> (u16, String) {
+        let addr: SocketAddr = self.bootstrap.http_addr().unwrap();
+        let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    async fn https(&self, method: http::Method, path: &str) -> https::Response {
+        let ca = std::fs::read_to_string(Layout::under(&self.root.join("master")).ca_cert()).unwrap();
+        let tls = Arc::new(capstan_install::pki::client_config(&ca).unwrap());
+        https::request(&self.server(), tls, method, path, None)
+            .await
+            .unwrap()
+    }
+}
+
+fn refused_code(e: JoinError) -> String {
+    match e {
+        JoinError::Refused { code, .. } => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_joins_with_its_token_and_a_second_join_changes_nothing() {
+    let c = cluster().await;
+    assert_eq!(c.outcome.url, format!("https://{MASTER}"));
+    assert_eq!(c.outcome.admin.uid, "admin");
+    let admin = c.state.admin().await.unwrap().unwrap();
+    assert!(capstan_install::state::verify_password(
+        &c.outcome.admin.password,
+        &admin.password_hash
+    ));
+
+    let joined = c.join("agent-1", &c.outcome.tokens.agent, Role::Agent).await.unwrap();
+    let JoinOutcome::Joined(m) = joined else {
+        panic!("a fresh node joins: {joined:?}")
+    };
+    assert_eq!(m.cluster_id, c.outcome.cluster_id);
+    assert_eq!(m.role, Role::Agent);
+    let layout = c.node("agent-1");
+    let cluster = read_cluster(&layout);
+    assert_eq!(cluster.masters, vec![MASTER.parse::<IpAddr>().unwrap()]);
+    assert_eq!(cluster.advertise, "127.0.0.2".parse::<IpAddr>().unwrap());
+    assert_eq!(cluster.hostname.as_deref(), Some("agent-1"));
+    assert!(!layout.ca_key().exists(), "agents never get the CA key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(layout.node_key()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The config the master wrote loads and validates as every daemon will load it.
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&layout.config).unwrap()).unwrap();
+    capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
+    assert_eq!(doc["agent"]["masters"][0], serde_yaml_ng::Value::from("127.0.0.1:5050"));
+    assert!(doc.get("coord").is_none(), "an agent runs no coord");
+
+    let config_before = std::fs::read(&layout.config).unwrap();
+    let again = c.join("agent-1", &c.outcome.tokens.agent, Role::Agent).await.unwrap();
+    assert!(matches!(again, JoinOutcome::AlreadyJoined(_)), "{again:?}");
+    assert_eq!(std::fs::read(&layout.config).unwrap(), config_before);
+    let as_master = c.join("agent-1", &c.outcome.tokens.master, Role::Master).await;
+    assert!(matches!(as_master, Err(JoinError::OtherRole { .. })), "{as_master:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_revoked_expired_and_foreign_tokens_are_refused_before_anything_is_written() {
+    let c = cluster().await;
+    let agent: JoinToken = c.outcome.tokens.agent.parse().unwrap();
+
+    // A token for another CA: refused by the node itself, before it sends the token.
+    let mut foreign = agent.clone();
+    foreign.ca_hash = "ab".repeat(32);
+    let e = c.join("n1", &foreign.to_string(), Role::Agent).await.unwrap_err();
+    assert!(matches!(e, JoinError::CaMismatch { .. }), "{e:?}");
+    assert!(e.to_string().contains("another cluster"), "{e}");
+    assert!(!c.node("n1").config.exists() && !c.node("n1").pki().exists());
+
+    // The right CA, a secret the cluster never made.
+    let mut wrong = agent.clone();
+    wrong.secret = "0".repeat(32);
+    let e = c.join("n2", &wrong.to_string(), Role::Agent).await.unwrap_err();
+    assert_eq!(refused_code(e), "token_invalid");
+    assert!(!c.node("n2").config.exists());
+
+    // An agent token cannot make a master.
+    let e = c.join("n3", &agent.to_string(), Role::Master).await.unwrap_err();
+    assert_eq!(refused_code(e), "token_role");
+
+    // Expired.
+    let short = JoinToken::generate(&agent.ca_hash);
+    let mut record = TokenRecord::new(&short, Role::Agent, 0, Some(1));
+    record.description = "expired".into();
+    c.state.put_token(&record).await.unwrap();
+    let e = c.join("n4", &short.to_string(), Role::Agent).await.unwrap_err();
+    assert_eq!(refused_code(e), "token_expired");
+
+    // Revoked: the same token that worked a moment ago.
+    let fresh = JoinToken::generate(&agent.ca_hash);
+    c.state
+        .put_token(&TokenRecord::new(&fresh, Role::Agent, capstan_install::state::now_ms(), None))
+        .await
+        .unwrap();
+    assert!(c.join("n5", &fresh.to_string(), Role::Agent).await.is_ok());
+    c.state.revoke(&fresh.id).await.unwrap();
+    let e = c.join("n6", &fresh.to_string(), Role::Agent).await.unwrap_err();
+    assert_eq!(refused_code(e), "token_revoked");
+    let listed = c.state.tokens().await.unwrap();
+    assert!(listed.iter().any(|t| t.id == fresh.id && t.revoked));
+    assert!(c.state.revoke("00000000").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_joins_with_the_ca_key_and_waits_to_be_added_to_coord() {
+    let c = cluster().await;
+    let layout = c.node("master-2");
+    let opts = c.opts(&c.outcome.tokens.master, Role::Master, "127.0.0.3", "master-2");
+    let joined = capstan_install::join::join(&layout, &opts).await.unwrap();
+    assert!(matches!(joined, JoinOutcome::Joined(_)));
+    assert!(layout.ca_key().exists(), "a master signs node certificates too");
+    let cluster = read_cluster(&layout);
+    let masters: Vec<IpAddr> = ["127.0.0.1", "127.0.0.3"]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
+    assert_eq!(cluster.masters, masters);
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&layout.config).unwrap()).unwrap();
+    capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
+    assert_eq!(doc["coord"]["id"], serde_yaml_ng::Value::from(2));
+    assert_eq!(
+        doc["coord"]["members"].as_sequence().map(Vec::len),
+        Some(0),
+        "a joining master's coord does not found a cluster of its own"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_server_serves_the_script_ca_and_package_and_keeps_joins_off_plain_http() {
+    let c = cluster().await;
+    let (status, script) = c.http_get("/install.sh").await;
+    assert_eq!(status, 200);
+    assert!(script.contains("CAPSTAN_SERVER=\"${CAPSTAN_SERVER:-127.0.0.1}\""), "{script}");
+    let (status, ca) = c.http_get("/v1/cluster/ca.pem").await;
+    assert_eq!(status, 200);
+    assert_eq!(capstan_install::pki::fingerprint(&ca), c.outcome.ca_fingerprint);
+    let (status, facts) = c.http_get("/v1/cluster").await;
+    assert_eq!(status, 200);
+    let facts: serde_json::Value = serde_json::from_str(&facts).unwrap();
+    assert_eq!(facts["cluster_id"], c.outcome.cluster_id.as_str());
+    assert_eq!(facts["masters"][0], MASTER);
+
+    let (status, body) = c.http_get("/v1/packages/capstan.deb").await;
+    assert_eq!(status, 404, "the package only over HTTPS: {body}");
+    let addr = c.bootstrap.http_addr().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/join"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "joins only over HTTPS");
+
+    let deb = c.https(http::Method::GET, "/v1/packages/capstan.deb").await;
+    assert_eq!(deb.status, 200);
+    assert_eq!(deb.body.as_ref(), c.package.as_slice());
+    let bad = c.https(http::Method::POST, "/v1/join").await;
+    assert_eq!(bad.status, 415, "a join is JSON: {:?}", bad.body);
+    let e: serde_json::Value = serde_json::from_slice(&bad.body).unwrap();
+    assert_eq!(e["code"], "bad_request");
+
+    // A second init on the master refuses to make another cluster.
+    let master = c.node("master");
+    let e = capstan_install::init::prepare(
+        &master,
+        &InitOptions {
+            name: "again".into(),
+            advertise: MASTER.parse().unwrap(),
+            hostname: None,
+            package: None,
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, InitError::AlreadyInitialized(ref id) if *id == c.outcome.cluster_id), "{e}");
+}
