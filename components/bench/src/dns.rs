@@ -403,7 +403,7 @@ mod freshness {
     use std::time::{Duration, Instant};
 
     use anyhow::{Context, bail};
-    use capstan_master::wire::RecordIoDecoder;
+    use capstan_proto::recordio::RecordIoDecoder;
     use capstan_testkit::sim_agent::{SimAgent, SimAgentConfig};
     use futures::StreamExt;
     use serde_json::{Value, json};
