@@ -213,6 +213,7 @@ impl Server {
             .clone()
             .route("/v1/packages/capstan.deb", get(package))
             .route("/v1/join", post(join))
+            .route("/v1/join/coord", post(join_coord))
             .layer(DefaultBodyLimit::max(MAX_JOIN_BODY));
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -508,7 +509,11 @@ async fn join(
         }
         Err(e) => return state_error(&e),
     };
-    let mut masters = s.cluster.masters.clone();
+    let mut masters = match s.state.masters().await {
+        Ok(Some(masters)) if !masters.is_empty() => masters,
+        Ok(_) => s.cluster.masters.clone(),
+        Err(e) => return state_error(&e),
+    };
     if req.role == Role::Master && !masters.contains(&req.advertise) {
         masters.push(req.advertise);
     }
@@ -542,6 +547,61 @@ async fn join(
         ca_key: (req.role == Role::Master).then(|| s.ca.0.key_pem.clone()),
     })
     .into_response()
+}
+
+/// `POST /v1/join/coord`: a master that joined and started its coord asks to be added to
+/// coord's membership. Answers once the new member votes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinCoordRequest {
+    pub token: String,
+    pub advertise: IpAddr,
+}
+
+async fn join_coord(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<JoinCoordRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(body) => body,
+        Err(e) => return error(e.status(), "bad_request", e.body_text()),
+    };
+    let token: JoinToken = match req.token.parse() {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "token_malformed", e.to_string()),
+    };
+    if let Err(e) = s.state.admit(&token, Role::Master).await {
+        return state_error(&e);
+    }
+    let mut masters = match s.state.masters().await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return error(
+                StatusCode::CONFLICT,
+                "membership",
+                "coord's member ids are not 1..n; add this master with `capstan coord member add`",
+            );
+        }
+        Err(e) => return state_error(&e),
+    };
+    if !masters.contains(&req.advertise) {
+        masters.push(req.advertise);
+    }
+    let cluster = ClusterConfig {
+        name: s.cluster.name.clone(),
+        masters,
+        advertise: req.advertise,
+        hostname: None,
+    };
+    let Some(id) = cluster.member_id() else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "not a master address");
+    };
+    let addr = SocketAddr::new(req.advertise, capstan_runtime::cluster::ports::COORD).to_string();
+    info!(member = id, %addr, "Adding a joining master to coord");
+    match s.state.add_member(id, &addr).await {
+        Ok(()) => Json(serde_json::json!({"member_id": id, "addr": addr})).into_response(),
+        Err(e) => state_error(&e),
+    }
 }
 
 #[cfg(test)]

@@ -150,6 +150,25 @@ pub fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// A joined master whose coord member runs asks to be added to coord's membership
+/// (`POST /v1/join/coord`); returns once it votes.
+pub async fn join_coord(layout: &Layout, opts: &JoinOptions, advertise: IpAddr) -> Result<(), JoinError> {
+    let ca = std::fs::read_to_string(layout.ca_cert()).map_err(io(layout.ca_cert()))?;
+    let tls = Arc::new(pki::client_config(&ca)?);
+    let body = serde_json::to_vec(&crate::bootstrap::JoinCoordRequest {
+        token: opts.token.to_string(),
+        advertise,
+    })
+    .expect("request serializes");
+    let resp = https::request(&opts.server, tls, http::Method::POST, "/v1/join/coord", Some(body))
+        .await?;
+    if resp.status.is_success() {
+        Ok(())
+    } else {
+        Err(unexpected(&resp))
+    }
+}
+
 /// Joins this node to the cluster of `opts.token`, writing its config and keys under `layout`.
 pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, JoinError> {
     if let Some(m) = Membership::read(layout).map_err(io(layout.membership()))? {

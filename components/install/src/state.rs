@@ -149,6 +149,34 @@ impl ClusterState {
         Ok(record)
     }
 
+    /// The masters' addresses in coord member-id order: the `cluster.masters` list a node
+    /// joining now gets (the i-th master is coord member i). `None` if coord's member ids
+    /// are not 1..=n (a replaced member), which that list cannot express.
+    pub async fn masters(&self) -> Result<Option<Vec<std::net::IpAddr>>, StateError> {
+        let mut members = self.coord.members().await?.members;
+        members.sort_by_key(|m| m.id);
+        let mut out = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let host = m.addr.rsplit_once(':').map_or(m.addr.as_str(), |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match host.parse() {
+                Ok(ip) if m.id == i as u64 + 1 => out.push(ip),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Adds a master's coord member (it joins as a learner, catches up, then votes).
+    pub async fn add_member(&self, id: u64, addr: &str) -> Result<(), StateError> {
+        let members = self.coord.members().await?;
+        if members.members.iter().any(|m| m.id == id && m.addr == addr && m.voter) {
+            return Ok(());
+        }
+        self.coord.member_add(id, addr).await?;
+        Ok(())
+    }
+
     /// Whether `token` admits a node of `role` now.
     pub async fn admit(&self, token: &JoinToken, role: Role) -> Result<TokenRecord, StateError> {
         let Some((record, _)) = self.read::<TokenRecord>(&token_key(&token.id)).await? else {

@@ -250,8 +250,10 @@ async fn join(layout: &Layout, args: JoinArgs) -> anyhow::Result<()> {
             say(&format!("Agent {hostname} is registered with the masters."));
         }
         Role::Master => {
+            say("Adding this master's coord member to the cluster (it catches up first)");
+            capstan_install::join::join_coord(layout, &opts, node.advertise).await?;
             activate::wait_for_coord(&[activate::coord_endpoint(node.advertise)]).await?;
-            say("This master's daemons are up.");
+            say("This master's daemons are up and its coord member votes.");
         }
     }
     say("Check it with: systemctl status 'capstan-*'");
