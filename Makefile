@@ -1,7 +1,7 @@
 # Thin wrappers: every target is one cargo or script call.
 CARGO ?= cargo
 
-.PHONY: build test check deny images bench run soak
+.PHONY: build test check deny images bench run soak deb lint-deb
 
 build:
 	$(CARGO) build --release --bin capstan
@@ -34,3 +34,14 @@ soak:
 ## Build, make the images, and run a local cluster (what exists so far; see README).
 run: build images
 	target/release/capstan dev up
+
+## The Debian package target/debian/capstan_<version>-1_amd64.deb: the release binary, the
+## systemd units, install.sh and the images (packaging/build-deb.sh; `make images` first).
+## Quick, for tests: BIN=target/debug/capstan NO_IMAGES=1 packaging/build-deb.sh
+deb: build
+	packaging/build-deb.sh
+
+## `make deb`, then lintian on the package: errors fail, and warnings unless packaging/lintian-allow
+## justifies them.
+lint-deb: deb
+	packaging/lint-deb.sh "$$(ls -t target/debian/capstan_*_amd64.deb | head -n 1)"

@@ -10,6 +10,8 @@ use serde_json::json;
 
 #[path = "it/cluster.rs"]
 mod cluster;
+#[path = "it/packaging.rs"]
+mod packaging;
 
 const BIN: &str = env!("CARGO_BIN_EXE_capstan");
 const EX_CONFIG: i32 = 78;
