@@ -161,6 +161,70 @@ pub async fn wait_for_agent(master: SocketAddr, hostname: &str) -> Result<(), Ac
     .await
 }
 
+/// Drains the agent called `hostname` through the master's operator API (`DRAIN_AGENT`
+/// with `mark_gone`: its tasks are killed, so their schedulers start them elsewhere, and the
+/// agent is then forgotten), and waits until it runs nothing. An agent the master does not
+/// know is already drained.
+pub async fn drain_agent(master: SocketAddr, hostname: &str) -> Result<(), ActivateError> {
+    let http = reqwest::Client::new();
+    let failed = |output: String| ActivateError::Command {
+        command: format!("DRAIN_AGENT {hostname}"),
+        output,
+    };
+    let agents = |http: reqwest::Client| async move {
+        let v: serde_json::Value = http
+            .get(format!("http://{master}/master/slaves"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(v["slaves"].as_array().cloned().unwrap_or_default())
+    };
+    let listed = agents(http.clone()).await.map_err(failed)?;
+    let Some(id) = listed
+        .iter()
+        .find(|a| a["hostname"] == hostname)
+        .and_then(|a| a["id"].as_str())
+        .map(str::to_owned)
+    else {
+        return Ok(());
+    };
+    let call = serde_json::json!({
+        "type": "DRAIN_AGENT",
+        "drain_agent": {"agent_id": {"value": id}, "mark_gone": true},
+    });
+    let resp = http
+        .post(format!("http://{master}/api/v1"))
+        .json(&call)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(failed(format!("{status}: {body}")));
+    }
+    poll(&format!("agent {hostname} drained"), || {
+        let http = http.clone();
+        let id = id.clone();
+        async move {
+            let Ok(listed) = agents(http).await else {
+                return false;
+            };
+            listed.iter().find(|a| a["id"] == id.as_str()).is_none_or(|a| {
+                let used = &a["used_resources"];
+                used["cpus"].as_f64().unwrap_or(0.0) == 0.0
+                    && used["mem"].as_f64().unwrap_or(0.0) == 0.0
+            })
+        }
+    })
+    .await
+}
+
 /// The master HTTP address of a master host.
 pub fn master_api(host: std::net::IpAddr) -> SocketAddr {
     SocketAddr::new(host, ports::MASTER)

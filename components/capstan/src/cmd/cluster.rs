@@ -22,6 +22,10 @@ pub enum ClusterCommand {
     Init(InitArgs),
     /// Join this node to a cluster (install.sh runs this once the package is installed).
     Join(JoinArgs),
+    /// Take this node out of the cluster: an agent is drained first (its tasks move to other
+    /// agents), then the node's units are stopped and disabled. Data is kept until the
+    /// package is purged.
+    Leave(LeaveArgs),
     /// Join tokens: create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -68,6 +72,13 @@ pub struct JoinArgs {
     /// Write the config and keys, but start nothing.
     #[arg(long)]
     no_start: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LeaveArgs {
+    /// Stop the units without draining the agent first.
+    #[arg(long)]
+    no_drain: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -125,6 +136,7 @@ pub fn run(command: ClusterCommand) -> ExitCode {
         match command {
             ClusterCommand::Init(args) => init(&layout, args).await,
             ClusterCommand::Join(args) => join(&layout, args).await,
+            ClusterCommand::Leave(args) => leave(&layout, args).await,
             ClusterCommand::Token(cmd) => token(&layout, cmd).await,
         }
     });
@@ -257,6 +269,35 @@ async fn join(layout: &Layout, args: JoinArgs) -> anyhow::Result<()> {
         }
     }
     say("Check it with: systemctl status 'capstan-*'");
+    Ok(())
+}
+
+async fn leave(layout: &Layout, args: LeaveArgs) -> anyhow::Result<()> {
+    let Some(membership) = Membership::read(layout)? else {
+        say("This node belongs to no cluster; nothing to do.");
+        return Ok(());
+    };
+    let node = read_cluster_section(layout)?;
+    if membership.role == Role::Agent && !args.no_drain {
+        let hostname = node.hostname.clone().unwrap_or(node.advertise.to_string());
+        let mut drained = false;
+        for master in &node.masters {
+            match activate::drain_agent(activate::master_api(*master), &hostname).await {
+                Ok(()) => {
+                    drained = true;
+                    break;
+                }
+                Err(e) => fail(&format!("warning: draining through {master}: {e}")),
+            }
+        }
+        anyhow::ensure!(drained, "no master drained this agent; --no-drain stops it anyway");
+        say(&format!("Agent {hostname} is drained."));
+    }
+    if membership.role == Role::Master {
+        say("Note: this master's coord member stays in the membership; remove it with `capstan coord member remove` on another master.");
+    }
+    activate::stop_role(membership.role)?;
+    say(&format!("Stopped this {}'s units.", membership.role));
     Ok(())
 }
 
