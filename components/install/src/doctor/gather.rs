@@ -350,10 +350,21 @@ fn held_sockets(processes: &[Process]) -> Observed<Vec<HeldSocket>> {
     if errors.len() == 4 {
         return Err(errors.join("; "));
     }
-    let owners: HashMap<u64, &Process> = processes
-        .iter()
-        .flat_map(|p| p.sockets.iter().map(move |inode| (*inode, p)))
-        .collect();
+    // A socket shared by several processes (inherited, or caught between fork and exec) is
+    // named after the oldest-looking one: the lowest pid, usually the parent.
+    let mut owners: HashMap<u64, &Process> = HashMap::new();
+    for p in processes {
+        for inode in &p.sockets {
+            owners
+                .entry(*inode)
+                .and_modify(|o| {
+                    if p.pid < o.pid {
+                        *o = p;
+                    }
+                })
+                .or_insert(p);
+        }
+    }
     Ok(sockets
         .into_iter()
         .map(|socket| HeldSocket {
@@ -734,7 +745,7 @@ mod tests {
             .find(|s| s.socket.proto == Proto::Tcp && s.socket.local.port() == port)
             .expect("our listener is among the bound sockets");
         let owner = ours.owner.as_ref().expect("our own process is visible");
-        assert_eq!(owner.pid, std::process::id());
+        assert_eq!(owner.pid, std::process::id(), "{owner:?}");
         assert!(!owner.is_capstan);
         assert_eq!(facts.disks.len(), 1);
     }
