@@ -215,11 +215,14 @@ pub async fn drain_agent(master: SocketAddr, hostname: &str) -> Result<(), Activ
             let Ok(listed) = agents(http).await else {
                 return false;
             };
-            listed.iter().find(|a| a["id"] == id.as_str()).is_none_or(|a| {
-                let used = &a["used_resources"];
-                used["cpus"].as_f64().unwrap_or(0.0) == 0.0
-                    && used["mem"].as_f64().unwrap_or(0.0) == 0.0
-            })
+            listed
+                .iter()
+                .find(|a| a["id"] == id.as_str())
+                .is_none_or(|a| {
+                    let used = &a["used_resources"];
+                    used["cpus"].as_f64().unwrap_or(0.0) == 0.0
+                        && used["mem"].as_f64().unwrap_or(0.0) == 0.0
+                })
         }
     })
     .await

@@ -79,7 +79,10 @@ impl Validate for Config {
         if self.coord_endpoints.is_empty() {
             out.push(ConfigProblem::new("coord_endpoints", "must not be empty"));
         }
-        for (field, dir) in [("state_dir", &self.state_dir), ("share_dir", &self.share_dir)] {
+        for (field, dir) in [
+            ("state_dir", &self.state_dir),
+            ("share_dir", &self.share_dir),
+        ] {
             if !dir.is_absolute() {
                 out.push(ConfigProblem::new(field, "must be an absolute path"));
             }
@@ -102,7 +105,9 @@ impl Config {
 pub enum StartError {
     #[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Config(Vec<ConfigProblem>),
-    #[error("the node config has no cluster: section; run `capstan cluster init` or join a cluster first")]
+    #[error(
+        "the node config has no cluster: section; run `capstan cluster init` or join a cluster first"
+    )]
     NoCluster,
     #[error("cannot read {path} (has `capstan cluster init` or `join` run on this master?)")]
     Read {
@@ -237,8 +242,13 @@ impl Server {
             let listener = bind("HTTPS", addr).await?;
             https_addr = listener.local_addr().ok();
             let tls = Arc::new(crate::pki::server_config(&node)?);
-            let listener = TlsListener::new(listener, tls, shutdown.clone())
-                .map_err(|source| StartError::Bind { what: "HTTPS", addr, source })?;
+            let listener = TlsListener::new(listener, tls, shutdown.clone()).map_err(|source| {
+                StartError::Bind {
+                    what: "HTTPS",
+                    addr,
+                    source,
+                }
+            })?;
             let app = private.fallback(not_found).with_state(shared.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
@@ -291,7 +301,10 @@ fn state_error(e: &StateError) -> Response {
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                format!("the cluster state is unavailable: {}", capstan_types::Chain(other)),
+                format!(
+                    "the cluster state is unavailable: {}",
+                    capstan_types::Chain(other)
+                ),
             )
         }
     }
@@ -329,7 +342,11 @@ fn request_host(headers: &HeaderMap, fallback: IpAddr) -> String {
 
 /// `install.sh` with its default server set to `host`.
 pub fn render_install_script(script: &str, host: &str) -> String {
-    script.replacen(SERVER_LINE, &format!("CAPSTAN_SERVER=\"${{CAPSTAN_SERVER:-{host}}}\""), 1)
+    script.replacen(
+        SERVER_LINE,
+        &format!("CAPSTAN_SERVER=\"${{CAPSTAN_SERVER:-{host}}}\""),
+        1,
+    )
 }
 
 async fn install_script(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -345,7 +362,11 @@ async fn install_script(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Res
         }
         Err(e) => {
             warn!(path = %path.display(), error = %capstan_types::Chain(&e), "install.sh missing");
-            error(StatusCode::NOT_FOUND, "not_found", "install.sh is not installed on this master")
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "install.sh is not installed on this master",
+            )
         }
     }
 }
@@ -395,8 +416,14 @@ async fn package(State(s): State<Arc<Shared>>) -> Response {
             let stream = tokio_util::io::ReaderStream::new(file);
             let mut resp = (
                 [
-                    (header::CONTENT_TYPE, "application/vnd.debian.binary-package"),
-                    (header::CONTENT_DISPOSITION, "attachment; filename=\"capstan.deb\""),
+                    (
+                        header::CONTENT_TYPE,
+                        "application/vnd.debian.binary-package",
+                    ),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"capstan.deb\"",
+                    ),
                 ],
                 Body::from_stream(stream),
             )
@@ -527,7 +554,11 @@ async fn join(
         Ok(cert) => cert,
         Err(e) => {
             warn!(error = %capstan_types::Chain(&e), "Cannot issue a node certificate");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot issue a certificate");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "cannot issue a certificate",
+            );
         }
     };
     info!(
@@ -594,7 +625,11 @@ async fn join_coord(
         hostname: None,
     };
     let Some(id) = cluster.member_id() else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "not a master address");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "not a master address",
+        );
     };
     let addr = SocketAddr::new(req.advertise, capstan_runtime::cluster::ports::COORD).to_string();
     info!(member = id, %addr, "Adding a joining master to coord");
@@ -612,7 +647,10 @@ mod tests {
     fn the_served_script_names_the_host_it_was_fetched_from() {
         let script = format!("#!/bin/sh\n{SERVER_LINE}\necho hi\n");
         let out = render_install_script(&script, "10.0.0.1");
-        assert!(out.contains("CAPSTAN_SERVER=\"${CAPSTAN_SERVER:-10.0.0.1}\"\n"), "{out}");
+        assert!(
+            out.contains("CAPSTAN_SERVER=\"${CAPSTAN_SERVER:-10.0.0.1}\"\n"),
+            "{out}"
+        );
         let fallback: IpAddr = "10.9.9.9".parse().unwrap();
         let host = |h: &str| {
             let mut m = HeaderMap::new();

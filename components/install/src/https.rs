@@ -101,7 +101,10 @@ pub struct Server {
 impl Server {
     /// `10.0.0.1`, `master1`, `10.0.0.1:8443`, `https://master1[:port][/]` or `[fd00::1]:443`.
     pub fn parse(s: &str) -> Result<Server, String> {
-        let rest = s.trim().trim_start_matches("https://").trim_end_matches('/');
+        let rest = s
+            .trim()
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
         if rest.is_empty() || rest.contains('/') || rest.starts_with("http://") {
             return Err(format!("{s:?} is not a master address (host or host:port)"));
         }
@@ -294,7 +297,10 @@ mod tests {
 
     #[test]
     fn server_addresses_parse_in_every_form() {
-        let s = |h: &str, p| Server { host: h.into(), port: p };
+        let s = |h: &str, p| Server {
+            host: h.into(),
+            port: p,
+        };
         assert_eq!(Server::parse("10.0.0.1"), Ok(s("10.0.0.1", 443)));
         assert_eq!(Server::parse("master1:8443"), Ok(s("master1", 8443)));
         assert_eq!(Server::parse("https://master1/"), Ok(s("master1", 443)));

@@ -44,7 +44,9 @@ pub enum JoinError {
          between this node and the master is not the master"
     )]
     CaMismatch { expected: String, presented: String },
-    #[error("this node already belongs to cluster {cluster_id} (CA {fingerprint}); uninstall it first (capstan-uninstall)")]
+    #[error(
+        "this node already belongs to cluster {cluster_id} (CA {fingerprint}); uninstall it first (capstan-uninstall)"
+    )]
     OtherCluster {
         cluster_id: String,
         fingerprint: String,
@@ -115,7 +117,10 @@ fn unexpected(resp: &https::Response) -> JoinError {
     }
     JoinError::Unexpected {
         status: resp.status.as_u16(),
-        body: String::from_utf8_lossy(&resp.body).chars().take(500).collect(),
+        body: String::from_utf8_lossy(&resp.body)
+            .chars()
+            .take(500)
+            .collect(),
     }
 }
 
@@ -152,7 +157,11 @@ pub fn system_hostname() -> String {
 
 /// A joined master whose coord member runs asks to be added to coord's membership
 /// (`POST /v1/join/coord`); returns once it votes.
-pub async fn join_coord(layout: &Layout, opts: &JoinOptions, advertise: IpAddr) -> Result<(), JoinError> {
+pub async fn join_coord(
+    layout: &Layout,
+    opts: &JoinOptions,
+    advertise: IpAddr,
+) -> Result<(), JoinError> {
     let ca = std::fs::read_to_string(layout.ca_cert()).map_err(io(layout.ca_cert()))?;
     let tls = Arc::new(pki::client_config(&ca)?);
     let body = serde_json::to_vec(&crate::bootstrap::JoinCoordRequest {
@@ -160,8 +169,14 @@ pub async fn join_coord(layout: &Layout, opts: &JoinOptions, advertise: IpAddr) 
         advertise,
     })
     .expect("request serializes");
-    let resp = https::request(&opts.server, tls, http::Method::POST, "/v1/join/coord", Some(body))
-        .await?;
+    let resp = https::request(
+        &opts.server,
+        tls,
+        http::Method::POST,
+        "/v1/join/coord",
+        Some(body),
+    )
+    .await?;
     if resp.status.is_success() {
         Ok(())
     } else {
@@ -201,7 +216,14 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
         advertise,
     })
     .expect("join request serializes");
-    let resp = https::request(&opts.server, tls, http::Method::POST, "/v1/join", Some(body)).await?;
+    let resp = https::request(
+        &opts.server,
+        tls,
+        http::Method::POST,
+        "/v1/join",
+        Some(body),
+    )
+    .await?;
     if !resp.status.is_success() {
         return Err(unexpected(&resp));
     }
@@ -219,8 +241,7 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
     write_file(&layout.ca_cert(), answer.ca.as_bytes(), 0o644).map_err(io(layout.ca_cert()))?;
     write_file(&layout.node_cert(), answer.cert.as_bytes(), 0o644)
         .map_err(io(layout.node_cert()))?;
-    write_file(&layout.node_key(), answer.key.as_bytes(), 0o600)
-        .map_err(io(layout.node_key()))?;
+    write_file(&layout.node_key(), answer.key.as_bytes(), 0o600).map_err(io(layout.node_key()))?;
     if let Some(ca_key) = &answer.ca_key {
         write_file(&layout.ca_key(), ca_key.as_bytes(), 0o600).map_err(io(layout.ca_key()))?;
     }

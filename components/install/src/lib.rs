@@ -52,7 +52,11 @@ pub fn render_node_config(cluster: &ClusterConfig, role: Role, joining: bool) ->
         "# /etc/capstan/config.yaml — written by `capstan cluster {}` for a {role} node.\n\
          # Every daemon section defaults from `cluster:`; a key set here wins.\n\
          # Check it with `capstan daemon <name> --check-config`.\n{body}",
-        if matches!((role, joining), (Role::Master, false)) { "init" } else { "join" },
+        if matches!((role, joining), (Role::Master, false)) {
+            "init"
+        } else {
+            "join"
+        },
     )
 }
 
@@ -68,13 +72,21 @@ mod tests {
             advertise: "10.0.0.2".parse().unwrap(),
             hostname: Some("m2".into()),
         };
-        for (role, joining) in [(Role::Master, false), (Role::Master, true), (Role::Agent, true)] {
+        for (role, joining) in [
+            (Role::Master, false),
+            (Role::Master, true),
+            (Role::Agent, true),
+        ] {
             let text = render_node_config(&cluster, role, joining);
             let mut doc: Value = serde_yaml_ng::from_str(&text).unwrap();
             capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
             assert_eq!(doc["coord"]["id"], Value::from(2), "{text}");
             let members = doc["coord"]["members"].as_sequence().unwrap();
-            assert_eq!(members.is_empty(), joining && role == Role::Master, "{text}");
+            assert_eq!(
+                members.is_empty(),
+                joining && role == Role::Master,
+                "{text}"
+            );
             assert_eq!(doc["agent"]["hostname"], Value::from("m2"));
         }
     }

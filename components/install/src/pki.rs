@@ -72,7 +72,10 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Capstan");
-        dn.push(DnType::CommonName, format!("Capstan CA {name} {cluster_id}"));
+        dn.push(
+            DnType::CommonName,
+            format!("Capstan CA {name} {cluster_id}"),
+        );
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -94,7 +97,11 @@ impl Ca {
     }
 
     /// A certificate for a node called `hostname` reachable at `addresses`.
-    pub fn issue_node(&self, hostname: &str, addresses: &[IpAddr]) -> Result<CertifiedKey, PkiError> {
+    pub fn issue_node(
+        &self,
+        hostname: &str,
+        addresses: &[IpAddr],
+    ) -> Result<CertifiedKey, PkiError> {
         let ca_key = KeyPair::from_pem(&self.0.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.0.cert_pem, ca_key)?;
         let key = KeyPair::generate()?;

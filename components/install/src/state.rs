@@ -170,7 +170,11 @@ impl ClusterState {
     /// Adds a master's coord member (it joins as a learner, catches up, then votes).
     pub async fn add_member(&self, id: u64, addr: &str) -> Result<(), StateError> {
         let members = self.coord.members().await?;
-        if members.members.iter().any(|m| m.id == id && m.addr == addr && m.voter) {
+        if members
+            .members
+            .iter()
+            .any(|m| m.id == id && m.addr == addr && m.voter)
+        {
             return Ok(());
         }
         self.coord.member_add(id, addr).await?;
@@ -262,7 +266,13 @@ mod tests {
         assert!(h.starts_with("pbkdf2-sha256$1000$"));
         assert!(verify_password("s3cret", &h));
         assert!(!verify_password("s3cret!", &h));
-        for bad in ["", "x$y", "pbkdf2-sha256$0$00$00", "md5$1$00$00", "pbkdf2-sha256$1$zz$00"] {
+        for bad in [
+            "",
+            "x$y",
+            "pbkdf2-sha256$0$00$00",
+            "md5$1$00$00",
+            "pbkdf2-sha256$1$zz$00",
+        ] {
             assert!(!verify_password("s3cret", bad), "{bad}");
         }
         let p = generate_password();

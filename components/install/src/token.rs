@@ -46,7 +46,9 @@ pub enum TokenParseError {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl JoinToken {
@@ -181,7 +183,11 @@ pub enum TokenRefused {
     #[error("the join token {0} expired")]
     Expired(String),
     #[error("the join token {id} is for {allowed} nodes, not {asked} nodes")]
-    Role { id: String, allowed: Role, asked: Role },
+    Role {
+        id: String,
+        allowed: Role,
+        asked: Role,
+    },
 }
 
 impl TokenRecord {
@@ -201,7 +207,10 @@ impl TokenRecord {
     /// Whether `token` admits a node of `role` at `now_ms`. An unknown id and a wrong secret
     /// are the same answer, so the reply does not tell which ids exist.
     pub fn admit(&self, token: &JoinToken, role: Role, now_ms: u64) -> Result<(), TokenRefused> {
-        if !constant_time_eq(self.secret_sha256.as_bytes(), token.secret_hash().as_bytes()) {
+        if !constant_time_eq(
+            self.secret_sha256.as_bytes(),
+            token.secret_hash().as_bytes(),
+        ) {
             return Err(TokenRefused::Unknown);
         }
         if self.revoked {
@@ -244,7 +253,10 @@ mod tests {
         let text = t.to_string();
         assert!(text.starts_with("CSTN1"));
         assert_eq!(text.parse::<JoinToken>().unwrap(), t);
-        assert!(!format!("{t:?}").contains(&t.secret), "Debug hides the secret");
+        assert!(
+            !format!("{t:?}").contains(&t.secret),
+            "Debug hides the secret"
+        );
     }
 
     #[test]
@@ -255,18 +267,36 @@ mod tests {
             ("", TokenParseError::Prefix),
             ("K10abc::x:y", TokenParseError::Prefix),
             ("CSTN1abc", TokenParseError::Shape),
-            (&format!("CSTN1{HASH}::{id}{secret}"), TokenParseError::Shape),
-            (&format!("CSTN1{}::{id}.{secret}", &HASH[1..]), TokenParseError::CaHash),
-            (&format!("CSTN1{}::{id}.{secret}", HASH.to_uppercase()), TokenParseError::CaHash),
+            (
+                &format!("CSTN1{HASH}::{id}{secret}"),
+                TokenParseError::Shape,
+            ),
+            (
+                &format!("CSTN1{}::{id}.{secret}", &HASH[1..]),
+                TokenParseError::CaHash,
+            ),
+            (
+                &format!("CSTN1{}::{id}.{secret}", HASH.to_uppercase()),
+                TokenParseError::CaHash,
+            ),
             (&format!("CSTN1{HASH}::dead.{secret}"), TokenParseError::Id),
-            (&format!("CSTN1{HASH}::{id}.{}", &secret[2..]), TokenParseError::Secret),
-            (&format!("CSTN1{HASH}::{id}.{secret}x"), TokenParseError::Secret),
+            (
+                &format!("CSTN1{HASH}::{id}.{}", &secret[2..]),
+                TokenParseError::Secret,
+            ),
+            (
+                &format!("CSTN1{HASH}::{id}.{secret}x"),
+                TokenParseError::Secret,
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(text.parse::<JoinToken>(), Err(want), "{text:?}");
         }
         let ok = format!(" CSTN1{HASH}::{id}.{secret}\n");
-        assert!(ok.parse::<JoinToken>().is_ok(), "surrounding whitespace is ignored");
+        assert!(
+            ok.parse::<JoinToken>().is_ok(),
+            "surrounding whitespace is ignored"
+        );
     }
 
     #[test]
@@ -284,7 +314,10 @@ mod tests {
         ));
         let mut wrong = t.clone();
         wrong.secret = "f".repeat(32);
-        assert_eq!(agent.admit(&wrong, Role::Agent, 1_200), Err(TokenRefused::Unknown));
+        assert_eq!(
+            agent.admit(&wrong, Role::Agent, 1_200),
+            Err(TokenRefused::Unknown)
+        );
         let mut revoked = agent.clone();
         revoked.revoked = true;
         assert_eq!(
@@ -302,7 +335,12 @@ mod tests {
     fn roles_parse_and_name_their_targets() {
         assert_eq!("agent".parse::<Role>(), Ok(Role::Agent));
         assert_eq!(Role::Master.target(), "capstan-master.target");
-        assert!("boss".parse::<Role>().unwrap_err().contains("agent or master"));
+        assert!(
+            "boss"
+                .parse::<Role>()
+                .unwrap_err()
+                .contains("agent or master")
+        );
     }
 
     proptest! {

@@ -75,7 +75,10 @@ async fn cluster() -> Cluster {
     };
     let prepared = capstan_install::init::prepare(&master, &opts).unwrap();
     let again = capstan_install::init::prepare(&master, &opts).unwrap();
-    assert_eq!(prepared, again, "an unfinished init resumes with the same cluster");
+    assert_eq!(
+        prepared, again,
+        "an unfinished init resumes with the same cluster"
+    );
     let state = ClusterState::new(capstan_coord_client::Client::new([endpoint.clone()]).unwrap());
     let outcome = capstan_install::init::seed(&master, &state, &prepared)
         .await
@@ -142,7 +145,8 @@ impl Cluster {
     }
 
     async fn https(&self, method: http::Method, path: &str) -> https::Response {
-        let ca = std::fs::read_to_string(Layout::under(&self.root.join("master")).ca_cert()).unwrap();
+        let ca =
+            std::fs::read_to_string(Layout::under(&self.root.join("master")).ca_cert()).unwrap();
         let tls = Arc::new(capstan_install::pki::client_config(&ca).unwrap());
         https::request(&self.server(), tls, method, path, None)
             .await
@@ -168,7 +172,10 @@ async fn an_agent_joins_with_its_token_and_a_second_join_changes_nothing() {
         &admin.password_hash
     ));
 
-    let joined = c.join("agent-1", &c.outcome.tokens.agent, Role::Agent).await.unwrap();
+    let joined = c
+        .join("agent-1", &c.outcome.tokens.agent, Role::Agent)
+        .await
+        .unwrap();
     let JoinOutcome::Joined(m) = joined else {
         panic!("a fresh node joins: {joined:?}")
     };
@@ -181,21 +188,35 @@ async fn an_agent_joins_with_its_token_and_a_second_join_changes_nothing() {
     assert_eq!(cluster.hostname.as_deref(), Some("agent-1"));
     assert!(!layout.ca_key().exists(), "agents never get the CA key");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(layout.node_key()).unwrap().permissions().mode();
+    let mode = std::fs::metadata(layout.node_key())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     // The config the master wrote loads and validates as every daemon will load it.
     let mut doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(&layout.config).unwrap()).unwrap();
     capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
-    assert_eq!(doc["agent"]["masters"][0], serde_yaml_ng::Value::from("127.0.0.1:5050"));
+    assert_eq!(
+        doc["agent"]["masters"][0],
+        serde_yaml_ng::Value::from("127.0.0.1:5050")
+    );
     assert!(doc.get("coord").is_none(), "an agent runs no coord");
 
     let config_before = std::fs::read(&layout.config).unwrap();
-    let again = c.join("agent-1", &c.outcome.tokens.agent, Role::Agent).await.unwrap();
+    let again = c
+        .join("agent-1", &c.outcome.tokens.agent, Role::Agent)
+        .await
+        .unwrap();
     assert!(matches!(again, JoinOutcome::AlreadyJoined(_)), "{again:?}");
     assert_eq!(std::fs::read(&layout.config).unwrap(), config_before);
-    let as_master = c.join("agent-1", &c.outcome.tokens.master, Role::Master).await;
-    assert!(matches!(as_master, Err(JoinError::OtherRole { .. })), "{as_master:?}");
+    let as_master = c
+        .join("agent-1", &c.outcome.tokens.master, Role::Master)
+        .await;
+    assert!(
+        matches!(as_master, Err(JoinError::OtherRole { .. })),
+        "{as_master:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +227,10 @@ async fn wrong_revoked_expired_and_foreign_tokens_are_refused_before_anything_is
     // A token for another CA: refused by the node itself, before it sends the token.
     let mut foreign = agent.clone();
     foreign.ca_hash = "ab".repeat(32);
-    let e = c.join("n1", &foreign.to_string(), Role::Agent).await.unwrap_err();
+    let e = c
+        .join("n1", &foreign.to_string(), Role::Agent)
+        .await
+        .unwrap_err();
     assert!(matches!(e, JoinError::CaMismatch { .. }), "{e:?}");
     assert!(e.to_string().contains("another cluster"), "{e}");
     assert!(!c.node("n1").config.exists() && !c.node("n1").pki().exists());
@@ -214,12 +238,18 @@ async fn wrong_revoked_expired_and_foreign_tokens_are_refused_before_anything_is
     // The right CA, a secret the cluster never made.
     let mut wrong = agent.clone();
     wrong.secret = "0".repeat(32);
-    let e = c.join("n2", &wrong.to_string(), Role::Agent).await.unwrap_err();
+    let e = c
+        .join("n2", &wrong.to_string(), Role::Agent)
+        .await
+        .unwrap_err();
     assert_eq!(refused_code(e), "token_invalid");
     assert!(!c.node("n2").config.exists());
 
     // An agent token cannot make a master.
-    let e = c.join("n3", &agent.to_string(), Role::Master).await.unwrap_err();
+    let e = c
+        .join("n3", &agent.to_string(), Role::Master)
+        .await
+        .unwrap_err();
     assert_eq!(refused_code(e), "token_role");
 
     // Expired.
@@ -227,18 +257,29 @@ async fn wrong_revoked_expired_and_foreign_tokens_are_refused_before_anything_is
     let mut record = TokenRecord::new(&short, Role::Agent, 0, Some(1));
     record.description = "expired".into();
     c.state.put_token(&record).await.unwrap();
-    let e = c.join("n4", &short.to_string(), Role::Agent).await.unwrap_err();
+    let e = c
+        .join("n4", &short.to_string(), Role::Agent)
+        .await
+        .unwrap_err();
     assert_eq!(refused_code(e), "token_expired");
 
     // Revoked: the same token that worked a moment ago.
     let fresh = JoinToken::generate(&agent.ca_hash);
     c.state
-        .put_token(&TokenRecord::new(&fresh, Role::Agent, capstan_install::state::now_ms(), None))
+        .put_token(&TokenRecord::new(
+            &fresh,
+            Role::Agent,
+            capstan_install::state::now_ms(),
+            None,
+        ))
         .await
         .unwrap();
     assert!(c.join("n5", &fresh.to_string(), Role::Agent).await.is_ok());
     c.state.revoke(&fresh.id).await.unwrap();
-    let e = c.join("n6", &fresh.to_string(), Role::Agent).await.unwrap_err();
+    let e = c
+        .join("n6", &fresh.to_string(), Role::Agent)
+        .await
+        .unwrap_err();
     assert_eq!(refused_code(e), "token_revoked");
     let listed = c.state.tokens().await.unwrap();
     assert!(listed.iter().any(|t| t.id == fresh.id && t.revoked));
@@ -249,10 +290,18 @@ async fn wrong_revoked_expired_and_foreign_tokens_are_refused_before_anything_is
 async fn a_master_joins_with_the_ca_key_and_waits_to_be_added_to_coord() {
     let c = cluster().await;
     let layout = c.node("master-2");
-    let opts = c.opts(&c.outcome.tokens.master, Role::Master, "127.0.0.3", "master-2");
+    let opts = c.opts(
+        &c.outcome.tokens.master,
+        Role::Master,
+        "127.0.0.3",
+        "master-2",
+    );
     let joined = capstan_install::join::join(&layout, &opts).await.unwrap();
     assert!(matches!(joined, JoinOutcome::Joined(_)));
-    assert!(layout.ca_key().exists(), "a master signs node certificates too");
+    assert!(
+        layout.ca_key().exists(),
+        "a master signs node certificates too"
+    );
     let cluster = read_cluster(&layout);
     let masters: Vec<IpAddr> = ["127.0.0.1", "127.0.0.3"]
         .iter()
@@ -275,10 +324,16 @@ async fn the_bootstrap_server_serves_the_script_ca_and_package_and_keeps_joins_o
     let c = cluster().await;
     let (status, script) = c.http_get("/install.sh").await;
     assert_eq!(status, 200);
-    assert!(script.contains("CAPSTAN_SERVER=\"${CAPSTAN_SERVER:-127.0.0.1}\""), "{script}");
+    assert!(
+        script.contains("CAPSTAN_SERVER=\"${CAPSTAN_SERVER:-127.0.0.1}\""),
+        "{script}"
+    );
     let (status, ca) = c.http_get("/v1/cluster/ca.pem").await;
     assert_eq!(status, 200);
-    assert_eq!(capstan_install::pki::fingerprint(&ca), c.outcome.ca_fingerprint);
+    assert_eq!(
+        capstan_install::pki::fingerprint(&ca),
+        c.outcome.ca_fingerprint
+    );
     let (status, facts) = c.http_get("/v1/cluster").await;
     assert_eq!(status, 200);
     let facts: serde_json::Value = serde_json::from_str(&facts).unwrap();
@@ -316,5 +371,8 @@ async fn the_bootstrap_server_serves_the_script_ca_and_package_and_keeps_joins_o
         },
     )
     .unwrap_err();
-    assert!(matches!(e, InitError::AlreadyInitialized(ref id) if *id == c.outcome.cluster_id), "{e}");
+    assert!(
+        matches!(e, InitError::AlreadyInitialized(ref id) if *id == c.outcome.cluster_id),
+        "{e}"
+    );
 }

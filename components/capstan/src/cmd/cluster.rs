@@ -218,8 +218,7 @@ fn print_init(outcome: &InitOutcome, json: bool) -> anyhow::Result<()> {
 
 async fn join(layout: &Layout, args: JoinArgs) -> anyhow::Result<()> {
     let token: JoinToken = args.token.parse().context("the join token is malformed")?;
-    let server =
-        capstan_install::https::Server::parse(&args.server).map_err(anyhow::Error::msg)?;
+    let server = capstan_install::https::Server::parse(&args.server).map_err(anyhow::Error::msg)?;
     let opts = JoinOptions {
         server,
         token,
@@ -290,11 +289,16 @@ async fn leave(layout: &Layout, args: LeaveArgs) -> anyhow::Result<()> {
                 Err(e) => fail(&format!("warning: draining through {master}: {e}")),
             }
         }
-        anyhow::ensure!(drained, "no master drained this agent; --no-drain stops it anyway");
+        anyhow::ensure!(
+            drained,
+            "no master drained this agent; --no-drain stops it anyway"
+        );
         say(&format!("Agent {hostname} is drained."));
     }
     if membership.role == Role::Master {
-        say("Note: this master's coord member stays in the membership; remove it with `capstan coord member remove` on another master.");
+        say(
+            "Note: this master's coord member stays in the membership; remove it with `capstan coord member remove` on another master.",
+        );
     }
     activate::stop_role(membership.role)?;
     say(&format!("Stopped this {}'s units.", membership.role));
@@ -364,7 +368,10 @@ async fn token(layout: &Layout, cmd: TokenCommand) -> anyhow::Result<()> {
                     .collect();
                 say(&serde_json::to_string_pretty(&view)?);
             } else {
-                say(&format!("{:<10} {:<7} {:<9} DESCRIPTION", "ID", "ROLE", "STATE"));
+                say(&format!(
+                    "{:<10} {:<7} {:<9} DESCRIPTION",
+                    "ID", "ROLE", "STATE"
+                ));
                 let now = now_ms();
                 for t in tokens {
                     let status = if t.revoked {
@@ -374,13 +381,19 @@ async fn token(layout: &Layout, cmd: TokenCommand) -> anyhow::Result<()> {
                     } else {
                         "valid"
                     };
-                    say(&format!("{:<10} {:<7} {:<9} {}", t.id, t.role, status, t.description));
+                    say(&format!(
+                        "{:<10} {:<7} {:<9} {}",
+                        t.id, t.role, status, t.description
+                    ));
                 }
             }
         }
         TokenCommand::Revoke { id } => {
             let record = state.revoke(&id).await?;
-            say(&format!("Revoked token {} ({} nodes)", record.id, record.role));
+            say(&format!(
+                "Revoked token {} ({} nodes)",
+                record.id, record.role
+            ));
         }
     }
     Ok(())

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use capstan_proto::recordio::RecordIoDecoder;
 use capstan_master::{Config, Server, ServerHandle};
+use capstan_proto::recordio::RecordIoDecoder;
 use capstan_testkit::sim_agent::{SimAgent, SimAgentConfig};
 use futures::StreamExt;
 use serde_json::{Value, json};

@@ -394,8 +394,8 @@ async fn launch_group_runs_every_task_of_the_group() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn protobuf_clients_subscribe_receive_offers_and_call() -> anyhow::Result<()> {
-    use capstan_proto::recordio::RecordIoDecoder;
     use capstan_proto::mesos::v1::{master, scheduler};
+    use capstan_proto::recordio::RecordIoDecoder;
     use capstan_proto::{Message, from_json, to_json};
     use futures::StreamExt;
 
