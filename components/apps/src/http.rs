@@ -1402,6 +1402,35 @@ fn collect_group(
     }
 }
 
+/// Whether a group update body `v` for group `gid` speaks for app `app` (under `gid`): it lists
+/// the apps of the app's own group, or it lists the subgroups of an enclosing group and leaves
+/// the app's branch out.
+fn body_covers(v: &Value, gid: &PathId, app: &PathId) -> bool {
+    let parent = app.parent();
+    let mut group = v;
+    let mut at = gid.clone();
+    loop {
+        if at == parent {
+            return group.get("apps").is_some_and(Value::is_array);
+        }
+        let Some(children) = group.get("groups").and_then(Value::as_array) else {
+            return false;
+        };
+        let next = children.iter().find_map(|g| {
+            let raw = g.get("id").and_then(Value::as_str)?;
+            let id = PathId::parse_relative(raw, &at);
+            (parent == id || parent.is_under(&id)).then_some((g, id))
+        });
+        match next {
+            Some((g, id)) => {
+                group = g;
+                at = id;
+            }
+            None => return true,
+        }
+    }
+}
+
 async fn group_routes(ctx: &Ctx, method: &Method, rest: &str, q: &Query, body: &Bytes) -> Reply {
     let force = q.flag("force", false);
     if let Some(id) = rest.strip_suffix("/versions") {
@@ -1534,10 +1563,13 @@ async fn group_routes(ctx: &Ctx, method: &Method, rest: &str, q: &Query, body: &
                         }
                         changes.insert(def.id.clone(), Some(def));
                     }
-                    // A full update removes the group's apps that are not in the body.
+                    // An update replaces what the body names, as Marathon's GroupUpdate: a
+                    // group's `apps` list (or its `groups` list, for the subgroups it drops)
+                    // removes the apps left out; a body without them keeps them (`{}`
+                    // changes nothing).
                     if !create {
                         for a in c.apps().filter(|a| a.def.id.is_under(&gid)) {
-                            if !listed.contains(&a.def.id) {
+                            if !listed.contains(&a.def.id) && body_covers(&v, &gid, &a.def.id) {
                                 changes.insert(a.def.id.clone(), None);
                             }
                         }
@@ -1718,6 +1750,39 @@ async fn v1_endpoints(ctx: &Ctx, headers: &HeaderMap) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_update_removes_only_the_apps_its_body_speaks_for() {
+        let g = PathId::parse("/g");
+        let covers = |v: Value, app: &str| body_covers(&v, &g, &PathId::parse(app));
+        assert!(!covers(json!({}), "/g/a"), "{{}} keeps every app");
+        assert!(covers(json!({"apps": []}), "/g/a"));
+        assert!(
+            !covers(json!({"apps": []}), "/g/sub/a"),
+            "subgroups untouched without groups"
+        );
+        assert!(
+            covers(json!({"groups": []}), "/g/sub/a"),
+            "a dropped subgroup goes"
+        );
+        assert!(!covers(json!({"groups": [{"id": "sub"}]}), "/g/sub/a"));
+        assert!(covers(
+            json!({"groups": [{"id": "sub", "apps": []}]}),
+            "/g/sub/a"
+        ));
+        assert!(covers(
+            json!({"groups": [{"id": "/g/sub", "apps": []}]}),
+            "/g/sub/a"
+        ));
+        assert!(!covers(
+            json!({"groups": [{"id": "sub", "groups": [{"id": "deep"}]}]}),
+            "/g/sub/deep/a"
+        ));
+        assert!(covers(
+            json!({"groups": [{"id": "sub", "groups": []}]}),
+            "/g/sub/deep/a"
+        ));
+    }
 
     #[test]
     fn label_selectors_follow_marathon() {
