@@ -390,11 +390,18 @@ pub struct ClusterFacts {
 }
 
 async fn cluster_facts(State(s): State<Arc<Shared>>) -> Response {
+    // The live membership: masters that joined after this one started are in coord, not in
+    // this master's config file.
+    let masters = match s.state.masters().await {
+        Ok(Some(masters)) if !masters.is_empty() => masters,
+        Ok(_) => s.cluster.masters.clone(),
+        Err(e) => return state_error(&e),
+    };
     match s.state.info().await {
         Ok(Some(info)) => Json(ClusterFacts {
             cluster_id: info.cluster_id,
             name: info.name,
-            masters: s.cluster.masters.clone(),
+            masters,
             ca_fingerprint: s.ca.fingerprint(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         })

@@ -155,6 +155,23 @@ pub fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// A master hands the package to the nodes that join through it: a joining master takes a
+/// copy from the master it joins through.
+async fn fetch_package(layout: &Layout, opts: &JoinOptions, ca: &str) -> Result<(), JoinError> {
+    let tls = Arc::new(pki::client_config(ca)?);
+    let path = format!("/v1/packages/{}", crate::bootstrap::PACKAGE_FILE);
+    let resp = https::request(&opts.server, tls, http::Method::GET, &path, None).await?;
+    if resp.status == http::StatusCode::NOT_FOUND {
+        tracing::warn!(server = %opts.server, "The master has no package to copy; nodes cannot install through this master");
+        return Ok(());
+    }
+    if !resp.status.is_success() {
+        return Err(unexpected(&resp));
+    }
+    let dest = layout.packages().join(crate::bootstrap::PACKAGE_FILE);
+    write_file(&dest, &resp.body, 0o644).map_err(io(dest))
+}
+
 /// A joined master whose coord member runs asks to be added to coord's membership
 /// (`POST /v1/join/coord`); returns once it votes.
 pub async fn join_coord(
@@ -254,6 +271,9 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
         ca_fingerprint: opts.token.ca_hash.clone(),
         server: opts.server.to_string(),
     };
+    if opts.role == Role::Master {
+        fetch_package(layout, opts, &ca).await?;
+    }
     membership.write(layout).map_err(io(layout.membership()))?;
     Ok(JoinOutcome::Joined(membership))
 }

@@ -9,6 +9,7 @@
 //! awaited and what was last seen; a failing test should explain itself without a re-run.
 
 pub mod docker;
+pub mod machines;
 pub mod net;
 pub mod process;
 pub mod proxy;

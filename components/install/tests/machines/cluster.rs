@@ -1,0 +1,514 @@
+//! A real cluster installed the way an operator would: `install.sh --init` on the first master,
+//! the one line (`curl -fsSL http://<master>/install.sh | sh -s -- --role agent --join <token>`)
+//! on every other node, then seed 001's Redis app, failure drills, a harmless re-run, refused
+//! tokens and a purge.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, ensure};
+use capstan_testkit::machines::{Machine, Net, NodeImage};
+use capstan_testkit::wait_until;
+use serde_json::Value;
+
+use crate::common::{
+    AGENT_UNITS, JOIN_TIMEOUT, MASTER_UNITS, all_active, deb, dig, get_json, install_with_one_line,
+    json_from, note, one_line, repo_root, step, str_at, token_for_other_ca, token_id,
+};
+use crate::package::assert_purged;
+
+/// Agents in both scenarios.
+const AGENTS: usize = 2;
+/// Masters in the HA scenario (the issue's 3; the first scenario has one).
+const HA_MASTERS: usize = 3;
+
+/// What `install.sh --init --json` printed: the facts of the new cluster.
+struct Init {
+    agent_token: String,
+    master_token: String,
+}
+
+/// `install.sh --init --package /root/capstan.deb --json` on the first master.
+async fn init_first_master(master: &Machine) -> Result<Init> {
+    let deb = deb().await?;
+    master.copy_in(&deb, "/root/capstan.deb").await?;
+    master
+        .copy_in(
+            &repo_root().join("packaging/install.sh"),
+            "/root/install.sh",
+        )
+        .await?;
+    let out = master
+        .sh("sh /root/install.sh --init --package /root/capstan.deb --json")
+        .await;
+    let out = master.with_journal(MASTER_UNITS, out).await?;
+    let facts = json_from(&out)?;
+    for key in ["url", "cluster_id", "ca_fingerprint"] {
+        str_at(&facts, &[key])?;
+    }
+    str_at(&facts, &["admin", "uid"])?;
+    str_at(&facts, &["admin", "password"])?;
+    Ok(Init {
+        agent_token: str_at(&facts, &["tokens", "agent"])?.to_owned(),
+        master_token: str_at(&facts, &["tokens", "master"])?.to_owned(),
+    })
+}
+
+/// Waits until `master`'s `/master/slaves` lists `n` active agents; returns their hostnames.
+async fn wait_agents(from: &Machine, master: &Machine, n: usize) -> Result<Vec<String>> {
+    let url = format!("http://{}:5050/master/slaves", master.ip());
+    let r = wait_until(
+        &format!("{n} agents in {url}"),
+        JOIN_TIMEOUT,
+        async || -> Result<Vec<String>> {
+            let v = get_json(from, &url).await?;
+            let slaves = v["slaves"]
+                .as_array()
+                .ok_or_else(|| anyhow!("no slaves array: {v}"))?;
+            let active: Vec<String> = slaves
+                .iter()
+                .filter(|s| s["active"].as_bool().unwrap_or(true))
+                .map(|s| s["hostname"].as_str().unwrap_or("?").to_owned())
+                .collect();
+            ensure!(
+                active.len() == n,
+                "{} active agents: {active:?}",
+                active.len()
+            );
+            Ok(active)
+        },
+    )
+    .await;
+    master.with_journal(&["capstan-master.service"], r).await
+}
+
+/// Seed 001's call, with the app named `redis`, posted from `from` to `master`'s apps API.
+async fn post_redis(from: &Machine, master: &Machine, id: &str, instances: usize) -> Result<()> {
+    let body = serde_json::json!({
+        "id": id, "instances": instances.to_string(), "mem": "64", "cpus": "0.5",
+        "executor": "/var/lib/mesos/executors/docker", "cmd": "capstan/redis"
+    });
+    let url = format!("http://{}:8080/v1/apps/start", master.ip());
+    let code = from
+        .exec_ok(&[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/stderr",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &url,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+        ])
+        .await?;
+    ensure!(code.trim() == "204", "POST {url} answered {code}");
+    Ok(())
+}
+
+/// Waits until `/v1/endpoints` on `master` lists `instances` endpoints of `id`; returns them.
+async fn wait_endpoints(
+    from: &Machine,
+    master: &Machine,
+    id: &str,
+    instances: usize,
+) -> Result<Vec<String>> {
+    let url = format!("http://{}:8080/v1/endpoints", master.ip());
+    wait_until(
+        &format!("{instances} endpoints of {id}"),
+        Duration::from_secs(120),
+        async || -> Result<Vec<String>> {
+            let body = from
+                .exec_ok(&["curl", "-fsS", "--max-time", "10", &url])
+                .await?;
+            let line = body
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(id))
+                .ok_or_else(|| anyhow!("no {id} line in {body:?}"))?;
+            let endpoints: Vec<String> =
+                line.split_whitespace().skip(2).map(str::to_owned).collect();
+            ensure!(endpoints.len() == instances, "endpoints: {line}");
+            Ok(endpoints)
+        },
+    )
+    .await
+}
+
+/// The Redis app runs and answers, and `dig @master <id>.marathon.mesos` from `from` gives the
+/// agents it runs on.
+async fn redis_runs_and_resolves(
+    from: &Machine,
+    master: &Machine,
+    agents: &[Machine],
+    id: &str,
+    instances: usize,
+) -> Result<()> {
+    let endpoints = wait_endpoints(from, master, id, instances).await;
+    let endpoints = with_agent_journals(agents, endpoints).await?;
+    let (host, port) = endpoints[0]
+        .rsplit_once(':')
+        .with_context(|| format!("endpoint {:?} is not host:port", endpoints[0]))?;
+    let set = from
+        .exec_ok(&["redis-cli", "-h", host, "-p", port, "SET", "x", "7"])
+        .await?;
+    ensure!(set.trim() == "OK", "redis SET answered {set:?}");
+    let name = format!("{id}.marathon.mesos");
+    let ips = wait_until(
+        &format!("dig @{} {name}", master.ip()),
+        Duration::from_secs(30),
+        async || -> Result<Vec<String>> {
+            let ips = dig(from, &master.ip().to_string(), &[&name]).await?;
+            ensure!(!ips.is_empty(), "no A records");
+            Ok(ips)
+        },
+    )
+    .await;
+    let ips = master.with_journal(&["capstan-dns.service"], ips).await?;
+    let agent_ips: Vec<String> = agents.iter().map(|a| a.ip().to_string()).collect();
+    ensure!(
+        ips.iter().all(|ip| agent_ips.contains(ip)),
+        "{name} resolves to {ips:?}, not to agents {agent_ips:?}"
+    );
+    Ok(())
+}
+
+async fn with_agent_journals<T>(agents: &[Machine], r: Result<T>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let mut message = format!("{e:#}");
+            for a in agents {
+                message.push('\n');
+                message.push_str(&a.journal("capstan-agent.service").await);
+            }
+            Err(anyhow!(message))
+        }
+    }
+}
+
+/// `kill -9` of UNIT's main process on `node`: systemd restarts it (NRestarts grows, active).
+async fn killed_daemon_is_restarted(node: &Machine, unit: &str) -> Result<()> {
+    let before = node.unit_restarts(unit).await?;
+    let killed = node.kill_unit_main(unit).await?;
+    let r = wait_until(
+        &format!("{unit} restarted by systemd"),
+        Duration::from_secs(60),
+        async || -> Result<()> {
+            let n = node.unit_restarts(unit).await?;
+            let state = node.unit_state(unit).await?;
+            let pid = node.unit_property(unit, "MainPID").await?;
+            ensure!(
+                n > before && state == "active" && pid != "0" && pid != killed.to_string(),
+                "NRestarts {n} (was {before}), {state}, MainPID {pid} (killed {killed})"
+            );
+            Ok(())
+        },
+    )
+    .await;
+    node.with_journal(&[unit], r).await
+}
+
+/// Re-running the one line on a joined agent exits 0 and changes nothing: same config, state
+/// and certificate, and the agent was not restarted.
+async fn rerun_changes_nothing(agent: &Machine, master: &Machine, token: &str) -> Result<()> {
+    // The node's identity and config: every file the join wrote (the design names
+    // cluster/cluster.json; whatever is under cluster/ counts).
+    const FILES: &str = "find /etc/capstan /var/lib/capstan/cluster /var/lib/capstan/pki \
+                         -type f | sort | xargs sha256sum";
+    let before = agent.sh(FILES).await?;
+    let pid = agent
+        .unit_property("capstan-agent.service", "MainPID")
+        .await?;
+    install_with_one_line(agent, master, "agent", token, AGENT_UNITS).await?;
+    let after = agent.sh(FILES).await?;
+    ensure!(
+        before == after,
+        "the re-run changed files:\nbefore:\n{before}\nafter:\n{after}"
+    );
+    let pid_after = agent
+        .unit_property("capstan-agent.service", "MainPID")
+        .await?;
+    ensure!(
+        pid == pid_after,
+        "the re-run restarted the agent (MainPID {pid} -> {pid_after})"
+    );
+    all_active(agent, AGENT_UNITS).await
+}
+
+/// The one line with `token` fails on `node`, saying something that contains one of `words`
+/// (case-insensitive). Returns the line that says so.
+async fn refused(node: &Machine, master: &Machine, token: &str, words: &[&str]) -> Result<String> {
+    let out = node.sh_output(&one_line(master, "agent", token)).await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        !out.status.success(),
+        "the one line with token {token:?} succeeded:\n{text}"
+    );
+    // The line that says why, for the suite's log.
+    let why = text.lines().find(|l| {
+        let l = l.to_lowercase();
+        words.iter().any(|w| l.contains(&w.to_lowercase()))
+    });
+    match why {
+        Some(line) => Ok(line.to_owned()),
+        None => Err(anyhow!(
+            "the refusal of {token:?} does not say {words:?}:\n{text}"
+        )),
+    }
+}
+
+/// Wrong tokens are refused with a clear message on a fresh node: a malformed one and one of
+/// another CA before anything is installed, a revoked one at join.
+async fn bad_tokens_are_refused(
+    fresh: &Machine,
+    master: &Machine,
+    agent_token: &str,
+) -> Result<()> {
+    let malformed = refused(fresh, master, "not-a-token", &["token"]).await?;
+    note("malformed token", &malformed);
+    let other_ca = refused(
+        fresh,
+        master,
+        &token_for_other_ca(agent_token)?,
+        &[
+            "another cluster",
+            "fingerprint",
+            "does not match",
+            "mismatch",
+        ],
+    )
+    .await?;
+    note("token of another CA", &other_ca);
+    let installed = fresh.exec(&["test", "-e", "/usr/bin/capstan"]).await?;
+    ensure!(
+        !installed.status.success(),
+        "a refused token still installed the package"
+    );
+    let revoked = master
+        .exec_ok(&["capstan", "cluster", "token", "create", "--role", "agent"])
+        .await?;
+    let revoked = revoked.trim().to_owned();
+    master
+        .exec_ok(&["capstan", "cluster", "token", "revoke", token_id(&revoked)?])
+        .await?;
+    let revoked = refused(fresh, master, &revoked, &["revoked"]).await?;
+    note("revoked token", &revoked);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
+    let (image, _) = step("node image and .deb", async {
+        tokio::try_join!(NodeImage::ensure(), deb())
+    })
+    .await?;
+    let net = step("network", Net::create("install")).await?;
+    let mut names = vec!["master1".to_owned()];
+    names.extend((1..=AGENTS).map(|i| format!("agent{i}")));
+    names.push("fresh1".to_owned());
+    let mut machines = step(
+        "boot the machines",
+        Machine::start_all(&net, &names, &image),
+    )
+    .await?;
+    let fresh = machines.pop().context("no fresh machine")?;
+    let master = machines.remove(0);
+    let agents = machines;
+
+    let init = step("install.sh --init on master1", init_first_master(&master)).await?;
+    step(
+        "every master unit is active",
+        all_active(&master, MASTER_UNITS),
+    )
+    .await?;
+    for agent in &agents {
+        step(&format!("the one line on {}", agent.name()), async {
+            install_with_one_line(agent, &master, "agent", &init.agent_token, AGENT_UNITS).await?;
+            all_active(agent, AGENT_UNITS).await
+        })
+        .await?;
+    }
+    step(
+        "master1 lists the agents",
+        wait_agents(&agents[0], &master, AGENTS),
+    )
+    .await?;
+    step("seed 001's Redis runs and resolves from an agent", async {
+        post_redis(&agents[0], &master, "redis", AGENTS).await?;
+        redis_runs_and_resolves(&agents[0], &master, &agents, "redis", AGENTS).await
+    })
+    .await?;
+    step(
+        "kill -9 capstan-master: systemd restarts it",
+        killed_daemon_is_restarted(&master, "capstan-master.service"),
+    )
+    .await?;
+    step(
+        "the agents register again after the master restart",
+        wait_agents(&agents[0], &master, AGENTS),
+    )
+    .await?;
+    step(
+        "re-running the installer on a joined agent changes nothing",
+        rerun_changes_nothing(&agents[0], &master, &init.agent_token),
+    )
+    .await?;
+    step(
+        "bad tokens are refused",
+        bad_tokens_are_refused(&fresh, &master, &init.agent_token),
+    )
+    .await?;
+    step(
+        "the refused node did not join",
+        wait_agents(&agents[0], &master, AGENTS),
+    )
+    .await?;
+    step("apt-get purge on an agent leaves no file behind", async {
+        let last = agents.last().context("no agent")?;
+        last.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y capstan")
+            .await?;
+        assert_purged(last).await
+    })
+    .await?;
+    drop(init.master_token);
+    Ok(())
+}
+
+/// The issue's full shape: 3 masters (two join with the one line and a master token) and 2
+/// agents; powering off a master leaves the cluster working.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_masters_join_and_the_cluster_survives_a_master_power_off() -> Result<()> {
+    let (image, _) = step("node image and .deb", async {
+        tokio::try_join!(NodeImage::ensure(), deb())
+    })
+    .await?;
+    let net = step("network", Net::create("ha")).await?;
+    let mut names: Vec<String> = (1..=HA_MASTERS).map(|i| format!("master{i}")).collect();
+    names.extend((1..=AGENTS).map(|i| format!("agent{i}")));
+    let mut machines = step(
+        "boot the machines",
+        Machine::start_all(&net, &names, &image),
+    )
+    .await?;
+    let agents = machines.split_off(HA_MASTERS);
+    let masters = machines;
+
+    let init = step(
+        "install.sh --init on master1",
+        init_first_master(&masters[0]),
+    )
+    .await?;
+    step(
+        "every unit is active on master1",
+        all_active(&masters[0], MASTER_UNITS),
+    )
+    .await?;
+    for m in &masters[1..] {
+        step(&format!("the one line on {} (master)", m.name()), async {
+            install_with_one_line(m, &masters[0], "master", &init.master_token, MASTER_UNITS)
+                .await?;
+            all_active(m, MASTER_UNITS).await
+        })
+        .await?;
+    }
+    step(
+        "coord has 3 healthy voters",
+        coord_voters(&agents[0], &masters[0], HA_MASTERS),
+    )
+    .await?;
+    for agent in &agents {
+        step(&format!("the one line on {}", agent.name()), async {
+            install_with_one_line(agent, &masters[1], "agent", &init.agent_token, AGENT_UNITS)
+                .await?;
+            all_active(agent, AGENT_UNITS).await
+        })
+        .await?;
+    }
+    step(
+        "the masters list the agents",
+        wait_agents(&agents[0], &masters[1], AGENTS),
+    )
+    .await?;
+    step("seed 001's Redis runs and resolves", async {
+        post_redis(&agents[0], &masters[0], "redis", AGENTS).await?;
+        redis_runs_and_resolves(&agents[0], &masters[1], &agents, "redis", AGENTS).await
+    })
+    .await?;
+    step("power off master1", masters[0].stop()).await?;
+    step("the cluster keeps working without master1", async {
+        redis_runs_and_resolves(&agents[0], &masters[1], &agents, "redis", AGENTS).await?;
+        wait_agents(&agents[0], &masters[1], AGENTS).await?;
+        post_redis(&agents[0], &masters[1], "redis-after", 1).await?;
+        redis_runs_and_resolves(&agents[0], &masters[2], &agents, "redis-after", 1).await
+    })
+    .await?;
+    step("master1 boots again and rejoins", async {
+        masters[0].start_again().await?;
+        all_active(&masters[0], MASTER_UNITS).await
+    })
+    .await?;
+    step(
+        "/v1/cluster lists 3 masters",
+        cluster_lists_masters(&agents[0], &masters[0], HA_MASTERS),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `GET /v1/cluster` on `master` lists `n` masters.
+async fn cluster_lists_masters(from: &Machine, master: &Machine, n: usize) -> Result<()> {
+    let url = format!("http://{}/v1/cluster", master.ip());
+    let r = wait_until(
+        &format!("{n} masters in {url}"),
+        Duration::from_secs(60),
+        async || -> Result<()> {
+            let v: Value = get_json(from, &url).await?;
+            let got = v["masters"].as_array().map_or(0, Vec::len);
+            ensure!(got == n, "{got} masters: {v}");
+            Ok(())
+        },
+    )
+    .await;
+    let r = match r {
+        Ok(()) => Ok(()),
+        // wait_until keeps only the last check's error: quote what the API says now.
+        Err(e) => {
+            let now = from
+                .exec_ok(&["curl", "-sS", "--max-time", "10", &url])
+                .await
+                .unwrap_or_else(|e| format!("{e:#}"));
+            Err(e.context(format!("{url} now answers {now}")))
+        }
+    };
+    master.with_journal(&["capstan-bootstrap.service"], r).await
+}
+
+/// coord's `/v1/status` on `master` shows `n` healthy voters.
+async fn coord_voters(from: &Machine, master: &Machine, n: usize) -> Result<()> {
+    let url = format!("http://{}:8181/v1/status", master.ip());
+    let r = wait_until(
+        &format!("{n} healthy coord voters in {url}"),
+        Duration::from_secs(60),
+        async || -> Result<()> {
+            let status = get_json(from, &url).await?;
+            let healthy = status["members"].as_array().map_or(0, |m| {
+                m.iter()
+                    .filter(|m| m["healthy"] == true && m["voter"] == true)
+                    .count()
+            });
+            ensure!(healthy == n, "{healthy} healthy voters: {status}");
+            Ok(())
+        },
+    )
+    .await;
+    master
+        .with_journal(&["capstan-coord.service", "capstan-bootstrap.service"], r)
+        .await
+}
