@@ -31,12 +31,15 @@ version=$(awk '
   section == "[workspace.package]" && $1 == "version" { gsub(/[" ]/, "", $3); print $3; exit }
 ' "$root/Cargo.toml")
 [ -n "$version" ] || die "no [workspace.package] version in $root/Cargo.toml"
-debversion="$version-1"
+# DEB_REVISION (default 1) lets the upgrade tests build a newer package of the same tree.
+revision=${DEB_REVISION:-1}
+case "$revision" in ''|*[!0-9]*) die "DEB_REVISION must be a number, not $revision" ;; esac
+debversion="$version-$revision"
 
-# The changelog is kept by hand; its newest entry must be this version.
+# The changelog is kept by hand; its newest entry must be this version (revision 1).
 changelog_version=$(sed -n '1s/^capstan (\([^)]*\)).*/\1/p' "$here/debian/changelog")
-[ "$changelog_version" = "$debversion" ] \
-  || die "packaging/debian/changelog starts with $changelog_version, not $debversion: add an entry for $debversion"
+[ "$changelog_version" = "$version-1" ] \
+  || die "packaging/debian/changelog starts with $changelog_version, not $version-1: add an entry for $version-1"
 
 bin=${BIN:-$root/target/release/capstan}
 [ -f "$bin" ] || die "no capstan binary at $bin: build it (cargo build --release --bin capstan, or make deb), or set BIN="

@@ -77,6 +77,9 @@ pub struct AppState {
     pub launch: LaunchStats,
 }
 
+/// How often tasks in an uncertain state (UNKNOWN, UNREACHABLE, LOST) are reconciled.
+pub const UNCERTAIN_RECONCILE_MS: i64 = 5_000;
+
 /// Settings the state machine needs.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -157,6 +160,8 @@ pub struct Core {
     agents: BTreeMap<String, Placed>,
     last_version: Timestamp,
     last_reconcile: Timestamp,
+    /// When tasks whose state is uncertain were last reconciled explicitly.
+    last_uncertain_reconcile: Timestamp,
     wanted_offers: bool,
     health_next: BTreeMap<(String, usize), Timestamp>,
     readiness_next: BTreeMap<(String, usize), Timestamp>,
@@ -225,6 +230,7 @@ impl Core {
             agents: BTreeMap::new(),
             last_version,
             last_reconcile: Timestamp(0),
+            last_uncertain_reconcile: Timestamp(0),
             wanted_offers: false,
             health_next: BTreeMap::new(),
             readiness_next: BTreeMap::new(),
@@ -388,6 +394,28 @@ impl Core {
         for id in stuck {
             warn!(task_id = %id, "Task did not start within the launch timeout; replacing it");
             self.kill_task(&id, now);
+        }
+        // A task the master could not vouch for (its agent had not re-registered yet, after a
+        // master restart or a partition) is asked about again every few seconds, not only at
+        // the next full reconciliation: once the agent is back the master answers RUNNING.
+        if self.connected
+            && now.millis() - self.last_uncertain_reconcile.millis() >= UNCERTAIN_RECONCILE_MS
+        {
+            let uncertain: Vec<(String, String)> = self
+                .tasks
+                .values()
+                .filter(|t| {
+                    matches!(
+                        t.state.as_str(),
+                        "TASK_UNKNOWN" | "TASK_UNREACHABLE" | "TASK_LOST"
+                    ) && t.kill_requested.is_none()
+                })
+                .map(|t| (t.id.clone(), t.agent_id.clone()))
+                .collect();
+            if !uncertain.is_empty() {
+                self.last_uncertain_reconcile = now;
+                self.push_call(calls::reconcile(&uncertain));
+            }
         }
         if self.connected
             && now.millis() - self.last_reconcile.millis() >= self.cfg.reconciliation_interval_ms

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::common::{
     AGENT_UNITS, JOIN_TIMEOUT, MASTER_UNITS, all_active, deb, dig, get_json, install_with_one_line,
-    json_from, note, one_line, repo_root, step, str_at, token_for_other_ca, token_id,
+    json_from, note, one_line, repo_root, step, str_at, token_for_other_ca, token_id, upgrade_deb,
 };
 use crate::package::assert_purged;
 
@@ -142,7 +142,7 @@ async fn wait_endpoints(
 async fn redis_runs_and_resolves(
     from: &Machine,
     master: &Machine,
-    agents: &[Machine],
+    agents: &[&Machine],
     id: &str,
     instances: usize,
 ) -> Result<()> {
@@ -156,26 +156,27 @@ async fn redis_runs_and_resolves(
         .await?;
     ensure!(set.trim() == "OK", "redis SET answered {set:?}");
     let name = format!("{id}.marathon.mesos");
+    let agent_ips: Vec<String> = agents.iter().map(|a| a.ip().to_string()).collect();
+    // Until every record names an agent of `agents` (a drained agent's record ages out).
     let ips = wait_until(
-        &format!("dig @{} {name}", master.ip()),
+        &format!("dig @{} {name} naming only {agent_ips:?}", master.ip()),
         Duration::from_secs(30),
         async || -> Result<Vec<String>> {
             let ips = dig(from, &master.ip().to_string(), &[&name]).await?;
             ensure!(!ips.is_empty(), "no A records");
+            ensure!(
+                ips.iter().all(|ip| agent_ips.contains(ip)),
+                "{name} resolves to {ips:?}, not only to agents {agent_ips:?}"
+            );
             Ok(ips)
         },
     )
     .await;
-    let ips = master.with_journal(&["capstan-dns.service"], ips).await?;
-    let agent_ips: Vec<String> = agents.iter().map(|a| a.ip().to_string()).collect();
-    ensure!(
-        ips.iter().all(|ip| agent_ips.contains(ip)),
-        "{name} resolves to {ips:?}, not to agents {agent_ips:?}"
-    );
+    master.with_journal(&["capstan-dns.service"], ips).await?;
     Ok(())
 }
 
-async fn with_agent_journals<T>(agents: &[Machine], r: Result<T>) -> Result<T> {
+async fn with_agent_journals<T>(agents: &[&Machine], r: Result<T>) -> Result<T> {
     match r {
         Ok(v) => Ok(v),
         Err(e) => {
@@ -264,6 +265,88 @@ async fn refused(node: &Machine, master: &Machine, token: &str, words: &[&str]) 
     }
 }
 
+/// References to every machine of `machines`.
+fn all(machines: &[Machine]) -> Vec<&Machine> {
+    machines.iter().collect()
+}
+
+/// The ids of app `id`'s running tasks, sorted.
+async fn running_tasks(from: &Machine, master: &Machine, id: &str) -> Result<Vec<String>> {
+    let v = get_json(
+        from,
+        &format!("http://{}:8080/v2/apps/{id}/tasks", master.ip()),
+    )
+    .await?;
+    let mut ids: Vec<String> = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .filter_map(|t| t["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Installs the next package revision on the master, then on each agent, as
+/// `capstan cluster upgrade` will: every unit comes back, the node config is kept, and the
+/// app's tasks are the same tasks, still running.
+async fn upgrade_keeps_tasks(master: &Machine, agents: &[Machine], id: &str) -> Result<()> {
+    let deb = upgrade_deb().await?;
+    let before = running_tasks(&agents[0], master, id).await?;
+    ensure!(
+        !before.is_empty(),
+        "no running {id} tasks before the upgrade"
+    );
+    let nodes =
+        std::iter::once((master, MASTER_UNITS)).chain(agents.iter().map(|a| (a, AGENT_UNITS)));
+    for (node, units) in nodes {
+        let config = node.sh("sha256sum /etc/capstan/config.yaml").await?;
+        node.copy_in(&deb, "/root/capstan-upgrade.deb").await?;
+        node.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+             -o Dpkg::Options::=--force-confold /root/capstan-upgrade.deb \
+             && rm /root/capstan-upgrade.deb")
+            .await?;
+        let installed = node.sh("dpkg-query -W -f='${Version}' capstan").await?;
+        ensure!(
+            installed.trim().ends_with("-2"),
+            "{} runs {installed:?} after the upgrade",
+            node.name()
+        );
+        all_active(node, units).await?;
+        let after = node.sh("sha256sum /etc/capstan/config.yaml").await?;
+        ensure!(
+            config == after,
+            "the upgrade of {} changed its config",
+            node.name()
+        );
+    }
+    wait_agents(&agents[0], master, agents.len()).await?;
+    let after = wait_until(
+        &format!("the {id} tasks running after the upgrade"),
+        Duration::from_secs(60),
+        async || -> Result<Vec<String>> {
+            let now = running_tasks(&agents[0], master, id).await?;
+            ensure!(
+                now == before,
+                "running {id} tasks {now:?}, before {before:?}"
+            );
+            Ok(now)
+        },
+    )
+    .await;
+    let after = match after {
+        Ok(ids) => Ok(ids),
+        Err(e) => {
+            let url = format!("http://{}:8080/v2/apps/{id}/tasks", master.ip());
+            let now = agents[0].sh(&format!("curl -sS --max-time 10 {url}")).await;
+            Err(e.context(format!("before: {before:?}; {url} now answers {now:?}")))
+        }
+    };
+    with_agent_journals(&agents.iter().collect::<Vec<_>>(), after).await?;
+    Ok(())
+}
+
 /// Wrong tokens are refused with a clear message on a fresh node: a malformed one and one of
 /// another CA before anything is installed, a revoked one at join.
 async fn bad_tokens_are_refused(
@@ -305,8 +388,8 @@ async fn bad_tokens_are_refused(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
-    let (image, _) = step("node image and .deb", async {
-        tokio::try_join!(NodeImage::ensure(), deb())
+    let (image, _, _) = step("node image and the .debs", async {
+        tokio::try_join!(NodeImage::ensure(), deb(), upgrade_deb())
     })
     .await?;
     let net = step("network", Net::create("install")).await?;
@@ -342,7 +425,7 @@ async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
     .await?;
     step("seed 001's Redis runs and resolves from an agent", async {
         post_redis(&agents[0], &master, "redis", AGENTS).await?;
-        redis_runs_and_resolves(&agents[0], &master, &agents, "redis", AGENTS).await
+        redis_runs_and_resolves(&agents[0], &master, &all(&agents), "redis", AGENTS).await
     })
     .await?;
     step(
@@ -370,12 +453,36 @@ async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
         wait_agents(&agents[0], &master, AGENTS),
     )
     .await?;
-    step("apt-get purge on an agent leaves no file behind", async {
-        let last = agents.last().context("no agent")?;
-        last.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y capstan")
+    step(
+        "upgrading every node with Redis running loses no task",
+        upgrade_keeps_tasks(&master, &agents, "redis"),
+    )
+    .await?;
+    step(
+        "capstan-uninstall drains an agent, then leaves no file behind",
+        async {
+            // Uninstall an agent that runs a Redis instance, so the drain has work to do.
+            let tasks = get_json(
+                &agents[0],
+                &format!("http://{}:8080/v2/apps/redis/tasks", master.ip()),
+            )
             .await?;
-        assert_purged(last).await
-    })
+            let host = tasks["tasks"][0]["host"].as_str().unwrap_or("agent1");
+            let victim = agents
+                .iter()
+                .find(|a| a.name().ends_with(host))
+                .unwrap_or(&agents[0]);
+            let rest: Vec<&Machine> = agents
+                .iter()
+                .filter(|a| a.name() != victim.name())
+                .collect();
+            victim.exec_ok(&["capstan-uninstall", "--purge"]).await?;
+            assert_purged(victim).await?;
+            wait_agents(rest[0], &master, AGENTS - 1).await?;
+            // The drained agent's Redis instances were started again on the agents that remain.
+            redis_runs_and_resolves(rest[0], &master, &rest, "redis", AGENTS).await
+        },
+    )
     .await?;
     drop(init.master_token);
     Ok(())
@@ -438,15 +545,15 @@ async fn three_masters_join_and_the_cluster_survives_a_master_power_off() -> Res
     .await?;
     step("seed 001's Redis runs and resolves", async {
         post_redis(&agents[0], &masters[0], "redis", AGENTS).await?;
-        redis_runs_and_resolves(&agents[0], &masters[1], &agents, "redis", AGENTS).await
+        redis_runs_and_resolves(&agents[0], &masters[1], &all(&agents), "redis", AGENTS).await
     })
     .await?;
     step("power off master1", masters[0].stop()).await?;
     step("the cluster keeps working without master1", async {
-        redis_runs_and_resolves(&agents[0], &masters[1], &agents, "redis", AGENTS).await?;
+        redis_runs_and_resolves(&agents[0], &masters[1], &all(&agents), "redis", AGENTS).await?;
         wait_agents(&agents[0], &masters[1], AGENTS).await?;
         post_redis(&agents[0], &masters[1], "redis-after", 1).await?;
-        redis_runs_and_resolves(&agents[0], &masters[2], &agents, "redis-after", 1).await
+        redis_runs_and_resolves(&agents[0], &masters[2], &all(&agents), "redis-after", 1).await
     })
     .await?;
     step("master1 boots again and rejoins", async {

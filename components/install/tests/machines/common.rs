@@ -61,10 +61,17 @@ pub fn note(what: &str, text: &str) {
 /// `target/<profile>/capstan-test-machines/deb/`.
 pub async fn deb() -> Result<PathBuf> {
     static DEB: OnceCell<PathBuf> = OnceCell::const_new();
-    DEB.get_or_try_init(build_deb).await.cloned()
+    DEB.get_or_try_init(|| build_deb(1)).await.cloned()
 }
 
-async fn build_deb() -> Result<PathBuf> {
+/// The same tree packaged as the next Debian revision (`<version>-2`): what an upgrade
+/// installs over [`deb`].
+pub async fn upgrade_deb() -> Result<PathBuf> {
+    static DEB: OnceCell<PathBuf> = OnceCell::const_new();
+    DEB.get_or_try_init(|| build_deb(2)).await.cloned()
+}
+
+async fn build_deb(revision: u32) -> Result<PathBuf> {
     let script = repo_root().join("packaging/build-deb.sh");
     if !script.is_file() {
         bail!(
@@ -76,7 +83,7 @@ async fn build_deb() -> Result<PathBuf> {
     let out = bin
         .parent()
         .context("the capstan binary has no folder")?
-        .join("capstan-test-machines/deb");
+        .join(format!("capstan-test-machines/deb-{revision}"));
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("cannot empty {}", out.display()))?;
     }
@@ -86,6 +93,7 @@ async fn build_deb() -> Result<PathBuf> {
         .current_dir(repo_root())
         .env("BIN", &bin)
         .env("NO_IMAGES", "0")
+        .env("DEB_REVISION", revision.to_string())
         .env("OUT", &out)
         .output()
         .await

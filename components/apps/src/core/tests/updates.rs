@@ -106,3 +106,55 @@ fn tasks_are_indexed_by_app_through_launches_kills_and_terminal_updates() {
             .all(|t| c.tasks_of(&t.app_id).any(|x| x.id == t.id))
     );
 }
+
+#[test]
+fn tasks_the_master_could_not_vouch_for_are_reconciled_again_every_few_seconds() {
+    let mut c = core();
+    c.deploy(
+        BTreeMap::from([(PathId::parse("/u"), Some(app("/u", 1, json!({}))))]),
+        BTreeSet::new(),
+        false,
+        Timestamp(2_000),
+    )
+    .unwrap();
+    c.offers(&[offer(1)], Timestamp(2_000));
+    let task = launched(&mut c).remove(0);
+    status(&mut c, &task, "TASK_RUNNING", 2_100);
+    let reconciles = |c: &mut Core| -> Vec<Value> {
+        let out = c
+            .calls
+            .iter()
+            .map(OutCall::value)
+            .filter(|x| x["type"] == "RECONCILE")
+            .collect();
+        c.calls.clear();
+        out
+    };
+    c.tick(Timestamp(10_000));
+    assert!(
+        reconciles(&mut c).is_empty(),
+        "a running task is not asked about"
+    );
+    // The master restarted and its agent has not re-registered yet.
+    status(&mut c, &task, "TASK_UNKNOWN", 11_000);
+    c.tick(Timestamp(11_000));
+    let asked = reconciles(&mut c);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(
+        asked[0]["reconcile"]["tasks"][0]["task_id"]["value"],
+        task.as_str()
+    );
+    c.tick(Timestamp(12_000));
+    assert!(
+        reconciles(&mut c).is_empty(),
+        "not more often than every 5 s"
+    );
+    c.tick(Timestamp(16_000));
+    assert_eq!(reconciles(&mut c).len(), 1);
+    status(&mut c, &task, "TASK_RUNNING", 16_500);
+    c.tick(Timestamp(30_000));
+    assert!(
+        reconciles(&mut c).is_empty(),
+        "running again: no more questions"
+    );
+}
