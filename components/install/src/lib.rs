@@ -66,28 +66,34 @@ mod tests {
 
     #[test]
     fn rendered_configs_parse_and_validate_for_every_role() {
-        let cluster = ClusterConfig {
+        let cluster = |advertise: &str| ClusterConfig {
             name: "prod".into(),
             masters: vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
-            advertise: "10.0.0.2".parse().unwrap(),
-            hostname: Some("m2".into()),
+            advertise: advertise.parse().unwrap(),
+            hostname: Some("n".into()),
         };
-        for (role, joining) in [
-            (Role::Master, false),
-            (Role::Master, true),
-            (Role::Agent, true),
-        ] {
-            let text = render_node_config(&cluster, role, joining);
+        for joining in [false, true] {
+            let text = render_node_config(&cluster("10.0.0.2"), Role::Master, joining);
             let mut doc: Value = serde_yaml_ng::from_str(&text).unwrap();
             capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
             assert_eq!(doc["coord"]["id"], Value::from(2), "{text}");
             let members = doc["coord"]["members"].as_sequence().unwrap();
             assert_eq!(
                 members.is_empty(),
-                joining && role == Role::Master,
-                "{text}"
+                joining,
+                "a joining master founds no cluster: {text}"
             );
-            assert_eq!(doc["agent"]["hostname"], Value::from("m2"));
+            assert!(text.contains(if joining {
+                "cluster join"
+            } else {
+                "cluster init"
+            }));
         }
+        let text = render_node_config(&cluster("10.0.0.9"), Role::Agent, true);
+        let mut doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
+        assert!(doc.get("coord").is_none(), "an agent runs no coord: {text}");
+        assert_eq!(doc["agent"]["hostname"], Value::from("n"));
+        assert_eq!(doc["agent"]["masters"][1], Value::from("10.0.0.2:5050"));
     }
 }
