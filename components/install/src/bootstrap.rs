@@ -495,17 +495,28 @@ fn valid_hostname(h: &str) -> bool {
         })
 }
 
+/// A JSON request body and the join token it carries, or the 4xx answer.
+#[allow(clippy::result_large_err)]
+fn request_with_token<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    token: impl Fn(&T) -> &str,
+) -> Result<(T, JoinToken), Response> {
+    let Json(req) = body.map_err(|e| error(e.status(), "bad_request", e.body_text()))?;
+    let parsed = token(&req)
+        .parse()
+        .map_err(|e: crate::token::TokenParseError| {
+            error(StatusCode::BAD_REQUEST, "token_malformed", e.to_string())
+        })?;
+    Ok((req, parsed))
+}
+
 async fn join(
     State(s): State<Arc<Shared>>,
     body: Result<Json<JoinRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Json(req) = match body {
-        Ok(body) => body,
-        Err(e) => return error(e.status(), "bad_request", e.body_text()),
-    };
-    let token: JoinToken = match req.token.parse() {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "token_malformed", e.to_string()),
+    let (req, token) = match request_with_token(body, |r| &r.token) {
+        Ok(parsed) => parsed,
+        Err(answer) => return answer,
     };
     if token.ca_hash != s.ca.fingerprint() {
         return error(
@@ -600,13 +611,9 @@ async fn join_coord(
     State(s): State<Arc<Shared>>,
     body: Result<Json<JoinCoordRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Json(req) = match body {
-        Ok(body) => body,
-        Err(e) => return error(e.status(), "bad_request", e.body_text()),
-    };
-    let token: JoinToken = match req.token.parse() {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "token_malformed", e.to_string()),
+    let (req, token) = match request_with_token(body, |r| &r.token) {
+        Ok(parsed) => parsed,
+        Err(answer) => return answer,
     };
     if let Err(e) = s.state.admit(&token, Role::Master).await {
         return state_error(&e);

@@ -121,15 +121,8 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(command: ClusterCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            fail(&format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::cli_runtime() else {
+        return ExitCode::FAILURE;
     };
     let layout = Layout::default();
     let outcome = runtime.block_on(async {

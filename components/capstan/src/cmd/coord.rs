@@ -35,15 +35,8 @@ pub fn run(args: CoordArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            super::fail(&format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::cli_runtime() else {
+        return ExitCode::FAILURE;
     };
     let mut out = std::io::stdout();
     match runtime.block_on(capstan_coord::cli::run_cli(

@@ -48,15 +48,8 @@ pub fn run(args: DoctorArgs) -> ExitCode {
         masters,
         node,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            fail(&format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::cli_runtime() else {
+        return ExitCode::FAILURE;
     };
     let facts = runtime.block_on(doctor::gather(&plan));
     let report = doctor::evaluate(role, &facts);

@@ -107,6 +107,21 @@ where
     }
 }
 
+/// The single-threaded runtime a user command runs on; `None` (after saying why) if it
+/// cannot be made.
+pub fn cli_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            fail(&format!("error: cannot start the async runtime: {e}"));
+            None
+        }
+    }
+}
+
 /// The binary's user-facing output on stdout.
 #[allow(clippy::print_stdout)]
 pub fn say(line: &str) {
