@@ -287,7 +287,7 @@ async fn handle_event(
             if let Some(l) = ev.launch
                 && let Err(e) = tasks.launch_with_framework(l.framework_info, l.task).await
             {
-                warn!(error = %e, "Cannot launch task");
+                warn!(error = %capstan_runtime::Chain(&e), "Cannot launch task");
             }
         }
         event::Type::LaunchGroup => {
@@ -298,7 +298,7 @@ async fn handle_event(
                         .launch_with_framework(g.framework_info.clone(), t)
                         .await
                     {
-                        warn!(error = %e, "Cannot launch task of a group");
+                        warn!(error = %capstan_runtime::Chain(&e), "Cannot launch task of a group");
                     }
                 }
             }

@@ -234,7 +234,7 @@ impl Server {
                 let serve =
                     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
                 if let Err(e) = serve.await {
-                    warn!(error = %e, "HTTP server failed");
+                    warn!(error = %capstan_runtime::Chain(&e), "HTTP server failed");
                 }
             }));
         }

@@ -88,7 +88,7 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
                 Ok(Reattached::Exited(t)) => break Err(Outcome::Exited(t)),
                 Ok(Reattached::Missing) => break Err(Outcome::Missing),
                 Err(e) => {
-                    warn!(task_id = %ctx.task_id, error = %e, "Cannot reattach yet; retrying");
+                    warn!(task_id = %ctx.task_id, error = %capstan_runtime::Chain(&e), "Cannot reattach yet; retrying");
                     engine_back(&mut ctx.docker_up).await;
                 }
             }
@@ -137,7 +137,7 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
                                 let (cz2, c2) = (cz.clone(), c.clone());
                                 kill_task = Some(AbortOnDrop(tokio::spawn(async move {
                                     if let Err(e) = cz2.kill(&c2, grace).await {
-                                        warn!(container = %c2.container_id, error = %e, "Kill failed");
+                                        warn!(container = %c2.container_id, error = %capstan_runtime::Chain(&e), "Kill failed");
                                     }
                                 })));
                             }
@@ -148,7 +148,7 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
                     Ok(t) => break Outcome::Exited(t),
                     Err(ContainerError::NotFound(_)) => break Outcome::Missing,
                     Err(e) => {
-                        warn!(task_id = %ctx.task_id, error = %e, "Lost track of the container; waiting for the engine");
+                        warn!(task_id = %ctx.task_id, error = %capstan_runtime::Chain(&e), "Lost track of the container; waiting for the engine");
                         engine_back(&mut ctx.docker_up).await;
                         match cz.reattach(&c).await {
                             Ok(Reattached::Running(_)) | Err(_) => {
@@ -185,7 +185,7 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
         match cz.destroy(&c).await {
             Ok(()) => removed = true,
             Err(e) => {
-                warn!(task_id = %ctx.task_id, error = %e, "Cannot remove the container yet; retrying")
+                warn!(task_id = %ctx.task_id, error = %capstan_runtime::Chain(&e), "Cannot remove the container yet; retrying")
             }
         }
     }

@@ -162,7 +162,7 @@ async fn consume(
         for record in records {
             match serde_json::from_slice(&record) {
                 Ok(v) => events.push(v),
-                Err(e) => warn!(error = %e, "Ignoring undecodable event"),
+                Err(e) => warn!(error = %capstan_runtime::Chain(&e), "Ignoring undecodable event"),
             }
         }
         // Consecutive status updates go to the core in one job (applied one by one there).

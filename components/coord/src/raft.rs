@@ -174,7 +174,7 @@ impl PeerClient {
             .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(30));
         if due {
             m.insert(self.target, now);
-            tracing::warn!(peer = self.target, addr = %self.base, error = %e, "Coord peer unreachable; retrying");
+            tracing::warn!(peer = self.target, addr = %self.base, error = %capstan_runtime::Chain(&e), "Coord peer unreachable; retrying");
         }
     }
 }

@@ -319,7 +319,7 @@ async fn run_daemon(
         let (mut child, notify) = match spawn(&spec, spawns) {
             Ok(c) => c,
             Err(e) => {
-                warn!(daemon = %spec.label, error = %e, "Cannot start daemon");
+                warn!(daemon = %spec.label, error = %capstan_runtime::Chain(&e), "Cannot start daemon");
                 send(None, DaemonState::Restarting).await;
                 if wait_or_change(&mut desired, backoff).await {
                     return;

@@ -284,7 +284,9 @@ async fn publish(state: &Arc<ClusterState>, synth: &Arc<SynthConfig>, publisher:
             debug!(names = records.len(), tasks, "Records updated");
             publisher.publish(Producer::Mesos, records);
         }
-        Err(e) => warn!(error = %e, "Record synthesis failed; keeping the previous records"),
+        Err(e) => {
+            warn!(error = %capstan_runtime::Chain(&e), "Record synthesis failed; keeping the previous records")
+        }
     }
 }
 

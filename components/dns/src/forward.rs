@@ -128,7 +128,7 @@ impl Forwarder {
                 self.reply_from(req, answer)
             }
             Err(e) => {
-                debug!(name = %req.name, error = %e, "Forwarding failed");
+                debug!(name = %req.name, error = %capstan_runtime::Chain(&e), "Forwarding failed");
                 servfail(req)
             }
         }

@@ -251,7 +251,7 @@ impl Server {
                 if let Err(e) = dns.block_until_done().await
                     && !stop.is_cancelled()
                 {
-                    warn!(error = %e, "DNS server stopped");
+                    warn!(error = %capstan_runtime::Chain(&e), "DNS server stopped");
                 }
             });
         }
@@ -278,7 +278,7 @@ impl Server {
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
                 {
-                    warn!(error = %e, "HTTP API stopped");
+                    warn!(error = %capstan_runtime::Chain(&e), "HTTP API stopped");
                 }
             });
         }
@@ -444,7 +444,7 @@ impl Responder {
         match reply.send_response(message).await {
             Ok(info) => info,
             Err(e) => {
-                debug!(peer = %request.src(), error = %e, "Sending a DNS response failed");
+                debug!(peer = %request.src(), error = %capstan_runtime::Chain(&e), "Sending a DNS response failed");
                 unanswered(request)
             }
         }

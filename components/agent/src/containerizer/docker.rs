@@ -159,7 +159,7 @@ impl DockerContainerizer {
         let docker = match docker.clone().negotiate_version().await {
             Ok(d) => d,
             Err(e) => {
-                warn!(error = %e, "Cannot negotiate the Docker API version; assuming 1.41");
+                warn!(error = %capstan_runtime::Chain(&e), "Cannot negotiate the Docker API version; assuming 1.41");
                 let pinned = bollard::ClientVersion {
                     major_version: 1,
                     minor_version: 41,
@@ -310,7 +310,7 @@ impl DockerContainerizer {
             let (mut out, mut err) = match (open(stdout_path).await, open(stderr_path).await) {
                 (Ok(o), Ok(e)) => (o, e),
                 (Err(e), _) | (_, Err(e)) => {
-                    warn!(container, error = %e, "Cannot open sandbox log files");
+                    warn!(container, error = %capstan_runtime::Chain(&e), "Cannot open sandbox log files");
                     return;
                 }
             };
@@ -334,12 +334,12 @@ impl DockerContainerizer {
                     }
                     Ok(bollard::container::LogOutput::StdIn { .. }) => Ok(()),
                     Err(e) => {
-                        debug!(container, error = %e, "Log stream ended");
+                        debug!(container, error = %capstan_runtime::Chain(&e), "Log stream ended");
                         break;
                     }
                 };
                 if let Err(e) = res {
-                    warn!(container, error = %e, "Cannot write sandbox log");
+                    warn!(container, error = %capstan_runtime::Chain(&e), "Cannot write sandbox log");
                     break;
                 }
             }

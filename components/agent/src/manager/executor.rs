@@ -379,7 +379,7 @@ impl TaskManager {
         let (docker, container) = (docker.clone(), exec.container.clone());
         tokio::spawn(async move {
             if let Err(e) = docker.update(&container, r.cpus, r.mem).await {
-                warn!(container = %container.name, error = %e, "Cannot resize the executor's container");
+                warn!(container = %container.name, error = %capstan_runtime::Chain(&e), "Cannot resize the executor's container");
             }
         });
     }
@@ -862,7 +862,7 @@ impl TaskManager {
                 continue;
             }
             if let Err(e) = self.apply_executor_update(&key, status) {
-                warn!(task_id = %task_id, %executor_id, error = %e, "Ignoring an unacknowledged update of a re-subscribing executor");
+                warn!(task_id = %task_id, %executor_id, error = %capstan_runtime::Chain(&e), "Ignoring an unacknowledged update of a re-subscribing executor");
             }
         }
         let exec = self.executors.get_mut(&key).expect("checked above");

@@ -126,10 +126,12 @@ async fn destroy_orphans(
             {
                 warn!(container = %c.name, running = c.running, "Destroying orphan container");
                 if let Err(e) = docker.remove_by_name(&c.name).await {
-                    warn!(container = %c.name, error = %e, "Cannot destroy orphan container");
+                    warn!(container = %c.name, error = %capstan_runtime::Chain(&e), "Cannot destroy orphan container");
                 }
             }
         }
-        Err(e) => warn!(error = %e, "Cannot list containers to find orphans"),
+        Err(e) => {
+            warn!(error = %capstan_runtime::Chain(&e), "Cannot list containers to find orphans")
+        }
     }
 }

@@ -41,12 +41,12 @@ impl NodeContext {
         let config = match std::fs::read_to_string(&layout.config) {
             Ok(text) => Some(text),
             Err(e) => {
-                tracing::debug!(path = %layout.config.display(), error = %e, "No node config");
+                tracing::debug!(path = %layout.config.display(), error = %capstan_runtime::Chain(&e), "No node config");
                 None
             }
         };
         let membership = Membership::read(layout).unwrap_or_else(|e| {
-            tracing::debug!(path = %layout.membership().display(), error = %e, "No membership");
+            tracing::debug!(path = %layout.membership().display(), error = %capstan_runtime::Chain(&e), "No membership");
             None
         });
         NodeContext::from_parts(config.as_deref(), membership.as_ref())
@@ -75,7 +75,7 @@ impl NodeContext {
         }
         let doc: Option<Doc> = config.and_then(|text| {
             serde_yaml_ng::from_str(text)
-                .map_err(|e| tracing::debug!(error = %e, "Unreadable node config"))
+                .map_err(|e| tracing::debug!(error = %capstan_runtime::Chain(&e), "Unreadable node config"))
                 .ok()
         });
         let (cluster, agent) = match doc {
