@@ -71,6 +71,7 @@ pub async fn serve(what: &str) -> anyhow::Result<()> {
         "agent" => crate::agent::serve(arg, token.clone()).await?,
         "coord" => crate::coord::serve(arg, token.clone()).await?,
         "apps" => crate::apps::serve(arg, token.clone()).await?,
+        "router-backend" => crate::router::serve(token.clone()).await?,
         _ => bail!("cannot serve {what:?}"),
     };
     println!("READY {addr}");

@@ -1,6 +1,7 @@
 //! `capstan-bench`: Capstan's benchmark harness. Each benchmark ([`master`], [`dns`],
-//! [`agent`], [`coord`], [`apps`]) measures a Capstan component and, in the same run on the same
-//! machine, the peer it is judged against (NSD, `docker run`, etcd, published anchors), and returns a table
+//! [`agent`], [`coord`], [`apps`], [`router`]) measures a Capstan component and, in the same run on
+//! the same machine, the peer it is judged against (NSD, `docker run`, etcd, nginx, published
+//! anchors), and returns a table
 //! section; [`report`] renders them all into `docs/BENCHMARKS.md`.
 //!
 //! Key decision: servers under test run in child processes (this binary re-executed with the
@@ -17,6 +18,7 @@ mod coord;
 mod dns;
 mod master;
 mod report;
+mod router;
 mod stats;
 
 use std::path::PathBuf;
@@ -29,7 +31,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "capstan-bench")]
 struct Args {
-    /// Benchmarks to run (master, dns, agent, coord, apps); all when none is given.
+    /// Benchmarks to run (master, dns, agent, coord, apps, router); all when none is given.
     names: Vec<String>,
     /// Shrink every size ~10x (for iterating, not for the published numbers).
     #[arg(long)]
@@ -37,12 +39,13 @@ struct Args {
     /// Where to write the Markdown report.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Internal: serve one component in this process (`master`, `dns:<tasks>`, `agent`).
+    /// Internal: serve one component in this process (`master`, `dns:<tasks>`, `agent`,
+    /// `coord:…`, `apps:…`, `router-backend`).
     #[arg(long, hide = true)]
     serve: Option<String>,
 }
 
-pub const ALL: [&str; 5] = ["master", "dns", "agent", "coord", "apps"];
+pub const ALL: [&str; 6] = ["master", "dns", "agent", "coord", "apps", "router"];
 
 fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
@@ -101,6 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "dns" => dns::run(args.quick).await,
             "agent" => agent::run(args.quick).await,
             "apps" => apps::run(args.quick).await,
+            "router" => router::run(args.quick).await,
             _ => coord::run(args.quick).await,
         };
         let section = section.unwrap_or_else(|e| report::Section {

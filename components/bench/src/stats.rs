@@ -33,9 +33,9 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// RSS of a process and its direct children (NSD forks its servers), KiB.
-pub fn rss_tree_kib(pid: u32) -> Option<u64> {
-    let mut total = rss_kib(pid)?;
+/// The direct children of a process (scanned from `/proc/*/stat`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
             let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -50,16 +50,43 @@ pub fn rss_tree_kib(pid: u32) -> Option<u64> {
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1))
                 .and_then(|p| p.parse::<u32>().ok());
             if ppid == Some(pid) {
-                total += rss_kib(child).unwrap_or(0);
+                out.push(child);
             }
         }
+    }
+    out
+}
+
+/// RSS of a process and its direct children (NSD forks its servers), KiB.
+pub fn rss_tree_kib(pid: u32) -> Option<u64> {
+    let mut total = rss_kib(pid)?;
+    for child in children(pid) {
+        total += rss_kib(child).unwrap_or(0);
+    }
+    Some(total)
+}
+
+/// CPU time of a process and its direct children (nginx's master and workers).
+pub fn cpu_time_tree(pid: u32) -> Option<Duration> {
+    let mut total = cpu_time(pid)?;
+    for child in children(pid) {
+        total += cpu_time(child).unwrap_or_default();
     }
     Some(total)
 }
 
 /// CPU time (user + system) a process has used so far (`/proc/<pid>/stat`, 100 Hz ticks).
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_time_at(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time the calling thread has used so far.
+pub fn thread_cpu_time() -> Option<Duration> {
+    cpu_time_at("/proc/thread-self/stat")
+}
+
+fn cpu_time_at(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     // After the command: state(0) ppid(1) ... utime(11) stime(12).
     let f: Vec<&str> = rest.split_whitespace().collect();

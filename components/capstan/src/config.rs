@@ -18,6 +18,7 @@ pub struct NodeConfig {
     pub agent: Option<capstan_agent::Config>,
     pub apps: Option<capstan_apps::Config>,
     pub dns: Option<capstan_dns::Config>,
+    pub router: Option<capstan_router::Config>,
     pub bootstrap: Option<capstan_install::bootstrap::Config>,
 }
 
@@ -30,6 +31,7 @@ impl Validate for NodeConfig {
             section("agent", &self.agent),
             section("apps", &self.apps),
             section("dns", &self.dns),
+            section("router", &self.router),
             section("bootstrap", &self.bootstrap),
         ]
         .concat()

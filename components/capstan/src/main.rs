@@ -63,6 +63,8 @@ enum DaemonCommand {
     Apps(DaemonArgs),
     /// The Mesos-DNS-compatible DNS server.
     Dns(DaemonArgs),
+    /// The Admin Router-compatible entry point: every API and the console behind one login.
+    Router(DaemonArgs),
     /// The server masters run for joining nodes: install.sh, the CA, the package, joins.
     Bootstrap(DaemonArgs),
     /// Only the daemon lifecycle (config, logs, READY=1, wait for a signal); for tests.
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
             DaemonCommand::Agent(args) => cmd::agent::run(&args),
             DaemonCommand::Apps(args) => cmd::apps::run(&args),
             DaemonCommand::Dns(args) => cmd::dns::run(&args),
+            DaemonCommand::Router(args) => cmd::router::run(&args),
             DaemonCommand::Bootstrap(args) => cmd::bootstrap::run(&args),
             DaemonCommand::Idle(args) => cmd::idle::run(&args),
         },

@@ -93,6 +93,9 @@ pub struct UpArgs {
     /// Internal: run as the detached supervisor.
     #[arg(long, hide = true)]
     pub supervise: bool,
+    /// Stop the cluster when the process PID is gone (test suites sharing one cluster).
+    #[arg(long, value_name = "PID", hide = true)]
+    pub exit_with: Option<u32>,
 }
 
 /// Runs one `capstan dev` command, writing what a person reads to `out`.
@@ -119,7 +122,12 @@ pub async fn run(cmd: DevCommand, out: &mut (dyn Write + Send)) -> Result<(), De
 
 async fn up(args: UpArgs, out: &mut (dyn Write + Send)) -> Result<(), DevError> {
     let paths = args.dir.paths();
-    let nodes = layout::layout(args.masters, args.agents, args.net)?;
+    let bin = std::env::current_exe().map_err(DevError::Binary)?;
+    let mut nodes = layout::layout(args.masters, args.agents, args.net)?;
+    let with_router = has_router(&bin).await;
+    if !with_router {
+        nodes = layout::without_router(nodes);
+    }
     if !args.supervise {
         if let Ok(status) = current_status(&paths).await {
             writeln!(
@@ -132,9 +140,16 @@ async fn up(args: UpArgs, out: &mut (dyn Write + Send)) -> Result<(), DevError> 
         }
         docker_ping().await?;
         supervisor::check_addresses_free(&nodes)?;
+        if !with_router {
+            writeln!(
+                out,
+                "This capstan has no router (`capstan daemon router`): masters run without one."
+            )
+            .map_err(stdout_err)?;
+        }
+        crate::identity::ensure(&nodes, &paths)?;
         crate::config::write_node_configs(&nodes, &paths, CLUSTER_LABEL)?;
     }
-    let bin = std::env::current_exe().map_err(DevError::Binary)?;
     if args.detach {
         let mut child = spawn_detached(&bin, &args, &paths)?;
         let log = paths.supervisor_log();
@@ -160,6 +175,20 @@ async fn up(args: UpArgs, out: &mut (dyn Write + Send)) -> Result<(), DevError> 
         }
         on_signal.cancel();
     });
+    if let Some(pid) = args.exit_with {
+        let on_exit = shutdown.clone();
+        tokio::spawn(async move {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            while nix::sys::signal::kill(pid, None).is_ok() {
+                sleep(Duration::from_millis(500)).await;
+            }
+            info!(
+                pid = pid.as_raw(),
+                "The process the cluster exits with is gone; stopping"
+            );
+            on_exit.cancel();
+        });
+    }
     let supervise = tokio::spawn(supervisor::supervise(
         nodes,
         paths.clone(),
@@ -181,7 +210,21 @@ async fn up(args: UpArgs, out: &mut (dyn Write + Send)) -> Result<(), DevError> 
         .await
         .unwrap_or_else(|e| Err(DevError::Refused(format!("supervisor failed: {e}"))));
     remove_task_containers(&paths).await;
+    kill_task_processes(&paths);
     result
+}
+
+/// Whether `bin` has the router daemon (`capstan daemon router`); a build without it runs the
+/// cluster without routers.
+async fn has_router(bin: &Path) -> bool {
+    tokio::process::Command::new(bin)
+        .args(["daemon", "router", "--help"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
 }
 
 fn spawn_detached(
@@ -213,6 +256,7 @@ fn spawn_detached(
         .arg(args.net.to_string())
         .arg("--state-dir")
         .arg(paths.root())
+        .args(args.exit_with.map(|pid| format!("--exit-with={pid}")))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
@@ -310,6 +354,10 @@ async fn down(
     if removed > 0 {
         writeln!(out, "Removed {removed} task container(s)").map_err(stdout_err)?;
     }
+    let killed = kill_task_processes(paths);
+    if killed > 0 {
+        writeln!(out, "Killed {killed} task process(es)").map_err(stdout_err)?;
+    }
     if purge && paths.root().exists() {
         std::fs::remove_dir_all(paths.root()).map_err(|source| DevError::Io {
             path: paths.root().into(),
@@ -341,6 +389,62 @@ async fn docker_ping() -> Result<(), DevError> {
     let docker = docker().map_err(unreachable)?;
     docker.ping().await.map_err(unreachable)?;
     Ok(())
+}
+
+/// Kills what is left of the cluster's command tasks (those without a container): processes
+/// whose working directory is in a sandbox under the state directory. They outlive a stopped
+/// agent on purpose (a restarted agent recovers them), so only a stopped cluster kills them.
+/// Returns how many.
+fn kill_task_processes(paths: &ClusterPaths) -> usize {
+    let root = paths.root();
+    let nodes = root
+        .canonicalize()
+        .unwrap_or_else(|_| root.to_path_buf())
+        .join("nodes");
+    let me = std::process::id();
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // A deleted sandbox reads as "<path> (deleted)": the prefix still matches.
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if is_sandbox(&cwd, &nodes) {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+    }
+    if killed > 0 {
+        info!(killed, "Killed task processes");
+    }
+    killed
+}
+
+/// Whether `dir` is (in) a task sandbox of an agent under `nodes`:
+/// `<nodes>/<agent>/data/agent/slaves/<id>/frameworks/<fw>/executors/<e>/runs/<c>/...`.
+fn is_sandbox(dir: &Path, nodes: &Path) -> bool {
+    let Ok(rest) = dir.strip_prefix(nodes) else {
+        return false;
+    };
+    let parts: Vec<&std::ffi::OsStr> = rest.iter().collect();
+    parts.len() >= 10
+        && parts[1] == "data"
+        && parts[2] == "agent"
+        && parts[3] == "slaves"
+        && parts[5] == "frameworks"
+        && parts[7] == "executors"
+        && parts[9] == "runs"
 }
 
 /// Removes every container labelled as a task of this cluster; returns how many.
@@ -406,6 +510,30 @@ fn print_status(status: &ClusterStatus, out: &mut (dyn Write + Send)) -> Result<
         leader(&status.leaders.master),
         leader(&status.leaders.apps)
     ));
+    if let (Some(http), Some(https)) = (&status.router, &status.router_https) {
+        text.push_str(&format!("\nRouter  {http}  {https}"));
+        if let Some(ca) = &status.ca {
+            text.push_str(&format!("  (CA {})", ca.display()));
+        }
+        text.push('\n');
+    }
+    if let Some(admin) = &status.admin {
+        text.push_str(&format!(
+            "Admin   uid {}  password {}\n",
+            admin.uid, admin.password
+        ));
+        if let Some(https) = &status.router_https {
+            let ca = status
+                .ca
+                .as_ref()
+                .map(|c| format!(" --ca-certs {}", c.display()))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "        dcos cluster setup {https} --username {} --password {}{ca}\n",
+                admin.uid, admin.password
+            ));
+        }
+    }
     if let Some(m) = status.nodes.iter().find(|n| n.role == Role::Master) {
         text.push_str(&format!(
             "\nMarathon API  http://{}:8080    Mesos API  http://{}:5050    DNS  {}:53 (dig @{} redis.marathon.mesos)\nstate and logs in {}\n",
@@ -419,5 +547,31 @@ fn stdout_err(e: std::io::Error) -> DevError {
     DevError::Io {
         path: PathBuf::from("<stdout>"),
         source: e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_task_sandboxes_count_as_task_directories() {
+        let nodes = Path::new("/s/nodes");
+        let sandbox = "/s/nodes/agent-1/data/agent/slaves/A-S0/frameworks/F/executors/e.1/runs/C";
+        assert!(is_sandbox(Path::new(sandbox), nodes));
+        assert!(is_sandbox(
+            Path::new(&format!("{sandbox} (deleted)")),
+            nodes
+        ));
+        assert!(is_sandbox(Path::new(&format!("{sandbox}/sub")), nodes));
+        for not in [
+            "/s/nodes",
+            "/s/nodes/master-1",
+            "/s/nodes/agent-1/data/agent",
+            "/s/nodes/agent-1/data/agent/slaves/A-S0/frameworks/F/executors/e.1",
+            "/other/nodes/agent-1/data/agent/slaves/A-S0/frameworks/F/executors/e.1/runs/C",
+        ] {
+            assert!(!is_sandbox(Path::new(not), nodes), "{not}");
+        }
     }
 }

@@ -24,7 +24,7 @@ pub fn node_config(
     cluster_label: (&str, &str),
 ) -> Value {
     let cluster = ClusterConfig {
-        name: "capstan-dev".to_owned(),
+        name: crate::identity::CLUSTER_NAME.to_owned(),
         masters: nodes
             .iter()
             .filter(|n| n.role == Role::Master)
@@ -38,11 +38,13 @@ pub fn node_config(
         Role::Master => json!({
             "coord": { "data_dir": data.join("coord") },
             // Leases a little longer than the defaults (2 s): one loaded machine runs it all.
+            // `cluster`: the name Mesos's state carries (`dcos cluster setup` reads it).
             "master": { "coord": { "lease_ttl": 3 } },
             "apps": { "leader_lease_ttl": 3 },
             // As DC/OS configures Mesos-DNS: the agent's address first, so A records and
             // SRV ports agree for tasks on bridge networks (the port is a host port).
             "dns": { "ip_sources": ["host", "netinfo"] },
+            "router": router_section(node, paths),
         }),
         Role::Agent => json!({
             "agent": {
@@ -59,12 +61,26 @@ pub fn node_config(
     // Each node runs only its role's daemons: leave the other role's sections out.
     if let Some(doc) = config.as_object_mut() {
         let keep: &[&str] = match node.role {
+            Role::Master if node.router => &["cluster", "coord", "master", "apps", "dns", "router"],
             Role::Master => &["cluster", "coord", "master", "apps", "dns"],
             Role::Agent => &["cluster", "agent"],
         };
         doc.retain(|k, _| keep.contains(&k.as_str()));
     }
     config
+}
+
+/// The router's section on a master, over the cluster defaults (80 and 443 on the master's
+/// address, every master's coord, master and apps, this master's dns): the certificate
+/// [`crate::identity`] issued for it. Port 80 serves the routes too, as open DC/OS did.
+fn router_section(node: &Node, paths: &ClusterPaths) -> Value {
+    json!({
+        "tls": {
+            "cert": paths.node_cert(&node.name),
+            "key": paths.node_key(&node.name),
+            "ca": paths.ca_cert(),
+        },
+    })
 }
 
 /// Agents share this machine's network namespace, so each gets its own slice of host ports:
@@ -121,6 +137,21 @@ mod tests {
         assert_eq!(m2["coord"]["id"], 2);
         assert_eq!(m2["coord"]["members"].as_array().unwrap().len(), 3);
         assert_eq!(m2["master"]["listen"], "127.0.1.2:5050");
+        assert_eq!(m2["router"]["http_listen"], "127.0.1.2:80");
+        assert_eq!(m2["router"]["https_listen"], "127.0.1.2:443");
+        assert_eq!(m2["router"]["coord_endpoints"][2], "127.0.1.3:8181");
+        assert_eq!(m2["router"]["apps"][0], "127.0.1.1:8080");
+        assert_eq!(m2["router"]["dns_http"], "127.0.1.2:8123");
+        assert_eq!(
+            m2["router"]["tls"]["cert"],
+            "/tmp/x/nodes/master-2/tls/cert.pem"
+        );
+        let bare = crate::layout::without_router(nodes.clone());
+        assert!(
+            node_config(&bare[1], &bare, &paths, ("k", "v"))
+                .get("router")
+                .is_none()
+        );
         let a1 = node_config(&nodes[3], &nodes, &paths, ("k", "v"));
         assert_eq!(
             a1["agent"]["masters"],
@@ -128,6 +159,7 @@ mod tests {
         );
         assert_eq!(a1["agent"]["docker"]["extra_labels"]["k"], "v");
         assert!(a1.get("coord").is_none());
+        assert!(a1.get("router").is_none());
         assert_eq!(a1["agent"]["resources"]["ports"], "[31000-31099]");
         assert_eq!(agent_ports(0, 2), "[31100-31199]");
         assert_eq!(agent_ports(7, 2), "[21440-21479]");

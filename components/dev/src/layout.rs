@@ -28,12 +28,24 @@ pub enum Daemon {
     Master,
     Apps,
     Dns,
+    /// The router (Admin Router): the cluster's one way in, on 80 and 443.
+    Router,
     Agent,
 }
 
 impl Daemon {
-    /// Daemons of a master node, in start order (coord first: the others elect through it).
-    pub const ON_MASTERS: [Daemon; 4] = [Daemon::Coord, Daemon::Master, Daemon::Apps, Daemon::Dns];
+    /// Daemons of a master node, in start order (coord first: the others elect through it;
+    /// the router last, once the cluster's identity is in coord).
+    pub const ON_MASTERS: [Daemon; 5] = [
+        Daemon::Coord,
+        Daemon::Master,
+        Daemon::Apps,
+        Daemon::Dns,
+        Daemon::Router,
+    ];
+    /// A master's daemons when the `capstan` binary has no router (see [`Node::router`]).
+    pub const ON_MASTERS_WITHOUT_ROUTER: [Daemon; 4] =
+        [Daemon::Coord, Daemon::Master, Daemon::Apps, Daemon::Dns];
     /// Daemons of an agent node.
     pub const ON_AGENTS: [Daemon; 1] = [Daemon::Agent];
 
@@ -43,6 +55,7 @@ impl Daemon {
             Daemon::Master => "master",
             Daemon::Apps => "apps",
             Daemon::Dns => "dns",
+            Daemon::Router => "router",
             Daemon::Agent => "agent",
         }
     }
@@ -54,6 +67,7 @@ impl Daemon {
             Daemon::Master => 5050,
             Daemon::Apps => 8080,
             Daemon::Dns => 8123,
+            Daemon::Router => ROUTER_HTTP_PORT,
             Daemon::Agent => 5051,
         }
     }
@@ -65,6 +79,8 @@ impl Daemon {
             Daemon::Master => "/master/health",
             Daemon::Apps => "/ping",
             Daemon::Dns => "/v1/version",
+            // Open (no token) and answered by the router itself.
+            Daemon::Router => "/dcos-metadata/dcos-version.json",
             Daemon::Agent => "/health",
         }
     }
@@ -78,6 +94,10 @@ impl fmt::Display for Daemon {
 
 /// Port of the DNS server on each master (the Mesos-DNS standard).
 pub const DNS_PORT: u16 = 53;
+/// The router's plain HTTP port on each master.
+pub const ROUTER_HTTP_PORT: u16 = 80;
+/// The router's HTTPS port on each master.
+pub const ROUTER_HTTPS_PORT: u16 = 443;
 
 /// One node of the dev cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,14 +108,29 @@ pub struct Node {
     pub role: Role,
     /// 1-based index within its role.
     pub index: u8,
+    /// Whether a master runs the router: true unless the `capstan` binary has none
+    /// ([`without_router`]). Always false for agents.
+    #[serde(default = "yes")]
+    pub router: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Node {
     pub fn daemons(&self) -> &'static [Daemon] {
         match self.role {
-            Role::Master => &Daemon::ON_MASTERS,
+            Role::Master if self.router => &Daemon::ON_MASTERS,
+            Role::Master => &Daemon::ON_MASTERS_WITHOUT_ROUTER,
             Role::Agent => &Daemon::ON_AGENTS,
         }
+    }
+
+    /// Where the router answers HTTPS on this node, if it runs one.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        (self.role == Role::Master && self.router)
+            .then(|| SocketAddr::V4(SocketAddrV4::new(self.address, ROUTER_HTTPS_PORT)))
     }
 
     pub fn http_addr(&self, daemon: Daemon) -> SocketAddr {
@@ -109,6 +144,7 @@ impl Node {
         if self.role == Role::Master {
             addrs.push(SocketAddr::V4(SocketAddrV4::new(self.address, DNS_PORT)));
         }
+        addrs.extend(self.https_addr());
         addrs
     }
 }
@@ -137,14 +173,24 @@ pub fn layout(masters: u8, agents: u8, net: u8) -> Result<Vec<Node>, LayoutError
         address: Ipv4Addr::new(127, net, 1, i),
         role: Role::Master,
         index: i,
+        router: true,
     });
     let agents = (1..=agents).map(|i| Node {
         name: format!("agent-{i}"),
         address: Ipv4Addr::new(127, net, 2, i),
         role: Role::Agent,
         index: i,
+        router: false,
     });
     Ok(masters.chain(agents).collect())
+}
+
+/// The same nodes with no router on the masters: for a `capstan` binary built without one.
+pub fn without_router(mut nodes: Vec<Node>) -> Vec<Node> {
+    for n in &mut nodes {
+        n.router = false;
+    }
+    nodes
 }
 
 /// The node whose address is `ip`, if any.

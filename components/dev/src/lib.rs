@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod identity;
 pub mod layout;
 pub mod paths;
 pub mod status;
@@ -55,6 +56,10 @@ pub enum DevError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot make the cluster's certificates")]
+    Pki(#[from] capstan_install::pki::PkiError),
+    #[error("cannot store the cluster's identity in coord")]
+    Seed(#[source] capstan_install::state::StateError),
     #[error("talking to the dev supervisor")]
     Control(#[source] std::io::Error),
 }

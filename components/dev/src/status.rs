@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{self, AdminCredentials};
 use crate::layout::{Daemon, Node, Role, node_by_ip};
+use crate::paths::ClusterPaths;
 use crate::supervisor::{ClusterSnapshot, DaemonState};
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
@@ -60,6 +62,21 @@ pub struct ClusterStatus {
     pub ready: bool,
     pub nodes: Vec<NodeStatus>,
     pub leaders: Leaders,
+    /// The cluster id (`/metadata`'s `CLUSTER_ID`), a lowercase UUIDv4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// The first administrator, as `dcos cluster setup --username --password` takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminCredentials>,
+    /// The first master's router over plain HTTP, e.g. `http://127.0.1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
+    /// The same router over HTTPS, e.g. `https://127.0.1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_https: Option<String>,
+    /// The cluster CA's certificate (PEM), which the routers' certificates chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 impl ClusterStatus {
@@ -129,6 +146,9 @@ pub async fn probe(snapshot: &ClusterSnapshot) -> ClusterStatus {
         ip.and_then(|ip| node_by_ip(&nodes, ip))
             .map(|n| n.name.clone())
     };
+    let paths = ClusterPaths::new(&snapshot.state_dir);
+    let identity = identity::read(&paths);
+    let router = nodes.iter().find(|n| n.role == Role::Master && n.router);
     ClusterStatus {
         state_dir: snapshot.state_dir.clone(),
         supervisor_pid: snapshot.supervisor_pid,
@@ -139,6 +159,14 @@ pub async fn probe(snapshot: &ClusterSnapshot) -> ClusterStatus {
             master: name(master),
             apps: name(apps),
         },
+        cluster_id: identity.as_ref().map(|i| i.cluster_id.clone()),
+        admin: identity.map(|i| AdminCredentials {
+            uid: i.admin_uid,
+            password: i.admin_password,
+        }),
+        router: router.map(|m| format!("http://{}", m.address)),
+        router_https: router.map(|m| format!("https://{}", m.address)),
+        ca: identity::ca_path(&paths),
     }
 }
 

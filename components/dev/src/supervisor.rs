@@ -1,6 +1,7 @@
 //! The supervisor: one process that runs every daemon of the dev cluster as a child process,
 //! restarts a crashed daemon with backoff, carries out failure drills (`kill`/`restart` a node)
-//! and publishes what runs where in `cluster.json`.
+//! and publishes what runs where in `cluster.json`. It also stores the cluster's identity in
+//! coord once coord answers ([`crate::identity::seed`]) and only then starts the routers.
 //!
 //! One task owns the cluster's state (the `supervise` loop); each daemon has a task that owns
 //! its child process and follows a `watch` of what the loop wants from it.
@@ -157,8 +158,9 @@ pub async fn supervise(
     })?;
     for (ni, node) in nodes.iter().enumerate() {
         for (di, which) in node.daemons().iter().enumerate() {
+            // Routers wait until the cluster's identity is in coord (see `seeded` below).
             let (tx, rx) = watch::channel(Desired {
-                run: true,
+                run: *which != Daemon::Router,
                 generation: 0,
                 exit: false,
             });
@@ -182,10 +184,41 @@ pub async fn supervise(
 
     let (control_tx, mut control_rx) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(16);
     let control_task = tokio::spawn(control::serve(listener, control_tx));
+    let coord_endpoints: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.role == Role::Master)
+        .map(|m| m.http_addr(Daemon::Coord).to_string())
+        .collect();
+    let mut seeding = Some(tokio::spawn(crate::identity::seed(
+        coord_endpoints,
+        paths.clone(),
+        shutdown.child_token(),
+    )));
+    let mut seeded = false;
     let mut announced = false;
+    let mut failure = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            done = async { seeding.as_mut().expect("guarded by the branch condition").await }, if seeding.is_some() => {
+                seeding = None;
+                match done {
+                    Ok(Ok(true)) => {
+                        seeded = true;
+                        set_routers(&snapshot, &desired, |d| d.run = true);
+                    }
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => {
+                        warn!(error = %capstan_runtime::Chain(&e), "Cannot store the cluster's identity; stopping");
+                        failure = Some(e);
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some(DevError::Refused(format!("storing the cluster's identity failed: {e}")));
+                        break;
+                    }
+                }
+            }
             Some(ev) = events_rx.recv() => {
                 let d = &mut snapshot.nodes[ev.node].daemons[ev.daemon];
                 if ev.state == DaemonState::Restarting {
@@ -216,6 +249,9 @@ pub async fn supervise(
                     }
                     Request::Restart { node } => {
                         set_node(&mut snapshot, &desired, &node, |d| { d.run = true; d.generation += 1; }, false);
+                        if !seeded {
+                            set_routers(&snapshot, &desired, |d| d.run = false);
+                        }
                         info!(node = %node, "Node restarting");
                         Response::Ok
                     }
@@ -228,6 +264,9 @@ pub async fn supervise(
 
     info!("Stopping the cluster");
     control_task.abort();
+    if let Some(seeding) = seeding {
+        seeding.abort();
+    }
     // Agents first, so no task is reported lost by a master that outlives them; masters last.
     for role in [Role::Agent, Role::Master] {
         for (&(ni, _), tx) in &desired {
@@ -239,7 +278,22 @@ pub async fn supervise(
     while tasks.join_next().await.is_some() {}
     let _ = std::fs::remove_file(paths.cluster_json());
     let _ = std::fs::remove_dir_all(&notify_dir);
-    Ok(())
+    failure.map_or(Ok(()), Err)
+}
+
+/// Changes what the router of every master that is not down should do.
+fn set_routers(
+    snapshot: &ClusterSnapshot,
+    desired: &BTreeMap<(usize, usize), watch::Sender<Desired>>,
+    change: impl Fn(&mut Desired),
+) {
+    for (ni, node) in snapshot.nodes.iter().enumerate() {
+        for (di, d) in node.daemons.iter().enumerate() {
+            if d.name == Daemon::Router && !node.down {
+                desired[&(ni, di)].send_modify(&change);
+            }
+        }
+    }
 }
 
 fn node_names(snapshot: &ClusterSnapshot) -> String {

@@ -1,8 +1,12 @@
 //! End-to-end: a whole dev cluster from the real `capstan` binary, running seed 001's Redis
-//! walkthrough against real Docker. Each test runs its cluster on its own loopback block
-//! (`--net`), so tests and a developer's own `capstan dev up` never collide.
+//! walkthrough against real Docker, and (module `router`) the router driven by the real DC/OS
+//! CLI. Each cluster runs on its own loopback block (`--net`), so tests and a developer's own
+//! `capstan dev up` never collide; the router tests share one cluster between them.
 
-use std::path::Path;
+#[path = "it/router.rs"]
+mod router;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -14,29 +18,81 @@ use serde_json::{Value, json};
 /// are heavy enough without competing.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A dev cluster that is taken down (and its state purged) when dropped.
+/// A dev cluster that is taken down (and its state purged) when dropped, unless it is
+/// shared by a test module (then it stops when the test process exits, see [`Self::shared`]).
 struct DevCluster {
-    state_dir: tempfile::TempDir,
+    state_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
     net: u8,
+    /// What `capstan dev up` printed.
+    up_stdout: String,
 }
 
 impl DevCluster {
-    /// `slot` tells the tests of one run apart (each test its own slot).
+    /// `slot` (0–3) tells the clusters of one test process apart (each test its own slot).
     fn up(masters: u8, agents: u8, slot: u8) -> anyhow::Result<DevCluster> {
-        let state_dir = temp_dir()?;
+        let temp = temp_dir()?;
+        Self::start(
+            temp.path().to_owned(),
+            Some(temp),
+            masters,
+            agents,
+            slot,
+            &[],
+        )
+    }
+
+    /// A cluster for every test of a module: never taken down by a test, it stops (and
+    /// removes its task containers) once this test process is gone. Its state directory is
+    /// `<tmp>/capstan-dev-shared-<slot>-<pid>`; those of earlier, finished runs are removed.
+    fn shared(masters: u8, agents: u8, slot: u8) -> anyhow::Result<DevCluster> {
+        let tmp = std::env::temp_dir();
+        let prefix = format!("capstan-dev-shared-{slot}-");
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_prefix(&prefix)
+                .and_then(|p| p.parse::<i32>().ok())
+                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let pid = std::process::id();
+        let dir = tmp.join(format!("{prefix}{pid}"));
+        let exit_with = format!("--exit-with={pid}");
+        Self::start(dir, None, masters, agents, slot, &[&exit_with])
+    }
+
+    fn start(
+        state_dir: PathBuf,
+        temp: Option<tempfile::TempDir>,
+        masters: u8,
+        agents: u8,
+        slot: u8,
+        extra: &[&str],
+    ) -> anyhow::Result<DevCluster> {
         // A block per test process and slot; 127.0.0.0/8 is all loopback on Linux.
         let net = 100 + 4 * (std::process::id() % 35) as u8 + slot;
-        let cluster = DevCluster { state_dir, net };
-        let out = cluster.capstan(&[
-            "up",
-            "--masters",
-            &masters.to_string(),
-            "--agents",
-            &agents.to_string(),
-            "--net",
-            &net.to_string(),
-            "--detach",
-        ])?;
+        let mut cluster = DevCluster {
+            state_dir,
+            _temp: temp,
+            net,
+            up_stdout: String::new(),
+        };
+        let mut args = vec![
+            "up".to_owned(),
+            "--masters".to_owned(),
+            masters.to_string(),
+            "--agents".to_owned(),
+            agents.to_string(),
+            "--net".to_owned(),
+            net.to_string(),
+            "--detach".to_owned(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cluster.capstan(&args)?;
         if !out.status.success() {
             bail!(
                 "capstan dev up failed:\n{}\n{}",
@@ -44,6 +100,7 @@ impl DevCluster {
                 text(&out.stderr) + &cluster.logs()
             );
         }
+        cluster.up_stdout = text(&out.stdout);
         Ok(cluster)
     }
 
@@ -52,7 +109,7 @@ impl DevCluster {
             .arg("dev")
             .args(args)
             .arg("--state-dir")
-            .arg(self.state_dir.path())
+            .arg(&self.state_dir)
             .output()
             .context("running capstan dev")
     }
@@ -74,7 +131,7 @@ impl DevCluster {
     /// The tail of every daemon log, for failure messages.
     fn logs(&self) -> String {
         let mut all = String::new();
-        let nodes = self.state_dir.path().join("nodes");
+        let nodes = self.state_dir.join("nodes");
         for entry in std::fs::read_dir(&nodes).into_iter().flatten().flatten() {
             for log in std::fs::read_dir(entry.path())
                 .into_iter()
@@ -93,7 +150,9 @@ impl DevCluster {
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
-        let _ = self.capstan(&["down", "--purge"]);
+        if self._temp.is_some() {
+            let _ = self.capstan(&["down", "--purge"]);
+        }
     }
 }
 

@@ -102,10 +102,21 @@ impl Ca {
         hostname: &str,
         addresses: &[IpAddr],
     ) -> Result<CertifiedKey, PkiError> {
+        self.issue_server(hostname, &[], addresses)
+    }
+
+    /// [`Ca::issue_node`] also naming `dns_names` (a master's `master.mesos`, `leader.mesos`).
+    pub fn issue_server(
+        &self,
+        hostname: &str,
+        dns_names: &[&str],
+        addresses: &[IpAddr],
+    ) -> Result<CertifiedKey, PkiError> {
         let ca_key = KeyPair::from_pem(&self.0.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.0.cert_pem, ca_key)?;
         let key = KeyPair::generate()?;
         let mut names: Vec<String> = vec![hostname.to_owned()];
+        names.extend(dns_names.iter().map(|n| (*n).to_owned()));
         names.extend(addresses.iter().map(IpAddr::to_string));
         names.push("localhost".to_owned());
         names.push("127.0.0.1".to_owned());

@@ -5,30 +5,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use capstan_coord_client::{Client, ClientError, keyspace};
-use serde::{Deserialize, Serialize};
 
 use crate::token::{JoinToken, Role, TokenRecord, TokenRefused};
 
-/// The cluster's identity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterInfo {
-    pub cluster_id: String,
-    pub name: String,
-    /// The CA certificate, PEM, exactly as `GET /v1/cluster/ca.pem` serves it.
-    pub ca_pem: String,
-    pub ca_fingerprint: String,
-    pub created_ms: u64,
-}
-
-/// The first administrator, until the router's identity store takes over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminRecord {
-    pub uid: String,
-    /// `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>`.
-    pub password_hash: String,
-}
+pub use capstan_types::cluster::{AdminRecord, ClusterInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -1,6 +1,7 @@
 //! HTTP front end: one fallback handler doing Mesos-style longest-path-prefix routing
-//! (`/api/v1/operator` reaches `/api/v1`), content-type rules of the v1 APIs and the
-//! read-only endpoints. Every handler talks to the core task through [`CoreHandle`].
+//! (`/api/v1/operator` reaches `/api/v1`), content-type rules of the v1 APIs, the
+//! read-only endpoints and the old form-encoded `POST /master/teardown` (the dcos CLI's
+//! `service shutdown`). Every handler talks to the core task through [`CoreHandle`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -46,6 +47,8 @@ enum Route {
     Operator,
     Agent,
     State,
+    StateSummary,
+    Teardown,
     Slaves,
     Frameworks,
     Tasks,
@@ -65,6 +68,12 @@ const ROUTES: &[(&str, Route)] = &[
     ("/master/state.json", Route::State),
     ("/state.json", Route::State),
     ("/state", Route::State),
+    ("/master/state-summary", Route::StateSummary),
+    ("/state-summary", Route::StateSummary),
+    ("/master/teardown", Route::Teardown),
+    ("/teardown", Route::Teardown),
+    // The endpoint's name before Mesos 0.25; the dcos CLI falls back to it on a 404.
+    ("/master/shutdown", Route::Teardown),
     ("/master/slaves", Route::Slaves),
     ("/master/frameworks", Route::Frameworks),
     ("/master/tasks", Route::Tasks),
@@ -80,7 +89,10 @@ impl Route {
     /// The only methods the route serves: the v1 APIs take calls as `POST`, the other
     /// endpoints are reads (`GET`, and `HEAD` for the headers alone).
     fn posts_only(self) -> bool {
-        matches!(self, Route::Scheduler | Route::Operator | Route::Agent)
+        matches!(
+            self,
+            Route::Scheduler | Route::Operator | Route::Agent | Route::Teardown
+        )
     }
 }
 
@@ -250,6 +262,8 @@ pub(crate) async fn dispatch(State(app): State<App>, req: Request) -> Response {
         Route::Health => StatusCode::OK.into_response(),
         Route::Version => json_response(StatusCode::OK, &version_info()),
         Route::State => read(app, jsonp, |c| c.state_json()).await,
+        Route::StateSummary => read(app, jsonp, |c| c.state_summary_json()).await,
+        Route::Teardown => teardown(app, req).await,
         Route::Slaves => read(app, jsonp, |c| c.slaves_json()).await,
         Route::Metrics => {
             // Standbys answer too (for monitoring), and say they are not elected.
@@ -304,6 +318,72 @@ async fn read(
         },
         Err(e) => api_error(e),
     }
+}
+
+/// `POST /master/teardown` (and `/master/shutdown`): the body is a form, `frameworkId=<id>`,
+/// read whatever the Content-Type (the dcos CLI sends none), as Mesos does. 200 with an
+/// empty body once the framework is torn down; 400 for an undecodable body, a missing
+/// `frameworkId` or an unknown framework.
+async fn teardown(app: App, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match read_body(&parts.headers, body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let form = match decode_form(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("Unable to decode query string: {e}"),
+            );
+        }
+    };
+    let Some(fid) = form.get("frameworkId").cloned() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Missing 'frameworkId' query parameter in the request body",
+        );
+    };
+    match app.core.call(move |c, _| c.teardown_framework(&fid)).await {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e)) | Err(e) => api_error(e),
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body (pairs split on `&` or `;`, `+` is
+/// a space, `%XX` escapes; a later key wins) the way Mesos decodes query strings.
+fn decode_form(body: &[u8]) -> Result<HashMap<String, String>, String> {
+    let s = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+    let mut out = HashMap::new();
+    for pair in s.split(['&', ';']).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k)?, percent_decode(v)?);
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("Malformed % escape in '{s}'"))?;
+                out.push(hex);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("'{s}' does not decode to UTF-8"))
 }
 
 /// Reads the whole body, at most `limit` bytes: a larger one (by `Content-Length`, or as it
@@ -537,6 +617,11 @@ mod tests {
         assert_eq!(route("/master/redirect"), Some(Route::Redirect));
         assert_eq!(route("/master/redirect/x"), None);
         assert_eq!(route("/version"), Some(Route::Version));
+        assert_eq!(route("/master/state-summary"), Some(Route::StateSummary));
+        assert_eq!(route("/state-summary"), Some(Route::StateSummary));
+        assert_eq!(route("/master/teardown"), Some(Route::Teardown));
+        assert_eq!(route("/master/shutdown"), Some(Route::Teardown));
+        assert_eq!(route("/master/state-summaryx"), None);
         assert_eq!(route("/"), None);
         assert_eq!(route("/nothing/here"), None);
     }
@@ -577,6 +662,11 @@ mod tests {
         assert_eq!(allow(Route::Version, Method::TRACE).unwrap(), "GET, HEAD");
         assert_eq!(allow(Route::Scheduler, Method::POST), None);
         assert_eq!(allow(Route::Agent, Method::GET).unwrap(), "POST");
+        assert_eq!(allow(Route::Teardown, Method::GET).unwrap(), "POST");
+        assert_eq!(
+            allow(Route::StateSummary, Method::POST).unwrap(),
+            "GET, HEAD"
+        );
     }
 
     #[test]
@@ -595,5 +685,24 @@ mod tests {
             HeaderValue::from_static("text/html, application/json;q=0.9"),
         );
         assert_eq!(negotiate(&h), Some(Encoding::Json));
+    }
+
+    #[test]
+    fn form_bodies_decode_like_mesos_query_strings() {
+        let f = decode_form(b"frameworkId=abc-0001").expect("decodes");
+        assert_eq!(f["frameworkId"], "abc-0001");
+        let f = decode_form(b"a=1&frameworkId=x%2Dy+z;b&frameworkId=last").expect("decodes");
+        assert_eq!(f["frameworkId"], "last");
+        assert_eq!(f["a"], "1");
+        assert_eq!(f["b"], "");
+        assert_eq!(
+            decode_form(b"frameworkId=x%2Dy+z").expect("decodes")["frameworkId"],
+            "x-y z"
+        );
+        assert!(decode_form(b"").expect("empty").is_empty());
+        assert!(decode_form(b"frameworkId=%zz").is_err());
+        assert!(decode_form(b"frameworkId=%4").is_err());
+        assert!(decode_form(b"frameworkId=%ff").is_err());
+        assert!(decode_form(&[0xff, b'=', b'1']).is_err());
     }
 }

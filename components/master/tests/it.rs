@@ -6,6 +6,8 @@ mod common;
 
 #[path = "it/agents.rs"]
 mod agents;
+#[path = "it/dcos_endpoints.rs"]
+mod dcos_endpoints;
 #[path = "it/failover.rs"]
 mod failover;
 #[path = "it/ha.rs"]

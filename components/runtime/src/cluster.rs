@@ -37,6 +37,9 @@ pub mod ports {
     /// The bootstrap server (install.sh, joins); the router takes these over when it lands.
     pub const BOOTSTRAP_HTTP: u16 = 80;
     pub const BOOTSTRAP_HTTPS: u16 = 443;
+    /// The router (Admin Router), on every master: the cluster's way in.
+    pub const ROUTER_HTTP: u16 = 80;
+    pub const ROUTER_HTTPS: u16 = 443;
 }
 
 /// The `cluster:` section of a node config.
@@ -121,6 +124,7 @@ impl ClusterConfig {
             "master": {
                 "listen": self.at(ports::MASTER),
                 "hostname": self.hostname(),
+                "cluster": self.name,
                 "coord": { "endpoints": self.endpoints(ports::COORD) },
             },
             "apps": {
@@ -157,6 +161,15 @@ impl ClusterConfig {
                 "id": id,
                 "listen": self.at(ports::COORD),
                 "members": members,
+            });
+            doc["router"] = serde_json::json!({
+                "http_listen": self.at(ports::ROUTER_HTTP),
+                "https_listen": self.at(ports::ROUTER_HTTPS),
+                "public_ip": self.advertise.to_string(),
+                "coord_endpoints": self.endpoints(ports::COORD),
+                "masters": self.endpoints(ports::MASTER),
+                "apps": self.endpoints(ports::APPS),
+                "dns_http": self.at(ports::DNS_HTTP),
             });
         }
         serde_yaml_ng::to_value(doc).unwrap_or(Value::Null)
@@ -258,9 +271,20 @@ mod tests {
     }
 
     #[test]
+    fn a_master_runs_the_router_on_its_address() {
+        let d = cluster("10.0.0.2").defaults();
+        assert_eq!(d["router"]["http_listen"], Value::from("10.0.0.2:80"));
+        assert_eq!(d["router"]["https_listen"], Value::from("10.0.0.2:443"));
+        assert_eq!(d["router"]["public_ip"], Value::from("10.0.0.2"));
+        assert_eq!(d["router"]["masters"][1], Value::from("10.0.0.2:5050"));
+        assert_eq!(d["router"]["dns_http"], Value::from("10.0.0.2:8123"));
+    }
+
+    #[test]
     fn an_agent_has_no_coord_section() {
         let d = cluster("10.0.0.9").defaults();
         assert!(d.get("coord").is_none());
+        assert!(d.get("router").is_none());
         assert_eq!(d["agent"]["advertise_ip"], Value::from("10.0.0.9"));
         assert_eq!(d["agent"]["hostname"], Value::from("10.0.0.9"));
     }

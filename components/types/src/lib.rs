@@ -5,6 +5,7 @@
 //! meet over the wire through `capstan-proto`.
 
 pub mod backoff;
+pub mod cluster;
 pub mod error;
 pub mod resources;
 pub mod task_state;

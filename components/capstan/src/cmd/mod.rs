@@ -11,14 +11,15 @@ pub mod dns;
 pub mod doctor;
 pub mod idle;
 pub mod master;
+pub mod router;
 pub mod version;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use capstan_runtime::{
-    Chain, EX_CONFIG, Exit, init_logging, load_config, notify_ready, notify_stopping,
-    shutdown_on_signals,
+    Chain, EX_CONFIG, Exit, OwnRuntime, SystemdLifecycle, init_logging, load_config, notify_ready,
+    notify_stopping, shutdown_on_signals,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -51,21 +52,10 @@ where
     Fut: Future<Output = anyhow::Result<W>>,
     W: Future<Output = Exit>,
 {
-    let node: NodeConfig = match load_config(&args.config) {
+    let node = match prepare(name, args) {
         Ok(node) => node,
-        Err(e) => {
-            fail(&format!("error: {}", Chain(&e)));
-            return ExitCode::from(EX_CONFIG as u8);
-        }
+        Err(code) => return code,
     };
-    if args.check_config {
-        say(&format!("config OK: {}", args.config.display()));
-        return ExitCode::SUCCESS;
-    }
-    if let Err(e) = init_logging(&node.log) {
-        fail(&format!("error: {}", Chain(&e)));
-        return ExitCode::FAILURE;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,7 +66,6 @@ where
             return ExitCode::FAILURE;
         }
     };
-    info!(daemon = name, version = crate::LONG_VERSION, config = %args.config.display(), "Starting");
     let outcome = runtime.block_on(async {
         let shutdown = shutdown_on_signals();
         let running = start(node, shutdown.clone()).await?;
@@ -92,16 +81,60 @@ where
         anyhow::Ok(exit)
     });
     match outcome {
-        Ok(Exit::Requested) => {
+        Ok(exit) => exit_code(name, exit),
+        Err(e) => {
+            error!(daemon = name, error = format!("{e:#}"), "Failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The same lifecycle for a daemon that owns its runtime and signal handling
+/// ([`OwnRuntime`], e.g. the router on pingora): `section` picks its config out of the node
+/// config; readiness and stopping reach systemd through [`SystemdLifecycle`].
+pub fn run_own_runtime<D: OwnRuntime>(
+    name: &str,
+    args: &DaemonArgs,
+    section: impl FnOnce(NodeConfig) -> D::Config,
+) -> ExitCode {
+    let node = match prepare(name, args) {
+        Ok(node) => node,
+        Err(code) => return code,
+    };
+    exit_code(name, D::run(section(node), &SystemdLifecycle))
+}
+
+/// Loads the node config; `Err` is the exit code when there is nothing more to do
+/// (`--check-config`, a bad config, logging that cannot start).
+fn prepare(name: &str, args: &DaemonArgs) -> Result<NodeConfig, ExitCode> {
+    let node: NodeConfig = match load_config(&args.config) {
+        Ok(node) => node,
+        Err(e) => {
+            fail(&format!("error: {}", Chain(&e)));
+            return Err(ExitCode::from(EX_CONFIG as u8));
+        }
+    };
+    if args.check_config {
+        say(&format!("config OK: {}", args.config.display()));
+        return Err(ExitCode::SUCCESS);
+    }
+    if let Err(e) = init_logging(&node.log) {
+        fail(&format!("error: {}", Chain(&e)));
+        return Err(ExitCode::FAILURE);
+    }
+    info!(daemon = name, version = crate::LONG_VERSION, config = %args.config.display(), "Starting");
+    Ok(node)
+}
+
+/// 0 only for a requested stop.
+fn exit_code(name: &str, exit: Exit) -> ExitCode {
+    match exit {
+        Exit::Requested => {
             info!(daemon = name, "Stopped");
             ExitCode::SUCCESS
         }
-        Ok(Exit::Failed(e)) => {
+        Exit::Failed(e) => {
             error!(daemon = name, error = %Chain(&*e), "Stopped by itself");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            error!(daemon = name, error = format!("{e:#}"), "Failed");
             ExitCode::FAILURE
         }
     }

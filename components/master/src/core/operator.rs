@@ -19,6 +19,19 @@ impl Core {
         self.operator_subs.retain(|s| s.send(&ev));
     }
 
+    /// Tears a registered framework down (the operator's TEARDOWN call and the old
+    /// `POST /master/teardown` endpoint): its tasks are killed and it is removed. An
+    /// unknown id is a 400 with Mesos' message.
+    pub fn teardown_framework(&mut self, fid: &str) -> Result<(), ApiError> {
+        if !self.frameworks.contains_key(fid) {
+            return Err(ApiError::bad_request(
+                "No framework found with specified ID",
+            ));
+        }
+        self.remove_framework(fid, "Teardown by operator");
+        Ok(())
+    }
+
     pub fn operator_call(
         &mut self,
         call: &Value,
@@ -51,7 +64,7 @@ impl Core {
                 if !self.frameworks.contains_key(&fid) {
                     return Err(ApiError::bad_request(format!("Framework {fid} not found")));
                 }
-                self.remove_framework(&fid, "Teardown by operator");
+                self.teardown_framework(&fid)?;
                 Ok(OperatorReply::Empty)
             }
             "MARK_AGENT_GONE" => {

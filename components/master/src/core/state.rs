@@ -1,5 +1,7 @@
-//! The read-only views in the old Mesos JSON shape: `/master/state`, `/master/slaves`,
-//! `/master/frameworks`, `/master/tasks` and `/metrics/snapshot`.
+//! The read-only views in the old Mesos JSON shape: `/master/state`, `/master/state-summary`,
+//! `/master/slaves`, `/master/frameworks`, `/master/tasks` and `/metrics/snapshot`.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -68,6 +70,9 @@ impl Core {
         });
         if let Some(t) = a.reregistered_time {
             v["reregistered_time"] = json!(t);
+        }
+        if let Some(d) = a.info.get("domain") {
+            v["domain"] = d.clone();
         }
         v
     }
@@ -302,6 +307,108 @@ impl Core {
         v
     }
 
+    /// `/master/state-summary`, as Mesos builds it: agents (without unreachable ones) and
+    /// registered frameworks in their summary form, each with the per-state counts of the
+    /// tasks it knows (active, unreachable and the completed ones kept per framework) and
+    /// the ids of the frameworks (agents) those tasks link it to. `cluster` only when set.
+    pub fn state_summary_json(&self) -> Value {
+        let mut by_agent: BTreeMap<&str, TaskCounts> = BTreeMap::new();
+        let mut by_framework: BTreeMap<&str, TaskCounts> = BTreeMap::new();
+        let mut agent_fws: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut fw_agents: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for f in self.frameworks.values() {
+            let tasks = self
+                .tasks
+                .values()
+                .filter(|t| t.framework_id == f.id)
+                .chain(f.completed_tasks.iter());
+            for t in tasks {
+                by_agent.entry(&t.agent_id).or_default().count(&t.state);
+                by_framework.entry(&f.id).or_default().count(&t.state);
+                agent_fws.entry(&t.agent_id).or_default().insert(&f.id);
+                fw_agents.entry(&f.id).or_default().insert(&t.agent_id);
+            }
+        }
+        let slaves: Vec<Value> = self
+            .agents
+            .values()
+            .filter(|a| a.state != AgentState::Unreachable)
+            .map(|a| {
+                let mut v = self.slave_state_json(a);
+                by_agent
+                    .get(a.id.as_str())
+                    .copied()
+                    .unwrap_or_default()
+                    .write(&mut v);
+                v["framework_ids"] =
+                    json!(agent_fws.get(a.id.as_str()).cloned().unwrap_or_default());
+                v
+            })
+            .collect();
+        let frameworks: Vec<Value> = self
+            .frameworks
+            .values()
+            .map(|f| {
+                let mut v = self.framework_summary_json(f);
+                by_framework
+                    .get(f.id.as_str())
+                    .copied()
+                    .unwrap_or_default()
+                    .write(&mut v);
+                v["slave_ids"] = json!(fw_agents.get(f.id.as_str()).cloned().unwrap_or_default());
+                v
+            })
+            .collect();
+        let mut v = json!({
+            "hostname": self.master_info["hostname"],
+            "slaves": slaves,
+            "frameworks": frameworks,
+        });
+        if let Some(c) = &self.cfg.cluster {
+            v["cluster"] = json!(c);
+        }
+        v
+    }
+
+    /// A framework as `/master/state-summary` shows it (Mesos' `Summary<Framework>`): no
+    /// `pid` (every Capstan framework speaks HTTP), capabilities as `{"type": …}` objects.
+    fn framework_summary_json(&self, f: &Framework) -> Value {
+        let mut used = Pools::new();
+        for t in self
+            .tasks
+            .values()
+            .filter(|t| t.framework_id == f.id && !t.released)
+        {
+            pools_add(&mut used, &t.resources);
+        }
+        let mut offered = Pools::new();
+        for o in self.offers.values().filter(|o| o.framework_id == f.id) {
+            pools_add(&mut offered, &o.resources);
+        }
+        let caps: Vec<Value> = f
+            .info
+            .get("capabilities")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.get("type").map(|t| json!({"type": t})))
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "id": f.id,
+            "name": f.info.get("name").cloned().unwrap_or(json!("")),
+            "used_resources": pools_sum(&used).to_flat_json(),
+            "offered_resources": pools_sum(&offered).to_flat_json(),
+            "capabilities": caps,
+            "hostname": f.info.get("hostname").cloned().unwrap_or(json!("")),
+            "webui_url": f.info.get("webui_url").cloned().unwrap_or(json!("")),
+            "active": f.connected(),
+            "connected": f.connected(),
+            "recovered": f.recovered,
+        })
+    }
+
     pub fn metrics(&self) -> Value {
         let mut m = serde_json::Map::new();
         let mut put = |k: &str, v: f64| {
@@ -387,5 +494,66 @@ impl Core {
         put("master/outstanding_offers", self.offers.len() as f64);
         put("master/dropped_messages", self.dropped_messages as f64);
         Value::Object(m)
+    }
+}
+
+/// Per-state task counts of one agent or framework in `/master/state-summary`; the states
+/// Mesos reports there (others, e.g. `TASK_DROPPED`, are not counted).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct TaskCounts([u64; SUMMARY_STATES.len()]);
+
+const SUMMARY_STATES: [&str; 10] = [
+    "TASK_STAGING",
+    "TASK_STARTING",
+    "TASK_RUNNING",
+    "TASK_KILLING",
+    "TASK_FINISHED",
+    "TASK_KILLED",
+    "TASK_FAILED",
+    "TASK_LOST",
+    "TASK_ERROR",
+    "TASK_UNREACHABLE",
+];
+
+impl TaskCounts {
+    fn count(&mut self, state: &str) {
+        if let Some(i) = SUMMARY_STATES.iter().position(|s| *s == state) {
+            self.0[i] += 1;
+        }
+    }
+
+    /// Adds every count (zeros included) to `v`, an object.
+    fn write(&self, v: &mut Value) {
+        for (s, n) in SUMMARY_STATES.iter().zip(self.0) {
+            v[*s] = json!(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn counts_cover_the_mesos_summary_states_and_ignore_the_rest() {
+        let mut c = TaskCounts::default();
+        for s in [
+            "TASK_RUNNING",
+            "TASK_RUNNING",
+            "TASK_LOST",
+            "TASK_DROPPED",
+            "bogus",
+        ] {
+            c.count(s);
+        }
+        let mut v = json!({});
+        c.write(&mut v);
+        let o = v.as_object().expect("object");
+        assert_eq!(o.len(), SUMMARY_STATES.len());
+        assert_eq!(v["TASK_RUNNING"], 2);
+        assert_eq!(v["TASK_LOST"], 1);
+        assert_eq!(v["TASK_STAGING"], 0);
+        assert_eq!(v["TASK_UNREACHABLE"], 0);
+        assert!(v.get("TASK_DROPPED").is_none());
     }
 }
