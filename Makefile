@@ -23,7 +23,7 @@ images:
 	images/build.sh
 
 ## Benchmarks; each writes its table into docs/BENCHMARKS.md.
-bench:
+bench: build
 	$(CARGO) run --release --locked -p capstan-bench -- --out docs/BENCHMARKS.md
 
 ## coord's linearizability fault test over many seeds; prints any failing seed to replay

@@ -71,7 +71,7 @@ impl Plan {
             Plan {
                 tput: Duration::from_secs(1),
                 lat: Duration::from_secs(1),
-                rate: 5000.0,
+                rate: 2000.0,
                 tls: Duration::from_secs(1),
                 warmup: Duration::from_millis(300),
             }
@@ -104,6 +104,8 @@ struct Series {
     busy: Vec<f64>,
     /// The same for the load core: the client thread plus the backend.
     load_busy: Vec<f64>,
+    /// CPU seconds the proxy used over all rounds.
+    cpu_s: f64,
 }
 
 impl Series {
@@ -129,6 +131,12 @@ impl Series {
 
     fn busy(&self) -> Option<f64> {
         median(&self.busy)
+    }
+
+    /// The proxy's CPU milliseconds per 1,000 good answers.
+    fn cpu_ms_per_1k(&self) -> Option<f64> {
+        let (ok, _, _) = self.errors();
+        (ok > 0 && self.cpu_s > 0.0).then(|| self.cpu_s * 1e6 / ok as f64)
     }
 
     fn load_busy(&self) -> Option<f64> {
@@ -190,7 +198,9 @@ async fn round(
     if let (Some(p), Some(c0)) = (pid, cpu0)
         && let Some(c1) = cpu_time_tree(p)
     {
-        series.busy.push(c1.saturating_sub(c0).as_secs_f64() / wall);
+        let used = c1.saturating_sub(c0).as_secs_f64();
+        series.cpu_s += used;
+        series.busy.push(used / wall);
     }
     let backend = cpu_time(backend_pid)
         .unwrap_or_default()
@@ -592,6 +602,18 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
     }
     section.rows.push(r);
 
+    let cpu: Vec<Option<f64>> = (0..2)
+        .map(|i| pick(&tput, index[i]).and_then(Series::cpu_ms_per_1k))
+        .collect();
+    let mut r = Row::new("proxy CPU per 1,000 requests (keep-alive runs)");
+    r.capstan = cpu[0].map_or_else(|| missing(0), |x| format!("{x:.0} ms"));
+    r.peer = cpu[1].map_or_else(|| missing(1), |x| format!("{x:.0} ms"));
+    r.goal = "— (reported)".into();
+    if let (Some(a), Some(b)) = (cpu[0], cpu[1]) {
+        r.ratio = Some(a / b);
+    }
+    section.rows.push(r);
+
     let peaks: Vec<Option<u64>> = (0..2)
         .map(|i| {
             pick(&tput, index[i])
@@ -733,6 +755,17 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
     }
     if let Some(why) = nginx_why {
         section.notes.push(format!("nginx not measured: {why}."));
+    }
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        section.notes.push(format!(
+            "Load average when the runs ended: {} (anything above the benchmark's own ~2 is \
+             other work on this machine; it shares the cores with the pinned processes and \
+             shows up mostly in the p99 latencies).",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
     }
     section.notes.push(
         "Anchors (not same-run): Cloudflare reports Pingora using ~70% less CPU and ~67% less \

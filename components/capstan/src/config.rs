@@ -19,6 +19,7 @@ pub struct NodeConfig {
     pub apps: Option<capstan_apps::Config>,
     pub dns: Option<capstan_dns::Config>,
     pub router: Option<capstan_router::Config>,
+    pub catalog: Option<capstan_catalog::Config>,
     pub bootstrap: Option<capstan_install::bootstrap::Config>,
 }
 
@@ -32,6 +33,7 @@ impl Validate for NodeConfig {
             section("apps", &self.apps),
             section("dns", &self.dns),
             section("router", &self.router),
+            section("catalog", &self.catalog),
             section("bootstrap", &self.bootstrap),
         ]
         .concat()

@@ -65,6 +65,8 @@ enum DaemonCommand {
     Dns(DaemonArgs),
     /// The Admin Router-compatible entry point: every API and the console behind one login.
     Router(DaemonArgs),
+    /// The Cosmos-compatible package catalog (Universe repositories, one-click installs).
+    Catalog(DaemonArgs),
     /// The server masters run for joining nodes: install.sh, the CA, the package, joins.
     Bootstrap(DaemonArgs),
     /// Only the daemon lifecycle (config, logs, READY=1, wait for a signal); for tests.
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
             DaemonCommand::Apps(args) => cmd::apps::run(&args),
             DaemonCommand::Dns(args) => cmd::dns::run(&args),
             DaemonCommand::Router(args) => cmd::router::run(&args),
+            DaemonCommand::Catalog(args) => cmd::catalog::run(&args),
             DaemonCommand::Bootstrap(args) => cmd::bootstrap::run(&args),
             DaemonCommand::Idle(args) => cmd::idle::run(&args),
         },

@@ -158,7 +158,9 @@ fn daemons_live_under_daemon_and_coord_is_only_the_cli() {
     );
     let out = capstan(&["daemon", "--help"]);
     assert!(out.status.success());
-    for daemon in ["coord", "master", "agent", "apps", "dns", "router"] {
+    for daemon in [
+        "coord", "master", "agent", "apps", "dns", "router", "catalog",
+    ] {
         assert!(stdout(&out).contains(daemon), "{}", stdout(&out));
     }
 }
@@ -166,7 +168,9 @@ fn daemons_live_under_daemon_and_coord_is_only_the_cli() {
 #[test]
 fn the_cluster_section_fills_every_daemon_section() {
     let yaml = "cluster:\n  masters: [127.0.1.1, 127.0.1.2, 127.0.1.3]\n  advertise: 127.0.1.2\n";
-    for daemon in ["coord", "master", "apps", "dns", "agent", "router"] {
+    for daemon in [
+        "coord", "master", "apps", "dns", "agent", "router", "catalog",
+    ] {
         let (out, _dir, _) = check_config(daemon, yaml);
         assert!(out.status.success(), "{daemon}: {}", stderr(&out));
     }
@@ -191,7 +195,9 @@ fn the_cluster_section_fills_every_daemon_section() {
 #[test]
 fn the_packaged_default_config_is_valid_for_every_daemon() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/config.yaml");
-    for daemon in ["coord", "master", "agent", "apps", "dns", "router"] {
+    for daemon in [
+        "coord", "master", "agent", "apps", "dns", "router", "catalog",
+    ] {
         let out = capstan(&["daemon", daemon, "--config", path, "--check-config"]);
         assert!(out.status.success(), "{daemon}: {}", stderr(&out));
     }

@@ -61,7 +61,9 @@ pub fn node_config(
     // Each node runs only its role's daemons: leave the other role's sections out.
     if let Some(doc) = config.as_object_mut() {
         let keep: &[&str] = match node.role {
-            Role::Master if node.router => &["cluster", "coord", "master", "apps", "dns", "router"],
+            Role::Master if node.router => &[
+                "cluster", "coord", "master", "apps", "dns", "catalog", "router",
+            ],
             Role::Master => &["cluster", "coord", "master", "apps", "dns"],
             Role::Agent => &["cluster", "agent"],
         };
@@ -72,9 +74,13 @@ pub fn node_config(
 
 /// The router's section on a master, over the cluster defaults (80 and 443 on the master's
 /// address, every master's coord, master and apps, this master's dns): the certificate
-/// [`crate::identity`] issued for it. Port 80 serves the routes too, as open DC/OS did.
+/// [`crate::identity`] issued for it, this master's catalog, and no bootstrap. Port 80 serves the routes too, as open
+/// DC/OS did.
 fn router_section(node: &Node, paths: &ClusterPaths) -> Value {
     json!({
+        // dev runs no bootstrap server (nodes join by being started, not installed).
+        "bootstrap": null,
+        "catalog": format!("{}:{}", node.address, crate::layout::CATALOG_PORT),
         "tls": {
             "cert": paths.node_cert(&node.name),
             "key": paths.node_key(&node.name),
@@ -139,9 +145,16 @@ mod tests {
         assert_eq!(m2["master"]["listen"], "127.0.1.2:5050");
         assert_eq!(m2["router"]["http_listen"], "127.0.1.2:80");
         assert_eq!(m2["router"]["https_listen"], "127.0.1.2:443");
+        assert!(
+            m2["router"]["bootstrap"].is_null(),
+            "dev runs no bootstrap server"
+        );
         assert_eq!(m2["router"]["coord_endpoints"][2], "127.0.1.3:8181");
         assert_eq!(m2["router"]["apps"][0], "127.0.1.1:8080");
         assert_eq!(m2["router"]["dns_http"], "127.0.1.2:8123");
+        assert_eq!(m2["router"]["catalog"], "127.0.1.2:7070");
+        assert_eq!(m2["catalog"]["listen"], "127.0.1.2:7070");
+        assert_eq!(m2["catalog"]["apps"][0], "127.0.1.2:8080");
         assert_eq!(
             m2["router"]["tls"]["cert"],
             "/tmp/x/nodes/master-2/tls/cert.pem"

@@ -30,17 +30,20 @@ pub enum Daemon {
     Dns,
     /// The router (Admin Router): the cluster's one way in, on 80 and 443.
     Router,
+    /// The catalog (Cosmos): `/package/` behind the router.
+    Catalog,
     Agent,
 }
 
 impl Daemon {
     /// Daemons of a master node, in start order (coord first: the others elect through it;
     /// the router last, once the cluster's identity is in coord).
-    pub const ON_MASTERS: [Daemon; 5] = [
+    pub const ON_MASTERS: [Daemon; 6] = [
         Daemon::Coord,
         Daemon::Master,
         Daemon::Apps,
         Daemon::Dns,
+        Daemon::Catalog,
         Daemon::Router,
     ];
     /// A master's daemons when the `capstan` binary has no router (see [`Node::router`]).
@@ -56,6 +59,7 @@ impl Daemon {
             Daemon::Apps => "apps",
             Daemon::Dns => "dns",
             Daemon::Router => "router",
+            Daemon::Catalog => "catalog",
             Daemon::Agent => "agent",
         }
     }
@@ -68,6 +72,7 @@ impl Daemon {
             Daemon::Apps => 8080,
             Daemon::Dns => 8123,
             Daemon::Router => ROUTER_HTTP_PORT,
+            Daemon::Catalog => CATALOG_PORT,
             Daemon::Agent => 5051,
         }
     }
@@ -81,6 +86,7 @@ impl Daemon {
             Daemon::Dns => "/v1/version",
             // Open (no token) and answered by the router itself.
             Daemon::Router => "/dcos-metadata/dcos-version.json",
+            Daemon::Catalog => "/capabilities",
             Daemon::Agent => "/health",
         }
     }
@@ -96,6 +102,8 @@ impl fmt::Display for Daemon {
 pub const DNS_PORT: u16 = 53;
 /// The router's plain HTTP port on each master.
 pub const ROUTER_HTTP_PORT: u16 = 80;
+/// The catalog's port on each master.
+pub const CATALOG_PORT: u16 = 7070;
 /// The router's HTTPS port on each master.
 pub const ROUTER_HTTPS_PORT: u16 = 443;
 

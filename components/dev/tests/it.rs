@@ -3,6 +3,8 @@
 //! CLI. Each cluster runs on its own loopback block (`--net`), so tests and a developer's own
 //! `capstan dev up` never collide; the router tests share one cluster between them.
 
+#[path = "it/catalog.rs"]
+mod catalog;
 #[path = "it/router.rs"]
 mod router;
 

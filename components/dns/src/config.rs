@@ -2,10 +2,11 @@
 //! `config.json` through [`Config::from_mesos_dns_json`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use capstan_types::vip::{AddrRange, VipConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -70,6 +71,13 @@ pub struct Config {
     /// Only name tasks with a health check once they are reported healthy (Mesos-DNS names
     /// every running task; so does the default).
     pub require_healthy: bool,
+    /// Serve named VIPs in `l4lb.thisdcos.directory`, computed from the tasks' VIP labels.
+    pub l4lb_zone: bool,
+    /// Addresses of IPv4 named VIPs, `first-last` or `addr/prefix`; must equal the load
+    /// balancer's setting on every node (DC/OS: `11.0.0.0-11.255.255.254`).
+    pub l4lb_named_ipv4: String,
+    /// Addresses of IPv6 named VIPs (DC/OS: `fd01:c::/64`); empty: no IPv6 named VIPs.
+    pub l4lb_named_ipv6: String,
     /// Timeout of connecting to a master and of non-streaming calls, seconds.
     #[serde(with = "duration_secs")]
     pub master_timeout: Duration,
@@ -111,12 +119,20 @@ impl Default for Config {
             dcos_zone: true,
             dcos_ttl: 5,
             require_healthy: false,
+            l4lb_zone: true,
+            l4lb_named_ipv4: DEFAULT_NAMED_IPV4.into(),
+            l4lb_named_ipv6: DEFAULT_NAMED_IPV6.into(),
             master_timeout: Duration::from_secs(10),
             missed_heartbeats: 5,
             reconnect_backoff_max: Duration::from_secs(15),
         }
     }
 }
+
+/// Default [`Config::l4lb_named_ipv4`], DC/OS's.
+pub const DEFAULT_NAMED_IPV4: &str = "11.0.0.0-11.255.255.254";
+/// Default [`Config::l4lb_named_ipv6`], DC/OS's.
+pub const DEFAULT_NAMED_IPV6: &str = "fd01:c::/64";
 
 /// Default negative-caching TTL (see [`Config::soa_minttl`]).
 pub const DEFAULT_SOA_MINTTL: u32 = 5;
@@ -259,7 +275,31 @@ impl Validate for Config {
                 "must be at least 1",
             ));
         }
+        if let Err(e) = AddrRange::<Ipv4Addr>::parse(&self.l4lb_named_ipv4) {
+            p.push(ConfigProblem::new("l4lb_named_ipv4", e.to_string()));
+        }
+        if !self.l4lb_named_ipv6.trim().is_empty()
+            && let Err(e) = AddrRange::<Ipv6Addr>::parse(&self.l4lb_named_ipv6)
+        {
+            p.push(ConfigProblem::new("l4lb_named_ipv6", e.to_string()));
+        }
         p
+    }
+}
+
+impl Config {
+    /// The named-VIP ranges; invalid settings (rejected by validation) fall back to the
+    /// defaults.
+    pub fn vip_config(&self) -> VipConfig {
+        let d = VipConfig::default();
+        VipConfig {
+            ipv4: AddrRange::parse(&self.l4lb_named_ipv4).unwrap_or(d.ipv4),
+            ipv6: if self.l4lb_named_ipv6.trim().is_empty() {
+                None
+            } else {
+                AddrRange::parse(&self.l4lb_named_ipv6).ok().or(d.ipv6)
+            },
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! DNS over UDP and TCP from an immutable [`Snapshot`] swapped atomically on every change, so a
 //! task is resolvable the moment it is `TASK_RUNNING`. Zones: the Mesos-DNS domain (`mesos`),
 //! DC/OS's `dcos.thisdcos.directory` (autoip/agentip/containerip) and its
-//! `mesos.thisdcos.directory` mirror, and `l4lb.thisdcos.directory`, reserved for the load
-//! balancer, which publishes through its own [`Publisher`] handle. Other names are forwarded to
+//! `mesos.thisdcos.directory` mirror, and `l4lb.thisdcos.directory`, whose named VIPs come
+//! from the shared VIP function (`capstan_types::vip`) the load balancer also uses, so both
+//! compute the same names and addresses from the same stream (another producer can still
+//! add records through its own [`Publisher`] handle). Other names are forwarded to
 //! upstream resolvers. A Mesos-DNS compatible HTTP API (`/v1/hosts`, `/v1/services`,
 //! `/v1/axfr`, ...) serves the same snapshot.
 //!

@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 pub mod operator;
 pub mod state_json;
+pub mod vip;
 
 pub use state_json::StateJsonError;
 
@@ -97,6 +98,8 @@ pub struct Task {
     pub statuses: Vec<TaskStatus>,
     /// Every port of the task's `ports` resource.
     pub ports: Vec<u16>,
+    /// Task labels (`TaskInfo.labels`; the load balancer's legacy `VIP_PORT<n>`).
+    pub labels: Vec<(String, String)>,
     pub discovery: Option<Discovery>,
     /// Host-port mappings (Docker bridge or CNI port mappings); any means "port-mapped".
     pub port_mappings: Vec<PortMapping>,
@@ -130,6 +133,8 @@ pub struct DiscoveryPort {
     pub name: String,
     /// `tcp`, `udp`, or empty for both.
     pub protocol: String,
+    /// Port labels (`VIP_0`, `network-scope`, ...).
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

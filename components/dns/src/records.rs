@@ -1,6 +1,9 @@
 //! Record synthesis: a pure function from a [`ClusterState`] to a [`RecordSet`], following
 //! Mesos-DNS's generator (`records/generator.go`) for the `mesos` domain and dcos-net for the
-//! DC/OS `dcos.thisdcos.directory` zone (api-compat §7.1, §7.5).
+//! DC/OS `dcos.thisdcos.directory` zone (api-compat §7.1, §7.5), and the named VIPs of
+//! `l4lb.thisdcos.directory` from the shared VIP function ([`capstan_types::vip`]), the very
+//! function the load balancer programs its data plane from, so both agree on every name and
+//! address without talking to each other.
 //!
 //! A [`RecordSet`] maps lower-cased fully qualified names (trailing dot) to their A, AAAA and
 //! SRV data, so a lookup is one hash probe. It also keeps the per-task enumeration behind
@@ -10,6 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use capstan_types::vip::{VIP_TTL, VipConfig};
+
 use crate::labels::{LabelSpec, task_hash};
 use crate::model::{ClusterState, IpSource, Task, TaskState};
 
@@ -17,8 +22,8 @@ use crate::model::{ClusterState, IpSource, Task, TaskState};
 pub const DCOS_ZONE: &str = "dcos.thisdcos.directory";
 /// DC/OS's mirror of the Mesos-DNS domain (`leader.mesos.thisdcos.directory`).
 pub const MESOS_MIRROR_ZONE: &str = "mesos.thisdcos.directory";
-/// The DC/OS load-balancer zone (records come from a second producer, later).
-pub const L4LB_ZONE: &str = "l4lb.thisdcos.directory";
+/// The DC/OS load-balancer zone: named VIPs, synthesised with the rest.
+pub const L4LB_ZONE: &str = capstan_types::vip::L4LB_ZONE;
 
 /// What synthesis needs to know beyond the cluster state.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +46,10 @@ pub struct SynthConfig {
     /// Leave out tasks that have a health check and are not reported healthy (off in
     /// Mesos-DNS, which ignores health).
     pub require_healthy: bool,
+    /// Serve named VIPs in `l4lb.thisdcos.directory` (A/AAAA, TTL 5 s).
+    pub l4lb_zone: bool,
+    /// Address ranges of named VIPs; must equal the load balancer's on every node.
+    pub vip: VipConfig,
 }
 
 impl Default for SynthConfig {
@@ -56,6 +65,8 @@ impl Default for SynthConfig {
             self_name: "ns1.mesos.".into(),
             self_ips: Vec::new(),
             require_healthy: false,
+            l4lb_zone: true,
+            vip: VipConfig::default(),
         }
     }
 }
@@ -335,6 +346,9 @@ fn generate(
     if cfg.dcos_zone {
         g.dcos_masters(state);
     }
+    if cfg.l4lb_zone {
+        g.l4lb(state);
+    }
     (g.b, enumeration)
 }
 
@@ -573,6 +587,19 @@ impl Gen<'_> {
         }
     }
 
+    /// `<vip>.<framework>.l4lb.thisdcos.directory` A/AAAA = the named VIP's address. The
+    /// names exist while the VIP has a running or killing task, healthy or not (the load
+    /// balancer refuses new connections when none is healthy), so they do not flap.
+    fn l4lb(&mut self, state: &ClusterState) {
+        let table = state.vip_table(&self.cfg.vip);
+        for (name, ips) in table.named_addresses() {
+            let fqdn = format!("{name}.");
+            for ip in ips {
+                self.b.ip(&fqdn, ip, VIP_TTL);
+            }
+        }
+    }
+
     fn dcos_masters(&mut self, state: &ClusterState) {
         let ttl = self.cfg.dcos_ttl;
         let master = format!("master.{DCOS_ZONE}.");
@@ -790,11 +817,11 @@ mod tests {
                     number: 31005,
                     name: "http".into(),
                     protocol: "tcp".into(),
+                    ..Default::default()
                 },
                 DiscoveryPort {
                     number: 31006,
-                    name: String::new(),
-                    protocol: String::new(),
+                    ..Default::default()
                 },
             ],
         });
@@ -1048,6 +1075,151 @@ mod tests {
         assert_eq!(a(&rs, "ns1.mesos."), ["10.0.0.53"]);
     }
 
+    fn vip_port(number: u32, pairs: &[(&str, &str)]) -> DiscoveryPort {
+        DiscoveryPort {
+            number,
+            protocol: "tcp".into(),
+            labels: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn named_vips_resolve_in_the_l4lb_zone() {
+        let mut st = cluster();
+        let mut web = running("web.1", "web", &[]);
+        web.discovery = Some(Discovery {
+            name: "web".into(),
+            ports: vec![vip_port(
+                31000,
+                &[
+                    ("VIP_0", "/mygroup/myapp:80"),
+                    ("VIP_1", "198.51.100.7:80"),
+                    ("network-scope", "host"),
+                ],
+            )],
+        });
+        add(&mut st, web);
+        // A second app on the same VIP, unhealthy: the name stays, with the same address.
+        let mut other = running("other.1", "other", &["9.0.0.4"]);
+        other.has_health_check = true;
+        other.discovery = Some(Discovery {
+            name: "other".into(),
+            ports: vec![vip_port(
+                8080,
+                &[("vip", "mygroup/myapp:80"), ("VIP_1", "/solo:9")],
+            )],
+        });
+        add(&mut st, other);
+        let cfg = SynthConfig::default();
+        let rs = synthesize(&st, &cfg);
+        let table = st.vip_table(&cfg.vip);
+        let want = |name: &str| -> Vec<String> {
+            table.named_addresses()[name]
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let myapp = "mygroupmyapp.marathon.l4lb.thisdcos.directory";
+        let solo = "solo.marathon.l4lb.thisdcos.directory";
+        let got = a(&rs, &format!("{myapp}."));
+        assert_eq!(got, want(myapp));
+        assert!(got[0].starts_with("11."), "{got:?}");
+        assert_eq!(
+            a(&rs, &format!("{solo}.")),
+            want(solo),
+            "unhealthy: named, no backend"
+        );
+        assert_ne!(want(myapp), want(solo));
+        assert_eq!(rs.get(&format!("{myapp}.")).unwrap().ttl, 5);
+        // IP VIPs have no name.
+        let l4lb: Vec<&str> = rs
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.ends_with(".l4lb.thisdcos.directory."))
+            .collect();
+        assert_eq!(l4lb.len(), 2, "{l4lb:?}");
+        // The range is the configured one.
+        let narrow = SynthConfig {
+            vip: capstan_types::vip::VipConfig {
+                ipv4: capstan_types::vip::AddrRange::parse("198.18.0.0/30").unwrap(),
+                ipv6: None,
+            },
+            ..Default::default()
+        };
+        for n in [myapp, solo] {
+            let got = a(&synthesize(&st, &narrow), &format!("{n}."));
+            assert_eq!(got.len(), 1);
+            assert!(got[0].starts_with("198.18.0."), "{got:?}");
+        }
+        let off = SynthConfig {
+            l4lb_zone: false,
+            ..Default::default()
+        };
+        assert!(
+            synthesize(&st, &off)
+                .iter()
+                .all(|(n, _)| !n.ends_with("l4lb.thisdcos.directory."))
+        );
+    }
+
+    #[test]
+    fn a_vip_without_running_tasks_has_no_name() {
+        let mut st = cluster();
+        let mut t = running("web.1", "web", &[]);
+        t.state = Some(TaskState::Staging);
+        t.discovery = Some(Discovery {
+            name: "web".into(),
+            ports: vec![vip_port(31000, &[("VIP_0", "/web:80")])],
+        });
+        add(&mut st, t.clone());
+        let rs = synthesize(&st, &SynthConfig::default());
+        assert!(rs.get("web.marathon.l4lb.thisdcos.directory.").is_none());
+        t.state = Some(TaskState::Killing);
+        add(&mut st, t);
+        let rs = synthesize(&st, &SynthConfig::default());
+        assert!(
+            rs.get("web.marathon.l4lb.thisdcos.directory.").is_some(),
+            "a killing task drains: its VIP keeps its name"
+        );
+    }
+
+    #[test]
+    fn vip_labels_from_master_state_json_are_read() {
+        let doc = r#"{"leader":"master@10.0.0.1:5050",
+          "slaves":[{"id":"S0","hostname":"a1","pid":"slave(1)@10.0.0.2:5051"}],
+          "frameworks":[{"id":"F0","name":"marathon","tasks":[{"id":"app.1","name":"app","slave_id":"S0",
+            "state":"TASK_RUNNING","resources":{"ports":"[31000-31001]"},
+            "labels":[{"key":"VIP_PORT1","value":"tcp://10.9.9.9:5000"}],
+            "statuses":[{"state":"TASK_RUNNING","timestamp":1.0}],
+            "discovery":{"visibility":"FRAMEWORK","name":"app","ports":{"ports":[
+              {"number":31000,"protocol":"tcp","labels":{"labels":[{"key":"VIP_0","value":"/abc:80"},
+                                                                  {"key":"VIP_1","value":"/cbd:80"}]}}]}}}]}]}"#;
+        let st = ClusterState::from_master_state_json(doc, vec![]).unwrap();
+        let rs = synthesize(&st, &SynthConfig::default());
+        for n in ["abc", "cbd"] {
+            assert_eq!(
+                a(&rs, &format!("{n}.marathon.l4lb.thisdcos.directory.")).len(),
+                1,
+                "{n}"
+            );
+        }
+        let table = st.vip_table(&capstan_types::vip::VipConfig::default());
+        let legacy = capstan_types::vip::VipKey {
+            vip: capstan_types::vip::VipAddr::Ip("10.9.9.9:5000".parse().unwrap()),
+            protocol: capstan_types::vip::Protocol::Tcp,
+        };
+        let backends: Vec<String> = table.vips[&legacy]
+            .backends
+            .iter()
+            .map(|b| b.addr().to_string())
+            .collect();
+        assert_eq!(backends, ["10.0.0.2:31001"]);
+    }
+
     proptest::proptest! {
         #[test]
         fn synthesised_names_are_lower_case_fqdns_that_parse(
@@ -1064,7 +1236,7 @@ mod tests {
             t.ports = vec![31000];
             t.discovery = discovery_name.map(|name| Discovery {
                 name,
-                ports: vec![DiscoveryPort { number: 80, name: port_name, protocol }],
+                ports: vec![DiscoveryPort { number: 80, name: port_name, protocol, ..Default::default() }],
             });
             add(&mut st, t);
             let spec = if rfc952 { LabelSpec::Rfc952 } else { LabelSpec::Rfc1123 };

@@ -208,6 +208,8 @@ impl Server {
             self_name: crate::snapshot::fqdn(&config.soa_mname),
             self_ips,
             require_healthy: config.require_healthy,
+            l4lb_zone: config.l4lb_zone,
+            vip: config.vip_config(),
         };
         // Publish the self record (and nothing else) before any master answered.
         publisher.publish(

@@ -17,7 +17,8 @@ use crate::records::{NameRecords, RecordSet, Srv};
 pub enum Producer {
     /// Records synthesised from the Mesos cluster state.
     Mesos,
-    /// Named VIPs of the layer-4 load balancer (reserved).
+    /// Records of another producer in `l4lb.thisdcos.directory` (named VIPs themselves are
+    /// synthesised with the Mesos records).
     L4lb,
 }
 

@@ -2,6 +2,7 @@
 //! administrator), the coord watch that keeps the cache current, logins, user and service
 //! account changes, key rotation — independent of HTTP (`api.rs` maps requests onto these).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,8 @@ pub const MAX_UID_BYTES: usize = 96;
 pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 /// Password hashes computed at once (argon2id takes tens of MiB and milliseconds each).
 const HASHING_PERMITS: usize = 2;
+/// Verified tokens remembered at most (a few MiB); beyond it the expired ones go, then all.
+const VERIFIED_TOKENS: usize = 4096;
 /// How long a retired signing key is kept beyond the token lifetime (clock differences).
 const KEY_RETENTION_SLACK: Duration = Duration::from_secs(300);
 
@@ -93,6 +96,8 @@ struct Inner {
     paths: Paths,
     cache: RwLock<Cache>,
     limits: Mutex<Limits>,
+    /// Tokens whose signature already verified, by their exact text (see [`Iam::verify`]).
+    verified: Mutex<HashMap<String, Claims>>,
     hashing: tokio::sync::Semaphore,
     started: Instant,
 }
@@ -179,6 +184,7 @@ impl Iam {
                     by_uid: Limiter::new(Policy::per_uid()),
                     by_source: Limiter::new(Policy::per_source()),
                 }),
+                verified: Mutex::new(HashMap::new()),
                 hashing: tokio::sync::Semaphore::new(HASHING_PERMITS),
                 started: Instant::now(),
             }),
@@ -216,15 +222,44 @@ impl Iam {
 
     /// Verifies a cluster token: RS256 under a known key, unexpired, our issuer, and its uid
     /// still a user or service account. In memory only.
+    ///
+    /// The RSA signature check is the expensive part, and a client sends the same token on
+    /// every request: a token that verified is remembered by its exact text (so a forged one can
+    /// never hit) until it expires; expiry and the uid are checked again on every call. Signing
+    /// keys are kept until every token they signed has expired, so a remembered signature
+    /// cannot outlive its key.
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        let cache = self.read();
-        let claims = token::verify(token, &self.inner.opts.issuer, now_secs(), |kid| {
-            cache.key(kid)
-        })?;
-        if !cache.principal_exists(&claims.uid) {
+        let now = now_secs();
+        let remembered = self.verified().get(token).cloned();
+        let claims = match remembered {
+            Some(claims) if claims.exp > now => claims,
+            _ => {
+                let cache = self.read();
+                let claims =
+                    token::verify(token, &self.inner.opts.issuer, now, |kid| cache.key(kid))?;
+                drop(cache);
+                let mut verified = self.verified();
+                if verified.len() >= VERIFIED_TOKENS {
+                    verified.retain(|_, c| c.exp > now);
+                    if verified.len() >= VERIFIED_TOKENS {
+                        verified.clear();
+                    }
+                }
+                verified.insert(token.to_owned(), claims.clone());
+                claims
+            }
+        };
+        if !self.read().principal_exists(&claims.uid) {
             return Err(VerifyError::UnknownUser);
         }
         Ok(claims)
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claims>> {
+        self.inner
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The public signing keys, current first.

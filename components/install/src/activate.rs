@@ -38,6 +38,7 @@ pub fn units(role: Role) -> &'static [&'static str] {
             "capstan-apps.service",
             "capstan-dns.service",
             "capstan-bootstrap.service",
+            "capstan-router.service",
             "capstan-master.target",
         ],
         Role::Agent => &["capstan-agent.service", "capstan-agent.target"],

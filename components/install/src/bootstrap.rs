@@ -1,20 +1,29 @@
 //! The bootstrap server every master runs (`capstan daemon bootstrap`).
 //!
-//! Plain HTTP (port 80) serves only what a machine that does not trust the cluster yet may
-//! fetch: `install.sh`, the CA certificate and the cluster's public facts. HTTPS (port 443,
-//! this master's node certificate) serves those too, and the package and the join endpoint,
-//! which turns a join token into a node certificate and a node config. Tokens are checked
-//! against the records in coord, so every master admits the same nodes.
+//! It serves what a joining node needs: `install.sh`, the CA certificate and the cluster's
+//! public facts to anyone, and the package and the join endpoints (which turn a join token
+//! into a node certificate and a node config) only to clients that came over HTTPS. Tokens are
+//! checked against the records in coord, so every master admits the same nodes.
 //!
-//! When the router lands it takes ports 80 and 443 and proxies these paths here.
+//! Key decision: on an installed master the router owns ports 80 and 443 and terminates TLS
+//! with this master's node certificate; it proxies exactly these paths to this server, which
+//! listens on plain HTTP on loopback only (`127.0.0.1:8090`, [`ports::BOOTSTRAP_HTTP`]). The
+//! guarantee that tokens and node keys never cross the network in clear text is kept by
+//! [`came_over_https`]: a request on the plain listener counts as HTTPS only when it comes from
+//! a loopback address and carries `X-Forwarded-Proto: https`, which the router always sets
+//! itself (overwriting whatever the client sent). A direct HTTPS listener (`https_listen`,
+//! off by default) still exists for a master without the router.
+//!
+//! [`ports::BOOTSTRAP_HTTP`]: capstan_runtime::cluster::ports::BOOTSTRAP_HTTP
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -42,9 +51,10 @@ const MAX_JOIN_BODY: usize = 16 << 10;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Plain HTTP: `install.sh`, the CA certificate, the cluster's public facts.
+    /// Plain HTTP, loopback by default: everything, but the package and the joins only to
+    /// requests the router forwarded from HTTPS (loopback peer, `X-Forwarded-Proto: https`).
     pub http_listen: Option<SocketAddr>,
-    /// HTTPS: everything, with this master's node certificate.
+    /// Direct HTTPS with this master's node certificate (a master without the router): all.
     pub https_listen: Option<SocketAddr>,
     /// coord members (`host:port`); default: every master's coord.
     pub coord_endpoints: Vec<String>,
@@ -58,8 +68,11 @@ impl Default for Config {
     fn default() -> Self {
         let layout = Layout::default();
         Config {
-            http_listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80)),
-            https_listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 443)),
+            http_listen: Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                capstan_runtime::cluster::ports::BOOTSTRAP_HTTP,
+            )),
+            https_listen: None,
             coord_endpoints: vec!["127.0.0.1:8181".into()],
             state_dir: layout.state,
             share_dir: layout.share,
@@ -197,10 +210,6 @@ impl Server {
             cert_pem: read(layout.ca_cert())?,
             key_pem: read(layout.ca_key())?,
         });
-        let node = CertifiedKey {
-            cert_pem: read(layout.node_cert())?,
-            key_pem: read(layout.node_key())?,
-        };
         let coord = capstan_coord_client::Client::new(config.coord_endpoints.iter())?;
         let shared = Arc::new(Shared {
             cluster,
@@ -214,12 +223,13 @@ impl Server {
             .route("/install.sh", get(install_script))
             .route("/v1/cluster/ca.pem", get(ca_pem))
             .route("/v1/cluster", get(cluster_facts));
-        let private = public
-            .clone()
+        let private = Router::new()
             .route("/v1/packages/capstan.deb", get(package))
             .route("/v1/join", post(join))
             .route("/v1/join/coord", post(join_coord))
-            .layer(DefaultBodyLimit::max(MAX_JOIN_BODY));
+            .layer(DefaultBodyLimit::max(MAX_JOIN_BODY))
+            .route_layer(axum::middleware::from_fn(require_https));
+        let app = public.merge(private).fallback(not_found);
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -229,7 +239,11 @@ impl Server {
         if let Some(addr) = config.http_listen {
             let listener = bind("HTTP", addr).await?;
             http_addr = listener.local_addr().ok();
-            let app = public.fallback(not_found).with_state(shared.clone());
+            let app = app
+                .clone()
+                .layer(axum::Extension(Transport::Plain))
+                .with_state(shared.clone())
+                .into_make_service_with_connect_info::<SocketAddr>();
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 axum::serve(listener, app)
@@ -241,6 +255,10 @@ impl Server {
         if let Some(addr) = config.https_listen {
             let listener = bind("HTTPS", addr).await?;
             https_addr = listener.local_addr().ok();
+            let node = CertifiedKey {
+                cert_pem: read(shared.layout.node_cert())?,
+                key_pem: read(shared.layout.node_key())?,
+            };
             let tls = Arc::new(crate::pki::server_config(&node)?);
             let listener = TlsListener::new(listener, tls, shutdown.clone()).map_err(|source| {
                 StartError::Bind {
@@ -249,7 +267,9 @@ impl Server {
                     source,
                 }
             })?;
-            let app = private.fallback(not_found).with_state(shared.clone());
+            let app = app
+                .layer(axum::Extension(Transport::Tls))
+                .with_state(shared.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 axum::serve(listener, app)
@@ -308,6 +328,51 @@ fn state_error(e: &StateError) -> Response {
             )
         }
     }
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// The direct HTTPS listener.
+    Tls,
+    /// The plain HTTP listener (the router's upstream).
+    Plain,
+}
+
+/// The header the router sets to the scheme its client used.
+const FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// Whether the client reached this master over HTTPS: it came in on the TLS listener, or on
+/// the plain one from a loopback address (the router on this master) with exactly one
+/// `X-Forwarded-Proto: https`. A remote peer's `X-Forwarded-Proto` is never trusted.
+fn came_over_https(extensions: &Extensions, headers: &HeaderMap) -> bool {
+    match extensions.get::<Transport>() {
+        Some(Transport::Tls) => true,
+        Some(Transport::Plain) => {
+            let from_loopback = extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+            let mut protos = headers.get_all(FORWARDED_PROTO).iter();
+            let https = matches!(
+                (protos.next(), protos.next()),
+                (Some(v), None) if v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("https"))
+            );
+            from_loopback && https
+        }
+        None => false,
+    }
+}
+
+/// Keeps the package and the joins off plain HTTP (403 `https_required`).
+async fn require_https(req: Request, next: Next) -> Response {
+    if came_over_https(req.extensions(), req.headers()) {
+        return next.run(req).await;
+    }
+    error(
+        StatusCode::FORBIDDEN,
+        "https_required",
+        "joins and the package are served only over HTTPS (https://<master>/...)",
+    )
 }
 
 async fn not_found() -> Response {
@@ -568,7 +633,11 @@ async fn join(
         advertise: req.advertise,
         hostname: Some(req.hostname.clone()),
     };
-    let cert = match s.ca.issue_node(&req.hostname, &[req.advertise]) {
+    let names: &[&str] = match req.role {
+        Role::Master => crate::pki::MASTER_NAMES,
+        Role::Agent => &[],
+    };
+    let cert = match s.ca.issue_server(&req.hostname, names, &[req.advertise]) {
         Ok(cert) => cert,
         Err(e) => {
             warn!(error = %capstan_types::Chain(&e), "Cannot issue a node certificate");
@@ -676,6 +745,39 @@ mod tests {
         assert_eq!(host("[fd00::1]:80"), "[fd00::1]");
         assert_eq!(host("evil$(reboot)"), "10.9.9.9");
         assert_eq!(request_host(&HeaderMap::new(), fallback), "10.9.9.9");
+    }
+
+    #[test]
+    fn only_tls_or_the_local_router_saying_https_counts_as_https() {
+        let verdict = |transport: Option<Transport>, peer: Option<&str>, protos: &[&str]| {
+            let mut ext = Extensions::new();
+            if let Some(t) = transport {
+                ext.insert(t);
+            }
+            if let Some(p) = peer {
+                ext.insert(ConnectInfo(p.parse::<SocketAddr>().unwrap()));
+            }
+            let mut h = HeaderMap::new();
+            for p in protos {
+                h.append(FORWARDED_PROTO, p.parse().unwrap());
+            }
+            came_over_https(&ext, &h)
+        };
+        let tls = Some(Transport::Tls);
+        let plain = Some(Transport::Plain);
+        assert!(verdict(tls, None, &[]));
+        assert!(verdict(tls, Some("10.0.0.9:1234"), &["http"]));
+        assert!(verdict(plain, Some("127.0.0.1:40000"), &["https"]));
+        assert!(verdict(plain, Some("[::1]:40000"), &["HTTPS"]));
+        assert!(!verdict(plain, Some("127.0.0.1:40000"), &[]));
+        assert!(!verdict(plain, Some("127.0.0.1:40000"), &["http"]));
+        assert!(!verdict(plain, Some("127.0.0.1:40000"), &["https", "http"]));
+        assert!(
+            !verdict(plain, Some("10.0.0.9:1234"), &["https"]),
+            "remote peers are not trusted"
+        );
+        assert!(!verdict(plain, None, &["https"]));
+        assert!(!verdict(None, Some("127.0.0.1:1"), &["https"]));
     }
 
     #[test]

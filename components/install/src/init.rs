@@ -128,7 +128,7 @@ pub fn prepare(layout: &Layout, opts: &InitOptions) -> Result<Prepared, InitErro
         .hostname
         .clone()
         .unwrap_or_else(|| opts.advertise.to_string());
-    let node = ca.issue_node(&hostname, &[opts.advertise])?;
+    let node = ca.issue_server(&hostname, crate::pki::MASTER_NAMES, &[opts.advertise])?;
     write_file(&layout.ca_cert(), ca.0.cert_pem.as_bytes(), 0o644).map_err(io(layout.ca_cert()))?;
     write_file(&layout.ca_key(), ca.0.key_pem.as_bytes(), 0o600).map_err(io(layout.ca_key()))?;
     write_file(&layout.node_cert(), node.cert_pem.as_bytes(), 0o644)

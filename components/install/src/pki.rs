@@ -22,6 +22,9 @@ use crate::token::sha256_hex;
 pub const CA_VALIDITY_YEARS: i32 = 10;
 /// How long a node certificate is valid (rotation comes with the security issue).
 pub const NODE_VALIDITY_YEARS: i32 = 5;
+/// The names a master's certificate carries besides its hostname and addresses: the router
+/// serves it on 443, and clients reach a master as `master.mesos` or `leader.mesos`.
+pub const MASTER_NAMES: &[&str] = &["master.mesos", "leader.mesos"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -227,6 +230,38 @@ mod tests {
         let other = Ca::generate("test", "c2").unwrap();
         assert_ne!(other.fingerprint(), ca.fingerprint());
         assert!(verify(&other.0.cert_pem, "node-1").is_err());
+        assert!(
+            verify(&ca.0.cert_pem, "master.mesos").is_err(),
+            "agents are not masters"
+        );
+    }
+
+    #[test]
+    fn a_master_certificate_names_master_and_leader_mesos() {
+        let ca = Ca::generate("test", "c1").unwrap();
+        let node = ca
+            .issue_server("m1", MASTER_NAMES, &["10.0.0.1".parse().unwrap()])
+            .unwrap();
+        let roots = {
+            let mut r = rustls::RootCertStore::empty();
+            r.add(certs(&ca.0.cert_pem).unwrap().remove(0)).unwrap();
+            Arc::new(r)
+        };
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .unwrap();
+        let end = certs(&node.cert_pem).unwrap().remove(0);
+        use rustls::client::danger::ServerCertVerifier;
+        for name in ["m1", "10.0.0.1", "master.mesos", "leader.mesos"] {
+            let sn = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+            assert!(
+                verifier
+                    .verify_server_cert(&end, &[], &sn, &[], rustls::pki_types::UnixTime::now())
+                    .is_ok(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

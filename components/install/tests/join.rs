@@ -341,15 +341,35 @@ async fn the_bootstrap_server_serves_the_script_ca_and_package_and_keeps_joins_o
     assert_eq!(facts["masters"][0], MASTER);
 
     let (status, body) = c.http_get("/v1/packages/capstan.deb").await;
-    assert_eq!(status, 404, "the package only over HTTPS: {body}");
+    assert_eq!(status, 403, "the package only over HTTPS: {body}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["code"], "https_required");
     let addr = c.bootstrap.http_addr().unwrap();
+    let post_join = |proto: Option<&'static str>| {
+        let mut req = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/join"))
+            .body("{}");
+        if let Some(p) = proto {
+            req = req.header("x-forwarded-proto", p);
+        }
+        req.send()
+    };
+    let resp = post_join(None).await.unwrap();
+    assert_eq!(resp.status(), 403, "joins only over HTTPS");
+    let resp = post_join(Some("http")).await.unwrap();
+    assert_eq!(resp.status(), 403, "the router saying http");
+    // The router on this master (a loopback peer) saying its client came over https: the
+    // request is handled (and refused for its body, not its transport).
+    let resp = post_join(Some("https")).await.unwrap();
+    assert_eq!(resp.status(), 415, "a join is JSON");
     let resp = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/join"))
-        .body("{}")
+        .get(format!("http://{addr}/v1/packages/capstan.deb"))
+        .header("x-forwarded-proto", "https")
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 404, "joins only over HTTPS");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), c.package.as_slice());
 
     let deb = c.https(http::Method::GET, "/v1/packages/capstan.deb").await;
     assert_eq!(deb.status, 200);

@@ -40,6 +40,10 @@ pub struct Config {
     pub logs: Option<String>,
     /// Metrics (`/system/v1/metrics/`); unset: 503.
     pub metrics: Option<String>,
+    /// This master's bootstrap server (`/install.sh`, `/v1/cluster`, `/v1/join`,
+    /// `/v1/packages/`), plain HTTP on loopback; unset: 503. It trusts the
+    /// `X-Forwarded-Proto` the router sets only because the router connects from loopback.
+    pub bootstrap: Option<String>,
     /// Certificate, key and CA files of the HTTPS listener (reloaded when they change).
     pub tls: Option<TlsFiles>,
     /// The web console's static files; unset: a small placeholder page.
@@ -117,6 +121,7 @@ impl Default for Config {
             jobs: None,
             logs: None,
             metrics: None,
+            bootstrap: None,
             tls: Some(TlsFiles {
                 cert: PathBuf::from(DEFAULT_PKI).join("node.pem"),
                 key: PathBuf::from(DEFAULT_PKI).join("node.key"),
@@ -212,6 +217,7 @@ impl Validate for Config {
         check_one(&mut out, "jobs", self.jobs.as_ref());
         check_one(&mut out, "logs", self.logs.as_ref());
         check_one(&mut out, "metrics", self.metrics.as_ref());
+        check_one(&mut out, "bootstrap", self.bootstrap.as_ref());
         if self.token_ttl_secs == 0 {
             out.push(ConfigProblem::new("token_ttl_secs", "must be at least 1"));
         }
@@ -274,6 +280,7 @@ catalog: null
 jobs: null
 logs: null
 metrics: null
+bootstrap: 127.0.0.1:8090
 tls: { cert: /x/node.pem, key: /x/node.key, ca: /x/ca.pem }
 ui_dir: null
 token_ttl_secs: 432000
@@ -282,6 +289,7 @@ limits: { max_header_bytes: 32768, max_body_bytes: 1073741824, client_header_tim
         let c: Config = serde_yaml_ng::from_str(yaml).unwrap();
         assert_eq!(c.validate(), vec![]);
         assert_eq!(c.https_listen, Some("127.0.1.1:443".parse().unwrap()));
+        assert_eq!(c.bootstrap.as_deref(), Some("127.0.0.1:8090"));
     }
 
     #[test]
@@ -299,10 +307,14 @@ limits: { max_header_bytes: 32768, max_body_bytes: 1073741824, client_header_tim
             masters: vec![],
             apps: vec!["nope".into()],
             catalog: Some("x:0".into()),
+            bootstrap: Some("127.0.0.1".into()),
             ..Config::default()
         };
         let fields: Vec<String> = c.validate().into_iter().map(|p| p.field).collect();
-        assert_eq!(fields, ["tls", "masters", "apps[0]", "catalog"]);
+        assert_eq!(
+            fields,
+            ["tls", "masters", "apps[0]", "catalog", "bootstrap"]
+        );
     }
 
     #[test]

@@ -45,11 +45,12 @@ pub enum Family {
     Jobs,
     Logs,
     Metrics,
+    Bootstrap,
     Local,
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Mesos,
         Family::Agent,
         Family::Dns,
@@ -59,6 +60,7 @@ impl Family {
         Family::Jobs,
         Family::Logs,
         Family::Metrics,
+        Family::Bootstrap,
         Family::Local,
     ];
 
@@ -330,6 +332,11 @@ impl Planner {
             Upstream::Jobs => configured(&self.config.jobs, "jobs", Family::Jobs),
             Upstream::Logs => configured(&self.config.logs, "logs", Family::Logs),
             Upstream::Metrics => configured(&self.config.metrics, "metrics", Family::Metrics),
+            Upstream::Bootstrap => configured(
+                &self.config.bootstrap,
+                "the bootstrap server",
+                Family::Bootstrap,
+            ),
             Upstream::Health => Err(Reply::error(404, "no such health endpoint")),
             Upstream::Direct { scheme, authority } => {
                 Ok((authority.clone(), *scheme == Scheme::Https, Family::Service))

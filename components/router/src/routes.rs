@@ -23,6 +23,9 @@ pub enum Upstream {
     Logs,
     /// /system/v1/metrics/ — may be unconfigured: 503.
     Metrics,
+    /// The master's own bootstrap server (install.sh, the CA, cluster facts, joins, the
+    /// package), on loopback behind the router; it checks join tokens itself.
+    Bootstrap,
     /// A resolved /service/ target.
     Direct { scheme: Scheme, authority: String },
 }
@@ -117,6 +120,7 @@ const RESERVED: &[&str] = &[
     "dcos-history-service",
     "dcos-metadata",
     "exhibitor",
+    "install.sh",
     "internal",
     "login",
     "marathon",
@@ -129,6 +133,7 @@ const RESERVED: &[&str] = &[
     "service",
     "slave",
     "system",
+    "v1",
 ];
 
 /// Normalises and matches. `path_and_query` is the raw request target, e.g.
@@ -348,11 +353,29 @@ impl<'a> Target<'a> {
             }
             ["exhibitor", ..] => local(Local::Exhibitor, true),
 
+            // The bootstrap server's paths, exactly (bootstrap.rs): open at the router, since
+            // install.sh and the CA are what a node fetches before it trusts the cluster, and
+            // bootstrap checks the join tokens itself (and accepts joins and the package only
+            // when the router says the client came over https).
+            ["install.sh"] if !dir => self.bootstrap(false),
+            ["v1", "cluster"] | ["v1", "cluster", "ca.pem"] if !dir => self.bootstrap(false),
+            ["v1", "join"] | ["v1", "join", "coord"] if !dir => self.bootstrap(false),
+            ["v1", "packages", _] if !dir => self.bootstrap(true),
+
             [first, .., last] | [first @ last] if self.is_ui_file(first, last) => {
                 local(Local::Ui(self.path()[1..].to_string()), false)
             }
             _ => Route::NotFound,
         }
+    }
+
+    /// A bootstrap path, kept as it is, unauthenticated; `streaming` for downloads.
+    fn bootstrap(&self, streaming: bool) -> Route {
+        Route::Proxy(Proxy {
+            auth: false,
+            streaming,
+            ..self.proxy(Upstream::Bootstrap, self.path())
+        })
     }
 
     /// A console asset: a file-like path (last segment has an extension) outside the router's
@@ -872,6 +895,68 @@ mod tests {
                 Route::Proxy(p) => assert!(p.auth, "{t} must need a token"),
                 other => panic!("{t}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_bootstrap_paths_go_to_bootstrap_unauthenticated_and_nothing_else_does() {
+        let rows = [
+            ("/install.sh", "/install.sh", false),
+            ("/v1/cluster", "/v1/cluster", false),
+            ("/v1/cluster/ca.pem", "/v1/cluster/ca.pem", false),
+            ("/v1/join", "/v1/join", false),
+            ("/v1/join/coord", "/v1/join/coord", false),
+            ("/v1/packages/capstan.deb", "/v1/packages/capstan.deb", true),
+            ("//v1/./cluster?x=1", "/v1/cluster?x=1", false),
+            ("/v1/%63luster", "/v1/cluster", false),
+        ];
+        for (target, path, streaming) in rows {
+            for method in [Method::GET, Method::POST, Method::HEAD] {
+                match route(&method, target) {
+                    Route::Proxy(p) => assert_eq!(
+                        p,
+                        Proxy {
+                            upstream: Upstream::Bootstrap,
+                            path: path.to_string(),
+                            auth: false,
+                            streaming,
+                            websocket: false,
+                            strip_accept_encoding: false,
+                            clear_authorization: false,
+                            location_prefix: None,
+                        },
+                        "{method} {target}"
+                    ),
+                    other => panic!("{method} {target}: {other:?}"),
+                }
+            }
+        }
+        for t in [
+            "/install.sh/",
+            "/v1",
+            "/v1/",
+            "/v1/cluster/",
+            "/v1/cluster/other",
+            "/v1/cluster/ca.pem/x",
+            "/v1/join/",
+            "/v1/join/other",
+            "/v1/join/coord/x",
+            "/v1/packages",
+            "/v1/packages/",
+            "/v1/packages/a/b.deb",
+            "/v1/raft/status",
+            "/v1/other.json",
+            "/v1/../v2/cluster",
+        ] {
+            assert_eq!(get(t), Route::NotFound, "{t}");
+        }
+        assert_eq!(get("/mesos/../v1/join"), proxied("/v1/join").into_route());
+        assert!(matches!(get("/v1/../../install.sh"), Route::BadRequest(_)));
+    }
+
+    impl Proxy {
+        fn into_route(self) -> Route {
+            Route::Proxy(self)
         }
     }
 

@@ -34,12 +34,16 @@ pub mod ports {
     pub const APPS: u16 = 8080;
     pub const DNS: u16 = 53;
     pub const DNS_HTTP: u16 = 8123;
-    /// The bootstrap server (install.sh, joins); the router takes these over when it lands.
-    pub const BOOTSTRAP_HTTP: u16 = 80;
-    pub const BOOTSTRAP_HTTPS: u16 = 443;
+    /// The bootstrap server (install.sh, the CA, joins, the package): plain HTTP on loopback
+    /// only ([`BOOTSTRAP_HOST`]), behind the router, which terminates TLS on 443.
+    pub const BOOTSTRAP_HTTP: u16 = 8090;
     /// The router (Admin Router), on every master: the cluster's way in.
     pub const ROUTER_HTTP: u16 = 80;
     pub const ROUTER_HTTPS: u16 = 443;
+    /// The catalog (Cosmos), on every master behind the router.
+    pub const CATALOG: u16 = 7070;
+    /// Where the bootstrap server listens: only the router on the same master reaches it.
+    pub const BOOTSTRAP_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
 }
 
 /// The `cluster:` section of a node config.
@@ -114,6 +118,11 @@ impl ClusterConfig {
             .collect()
     }
 
+    /// The bootstrap server's address on every master (loopback, behind the router).
+    pub fn bootstrap_addr() -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(ports::BOOTSTRAP_HOST), ports::BOOTSTRAP_HTTP)
+    }
+
     fn at(&self, port: u16) -> String {
         SocketAddr::new(self.advertise, port).to_string()
     }
@@ -139,6 +148,7 @@ impl ClusterConfig {
                 "masters": self.endpoints(ports::MASTER),
             },
             "bootstrap": {
+                "http_listen": Self::bootstrap_addr().to_string(),
                 "coord_endpoints": self.endpoints(ports::COORD),
             },
             "agent": {
@@ -170,6 +180,12 @@ impl ClusterConfig {
                 "masters": self.endpoints(ports::MASTER),
                 "apps": self.endpoints(ports::APPS),
                 "dns_http": self.at(ports::DNS_HTTP),
+                "bootstrap": Self::bootstrap_addr().to_string(),
+            });
+            doc["catalog"] = serde_json::json!({
+                "listen": self.at(ports::CATALOG),
+                "coord_endpoints": self.endpoints(ports::COORD),
+                "apps": [self.at(ports::APPS)],
             });
         }
         serde_yaml_ng::to_value(doc).unwrap_or(Value::Null)
@@ -278,6 +294,14 @@ mod tests {
         assert_eq!(d["router"]["public_ip"], Value::from("10.0.0.2"));
         assert_eq!(d["router"]["masters"][1], Value::from("10.0.0.2:5050"));
         assert_eq!(d["router"]["dns_http"], Value::from("10.0.0.2:8123"));
+        // No packaged catalog unit yet: the router names it only where one runs (dev).
+        assert!(d["router"].get("catalog").is_none());
+        assert_eq!(d["catalog"]["listen"], Value::from("10.0.0.2:7070"));
+        assert_eq!(d["catalog"]["apps"][0], Value::from("10.0.0.2:8080"));
+        // The router proxies the bootstrap paths to the bootstrap server on loopback.
+        assert_eq!(d["router"]["bootstrap"], Value::from("127.0.0.1:8090"));
+        assert_eq!(d["bootstrap"]["http_listen"], Value::from("127.0.0.1:8090"));
+        assert!(d["bootstrap"].get("https_listen").is_none());
     }
 
     #[test]
@@ -285,6 +309,7 @@ mod tests {
         let d = cluster("10.0.0.9").defaults();
         assert!(d.get("coord").is_none());
         assert!(d.get("router").is_none());
+        assert!(d.get("catalog").is_none());
         assert_eq!(d["agent"]["advertise_ip"], Value::from("10.0.0.9"));
         assert_eq!(d["agent"]["hostname"], Value::from("10.0.0.9"));
     }

@@ -1,5 +1,6 @@
 //! Domain types shared by every Capstan crate, with no I/O: task states and their names, resource
-//! amounts and their arithmetic, the reconnect backoff every client uses, and the versions Capstan reports. Key decision: a type
+//! amounts and their arithmetic, the reconnect backoff every client uses, the layer-4 VIP table
+//! ([`vip`]), and the versions Capstan reports. Key decision: a type
 //! lives here once a second crate needs it, so two daemons can never disagree on what a name
 //! means (whether a state is terminal, how long to wait before reconnecting); the crates still
 //! meet over the wire through `capstan-proto`.
@@ -9,6 +10,7 @@ pub mod cluster;
 pub mod error;
 pub mod resources;
 pub mod task_state;
+pub mod vip;
 
 pub use backoff::Backoff;
 pub use error::Chain;

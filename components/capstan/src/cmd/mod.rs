@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod apps;
 pub mod bootstrap;
+pub mod catalog;
 pub mod cluster;
 pub mod coord;
 pub mod dev;

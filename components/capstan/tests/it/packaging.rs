@@ -14,12 +14,13 @@ use anyhow::{Context as _, bail, ensure};
 use capstan_testkit::capstan_bin;
 
 /// Every daemon that ships a unit, and the role target that starts it.
-const UNITS: [(&str, &str); 6] = [
+const UNITS: [(&str, &str); 7] = [
     ("coord", "master"),
     ("master", "master"),
     ("apps", "master"),
     ("dns", "master"),
     ("bootstrap", "master"),
+    ("router", "master"),
     ("agent", "agent"),
 ];
 
@@ -141,14 +142,15 @@ fn every_unit_runs_its_daemon_the_way_the_design_says() -> anyhow::Result<()> {
         );
 
         // Hardening: no new privileges, no home directories, a bounded capability set;
-        // only dns and bootstrap may bind low ports.
+        // only dns and the router may bind low ports (bootstrap listens on loopback behind
+        // the router).
         assert_eq!(service("NoNewPrivileges")?, "yes", "{file}");
         assert!(
             ["yes", "read-only"].contains(&service("ProtectHome")?),
             "{file}"
         );
         let caps = words(&unit, "Service", "CapabilityBoundingSet");
-        let binds_low_ports = ["dns", "bootstrap"].contains(&daemon);
+        let binds_low_ports = ["dns", "router"].contains(&daemon);
         assert_eq!(
             caps.contains(&"CAP_NET_BIND_SERVICE".to_owned()),
             binds_low_ports,

@@ -320,6 +320,7 @@ pub fn task_from_proto(t: &pb::Task) -> Task {
         agent_id: t.agent_id.value.clone(),
         state: Some(TaskState::from_number_or_unknown(t.state)),
         ports,
+        labels: labels_from_proto(t.labels.as_ref()),
         discovery: t.discovery.as_ref().map(|d| Discovery {
             name: d.name.clone().unwrap_or_default(),
             ports: d
@@ -330,6 +331,7 @@ pub fn task_from_proto(t: &pb::Task) -> Task {
                     number: p.number,
                     name: p.name.clone().unwrap_or_default(),
                     protocol: p.protocol.clone().unwrap_or_default(),
+                    labels: labels_from_proto(p.labels.as_ref()),
                 })
                 .collect(),
         }),
@@ -367,18 +369,22 @@ pub fn task_from_proto(t: &pb::Task) -> Task {
     task
 }
 
+/// Label pairs; a label without value has the empty value.
+fn labels_from_proto(labels: Option<&pb::Labels>) -> Vec<(String, String)> {
+    labels
+        .iter()
+        .flat_map(|l| l.labels.iter())
+        .map(|l| (l.key.clone(), l.value.clone().unwrap_or_default()))
+        .collect()
+}
+
 /// Converts an operator-API task status into the model.
 pub fn status_from_proto(s: &pb::TaskStatus) -> TaskStatus {
     TaskStatus {
         state: Some(TaskState::from_number_or_unknown(s.state)),
         timestamp: s.timestamp.unwrap_or(0.0),
         healthy: s.healthy,
-        labels: s
-            .labels
-            .iter()
-            .flat_map(|l| l.labels.iter())
-            .map(|l| (l.key.clone(), l.value.clone().unwrap_or_default()))
-            .collect(),
+        labels: labels_from_proto(s.labels.as_ref()),
         network_ips: s
             .container_status
             .iter()

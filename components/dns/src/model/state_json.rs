@@ -128,6 +128,7 @@ fn task_from_state_json(t: &Value, framework_id: &str) -> Task {
             .map(parse_port_ranges)
             .unwrap_or_default(),
         has_health_check: t.get("health_check").is_some(),
+        labels: labels_from_json(t.get("labels")),
         ..Default::default()
     };
     for st in arr(t, "statuses") {
@@ -143,13 +144,21 @@ fn task_from_state_json(t: &Value, framework_id: &str) -> Task {
 }
 
 /// A TaskStatus in Mesos JSON (the same shape in `/master/state` and the operator API).
-pub(crate) fn status_from_json(st: &Value) -> TaskStatus {
-    let labels = match st.get("labels") {
-        // `/master/state` flattens labels into an array; proto JSON nests them.
+/// Label pairs: `/master/state` flattens labels into an array, proto JSON nests them in
+/// `{"labels": [...]}`.
+fn labels_from_json(v: Option<&Value>) -> Vec<(String, String)> {
+    let labels = match v {
         Some(Value::Array(a)) => a.as_slice(),
         Some(v) => arr(v, "labels"),
         None => &[],
     };
+    labels
+        .iter()
+        .map(|l| (s(l, "key").to_owned(), s(l, "value").to_owned()))
+        .collect()
+}
+
+pub(crate) fn status_from_json(st: &Value) -> TaskStatus {
     TaskStatus {
         state: st
             .get("state")
@@ -157,10 +166,7 @@ pub(crate) fn status_from_json(st: &Value) -> TaskStatus {
             .map(TaskState::from_name_or_unknown),
         timestamp: num(st, "timestamp").unwrap_or(0.0),
         healthy: st.get("healthy").and_then(Value::as_bool),
-        labels: labels
-            .iter()
-            .map(|l| (s(l, "key").to_owned(), s(l, "value").to_owned()))
-            .collect(),
+        labels: labels_from_json(st.get("labels")),
         network_ips: st
             .get("container_status")
             .map(|cs| {
@@ -192,6 +198,7 @@ fn discovery_from_json(d: &Value) -> Discovery {
                         number: num(port, "number").unwrap_or(0.0) as u32,
                         name: s(port, "name").to_owned(),
                         protocol: s(port, "protocol").to_owned(),
+                        labels: labels_from_json(port.get("labels")),
                     })
                     .collect()
             })

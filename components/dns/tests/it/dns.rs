@@ -173,7 +173,7 @@ async fn dcos_names_resolve() -> anyhow::Result<()> {
     assert_eq!(
         m.metadata.response_code,
         ResponseCode::NXDomain,
-        "the l4lb zone is ours, empty for now"
+        "the l4lb zone is ours: no VIP of that name"
     );
     server.shutdown().await;
     Ok(())

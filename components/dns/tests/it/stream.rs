@@ -4,6 +4,8 @@ use capstan_testkit::wait_until;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
+use capstan_dns::Config;
+
 use super::support::*;
 
 #[tokio::test]
@@ -196,6 +198,52 @@ async fn health_changes_in_the_stream_update_records_when_health_is_required() -
     master.send(healthy);
     wait_until("db is dropped when unhealthy", WAIT, async || {
         is_nxdomain(addr, "db.marathon.mesos.").await
+    })
+    .await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_named_vip_resolves_while_its_app_runs() -> anyhow::Result<()> {
+    let master = FakeMaster::start(Mode::Leader(cluster_state(vec![]))).await?;
+    // A one-address range: the VIP's address is known without repeating the hash here.
+    let cfg = Config {
+        l4lb_named_ipv4: "198.18.0.1/32".into(),
+        ..config(vec![master.host_port()], vec![])
+    };
+    let server = start(cfg).await?;
+    let addr = dns(&server);
+    wait_until("the master's stream is followed", WAIT, async || {
+        resolves_to(addr, "leader.mesos.", &["127.0.0.1"]).await
+    })
+    .await?;
+    let name = "mygroupmyapp.marathon.l4lb.thisdcos.directory.";
+    let mut t = task(
+        "app.1",
+        "myapp.mygroup",
+        "TASK_STAGING",
+        "9.0.0.7",
+        &[31000],
+    );
+    t["discovery"] = serde_json::json!({"visibility": "FRAMEWORK", "name": "myapp.mygroup",
+        "ports": {"ports": [{"number": 31000, "protocol": "tcp", "labels": {"labels": [
+            {"key": "VIP_0", "value": "/mygroup/myapp:80"},
+            {"key": "network-scope", "value": "host"}]}}]}});
+    master.send(task_added(t));
+    assert!(is_nxdomain(addr, name).await.is_ok(), "not running yet");
+
+    master.send(task_updated("app.1", "TASK_RUNNING", "9.0.0.7"));
+    wait_until("the VIP name resolves", WAIT, async || {
+        resolves_to(addr, name, &["198.18.0.1"]).await
+    })
+    .await?;
+    let m = ask(addr, name, RecordType::A).await?;
+    assert_eq!(m.answers[0].ttl, 5);
+
+    master.send(task_updated("app.1", "TASK_KILLED", "9.0.0.7"));
+    wait_until("the VIP name is gone", WAIT, async || {
+        is_nxdomain(addr, name).await
     })
     .await?;
     server.shutdown().await;

@@ -292,8 +292,8 @@ pub fn role_ports(role: Role) -> &'static [(u16, Proto, &'static str)] {
             (53, Proto::Udp, "dns"),
             (53, Proto::Tcp, "dns"),
             (8123, Proto::Tcp, "dns"),
-            (80, Proto::Tcp, "bootstrap"),
-            (443, Proto::Tcp, "bootstrap"),
+            (80, Proto::Tcp, "router"),
+            (443, Proto::Tcp, "router"),
         ],
         Role::Agent => &[(5051, Proto::Tcp, "agent")],
     }

@@ -1,5 +1,5 @@
 //! How far this node's clock is from a master's, read from the `Date` header of plain HTTP
-//! responses (every master's bootstrap server answers `GET /v1/cluster` on port 80).
+//! responses (every master answers `GET /v1/cluster` on port 80: the router, from its bootstrap server).
 //!
 //! A `Date` header has one-second resolution, so one response only bounds the offset: if it
 //! says second `D` and the request left at local time `t0` and the answer came at `t1`, the

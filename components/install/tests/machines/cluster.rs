@@ -1,7 +1,9 @@
 //! A real cluster installed the way an operator would: `install.sh --init` on the first master,
 //! the one line (`curl -fsSL http://<master>/install.sh | sh -s -- --role agent --join <token>`)
 //! on every other node, then seed 001's Redis app, failure drills, a harmless re-run, refused
-//! tokens and a purge.
+//! tokens and a purge. Every HTTP(S) request to port 80/443 of a master goes through its router
+//! (the bootstrap server behind it on loopback); one step uses the router as the `dcos` CLI
+//! does: log in as the first administrator, then call the Mesos API with the token.
 
 use std::time::Duration;
 
@@ -25,6 +27,8 @@ const HA_MASTERS: usize = 3;
 struct Init {
     agent_token: String,
     master_token: String,
+    admin_uid: String,
+    admin_password: String,
 }
 
 /// `install.sh --init --package /root/capstan.deb --json` on the first master.
@@ -50,6 +54,8 @@ async fn init_first_master(master: &Machine) -> Result<Init> {
     Ok(Init {
         agent_token: str_at(&facts, &["tokens", "agent"])?.to_owned(),
         master_token: str_at(&facts, &["tokens", "master"])?.to_owned(),
+        admin_uid: str_at(&facts, &["admin", "uid"])?.to_owned(),
+        admin_password: str_at(&facts, &["admin", "password"])?.to_owned(),
     })
 }
 
@@ -423,6 +429,11 @@ async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
         wait_agents(&agents[0], &master, AGENTS),
     )
     .await?;
+    step(
+        "dcos-style access through the router: login, then the Mesos state",
+        dcos_through_the_router(&agents[0], &master, &init, AGENTS),
+    )
+    .await?;
     step("seed 001's Redis runs and resolves from an agent", async {
         post_redis(&agents[0], &master, "redis", AGENTS).await?;
         redis_runs_and_resolves(&agents[0], &master, &all(&agents), "redis", AGENTS).await
@@ -567,6 +578,150 @@ async fn three_masters_join_and_the_cluster_survives_a_master_power_off() -> Res
     )
     .await?;
     Ok(())
+}
+
+/// `curl` from `from` to `https://<name>/<path>` on `master`'s router, trusting only the
+/// cluster CA (the node's `/var/lib/capstan/pki/ca.pem`) and checking the certificate for
+/// `name` (`--resolve` sends it to the master's address). Returns the status and the body.
+async fn router_https(
+    from: &Machine,
+    master: &Machine,
+    name: &str,
+    path: &str,
+    extra: &[&str],
+) -> Result<(u16, String)> {
+    let url = format!("https://{name}{path}");
+    let resolve = format!("{name}:443:{}", master.ip());
+    let mut args = vec![
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        "/var/lib/capstan/pki/ca.pem",
+        "--resolve",
+        &resolve,
+        "-w",
+        "\n%{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let out = from.exec_ok(&args).await?;
+    let (body, code) = out
+        .trim_end()
+        .rsplit_once('\n')
+        .with_context(|| format!("{url}: no status in {out:?}"))?;
+    let code = code
+        .trim()
+        .parse()
+        .with_context(|| format!("{url}: status {code:?}"))?;
+    Ok((code, body.to_owned()))
+}
+
+/// The `dcos` CLI's way in on an installed master: the router's TLS certificate verifies
+/// against the cluster CA for the master's address and for `master.mesos` / `leader.mesos`;
+/// the Mesos API needs a token (401 `acsjwt` without); the first administrator logs in with
+/// the password `cluster init` printed; `GET /mesos/master/state` with the token lists the
+/// agents.
+async fn dcos_through_the_router(
+    from: &Machine,
+    master: &Machine,
+    init: &Init,
+    agents: usize,
+) -> Result<()> {
+    let ip = master.ip().to_string();
+    // A join over plain HTTP is refused whatever the client claims: the router sets
+    // X-Forwarded-Proto itself, and the bootstrap server believes it only from loopback.
+    let url = format!("http://{ip}/v1/join");
+    let code = from
+        .exec_ok(&[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "-X",
+            "POST",
+            "-H",
+            "X-Forwarded-Proto: https",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            "{}",
+            &url,
+        ])
+        .await?;
+    ensure!(code.trim() == "403", "POST {url} answered {code}, not 403");
+    // The bootstrap server itself listens on the master's loopback only.
+    let direct = format!("http://{ip}:8090/v1/cluster");
+    let out = from
+        .exec(&["curl", "-sS", "--max-time", "5", &direct])
+        .await?;
+    ensure!(
+        !out.status.success(),
+        "{direct} answers from {}: the bootstrap server is not on loopback only",
+        from.name()
+    );
+    for name in [ip.as_str(), "master.mesos", "leader.mesos"] {
+        let (code, body) =
+            router_https(from, master, name, "/dcos-metadata/dcos-version.json", &[]).await?;
+        ensure!(
+            code == 200,
+            "https://{name}/dcos-metadata/dcos-version.json: {code} {body}"
+        );
+    }
+    let (code, body) = router_https(from, master, &ip, "/mesos/master/state", &[]).await?;
+    ensure!(
+        code == 401,
+        "/mesos/master/state without a token answered {code}: {body}"
+    );
+    let login = serde_json::json!({"uid": init.admin_uid, "password": init.admin_password});
+    let login = login.to_string();
+    let r = wait_until(
+        "the first administrator logs in through the router",
+        Duration::from_secs(60),
+        async || -> Result<String> {
+            let (code, body) = router_https(
+                from,
+                master,
+                &ip,
+                "/acs/api/v1/auth/login",
+                &[
+                    "-X",
+                    "POST",
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    &login,
+                ],
+            )
+            .await?;
+            ensure!(code == 200, "login answered {code}: {body}");
+            let v: Value = serde_json::from_str(&body)?;
+            Ok(str_at(&v, &["token"])?.to_owned())
+        },
+    )
+    .await;
+    let token = master.with_journal(&["capstan-router.service"], r).await?;
+    let auth = format!("Authorization: token={token}");
+    let r = wait_until(
+        &format!("{agents} agents in /mesos/master/state through the router"),
+        Duration::from_secs(60),
+        async || -> Result<()> {
+            let (code, body) =
+                router_https(from, master, &ip, "/mesos/master/state", &["-H", &auth]).await?;
+            ensure!(code == 200, "/mesos/master/state answered {code}: {body}");
+            let v: Value = serde_json::from_str(&body)?;
+            let n = v["slaves"].as_array().map_or(0, Vec::len);
+            ensure!(n == agents, "{n} agents in the state: {v}");
+            Ok(())
+        },
+    )
+    .await;
+    master.with_journal(&["capstan-router.service"], r).await
 }
 
 /// `GET /v1/cluster` on `master` lists `n` masters.

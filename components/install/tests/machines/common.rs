@@ -18,6 +18,7 @@ pub const MASTER_UNITS: &[&str] = &[
     "capstan-apps.service",
     "capstan-dns.service",
     "capstan-bootstrap.service",
+    "capstan-router.service",
     "capstan-master.target",
 ];
 

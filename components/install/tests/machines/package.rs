@@ -19,6 +19,7 @@ const INSTALLED: &[&str] = &[
     "/usr/lib/systemd/system/capstan-apps.service",
     "/usr/lib/systemd/system/capstan-dns.service",
     "/usr/lib/systemd/system/capstan-bootstrap.service",
+    "/usr/lib/systemd/system/capstan-router.service",
     "/usr/lib/systemd/system/capstan-agent.service",
     "/usr/share/doc/capstan/copyright",
 ];
@@ -62,7 +63,15 @@ async fn the_package_installs_starts_nothing_and_purges_without_a_trace() -> Res
     step(
         "the shipped config passes every daemon's --check-config",
         async {
-            for daemon in ["coord", "master", "agent", "apps", "dns"] {
+            for daemon in [
+                "coord",
+                "master",
+                "agent",
+                "apps",
+                "dns",
+                "bootstrap",
+                "router",
+            ] {
                 node.exec_ok(&[
                     "capstan",
                     "daemon",

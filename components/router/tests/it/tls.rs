@@ -162,3 +162,53 @@ fn a_half_written_or_mismatched_pair_keeps_the_old_certificate() {
     resolver.reload().unwrap();
     assert_eq!(resolver.current().cert[0].to_vec(), der(&cert2));
 }
+
+/// The bootstrap paths reach the bootstrap server without a token, and `X-Forwarded-Proto`
+/// is the router's verdict, never the client's: a client on plain HTTP that claims https is
+/// still `http` upstream (the bootstrap server accepts joins only when it says https).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_paths_are_open_and_carry_the_real_scheme() {
+    let cluster = Cluster::start().await;
+    let bootstrap = echo_server("bootstrap", axum::Router::new()).await;
+    let mut config = cluster.config();
+    config.bootstrap = Some(bootstrap.to_string());
+    let router = RouterHandle::start(config).await.unwrap();
+
+    let v: Value = http()
+        .post(router.url("/v1/join"))
+        .header("x-forwarded-proto", "https")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["server"], "bootstrap", "{v}");
+    assert_eq!(v["path"], "/v1/join");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "http", "{v}");
+
+    let mut conn = Conn::open(router.https.unwrap(), &cluster.ca.cert_pem)
+        .await
+        .unwrap();
+    for path in [
+        "/install.sh",
+        "/v1/cluster/ca.pem",
+        "/v1/packages/capstan.deb",
+    ] {
+        let (code, body) = conn.get(path, None).await.unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["server"], "bootstrap", "{path}: {v}");
+        assert_eq!(v["path"], path);
+        assert_eq!(v["headers"]["x-forwarded-proto"], "https", "{path}: {v}");
+    }
+    router.stop().await;
+
+    // Without a bootstrap server configured: a clear 503, not a 404 or a hang.
+    let router = RouterHandle::start(cluster.config()).await.unwrap();
+    let resp = http().get(router.url("/install.sh")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("bootstrap"), "{v}");
+}

@@ -326,7 +326,7 @@ fn ports_must_be_free_unless_this_installed_node_holds_them() {
             Role::Master,
             port_facts(vec![held(Proto::Tcp, "0.0.0.0:80", nginx)], false, None),
             Status::Fail,
-            "80/tcp on 0.0.0.0 by nginx (pid 812) (needed by bootstrap)",
+            "80/tcp on 0.0.0.0 by nginx (pid 812) (needed by router)",
         ),
         (
             Role::Agent,
@@ -436,7 +436,7 @@ fn ports_must_be_free_unless_this_installed_node_holds_them() {
                 None,
             ),
             Status::Fail,
-            "443/tcp on 0.0.0.0 by nginx (pid 812) (needed by bootstrap); on other addresses: 8080/tcp on 10.1.1.1",
+            "443/tcp on 0.0.0.0 by nginx (pid 812) (needed by router); on other addresses: 8080/tcp on 10.1.1.1",
         ),
         (
             Role::Agent,

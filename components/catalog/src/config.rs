@@ -1,0 +1,112 @@
+//! `catalog:` section of the node config (snake_case, unknown keys rejected).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use capstan_runtime::{ConfigProblem, Validate};
+use serde::{Deserialize, Serialize};
+
+/// Configuration of the catalog daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the Cosmos API (the router proxies `/package/` here).
+    pub listen: SocketAddr,
+    /// Coord endpoints (`host:port` or `http://host:port`); the repository list is kept
+    /// there. Empty: the list lives in memory (tests, a lone node).
+    pub coord_endpoints: Vec<String>,
+    /// The catalog's prefix in coord (default `/capstan/catalog`).
+    pub coord_prefix: String,
+    /// Endpoints of the apps (Marathon) API, tried in order; any instance proxies to its
+    /// leader.
+    pub apps: Vec<String>,
+    /// How long a fetched remote repository is reused before it is fetched again, seconds.
+    pub repository_cache_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7070),
+            coord_endpoints: Vec::new(),
+            coord_prefix: capstan_coord_client::keyspace::CATALOG.to_owned(),
+            apps: vec!["127.0.0.1:8080".into()],
+            repository_cache_secs: 60,
+        }
+    }
+}
+
+/// `host:port` or `http://host:port` → `http://host:port`.
+pub fn http_url(endpoint: &str) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+fn endpoint_ok(e: &str) -> bool {
+    let hostport = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"))
+        .unwrap_or(e)
+        .trim_end_matches('/');
+    hostport
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0))
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.apps.is_empty() {
+            out.push(ConfigProblem::new(
+                "apps",
+                "must name at least one endpoint",
+            ));
+        }
+        for (i, e) in self.apps.iter().enumerate() {
+            if !endpoint_ok(e) {
+                out.push(ConfigProblem::new(
+                    format!("apps[{i}]"),
+                    "must be host:port or http://host:port",
+                ));
+            }
+        }
+        for (i, e) in self.coord_endpoints.iter().enumerate() {
+            if !endpoint_ok(e) {
+                out.push(ConfigProblem::new(
+                    format!("coord_endpoints[{i}]"),
+                    "must be host:port or http://host:port",
+                ));
+            }
+        }
+        if capstan_coord_client::validate_key(&self.coord_prefix).is_err() {
+            out.push(ConfigProblem::new(
+                "coord_prefix",
+                "must be a valid coord key",
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_endpoints_are_named() {
+        assert!(Config::default().validate().is_empty());
+        let c = Config {
+            apps: vec!["x:1".into(), "nope".into()],
+            coord_endpoints: vec!["http://c:0".into()],
+            coord_prefix: String::new(),
+            ..Config::default()
+        };
+        let fields: Vec<String> = c.validate().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["apps[1]", "coord_endpoints[0]", "coord_prefix"]);
+        let c: Config = serde_json::from_str(r#"{"apps": ["10.0.0.1:8080"]}"#).unwrap();
+        assert_eq!(c.apps, ["10.0.0.1:8080"]);
+        assert!(serde_json::from_str::<Config>(r#"{"app": []}"#).is_err());
+    }
+}

@@ -1,0 +1,517 @@
+//! The Cosmos HTTP API on axum: `POST /package/*` with Cosmos's request and response media
+//! types checked and written byte for byte, errors in the error media type, the resource
+//! proxy, and `/capabilities` for clients that reach the catalog directly.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use capstan_marathon::PathId;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::catalog::describe;
+use crate::error::CosmosError;
+use crate::installed::{self, Apps};
+use crate::media::{self, media_type};
+use crate::render::render;
+use crate::repos::Repos;
+
+/// What the handlers share.
+pub struct AppState {
+    pub repos: Repos,
+    pub apps: Apps,
+    pub http: reqwest::Client,
+}
+
+type Shared = Arc<AppState>;
+
+/// The API's routes.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/capabilities", get(capabilities))
+        .route("/package/search", post(search))
+        .route("/package/describe", post(describe_h))
+        .route("/package/list-versions", post(list_versions))
+        .route("/package/render", post(render_h))
+        .route("/package/install", post(install))
+        .route("/package/list", post(list))
+        .route("/package/uninstall", post(uninstall))
+        .route("/package/repository/list", post(repo_list))
+        .route("/package/repository/add", post(repo_add))
+        .route("/package/repository/delete", post(repo_delete))
+        .route("/package/resource", get(resource))
+        .route("/service/describe", post(service_describe))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn error_response(e: &CosmosError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    if status.is_server_error() {
+        tracing::warn!(error = %e, kind = e.kind(), "Request failed");
+    }
+    let mut r = (status, e.body().to_string()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media::ERROR));
+    r
+}
+
+async fn not_found() -> Response {
+    error_response(&CosmosError::MalformedRequest("no such endpoint".into())).map_status(404)
+}
+
+trait MapStatus {
+    fn map_status(self, code: u16) -> Response;
+}
+
+impl MapStatus for Response {
+    fn map_status(mut self, code: u16) -> Response {
+        *self.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND);
+        self
+    }
+}
+
+fn json_response(content_type: &str, body: &Value) -> Response {
+    let mut r = (StatusCode::OK, body.to_string()).into_response();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// `<scheme>://<Host>` of the request, for resource URLs (`X-Forwarded-Proto`, else http).
+fn origin(h: &HeaderMap) -> String {
+    let scheme = h
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    let host = header_str(h, header::HOST).unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks the media types of a call to `endpoint` (`package.search`), decodes its body and
+/// picks the response type among `versions` (most preferred first).
+fn accept<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    endpoint: &str,
+    versions: &[&str],
+) -> Result<(T, String), CosmosError> {
+    let request = media_type(&format!("{endpoint}-request"), "v1");
+    media::check_content_type(header_str(headers, header::CONTENT_TYPE), &request)?;
+    let available: Vec<String> = versions
+        .iter()
+        .map(|v| media_type(&format!("{endpoint}-response"), v))
+        .collect();
+    let refs: Vec<&str> = available.iter().map(String::as_str).collect();
+    let chosen = media::negotiate(header_str(headers, header::ACCEPT), &refs)?.to_owned();
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    let req = serde_json::from_slice(body)
+        .map_err(|e| CosmosError::MalformedRequest(format!("Invalid request body: {e}")))?;
+    Ok((req, chosen))
+}
+
+async fn answer<F>(f: F) -> Response
+where
+    F: Future<Output = Result<(String, Value), CosmosError>>,
+{
+    match f.await {
+        Ok((ct, body)) => json_response(&ct, &body),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn capabilities() -> Response {
+    json_response(
+        media::CAPABILITIES,
+        &json!({"capabilities": [{"name": "PACKAGE_MANAGEMENT"}]}),
+    )
+}
+
+#[derive(Deserialize)]
+struct SearchRequest {
+    #[serde(default)]
+    query: Option<String>,
+}
+
+async fn search(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (SearchRequest, _) = accept(&headers, &body, "package.search", &["v1"])?;
+        let c = s.repos.collection().await?;
+        Ok((
+            ct,
+            c.search(req.query.as_deref().unwrap_or(""), &origin(&headers)),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeRequest {
+    package_name: String,
+    #[serde(default)]
+    package_version: Option<String>,
+}
+
+async fn describe_h(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (DescribeRequest, String) =
+            accept(&headers, &body, "package.describe", &["v3", "v2"])?;
+        let c = s.repos.collection().await?;
+        let found = c.find(&req.package_name, req.package_version.as_deref())?;
+        let v3 = ct.ends_with("version=v3");
+        Ok((ct, describe(found.package, v3, &origin(&headers))))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListVersionsRequest {
+    package_name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    include_package_versions: bool,
+}
+
+async fn list_versions(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (ListVersionsRequest, _) =
+            accept(&headers, &body, "package.list-versions", &["v1"])?;
+        let c = s.repos.collection().await?;
+        Ok((ct, c.list_versions(&req.package_name)?))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RenderRequest {
+    package_name: String,
+    #[serde(default)]
+    package_version: Option<String>,
+    #[serde(default)]
+    options: Option<Value>,
+    #[serde(default)]
+    app_id: Option<String>,
+}
+
+fn check_options(o: Option<&Value>) -> Result<(), CosmosError> {
+    match o {
+        None | Some(Value::Object(_)) | Some(Value::Null) => Ok(()),
+        Some(_) => Err(CosmosError::MalformedRequest(
+            "options must be a JSON object".into(),
+        )),
+    }
+}
+
+fn app_id(raw: Option<&str>) -> Option<String> {
+    raw.map(|id| PathId::parse(id).to_string())
+}
+
+async fn render_h(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (RenderRequest, _) = accept(&headers, &body, "package.render", &["v1"])?;
+        check_options(req.options.as_ref())?;
+        let c = s.repos.collection().await?;
+        let f = c.find(&req.package_name, req.package_version.as_deref())?;
+        let id = app_id(req.app_id.as_deref());
+        let app = render(f.package, f.source, req.options.as_ref(), id.as_deref())?;
+        Ok((ct, json!({ "marathonJson": app })))
+    })
+    .await
+}
+
+async fn install(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (RenderRequest, String) =
+            accept(&headers, &body, "package.install", &["v2", "v1"])?;
+        check_options(req.options.as_ref())?;
+        let c = s.repos.collection().await?;
+        let f = c.find(&req.package_name, req.package_version.as_deref())?;
+        let id = app_id(req.app_id.as_deref());
+        let app = render(f.package, f.source, req.options.as_ref(), id.as_deref())?;
+        let created = s.apps.create(&app).await?;
+        let p = f.package;
+        tracing::info!(package = %p.name, version = %p.version, app = %created.definition.id, "Installed package");
+        let mut out = json!({
+            "packageName": p.name,
+            "packageVersion": p.version,
+            "appId": created.definition.id.to_string(),
+        });
+        if ct.ends_with("version=v2") {
+            if let Some(n) = &p.post_install_notes {
+                out["postInstallNotes"] = json!(n);
+            }
+            if let Some(cli) = p.resource.as_ref().and_then(|r| r.get("cli")) {
+                out["cli"] = cli.clone();
+            }
+        }
+        Ok((ct, out))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListRequest {
+    #[serde(default)]
+    package_name: Option<String>,
+    #[serde(default)]
+    app_id: Option<String>,
+}
+
+async fn list(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (ListRequest, _) = accept(&headers, &body, "package.list", &["v1"])?;
+        let apps = s.apps.installs().await?;
+        let id = req.app_id.as_deref().map(PathId::parse);
+        Ok((
+            ct,
+            installed::list(&apps, req.package_name.as_deref(), id.as_ref()),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UninstallRequest {
+    package_name: String,
+    #[serde(default)]
+    app_id: Option<String>,
+    #[serde(default)]
+    all: Option<bool>,
+}
+
+async fn uninstall(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (UninstallRequest, _) =
+            accept(&headers, &body, "package.uninstall", &["v1"])?;
+        let apps = s.apps.installs().await?;
+        let id = req.app_id.as_deref().map(PathId::parse);
+        let targets = installed::to_uninstall(
+            &apps,
+            &req.package_name,
+            id.as_ref(),
+            req.all.unwrap_or(false),
+        )?;
+        let collection = s.repos.collection().await.ok();
+        let mut results = Vec::new();
+        for app in targets {
+            s.apps.delete(&app.definition.id).await?;
+            let version = app
+                .definition
+                .labels
+                .get(crate::render::LABEL_VERSION)
+                .cloned();
+            let notes = collection
+                .as_ref()
+                .and_then(|c| c.find(&req.package_name, version.as_deref()).ok())
+                .and_then(|f| f.package.post_uninstall_notes.clone())
+                .or_else(|| {
+                    installed::package_of(app).and_then(|p| {
+                        p.get("postUninstallNotes")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                });
+            tracing::info!(package = %req.package_name, app = %app.definition.id, "Uninstalled package");
+            let mut r = json!({"packageName": req.package_name, "appId": app.definition.id.to_string()});
+            if let Some(v) = version {
+                r["packageVersion"] = json!(v);
+            }
+            if let Some(n) = notes {
+                r["postUninstallNotes"] = json!(n);
+            }
+            results.push(r);
+        }
+        Ok((ct, json!({ "results": results })))
+    })
+    .await
+}
+
+fn repo_list_body(list: &[crate::repos::RepoRef]) -> Value {
+    json!({ "repositories": list })
+}
+
+async fn repo_list(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (_, ct): (Value, _) = accept(&headers, &body, "package.repository.list", &["v1"])?;
+        Ok((ct, repo_list_body(&s.repos.list().await?)))
+    })
+    .await
+}
+
+/// `index` as a number or, as `dcos package repo add --index` sends it, a numeric string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Index {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct AddRequest {
+    name: String,
+    uri: String,
+    #[serde(default)]
+    index: Option<Index>,
+}
+
+async fn repo_add(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (AddRequest, _) =
+            accept(&headers, &body, "package.repository.add", &["v1"])?;
+        let index = match req.index {
+            None => None,
+            Some(Index::Number(n)) => Some(n),
+            Some(Index::Text(t)) => Some(t.trim().parse::<i64>().map_err(|_| {
+                CosmosError::MalformedRequest(format!("index [{t}] is not a number"))
+            })?),
+        };
+        let index = index
+            .map(|i| {
+                usize::try_from(i).map_err(|_| {
+                    CosmosError::MalformedRequest(format!("index [{i}] must not be negative"))
+                })
+            })
+            .transpose()?;
+        let list = s.repos.add(&req.name, &req.uri, index).await?;
+        tracing::info!(name = %req.name, uri = %req.uri, "Added repository");
+        Ok((ct, repo_list_body(&list)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct DeleteRequest {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+}
+
+async fn repo_delete(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (DeleteRequest, _) =
+            accept(&headers, &body, "package.repository.delete", &["v1"])?;
+        let list = s
+            .repos
+            .delete(req.name.as_deref(), req.uri.as_deref())
+            .await?;
+        Ok((ct, repo_list_body(&list)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct ResourceQuery {
+    url: String,
+}
+
+/// `GET /package/resource?url=`: only URLs some configured repository names.
+async fn resource(State(s): State<Shared>, Query(q): Query<ResourceQuery>) -> Response {
+    let result: Result<Response, CosmosError> = async {
+        let c = s.repos.collection().await?;
+        if !c.has_resource_url(&q.url) {
+            return Err(CosmosError::Forbidden(q.url.clone()));
+        }
+        let resp =
+            s.http
+                .get(&q.url)
+                .send()
+                .await
+                .map_err(|e| CosmosError::RepositoryUriError {
+                    uri: q.url.clone(),
+                    message: e.to_string(),
+                })?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let ct = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CosmosError::RepositoryUriError {
+                uri: q.url.clone(),
+                message: e.to_string(),
+            })?;
+        let file = q
+            .url
+            .split(['?', '#'])
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .unwrap_or("resource")
+            .replace('"', "");
+        let mut r = (status, bytes).into_response();
+        if let Some(ct) = ct.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+            r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        }
+        Ok(r)
+    }
+    .await;
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceDescribeRequest {
+    app_id: String,
+}
+
+/// `POST /cosmos/service/describe` (the router strips `/cosmos`): the package an app was
+/// installed from, the options it was installed with, and the versions it may move to.
+async fn service_describe(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (ServiceDescribeRequest, _) =
+            accept(&headers, &body, "service.describe", &["v1"])?;
+        let id = PathId::parse(&req.app_id);
+        let apps = s.apps.installs().await?;
+        let app = apps
+            .iter()
+            .find(|a| a.definition.id == id)
+            .ok_or_else(|| CosmosError::ServiceNotFound(id.to_string()))?;
+        let pkg_json = installed::package_of(app)
+            .ok_or_else(|| CosmosError::ServiceNotFound(id.to_string()))?;
+        let pkg: crate::universe::Package = serde_json::from_value(pkg_json.clone())
+            .map_err(|e| CosmosError::Internal(format!("stored package definition: {e}")))?;
+        let user = app
+            .definition
+            .labels
+            .get(crate::render::LABEL_OPTIONS)
+            .and_then(|l| crate::render::decode_json_label(l))
+            .unwrap_or_else(|| json!({}));
+        let resolved = crate::render::resolve_options(&pkg, Some(&user)).unwrap_or(Value::Null);
+        let c = s.repos.collection().await?;
+        let (up, down) = crate::catalog::moves(&c, &pkg);
+        Ok((
+            ct,
+            json!({
+                "package": pkg_json,
+                "upgradesTo": up,
+                "downgradesTo": down,
+                "resolvedOptions": resolved,
+                "userProvidedOptions": user,
+            }),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,169 @@
+//! `capstan l4lb` configuration (YAML, snake_case, unknown keys rejected).
+//!
+//! The named-VIP ranges must equal `dns`'s (`l4lb_named_ipv4`/`l4lb_named_ipv6`) on every node:
+//! both compute the same table from them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use capstan_types::vip::{AddrRange, VipConfig};
+use serde::{Deserialize, Serialize};
+
+/// How VIP traffic is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPlane {
+    /// A tokio TCP proxy listening on each VIP address (which must be local).
+    Userspace,
+    /// nftables DNAT rules (not implemented yet; rejected by validation).
+    Nftables,
+    /// Follow and serve `/v1/vips` only, forward nothing.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Masters' HTTP addresses (`host:port` or `http://host:port`).
+    pub masters: Vec<String>,
+    /// The operator API (`/v1/vips`), dcos-net's port.
+    pub http_listen: SocketAddr,
+    pub data_plane: DataPlane,
+    /// IPv4 named-VIP range, `first-last` or `addr/prefix` (DC/OS `11.0.0.0-11.255.255.254`).
+    pub named_ipv4: String,
+    /// IPv6 named-VIP range (DC/OS `fd01:c::/64`); empty: none.
+    pub named_ipv6: String,
+    /// Timeout of connecting to a backend, seconds; the next backend is tried after it.
+    #[serde(with = "duration_secs")]
+    pub backend_connect_timeout: Duration,
+    /// Timeout of connecting to a master, seconds.
+    #[serde(with = "duration_secs")]
+    pub master_timeout: Duration,
+    pub missed_heartbeats: u32,
+    #[serde(with = "duration_secs")]
+    pub reconnect_backoff_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            masters: vec!["127.0.0.1:5050".into()],
+            http_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 62080),
+            data_plane: DataPlane::Userspace,
+            named_ipv4: capstan_dns::config::DEFAULT_NAMED_IPV4.into(),
+            named_ipv6: capstan_dns::config::DEFAULT_NAMED_IPV6.into(),
+            backend_connect_timeout: Duration::from_secs(2),
+            master_timeout: Duration::from_secs(10),
+            missed_heartbeats: 5,
+            reconnect_backoff_max: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Config {
+    /// The VIP function's settings; invalid ranges (rejected by validation) fall back to the
+    /// defaults.
+    pub fn vip_config(&self) -> VipConfig {
+        let d = VipConfig::default();
+        VipConfig {
+            ipv4: AddrRange::parse(&self.named_ipv4).unwrap_or(d.ipv4),
+            ipv6: if self.named_ipv6.trim().is_empty() {
+                None
+            } else {
+                AddrRange::parse(&self.named_ipv6).ok().or(d.ipv6)
+            },
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if self.masters.is_empty() {
+            p.push(ConfigProblem::new(
+                "masters",
+                "list at least one master as host:port",
+            ));
+        }
+        for (i, m) in self.masters.iter().enumerate() {
+            if capstan_mesos_client::Endpoint::parse(m).is_err() {
+                p.push(ConfigProblem::new(
+                    format!("masters[{i}]"),
+                    format!("{m:?} is not host:port (or http://host:port)"),
+                ));
+            }
+        }
+        if self.data_plane == DataPlane::Nftables {
+            p.push(ConfigProblem::new(
+                "data_plane",
+                "nftables is not implemented yet; use userspace",
+            ));
+        }
+        if let Err(e) = AddrRange::<Ipv4Addr>::parse(&self.named_ipv4) {
+            p.push(ConfigProblem::new("named_ipv4", e.to_string()));
+        }
+        if !self.named_ipv6.trim().is_empty()
+            && let Err(e) = AddrRange::<Ipv6Addr>::parse(&self.named_ipv6)
+        {
+            p.push(ConfigProblem::new("named_ipv6", e.to_string()));
+        }
+        for (field, d) in [
+            ("backend_connect_timeout", self.backend_connect_timeout),
+            ("master_timeout", self.master_timeout),
+        ] {
+            if d.is_zero() {
+                p.push(ConfigProblem::new(field, "must be more than 0"));
+            }
+        }
+        if self.missed_heartbeats == 0 {
+            p.push(ConfigProblem::new(
+                "missed_heartbeats",
+                "must be at least 1",
+            ));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_settings_are_named() {
+        assert!(Config::default().validate().is_empty());
+        assert_eq!(Config::default().vip_config(), VipConfig::default());
+        let bad = Config {
+            masters: vec![],
+            data_plane: DataPlane::Nftables,
+            named_ipv4: "11.0.0.0".into(),
+            named_ipv6: "x".into(),
+            missed_heartbeats: 0,
+            ..Config::default()
+        };
+        let fields: Vec<String> = bad.validate().iter().map(|p| p.field.clone()).collect();
+        for f in [
+            "masters",
+            "data_plane",
+            "named_ipv4",
+            "named_ipv6",
+            "missed_heartbeats",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f}: {fields:?}");
+        }
+        let no_v6 = Config {
+            named_ipv6: String::new(),
+            ..Config::default()
+        };
+        assert_eq!(no_v6.vip_config().ipv6, None);
+    }
+
+    #[test]
+    fn yaml_keys_are_snake_case_and_unknown_ones_rejected() {
+        let c: Config =
+            serde_json::from_str(r#"{"data_plane":"none","named_ipv4":"198.18.0.0/24"}"#).unwrap();
+        assert_eq!(c.data_plane, DataPlane::None);
+        assert!(serde_json::from_str::<Config>(r#"{"nope":1}"#).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! The I/O shell: validates the config, serves the operator API, runs the stream follower and
+//! applies every new table to the data plane.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use capstan_runtime::{ConfigProblem, Validate};
+use capstan_types::Chain;
+use capstan_types::vip::VipTable;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::config::{Config, DataPlane};
+use crate::follower::{self, FollowStatus, FollowerConfig};
+use crate::proxy::{Proxy, ProxyStats};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Config(Vec<ConfigProblem>),
+    #[error("cannot bind the HTTP API on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The `capstan l4lb` daemon.
+pub struct Server;
+
+/// A running daemon.
+pub struct ServerHandle {
+    http_addr: SocketAddr,
+    table: watch::Receiver<Arc<VipTable>>,
+    status: watch::Receiver<FollowStatus>,
+    stats: Option<Arc<ProxyStats>>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl ServerHandle {
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The current VIP table; `changed()` wakes on every update.
+    pub fn table(&self) -> watch::Receiver<Arc<VipTable>> {
+        self.table.clone()
+    }
+
+    pub fn status(&self) -> watch::Receiver<FollowStatus> {
+        self.status.clone()
+    }
+
+    /// The userspace proxy's counters (userspace mode only).
+    pub fn proxy_stats(&self) -> Option<Arc<ProxyStats>> {
+        self.stats.clone()
+    }
+
+    /// Stops everything and waits for it.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Server {
+    /// Starts following the masters, serving `/v1/vips` and (in userspace mode) proxying.
+    pub async fn start(
+        config: Config,
+        shutdown: CancellationToken,
+    ) -> Result<ServerHandle, StartError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(StartError::Config(problems));
+        }
+        let shutdown = shutdown.child_token();
+        let (table_tx, table) = watch::channel(Arc::new(VipTable::default()));
+        let (status_tx, status) = watch::channel(FollowStatus::default());
+        let mut tasks = JoinSet::new();
+
+        let listener = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.http_listen,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.http_listen,
+            source,
+        })?;
+        let app = crate::http::router(table.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                warn!(error = %Chain(&e), "HTTP API stopped");
+            }
+        });
+
+        let mut stats = None;
+        if config.data_plane == DataPlane::Userspace {
+            let mut proxy = Proxy::new(config.backend_connect_timeout, shutdown.clone());
+            stats = Some(proxy.stats());
+            let mut rx = table.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    let t = rx.borrow_and_update().clone();
+                    for e in proxy.apply(&t.listeners()).await {
+                        warn!(error = %Chain(&e), "VIP not served (is its address local?)");
+                    }
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { return },
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
+
+        let fcfg = FollowerConfig {
+            masters: config.masters.clone(),
+            timeout: config.master_timeout,
+            missed_heartbeats: config.missed_heartbeats,
+            backoff_max: config.reconnect_backoff_max,
+            vip: config.vip_config(),
+        };
+        tasks.spawn(follower::run(fcfg, table_tx, status_tx, shutdown.clone()));
+        Ok(ServerHandle {
+            http_addr,
+            table,
+            status,
+            stats,
+            shutdown,
+            tasks,
+        })
+    }
+}
