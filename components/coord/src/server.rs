@@ -84,6 +84,32 @@ impl Server {
         Server::start_on(config, listener, shutdown).await
     }
 
+    /// A one-member cluster on a free port of 127.0.0.1, its data under `data_dir`: what tests
+    /// and benchmarks of the daemons that keep state in coord start.
+    pub async fn start_single(
+        data_dir: impl Into<std::path::PathBuf>,
+        shutdown: CancellationToken,
+    ) -> Result<ServerHandle, StartError> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = tokio::net::TcpListener::bind(any)
+            .await
+            .map_err(|source| StartError::Bind { addr: any, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr: any, source })?;
+        let config = Config {
+            id: 1,
+            listen: addr,
+            data_dir: data_dir.into(),
+            members: vec![crate::config::MemberConfig {
+                id: 1,
+                addr: addr.to_string(),
+            }],
+            ..Config::default()
+        };
+        Server::start_on(config, listener, shutdown).await
+    }
+
     /// Starts the member on an already bound listener (`config.listen` is ignored).
     pub async fn start_on(
         config: Config,

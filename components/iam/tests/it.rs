@@ -26,21 +26,11 @@ struct Coord {
 
 async fn coord() -> Result<Coord> {
     let dir = capstan_testkit::temp_dir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let cfg = capstan_coord::Config {
-        id: 1,
-        listen: addr,
-        data_dir: dir.path().join("coord"),
-        members: vec![capstan_coord::MemberConfig {
-            id: 1,
-            addr: addr.to_string(),
-        }],
-        ..capstan_coord::Config::default()
-    };
-    let server = capstan_coord::Server::start_on(cfg, listener, CancellationToken::new())
-        .await
-        .context("coord starts")?;
+    let server =
+        capstan_coord::Server::start_single(dir.path().join("coord"), CancellationToken::new())
+            .await
+            .context("coord starts")?;
+    let addr = server.local_addr();
     let client = Client::new([addr.to_string()])?;
     Ok(Coord {
         _dir: dir,

@@ -29,22 +29,11 @@ struct Cluster {
 const MASTER: &str = "127.0.0.1";
 
 async fn start_coord(dir: &std::path::Path) -> (capstan_coord::ServerHandle, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cfg = capstan_coord::Config {
-        id: 1,
-        listen: addr,
-        data_dir: dir.join("coord"),
-        members: vec![capstan_coord::MemberConfig {
-            id: 1,
-            addr: addr.to_string(),
-        }],
-        ..capstan_coord::Config::default()
-    };
-    let coord = capstan_coord::Server::start_on(cfg, listener, CancellationToken::new())
+    let coord = capstan_coord::Server::start_single(dir.join("coord"), CancellationToken::new())
         .await
         .expect("coord starts");
-    (coord, addr.to_string())
+    let addr = coord.local_addr().to_string();
+    (coord, addr)
 }
 
 fn read_cluster(layout: &Layout) -> ClusterConfig {

@@ -29,22 +29,11 @@ async fn leader_of(http: &reqwest::Client, url: &str) -> anyhow::Result<String> 
 
 /// A one-member coord in `dir`; returns it and its `http://` URL.
 async fn start_coord(dir: &std::path::Path) -> (capstan_coord::ServerHandle, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cfg = capstan_coord::Config {
-        id: 1,
-        listen: addr,
-        data_dir: dir.join("coord"),
-        members: vec![capstan_coord::MemberConfig {
-            id: 1,
-            addr: addr.to_string(),
-        }],
-        ..capstan_coord::Config::default()
-    };
-    let coord = capstan_coord::Server::start_on(cfg, listener, CancellationToken::new())
+    let coord = capstan_coord::Server::start_single(dir.join("coord"), CancellationToken::new())
         .await
         .expect("coord starts");
-    (coord, format!("http://{addr}"))
+    let url = format!("http://{}", coord.local_addr());
+    (coord, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

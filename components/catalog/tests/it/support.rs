@@ -35,21 +35,11 @@ pub const ERROR: &str = "application/vnd.dcos.package.error+json;charset=utf-8;v
 impl Cluster {
     pub async fn start() -> Cluster {
         let dir = capstan_testkit::temp_dir().expect("temp dir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let coord_cfg = capstan_coord::Config {
-            id: 1,
-            listen: addr,
-            data_dir: dir.path().join("coord"),
-            members: vec![capstan_coord::MemberConfig {
-                id: 1,
-                addr: addr.to_string(),
-            }],
-            ..capstan_coord::Config::default()
-        };
-        let coord = capstan_coord::Server::start_on(coord_cfg, listener, CancellationToken::new())
-            .await
-            .expect("coord starts");
+        let coord =
+            capstan_coord::Server::start_single(dir.path().join("coord"), CancellationToken::new())
+                .await
+                .expect("coord starts");
+        let addr = coord.local_addr();
         let coord_url = format!("http://{addr}");
 
         // Port 1 refuses: apps keeps retrying the master while it serves its API.

@@ -30,22 +30,11 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A one-member coord in `dir`; returns it and its `host:port`.
 pub async fn start_coord(dir: &Path) -> (capstan_coord::ServerHandle, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cfg = capstan_coord::Config {
-        id: 1,
-        listen: addr,
-        data_dir: dir.join("coord"),
-        members: vec![capstan_coord::MemberConfig {
-            id: 1,
-            addr: addr.to_string(),
-        }],
-        ..capstan_coord::Config::default()
-    };
-    let coord = capstan_coord::Server::start_on(cfg, listener, CancellationToken::new())
+    let coord = capstan_coord::Server::start_single(dir.join("coord"), CancellationToken::new())
         .await
         .expect("coord starts");
-    (coord, addr.to_string())
+    let addr = coord.local_addr().to_string();
+    (coord, addr)
 }
 
 /// A port nobody listens on right now (for the router's listeners, which bind by address).
