@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds Capstan's offline container images (capstan/busybox, capstan/redis, capstan/http)
+# Builds Capstan's offline container images (capstan/busybox, capstan/redis, capstan/http, and
+# the built-in catalog's capstan/nginx, capstan/memcached, capstan/postgresql, capstan/prometheus)
 # from the build machine's Debian packages, with no registry: every image is FROM scratch and
 # its root filesystem is staged here from host binaries and their shared libraries.
 #
@@ -22,15 +23,24 @@ need_pkgs=()
 [ -x /bin/busybox ] && /bin/busybox --list | grep -qx httpd || need_pkgs+=(busybox-static)
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_pkgs+=(redis-tools)
+[ -x /usr/sbin/nginx ] || need_pkgs+=(nginx)
+[ -x /usr/bin/memcached ] || need_pkgs+=(memcached)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
+[ -x /usr/bin/prometheus ] || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing host packages: ${need_pkgs[*]} (install them with apt-get, or run as root)"
   echo "images: installing ${need_pkgs[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null; }
 fi
-# The Debian redis-server package may start a host service on 6379; tests need that port free.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-  systemctl disable --now redis-server >/dev/null 2>&1 || true
+# The Debian packages may start host services (redis on 6379, nginx on 80, ...); tests need
+# those ports free, and the images only borrow the packages' files.
+if command -v systemctl >/dev/null 2>&1; then
+  for unit in redis-server nginx memcached postgresql prometheus; do
+    if systemctl is-active --quiet "$unit" 2>/dev/null; then
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 # Copies a binary and every shared library it links (plus the dynamic loader) into a rootfs.
@@ -65,6 +75,48 @@ stage() {
       copy_with_libs "$rootfs" "$(command -v redis-server)" /usr/bin/redis-server
       copy_with_libs "$rootfs" "$(command -v redis-cli)" /usr/bin/redis-cli
       mkdir -p "$rootfs/data"
+      ;;
+    nginx)
+      copy_with_libs "$rootfs" /usr/sbin/nginx /usr/sbin/nginx
+      install -D -m 0644 /etc/nginx/mime.types "$rootfs/etc/nginx/mime.types"
+      install -D -m 0644 "$containers/nginx/nginx.conf.in" "$rootfs/etc/nginx/nginx.conf.in"
+      mkdir -p "$rootfs/var/lib/nginx" "$rootfs/var/log/nginx" "$rootfs/run" "$rootfs/www"
+      echo "capstan/nginx: ok" > "$rootfs/www/index.html"
+      ;;
+    memcached)
+      copy_with_libs "$rootfs" /usr/bin/memcached /usr/bin/memcached
+      ;;
+    postgresql)
+      # The newest installed major version, at the Debian paths: PostgreSQL finds its share
+      # directory relative to its binaries.
+      local pg ver
+      pg=$(ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -n 1)
+      pg=$(dirname "$(dirname "$pg")")
+      ver=$(basename "$pg")
+      mkdir -p "$rootfs/usr/bin"
+      install -D -m 0755 "$containers/postgresql/start.sh" "$rootfs/usr/bin/start-postgresql"
+      for b in postgres initdb pg_ctl psql pg_isready; do
+        copy_with_libs "$rootfs" "$pg/bin/$b" "$pg/bin/$b"
+        ln -sf "$pg/bin/$b" "$rootfs/usr/bin/$b"
+      done
+      # initdb loads PL/pgSQL and the snowball dictionaries; the other extensions stay out.
+      for l in plpgsql.so dict_snowball.so; do
+        copy_with_libs "$rootfs" "$pg/lib/$l" "$pg/lib/$l"
+      done
+      mkdir -p "$rootfs/usr/share/postgresql/$ver/extension"
+      (cd "/usr/share/postgresql/$ver" && find . -maxdepth 1 -type f -exec cp {} "$rootfs/usr/share/postgresql/$ver/" \;)
+      cp -a "/usr/share/postgresql/$ver/timezonesets" "/usr/share/postgresql/$ver/tsearch_data" "$rootfs/usr/share/postgresql/$ver/"
+      cp -a "/usr/share/postgresql/$ver/extension/"plpgsql* "$rootfs/usr/share/postgresql/$ver/extension/"
+      install -D -m 0644 /usr/share/zoneinfo/UTC "$rootfs/usr/share/zoneinfo/UTC"
+      echo 'postgres:x:999:999:postgres:/var/lib/postgresql:/bin/sh' >> "$rootfs/etc/passwd"
+      echo 'postgres:x:999:' >> "$rootfs/etc/group"
+      mkdir -p "$rootfs/var/lib/postgresql" "$rootfs/run/postgresql"
+      chown 999:999 "$rootfs/var/lib/postgresql" "$rootfs/run/postgresql"
+      ;;
+    prometheus)
+      copy_with_libs "$rootfs" /usr/bin/prometheus /usr/bin/prometheus
+      install -D -m 0755 "$containers/prometheus/start.sh" "$rootfs/usr/bin/start-prometheus"
+      mkdir -p "$rootfs/prometheus"
       ;;
     http)
       mkdir -p "$rootfs/www"

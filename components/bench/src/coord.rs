@@ -111,6 +111,7 @@ pub async fn serve(arg: &str, token: CancellationToken) -> anyhow::Result<String
                 addr: format!("127.0.0.1:{p}"),
             })
             .collect(),
+        peer_secret: Some("the benchmark cluster's peer secret".into()),
         ..capstan_coord::Config::default()
     };
     let handle = capstan_coord::Server::start(cfg, token)

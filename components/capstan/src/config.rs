@@ -20,6 +20,8 @@ pub struct NodeConfig {
     pub dns: Option<capstan_dns::Config>,
     pub router: Option<capstan_router::Config>,
     pub catalog: Option<capstan_catalog::Config>,
+    pub swarm: Option<capstan_swarm::Config>,
+    pub l4lb: Option<capstan_l4lb::Config>,
     pub bootstrap: Option<capstan_install::bootstrap::Config>,
 }
 
@@ -34,6 +36,8 @@ impl Validate for NodeConfig {
             section("dns", &self.dns),
             section("router", &self.router),
             section("catalog", &self.catalog),
+            section("swarm", &self.swarm),
+            section("l4lb", &self.l4lb),
             section("bootstrap", &self.bootstrap),
         ]
         .concat()

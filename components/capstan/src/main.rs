@@ -67,6 +67,10 @@ enum DaemonCommand {
     Router(DaemonArgs),
     /// The Cosmos-compatible package catalog (Universe repositories, one-click installs).
     Catalog(DaemonArgs),
+    /// The Docker Engine API front end: the docker CLI runs containers on the cluster.
+    Swarm(DaemonArgs),
+    /// The layer-4 load balancer: named and IP virtual IPs (Minuteman / dcos-l4lb).
+    L4lb(DaemonArgs),
     /// The server masters run for joining nodes: install.sh, the CA, the package, joins.
     Bootstrap(DaemonArgs),
     /// Only the daemon lifecycle (config, logs, READY=1, wait for a signal); for tests.
@@ -85,6 +89,8 @@ fn main() -> ExitCode {
             DaemonCommand::Dns(args) => cmd::dns::run(&args),
             DaemonCommand::Router(args) => cmd::router::run(&args),
             DaemonCommand::Catalog(args) => cmd::catalog::run(&args),
+            DaemonCommand::Swarm(args) => cmd::swarm::run(&args),
+            DaemonCommand::L4lb(args) => cmd::l4lb::run(&args),
             DaemonCommand::Bootstrap(args) => cmd::bootstrap::run(&args),
             DaemonCommand::Idle(args) => cmd::idle::run(&args),
         },

@@ -167,7 +167,10 @@ fn daemons_live_under_daemon_and_coord_is_only_the_cli() {
 
 #[test]
 fn the_cluster_section_fills_every_daemon_section() {
-    let yaml = "cluster:\n  masters: [127.0.1.1, 127.0.1.2, 127.0.1.3]\n  advertise: 127.0.1.2\n";
+    // Several coord members authenticate each other: the one key a cluster section cannot
+    // default (the installer points it at the cluster CA's key).
+    let yaml = "cluster:\n  masters: [127.0.1.1, 127.0.1.2, 127.0.1.3]\n  advertise: 127.0.1.2\n\
+                coord:\n  peer_secret_file: /var/lib/capstan/pki/ca.key\n";
     for daemon in [
         "coord", "master", "apps", "dns", "agent", "router", "catalog",
     ] {

@@ -19,6 +19,9 @@ pub struct Config {
     /// Endpoints of the apps (Marathon) API, tried in order; any instance proxies to its
     /// leader.
     pub apps: Vec<String>,
+    /// Endpoints of the masters' HTTP API, tried in order: uninstall tears down the framework
+    /// an app labelled `DCOS_PACKAGE_FRAMEWORK_NAME` ran. Empty: no teardown.
+    pub masters: Vec<String>,
     /// How long a fetched remote repository is reused before it is fetched again, seconds.
     pub repository_cache_secs: u64,
 }
@@ -30,6 +33,7 @@ impl Default for Config {
             coord_endpoints: Vec::new(),
             coord_prefix: capstan_coord_client::keyspace::CATALOG.to_owned(),
             apps: vec!["127.0.0.1:8080".into()],
+            masters: Vec::new(),
             repository_cache_secs: 60,
         }
     }
@@ -68,6 +72,14 @@ impl Validate for Config {
             if !endpoint_ok(e) {
                 out.push(ConfigProblem::new(
                     format!("apps[{i}]"),
+                    "must be host:port or http://host:port",
+                ));
+            }
+        }
+        for (i, e) in self.masters.iter().enumerate() {
+            if !endpoint_ok(e) {
+                out.push(ConfigProblem::new(
+                    format!("masters[{i}]"),
                     "must be host:port or http://host:port",
                 ));
             }

@@ -56,6 +56,24 @@ pub enum CosmosError {
     Forbidden(String),
     #[error("Service [{0}] was not installed from a package")]
     ServiceNotFound(String),
+    #[error("The options of the current service were not stored")]
+    OptionsNotStored,
+    #[error("The new appId {new} must be equal to the old appId {old}")]
+    AppIdChanged { new: String, old: String },
+    /// Capstan's: open Cosmos refused every version change; the catalog allows the moves
+    /// the packages' `upgradesFrom`/`downgradesTo` name.
+    #[error(
+        "Package [{name}] version [{current}] cannot move to version [{requested}]: neither its downgradesTo nor the new version's upgradesFrom allows it"
+    )]
+    VersionChangeNotAllowed {
+        name: String,
+        current: String,
+        requested: String,
+        upgrades_to: Vec<String>,
+        downgrades_to: Vec<String>,
+    },
+    #[error("Multiple frameworks named [{name}] are registered: [{}]", ids.join(", "))]
+    MultipleFrameworkIds { name: String, ids: Vec<String> },
     #[error("{0}")]
     Internal(String),
 }
@@ -86,6 +104,10 @@ impl CosmosError {
             CosmosError::MalformedRequest(_) => "MalformedRequest",
             CosmosError::Forbidden(_) => "Forbidden",
             CosmosError::ServiceNotFound(_) => "ServiceNotFound",
+            CosmosError::OptionsNotStored => "OptionsNotStored",
+            CosmosError::AppIdChanged { .. } => "AppIdChanged",
+            CosmosError::VersionChangeNotAllowed { .. } => "VersionChangeNotAllowed",
+            CosmosError::MultipleFrameworkIds { .. } => "MultipleFrameworkIds",
             CosmosError::Internal(_) => "Internal",
         }
     }
@@ -119,6 +141,25 @@ impl CosmosError {
             CosmosError::MarathonBadResponse { errors, .. } => Some(json!({ "errors": errors })),
             CosmosError::RepositoryAlreadyPresent(name)
             | CosmosError::RepositoryNotPresent(name) => Some(json!({ "name": name })),
+            CosmosError::AppIdChanged { new, old } => {
+                Some(json!({"newAppId": new, "oldAppId": old}))
+            }
+            CosmosError::VersionChangeNotAllowed {
+                name,
+                current,
+                requested,
+                upgrades_to,
+                downgrades_to,
+            } => Some(json!({
+                "packageName": name,
+                "currentVersion": current,
+                "requestedVersion": requested,
+                "upgradesTo": upgrades_to,
+                "downgradesTo": downgrades_to,
+            })),
+            CosmosError::MultipleFrameworkIds { name, ids } => {
+                Some(json!({"frameworkName": name, "frameworkIds": ids}))
+            }
             _ => None,
         }
     }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::describe;
 use crate::error::CosmosError;
+use crate::frameworks::Masters;
 use crate::installed::{self, Apps};
 use crate::media::{self, media_type};
 use crate::render::render;
@@ -26,6 +27,7 @@ use crate::repos::Repos;
 pub struct AppState {
     pub repos: Repos,
     pub apps: Apps,
+    pub masters: Masters,
     pub http: reqwest::Client,
 }
 
@@ -47,6 +49,9 @@ pub fn router(state: Shared) -> Router {
         .route("/package/repository/delete", post(repo_delete))
         .route("/package/resource", get(resource))
         .route("/service/describe", post(service_describe))
+        .route("/service/update", post(service_update))
+        .route("/cosmos/service/describe", post(service_describe))
+        .route("/cosmos/service/update", post(service_update))
         .fallback(not_found)
         .with_state(state)
 }
@@ -314,7 +319,15 @@ async fn uninstall(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         let collection = s.repos.collection().await.ok();
         let mut results = Vec::new();
         for app in targets {
+            let framework = match app.definition.labels.get(crate::render::LABEL_FRAMEWORK_NAME) {
+                Some(name) if s.masters.configured() => s.masters.framework_named(name).await?,
+                _ => None,
+            };
             s.apps.delete(&app.definition.id).await?;
+            if let Some(fid) = framework {
+                s.masters.teardown(&fid).await?;
+                tracing::info!(framework = %fid, app = %app.definition.id, "Tore down the package's framework");
+            }
             let version = app
                 .definition
                 .labels
@@ -510,6 +523,71 @@ async fn service_describe(State(s): State<Shared>, headers: HeaderMap, body: Byt
                 "downgradesTo": down,
                 "resolvedOptions": resolved,
                 "userProvidedOptions": user,
+            }),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceUpdateRequest {
+    app_id: String,
+    #[serde(default)]
+    package_version: Option<String>,
+    #[serde(default)]
+    options: Option<Value>,
+    #[serde(default)]
+    replace: bool,
+    #[serde(default)]
+    package_name: Option<String>,
+}
+
+/// `POST /cosmos/service/update`: the app rendered again with new options and/or another
+/// version of its package (as `upgradesFrom`/`downgradesTo` allow) and put in its place.
+async fn service_update(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(async {
+        let (req, ct): (ServiceUpdateRequest, _) =
+            accept(&headers, &body, "service.update", &["v1"])?;
+        check_options(req.options.as_ref())?;
+        let id = PathId::parse(&req.app_id);
+        let apps = s.apps.installs().await?;
+        let app = apps
+            .iter()
+            .find(|a| a.definition.id == id)
+            .ok_or_else(|| CosmosError::ServiceNotFound(id.to_string()))?;
+        let labels = &app.definition.labels;
+        let installed: crate::universe::Package = installed::package_of(app)
+            .and_then(|p| serde_json::from_value(p).ok())
+            .ok_or_else(|| CosmosError::ServiceNotFound(id.to_string()))?;
+        if let Some(n) = req.package_name.as_deref().filter(|n| *n != installed.name) {
+            return Err(CosmosError::MalformedRequest(format!(
+                "Service [{id}] runs package [{}], not [{n}]",
+                installed.name
+            )));
+        }
+        let source = labels
+            .get(crate::render::LABEL_SOURCE)
+            .cloned()
+            .unwrap_or_default();
+        let stored = labels
+            .get(crate::render::LABEL_OPTIONS)
+            .and_then(|l| crate::render::decode_json_label(l));
+        let options =
+            crate::update::merge_options(stored.as_ref(), req.options.as_ref(), req.replace)?;
+        let c = s.repos.collection().await?;
+        let target =
+            crate::update::target(&c, &installed, &source, req.package_version.as_deref())?;
+        let (rendered, resolved) = crate::update::plan(target, &options, &id)?;
+        let deployment = s.apps.update(&rendered).await?;
+        tracing::info!(app = %id, package = %target.package.name, from = %installed.version,
+            to = %target.package.version, "Updated service");
+        Ok((
+            ct,
+            json!({
+                "package": target.package.to_json(),
+                "resolvedOptions": resolved,
+                "marathonDeploymentId": deployment,
             }),
         ))
     })

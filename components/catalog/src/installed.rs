@@ -112,6 +112,24 @@ impl Apps {
             .collect())
     }
 
+    /// Replaces the definition of `app["id"]` (forced over a deployment in progress, so an
+    /// install still starting can be fixed); the deployment's id.
+    pub async fn update(&self, app: &Value) -> Result<String, CosmosError> {
+        let def: AppDefinition =
+            serde_json::from_value(app.clone()).map_err(|e| CosmosError::MarathonBadResponse {
+                status: 422,
+                message: format!("the rendered app is not a Marathon app definition: {e}"),
+                errors: Vec::new(),
+            })?;
+        self.each(|c| {
+            let def = def.clone();
+            async move { c.update_app(&def, true).await }
+        })
+        .await
+        .map(|d| d.deployment_id)
+        .map_err(marathon_err)
+    }
+
     /// Deletes an app (forced, as Cosmos does).
     pub async fn delete(&self, id: &PathId) -> Result<(), CosmosError> {
         match self

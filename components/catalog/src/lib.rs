@@ -12,6 +12,7 @@ pub mod builtin;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod frameworks;
 pub mod http;
 pub mod installed;
 pub mod media;
@@ -19,7 +20,9 @@ pub mod mustache;
 pub mod render;
 pub mod repos;
 pub mod server;
+pub mod source;
 pub mod universe;
+pub mod update;
 
 pub use error::CosmosError;
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{Config, http_url};
+use crate::frameworks::Masters;
 use crate::http::{AppState, router};
 use crate::installed::Apps;
 use crate::repos::Repos;
@@ -103,14 +104,16 @@ impl Server {
             let client = capstan_coord_client::Client::new(endpoints).map_err(StartError::Coord)?;
             Repos::in_coord(client, &config.coord_prefix, ttl)
         };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap_or_default();
         let state = Arc::new(AppState {
             repos,
             apps: Apps::new(&config.apps),
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap_or_default(),
+            masters: Masters::new(&config.masters, http.clone()),
+            http,
         });
         let app = router(state);
         let shutdown = shutdown.child_token();

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use crate::peer::{PEER_TOKEN_HEADER, PeerToken};
 use crate::types::*;
 
 /// Timeouts of a [`Client`].
@@ -82,6 +83,8 @@ struct Inner {
     http: reqwest::Client,
     preferred: AtomicUsize,
     opts: ClientOptions,
+    /// Sent on every call: membership changes need it (see [`Client::with_peer_token`]).
+    peer_token: Option<PeerToken>,
 }
 
 enum Attempt<T> {
@@ -120,8 +123,11 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::Config("no endpoint given".into()));
         }
+        // Idle connections are dropped before coord's own idle limit (30 s by default) closes
+        // them, so a call never races the server closing the connection it reuses.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(1000))
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Client {
@@ -130,8 +136,23 @@ impl Client {
                 http,
                 preferred: AtomicUsize::new(0),
                 opts,
+                peer_token: None,
             }),
         })
+    }
+
+    /// This client, sending the cluster's peer token with every call: what membership changes
+    /// ([`Client::member_add`], [`Client::member_remove`]) need.
+    pub fn with_peer_token(self, token: PeerToken) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                endpoints: self.inner.endpoints.clone(),
+                http: self.inner.http.clone(),
+                preferred: AtomicUsize::new(self.inner.preferred.load(Ordering::Relaxed)),
+                opts: self.inner.opts.clone(),
+                peer_token: Some(token),
+            }),
+        }
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -332,7 +353,8 @@ impl Client {
         self.get_path("/v1/status").await
     }
 
-    /// Adds a member: it joins as a learner, catches up, then votes.
+    /// Adds a member: it joins as a learner, catches up, then votes. Needs the peer token
+    /// ([`Client::with_peer_token`]): anyone else gets `401`/`403`.
     pub async fn member_add(&self, id: u64, addr: &str) -> Result<MembersResponse, ClientError> {
         self.post(
             "/v1/members/add",
@@ -453,6 +475,9 @@ impl Client {
             .http
             .request(method, &url)
             .timeout(self.inner.opts.request_timeout);
+        if let Some(token) = &self.inner.peer_token {
+            req = req.header(PEER_TOKEN_HEADER, token.as_str());
+        }
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
         }

@@ -13,10 +13,12 @@
 mod client;
 mod election;
 pub mod keyspace;
+pub mod peer;
 pub mod types;
 
 pub use client::{Client, ClientError, ClientOptions, KeepAlive, Watcher};
 pub use election::{Election, LeaderInfo, LeaderObserver, Leadership};
+pub use peer::{PEER_TOKEN_HEADER, PeerSecretError, PeerToken};
 
 /// The failure detector's timing (see [`Election::with_liveness_probe`]).
 pub mod election_probe {

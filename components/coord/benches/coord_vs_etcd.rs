@@ -123,6 +123,7 @@ async fn start_coord(dir: &std::path::Path) -> (Vec<ServerHandle>, String) {
             id: i as u64 + 1,
             data_dir: dir.join(format!("coord-{}", i + 1)),
             members: members.clone(),
+            peer_secret: Some("the benchmark cluster's peer secret".into()),
             ..Config::default()
         };
         handles.push(Server::start_on(cfg, l, token.clone()).await.unwrap());

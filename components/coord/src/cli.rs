@@ -66,13 +66,40 @@ pub enum CliCommand {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum MemberCommand {
     /// Add member ID at ADDR (it catches up as a learner, then votes).
-    Add { id: u64, addr: String },
+    Add {
+        id: u64,
+        addr: String,
+        #[command(flatten)]
+        secret: PeerSecretArg,
+    },
     /// Remove member ID.
     Remove {
         id: u64,
         /// Ignored; accepted for symmetry with `add`.
         addr: Option<String>,
+        #[command(flatten)]
+        secret: PeerSecretArg,
     },
+}
+
+/// Membership changes need the cluster's peer secret (coord's `peer_secret_file`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerSecretArg {
+    /// The cluster's peer secret (0600); on an installed master, the cluster CA's key.
+    #[arg(
+        long,
+        default_value = "/var/lib/capstan/pki/ca.key",
+        env = "CAPSTAN_COORD_PEER_SECRET_FILE"
+    )]
+    pub peer_secret_file: PathBuf,
+}
+
+impl PeerSecretArg {
+    fn token(&self) -> anyhow::Result<capstan_coord_client::PeerToken> {
+        capstan_coord_client::PeerToken::from_file(&self.peer_secret_file).with_context(|| {
+            "membership changes need the cluster's peer secret (--peer-secret-file)".to_string()
+        })
+    }
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -203,11 +230,13 @@ pub async fn run_cli(
                 )?;
             }
         }
-        CliCommand::Member(MemberCommand::Add { id, addr }) => {
+        CliCommand::Member(MemberCommand::Add { id, addr, secret }) => {
+            let client = client.with_peer_token(secret.token()?);
             client.member_add(id, &addr).await?;
             writeln!(out, "Added member {id} at {addr}")?;
         }
-        CliCommand::Member(MemberCommand::Remove { id, .. }) => {
+        CliCommand::Member(MemberCommand::Remove { id, secret, .. }) => {
+            let client = client.with_peer_token(secret.token()?);
             client.member_remove(id).await?;
             writeln!(out, "Removed member {id}")?;
         }

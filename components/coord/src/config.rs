@@ -50,7 +50,37 @@ pub struct Config {
     /// Address rewrites applied when dialing peers (`"advertised" = "dialed"`): NAT, or fault
     /// injection proxies in tests.
     pub dial_overrides: BTreeMap<String, String>,
+    /// The cluster's shared secret, as a file (0600; an installed master uses the cluster
+    /// CA's key, `/var/lib/capstan/pki/ca.key`). Members send a token derived from it with
+    /// every raft RPC and membership change and refuse requests without it
+    /// (`capstan_coord_client::PeerToken`). Required when `members` names another member;
+    /// without one a member refuses every raft RPC and membership change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_secret_file: Option<PathBuf>,
+    /// The same secret inline (tests; a config file is usually world-readable, so prefer
+    /// `peer_secret_file`). At most one of the two.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_secret: Option<String>,
+    /// Largest `/raft/append` and `/raft/snapshot` body accepted, and the most a member sends
+    /// in one append (bigger ones are split). Every member should use the same value.
+    pub max_raft_body_bytes: usize,
+    /// Largest client request body (`/v1/...`); a forwarded write may be twice this.
+    pub max_client_body_bytes: usize,
+    /// Time a connection has to send a request's headers, counted from when the server
+    /// starts waiting for them: so also how long an idle kept-alive connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// Time a request has to send its whole body.
+    pub body_read_timeout_ms: u64,
+    /// Open connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Open connections served at once from one source address.
+    pub max_connections_per_ip: usize,
 }
+
+/// Smallest `max_raft_body_bytes`: a 3 MiB snapshot chunk is up to 13 MiB of JSON.
+pub const MIN_RAFT_BODY_BYTES: usize = 16 << 20;
+/// Smallest `max_client_body_bytes`: a 1 MiB value is about 1.4 MiB of base64.
+pub const MIN_CLIENT_BODY_BYTES: usize = 2 << 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -68,6 +98,14 @@ impl Default for Config {
             lease_check_interval_ms: 100,
             request_timeout_ms: 5_000,
             dial_overrides: BTreeMap::new(),
+            peer_secret_file: None,
+            peer_secret: None,
+            max_raft_body_bytes: 32 << 20,
+            max_client_body_bytes: 8 << 20,
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: 4096,
+            max_connections_per_ip: 1024,
         }
     }
 }
@@ -128,6 +166,52 @@ impl Config {
                 self.members.len()
             ));
         }
+        if self.peer_secret.is_some() && self.peer_secret_file.is_some() {
+            p.push("peer_secret: set peer_secret or peer_secret_file, not both".to_string());
+        }
+        if let Some(secret) = &self.peer_secret
+            && secret.trim().len() < capstan_coord_client::peer::MIN_PEER_SECRET_BYTES
+        {
+            p.push(format!(
+                "peer_secret: must be at least {} bytes",
+                capstan_coord_client::peer::MIN_PEER_SECRET_BYTES
+            ));
+        }
+        if self.peer_secret.is_none()
+            && self.peer_secret_file.is_none()
+            && self.members.iter().any(|m| m.id != self.id)
+        {
+            p.push(
+                "peer_secret_file: required for a cluster of more than one member (members \
+                 authenticate raft RPCs with it)"
+                    .to_string(),
+            );
+        }
+        if self.max_raft_body_bytes < MIN_RAFT_BODY_BYTES
+            || self.max_raft_body_bytes < 2 * self.max_client_body_bytes
+        {
+            p.push(format!(
+                "max_raft_body_bytes: must be at least {MIN_RAFT_BODY_BYTES} and twice \
+                 max_client_body_bytes"
+            ));
+        }
+        if self.max_client_body_bytes < MIN_CLIENT_BODY_BYTES {
+            p.push(format!(
+                "max_client_body_bytes: must be at least {MIN_CLIENT_BODY_BYTES}"
+            ));
+        }
+        if self.header_read_timeout_ms == 0 {
+            p.push("header_read_timeout_ms: must be > 0".to_string());
+        }
+        if self.body_read_timeout_ms == 0 {
+            p.push("body_read_timeout_ms: must be > 0".to_string());
+        }
+        if self.max_connections == 0 {
+            p.push("max_connections: must be > 0".to_string());
+        }
+        if self.max_connections_per_ip == 0 || self.max_connections_per_ip > self.max_connections {
+            p.push("max_connections_per_ip: must be > 0 and at most max_connections".to_string());
+        }
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();
         for (i, m) in self.members.iter().enumerate() {
@@ -178,6 +262,84 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_of_several_members_needs_a_peer_secret_of_one_kind() {
+        let members = |ids: &[u64]| {
+            ids.iter()
+                .map(|id| MemberConfig {
+                    id: *id,
+                    addr: format!("10.0.0.{id}:8181"),
+                })
+                .collect::<Vec<_>>()
+        };
+        let alone = Config {
+            members: members(&[1]),
+            ..Config::default()
+        };
+        alone.validate().unwrap();
+        let three = Config {
+            members: members(&[1, 2, 3]),
+            ..Config::default()
+        };
+        assert!(three.validate().is_err());
+        Config {
+            peer_secret_file: Some("/var/lib/capstan/pki/ca.key".into()),
+            ..three.clone()
+        }
+        .validate()
+        .unwrap();
+        let secret = "a secret of more than 16 bytes".to_string();
+        Config {
+            peer_secret: Some(secret.clone()),
+            ..three.clone()
+        }
+        .validate()
+        .unwrap();
+        let both = Config {
+            peer_secret: Some(secret),
+            peer_secret_file: Some("/x".into()),
+            ..three.clone()
+        };
+        assert!(
+            both.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not both")
+        );
+        let short = Config {
+            peer_secret: Some("short".into()),
+            ..three
+        };
+        assert!(
+            short
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("16 bytes")
+        );
+    }
+
+    #[test]
+    fn limits_must_leave_room_for_what_members_send() {
+        let c = Config {
+            max_raft_body_bytes: 1 << 20,
+            max_client_body_bytes: 1 << 10,
+            header_read_timeout_ms: 0,
+            max_connections: 10,
+            max_connections_per_ip: 11,
+            ..Config::default()
+        };
+        let text = c.validate().unwrap_err().to_string();
+        for want in [
+            "max_raft_body_bytes",
+            "max_client_body_bytes",
+            "header_read_timeout_ms",
+            "max_connections_per_ip",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let err = serde_json::from_str::<Config>(r#"{"id": 2, "bogus": 1}"#).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
@@ -204,6 +366,7 @@ mod tests {
         let text = err.to_string();
         for want in [
             "id: must be > 0",
+            "peer_secret_file: required",
             "heartbeat_interval_ms",
             "members: start with 1, 3 or 5",
             "duplicate id",

@@ -1,5 +1,10 @@
 //! The HTTP layer (thin): the client API (`/v1/...`), status endpoints and the raft RPCs
 //! between members (`/raft/...`), all on one port.
+//!
+//! Every `/raft/*` endpoint and the membership changes (`/v1/members/add`, `/remove`) are for
+//! members only: [`require_peer`] checks the peer token before anything reads the body, so
+//! an anonymous request is answered `401` (a wrong token `403`) and changes nothing. Every
+//! body is read against its limit ([`JsonBody`]) and within the body-read timeout.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -7,16 +12,17 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use capstan_coord_client::{
     AddMemberRequest, ApiError, DEFAULT_LIST_LIMIT, DeleteRequest, GetRequest, GetResponse,
     LEADER_HEADER, LeaseGrantRequest, LeaseIdRequest, LeaseKeepAliveResponse, ListRequest,
-    ListResponse, MAX_VALUE_BYTES, Member, MemberStatus, MembersResponse, PutRequest,
-    RemoveMemberRequest, StatusResponse, TxnOp, TxnRequest, WatchRequest, WatchResponse,
-    validate_key, validate_prefix,
+    ListResponse, MAX_VALUE_BYTES, Member, MemberStatus, MembersResponse, PEER_TOKEN_HEADER,
+    PutRequest, RemoveMemberRequest, StatusResponse, TxnOp, TxnRequest, WatchRequest,
+    WatchResponse, validate_key, validate_prefix,
 };
 use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
@@ -28,30 +34,39 @@ use tokio::sync::mpsc;
 
 use crate::metrics::{Op, RaftSample};
 use crate::node::{FORWARDED, Node, NodeError};
-use crate::raft::{
-    RAFT_APPEND_BODY_LIMIT, RAFT_SNAPSHOT_BODY_LIMIT, RAFT_VOTE_BODY_LIMIT, TypeConfig,
-};
+use crate::raft::{RAFT_VOTE_BODY_LIMIT, TypeConfig};
 use crate::sm::{Command, Outcome};
 use crate::snapshot::Backup;
 
-/// Client request bodies: 1 MiB of value is about 1.4 MiB of base64; leave room for
-/// transactions of several values.
-const CLIENT_BODY_LIMIT: usize = 8 << 20;
-/// A forwarded write is one client write re-encoded by the follower (the other `/raft/*`
-/// limits, and why they are what they are, are in `raft.rs`).
-const RAFT_WRITE_BODY_LIMIT: usize = 2 * CLIENT_BODY_LIMIT;
+/// Which limit a [`JsonBody`] is read against. Client bodies (`max_client_body_bytes`, 8 MiB
+/// by default): 1 MiB of value is about 1.4 MiB of base64, with room for transactions of
+/// several values.
+const CLIENT: u8 = 0;
+/// `/raft/append` and `/raft/snapshot`: `max_raft_body_bytes` (why it is what it is: `raft.rs`).
+const RAFT: u8 = 1;
+/// A forwarded write is one client write re-encoded by the follower: twice the client limit.
+const RAFT_WRITE: u8 = 2;
+/// Votes: [`RAFT_VOTE_BODY_LIMIT`].
+const VOTE: u8 = 3;
 /// Longest lease TTL `lease/grant` accepts: one hour. Leases mark liveness (Capstan's own
 /// are seconds); a longer one would keep a dead holder's keys for longer than anyone waits.
 pub(crate) use capstan_coord_client::MAX_LEASE_TTL_MS;
 
 pub(crate) fn router(node: Arc<Node>) -> Router {
     // Each handler's `JsonBody` reads at most its own limit; no other extractor reads bodies.
-    let raft = Router::new()
+    // Members only: the peer token is checked before any body is read.
+    let peers_only = Router::new()
         .route("/raft/append", post(raft_append))
         .route("/raft/vote", post(raft_vote))
         .route("/raft/snapshot", post(raft_snapshot))
         .route("/raft/write", post(raft_write))
-        .route("/raft/read-index", post(raft_read_index));
+        .route("/raft/read-index", post(raft_read_index))
+        .route("/v1/members/add", post(member_add))
+        .route("/v1/members/remove", post(member_remove))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            require_peer,
+        ));
     let api = Router::new()
         .route("/v1/kv/get", post(kv_get))
         .route("/v1/kv/list", post(kv_list))
@@ -63,15 +78,13 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/v1/lease/keepalive", post(lease_keep_alive))
         .route("/v1/lease/revoke", post(lease_revoke))
         .route("/v1/members", get(members))
-        .route("/v1/members/add", post(member_add))
-        .route("/v1/members/remove", post(member_remove))
         .route("/v1/status", get(status))
         .route("/v1/snapshot", get(snapshot))
         .route("/exhibitor/v1/cluster/status", get(exhibitor_status))
         .route("/health", get(health))
         .route("/metrics", get(metrics));
     Router::new()
-        .merge(raft)
+        .merge(peers_only)
         .merge(api)
         .fallback(|| async {
             HttpError::new(
@@ -80,6 +93,37 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
             )
         })
         .with_state(node)
+}
+
+/// Lets a request through only with the cluster's peer token: `401 unauthorized` without
+/// one, `403 forbidden` with another. Refusals are counted and logged at most every 10 s.
+async fn require_peer(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let presented = req.headers().get(PEER_TOKEN_HEADER);
+    let refusal = match presented {
+        None => HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            ApiError::new(
+                "unauthorized",
+                format!(
+                    "{} is for coord members only: send the cluster's peer token in {PEER_TOKEN_HEADER}",
+                    req.uri().path()
+                ),
+            ),
+        ),
+        Some(v) if node.peer_token.matches(v.as_bytes()) => return next.run(req).await,
+        Some(_) => HttpError::new(
+            StatusCode::FORBIDDEN,
+            ApiError::new("forbidden", "wrong coord peer token"),
+        ),
+    };
+    let from = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    node.metrics
+        .peer_refused(req.uri().path(), &from, presented.is_some());
+    refusal.into_response()
 }
 
 /// A JSON error answer.
@@ -124,17 +168,34 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// A JSON object body of at most `LIMIT` bytes; a bigger one is `413 too_large`, one that
-/// is not a JSON object of the expected shape `400 bad_request` naming the problem.
-pub(crate) struct JsonBody<T, const LIMIT: usize = CLIENT_BODY_LIMIT>(T);
+/// A JSON object body of at most the `KIND` limit; a bigger one is `413 too_large`, one that
+/// is not a JSON object of the expected shape `400 bad_request` naming the problem, one that
+/// does not arrive within the body-read timeout `408 timeout`.
+pub(crate) struct JsonBody<T, const KIND: u8 = CLIENT>(T);
 
-impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S>
-    for JsonBody<T, LIMIT>
-{
+impl<T: DeserializeOwned, const KIND: u8> FromRequest<Arc<Node>> for JsonBody<T, KIND> {
     type Rejection = HttpError;
 
-    async fn from_request(req: Request, _state: &S) -> Result<Self, HttpError> {
-        let bytes = read_body(req, LIMIT).await?;
+    async fn from_request(req: Request, node: &Arc<Node>) -> Result<Self, HttpError> {
+        let config = &node.config;
+        let limit = match KIND {
+            RAFT => config.max_raft_body_bytes,
+            RAFT_WRITE => config.max_client_body_bytes.saturating_mul(2),
+            VOTE => RAFT_VOTE_BODY_LIMIT,
+            _ => config.max_client_body_bytes,
+        };
+        let timeout = Duration::from_millis(config.body_read_timeout_ms);
+        let bytes = tokio::time::timeout(timeout, read_body(req, limit))
+            .await
+            .map_err(|_| {
+                HttpError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ApiError::new(
+                        "timeout",
+                        format!("the request body did not arrive within {timeout:?}"),
+                    ),
+                )
+            })??;
         // serde reads a struct from an array as well (`[]` is a txn with no operations).
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(HttpError::bad_request("request body must be a JSON object"));
@@ -862,31 +923,31 @@ async fn snapshot(State(node): State<Arc<Node>>) -> Response {
 
 async fn raft_append(
     State(node): State<Arc<Node>>,
-    JsonBody(req): JsonBody<AppendEntriesRequest<TypeConfig>, RAFT_APPEND_BODY_LIMIT>,
+    JsonBody(req): JsonBody<AppendEntriesRequest<TypeConfig>, RAFT>,
 ) -> Response {
     axum::Json(node.raft.append_entries(req).await).into_response()
 }
 
 async fn raft_vote(
     State(node): State<Arc<Node>>,
-    JsonBody(req): JsonBody<VoteRequest<u64>, RAFT_VOTE_BODY_LIMIT>,
+    JsonBody(req): JsonBody<VoteRequest<u64>, VOTE>,
 ) -> Response {
     axum::Json(node.raft.vote(req).await).into_response()
 }
 
 async fn raft_snapshot(
     State(node): State<Arc<Node>>,
-    JsonBody(req): JsonBody<InstallSnapshotRequest<TypeConfig>, RAFT_SNAPSHOT_BODY_LIMIT>,
+    JsonBody(req): JsonBody<InstallSnapshotRequest<TypeConfig>, RAFT>,
 ) -> Response {
     axum::Json(node.raft.install_snapshot(req).await).into_response()
 }
 
 /// A write forwarded by a follower: answered with the `CommandResult`, or an error whose code
 /// tells whether it was applied. It gets the client API's checks: the follower has made them,
-/// but anyone can reach this endpoint.
+/// but a member's token is all this endpoint asks for.
 async fn raft_write(
     State(node): State<Arc<Node>>,
-    JsonBody(cmd): JsonBody<Command, RAFT_WRITE_BODY_LIMIT>,
+    JsonBody(cmd): JsonBody<Command, RAFT_WRITE>,
 ) -> Response {
     if let Err(e) = check_command(&cmd) {
         return e.into_response();

@@ -6,6 +6,10 @@
 //! Key decisions:
 //! - Consensus is openraft 0.9 (storage-v2). Members talk raft over the same port as the
 //!   client API (`/raft/*`), so one address per member is all the configuration needs.
+//!   Members prove membership with a token derived from a shared secret (`peer_secret_file`)
+//!   on every raft RPC and membership change; anyone else gets 401/403 (`docs/SECURITY.md`).
+//!   The port serves HTTP/1 with body limits, a header-read (and idle) timeout and caps on
+//!   open connections (`serve.rs`).
 //! - Storage is redb: the log, the vote and snapshots are in one file whose write
 //!   transactions are fsynced before openraft is told they are done, so a write is
 //!   acknowledged only once a quorum has it on disk. redb gives crash-safe, checksummed
@@ -29,6 +33,7 @@ mod http;
 mod metrics;
 mod node;
 pub mod raft;
+mod serve;
 mod server;
 pub mod sm;
 pub mod snapshot;

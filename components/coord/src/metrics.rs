@@ -1,8 +1,10 @@
-//! Prometheus metrics: raft progress and per-operation request latencies.
+//! Prometheus metrics: raft progress, per-operation request latencies and refused peer
+//! requests (with a rate-limited log of them).
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Operations timed by the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,9 @@ struct Histogram {
 pub(crate) struct Metrics {
     pub leader_changes: AtomicU64,
     ops: [Histogram; OPS.len()],
+    /// Members-only requests refused for a missing or wrong peer token.
+    peer_refused: AtomicU64,
+    last_refusal_log: Mutex<Option<Instant>>,
 }
 
 /// Raft numbers sampled when rendering.
@@ -61,6 +66,25 @@ pub(crate) struct RaftSample {
 }
 
 impl Metrics {
+    /// Counts a members-only request refused for its peer token (`wrong`: one was sent);
+    /// logs it at most every 10 s, so a flood of them does not flood the log.
+    pub(crate) fn peer_refused(&self, path: &str, from: &str, wrong: bool) {
+        let n = self.peer_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut last) = self.last_refusal_log.lock() else {
+            return;
+        };
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                path,
+                from,
+                wrong_token = wrong,
+                refused_so_far = n,
+                "Refused a members-only request without the cluster's peer token"
+            );
+        }
+    }
+
     pub(crate) fn observe(&self, op: Op, elapsed: Duration, ok: bool) {
         let i = OPS.iter().position(|(o, _)| *o == op).unwrap_or(0);
         let h = &self.ops[i];
@@ -126,6 +150,11 @@ impl Metrics {
             out,
             "# HELP capstan_coord_leader_changes_total Leader changes seen by this member.\n# TYPE capstan_coord_leader_changes_total counter\ncapstan_coord_leader_changes_total {}",
             self.leader_changes.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP capstan_coord_peer_refused_total Members-only requests refused for a missing or wrong peer token.\n# TYPE capstan_coord_peer_refused_total counter\ncapstan_coord_peer_refused_total {}",
+            self.peer_refused.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -114,6 +114,8 @@ pub(crate) struct Node {
     pub batcher: Batcher,
     pub reads: Arc<ReadCoalescer>,
     pub shutdown: CancellationToken,
+    /// The token members-only requests must carry (and that `http` sends to peers).
+    pub peer_token: capstan_coord_client::PeerToken,
 }
 
 impl Node {

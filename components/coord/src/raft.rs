@@ -38,19 +38,24 @@ pub type NodeId = u64;
 // - a forwarded write (`/raft/write`) is one client write re-encoded: twice the client body
 //   limit;
 // - votes are a few hundred bytes.
-// Authentication of these RPCs is a separate matter (they are still anonymous).
+// The append and snapshot limit is coord's `max_raft_body_bytes` (32 MiB by default, at least
+// `config::MIN_RAFT_BODY_BYTES`). Every request carries the cluster's peer token
+// (`PEER_TOKEN_HEADER`, set on the member's HTTP client in `server.rs`); members refuse
+// requests without it before reading their bodies (`http.rs`).
 
 /// Bytes of snapshot data per `/raft/snapshot` request.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 3 << 20;
-/// Largest `/raft/snapshot` body accepted.
+/// Default largest `/raft/snapshot` body accepted.
 pub const RAFT_SNAPSHOT_BODY_LIMIT: usize = 32 << 20;
-/// Largest `/raft/append` body accepted (and sent: larger requests are split).
+/// Default largest `/raft/append` body accepted (and sent: larger requests are split).
 pub const RAFT_APPEND_BODY_LIMIT: usize = 32 << 20;
 /// Largest `/raft/vote` body accepted.
 pub const RAFT_VOTE_BODY_LIMIT: usize = 64 << 10;
 
 // A chunk encoded as JSON, plus 1 MiB for its metadata, fits the snapshot limit.
 const _: () = assert!((SNAPSHOT_CHUNK_BYTES as usize) * 4 + (1 << 20) <= RAFT_SNAPSHOT_BODY_LIMIT);
+const _: () =
+    assert!((SNAPSHOT_CHUNK_BYTES as usize) * 4 + (1 << 20) <= crate::config::MIN_RAFT_BODY_BYTES);
 
 openraft::declare_raft_types!(
     /// Raft types of the coord cluster.
@@ -89,15 +94,18 @@ impl Dialer {
 pub struct Network {
     http: reqwest::Client,
     dialer: Dialer,
+    /// Largest append sent in one request (the peers' `max_raft_body_bytes`).
+    max_append_bytes: usize,
     /// Last time an unreachable peer was logged, to log once in a while only.
     last_logged: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl Network {
-    pub fn new(http: reqwest::Client, dialer: Dialer) -> Network {
+    pub fn new(http: reqwest::Client, dialer: Dialer, max_append_bytes: usize) -> Network {
         Network {
             http,
             dialer,
+            max_append_bytes,
             last_logged: Arc::default(),
         }
     }
@@ -190,8 +198,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let body = encode(&rpc).map_err(|e| encode_error(&e))?;
-        if body.len() > RAFT_APPEND_BODY_LIMIT {
-            return Err(too_large_append(rpc.entries.len(), body.len()));
+        let limit = self.net.max_append_bytes;
+        if body.len() > limit {
+            return Err(too_large_append(rpc.entries.len(), body.len(), limit));
         }
         self.rpc("/raft/append", body, &option).await
     }
@@ -231,25 +240,26 @@ fn encode_error<E: std::error::Error>(
 }
 
 /// The answer to an AppendEntries request of `entries` entries whose body (`bytes`) is over
-/// [`RAFT_APPEND_BODY_LIMIT`]: openraft resends fewer. One entry alone cannot be that big
+/// `limit`: openraft resends fewer. One entry alone cannot be that big
 /// (see the limits above); if it were, it could never be sent, which is logged.
 fn too_large_append(
     entries: usize,
     bytes: usize,
+    limit: usize,
 ) -> RPCError<NodeId, BasicNode, RaftError<NodeId>> {
     if entries <= 1 {
         tracing::error!(
             bytes,
-            limit = RAFT_APPEND_BODY_LIMIT,
+            limit,
             "A raft log entry is larger than the append limit and cannot be replicated"
         );
         let e = std::io::Error::other(format!(
-            "one log entry of {bytes} bytes is over the append limit of {RAFT_APPEND_BODY_LIMIT}"
+            "one log entry of {bytes} bytes is over the append limit of {limit}"
         ));
         return RPCError::Network(NetworkError::new(&e));
     }
     // Entries that fit, assuming they are of similar size; at least one, at most half.
-    let fit = (entries as u128 * RAFT_APPEND_BODY_LIMIT as u128 / bytes as u128) as u64;
+    let fit = (entries as u128 * limit as u128 / bytes as u128) as u64;
     let hint = fit.clamp(1, (entries / 2) as u64);
     tracing::debug!(
         entries,
@@ -266,7 +276,7 @@ mod tests {
 
     #[test]
     fn an_append_over_the_limit_asks_openraft_for_fewer_entries() {
-        let hint = |entries, bytes| match too_large_append(entries, bytes) {
+        let hint = |entries, bytes| match too_large_append(entries, bytes, RAFT_APPEND_BODY_LIMIT) {
             RPCError::PayloadTooLarge(p) => Some(p.entries_hint()),
             _ => None,
         };
@@ -308,7 +318,11 @@ mod tests {
     #[tokio::test]
     async fn appends_of_more_than_the_limit_are_split_before_anything_is_sent() {
         // Nothing listens on the discard port: a request actually sent is `Unreachable`.
-        let net = Network::new(reqwest::Client::new(), Dialer::default());
+        let net = Network::new(
+            reqwest::Client::new(),
+            Dialer::default(),
+            RAFT_APPEND_BODY_LIMIT,
+        );
         let mut peer = PeerClient {
             target: 2,
             base: "http://127.0.0.1:9".into(),

@@ -17,7 +17,9 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::node::{Node, run_lease_keeper};
 use crate::raft::{Dialer, Network, NodeId, Raft};
+use crate::serve::ConnLimits;
 use crate::store::{self, LogStore, OpenError, StateMachineStore};
+use capstan_coord_client::{PEER_TOKEN_HEADER, PeerToken};
 
 /// Error starting the coord server.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum StartError {
     Storage(String),
     #[error("cannot start raft: {0}")]
     Raft(String),
+    #[error("cannot use the coord peer secret")]
+    PeerSecret(#[source] capstan_coord_client::PeerSecretError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -117,6 +121,7 @@ impl Server {
         shutdown: CancellationToken,
     ) -> Result<ServerHandle, StartError> {
         config.validate()?;
+        let peer_token = peer_token(&config)?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
@@ -143,13 +148,24 @@ impl Server {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        // Every request a member sends another (raft RPCs, forwarded writes, reads and
+        // membership changes) carries the peer token.
+        let mut peer_headers = reqwest::header::HeaderMap::new();
+        let token_value = reqwest::header::HeaderValue::from_str(peer_token.as_str())
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        peer_headers.insert(PEER_TOKEN_HEADER, token_value);
+        // Idle connections are dropped before a peer's header-read timeout (30 s by default)
+        // would close them under a request.
+        let idle = Duration::from_millis(config.header_read_timeout_ms / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(20));
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(idle)
+            .default_headers(peer_headers)
             .build()
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let dialer = Dialer::new(config.dial_overrides.clone());
-        let network = Network::new(http.clone(), dialer.clone());
+        let network = Network::new(http.clone(), dialer.clone(), config.max_raft_body_bytes);
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -172,15 +188,16 @@ impl Server {
             ),
             reads: crate::batch::ReadCoalescer::new(raft.clone()),
             shutdown: token.clone(),
+            peer_token,
         });
 
         let router = crate::http::router(node.clone());
-        let serve_token = token.clone();
-        let serve = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(serve_token.cancelled_owned())
-                .await
-        });
+        let limits = ConnLimits {
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+        };
+        let serve = tokio::spawn(crate::serve::serve(listener, router, limits, token.clone()));
         tracing::info!(id = config.id, addr = %local_addr, "Listening on {local_addr}");
 
         bootstrap(&raft, &config).await?;
@@ -210,6 +227,22 @@ impl Server {
             node,
         })
     }
+}
+
+/// The token members-only requests must carry: derived from the configured secret, or, with
+/// none (a one-member cluster), one nobody else knows, so no peer RPC is ever accepted.
+fn peer_token(config: &Config) -> Result<PeerToken, StartError> {
+    if let Some(path) = &config.peer_secret_file {
+        return PeerToken::from_file(path).map_err(StartError::PeerSecret);
+    }
+    if let Some(secret) = &config.peer_secret {
+        return PeerToken::derive(secret.as_bytes()).map_err(StartError::PeerSecret);
+    }
+    tracing::info!(
+        id = config.id,
+        "No peer secret configured: this member accepts no raft RPCs and no membership changes"
+    );
+    Ok(PeerToken::random())
 }
 
 /// Opens the database, waiting a little if a previous instance in this process is still

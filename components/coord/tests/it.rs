@@ -6,5 +6,6 @@ mod it {
     pub mod harness;
     pub mod limits;
     pub mod linearizability;
+    pub mod security;
     pub mod storage;
 }

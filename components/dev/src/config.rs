@@ -15,7 +15,8 @@ use crate::paths::{ClusterPaths, write_atomic};
 /// node's address) expanded by the same generator the installer uses
 /// ([`ClusterConfig::node_config`]), plus what only a dev cluster needs — data under the
 /// cluster's state directory, per-agent host-port slices, a label on every task container,
-/// a short master lease and DC/OS's DNS address sources. `cluster_label` is the `key=value`
+/// a short master lease, DC/OS's DNS address sources, and a loopback VIP range with the
+/// userspace data plane for l4lb (see [`l4lb_section`]). `cluster_label` is the `key=value`
 /// label every task container of this cluster carries, so `capstan dev down` finds them.
 pub fn node_config(
     node: &Node,
@@ -34,16 +35,25 @@ pub fn node_config(
         hostname: None,
     };
     let data = paths.node_data(&node.name);
+    let net = node.address.octets()[1];
     let overrides = match node.role {
         Role::Master => json!({
-            "coord": { "data_dir": data.join("coord") },
+            // Members authenticate raft RPCs with a token derived from the dev CA's key (0600),
+            // as an installed master's coord does from the cluster CA's.
+            "coord": { "data_dir": data.join("coord"), "peer_secret_file": paths.ca_key() },
             // Leases a little longer than the defaults (2 s): one loaded machine runs it all.
             // `cluster`: the name Mesos's state carries (`dcos cluster setup` reads it).
             "master": { "coord": { "lease_ttl": 3 } },
             "apps": { "leader_lease_ttl": 3 },
             // As DC/OS configures Mesos-DNS: the agent's address first, so A records and
             // SRV ports agree for tasks on bridge networks (the port is a host port).
-            "dns": { "ip_sources": ["host", "netinfo"] },
+            // Named VIPs in the same loopback range every node's l4lb uses.
+            "dns": {
+                "ip_sources": ["host", "netinfo"],
+                "l4lb_named_ipv4": l4lb_named_range(net),
+                "l4lb_named_ipv6": "",
+            },
+            "l4lb": l4lb_section(net),
             "router": router_section(node, paths),
         }),
         Role::Agent => json!({
@@ -52,6 +62,7 @@ pub fn node_config(
                 "resources": { "ports": agent_ports(node.address.octets()[1], node.index) },
                 "docker": { "extra_labels": { cluster_label.0: cluster_label.1 } },
             },
+            "l4lb": l4lb_section(net),
         }),
     };
     let overrides =
@@ -62,12 +73,15 @@ pub fn node_config(
     if let Some(doc) = config.as_object_mut() {
         let keep: &[&str] = match node.role {
             Role::Master if node.router => &[
-                "cluster", "coord", "master", "apps", "dns", "catalog", "router",
+                "cluster", "coord", "master", "apps", "dns", "l4lb", "catalog", "router",
             ],
-            Role::Master => &["cluster", "coord", "master", "apps", "dns"],
-            Role::Agent => &["cluster", "agent"],
+            Role::Master => &["cluster", "coord", "master", "apps", "dns", "l4lb"],
+            Role::Agent => &["cluster", "agent", "l4lb"],
         };
         doc.retain(|k, _| keep.contains(&k.as_str()));
+        if node.daemons().contains(&crate::layout::Daemon::Swarm) {
+            doc.insert("swarm".to_owned(), swarm_section(node, nodes));
+        }
     }
     config
 }
@@ -86,6 +100,42 @@ fn router_section(node: &Node, paths: &ClusterPaths) -> Value {
             "key": paths.node_key(&node.name),
             "ca": paths.ca_cert(),
         },
+    })
+}
+
+/// The named-VIP range of the cluster whose addresses are `127.<net>.*`: `127.<net>.128.0/17`,
+/// inside 127.0.0.0/8, so every VIP address is local by definition and a packet to one never
+/// leaves the machine, and outside the nodes' own `127.<net>.1.*`/`127.<net>.2.*`. IP VIPs in
+/// a dev cluster must be loopback addresses too (say `127.<net>.100.x`).
+pub fn l4lb_named_range(net: u8) -> String {
+    format!("127.{net}.128.0/17")
+}
+
+/// The l4lb section of every node: the userspace data plane (a dev cluster adds no
+/// interfaces, routes or nftables rules to the host), its listeners bound with
+/// `SO_REUSEPORT` because every node's l4lb shares the one network namespace and serves the
+/// same VIPs, and the cluster's loopback VIP range (no IPv6 named VIPs: they would not be
+/// local).
+fn l4lb_section(net: u8) -> Value {
+    json!({
+        "data_plane": "userspace",
+        "reuse_port": true,
+        "named_ipv4": l4lb_named_range(net),
+        "named_ipv6": "",
+    })
+}
+
+/// The swarm section (the Docker API, on the first master): Docker's port on the master's
+/// address, every master and coord member, and the cluster token required on every request.
+fn swarm_section(node: &Node, nodes: &[Node]) -> Value {
+    use crate::layout::Daemon;
+    let masters: Vec<&Node> = nodes.iter().filter(|n| n.role == Role::Master).collect();
+    json!({
+        "listen": node.http_addr(Daemon::Swarm).to_string(),
+        "masters": masters.iter().map(|m| m.http_addr(Daemon::Master).to_string()).collect::<Vec<_>>(),
+        "coord_endpoints": masters.iter().map(|m| m.http_addr(Daemon::Coord).to_string()).collect::<Vec<_>>(),
+        "hostname": node.address.to_string(),
+        "auth": { "required": true },
     })
 }
 
@@ -141,7 +191,15 @@ mod tests {
         let paths = ClusterPaths::new("/tmp/x");
         let m2 = node_config(&nodes[1], &nodes, &paths, ("k", "v"));
         assert_eq!(m2["coord"]["id"], 2);
+        // Only the first master runs swarm, for every master and with tokens required.
+        assert!(m2.get("swarm").is_none());
+        let m1 = node_config(&nodes[0], &nodes, &paths, ("k", "v"));
+        assert_eq!(m1["swarm"]["listen"], "127.0.1.1:2375");
+        assert_eq!(m1["swarm"]["masters"].as_array().unwrap().len(), 3);
+        assert_eq!(m1["swarm"]["coord_endpoints"][2], "127.0.1.3:8181");
+        assert_eq!(m1["swarm"]["auth"]["required"], true);
         assert_eq!(m2["coord"]["members"].as_array().unwrap().len(), 3);
+        assert_eq!(m2["coord"]["peer_secret_file"], "/tmp/x/tls/ca.key");
         assert_eq!(m2["master"]["listen"], "127.0.1.2:5050");
         assert_eq!(m2["router"]["http_listen"], "127.0.1.2:80");
         assert_eq!(m2["router"]["https_listen"], "127.0.1.2:443");
@@ -174,6 +232,12 @@ mod tests {
         assert!(a1.get("coord").is_none());
         assert!(a1.get("router").is_none());
         assert_eq!(a1["agent"]["resources"]["ports"], "[31000-31099]");
+        // Every node runs l4lb on its own address, with the dns's loopback VIP range.
+        assert_eq!(a1["l4lb"]["http_listen"], "127.0.2.1:62080");
+        assert_eq!(a1["l4lb"]["named_ipv4"], "127.0.128.0/17");
+        assert_eq!(a1["l4lb"]["data_plane"], "userspace");
+        assert_eq!(m2["l4lb"]["masters"][0], "127.0.1.1:5050");
+        assert_eq!(m2["dns"]["l4lb_named_ipv4"], m2["l4lb"]["named_ipv4"]);
         assert_eq!(agent_ports(0, 2), "[31100-31199]");
         assert_eq!(agent_ports(7, 2), "[21440-21479]");
         assert_eq!(agent_ports(54, 5), "[30960-30999]");

@@ -33,24 +33,45 @@ pub enum Daemon {
     /// The catalog (Cosmos): `/package/` behind the router.
     Catalog,
     Agent,
+    /// The layer-4 load balancer (VIPs), on every node.
+    L4lb,
+    /// The Docker Engine API front end, on the first master only (port 2375).
+    Swarm,
 }
 
 impl Daemon {
     /// Daemons of a master node, in start order (coord first: the others elect through it;
     /// the router last, once the cluster's identity is in coord).
-    pub const ON_MASTERS: [Daemon; 6] = [
+    pub const ON_MASTERS: [Daemon; 7] = [
         Daemon::Coord,
         Daemon::Master,
         Daemon::Apps,
         Daemon::Dns,
+        Daemon::L4lb,
         Daemon::Catalog,
         Daemon::Router,
     ];
+    /// The first master's daemons: a master's, then swarm (one Docker API per dev cluster).
+    pub const ON_FIRST_MASTER: [Daemon; 8] = [
+        Daemon::Coord,
+        Daemon::Master,
+        Daemon::Apps,
+        Daemon::Dns,
+        Daemon::L4lb,
+        Daemon::Catalog,
+        Daemon::Router,
+        Daemon::Swarm,
+    ];
     /// A master's daemons when the `capstan` binary has no router (see [`Node::router`]).
-    pub const ON_MASTERS_WITHOUT_ROUTER: [Daemon; 4] =
-        [Daemon::Coord, Daemon::Master, Daemon::Apps, Daemon::Dns];
+    pub const ON_MASTERS_WITHOUT_ROUTER: [Daemon; 5] = [
+        Daemon::Coord,
+        Daemon::Master,
+        Daemon::Apps,
+        Daemon::Dns,
+        Daemon::L4lb,
+    ];
     /// Daemons of an agent node.
-    pub const ON_AGENTS: [Daemon; 1] = [Daemon::Agent];
+    pub const ON_AGENTS: [Daemon; 2] = [Daemon::Agent, Daemon::L4lb];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -61,6 +82,8 @@ impl Daemon {
             Daemon::Router => "router",
             Daemon::Catalog => "catalog",
             Daemon::Agent => "agent",
+            Daemon::L4lb => "l4lb",
+            Daemon::Swarm => "swarm",
         }
     }
 
@@ -74,6 +97,8 @@ impl Daemon {
             Daemon::Router => ROUTER_HTTP_PORT,
             Daemon::Catalog => CATALOG_PORT,
             Daemon::Agent => 5051,
+            Daemon::L4lb => L4LB_PORT,
+            Daemon::Swarm => SWARM_PORT,
         }
     }
 
@@ -88,6 +113,9 @@ impl Daemon {
             Daemon::Router => "/dcos-metadata/dcos-version.json",
             Daemon::Catalog => "/capabilities",
             Daemon::Agent => "/health",
+            Daemon::L4lb => "/health",
+            // Open (no token), unlike every Docker API path.
+            Daemon::Swarm => "/_capstan/health",
         }
     }
 }
@@ -104,6 +132,10 @@ pub const DNS_PORT: u16 = 53;
 pub const ROUTER_HTTP_PORT: u16 = 80;
 /// The catalog's port on each master.
 pub const CATALOG_PORT: u16 = 7070;
+/// The load balancer's API and metrics port on every node (dcos-net's).
+pub const L4LB_PORT: u16 = 62080;
+/// The Docker API (swarm) on the first master: Docker's plain-TCP port.
+pub const SWARM_PORT: u16 = 2375;
 /// The router's HTTPS port on each master.
 pub const ROUTER_HTTPS_PORT: u16 = 443;
 
@@ -129,6 +161,7 @@ fn yes() -> bool {
 impl Node {
     pub fn daemons(&self) -> &'static [Daemon] {
         match self.role {
+            Role::Master if self.router && self.index == 1 => &Daemon::ON_FIRST_MASTER,
             Role::Master if self.router => &Daemon::ON_MASTERS,
             Role::Master => &Daemon::ON_MASTERS_WITHOUT_ROUTER,
             Role::Agent => &Daemon::ON_AGENTS,
@@ -225,7 +258,13 @@ mod tests {
                 ("agent-2", "127.0.2.2".to_owned())
             ]
         );
-        assert_eq!(nodes[0].daemons(), Daemon::ON_MASTERS);
+        // The first master also runs swarm, after every other master daemon.
+        assert_eq!(nodes[0].daemons(), Daemon::ON_FIRST_MASTER);
+        assert_eq!(Daemon::ON_FIRST_MASTER[..7], Daemon::ON_MASTERS);
+        assert_eq!(
+            nodes[0].http_addr(Daemon::Swarm).to_string(),
+            "127.0.1.1:2375"
+        );
         assert_eq!(
             nodes[1].http_addr(Daemon::Agent).to_string(),
             "127.0.2.1:5051"

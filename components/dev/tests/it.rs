@@ -5,8 +5,12 @@
 
 #[path = "it/catalog.rs"]
 mod catalog;
+#[path = "it/l4lb.rs"]
+mod l4lb;
 #[path = "it/router.rs"]
 mod router;
+#[path = "it/swarm.rs"]
+mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -129,10 +129,9 @@ impl Default for Config {
     }
 }
 
-/// Default [`Config::l4lb_named_ipv4`], DC/OS's.
-pub const DEFAULT_NAMED_IPV4: &str = "11.0.0.0-11.255.255.254";
-/// Default [`Config::l4lb_named_ipv6`], DC/OS's.
-pub const DEFAULT_NAMED_IPV6: &str = "fd01:c::/64";
+/// Defaults of [`Config::l4lb_named_ipv4`] and [`Config::l4lb_named_ipv6`], DC/OS's (shared
+/// with `l4lb`, which must use the same ranges).
+pub use capstan_types::vip::{DEFAULT_NAMED_IPV4, DEFAULT_NAMED_IPV6};
 
 /// Default negative-caching TTL (see [`Config::soa_minttl`]).
 pub const DEFAULT_SOA_MINTTL: u32 = 5;

@@ -69,10 +69,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Most extra already-received events folded into one record update.
 const MAX_BATCH_EVENTS: usize = 4096;
 /// How long the records of agents a new master has not heard from yet are kept after a
-/// resync. A live agent re-registers within its ping interval and reconnect backoff (the
-/// master's agent timeout is 15 s by default); one that is not back within a minute is
-/// treated as gone, about as long as its records' TTL keeps them in caches anyway.
-pub const HOLD_OVER_MAX: Duration = Duration::from_secs(60);
+/// resync (the model's, shared with `l4lb`).
+pub use capstan_mesos_client::model::HOLD_OVER_MAX;
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(

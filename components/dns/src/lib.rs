@@ -27,7 +27,8 @@ pub mod follower;
 pub mod forward;
 pub mod http;
 pub mod labels;
-pub mod model;
+/// The cluster-state model, shared with `l4lb` through the master-stream client crate.
+pub use capstan_mesos_client::model;
 pub mod records;
 pub mod resolve;
 pub mod server;

@@ -39,6 +39,7 @@ pub fn units(role: Role) -> &'static [&'static str] {
             "capstan-dns.service",
             "capstan-bootstrap.service",
             "capstan-router.service",
+            "capstan-catalog.service",
             "capstan-master.target",
         ],
         Role::Agent => &["capstan-agent.service", "capstan-agent.target"],

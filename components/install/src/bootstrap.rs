@@ -210,7 +210,15 @@ impl Server {
             cert_pem: read(layout.ca_cert())?,
             key_pem: read(layout.ca_key())?,
         });
-        let coord = capstan_coord_client::Client::new(config.coord_endpoints.iter())?;
+        // Adding a joining master to coord is a membership change: it needs the peer token,
+        // derived from the CA key as every master's coord derives it.
+        let peer_token = capstan_coord_client::PeerToken::derive(ca.0.key_pem.as_bytes())
+            .map_err(|_| StartError::Read {
+                path: layout.ca_key(),
+                source: std::io::Error::other("the CA key is too short to be a key"),
+            })?;
+        let coord = capstan_coord_client::Client::new(config.coord_endpoints.iter())?
+            .with_peer_token(peer_token);
         let shared = Arc::new(Shared {
             cluster,
             layout,

@@ -42,9 +42,18 @@ pub fn render_node_config(cluster: &ClusterConfig, role: Role, joining: bool) ->
     let mut log = Mapping::new();
     log.insert("level".into(), "info".into());
     doc.insert("log".into(), Value::Mapping(log));
-    if role == Role::Master && joining {
+    if role == Role::Master {
         let mut coord = Mapping::new();
-        coord.insert("members".into(), Value::Sequence(Vec::new()));
+        // coord members authenticate each other with a token derived from the cluster CA's
+        // key, which every master holds (0600).
+        let ca_key = Layout::default().ca_key();
+        coord.insert(
+            "peer_secret_file".into(),
+            ca_key.to_string_lossy().into_owned().into(),
+        );
+        if joining {
+            coord.insert("members".into(), Value::Sequence(Vec::new()));
+        }
         doc.insert("coord".into(), Value::Mapping(coord));
     }
     let body = serde_yaml_ng::to_string(&Value::Mapping(doc)).unwrap_or_default();
@@ -77,6 +86,11 @@ mod tests {
             let mut doc: Value = serde_yaml_ng::from_str(&text).unwrap();
             capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
             assert_eq!(doc["coord"]["id"], Value::from(2), "{text}");
+            assert_eq!(
+                doc["coord"]["peer_secret_file"],
+                Value::from("/var/lib/capstan/pki/ca.key"),
+                "{text}"
+            );
             let members = doc["coord"]["members"].as_sequence().unwrap();
             assert_eq!(
                 members.is_empty(),

@@ -30,6 +30,9 @@ pub struct Config {
     /// The operator API (`/v1/vips`), dcos-net's port.
     pub http_listen: SocketAddr,
     pub data_plane: DataPlane,
+    /// Userspace mode: bind VIP listeners with `SO_REUSEPORT`, so the l4lb processes of
+    /// several nodes sharing one network namespace (`capstan dev`) serve the VIPs together.
+    pub reuse_port: bool,
     /// IPv4 named-VIP range, `first-last` or `addr/prefix` (DC/OS `11.0.0.0-11.255.255.254`).
     pub named_ipv4: String,
     /// IPv6 named-VIP range (DC/OS `fd01:c::/64`); empty: none.
@@ -51,8 +54,9 @@ impl Default for Config {
             masters: vec!["127.0.0.1:5050".into()],
             http_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 62080),
             data_plane: DataPlane::Userspace,
-            named_ipv4: capstan_dns::config::DEFAULT_NAMED_IPV4.into(),
-            named_ipv6: capstan_dns::config::DEFAULT_NAMED_IPV6.into(),
+            reuse_port: false,
+            named_ipv4: capstan_types::vip::DEFAULT_NAMED_IPV4.into(),
+            named_ipv6: capstan_types::vip::DEFAULT_NAMED_IPV6.into(),
             backend_connect_timeout: Duration::from_secs(2),
             master_timeout: Duration::from_secs(10),
             missed_heartbeats: 5,

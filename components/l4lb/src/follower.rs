@@ -2,17 +2,17 @@
 //! after every batch of events: no polling, no gossip, and a change reaches the data plane as
 //! soon as the master reports it.
 //!
-//! The model and the event application are `dns`'s ([`capstan_dns::model::ClusterState`]), so
-//! both daemons see the same tasks; the table is the shared pure function of it. Every
+//! The model and the event application are the shared ones `dns` uses too
+//! ([`capstan_mesos_client::model::ClusterState`]), so both daemons see the same tasks; the table is the shared pure function of it. Every
 //! `SUBSCRIBED` (first connect, or after a stream gap) replaces the model wholesale: a full
 //! reconcile. While no master answers the last table stays in service. Agents a newly elected
 //! master lists as recovering keep their backends for at most
-//! [`capstan_dns::follower::HOLD_OVER_MAX`], as in `dns`.
+//! [`HOLD_OVER_MAX`], as in `dns`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan_dns::model::ClusterState;
+use capstan_mesos_client::model::{ClusterState, HOLD_OVER_MAX};
 use capstan_mesos_client::{MasterClient, OperatorEvents, SessionEnd, reconnect};
 use capstan_proto::mesos::v1::master::event::Type as EventType;
 use capstan_types::vip::{VipConfig, VipTable};
@@ -21,6 +21,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
 
 /// Settings of the follower.
 #[derive(Debug, Clone)]
@@ -46,11 +48,13 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Most already-received events folded into one table update.
 const MAX_BATCH_EVENTS: usize = 4096;
 
-/// Runs until `shutdown` is cancelled, sending every changed table to `table`.
+/// Runs until `shutdown` is cancelled, sending every changed table to `table` (and telling
+/// `metrics` when the events behind each change arrived).
 pub async fn run(
     cfg: FollowerConfig,
     table: watch::Sender<Arc<VipTable>>,
     status: watch::Sender<FollowStatus>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut client = match MasterClient::for_masters(&cfg.masters, |c| {
@@ -88,12 +92,13 @@ pub async fn run(
                     hold_until = None;
                     if state.release_held() {
                         warn!("Agents did not re-register with the new master; dropping their backends");
-                        publish(&state, &cfg.vip, &table, &status);
+                        publish(&state, &cfg.vip, &table, &status, &metrics, Instant::now());
                     }
                     continue;
                 }
                 _ = shutdown.cancelled() => return SessionEnd::Stop,
             };
+            let received = Instant::now();
             let mut next = match first {
                 Ok(Some(e)) => Some(e),
                 Ok(None) => {
@@ -126,10 +131,10 @@ pub async fn run(
             if state.held.is_empty() {
                 hold_until = None;
             } else if hold_until.is_none() {
-                hold_until = Some(Instant::now() + capstan_dns::follower::HOLD_OVER_MAX);
+                hold_until = Some(Instant::now() + HOLD_OVER_MAX);
             }
             if dirty {
-                publish(&state, &cfg.vip, &table, &status);
+                publish(&state, &cfg.vip, &table, &status, &metrics, received);
             }
             if failed {
                 break;
@@ -141,27 +146,26 @@ pub async fn run(
     .await;
 }
 
-/// Recomputes the table and sends it if it changed.
+/// Recomputes the table and sends it if it changed; `received` is when the change arrived.
 fn publish(
     state: &ClusterState,
     vip: &VipConfig,
     table: &watch::Sender<Arc<VipTable>>,
     status: &watch::Sender<FollowStatus>,
+    metrics: &Metrics,
+    received: Instant,
 ) {
     let started = Instant::now();
     let new = state.vip_table(vip);
-    let changed = table.send_if_modified(|t| {
-        if **t == new {
-            false
-        } else {
-            *t = Arc::new(new);
-            true
-        }
-    });
-    if changed {
-        status.send_modify(|s| s.table_updates += 1);
-        debug!(took = ?started.elapsed(), "VIP table updated");
+    // This task is the only sender: the comparison cannot race another update.
+    if **table.borrow() == new {
+        return;
     }
+    // Marked before the send, so the data plane never applies a change it was not told of.
+    metrics.table_changed(received);
+    table.send_replace(Arc::new(new));
+    status.send_modify(|s| s.table_updates += 1);
+    debug!(took = ?started.elapsed(), "VIP table updated");
 }
 
 async fn sleep_until_some(deadline: Option<Instant>) {

@@ -5,7 +5,8 @@
 //! [`capstan_types::vip::VipTable::build`] after every batch of events, so `dns` and every
 //! node's `l4lb` agree on names, addresses and backends without publishing to each other.
 //! The table is a `watch` value; the data plane ([`proxy`], the userspace mode) and the
-//! operator API ([`http`], `GET /v1/vips` as dcos-net) read it.
+//! operator API ([`http`], `GET /v1/vips` as dcos-net, and [`metrics`]) read it. The model
+//! is the shared one in `capstan_mesos_client::model` (daemons never depend on each other).
 //!
 //! Key decision: the table is the only interface between control and data plane, so the
 //! nftables mode (a later step) plugs in as a second reader of the same value.
@@ -15,6 +16,9 @@
 pub mod config;
 pub mod follower;
 pub mod http;
+pub mod netdev;
+pub mod nft;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 

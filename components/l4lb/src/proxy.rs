@@ -7,7 +7,10 @@
 //! a backend that became unhealthy or was removed drains. A VIP without a serving backend
 //! accepts and closes at once, so clients fail fast instead of hanging. UDP VIPs are not
 //! served in this mode. The VIP addresses must be local (made so by the operator or the later
-//! nftables/dummy-interface step); tests use 127.0.0.0/8.
+//! nftables/dummy-interface step); tests use 127.0.0.0/8. With [`Proxy::with_reuse_port`]
+//! the listeners are bound with `SO_REUSEPORT`, so several l4lb processes sharing one network
+//! namespace (the nodes of a `capstan dev` cluster) serve the same VIPs together, the kernel
+//! spreading new connections over them, and any one of them going away leaves the VIP served.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use capstan_types::Chain;
 use capstan_types::vip::{Backend, Protocol};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -44,6 +47,7 @@ struct Listener {
 pub struct Proxy {
     listeners: HashMap<SocketAddr, Listener>,
     connect_timeout: Duration,
+    reuse_port: bool,
     shutdown: CancellationToken,
     stats: Arc<ProxyStats>,
 }
@@ -63,9 +67,16 @@ impl Proxy {
         Proxy {
             listeners: HashMap::new(),
             connect_timeout,
+            reuse_port: false,
             shutdown,
             stats: Arc::default(),
         }
+    }
+
+    /// Binds VIP listeners with `SO_REUSEPORT` (see the module docs).
+    pub fn with_reuse_port(mut self, reuse_port: bool) -> Proxy {
+        self.reuse_port = reuse_port;
+        self
     }
 
     pub fn stats(&self) -> Arc<ProxyStats> {
@@ -112,7 +123,7 @@ impl Proxy {
                 });
                 continue;
             }
-            match TcpListener::bind(addr).await {
+            match bind(addr, self.reuse_port) {
                 Ok(listener) => {
                     info!(vip = %addr, backends = backends.len(), "Listening on VIP");
                     let (tx, rx) = watch::channel(backends);
@@ -140,6 +151,21 @@ impl Drop for Proxy {
             l.stop.cancel();
         }
     }
+}
+
+/// Binds a VIP listener (address reuse as `TcpListener::bind`, plus `SO_REUSEPORT` on request).
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn accept_loop(

@@ -1,5 +1,5 @@
 //! The I/O shell: validates the config, serves the operator API, runs the stream follower and
-//! applies every new table to the data plane.
+//! applies every new table to the data plane, counting each application in [`Metrics`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +11,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::{Config, DataPlane};
 use crate::follower::{self, FollowStatus, FollowerConfig};
+use crate::http::ApiState;
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyStats};
 
 /// Why the daemon could not start.
@@ -39,6 +41,7 @@ pub struct ServerHandle {
     table: watch::Receiver<Arc<VipTable>>,
     status: watch::Receiver<FollowStatus>,
     stats: Option<Arc<ProxyStats>>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -62,10 +65,20 @@ impl ServerHandle {
         self.stats.clone()
     }
 
-    /// Stops everything and waits for it.
-    pub async fn shutdown(mut self) {
-        self.shutdown.cancel();
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Waits until the daemon stopped (only a cancelled shutdown token stops it).
+    pub async fn wait(mut self) -> capstan_runtime::Exit {
         while self.tasks.join_next().await.is_some() {}
+        capstan_runtime::Exit::Requested
+    }
+
+    /// Stops everything and waits for it.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
     }
 }
 
@@ -94,7 +107,18 @@ impl Server {
             addr: config.http_listen,
             source,
         })?;
-        let app = crate::http::router(table.clone());
+        let metrics = Arc::new(Metrics::default());
+        let proxy = (config.data_plane == DataPlane::Userspace).then(|| {
+            Proxy::new(config.backend_connect_timeout, shutdown.clone())
+                .with_reuse_port(config.reuse_port)
+        });
+        let stats = proxy.as_ref().map(Proxy::stats);
+        let app = crate::http::router(ApiState {
+            table: table.clone(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+            proxy: stats.clone(),
+        });
         let stop = shutdown.clone();
         tasks.spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
@@ -103,18 +127,18 @@ impl Server {
             }
         });
 
-        let mut stats = None;
-        if config.data_plane == DataPlane::Userspace {
-            let mut proxy = Proxy::new(config.backend_connect_timeout, shutdown.clone());
-            stats = Some(proxy.stats());
+        if let Some(mut proxy) = proxy {
             let mut rx = table.clone();
             let stop = shutdown.clone();
+            let metrics = metrics.clone();
             tasks.spawn(async move {
                 loop {
                     let t = rx.borrow_and_update().clone();
-                    for e in proxy.apply(&t.listeners()).await {
-                        warn!(error = %Chain(&e), "VIP not served (is its address local?)");
+                    let errors = proxy.apply(&t.listeners()).await;
+                    for e in &errors {
+                        warn!(error = %Chain(e), "VIP not served (is its address local?)");
                     }
+                    metrics.rules_applied(proxy.addresses().len(), errors.len());
                     tokio::select! {
                         r = rx.changed() => if r.is_err() { return },
                         _ = stop.cancelled() => return,
@@ -130,12 +154,20 @@ impl Server {
             backoff_max: config.reconnect_backoff_max,
             vip: config.vip_config(),
         };
-        tasks.spawn(follower::run(fcfg, table_tx, status_tx, shutdown.clone()));
+        tasks.spawn(follower::run(
+            fcfg,
+            table_tx,
+            status_tx,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        info!(http = %http_addr, data_plane = ?config.data_plane, "Listening");
         Ok(ServerHandle {
             http_addr,
             table,
             status,
             stats,
+            metrics,
             shutdown,
             tasks,
         })

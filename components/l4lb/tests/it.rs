@@ -26,6 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// The kernel data plane (nftables) in network namespaces of its own.
+mod nft;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A loopback address unlikely to be used by another test run: 127.<a>.<b>.<c>.

@@ -46,7 +46,8 @@ pub struct Config {
     pub bootstrap: Option<String>,
     /// Certificate, key and CA files of the HTTPS listener (reloaded when they change).
     pub tls: Option<TlsFiles>,
-    /// The web console's static files; unset: a small placeholder page.
+    /// A directory of console files that replaces the built-in console (`capstan-ui`); unset:
+    /// the console built into the binary.
     pub ui_dir: Option<PathBuf>,
     /// Lifetime of the tokens `POST /acs/api/v1/auth/login` issues, seconds.
     pub token_ttl_secs: u64,

@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::path::{Component, Path};
 
-use http::{Method, header};
+use http::{HeaderMap, Method, header};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -35,8 +35,6 @@ pub const UNITS: [(&str, &str); 5] = [
     ("capstan-dns.service", "Capstan DNS (Mesos-DNS API)"),
     ("capstan-router.service", "Capstan router (Admin Router)"),
 ];
-
-const PLACEHOLDER: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Capstan</title></head>\n<body><h1>Capstan</h1><p>The web console is not installed on this master. The APIs are served here: use the <code>dcos</code> CLI with this address.</p></body></html>\n";
 
 fn no_cache(r: Reply) -> Reply {
     r.with(header::CACHE_CONTROL, "no-cache, no-store, must-revalidate")
@@ -149,11 +147,29 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
+/// The console built into the binary (`capstan_ui`): `rel` (`""` is `index.html`) with its
+/// type, ETag (304 for a matching `If-None-Match`), `Cache-Control` and gzip when accepted; 404
+/// for an unknown file.
+pub fn console(rel: &str, headers: &HeaderMap) -> Reply {
+    let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    let r = capstan_ui::serve(rel, h(header::IF_NONE_MATCH), h(header::ACCEPT_ENCODING));
+    Reply {
+        status: r.status.as_u16(),
+        headers: r
+            .headers
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.to_str().ok()?.to_owned())))
+            .collect(),
+        body: bytes::Bytes::from_static(r.body),
+    }
+}
+
 /// A console file: `rel` under `ui_dir`, `index.html` for the root and for anything missing
-/// (the console routes in the browser); never a path outside `ui_dir`.
+/// (the console routes in the browser); never a path outside `ui_dir`. Without `ui_dir`, the
+/// built-in console.
 async fn ui(rel: &str, config: &Config) -> Reply {
     let Some(dir) = &config.ui_dir else {
-        return Reply::new(200, "text/html; charset=utf-8", PLACEHOLDER);
+        return console(rel, &HeaderMap::new());
     };
     let rel = rel.split('?').next().unwrap_or("");
     let rel = Path::new(rel.trim_start_matches('/'));

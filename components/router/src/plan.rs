@@ -217,6 +217,11 @@ impl Planner {
                         cookie_token,
                     }));
                 }
+                if let Local::Ui(rel) = &what
+                    && self.config.ui_dir.is_none()
+                {
+                    return Plan::Reply(local::console(rel, req.headers));
+                }
                 Plan::Reply(local::answer(&what, req.method, &self.config, &self.state).await)
             }
             Route::Proxy(p) => {

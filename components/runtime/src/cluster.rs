@@ -42,6 +42,8 @@ pub mod ports {
     pub const ROUTER_HTTPS: u16 = 443;
     /// The catalog (Cosmos), on every master behind the router.
     pub const CATALOG: u16 = 7070;
+    /// The layer-4 load balancer's API and metrics, on every node (dcos-net's port).
+    pub const L4LB: u16 = 62080;
     /// Where the bootstrap server listens: only the router on the same master reaches it.
     pub const BOOTSTRAP_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
 }
@@ -151,6 +153,10 @@ impl ClusterConfig {
                 "http_listen": Self::bootstrap_addr().to_string(),
                 "coord_endpoints": self.endpoints(ports::COORD),
             },
+            "l4lb": {
+                "http_listen": self.at(ports::L4LB),
+                "masters": self.endpoints(ports::MASTER),
+            },
             "agent": {
                 "listen": self.at(ports::AGENT),
                 "advertise_ip": self.advertise.to_string(),
@@ -180,12 +186,15 @@ impl ClusterConfig {
                 "masters": self.endpoints(ports::MASTER),
                 "apps": self.endpoints(ports::APPS),
                 "dns_http": self.at(ports::DNS_HTTP),
+                // This master's catalog (capstan-catalog.service), as dev runs it too.
+                "catalog": self.at(ports::CATALOG),
                 "bootstrap": Self::bootstrap_addr().to_string(),
             });
             doc["catalog"] = serde_json::json!({
                 "listen": self.at(ports::CATALOG),
                 "coord_endpoints": self.endpoints(ports::COORD),
                 "apps": [self.at(ports::APPS)],
+                "masters": self.endpoints(ports::MASTER),
             });
         }
         serde_yaml_ng::to_value(doc).unwrap_or(Value::Null)
@@ -294,8 +303,8 @@ mod tests {
         assert_eq!(d["router"]["public_ip"], Value::from("10.0.0.2"));
         assert_eq!(d["router"]["masters"][1], Value::from("10.0.0.2:5050"));
         assert_eq!(d["router"]["dns_http"], Value::from("10.0.0.2:8123"));
-        // No packaged catalog unit yet: the router names it only where one runs (dev).
-        assert!(d["router"].get("catalog").is_none());
+        // Every master runs its catalog (capstan-catalog.service); the router proxies to it.
+        assert_eq!(d["router"]["catalog"], Value::from("10.0.0.2:7070"));
         assert_eq!(d["catalog"]["listen"], Value::from("10.0.0.2:7070"));
         assert_eq!(d["catalog"]["apps"][0], Value::from("10.0.0.2:8080"));
         // The router proxies the bootstrap paths to the bootstrap server on loopback.
@@ -312,6 +321,9 @@ mod tests {
         assert!(d.get("catalog").is_none());
         assert_eq!(d["agent"]["advertise_ip"], Value::from("10.0.0.9"));
         assert_eq!(d["agent"]["hostname"], Value::from("10.0.0.9"));
+        // Every node runs its l4lb (dcos-net's port), following every master.
+        assert_eq!(d["l4lb"]["http_listen"], Value::from("10.0.0.9:62080"));
+        assert_eq!(d["l4lb"]["masters"][1], Value::from("10.0.0.2:5050"));
     }
 
     #[test]

@@ -369,6 +369,12 @@ impl<A: RangeAddr> AddrRange<A> {
     }
 }
 
+/// DC/OS's named-VIP IPv4 range in [`AddrRange::parse`]'s text form: the default of every
+/// daemon's setting, equal to [`VipConfig::default`]'s.
+pub const DEFAULT_NAMED_IPV4: &str = "11.0.0.0-11.255.255.254";
+/// DC/OS's named-VIP IPv6 range (see [`DEFAULT_NAMED_IPV4`]).
+pub const DEFAULT_NAMED_IPV6: &str = "fd01:c::/64";
+
 /// Settings of the VIP function; every node must use the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipConfig {

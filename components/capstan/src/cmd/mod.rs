@@ -11,8 +11,10 @@ pub mod dev;
 pub mod dns;
 pub mod doctor;
 pub mod idle;
+pub mod l4lb;
 pub mod master;
 pub mod router;
+pub mod swarm;
 pub mod version;
 
 use std::path::PathBuf;

@@ -146,6 +146,7 @@ async fn coord_leaders_killed_with_sigkill_lose_no_acknowledged_write() -> anyho
             "listen": addr,
             "data_dir": data.path().join(format!("m{}", i + 1)),
             "members": members,
+            "peer_secret": "the sigkill test cluster's peer secret",
         }});
         nodes.push(CapstanProcess::spawn(&["daemon", "coord"], config).await?);
     }

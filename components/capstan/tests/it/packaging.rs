@@ -14,13 +14,14 @@ use anyhow::{Context as _, bail, ensure};
 use capstan_testkit::capstan_bin;
 
 /// Every daemon that ships a unit, and the role target that starts it.
-const UNITS: [(&str, &str); 7] = [
+const UNITS: [(&str, &str); 8] = [
     ("coord", "master"),
     ("master", "master"),
     ("apps", "master"),
     ("dns", "master"),
     ("bootstrap", "master"),
     ("router", "master"),
+    ("catalog", "master"),
     ("agent", "agent"),
 ];
 
@@ -168,6 +169,18 @@ fn every_unit_runs_its_daemon_the_way_the_design_says() -> anyhow::Result<()> {
                 "CAP_NET_BIND_SERVICE",
                 "{file}"
             );
+        }
+        if daemon == "catalog" {
+            // It needs nothing of root's: a user of its own and no capability at all.
+            assert_eq!(service("DynamicUser")?, "yes", "{file}");
+            assert!(caps.is_empty(), "{file}: {caps:?}");
+            for key in ["After", "Wants"] {
+                let deps = words(&unit, "Unit", key);
+                assert!(
+                    deps.contains(&"capstan-coord.service".to_owned()),
+                    "{file} {key}: {deps:?}"
+                );
+            }
         }
         if daemon == "agent" {
             for key in ["After", "Wants"] {

@@ -8,10 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capstan_coord::{Config, MemberConfig, Server, ServerHandle};
-use capstan_coord_client::{Client, ClientOptions};
+use capstan_coord_client::{Client, ClientOptions, PeerToken};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The peer secret of every test cluster.
+pub const PEER_SECRET: &str = "the coord test cluster's peer secret";
+
+/// The token members of a test cluster send each other (and administrators send for
+/// membership changes).
+pub fn peer_token() -> PeerToken {
+    PeerToken::derive(PEER_SECRET.as_bytes()).expect("a long enough secret")
+}
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -211,6 +220,8 @@ impl Cluster {
             lease_check_interval_ms: 50,
             request_timeout_ms: 8_000,
             dial_overrides,
+            peer_secret: Some(PEER_SECRET.to_owned()),
+            ..Config::default()
         }
     }
 
@@ -255,13 +266,18 @@ impl Cluster {
         self.addrs[&id].to_string()
     }
 
-    /// A client of every member (running or not).
+    /// A client of every member (running or not), with the peer token (for membership
+    /// changes).
     pub fn client(&self) -> Client {
-        Client::new(self.addrs.values().map(|a| a.to_string())).unwrap()
+        Client::new(self.addrs.values().map(|a| a.to_string()))
+            .unwrap()
+            .with_peer_token(peer_token())
     }
 
     pub fn client_for(&self, ids: &[u64], opts: ClientOptions) -> Client {
-        Client::with_options(ids.iter().map(|id| self.endpoint(*id)), opts).unwrap()
+        Client::with_options(ids.iter().map(|id| self.endpoint(*id)), opts)
+            .unwrap()
+            .with_peer_token(peer_token())
     }
 
     /// Waits until every running member agrees on a running leader.

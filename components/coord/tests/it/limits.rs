@@ -13,7 +13,7 @@ use capstan_coord_client::{
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::harness::{Cluster, wait_until};
+use super::harness::{Cluster, peer_token, wait_until};
 
 /// Heartbeat (and so AppendEntries timeout) of the cluster that replicates megabyte values:
 /// a debug build takes up to a second for one.
@@ -23,14 +23,18 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// POSTs `body`; `/raft/*` requests as a member (with the peer token).
 async fn post(base: &str, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let mut req = reqwest::Client::new()
         .post(format!("{base}{path}"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request sent");
+        .header("content-type", "application/json");
+    if path.starts_with("/raft/") {
+        req = req.header(
+            capstan_coord_client::PEER_TOKEN_HEADER,
+            peer_token().as_str(),
+        );
+    }
+    let r = req.body(body).send().await.expect("request sent");
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
     let v = serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or(Value::Null);
@@ -175,13 +179,15 @@ async fn bodies_that_are_not_json_objects_are_400_and_change_nothing() {
     c.stop().await;
 }
 
-/// Sends only the head of a POST announcing `len` body bytes; returns the answer's status
-/// and body.
-async fn post_head_only(addr: &str, path: &str, len: u64) -> (u16, Value) {
+/// Sends only the head of a POST announcing `len` body bytes (as a member: with the peer
+/// token); returns the answer's status and body.
+pub async fn post_head_only(addr: &str, path: &str, len: u64) -> (u16, Value) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {len}\r\nConnection: close\r\n\r\n"
+         Content-Length: {len}\r\n{}: {}\r\nConnection: close\r\n\r\n",
+        capstan_coord_client::PEER_TOKEN_HEADER,
+        peer_token().as_str()
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut buf = Vec::new();

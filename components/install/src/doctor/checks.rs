@@ -289,6 +289,7 @@ pub fn role_ports(role: Role) -> &'static [(u16, Proto, &'static str)] {
             (8181, Proto::Tcp, "coord"),
             (5050, Proto::Tcp, "master"),
             (8080, Proto::Tcp, "apps"),
+            (7070, Proto::Tcp, "catalog"),
             (53, Proto::Udp, "dns"),
             (53, Proto::Tcp, "dns"),
             (8123, Proto::Tcp, "dns"),

@@ -3,7 +3,8 @@
 //! on every other node, then seed 001's Redis app, failure drills, a harmless re-run, refused
 //! tokens and a purge. Every HTTP(S) request to port 80/443 of a master goes through its router
 //! (the bootstrap server behind it on loopback); one step uses the router as the `dcos` CLI
-//! does: log in as the first administrator, then call the Mesos API with the token.
+//! does: log in as the first administrator, then call the Mesos API with the token; another
+//! searches the installed catalog (capstan-catalog.service) through the router with it.
 
 use std::time::Duration;
 
@@ -429,9 +430,14 @@ async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
         wait_agents(&agents[0], &master, AGENTS),
     )
     .await?;
-    step(
+    let token = step(
         "dcos-style access through the router: login, then the Mesos state",
         dcos_through_the_router(&agents[0], &master, &init, AGENTS),
+    )
+    .await?;
+    step(
+        "the catalog through the router: /capabilities, then package search",
+        catalog_through_the_router(&agents[0], &master, &token),
     )
     .await?;
     step("seed 001's Redis runs and resolves from an agent", async {
@@ -622,13 +628,13 @@ async fn router_https(
 /// against the cluster CA for the master's address and for `master.mesos` / `leader.mesos`;
 /// the Mesos API needs a token (401 `acsjwt` without); the first administrator logs in with
 /// the password `cluster init` printed; `GET /mesos/master/state` with the token lists the
-/// agents.
+/// agents. Returns the token.
 async fn dcos_through_the_router(
     from: &Machine,
     master: &Machine,
     init: &Init,
     agents: usize,
-) -> Result<()> {
+) -> Result<String> {
     let ip = master.ip().to_string();
     // A join over plain HTTP is refused whatever the client claims: the router sets
     // X-Forwarded-Proto itself, and the bootstrap server believes it only from loopback.
@@ -721,7 +727,74 @@ async fn dcos_through_the_router(
         },
     )
     .await;
-    master.with_journal(&["capstan-router.service"], r).await
+    master.with_journal(&["capstan-router.service"], r).await?;
+    Ok(token)
+}
+
+/// The Cosmos search request and response types (`dcos package search` sends these).
+const SEARCH_REQUEST: &str =
+    "application/vnd.dcos.package.search-request+json;charset=utf-8;version=v1";
+const SEARCH_RESPONSE: &str =
+    "application/vnd.dcos.package.search-response+json;charset=utf-8;version=v1";
+
+/// The installed master's catalog as the `dcos` CLI finds it through the router with the
+/// administrator's `token`: `/capabilities` names `PACKAGE_MANAGEMENT` (the router lists it
+/// only when its `catalog` upstream is configured), and `POST /package/search` answers with
+/// the built-in repository's `redis`.
+async fn catalog_through_the_router(from: &Machine, master: &Machine, token: &str) -> Result<()> {
+    let ip = master.ip().to_string();
+    let auth = format!("Authorization: token={token}");
+    let (code, body) = router_https(from, master, &ip, "/capabilities", &["-H", &auth]).await?;
+    ensure!(code == 200, "/capabilities answered {code}: {body}");
+    let caps: Value = serde_json::from_str(&body)?;
+    let names: Vec<&str> = caps["capabilities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    ensure!(
+        names.contains(&"PACKAGE_MANAGEMENT"),
+        "/capabilities names no PACKAGE_MANAGEMENT: {caps}"
+    );
+    let content_type = format!("Content-Type: {SEARCH_REQUEST}");
+    let accept = format!("Accept: {SEARCH_RESPONSE}");
+    let r = wait_until(
+        "package search lists redis through the router",
+        Duration::from_secs(60),
+        async || -> Result<()> {
+            let (code, body) = router_https(
+                from,
+                master,
+                &ip,
+                "/package/search",
+                &[
+                    "-X",
+                    "POST",
+                    "-H",
+                    &auth,
+                    "-H",
+                    &content_type,
+                    "-H",
+                    &accept,
+                    "-d",
+                    r#"{"query":"redis"}"#,
+                ],
+            )
+            .await?;
+            ensure!(code == 200, "/package/search answered {code}: {body}");
+            let v: Value = serde_json::from_str(&body)?;
+            let found = v["packages"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["name"] == "redis"));
+            ensure!(found, "no redis in the search: {v}");
+            Ok(())
+        },
+    )
+    .await;
+    master
+        .with_journal(&["capstan-catalog.service", "capstan-router.service"], r)
+        .await
 }
 
 /// `GET /v1/cluster` on `master` lists `n` masters.

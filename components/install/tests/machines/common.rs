@@ -19,6 +19,7 @@ pub const MASTER_UNITS: &[&str] = &[
     "capstan-dns.service",
     "capstan-bootstrap.service",
     "capstan-router.service",
+    "capstan-catalog.service",
     "capstan-master.target",
 ];
 

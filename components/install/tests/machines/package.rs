@@ -20,6 +20,7 @@ const INSTALLED: &[&str] = &[
     "/usr/lib/systemd/system/capstan-dns.service",
     "/usr/lib/systemd/system/capstan-bootstrap.service",
     "/usr/lib/systemd/system/capstan-router.service",
+    "/usr/lib/systemd/system/capstan-catalog.service",
     "/usr/lib/systemd/system/capstan-agent.service",
     "/usr/share/doc/capstan/copyright",
 ];
@@ -71,6 +72,7 @@ async fn the_package_installs_starts_nothing_and_purges_without_a_trace() -> Res
                 "dns",
                 "bootstrap",
                 "router",
+                "catalog",
             ] {
                 node.exec_ok(&[
                     "capstan",

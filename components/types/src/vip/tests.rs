@@ -224,6 +224,8 @@ fn ranges_parse_as_cidr_or_first_last() {
     }
     let d = VipConfig::default();
     assert_eq!(d.ipv4.size(), (1 << 24) - 1);
+    assert_eq!(AddrRange::parse(DEFAULT_NAMED_IPV4), Ok(d.ipv4));
+    assert_eq!(AddrRange::parse(DEFAULT_NAMED_IPV6).ok(), d.ipv6);
 }
 
 #[test]

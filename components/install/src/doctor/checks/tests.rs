@@ -296,7 +296,8 @@ fn ports_of_each_role() {
     assert_eq!(
         master,
         [
-            "8181/tcp", "5050/tcp", "8080/tcp", "53/udp", "53/tcp", "8123/tcp", "80/tcp", "443/tcp"
+            "8181/tcp", "5050/tcp", "8080/tcp", "7070/tcp", "53/udp", "53/tcp", "8123/tcp",
+            "80/tcp", "443/tcp"
         ]
     );
 }

@@ -1,10 +1,13 @@
-//! The cluster-state model DNS records are synthesised from: masters, the leader, agents,
+//! The cluster-state model that following a master yields: masters, the leader, agents,
 //! frameworks and live tasks with their statuses, discovery info, ports and container network
 //! addresses. Pure data, no I/O.
 //!
-//! It is filled either from a `/master/state` document ([`ClusterState::from_master_state_json`],
-//! in `state_json`) or from the operator API (`GET_STATE` plus events, in `operator`). Terminal
-//! tasks are dropped from the model at once, so it only ever holds what can have records.
+//! It is shared by every daemon that follows the operator stream (`dns` synthesises records
+//! from it, `l4lb` its VIP table), so they apply the same events the same way and see the
+//! same tasks. It is filled either from a `/master/state` document
+//! ([`ClusterState::from_master_state_json`], in `state_json`) or from the operator API
+//! (`GET_STATE` plus events, in `operator`: [`ClusterState::apply_event`]). Terminal tasks are
+//! dropped from the model at once, so it only ever holds live tasks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +20,13 @@ pub use state_json::StateJsonError;
 
 pub use capstan_types::TaskState;
 
+/// How long a follower keeps the entries of agents a newly elected master has not heard from
+/// yet (see [`HeldOver`], [`ClusterState::release_held`]). A live agent re-registers within
+/// its ping interval and reconnect backoff (the master's agent timeout is 15 s by default);
+/// one that is not back within a minute is treated as gone, about as long as a DNS record's
+/// TTL keeps it in caches anyway.
+pub const HOLD_OVER_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Identifies a task: task ids are unique within a framework.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskKey {
@@ -24,7 +34,7 @@ pub struct TaskKey {
     pub task_id: String,
 }
 
-/// The whole cluster as DNS sees it.
+/// The whole cluster as a stream follower sees it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterState {
     /// Masters in configured order (`masterN` names follow this order).

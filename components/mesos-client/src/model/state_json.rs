@@ -226,9 +226,9 @@ fn container_port_mappings(c: &Value) -> Vec<PortMapping> {
         .collect()
 }
 
-/// The §3.1 example document, shared by tests.
-#[cfg(test)]
-pub(crate) const EXAMPLE_FOR_TESTS: &str = r#"{"version":"1.11.0","id":"7d3c","pid":"master@10.0.0.1:5050","hostname":"m1",
+/// The §3.1 example document, shared by this crate's and `dns`'s tests.
+#[doc(hidden)]
+pub const EXAMPLE_FOR_TESTS: &str = r#"{"version":"1.11.0","id":"7d3c","pid":"master@10.0.0.1:5050","hostname":"m1",
      "leader":"master@10.0.0.1:5050","leader_info":{"id":"7d3c","pid":"master@10.0.0.1:5050","port":5050,"hostname":"m1"},
      "slaves":[{"id":"7d3c-S0","hostname":"a1","port":5051,"pid":"slave(1)@10.0.0.2:5051","active":true}],
      "frameworks":[{"id":"7d3c-0000","name":"marathon","hostname":"m1","pid":"scheduler-1@10.0.0.1:34567",

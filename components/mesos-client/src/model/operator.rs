@@ -147,7 +147,7 @@ impl ClusterState {
         }
     }
 
-    /// Applies one operator event; returns whether anything DNS can see may have changed
+    /// Applies one operator event; returns whether anything a follower can see may have changed
     /// (false for heartbeats and unknown events).
     pub fn apply_event(&mut self, event: &Event) -> bool {
         let kind = event.r#type.and_then(|t| EventType::try_from(t).ok());

@@ -1,0 +1,455 @@
+//! The kernel data plane: the VIP table rendered as one nftables ruleset and applied with
+//! `nft -f -`, as kube-proxy's nftables mode does (reference l4lb §1.12); this kernel has no
+//! IPVS.
+//!
+//! Key decisions:
+//! - **Pure rendering** ([`render`]): the whole ruleset is a function of the table's
+//!   [`listeners`](capstan_types::vip::VipTable::listeners) view (and the guarded ranges). The
+//!   script first creates and then deletes our own `inet` table and defines it anew, so every
+//!   apply is **one atomic transaction** (the kernel sees either the old or the new ruleset,
+//!   never a half) and a restarted l4lb removes whatever stale chain, set or element it left.
+//!   Nothing outside our table is touched.
+//! - **Dispatch** is one verdict-map lookup per family, `ip daddr . meta l4proto . th dport
+//!   vmap @vips4`, from both the `prerouting` hook (containers on Docker's bridge) and the
+//!   `output` hook (host processes), at priority dstnat − 10, ahead of Docker's DNAT for local
+//!   addresses. Each VIP's chain picks a backend per new connection with `numgen random mod N`
+//!   and DNATs to it; conntrack keeps an established connection on its backend, so a removed
+//!   backend drains and gets no new connection.
+//! - **Client source preserved**: no masquerade, except two cases where the reply could not
+//!   come back otherwise: a host process whose source the kernel picked *as the VIP itself*
+//!   (the VIP is local, so it is its own preferred source; on another node that address is a
+//!   VIP too) and hairpin (a client reaching itself through the VIP: a packet from its own
+//!   address would be dropped as martian). Both are matched exactly in `postrouting`.
+//! - **Zero backends → refused at once**: the VIP maps to a chain that answers TCP with a reset
+//!   and UDP with ICMP port-unreachable, so clients fail fast instead of hanging.
+//! - **Guarded ranges**: packets to any other address:port in the VIP ranges are rejected the
+//!   same way, so an unprogrammed VIP never reaches a local process listening on a wildcard
+//!   address and never leaves the node (the blackhole route of [`crate::netdev`] covers the rest).
+//!
+//! Entry points: [`render`], [`NftPlane::apply`], and [`KernelPlane`], which also keeps the VIP
+//! addresses on the dummy device in the order that never exposes a VIP without its rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use capstan_types::vip::{AddrRange, Backend, Protocol};
+use tracing::{debug, info};
+
+use crate::netdev::{self, Namespace, NetdevError, VipDevice};
+
+/// The table l4lb owns (family `inet`: one table for IPv4 and IPv6).
+pub const DEFAULT_TABLE: &str = "capstan";
+
+/// Priority of our DNAT chains: dstnat (−100) − 10, so a VIP is translated before Docker's
+/// `DOCKER` chain (which matches every local destination address) can claim its port.
+pub const DNAT_PRIORITY: i32 = -110;
+/// Priority of our masquerade chain: srcnat (100) + 10.
+pub const SNAT_PRIORITY: i32 = 110;
+
+/// What the data plane programs: `(VIP address:port, protocol) → backends`, the table's
+/// [`listeners`](capstan_types::vip::VipTable::listeners) view.
+pub type Listeners = BTreeMap<(SocketAddr, Protocol), BTreeSet<Backend>>;
+
+/// Address ranges whose unprogrammed addresses are rejected (the named-VIP ranges, and any
+/// range IP VIPs are taken from).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guard {
+    pub ipv4: Vec<AddrRange<Ipv4Addr>>,
+    pub ipv6: Vec<AddrRange<Ipv6Addr>>,
+}
+
+/// Failures of programming nftables.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error(
+        "invalid nftables table name {0:?} (letters, digits, '_' and '-', starting with a letter, at most 64)"
+    )]
+    InvalidTableName(String),
+    #[error("cannot run nft")]
+    Spawn(#[source] std::io::Error),
+    #[error("nft failed ({status}): {stderr}")]
+    Failed { status: String, stderr: String },
+    #[error(transparent)]
+    Netdev(#[from] NetdevError),
+}
+
+/// Whether `name` is a table name [`render`] can use unquoted.
+pub fn valid_table_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The whole ruleset for `vips` as one `nft -f` script, with no guarded ranges.
+pub fn render(table: &str, vips: &Listeners) -> String {
+    render_guarded(table, vips, &Guard::default())
+}
+
+/// The chain of one VIP: `v4-11-0-0-1-tcp-80`, `v6-<32 hex digits>-udp-53`.
+pub fn vip_chain(addr: SocketAddr, protocol: Protocol) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(a) => {
+            let [a, b, c, d] = a.octets();
+            format!("v4-{a}-{b}-{c}-{d}")
+        }
+        IpAddr::V6(a) => {
+            let mut s = String::from("v6-");
+            for o in a.octets() {
+                let _ = write!(s, "{o:02x}");
+            }
+            s
+        }
+    };
+    format!("{ip}-{protocol}-{}", addr.port())
+}
+
+/// Chain answering connections to a VIP without backends (and to guarded addresses).
+const NO_BACKEND: &str = "no-backend";
+
+/// The whole ruleset: sets, maps, one chain per VIP and the hook chains, in a fixed order
+/// (the input is ordered), so the same table always gives the same script. Backends of the
+/// other address family than their VIP are left out (the table never produces them).
+pub fn render_guarded(table: &str, vips: &Listeners, guard: &Guard) -> String {
+    let mut vip4: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut vip6: BTreeSet<Ipv6Addr> = BTreeSet::new();
+    let mut back4: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut back6: BTreeSet<Ipv6Addr> = BTreeSet::new();
+    let mut map4 = Vec::new();
+    let mut map6 = Vec::new();
+    let mut chains = String::new();
+    for ((addr, protocol), backends) in vips {
+        let v4 = addr.is_ipv4();
+        let same: Vec<Backend> = backends
+            .iter()
+            .copied()
+            .filter(|b| b.ip.is_ipv4() == v4)
+            .collect();
+        let target = if same.is_empty() {
+            NO_BACKEND.to_string()
+        } else {
+            let name = vip_chain(*addr, *protocol);
+            let _ = writeln!(chains, "\tchain {name} {{");
+            let _ = writeln!(chains, "\t\t{}", dnat_rule(v4, *protocol, &same));
+            let _ = writeln!(chains, "\t}}");
+            name
+        };
+        let element = format!(
+            "{} . {protocol} . {} : goto {target}",
+            addr.ip(),
+            addr.port()
+        );
+        match addr.ip() {
+            IpAddr::V4(a) => {
+                vip4.insert(a);
+                map4.push(element);
+            }
+            IpAddr::V6(a) => {
+                vip6.insert(a);
+                map6.push(element);
+            }
+        }
+        for b in same {
+            match b.ip {
+                IpAddr::V4(a) => back4.insert(a),
+                IpAddr::V6(a) => back6.insert(a),
+            };
+        }
+    }
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# capstan l4lb data plane: {} VIP listeners. Generated; applied as one transaction.",
+        vips.len()
+    );
+    // Creating first makes the delete valid when the table does not exist yet.
+    let _ = writeln!(s, "table inet {table}");
+    let _ = writeln!(s, "delete table inet {table}");
+    let _ = writeln!(s, "table inet {table} {{");
+    set(&mut s, "vip-addrs4", "ipv4_addr", false, vip4.iter());
+    set(&mut s, "vip-addrs6", "ipv6_addr", false, vip6.iter());
+    set(
+        &mut s,
+        "hairpin4",
+        "ipv4_addr . ipv4_addr",
+        false,
+        back4.iter().map(|a| format!("{a} . {a}")),
+    );
+    set(
+        &mut s,
+        "hairpin6",
+        "ipv6_addr . ipv6_addr",
+        false,
+        back6.iter().map(|a| format!("{a} . {a}")),
+    );
+    let range = |f: &dyn std::fmt::Display, l: &dyn std::fmt::Display| format!("{f}-{l}");
+    set(
+        &mut s,
+        "guard4",
+        "ipv4_addr",
+        true,
+        guard.ipv4.iter().map(|r| range(&r.first, &r.last)),
+    );
+    set(
+        &mut s,
+        "guard6",
+        "ipv6_addr",
+        true,
+        guard.ipv6.iter().map(|r| range(&r.first, &r.last)),
+    );
+    vmap(&mut s, "vips4", "ipv4_addr", &map4);
+    vmap(&mut s, "vips6", "ipv6_addr", &map6);
+    let _ = writeln!(s, "\tchain {NO_BACKEND} {{");
+    let _ = writeln!(s, "\t\tmeta l4proto tcp reject with tcp reset");
+    let _ = writeln!(s, "\t\treject");
+    let _ = writeln!(s, "\t}}");
+    s.push_str(&chains);
+    for hook in ["prerouting", "output"] {
+        let _ = writeln!(s, "\tchain {hook} {{");
+        let _ = writeln!(
+            s,
+            "\t\ttype nat hook {hook} priority {DNAT_PRIORITY}; policy accept;"
+        );
+        // Only a connection's first packet: a reset or ICMP error the kernel sends on our
+        // behalf (related to a rejected connection, looped back through `lo`) must pass.
+        let _ = writeln!(s, "\t\tct state != new accept");
+        let _ = writeln!(s, "\t\tip daddr . meta l4proto . th dport vmap @vips4");
+        let _ = writeln!(s, "\t\tip6 daddr . meta l4proto . th dport vmap @vips6");
+        let _ = writeln!(s, "\t\tip daddr @guard4 goto {NO_BACKEND}");
+        let _ = writeln!(s, "\t\tip6 daddr @guard6 goto {NO_BACKEND}");
+        let _ = writeln!(s, "\t}}");
+    }
+    let _ = writeln!(s, "\tchain postrouting {{");
+    let _ = writeln!(
+        s,
+        "\t\ttype nat hook postrouting priority {SNAT_PRIORITY}; policy accept;"
+    );
+    for f in ["4", "6"] {
+        let ip = if f == "4" { "ip" } else { "ip6" };
+        // A host process that got the VIP itself as its source address.
+        let _ = writeln!(
+            s,
+            "\t\tct status dnat ct original {ip} daddr @vip-addrs{f} {ip} saddr @vip-addrs{f} masquerade"
+        );
+        // Hairpin: the client is the backend it was sent to.
+        let _ = writeln!(
+            s,
+            "\t\tct status dnat ct original {ip} daddr @vip-addrs{f} {ip} saddr . {ip} daddr @hairpin{f} masquerade"
+        );
+    }
+    let _ = writeln!(s, "\t}}");
+    let _ = writeln!(s, "}}");
+    s
+}
+
+/// The DNAT rule of one VIP with at least one backend (all of the VIP's family).
+fn dnat_rule(v4: bool, protocol: Protocol, backends: &[Backend]) -> String {
+    let family = if v4 { "ip" } else { "ip6" };
+    let target = if let [b] = backends {
+        b.addr().to_string()
+    } else {
+        let mut m = format!("numgen random mod {} map {{ ", backends.len());
+        for (i, b) in backends.iter().enumerate() {
+            if i > 0 {
+                m.push_str(", ");
+            }
+            let _ = write!(m, "{i} : {} . {}", b.ip, b.port);
+        }
+        m.push_str(" }");
+        m
+    };
+    format!("meta l4proto {protocol} dnat {family} to {target}")
+}
+
+fn set<T: std::fmt::Display>(
+    s: &mut String,
+    name: &str,
+    ty: &str,
+    interval: bool,
+    elements: impl Iterator<Item = T>,
+) {
+    let _ = writeln!(s, "\tset {name} {{");
+    let _ = writeln!(s, "\t\ttype {ty}");
+    if interval {
+        let _ = writeln!(s, "\t\tflags interval");
+    }
+    elements_block(s, elements.map(|e| e.to_string()));
+    let _ = writeln!(s, "\t}}");
+}
+
+fn vmap(s: &mut String, name: &str, addr: &str, elements: &[String]) {
+    let _ = writeln!(s, "\tmap {name} {{");
+    let _ = writeln!(s, "\t\ttype {addr} . inet_proto . inet_service : verdict");
+    elements_block(s, elements.iter().cloned());
+    let _ = writeln!(s, "\t}}");
+}
+
+/// `elements = { a, b }` one per line; nothing for none (nft rejects an empty list).
+fn elements_block(s: &mut String, elements: impl Iterator<Item = String>) {
+    let mut first = true;
+    for e in elements {
+        s.push_str(if first {
+            "\t\telements = {\n\t\t\t"
+        } else {
+            ",\n\t\t\t"
+        });
+        s.push_str(&e);
+        first = false;
+    }
+    if !first {
+        s.push_str("\n\t\t}\n");
+    }
+}
+
+/// Applies rulesets with the `nft` command, in the current or a named network namespace.
+#[derive(Debug, Clone)]
+pub struct NftPlane {
+    table: String,
+    ns: Namespace,
+    guard: Guard,
+}
+
+/// What one apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub listeners: usize,
+    pub script_bytes: usize,
+    pub took: Duration,
+}
+
+impl NftPlane {
+    /// A plane owning table `inet <table>` in the current namespace.
+    pub fn new(table: &str) -> Result<NftPlane, NftError> {
+        if !valid_table_name(table) {
+            return Err(NftError::InvalidTableName(table.to_string()));
+        }
+        Ok(NftPlane {
+            table: table.to_string(),
+            ns: Namespace::Current,
+            guard: Guard::default(),
+        })
+    }
+
+    /// The same plane, programming namespace `ns` instead (tests; container namespaces).
+    pub fn in_namespace(mut self, ns: Namespace) -> NftPlane {
+        self.ns = ns;
+        self
+    }
+
+    /// The same plane, rejecting unprogrammed addresses in `guard`.
+    pub fn with_guard(mut self, guard: Guard) -> NftPlane {
+        self.guard = guard;
+        self
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Replaces the whole table with the ruleset for `vips`, atomically.
+    pub async fn apply(&self, vips: &Listeners) -> Result<Applied, NftError> {
+        let started = Instant::now();
+        let script = render_guarded(&self.table, vips, &self.guard);
+        self.run(&["-f", "-"], Some(script.as_bytes())).await?;
+        let applied = Applied {
+            listeners: vips.len(),
+            script_bytes: script.len(),
+            took: started.elapsed(),
+        };
+        debug!(table = %self.table, listeners = applied.listeners, took = ?applied.took, "nftables ruleset applied");
+        Ok(applied)
+    }
+
+    /// Deletes the table if it exists (data plane switched off).
+    pub async fn remove(&self) -> Result<(), NftError> {
+        let script = format!("table inet {t}\ndelete table inet {t}\n", t = self.table);
+        self.run(&["-f", "-"], Some(script.as_bytes())).await?;
+        info!(table = %self.table, "nftables table removed");
+        Ok(())
+    }
+
+    /// `nft list table inet <table>`: the ruleset as the kernel has it.
+    pub async fn list(&self) -> Result<String, NftError> {
+        let table = self.table.clone();
+        self.run(&["list", "table", "inet", &table], None).await
+    }
+
+    async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<String, NftError> {
+        let out = netdev::run(&self.ns, "nft", args, stdin)
+            .await
+            .map_err(NftError::Spawn)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(NftError::Failed {
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+}
+
+/// The whole kernel data plane of one namespace: the nftables table, the VIP addresses on the
+/// dummy device, and the blackhole routes of the guarded ranges.
+///
+/// Order matters (the DCOS_OSS-4939 race): routes first (at [`KernelPlane::start`]), then on
+/// each apply addresses of VIPs that went are removed, the ruleset is replaced, and only then
+/// are new VIP addresses made local, so an address is never local without its rules.
+#[derive(Debug, Clone)]
+pub struct KernelPlane {
+    nft: NftPlane,
+    device: VipDevice,
+    guard: Guard,
+}
+
+impl KernelPlane {
+    pub fn new(nft: NftPlane, device: VipDevice, guard: Guard) -> KernelPlane {
+        KernelPlane {
+            nft: nft.with_guard(guard.clone()),
+            device,
+            guard,
+        }
+    }
+
+    pub fn nft(&self) -> &NftPlane {
+        &self.nft
+    }
+
+    pub fn device(&self) -> &VipDevice {
+        &self.device
+    }
+
+    /// Creates the device and the blackhole routes (idempotent; call once at start).
+    pub async fn start(&self) -> Result<(), NftError> {
+        self.device.ensure().await?;
+        self.device.set_blackholes(&self.guard).await?;
+        Ok(())
+    }
+
+    /// Makes the kernel serve exactly `vips`.
+    pub async fn apply(&self, vips: &Listeners) -> Result<Applied, NftError> {
+        let want: BTreeSet<IpAddr> = vips.keys().map(|(a, _)| a.ip()).collect();
+        let have = self.device.addresses().await?;
+        let gone: BTreeSet<IpAddr> = have.difference(&want).copied().collect();
+        let new: BTreeSet<IpAddr> = want.difference(&have).copied().collect();
+        self.device
+            .change_addresses(&BTreeSet::new(), &gone)
+            .await?;
+        let applied = self.nft.apply(vips).await?;
+        self.device.change_addresses(&new, &BTreeSet::new()).await?;
+        Ok(applied)
+    }
+
+    /// Removes the table, the device and our routes.
+    pub async fn stop(&self) -> Result<(), NftError> {
+        self.device.remove().await?;
+        self.nft.remove().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

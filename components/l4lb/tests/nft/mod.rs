@@ -1,0 +1,505 @@
+//! Integration tests of the kernel data plane (nftables + the VIP device), run as root and
+//! ONLY inside network namespaces each test creates (`capstan-test-<random>`, deleted by a
+//! drop guard): every `nft` and `ip` command goes through `ip netns exec`/`ip -n`, and sockets
+//! are created by threads that `setns` into the namespace first. The host's own namespace is
+//! never changed.
+//!
+//! Topology per test: a "node" namespace (where the plane is programmed and the backends
+//! listen on 10.251.0.x) and a "container" namespace joined to it by a veth pair
+//! (10.250.0.2 → gateway 10.250.0.1), like a container on Docker's bridge. The node's default
+//! route points at the container namespace, so a packet the node routed out would arrive
+//! there: the "outside world" of the blackhole test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use capstan_l4lb::netdev::{Namespace, VipDevice};
+use capstan_l4lb::nft::{Guard, KernelPlane, Listeners, NftPlane};
+use capstan_types::vip::{AddrRange, Backend, Protocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CONNECT: Duration = Duration::from_secs(5);
+const CTR_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
+const GW_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+
+/// A network namespace of this test run, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create() -> Result<Netns> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "capstan-test-{:x}-{nanos:x}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        sh("ip", &["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn ns(&self) -> Namespace {
+        Namespace::Named(self.name.clone())
+    }
+
+    /// `ip -n <ns> args`.
+    fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    /// `ip netns exec <ns> program args`.
+    fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
+        let mut all = vec!["netns", "exec", self.name.as_str(), program];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace (sockets it creates live
+    /// there), without blocking the async runtime.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let entered = std::fs::File::open(&path)
+                .context("open the namespace")
+                .and_then(|f| {
+                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")
+                });
+            let _ = tx.send(entered.map(|()| f()));
+        });
+        rx.await.context("namespace thread died")?
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn sh(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The two namespaces and the plane programming the node.
+struct Topo {
+    kernel: KernelPlane,
+    // Dropped (deleted) after the plane's users are done; container first.
+    ctr: Netns,
+    node: Netns,
+}
+
+fn guard() -> Result<Guard> {
+    Ok(Guard {
+        ipv4: vec![AddrRange::parse("11.0.0.0/8").context("range")?],
+        ipv6: vec![],
+    })
+}
+
+fn plane_for(node: &Netns) -> Result<KernelPlane> {
+    Ok(KernelPlane::new(
+        NftPlane::new("capstan")?.in_namespace(node.ns()),
+        VipDevice::new("capstan-vip0")?.in_namespace(node.ns()),
+        guard()?,
+    ))
+}
+
+impl Topo {
+    /// The namespaces, links and backend addresses; the plane is not started yet.
+    fn new() -> Result<Topo> {
+        which_nft()?;
+        let node = Netns::create()?;
+        let ctr = Netns::create()?;
+        node.ip(&[
+            "link", "add", "vh", "type", "veth", "peer", "name", "vc", "netns", &ctr.name,
+        ])?;
+        node.ip(&["addr", "add", "10.250.0.1/24", "dev", "vh"])?;
+        node.ip(&["link", "set", "vh", "up"])?;
+        ctr.ip(&["addr", "add", "10.250.0.2/24", "dev", "vc"])?;
+        ctr.ip(&["link", "set", "vc", "up"])?;
+        ctr.ip(&["route", "add", "default", "via", "10.250.0.1"])?;
+        node.ip(&["route", "add", "default", "via", "10.250.0.2"])?;
+        for i in 1..=3 {
+            node.ip(&["addr", "add", &format!("10.251.0.{i}/32"), "dev", "lo"])?;
+        }
+        // A Docker host forwards; so does the node (inside its namespace only).
+        node.exec("sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+        Ok(Topo {
+            kernel: plane_for(&node)?,
+            ctr,
+            node,
+        })
+    }
+
+    /// Starts a backend listening on `addr` inside `ns`: it sends `<id> <peer>\n`, then
+    /// echoes until EOF.
+    async fn backend(ns: &Netns, addr: SocketAddr, id: u8) -> Result<()> {
+        let std_listener = ns
+            .run(move || std::net::TcpListener::bind(addr))
+            .await?
+            .with_context(|| format!("bind {addr}"))?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        tokio::spawn(async move {
+            while let Ok((mut s, peer)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if s.write_all(format!("{id} {peer}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let mut buf = [0u8; 256];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+
+    async fn backends(&self) -> Result<Vec<Backend>> {
+        let mut out = Vec::new();
+        for i in 1..=3u8 {
+            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 251, 0, i)), 8080);
+            Topo::backend(&self.node, addr, i).await?;
+            out.push(Backend {
+                ip: addr.ip(),
+                port: addr.port(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn which_nft() -> Result<()> {
+    sh("nft", &["--version"])
+        .context("the nft command is needed (Debian package nftables; .ci/run installs it)")?;
+    Ok(())
+}
+
+/// An open connection through a VIP: which backend took it and the client address it saw.
+struct Conn {
+    stream: TcpStream,
+    id: u8,
+    peer: SocketAddr,
+}
+
+impl Conn {
+    /// Sends a line and reads its echo: the connection still works.
+    fn echo(&mut self, text: &str) -> Result<()> {
+        self.stream.write_all(text.as_bytes())?;
+        let mut buf = vec![0u8; text.len()];
+        self.stream.read_exact(&mut buf)?;
+        ensure!(buf == text.as_bytes(), "echo mismatch");
+        Ok(())
+    }
+}
+
+/// Connects from inside `ns` to `target` (from `bind` if given) and reads the greeting.
+async fn dial(
+    ns: &Netns,
+    target: SocketAddr,
+    bind: Option<IpAddr>,
+) -> Result<std::io::Result<Conn>> {
+    ns.run(move || -> std::io::Result<Conn> {
+        let stream = match bind {
+            None => TcpStream::connect_timeout(&target, CONNECT)?,
+            Some(ip) => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let s = tokio::net::TcpSocket::new_v4()?;
+                    s.bind(SocketAddr::new(ip, 0))?;
+                    tokio::time::timeout(CONNECT, s.connect(target))
+                        .await
+                        .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))??
+                        .into_std()
+                })?
+            }
+        };
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(CONNECT))?;
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line)?;
+        let bad = || std::io::Error::new(ErrorKind::InvalidData, format!("greeting {line:?}"));
+        let (id, peer) = line.trim().split_once(' ').ok_or_else(bad)?;
+        Ok(Conn {
+            id: id.parse().map_err(|_| bad())?,
+            peer: peer.parse().map_err(|_| bad())?,
+            stream,
+        })
+    })
+    .await
+}
+
+fn vip(a: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), port)
+}
+
+fn table(entries: &[(SocketAddr, &[Backend])]) -> Listeners {
+    entries
+        .iter()
+        .map(|(a, bs)| ((*a, Protocol::Tcp), bs.iter().copied().collect()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_vip_spreads_over_backends_and_keeps_the_client_address() -> Result<()> {
+    let t = Topo::new()?;
+    t.kernel.start().await?;
+    let backends = t.backends().await?;
+    // A backend in the container namespace itself, for the hairpin case.
+    let own = SocketAddr::new(IpAddr::V4(CTR_IP), 9090);
+    Topo::backend(&t.ctr, own, 9).await?;
+    let v = vip([11, 0, 0, 10], 80);
+    let hairpin = vip([11, 0, 0, 20], 80);
+    let own_backend = [Backend {
+        ip: own.ip(),
+        port: own.port(),
+    }];
+    t.kernel
+        .apply(&table(&[(v, &backends), (hairpin, &own_backend)]))
+        .await?;
+
+    let mut seen = BTreeMap::new();
+    for _ in 0..60 {
+        let c = dial(&t.ctr, v, None)
+            .await?
+            .context("connect to the VIP from the container")?;
+        ensure!(
+            c.peer.ip() == IpAddr::V4(CTR_IP),
+            "backend {} saw {} instead of the container's own address",
+            c.id,
+            c.peer
+        );
+        *seen.entry(c.id).or_insert(0u32) += 1;
+    }
+    ensure!(
+        seen.keys().copied().collect::<Vec<_>>() == [1, 2, 3],
+        "connections did not spread over the 3 backends: {seen:?}"
+    );
+
+    // From the host (node) itself: an explicit source address is kept as it is; without one
+    // the kernel's pick (the VIP itself) is masqueraded to a real address of the node.
+    let c = dial(&t.node, v, Some(IpAddr::V4(GW_IP))).await??;
+    ensure!(
+        c.peer.ip() == IpAddr::V4(GW_IP),
+        "host client seen as {}",
+        c.peer
+    );
+    let c = dial(&t.node, v, None).await??;
+    ensure!(
+        c.peer.ip() != v.ip(),
+        "host client seen with the VIP as its source"
+    );
+
+    // Hairpin: the container reaches itself through a VIP.
+    let c = dial(&t.ctr, hairpin, None)
+        .await?
+        .context("hairpin connection")?;
+    ensure!(c.id == 9);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_removed_backend_gets_no_new_connection_and_drains() -> Result<()> {
+    let t = Topo::new()?;
+    t.kernel.start().await?;
+    let backends = t.backends().await?;
+    let v = vip([11, 0, 0, 10], 80);
+    t.kernel.apply(&table(&[(v, &backends)])).await?;
+
+    // Hold a connection that backend 3 took.
+    let mut held = None;
+    for _ in 0..200 {
+        let c = dial(&t.ctr, v, None).await??;
+        if c.id == 3 {
+            held = Some(c);
+            break;
+        }
+    }
+    let mut held = held.context("backend 3 never chosen")?;
+
+    t.kernel.apply(&table(&[(v, &backends[..2])])).await?;
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(dial(&t.ctr, v, None).await??.id);
+    }
+    ensure!(
+        seen == BTreeSet::from([1, 2]),
+        "after removing backend 3 new connections went to {seen:?}"
+    );
+    held.echo("still here\n")
+        .context("the connection to the removed backend was cut instead of draining")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_zero_backends_refuse_at_once() -> Result<()> {
+    let t = Topo::new()?;
+    t.kernel.start().await?;
+    let v = vip([11, 0, 0, 10], 80);
+    t.kernel.apply(&table(&[(v, &[])])).await?;
+    for (who, ns) in [("container", &t.ctr), ("host", &t.node)] {
+        match dial(ns, v, None).await? {
+            Ok(c) => bail!(
+                "{who}: connected to backend {} of a VIP without backends",
+                c.id
+            ),
+            Err(e) => ensure!(
+                e.kind() == ErrorKind::ConnectionRefused,
+                "{who}: expected a refusal, got {e}"
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_unprogrammed_vip_fails_locally_and_is_never_routed_out() -> Result<()> {
+    let t = Topo::new()?;
+    // "Somewhere outside" (through the node's default route) a machine has 11.0.0.99.
+    let outside = vip([11, 0, 0, 99], 80);
+    t.ctr.ip(&["addr", "add", "11.0.0.99/32", "dev", "lo"])?;
+    Topo::backend(&t.ctr, outside, 7).await?;
+    // Without the plane, the node routes it out: the check below can see a leak.
+    let leaked = dial(&t.node, outside, None).await??;
+    ensure!(leaked.id == 7);
+
+    t.kernel.start().await?;
+    let backends = t.backends().await?;
+    let v = vip([11, 0, 0, 10], 80);
+    t.kernel.apply(&table(&[(v, &backends)])).await?;
+    match dial(&t.node, outside, None).await? {
+        Ok(_) => bail!("a connection to an unprogrammed VIP address was routed out"),
+        Err(e) => ensure!(
+            e.kind() != ErrorKind::TimedOut,
+            "expected a local failure, got a timeout"
+        ),
+    }
+    ensure!(
+        t.node.ip(&["route", "get", "11.0.0.99"]).is_err(),
+        "11.0.0.99 still has a usable route"
+    );
+    let routes = t.node.ip(&["route", "show", "type", "blackhole"])?;
+    ensure!(routes.contains("11.0.0.0/8"), "blackhole routes: {routes}");
+    // From the container the packet is forwarded to the node, which rejects it.
+    match dial(&t.ctr, vip([11, 0, 0, 98], 80), None).await? {
+        Ok(_) => bail!("the container reached an unprogrammed VIP"),
+        Err(e) => ensure!(e.kind() == ErrorKind::ConnectionRefused, "container: {e}"),
+    }
+    // A programmed VIP address on a port without a rule never reaches a local process
+    // listening on a wildcard address (DCOS_OSS-4939).
+    Topo::backend(&t.node, "0.0.0.0:81".parse()?, 5).await?;
+    for (who, ns) in [("host", &t.node), ("container", &t.ctr)] {
+        match dial(ns, vip([11, 0, 0, 10], 81), None).await? {
+            Ok(c) => bail!(
+                "{who}: reached local listener {} through a VIP address",
+                c.id
+            ),
+            Err(e) => ensure!(e.kind() == ErrorKind::ConnectionRefused, "{who}: {e}"),
+        }
+    }
+    // The VIP itself works.
+    ensure!(dial(&t.ctr, v, None).await?.is_ok());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_restart_rebuilds_from_scratch_without_stale_rules() -> Result<()> {
+    let t = Topo::new()?;
+    t.kernel.start().await?;
+    let backends = t.backends().await?;
+    let (a, b) = (vip([11, 0, 0, 10], 80), vip([11, 0, 0, 11], 80));
+    t.kernel
+        .apply(&table(&[(a, &backends[..1]), (b, &backends[1..])]))
+        .await?;
+    ensure!(dial(&t.ctr, b, None).await?.is_ok());
+    // Leftovers of a crashed run: a stray chain in our table, an address on our device, a
+    // blackhole route of ours for a range no longer configured.
+    t.node
+        .exec("nft", &["add", "chain", "inet", "capstan", "stale-chain"])?;
+    t.node
+        .ip(&["addr", "add", "11.0.0.77/32", "dev", "capstan-vip0"])?;
+    t.node
+        .ip(&["route", "add", "blackhole", "12.0.0.0/8", "proto", "241"])?;
+
+    // "kill -9" and start again: a fresh plane with only VIP a.
+    let restarted = plane_for(&t.node)?;
+    restarted.start().await?;
+    let only_a = table(&[(a, &backends[..1])]);
+    restarted.apply(&only_a).await?;
+    let listed = restarted.nft().list().await?;
+    for stale in ["11.0.0.11", "stale-chain", "10.251.0.2", "10.251.0.3"] {
+        ensure!(!listed.contains(stale), "stale {stale} left in\n{listed}");
+    }
+    ensure!(listed.contains("11.0.0.10 . tcp . 80"), "{listed}");
+    let addrs = restarted.device().addresses().await?;
+    ensure!(
+        addrs == BTreeSet::from([a.ip()]),
+        "device addresses after restart: {addrs:?}"
+    );
+    let routes = t.node.ip(&["route", "show", "proto", "241"])?;
+    ensure!(
+        !routes.contains("12.0.0.0") && routes.contains("11.0.0.0/8"),
+        "routes after restart: {routes}"
+    );
+    ensure!(
+        dial(&t.ctr, b, None).await?.is_err(),
+        "removed VIP b still answers"
+    );
+    ensure!(dial(&t.ctr, a, None).await??.id == 1);
+    // Applying the same table again changes nothing.
+    restarted.apply(&only_a).await?;
+    ensure!(
+        restarted.nft().list().await? == listed,
+        "re-apply changed the ruleset"
+    );
+    let tables = t.node.exec("nft", &["list", "tables"])?;
+    ensure!(tables.trim() == "table inet capstan", "tables: {tables}");
+
+    // Switching the plane off removes everything it made.
+    restarted.stop().await?;
+    let tables = t.node.exec("nft", &["list", "tables"])?;
+    ensure!(tables.trim().is_empty(), "tables after stop: {tables}");
+    ensure!(
+        t.node
+            .ip(&["route", "show", "proto", "241"])?
+            .trim()
+            .is_empty()
+    );
+    ensure!(t.node.ip(&["link", "show", "capstan-vip0"]).is_err());
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! The Mesos framework: SUBSCRIBE through the shared client (leader discovery, heartbeat
+//! watchdog, reconnect with the shared backoff), the framework id kept in coord so a
+//! restarted swarm re-registers as the same framework and keeps its tasks, explicit
+//! reconciliation of the tasks it knows, offers held while a start needs them (declined
+//! after a few seconds otherwise, and revived when a start comes), launches with the Docker
+//! containerizer, and status updates applied to the container records and acknowledged once
+//! the record is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_mesos_client::{MasterClient, SessionEnd, Subscription, reconnect};
+use capstan_types::{Backoff, Chain};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::model::{StatusUpdate, TaskRef};
+use crate::state::{Conn, HeldOffer, Swarm};
+use crate::translate::{fit, task_id, task_info};
+
+const MAX_EVENT_BYTES: usize = 64 << 20;
+/// Offers no start needs are declined after this long.
+const HOLD_OFFERS: Duration = Duration::from_secs(5);
+/// How long a declined agent is not offered again (a start revives sooner).
+const REFUSE_SECS: f64 = 10.0;
+
+/// The SUBSCRIBE call.
+pub fn subscribe_call(swarm: &Swarm, framework_id: Option<&str>) -> Value {
+    let cfg = &swarm.cfg;
+    let mut fi = json!({
+        "user": cfg.user, "name": cfg.framework_name, "failover_timeout": 7.0 * 86400.0,
+        "checkpoint": true, "role": cfg.role, "hostname": cfg.hostname,
+        "capabilities": [{"type": "TASK_KILLING_STATE"}],
+    });
+    let mut call = json!({"type": "SUBSCRIBE", "subscribe": {}});
+    if let Some(id) = framework_id {
+        fi["id"] = json!({ "value": id });
+        call["framework_id"] = json!({ "value": id });
+    }
+    call["subscribe"]["framework_info"] = fi;
+    call
+}
+
+/// Runs the framework until `token` is cancelled.
+pub async fn run(swarm: Arc<Swarm>, token: CancellationToken) {
+    let client = MasterClient::for_masters(&swarm.cfg.masters, |c| {
+        c.request_timeout = Duration::from_secs(60);
+        c.max_record_len = MAX_EVENT_BYTES;
+    });
+    let mut client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %Chain(&e), "Cannot build the master client; not scheduling");
+            return;
+        }
+    };
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    reconnect(backoff, &token, async move || {
+        let end = session(&mut client, &swarm).await;
+        swarm.conn.send_replace(None);
+        // Offers die with the subscription.
+        swarm.with(|s| s.offers.clear());
+        end
+    })
+    .await;
+}
+
+async fn session(client: &mut MasterClient, swarm: &Arc<Swarm>) -> SessionEnd {
+    let framework_id = match swarm.store.framework_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            warn!(error = %Chain(&e), "Cannot read the framework id from coord");
+            return SessionEnd::after(0);
+        }
+    };
+    let body = subscribe_call(swarm, framework_id.as_deref()).to_string();
+    let mut sub = match client.subscribe_scheduler(body).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            warn!(error = %Chain(&e), "Subscription to Mesos failed");
+            return SessionEnd::after(0);
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let record = tokio::select! {
+            r = sub.next() => r,
+            _ = tick.tick() => { housekeeping(swarm).await; continue; }
+            _ = swarm.kick.notified() => { launch_pending(swarm).await; revive_if_needed(swarm).await; continue; }
+        };
+        let record = match record {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                warn!(master = %sub.leader(), "Subscription to Mesos closed");
+                break;
+            }
+            Err(e) => {
+                warn!(master = %sub.leader(), error = %Chain(&e), "Subscription to Mesos failed");
+                break;
+            }
+        };
+        let Ok(event) = serde_json::from_slice::<Value>(&record) else {
+            warn!("Ignoring an undecodable event");
+            continue;
+        };
+        if !handle(swarm, client, &mut sub, event).await {
+            break;
+        }
+    }
+    SessionEnd::after(sub.records())
+}
+
+/// Handles one event; false ends the session.
+async fn handle(
+    swarm: &Arc<Swarm>,
+    client: &MasterClient,
+    sub: &mut Subscription,
+    mut event: Value,
+) -> bool {
+    match event["type"].as_str().unwrap_or_default() {
+        "SUBSCRIBED" => {
+            let fw = event["subscribed"]["framework_id"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(h) = event["subscribed"]["heartbeat_interval_seconds"].as_f64() {
+                sub.set_heartbeat_interval_secs(h);
+            }
+            if let Err(e) = swarm.store.set_framework_id(&fw).await {
+                warn!(error = %Chain(&e), "Cannot store the framework id; resubscribing");
+                return false;
+            }
+            info!(master = %sub.leader(), framework_id = %fw, "Subscribed to Mesos");
+            swarm.conn.send_replace(Some(Conn {
+                calls: client.scheduler_calls(sub),
+                framework_id: fw,
+            }));
+            reconcile(swarm).await;
+            launch_pending(swarm).await;
+            revive_if_needed(swarm).await;
+        }
+        "OFFERS" => {
+            let offers = match event["offers"]["offers"].take() {
+                Value::Array(o) => o,
+                _ => Vec::new(),
+            };
+            let now = tokio::time::Instant::now();
+            swarm.with(|s| {
+                s.offers.extend(
+                    offers
+                        .into_iter()
+                        .map(|offer| HeldOffer { offer, since: now }),
+                )
+            });
+            launch_pending(swarm).await;
+        }
+        "RESCIND" => {
+            let id = event["rescind"]["offer_id"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            swarm.with(|s| s.offers.retain(|o| o.id() != id));
+        }
+        "UPDATE" => update(swarm, &event["update"]["status"]).await,
+        "ERROR" => {
+            warn!(message = %event["error"]["message"], "Mesos sent an error");
+            return false;
+        }
+        other => debug!(event = other, "Mesos event"),
+    }
+    true
+}
+
+/// Asks for the state of every task swarm believes active.
+async fn reconcile(swarm: &Swarm) {
+    let tasks: Vec<Value> = swarm.read(|s| {
+        s.containers
+            .values()
+            .filter_map(|c| c.task.as_ref())
+            .filter(|t| !capstan_types::TaskState::is_terminal_name(&t.state))
+            .map(|t| json!({"task_id": {"value": t.task_id}, "agent_id": {"value": t.agent_id}}))
+            .collect()
+    });
+    if tasks.is_empty() {
+        return;
+    }
+    if let Err(e) = swarm
+        .call(json!({"type": "RECONCILE", "reconcile": {"tasks": tasks}}))
+        .await
+    {
+        warn!(error = %e, "Reconciliation failed");
+    }
+}
+
+async fn revive_if_needed(swarm: &Swarm) {
+    let waiting = swarm.read(|s| s.containers.values().any(|c| c.pending_start));
+    if waiting && let Err(e) = swarm.call(json!({"type": "REVIVE"})).await {
+        debug!(error = %e, "REVIVE failed");
+    }
+}
+
+/// Declines offers held too long when no start needs them; revives while starts wait.
+async fn housekeeping(swarm: &Swarm) {
+    let waiting = swarm.read(|s| s.containers.values().any(|c| c.pending_start));
+    if waiting {
+        launch_pending(swarm).await;
+        return;
+    }
+    let stale: Vec<String> = swarm.with(|s| {
+        let (old, keep): (Vec<HeldOffer>, Vec<HeldOffer>) = s
+            .offers
+            .drain(..)
+            .partition(|o| o.since.elapsed() >= HOLD_OFFERS);
+        s.offers = keep;
+        old.iter().map(|o| o.id().to_owned()).collect()
+    });
+    if stale.is_empty() {
+        return;
+    }
+    let ids: Vec<Value> = stale.iter().map(|i| json!({"value": i})).collect();
+    if let Err(e) = swarm
+        .call(json!({"type": "DECLINE", "decline": {"offer_ids": ids, "filters": {"refuse_seconds": REFUSE_SECS}}}))
+        .await
+    {
+        debug!(error = %e, "DECLINE failed");
+    }
+}
+
+/// Launches every start waiting for an offer that some held offer fits.
+async fn launch_pending(swarm: &Swarm) {
+    let launches: Vec<(String, Value, String)> = swarm.with(|s| {
+        let mut out = Vec::new();
+        let waiting: Vec<String> = s
+            .containers
+            .values()
+            .filter(|c| c.pending_start)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in waiting {
+            let Some(c) = s.containers.get(&id) else {
+                continue;
+            };
+            let mut chosen = None;
+            let mut why = None;
+            for (i, held) in s.offers.iter().enumerate() {
+                match fit(&c.spec, &held.offer) {
+                    Ok(m) => {
+                        chosen = Some((i, m));
+                        break;
+                    }
+                    Err(e) => why = Some(e.to_string()),
+                }
+            }
+            let Some((i, m)) = chosen else {
+                if let (Some(why), Some(c)) = (why, s.containers.get_mut(&id)) {
+                    c.error = format!("no agent fits the container yet: {why}");
+                }
+                continue;
+            };
+            let held = s.offers.remove(i);
+            let Some(c) = s.containers.get_mut(&id) else {
+                continue;
+            };
+            c.runs += 1;
+            let tid = task_id(&c.id, c.runs);
+            let info = task_info(&c.id, &c.name, &c.spec, &tid, &held.offer, &m);
+            c.pending_start = false;
+            c.task = Some(TaskRef {
+                task_id: tid.clone(),
+                agent_id: held.offer["agent_id"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                agent_host: held.offer["hostname"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                ports: m.ports,
+                state: "TASK_STAGING".into(),
+                sandbox: None,
+                agent_http: None,
+                ip_address: None,
+            });
+            out.push((id, info, held.id().to_owned()));
+        }
+        out
+    });
+    for (id, info, offer_id) in launches {
+        // The record names the task before the task exists: a crash in between reconciles it.
+        if let Err(e) = swarm.persist(&id).await {
+            warn!(container = %id, error = %e, "Not launching: the record was not stored");
+            swarm.modify(&id, |c| {
+                c.pending_start = true;
+                c.task = None;
+            });
+            continue;
+        }
+        let task = info["task_id"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        info!(container = %id, task = %task, offer = %offer_id, "Launching");
+        let call = json!({"type": "ACCEPT", "accept": {
+            "offer_ids": [{"value": offer_id}],
+            "operations": [{"type": "LAUNCH", "launch": {"task_infos": [info]}}],
+            "filters": {"refuse_seconds": 1.0},
+        }});
+        if let Err(e) = swarm.call(call).await {
+            warn!(container = %id, error = %e, "ACCEPT failed");
+            fail_launch(
+                swarm,
+                &id,
+                &task,
+                &format!("the master refused the launch: {e}"),
+            )
+            .await;
+        }
+    }
+}
+
+async fn fail_launch(swarm: &Swarm, id: &str, task: &str, message: &str) {
+    let u = StatusUpdate {
+        task_id: task.to_owned(),
+        state: "TASK_ERROR".into(),
+        reason: "REASON_TASK_INVALID".into(),
+        message: message.to_owned(),
+        ip_address: None,
+    };
+    let now = crate::time::now_rfc3339();
+    swarm.modify(id, |c| c.apply(&u, &now));
+    let _ = swarm.persist(id).await;
+}
+
+/// Applies a status update, stores it, then acknowledges it.
+async fn update(swarm: &Swarm, status: &Value) {
+    let task = status["task_id"]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let ip = status["container_status"]["network_infos"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["ip_addresses"].as_array().cloned().unwrap_or_default())
+        .find_map(|a| a["ip_address"].as_str().map(str::to_owned));
+    let u = StatusUpdate {
+        task_id: task.clone(),
+        state: status["state"].as_str().unwrap_or_default().to_owned(),
+        reason: status["reason"].as_str().unwrap_or_default().to_owned(),
+        message: status["message"].as_str().unwrap_or_default().to_owned(),
+        ip_address: ip,
+    };
+    let owner = crate::translate::short_id_of_task(&task).and_then(|short| {
+        swarm.read(|s| {
+            s.containers
+                .values()
+                .find(|c| {
+                    c.id.starts_with(short) && c.task.as_ref().is_some_and(|t| t.task_id == task)
+                })
+                .map(|c| c.id.clone())
+        })
+    });
+    let now = crate::time::now_rfc3339();
+    if let Some(id) = &owner {
+        let changed = swarm.modify(id, |c| c.apply(&u, &now)).unwrap_or(false);
+        let remove = swarm
+            .get(id)
+            .is_some_and(|c| c.spec.auto_remove && !c.running() && c.exits > 0);
+        if remove {
+            swarm.with(|s| s.containers.remove(id));
+        }
+        if (changed || remove) && swarm.persist(id).await.is_err() {
+            // Not acknowledged: the master resends it.
+            return;
+        }
+        debug!(container = %id, task = %task, state = %u.state, "Task status");
+    } else if !capstan_types::TaskState::is_terminal_name(&u.state) && !task.is_empty() {
+        // A task of no container (removed meanwhile): it must not keep running.
+        let agent = status["agent_id"]["value"].as_str().unwrap_or_default();
+        let _ = swarm
+            .call(json!({"type": "KILL", "kill": {"task_id": {"value": task}, "agent_id": {"value": agent}}}))
+            .await;
+    }
+    if let (Some(uuid), Some(agent)) = (
+        status["uuid"].as_str(),
+        status["agent_id"]["value"].as_str(),
+    ) {
+        let ack = json!({"type": "ACKNOWLEDGE", "acknowledge": {
+            "agent_id": {"value": agent}, "task_id": {"value": task}, "uuid": uuid,
+        }});
+        if let Err(e) = swarm.call(ack).await {
+            debug!(error = %e, "ACKNOWLEDGE failed");
+        }
+    }
+}

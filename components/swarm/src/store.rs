@@ -1,0 +1,100 @@
+//! Container records and the framework id in coord: `<prefix>/containers/<id>` (a
+//! [`Container`] as JSON, versioned) and `<prefix>/framework_id`. Without coord endpoints
+//! the store keeps nothing (tests of the HTTP layer only).
+
+use capstan_coord_client::Client;
+
+use crate::model::Container;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("coord refused or failed the request")]
+    Coord(#[from] capstan_coord_client::ClientError),
+    #[error("the record at {key} is not a container record")]
+    Decode {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    coord: Option<Client>,
+    prefix: String,
+}
+
+impl Store {
+    pub fn new(coord: Option<Client>, prefix: &str) -> Store {
+        Store {
+            coord,
+            prefix: prefix.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn container_key(&self, id: &str) -> String {
+        format!("{}/containers/{id}", self.prefix)
+    }
+
+    fn framework_key(&self) -> String {
+        format!("{}/framework_id", self.prefix)
+    }
+
+    pub fn coord(&self) -> Option<&Client> {
+        self.coord.as_ref()
+    }
+
+    /// Every stored container.
+    pub async fn load(&self) -> Result<Vec<Container>, StoreError> {
+        let Some(coord) = &self.coord else {
+            return Ok(Vec::new());
+        };
+        let list = coord
+            .list_all(&format!("{}/containers/", self.prefix))
+            .await?;
+        list.kvs
+            .into_iter()
+            .map(|kv| {
+                serde_json::from_slice(&kv.value).map_err(|source| StoreError::Decode {
+                    key: kv.key.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn put(&self, c: &Container) -> Result<(), StoreError> {
+        if let Some(coord) = &self.coord {
+            let value = serde_json::to_vec(c).unwrap_or_default();
+            coord.put(&self.container_key(&c.id), value).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(coord) = &self.coord {
+            coord.delete(&self.container_key(id)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn framework_id(&self) -> Result<Option<String>, StoreError> {
+        let Some(coord) = &self.coord else {
+            return Ok(None);
+        };
+        Ok(coord
+            .get(&self.framework_key())
+            .await?
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            .filter(|s| !s.is_empty()))
+    }
+
+    pub async fn set_framework_id(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(coord) = &self.coord {
+            coord
+                .put(&self.framework_key(), id.as_bytes().to_vec())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+#!/bin/sh
+# capstan-bootstrap: a provisioned node's first boot. Reads the first-boot contract
+# /etc/capstan/bootstrap.env (written by cloud-init or a start-up script from
+# terraform/modules/core, or taken from the QEMU fw_cfg entry opt/capstan/bootstrap.env) and
+# runs the one-line installer: `install.sh --init` on the node with INIT=1, and on every other
+# node `curl http://MASTER/install.sh | sh -s -- --role ROLE --join JOIN`, retried until the
+# master answers. Reports each step and, at the end, `capstan: node ready (role=ROLE)` on the
+# console. Running it again on a node that is ready does nothing.
+#
+# Keys: ROLE=master|agent, INIT=1 (create the cluster here), JOIN=<token>, MASTER=<address>,
+# and optionally ADVERTISE=<ip>, NAME=<cluster name>, HOSTNAME=<node name>, PUBLIC=1,
+# PACKAGE_URL=<url of the .deb>, SKIP_DOCTOR=1. Environment: CAPSTAN_BOOTSTRAP_ENV (the file),
+# CAPSTAN_BOOTSTRAP_DIR (state, default /var/lib/capstan-bootstrap), CAPSTAN_BOOTSTRAP_TIMEOUT
+# (seconds to keep trying the master, default 1800), CAPSTAN_BOOTSTRAP_DRY_RUN=1 (print the
+# installer command instead of running it; for tests).
+set -eu
+
+ENV_FILE=${CAPSTAN_BOOTSTRAP_ENV:-/etc/capstan/bootstrap.env}
+STATE=${CAPSTAN_BOOTSTRAP_DIR:-/var/lib/capstan-bootstrap}
+TIMEOUT=${CAPSTAN_BOOTSTRAP_TIMEOUT:-1800}
+DRY_RUN=${CAPSTAN_BOOTSTRAP_DRY_RUN:-}
+FW_CFG=/sys/firmware/qemu_fw_cfg/by_name/opt/capstan/bootstrap.env/raw
+LOCAL_DEB=/var/cache/capstan/capstan.deb
+
+say() {
+  printf 'capstan: %s\n' "$*" >&2
+  # The serial console of a VM or cloud instance; best effort.
+  if [ -z "$DRY_RUN" ] && [ -w /dev/console ]; then
+    printf 'capstan: %s\n' "$*" >/dev/console 2>/dev/null || true
+  fi
+}
+die() {
+  say "bootstrap failed: $*"
+  exit 1
+}
+
+# The contract: the file, or else QEMU's fw_cfg entry (copied to the file).
+if [ ! -f "$ENV_FILE" ]; then
+  [ -e "$FW_CFG" ] || modprobe qemu_fw_cfg 2>/dev/null || true
+  if [ -r "$FW_CFG" ]; then
+    mkdir -p "$(dirname "$ENV_FILE")"
+    (umask 077 && cat "$FW_CFG" >"$ENV_FILE")
+    say "read the bootstrap contract from fw_cfg"
+  else
+    say "no $ENV_FILE and no fw_cfg entry: nothing to do"
+    exit 0
+  fi
+fi
+
+# Parse KEY=VALUE lines without running them; unknown keys are ignored.
+ROLE='' INIT='' JOIN='' MASTER='' ADVERTISE='' NAME='' HOSTNAME_='' PUBLIC='' PACKAGE_URL='' SKIP_DOCTOR=''
+while IFS= read -r line || [ -n "$line" ]; do
+  case "$line" in '' | '#'*) continue ;; esac
+  key=${line%%=*}
+  value=${line#*=}
+  case "$key" in
+    ROLE) ROLE=$value ;;
+    INIT) INIT=$value ;;
+    JOIN) JOIN=$value ;;
+    MASTER) MASTER=$value ;;
+    ADVERTISE) ADVERTISE=$value ;;
+    NAME) NAME=$value ;;
+    HOSTNAME) HOSTNAME_=$value ;;
+    PUBLIC) PUBLIC=$value ;;
+    PACKAGE_URL) PACKAGE_URL=$value ;;
+    SKIP_DOCTOR) SKIP_DOCTOR=$value ;;
+  esac
+done <"$ENV_FILE"
+
+case "$ROLE" in
+  master | agent) ;;
+  *) die "ROLE must be master or agent in $ENV_FILE, not '$ROLE'" ;;
+esac
+[ "$INIT" != 1 ] || [ "$ROLE" = master ] || die "INIT=1 goes only with ROLE=master"
+if [ "$INIT" != 1 ]; then
+  [ -n "$JOIN" ] || die "JOIN is empty in $ENV_FILE: put a join token there (capstan cluster token create --role $ROLE on a master) and run capstan-bootstrap again"
+  [ -n "$MASTER" ] || die "MASTER is empty in $ENV_FILE"
+fi
+
+mkdir -p "$STATE"
+chmod 0700 "$STATE"
+if [ -f "$STATE/done" ]; then
+  say "node ready (role=$ROLE)"
+  exit 0
+fi
+# One run at a time (cloud-init's runcmd and the image's first-boot unit may both start it).
+if command -v flock >/dev/null 2>&1 && [ -z "${CAPSTAN_BOOTSTRAP_LOCKED:-}" ]; then
+  CAPSTAN_BOOTSTRAP_LOCKED=1 exec flock "$STATE/lock" "$0" "$@"
+fi
+[ ! -f "$STATE/done" ] || { say "node ready (role=$ROLE)"; exit 0; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/capstan-bootstrap.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+say "bootstrap: role=$ROLE${INIT:+ init=$INIT} master=${MASTER:-self}${PUBLIC:+ public}"
+if [ -n "$PUBLIC" ]; then
+  say "public agent: the installer has no public-agent option yet; joining as an agent"
+fi
+
+# The package: the image's copy, else PACKAGE_URL (joining nodes may also get it from the master).
+DEB=
+if [ -f "$LOCAL_DEB" ]; then
+  DEB=$LOCAL_DEB
+elif [ -n "$PACKAGE_URL" ]; then
+  say "downloading the package from $PACKAGE_URL"
+  mkdir -p "$(dirname "$LOCAL_DEB")"
+  curl -fsSL --retry 5 --max-time 600 -o "$LOCAL_DEB.part" "$PACKAGE_URL" ||
+    die "cannot download $PACKAGE_URL"
+  mv "$LOCAL_DEB.part" "$LOCAL_DEB"
+  DEB=$LOCAL_DEB
+fi
+
+run() {
+  if [ -n "$DRY_RUN" ]; then
+    printf '%s\n' "$*"
+    return 0
+  fi
+  "$@"
+}
+
+if [ "$INIT" = 1 ]; then
+  # The installer ships in the package; take it from there (installed, or inside the .deb).
+  INSTALLER=/usr/share/capstan/install.sh
+  if [ ! -f "$INSTALLER" ] && [ -z "$DRY_RUN" ]; then
+    [ -n "$DEB" ] || die "INIT=1 needs the package: boot the Capstan image or set PACKAGE_URL"
+    dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/share/capstan/install.sh >"$WORK/install.sh" ||
+      die "no install.sh inside $DEB"
+    INSTALLER=$WORK/install.sh
+  fi
+  set -- --init
+  [ -z "$DEB" ] || set -- "$@" --package "$DEB"
+  [ -z "$ADVERTISE" ] || set -- "$@" --advertise "$ADVERTISE"
+  [ -z "$NAME" ] || set -- "$@" --name "$NAME"
+  [ -z "$HOSTNAME_" ] || set -- "$@" --hostname "$HOSTNAME_"
+  [ -z "$SKIP_DOCTOR" ] || set -- "$@" --skip-doctor
+  say "creating the cluster (install.sh $*)"
+  # The administrator's password is printed once: keep the JSON, root only.
+  if [ -n "$DRY_RUN" ]; then
+    run sh "$INSTALLER" "$@" --json
+  else
+    (umask 077 && sh "$INSTALLER" "$@" --json >"$STATE/init.json") ||
+      die "install.sh --init failed (see the journal); run capstan-bootstrap again to retry"
+    say "cluster created; the administrator's password is in $STATE/init.json (root only)"
+  fi
+else
+  set -- --role "$ROLE" --join "$JOIN" --server "$MASTER"
+  [ -z "$DEB" ] || set -- "$@" --package "$DEB"
+  [ -z "$ADVERTISE" ] || set -- "$@" --advertise "$ADVERTISE"
+  [ -z "$HOSTNAME_" ] || set -- "$@" --hostname "$HOSTNAME_"
+  [ -z "$SKIP_DOCTOR" ] || set -- "$@" --skip-doctor
+  if [ -n "$DRY_RUN" ]; then
+    run sh -s -- "$@"
+  else
+    # The master may still be booting: keep trying until it serves install.sh and the join works.
+    deadline=$(($(date +%s) + TIMEOUT))
+    attempt=0
+    while :; do
+      attempt=$((attempt + 1))
+      if curl -fsSL --max-time 30 -o "$WORK/install.sh" "http://$MASTER/install.sh" </dev/null; then
+        say "joining $MASTER as $ROLE (attempt $attempt)"
+        if sh "$WORK/install.sh" "$@" </dev/null; then
+          break
+        fi
+        say "the installer failed; retrying"
+      else
+        say "waiting for $MASTER to serve install.sh (attempt $attempt)"
+      fi
+      [ "$(date +%s)" -lt "$deadline" ] || die "gave up on $MASTER after $TIMEOUT s"
+      sleep 10
+    done
+  fi
+fi
+
+if [ -z "$DRY_RUN" ]; then
+  touch "$STATE/done"
+fi
+say "node ready (role=$ROLE)"
