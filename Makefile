@@ -1,7 +1,7 @@
 # Thin wrappers: every target is one cargo or script call.
 CARGO ?= cargo
 
-.PHONY: build test check deny images bench run soak deb lint-deb
+.PHONY: build test check deny images bench run soak deb lint-deb vm-image
 
 build:
 	$(CARGO) build --release --bin capstan
@@ -45,3 +45,10 @@ deb: build
 ## justifies them.
 lint-deb: deb
 	packaging/lint-deb.sh "$$(ls -t target/debian/capstan_*_amd64.deb | head -n 1)"
+
+## The VM images: target/images/capstan-<version>.qcow2 (cloud-init) and its lean variant
+## capstan-<version>-lean.qcow2 (fw_cfg only), each with its .sha256, from `make deb`'s package
+## (images/vm/build.sh; needs root, mmdebstrap, fdisk, extlinux, qemu-utils).
+vm-image: deb
+	DEB="$$(ls -t target/debian/capstan_*_amd64.deb | head -n 1)" VARIANT=full images/vm/build.sh
+	DEB="$$(ls -t target/debian/capstan_*_amd64.deb | head -n 1)" VARIANT=lean images/vm/build.sh

@@ -35,6 +35,8 @@ Installs Capstan on this machine and joins it to a cluster (or, with --init, cre
   --init               create a new cluster on this machine, its first master
   --advertise IP       the address this node's daemons bind and advertise
   --hostname NAME      this node's name in the cluster
+  --public             a public agent (role slave_public: edge load balancers, services
+                       reached from outside the cluster)
   --name NAME          the cluster's name (--init)
   --json               print cluster init's result as JSON (--init)
   --skip-doctor        go on even if the pre-flight checks (capstan doctor) fail
@@ -140,6 +142,7 @@ main() {
   CLUSTER_NAME=
   JSON=
   SKIP_DOCTOR=
+  PUBLIC=
   while [ $# -gt 0 ]; do
     case "$1" in
       --role) [ $# -ge 2 ] || die "--role needs agent or master"; ROLE=$2; shift 2 ;;
@@ -151,6 +154,7 @@ main() {
       --hostname) [ $# -ge 2 ] || die "--hostname needs a name"; NODE_NAME=$2; shift 2 ;;
       --name) [ $# -ge 2 ] || die "--name needs a name"; CLUSTER_NAME=$2; shift 2 ;;
       --init) INIT=1; shift ;;
+      --public) PUBLIC=1; shift ;;
       --json) JSON=1; shift ;;
       --skip-doctor) SKIP_DOCTOR=1; shift ;;
       -h | --help) usage; exit 0 ;;
@@ -161,6 +165,7 @@ main() {
   if [ -n "$INIT" ]; then
     [ -z "$ROLE" ] || [ "$ROLE" = master ] || die "--init makes the first master: --role $ROLE does not go with it"
     [ -z "$TOKEN" ] || die "--init creates a cluster: it takes no --join token"
+    [ -z "$PUBLIC" ] || die "--init makes a master: --public is for agents"
     ROLE=master
   else
     case "$ROLE" in
@@ -168,6 +173,7 @@ main() {
       '') die "say what this node becomes: --role agent or --role master (or --init for the first master)" ;;
       *) die "--role is agent or master, not $ROLE" ;;
     esac
+    [ -z "$PUBLIC" ] || [ "$ROLE" = agent ] || die "--public is for agents, not --role $ROLE"
     [ -n "$TOKEN" ] || die "joining needs a token: --join TOKEN (capstan cluster token create --role $ROLE on a master)"
     parse_token "$TOKEN"
     # Accept http://host/ and https://host as well as host[:port].
@@ -256,6 +262,7 @@ main() {
     set -- cluster join --server "$SERVER" --role "$ROLE" --ca "$CA_FILE"
     [ -z "$ADVERTISE" ] || set -- "$@" --advertise "$ADVERTISE"
     [ -z "$NODE_NAME" ] || set -- "$@" --hostname "$NODE_NAME"
+    [ -z "$PUBLIC" ] || set -- "$@" --public
     say "joining $SERVER as $ROLE (capstan cluster join)"
   fi
   # Not exec: the temporary files (the pinned CA, the package) go once capstan is done.

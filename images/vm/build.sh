@@ -14,7 +14,8 @@
 #   DEB=target/debian/capstan_0.1.0-1_amd64.deb VARIANT=full images/vm/build.sh
 #
 # Environment: DEB (the .deb to put inside), VARIANT=lean|full (full adds cloud-init),
-# OUT (default target/images), SUITE (default bookworm), COMPRESS=0 for a faster, larger qcow2.
+# OUT (default target/images), SUITE (default bookworm), COMPRESS=0 for a faster, larger qcow2,
+# FREE_MIB (free room in the root filesystem beyond the rootfs's own, default 3072).
 # Writes OUT/capstan-<version>[-lean].qcow2 and its .sha256. Needs root, mmdebstrap, e2fsprogs,
 # fdisk (sfdisk), extlinux, syslinux-common and qemu-utils.
 set -euo pipefail
@@ -53,7 +54,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-packages=linux-image-cloud-amd64,systemd-sysv,udev,kmod,iproute2,iputils-ping,netbase,ca-certificates,curl,sudo,e2fsprogs,initramfs-tools,systemd-resolved,util-linux,docker.io,iptables,nftables,openssh-server
+packages=linux-image-cloud-amd64,systemd-sysv,udev,kmod,iproute2,iputils-ping,netbase,ca-certificates,curl,sudo,e2fsprogs,initramfs-tools,systemd-resolved,libnss-myhostname,util-linux,docker.io,iptables,nftables,openssh-server
 [ "$VARIANT" = lean ] || packages=$packages,cloud-init,python3
 
 hooks=(
@@ -117,9 +118,10 @@ LABEL capstan
   APPEND root=LABEL=capstan-root rw console=tty0 console=ttyS0,115200n8 net.ifnames=0
 CONF
 
-# The partition: the rootfs's size plus room, then the disk: 1 MiB for the MBR, the partition.
+# The partition: the rootfs's size plus room (`capstan doctor` wants 2 GiB free for /var/lib;
+# unused blocks cost nothing in the qcow2), then the disk: 1 MiB for the MBR, the partition.
 used_mib=$(du -sm "$work/rootfs" | cut -f1)
-part_mib=$((used_mib + used_mib / 2 + 512))
+part_mib=$((used_mib + used_mib / 2 + ${FREE_MIB:-3072}))
 say "ext4 partition of $part_mib MiB (rootfs $used_mib MiB)"
 mke2fs -q -t ext4 -L capstan-root -d "$work/rootfs" "$work/part.raw" "${part_mib}M"
 rm -rf "$work/rootfs"

@@ -13,7 +13,9 @@
 //!   docker:
 //!     host: unix:///var/run/docker.sock
 //!     pull_timeout: 300             # seconds
-//!     allow_privileged: false
+//!     allow_privileged: false       # privileged containers and --cap-add
+//!     allowed_host_paths: []        # host paths volumes and file:// fetches may name
+//!     pids_limit: 4096              # processes per container
 //!     cpu_quota: false              # also cap CPU with a CFS quota
 //!     extra_labels: {}
 //!     sandbox_mount: /mnt/mesos/sandbox
@@ -31,7 +33,7 @@ use std::time::Duration;
 use capstan_runtime::{ConfigProblem, Validate, duration_secs};
 use serde::{Deserialize, Serialize};
 
-use capstan_types::RangeSet;
+use capstan_types::{ContainerPolicy, RangeSet};
 
 use crate::resources::{parse_attribute, parse_port_ranges};
 
@@ -127,8 +129,16 @@ pub struct DockerConfig {
     /// How long an image pull may take before the launch fails.
     #[serde(with = "duration_secs")]
     pub pull_timeout: Duration,
-    /// Whether tasks may ask for privileged containers.
+    /// Whether tasks may ask for privileged containers and added capabilities (the
+    /// cluster's `containers.allow_privileged`).
     pub allow_privileged: bool,
+    /// Absolute host paths (and what is under them) that volumes and `file://` fetches may
+    /// name; the task's sandbox is always allowed (the cluster's
+    /// `containers.allowed_host_paths`). See [`capstan_types::ContainerPolicy`].
+    pub allowed_host_paths: Vec<String>,
+    /// The most processes a container may run (Docker's `PidsLimit`): a fork bomb in one
+    /// task does not take the node down.
+    pub pids_limit: i64,
     /// Also set a CFS quota from `cpus` (hard cap), not only CPU shares.
     pub cpu_quota: bool,
     /// Labels put on every container this agent creates (tests use it for cleanup).
@@ -145,10 +155,22 @@ impl Default for DockerConfig {
             host: None,
             pull_timeout: Duration::from_secs(300),
             allow_privileged: false,
+            allowed_host_paths: Vec::new(),
+            pids_limit: 4096,
             cpu_quota: false,
             extra_labels: BTreeMap::new(),
             sandbox_mount: "/mnt/mesos/sandbox".to_owned(),
             kill_orphans: true,
+        }
+    }
+}
+
+impl DockerConfig {
+    /// The container policy this agent enforces.
+    pub fn policy(&self) -> ContainerPolicy {
+        ContainerPolicy {
+            allow_privileged: self.allow_privileged,
+            allowed_host_paths: self.allowed_host_paths.clone(),
         }
     }
 }
@@ -171,7 +193,19 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
+        let mut problems: Vec<ConfigProblem> = self
+            .docker
+            .policy()
+            .problems()
+            .into_iter()
+            .map(|(field, why)| ConfigProblem::new(format!("docker.{field}"), why))
+            .collect();
+        if self.docker.pids_limit < 1 {
+            problems.push(ConfigProblem::new(
+                "docker.pids_limit",
+                "must be at least 1",
+            ));
+        }
         if !self.work_dir.is_absolute() {
             problems.push(ConfigProblem::new("work_dir", "must be an absolute path"));
         }

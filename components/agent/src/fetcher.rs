@@ -2,11 +2,15 @@
 //! the Mesos fetcher. `http://` URLs are downloaded (no TLS in this build), plain paths and
 //! `file://` URLs are copied; archives (`.tar`, `.tar.gz`/`.tgz`, `.tar.bz2`, `.tar.xz`,
 //! `.zip`) are extracted when `extract` is set (the default); `executable` sets the mode.
+//! The agent runs as root, so a local file is copied only from a host path the cluster's
+//! container policy allows (judged as written and again after symlinks are resolved): a task
+//! cannot fetch `/etc/shadow` into a sandbox its framework can read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use capstan_proto::mesos::v1::command_info::Uri;
+use capstan_types::ContainerPolicy;
 use tokio::io::AsyncWriteExt;
 
 /// Per-URI download limit.
@@ -50,7 +54,11 @@ pub fn archive_kind(name: &str) -> Option<&'static str> {
 }
 
 /// Fetches every URI into `sandbox`, in order.
-pub async fn fetch_all(uris: &[Uri], sandbox: &Path) -> Result<(), FetchError> {
+pub async fn fetch_all(
+    uris: &[Uri],
+    sandbox: &Path,
+    policy: &ContainerPolicy,
+) -> Result<(), FetchError> {
     if uris.is_empty() {
         return Ok(());
     }
@@ -63,7 +71,7 @@ pub async fn fetch_all(uris: &[Uri], sandbox: &Path) -> Result<(), FetchError> {
             reason: e.to_string(),
         })?;
     for uri in uris {
-        fetch_one(&client, uri, sandbox)
+        fetch_one(&client, uri, sandbox, policy)
             .await
             .map_err(|reason| FetchError {
                 uri: uri.value.clone(),
@@ -73,7 +81,12 @@ pub async fn fetch_all(uris: &[Uri], sandbox: &Path) -> Result<(), FetchError> {
     Ok(())
 }
 
-async fn fetch_one(client: &reqwest::Client, uri: &Uri, sandbox: &Path) -> Result<(), String> {
+async fn fetch_one(
+    client: &reqwest::Client,
+    uri: &Uri,
+    sandbox: &Path,
+    policy: &ContainerPolicy,
+) -> Result<(), String> {
     let name = target_name(uri).ok_or("cannot tell the file name")?;
     if name.contains('/') {
         return Err(format!("output file `{name}` must be a plain file name"));
@@ -97,7 +110,12 @@ async fn fetch_one(client: &reqwest::Client, uri: &Uri, sandbox: &Path) -> Resul
         .strip_prefix("file://")
         .or(value.starts_with('/').then_some(value))
     {
-        tokio::fs::copy(path, &dest)
+        policy.check_host_path(path)?;
+        let real = tokio::fs::canonicalize(path)
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        policy.check_host_path(&real.to_string_lossy())?;
+        tokio::fs::copy(&real, &dest)
             .await
             .map_err(|e| e.to_string())?;
     } else {
@@ -190,7 +208,11 @@ mod tests {
                 ..uri(&format!("file://{}", src.join("run.sh").display()), None)
             },
         ];
-        fetch_all(&uris, &sandbox).await.unwrap();
+        let policy = ContainerPolicy {
+            allowed_host_paths: vec![dir.path().to_string_lossy().into_owned()],
+            ..ContainerPolicy::default()
+        };
+        fetch_all(&uris, &sandbox, &policy).await.unwrap();
         assert_eq!(
             std::fs::read_to_string(sandbox.join("pkg/inside.txt")).unwrap(),
             "packed"
@@ -201,13 +223,49 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o111, 0o111);
-        let err = fetch_all(&[uri("/no/such/file", None)], &sandbox)
+        let missing = dir.path().join("no/such/file");
+        let err = fetch_all(&[uri(missing.to_str().unwrap(), None)], &sandbox, &policy)
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("/no/such/file"), "{err}");
-        let err = fetch_all(&[uri("https://example.invalid/x", None)], &sandbox)
+        assert!(err.to_string().contains("no/such/file"), "{err}");
+        let err = fetch_all(&[uri("https://example.invalid/x", None)], &sandbox, &policy)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("only http://"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn host_files_outside_the_policy_are_not_fetched_even_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("allowed");
+        std::fs::create_dir_all(&allowed).unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), allowed.join("link")).unwrap();
+        let sandbox = dir.path().join("sandbox");
+        std::fs::create_dir_all(&sandbox).unwrap();
+        let policy = ContainerPolicy {
+            allowed_host_paths: vec![allowed.to_string_lossy().into_owned()],
+            ..ContainerPolicy::default()
+        };
+        for path in [
+            "/etc/shadow".to_owned(),
+            format!("file://{}", dir.path().join("secret").display()),
+            allowed.join("link").display().to_string(),
+        ] {
+            let err = fetch_all(&[uri(&path, None)], &sandbox, &policy)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("not"), "{path}: {err}");
+        }
+        assert!(!sandbox.join("link").exists() && !sandbox.join("secret").exists());
+        // Nothing is allowed by default.
+        let err = fetch_all(
+            &[uri(allowed.join("link").to_str().unwrap(), None)],
+            &sandbox,
+            &ContainerPolicy::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("allowed_host_paths"), "{err}");
     }
 }

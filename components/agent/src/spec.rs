@@ -48,7 +48,10 @@ pub struct SpecContext<'a> {
     pub sandbox: &'a Path,
     /// Where the sandbox is mounted in the container.
     pub sandbox_mount: &'a str,
-    pub allow_privileged: bool,
+    /// What the container may ask of the host (privileges, host paths).
+    pub policy: &'a capstan_types::ContainerPolicy,
+    /// Docker's `PidsLimit`.
+    pub pids_limit: i64,
     pub cpu_quota: bool,
     pub extra_labels: &'a BTreeMap<String, String>,
 }
@@ -127,6 +130,8 @@ pub struct ContainerSpec {
     pub cpu_quota: Option<(i64, i64)>,
     pub memory_bytes: Option<i64>,
     pub privileged: bool,
+    /// The most processes the container may run.
+    pub pids_limit: i64,
     pub extra: ExtraSettings,
 }
 
@@ -145,8 +150,8 @@ pub enum SpecError {
     BadPortMapping { index: usize, reason: String },
     #[error("volume {index}: {reason}")]
     BadVolume { index: usize, reason: String },
-    #[error("privileged containers are not allowed on this agent")]
-    PrivilegedForbidden,
+    #[error("{0}")]
+    PrivilegedForbidden(String),
     #[error("docker parameter `{key}`: {reason}")]
     BadParameter { key: String, reason: String },
     #[error("environment variable {index}: {reason}")]
@@ -354,13 +359,15 @@ pub fn build_spec(task: &TaskInfo, ctx: &SpecContext<'_>) -> Result<ContainerSpe
         .iter()
         .enumerate()
     {
-        binds.push(volume_bind(index, vol, ctx.sandbox)?);
+        binds.push(volume_bind(index, vol, ctx.sandbox, ctx.policy)?);
     }
 
-    if docker.privileged() && !ctx.allow_privileged {
-        return Err(SpecError::PrivilegedForbidden);
+    if docker.privileged()
+        && let Err(reason) = ctx.policy.check_privileged()
+    {
+        return Err(SpecError::PrivilegedForbidden(reason));
     }
-    let (extra, extra_labels, extra_env) = parameters(docker, ctx.allow_privileged)?;
+    let (extra, extra_labels, extra_env) = parameters(docker, ctx.policy)?;
     env.extend(extra_env);
 
     let mut labels: BTreeMap<String, String> = ctx.extra_labels.clone();
@@ -396,6 +403,7 @@ pub fn build_spec(task: &TaskInfo, ctx: &SpecContext<'_>) -> Result<ContainerSpe
         cpu_quota,
         memory_bytes,
         privileged: docker.privileged(),
+        pids_limit: ctx.pids_limit,
         extra,
     })
 }
@@ -495,6 +503,7 @@ fn volume_bind(
     index: usize,
     vol: &capstan_proto::mesos::v1::Volume,
     sandbox: &Path,
+    policy: &capstan_types::ContainerPolicy,
 ) -> Result<String, SpecError> {
     let bad = |reason: &str| SpecError::BadVolume {
         index,
@@ -518,6 +527,9 @@ fn volume_bind(
             return Err(bad(&format!("path `{p}` may not contain '..'")));
         }
     }
+    policy
+        .check_host_path(host)
+        .map_err(|reason| bad(&reason))?;
     let host_path: PathBuf = if Path::new(host).is_absolute() {
         PathBuf::from(host)
     } else {
@@ -542,7 +554,7 @@ type ParamOutput = (ExtraSettings, Vec<(String, String)>, Vec<(String, String)>)
 /// Applies the vetted `docker.parameters`; anything else is refused with a clear message.
 fn parameters(
     docker: &container_info::DockerInfo,
-    allow_privileged: bool,
+    policy: &capstan_types::ContainerPolicy,
 ) -> Result<ParamOutput, SpecError> {
     let mut extra = ExtraSettings::default();
     let mut labels = Vec::new();
@@ -569,8 +581,12 @@ fn parameters(
             "dns" => extra.dns.push(v.to_owned()),
             "dns-search" => extra.dns_search.push(v.to_owned()),
             "cap-drop" => extra.cap_drop.push(v.to_owned()),
-            "cap-add" if allow_privileged => extra.cap_add.push(v.to_owned()),
-            "cap-add" => return Err(bad("adding capabilities is not allowed on this agent")),
+            "cap-add" => {
+                policy
+                    .check_added_capabilities()
+                    .map_err(|reason| bad(&reason))?;
+                extra.cap_add.push(v.to_owned())
+            }
             "shm-size" => extra.shm_size = Some(parse_bytes(v).ok_or_else(|| bad("not a size"))?),
             "memory-swap" => {
                 extra.memory_swap = Some(if v == "-1" {

@@ -34,6 +34,8 @@ pub struct SupervisorCtx {
     pub events: EventSender,
     pub kill_rx: watch::Receiver<Option<Duration>>,
     pub advertise_ip: IpAddr,
+    /// Which host files `file://` URIs may fetch.
+    pub policy: capstan_types::ContainerPolicy,
 }
 
 enum Outcome {
@@ -69,7 +71,7 @@ pub async fn supervise(mut ctx: SupervisorCtx, mode: Mode) {
                 .as_ref()
                 .map(|c| c.uris.as_slice())
                 .unwrap_or_default();
-            match fetcher::fetch_all(uris, &c.sandbox).await {
+            match fetcher::fetch_all(uris, &c.sandbox, &ctx.policy).await {
                 Err(e) => Err(Outcome::LaunchFailed(e.to_string())),
                 Ok(()) => match cz.launch(&c, &spec).await {
                     Ok(l) => {

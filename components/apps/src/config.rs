@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use capstan_types::ContainerPolicy;
 use serde::{Deserialize, Serialize};
 
 /// Apps configuration (YAML section `apps`).
@@ -55,6 +56,10 @@ pub struct Config {
     /// when it does, and the lease is renewed every third of it.
     #[serde(with = "duration_secs")]
     pub leader_lease_ttl: Duration,
+    /// What app containers may ask of the agents' hosts (the cluster's `containers`
+    /// section; the agents enforce the same policy on every task). A definition that asks
+    /// for more is refused with a 422 naming the field.
+    pub container_policy: ContainerPolicy,
 }
 
 /// Where apps keeps its state.
@@ -87,6 +92,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             leader_lease_ttl: Duration::from_secs(2),
             task_launch_timeout: Duration::from_secs(300),
+            container_policy: ContainerPolicy::default(),
         }
     }
 }
@@ -107,7 +113,12 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigProblem> {
-        let mut p = Vec::new();
+        let mut p: Vec<ConfigProblem> = self
+            .container_policy
+            .problems()
+            .into_iter()
+            .map(|(field, why)| ConfigProblem::new(format!("container_policy.{field}"), why))
+            .collect();
         if self.masters.is_empty() {
             p.push(ConfigProblem::new(
                 "masters",

@@ -112,6 +112,8 @@ pub(crate) struct Info {
     pub decline_offer_duration_ms: u64,
     /// Leader election through coord is on.
     pub ha: bool,
+    /// What app containers may ask of the agents' hosts (the agents enforce it too).
+    pub container_policy: capstan_types::ContainerPolicy,
 }
 
 #[derive(Clone)]
@@ -843,9 +845,31 @@ async fn list_apps(ctx: &Ctx, q: &Query) -> Reply {
     Ok(r)
 }
 
+/// 422 when a definition asks for what the cluster's container policy refuses.
+fn check_policy(
+    def: &AppDefinition,
+    policy: &capstan_types::ContainerPolicy,
+    prefix: &str,
+) -> Result<(), ApiError> {
+    let problems = def.policy_violations(policy);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        problems
+            .into_iter()
+            .map(|mut v| {
+                v.path = format!("{prefix}{}", v.path);
+                v
+            })
+            .collect(),
+    ))
+}
+
 async fn create_app(ctx: &Ctx, q: &Query, body: &Bytes) -> Reply {
     let v = parse_body(body)?;
     let def = parse_app(v.clone(), None, &PathId::root())?;
+    check_policy(&def, &ctx.info.container_policy, "")?;
     let force = q.flag("force", false);
     ctx.events.publish(
         "api_post_event",
@@ -904,6 +928,18 @@ fn create_app_in(
 
 /// PUT (partial unless `partialUpdate=false`) / PATCH of one app inside the core.
 fn update_app_in(
+    c: &Core,
+    id: &PathId,
+    body: &Value,
+    partial: bool,
+    must_exist: bool,
+) -> Result<(AppDefinition, bool), ApiError> {
+    let (def, created) = update_app_unchecked(c, id, body, partial, must_exist)?;
+    check_policy(&def, c.container_policy(), "")?;
+    Ok((def, created))
+}
+
+fn update_app_unchecked(
     c: &Core,
     id: &PathId,
     body: &Value,
@@ -1530,6 +1566,16 @@ async fn group_routes(ctx: &Ctx, method: &Method, rest: &str, q: &Query, body: &
             let mut groups = Vec::new();
             let mut problems = Vec::new();
             collect_group(&v, &gid, &mut apps, &mut groups, &mut problems);
+            for a in &apps {
+                problems.extend(
+                    a.policy_violations(&ctx.info.container_policy)
+                        .into_iter()
+                        .map(|mut p| {
+                            p.path = format!("{}{}", a.id, p.path);
+                            p
+                        }),
+                );
+            }
             if !problems.is_empty() {
                 return Err(ApiError::invalid(problems));
             }
@@ -1659,6 +1705,7 @@ async fn v1_start(ctx: &Ctx, body: &Bytes) -> Reply {
         );
     }
     let def = parse_app(v, None, &PathId::root())?;
+    check_policy(&def, &ctx.info.container_policy, "")?;
     ctx.core
         .call(move |c, now| create_app_in(c, def, false, now))
         .await??;

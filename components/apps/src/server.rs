@@ -370,6 +370,7 @@ impl Server {
             local_port_max: config.local_port_max,
             decline_offer_duration_ms: config.decline_offer_duration.as_millis() as u64,
             ha: ha.is_some(),
+            container_policy: config.container_policy.clone(),
         };
         let ctx = Ctx {
             core: handle.clone(),
@@ -516,6 +517,7 @@ async fn lead(
         reconciliation_interval_ms: config.reconciliation_interval.as_millis() as i64,
         kill_retry_ms: 10_000,
         task_launch_timeout_ms: config.task_launch_timeout.as_millis() as i64,
+        container_policy: config.container_policy.clone(),
     };
     let mut core = Core::new(core_cfg, events, snapshot);
     let (call_tx, call_rx) = mpsc::channel::<driver::OutCall>(4096);

@@ -33,6 +33,8 @@ pub fn node_config(
             .collect(),
         advertise: IpAddr::V4(node.address),
         hostname: None,
+        // Least privilege, as an installed cluster: no privileged containers or host paths.
+        containers: Default::default(),
     };
     let data = paths.node_data(&node.name);
     let net = node.address.octets()[1];

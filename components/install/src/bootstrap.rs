@@ -212,10 +212,12 @@ impl Server {
         });
         // Adding a joining master to coord is a membership change: it needs the peer token,
         // derived from the CA key as every master's coord derives it.
-        let peer_token = capstan_coord_client::PeerToken::derive(ca.0.key_pem.as_bytes())
-            .map_err(|_| StartError::Read {
-                path: layout.ca_key(),
-                source: std::io::Error::other("the CA key is too short to be a key"),
+        let peer_token =
+            capstan_coord_client::PeerToken::derive(ca.0.key_pem.as_bytes()).map_err(|_| {
+                StartError::Read {
+                    path: layout.ca_key(),
+                    source: std::io::Error::other("the CA key is too short to be a key"),
+                }
             })?;
         let coord = capstan_coord_client::Client::new(config.coord_endpoints.iter())?
             .with_peer_token(peer_token);
@@ -640,6 +642,7 @@ async fn join(
         masters,
         advertise: req.advertise,
         hostname: Some(req.hostname.clone()),
+        containers: s.cluster.containers.clone(),
     };
     let names: &[&str] = match req.role {
         Role::Master => crate::pki::MASTER_NAMES,
@@ -714,6 +717,7 @@ async fn join_coord(
         masters,
         advertise: req.advertise,
         hostname: None,
+        containers: s.cluster.containers.clone(),
     };
     let Some(id) = cluster.member_id() else {
         return error(

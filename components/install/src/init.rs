@@ -116,6 +116,7 @@ pub fn prepare(layout: &Layout, opts: &InitOptions) -> Result<Prepared, InitErro
         masters: vec![opts.advertise],
         advertise: opts.advertise,
         hostname: opts.hostname.clone(),
+        containers: Default::default(),
     };
     let problems = cluster.problems();
     if !problems.is_empty() {

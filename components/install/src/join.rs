@@ -26,6 +26,9 @@ pub struct JoinOptions {
     pub hostname: Option<String>,
     /// A CA certificate already fetched (and checked) by `install.sh`.
     pub ca_file: Option<PathBuf>,
+    /// An agent for the public role (`slave_public`, DC/OS's public agents: edge load
+    /// balancers and anything reachable from outside).
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,8 +265,15 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
     if let Some(ca_key) = &answer.ca_key {
         write_file(&layout.ca_key(), ca_key.as_bytes(), 0o600).map_err(io(layout.ca_key()))?;
     }
-    write_file(&layout.config, answer.config.as_bytes(), 0o644)
-        .map_err(io(layout.config.clone()))?;
+    let config = if opts.public {
+        crate::public_agent_config(&answer.config).map_err(|reason| JoinError::Unexpected {
+            status: resp.status.as_u16(),
+            body: format!("the node config from the master: {reason}"),
+        })?
+    } else {
+        answer.config
+    };
+    write_file(&layout.config, config.as_bytes(), 0o644).map_err(io(layout.config.clone()))?;
     let membership = Membership {
         cluster_id: answer.cluster_id,
         name: answer.name,

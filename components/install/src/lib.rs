@@ -30,6 +30,23 @@ use serde_yaml_ng::{Mapping, Value};
 pub use layout::{Layout, Membership};
 pub use token::{JoinToken, Role};
 
+/// A node config (as the master rendered it for an agent) turned into a public agent's:
+/// `agent.public: true`, every other key kept.
+pub fn public_agent_config(config: &str) -> Result<String, String> {
+    let mut doc: Value = serde_yaml_ng::from_str(config).map_err(|e| e.to_string())?;
+    let Value::Mapping(root) = &mut doc else {
+        return Err("not a mapping".to_owned());
+    };
+    let agent = root
+        .entry(Value::from("agent"))
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    let Value::Mapping(agent) = agent else {
+        return Err("`agent` is not a mapping".to_owned());
+    };
+    agent.insert(Value::from("public"), Value::from(true));
+    serde_yaml_ng::to_string(&doc).map_err(|e| e.to_string())
+}
+
 /// The node config text for a node of `role` in `cluster`. A master that joins a running
 /// cluster starts its coord member with no initial members: it waits to be added to the
 /// existing membership instead of founding a cluster of its own.
@@ -74,12 +91,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_public_agent_keeps_its_config_and_gains_the_public_role() {
+        let cluster = ClusterConfig {
+            name: "prod".into(),
+            masters: vec!["10.0.0.1".parse().unwrap()],
+            advertise: "10.0.0.9".parse().unwrap(),
+            hostname: None,
+            containers: Default::default(),
+        };
+        let text = render_node_config(&cluster, Role::Agent, true);
+        let public = public_agent_config(&text).unwrap();
+        let mut doc: Value = serde_yaml_ng::from_str(&public).unwrap();
+        assert_eq!(doc["agent"]["public"], Value::from(true), "{public}");
+        assert_eq!(doc["cluster"]["advertise"], Value::from("10.0.0.9"));
+        capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
+        assert_eq!(doc["agent"]["public"], Value::from(true));
+        assert_eq!(doc["agent"]["masters"][0], Value::from("10.0.0.1:5050"));
+        assert!(public_agent_config("- a list").is_err());
+    }
+
+    #[test]
     fn rendered_configs_parse_and_validate_for_every_role() {
         let cluster = |advertise: &str| ClusterConfig {
             name: "prod".into(),
             masters: vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
             advertise: advertise.parse().unwrap(),
             hostname: Some("n".into()),
+            containers: Default::default(),
         };
         for joining in [false, true] {
             let text = render_node_config(&cluster("10.0.0.2"), Role::Master, joining);

@@ -112,6 +112,7 @@ impl Cluster {
 
     fn opts(&self, token: &str, role: Role, ip: &str, hostname: &str) -> JoinOptions {
         JoinOptions {
+            public: false,
             server: self.server(),
             token: token.parse().unwrap(),
             role,

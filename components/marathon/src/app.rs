@@ -775,6 +775,65 @@ impl AppDefinition {
         u32::try_from(self.instances.clamp(0, limits::MAX_INSTANCES)).unwrap_or(u32::MAX)
     }
 
+    /// What this (normalised) definition asks of the host that the cluster's container
+    /// policy refuses, as Marathon-style violations naming the field: a privileged container,
+    /// added capabilities or host namespaces through `docker.parameters`, a host path volume
+    /// or a local file fetch outside the allowed host paths. The agent enforces the same
+    /// policy on the task; this answers the client with a 422 up front.
+    pub fn policy_violations(&self, policy: &capstan_types::ContainerPolicy) -> Vec<Violation> {
+        let mut v = Vec::new();
+        if let Some(c) = &self.container {
+            if let Some(d) = &c.docker {
+                if d.privileged
+                    && let Err(e) = policy.check_privileged()
+                {
+                    v.push(Violation::new("/container/docker/privileged", e));
+                }
+                for (i, p) in d.parameters.iter().enumerate() {
+                    let path = format!("/container/docker/parameters({i})");
+                    let key = p.key.trim_start_matches('-');
+                    let refused = match key {
+                        "privileged" => policy.check_privileged().err(),
+                        "cap-add" => policy.check_added_capabilities().err(),
+                        "device" | "pid" | "ipc" | "uts" | "userns" | "cgroupns"
+                        | "security-opt" => Some(format!(
+                            "docker parameter `{key}` gives the container the host's                              devices, namespaces or security settings; refused by the                              cluster's container policy"
+                        )),
+                        "volume" | "v" | "mount" => Some(format!(
+                            "docker parameter `{key}` is not allowed: use container.volumes"
+                        )),
+                        _ => None,
+                    };
+                    if let Some(e) = refused {
+                        v.push(Violation::new(path, e));
+                    }
+                }
+            }
+            for (i, vol) in c.volumes.iter().enumerate() {
+                if let Some(host) = vol.host_path.as_deref()
+                    && let Err(e) = policy.check_host_path(host)
+                {
+                    v.push(Violation::new(
+                        format!("/container/volumes({i})/hostPath"),
+                        e,
+                    ));
+                }
+            }
+        }
+        for (i, f) in self.fetch.iter().enumerate() {
+            let local = f
+                .uri
+                .strip_prefix("file://")
+                .or(f.uri.starts_with('/').then_some(f.uri.as_str()));
+            if let Some(path) = local
+                && let Err(e) = policy.check_host_path(path)
+            {
+                v.push(Violation::new(format!("/fetch({i})/uri"), e));
+            }
+        }
+        v
+    }
+
     /// Every problem with this (normalised) definition; empty = valid.
     pub fn validate(&self) -> Vec<Violation> {
         let mut v = Vec::new();
@@ -1174,6 +1233,72 @@ mod tests {
         ] {
             assert!(out.get(absent).is_none(), "{absent} should be omitted");
         }
+    }
+
+    #[test]
+    fn the_container_policy_names_each_field_it_refuses() {
+        let hostile = parse(json!({
+            "id": "/root", "cmd": "cat /host/etc/shadow",
+            "uris": ["file:///etc/shadow", "http://x/ok.tgz"],
+            "container": {"type": "DOCKER",
+                "docker": {"image": "capstan/busybox", "privileged": true, "parameters": [
+                    {"key": "cap-add", "value": "SYS_ADMIN"}, {"key": "pid", "value": "host"},
+                    {"key": "v", "value": "/:/host"}, {"key": "label", "value": "a=b"}]},
+                "volumes": [{"containerPath": "/host", "hostPath": "/", "mode": "RW"},
+                            {"containerPath": "/data", "hostPath": "data", "mode": "RW"},
+                            {"containerPath": "/srv", "hostPath": "/srv/app", "mode": "RO"}]}
+        }));
+        let strict = capstan_types::ContainerPolicy::default();
+        let paths: Vec<String> = hostile
+            .policy_violations(&strict)
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/container/docker/privileged",
+                "/container/docker/parameters(0)",
+                "/container/docker/parameters(1)",
+                "/container/docker/parameters(2)",
+                "/container/volumes(0)/hostPath",
+                "/container/volumes(2)/hostPath",
+                "/fetch(0)/uri",
+            ]
+        );
+        // Allowing /srv lets that volume through; privileged lets almost everything through,
+        // but never namespaces or -v (use volumes).
+        let srv = capstan_types::ContainerPolicy {
+            allowed_host_paths: vec!["/srv".into()],
+            ..Default::default()
+        };
+        let paths: Vec<String> = hostile
+            .policy_violations(&srv)
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
+        assert!(!paths.contains(&"/container/volumes(2)/hostPath".to_owned()));
+        let privileged = capstan_types::ContainerPolicy {
+            allow_privileged: true,
+            ..Default::default()
+        };
+        let paths: Vec<String> = hostile
+            .policy_violations(&privileged)
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/container/docker/parameters(1)",
+                "/container/docker/parameters(2)"
+            ]
+        );
+        assert!(
+            parse(json!({"id": "/ok", "cmd": "sleep 1"}))
+                .policy_violations(&strict)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   masters: [10.0.0.1, 10.0.0.2, 10.0.0.3]
 //!   advertise: 10.0.0.7
 //!   hostname: node-7
+//!   containers:                  # the container policy apps and every agent enforce
+//!     allow_privileged: false
+//!     allowed_host_paths: [/srv/shared]
 //! ```
 //!
 //! and every daemon section then defaults from it: coord's member id and members, each daemon's
@@ -62,6 +65,15 @@ pub struct ClusterConfig {
     /// This node's hostname as agents and tasks report it; default: the advertised address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// What containers may ask of the hosts (privileges, host paths): least privilege unless
+    /// the operator widens it. Copied into `apps.container_policy` and each agent's `docker`
+    /// section, so the API refuses what the agents would.
+    #[serde(default, skip_serializing_if = "is_default_policy")]
+    pub containers: capstan_types::ContainerPolicy,
+}
+
+fn is_default_policy(p: &capstan_types::ContainerPolicy) -> bool {
+    *p == capstan_types::ContainerPolicy::default()
 }
 
 fn default_name() -> String {
@@ -95,6 +107,12 @@ impl ClusterConfig {
         }
         if self.name.is_empty() {
             out.push(ConfigProblem::new("cluster.name", "must not be empty"));
+        }
+        for (field, why) in self.containers.problems() {
+            out.push(ConfigProblem::new(
+                format!("cluster.containers.{field}"),
+                why,
+            ));
         }
         out
     }
@@ -143,6 +161,7 @@ impl ClusterConfig {
                 "hostname": self.hostname(),
                 "masters": self.endpoints(ports::MASTER),
                 "store": { "coord_endpoints": self.endpoints(ports::COORD) },
+                "container_policy": self.containers,
             },
             "dns": {
                 "dns_listen": self.at(ports::DNS),
@@ -162,6 +181,10 @@ impl ClusterConfig {
                 "advertise_ip": self.advertise.to_string(),
                 "hostname": self.hostname(),
                 "masters": self.endpoints(ports::MASTER),
+                "docker": {
+                    "allow_privileged": self.containers.allow_privileged,
+                    "allowed_host_paths": self.containers.allowed_host_paths,
+                },
             },
         });
         if let Some(id) = self.member_id() {
@@ -275,7 +298,30 @@ mod tests {
             masters: vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
             advertise: advertise.parse().unwrap(),
             hostname: None,
+            containers: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_container_policy_reaches_apps_and_every_agent() {
+        let strict = cluster("10.0.0.7").defaults();
+        assert_eq!(
+            strict["agent"]["docker"]["allow_privileged"],
+            Value::from(false)
+        );
+        assert_eq!(
+            strict["apps"]["container_policy"]["allowed_host_paths"],
+            Value::Sequence(Vec::new())
+        );
+        let mut c = cluster("10.0.0.1");
+        c.containers.allowed_host_paths = vec!["/srv/shared".into()];
+        let d = c.defaults();
+        for section in [&d["agent"]["docker"], &d["apps"]["container_policy"]] {
+            assert_eq!(section["allowed_host_paths"][0], Value::from("/srv/shared"));
+        }
+        c.containers.allowed_host_paths = vec!["relative".into()];
+        let fields: Vec<String> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["cluster.containers.allowed_host_paths[0]"]);
     }
 
     #[test]

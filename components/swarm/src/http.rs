@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use crate::events::Event;
 use crate::logs::{self, LogQuery};
 use crate::model::{self, Container, CreateBody, Status};
 use crate::routes::{self, API_VERSION, MIN_API_VERSION, Route, Unrouted};
@@ -44,9 +45,9 @@ impl From<LookupError> for ApiError {
     }
 }
 
-type Answer = Result<Response, ApiError>;
+pub(crate) type Answer = Result<Response, ApiError>;
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
@@ -120,17 +121,7 @@ async fn handle(sw: &Arc<Swarm>, req: Request) -> Answer {
         Route::Version => Ok(axum::Json(version()).into_response()),
         Route::Info => info_view(sw).await,
         Route::ContainersList => list(sw, &query),
-        Route::ContainerCreate => {
-            let body = axum::body::to_bytes(req.into_body(), 4 << 20)
-                .await
-                .map_err(|e| {
-                    ApiError(
-                        StatusCode::BAD_REQUEST,
-                        format!("cannot read the body: {e}"),
-                    )
-                })?;
-            create(sw, &query, &body).await
-        }
+        Route::ContainerCreate => create(sw, &query, &read_body(req).await?).await,
         Route::ContainerInspect(r) => {
             let c = sw.find(&r)?;
             Ok(axum::Json(views::inspect(&c)).into_response())
@@ -143,15 +134,34 @@ async fn handle(sw: &Arc<Swarm>, req: Request) -> Answer {
             if c.active() {
                 stop(sw, &c.id, &query).await?;
             }
-            start(sw, &c.id).await
+            let r = start(sw, &c.id).await?;
+            if let Some(c) = sw.get(&c.id) {
+                sw.emit(Event::container(&c, "restart", &[]));
+            }
+            Ok(r)
         }
+        Route::ContainerRename(r) => rename(sw, &r, &query).await,
+        Route::NetworksList => crate::netapi::list(sw, &query),
+        Route::NetworkInspect(r) => crate::netapi::inspect(sw, &r),
+        Route::NetworkCreate => crate::netapi::create(sw, &read_body(req).await?).await,
+        Route::NetworkRemove(r) => crate::netapi::remove(sw, &r).await,
+        Route::NetworkConnect(r) => crate::netapi::connect(sw, &r, &read_body(req).await?).await,
+        Route::NetworkDisconnect(r) => {
+            crate::netapi::disconnect(sw, &r, &read_body(req).await?).await
+        }
+        Route::NetworksPrune => crate::netapi::prune(sw).await,
+        Route::VolumesList => {
+            Ok(axum::Json(json!({"Volumes": [], "Warnings": []})).into_response())
+        }
+        Route::Events => crate::netapi::events(sw, &query),
+        Route::Unsupported(why) => Err(ApiError(StatusCode::NOT_IMPLEMENTED, why.to_owned())),
         Route::ContainerWait(r) => wait(sw, &r, &query),
         Route::ContainerLogs(r) => container_logs(sw, &r, &query).await,
         Route::ContainerAttach(r) => attach(sw, &r, &query, req),
         Route::ContainerRemove(r) => remove(sw, &r, &query).await,
         Route::ImagesList => Ok(axum::Json(images(sw)).into_response()),
         Route::ImageInspect(name) => image_inspect(sw, &name),
-        Route::ImageCreate => Ok(image_create(&query)),
+        Route::ImageCreate => Ok(image_create(sw, &query)),
         Route::NoSuchObject(kind) => {
             let (_, bare) = routes::split_version(&path);
             let name = bare.split('/').nth(2).unwrap_or_default();
@@ -161,6 +171,17 @@ async fn handle(sw: &Arc<Swarm>, req: Request) -> Answer {
             ))
         }
     }
+}
+
+async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), 4 << 20)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        })
 }
 
 fn ping(head: bool) -> Response {
@@ -289,7 +310,7 @@ async fn info_view(sw: &Swarm) -> Answer {
     .into_response())
 }
 
-fn flag(q: &HashMap<String, String>, k: &str) -> bool {
+pub(crate) fn flag(q: &HashMap<String, String>, k: &str) -> bool {
     q.get(k)
         .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True"))
 }
@@ -329,6 +350,20 @@ async fn create(sw: &Swarm, q: &HashMap<String, String>, body: &[u8]) -> Answer 
         },
     )
     .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.0))?;
+    let mut spec = spec;
+    let users = sw.networks();
+    let mut attached = BTreeMap::new();
+    for (name, mut a) in std::mem::take(&mut spec.networks) {
+        match crate::networks::resolve(&users, &name) {
+            Ok(crate::networks::Net::User(n)) => {
+                a.network_id = n.id.clone();
+                attached.insert(n.name.clone(), a);
+            }
+            Ok(crate::networks::Net::Predefined(_)) => {}
+            Err(e) => return Err(ApiError(StatusCode::NOT_FOUND, e)),
+        }
+    }
+    spec.networks = attached;
     let id = model::new_id();
     let name = match q.get("name").map(|n| n.trim_start_matches('/')) {
         Some(n) if !n.is_empty() => {
@@ -365,6 +400,7 @@ async fn create(sw: &Swarm, q: &HashMap<String, String>, body: &[u8]) -> Answer 
         restart_count: 0,
         running_run: 0,
         failed_run: 0,
+        stop_requested: false,
     };
     sw.insert(c)?;
     if let Err(e) = sw.persist(&id).await {
@@ -372,6 +408,9 @@ async fn create(sw: &Swarm, q: &HashMap<String, String>, body: &[u8]) -> Answer 
         return Err(internal(format!("cannot store the container: {e}")));
     }
     info!(container = %id, name = %name, "Container created");
+    if let Some(c) = sw.get(&id) {
+        sw.emit(Event::container(&c, "create", &[]));
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({"Id": id, "Warnings": []})),
@@ -384,9 +423,16 @@ async fn start(sw: &Swarm, reference: &str) -> Answer {
     if c.running() {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
+    if let Some(why) = unplaceable(sw, &c).await {
+        return Err(internal(format!(
+            "cannot start container {}: {why}",
+            c.short_id()
+        )));
+    }
     let before = c.runs;
     sw.modify(&c.id, |c| {
         c.pending_start = true;
+        c.stop_requested = false;
         c.error.clear();
     });
     sw.persist(&c.id).await.map_err(internal)?;
@@ -433,8 +479,41 @@ async fn start(sw: &Swarm, reference: &str) -> Answer {
     }
 }
 
+/// Why no agent of the cluster can ever take container `c` (its hard constraints hold on
+/// none), if the master's agent list says so; `None` when some agent may, or it is unknown.
+async fn unplaceable(sw: &Swarm, c: &Container) -> Option<String> {
+    if c.spec.constraints.iter().all(|k| k.soft) {
+        return None;
+    }
+    let summary = state_summary(sw).await?;
+    let agents = summary["slaves"].as_array().filter(|a| !a.is_empty())?;
+    let mut why = None;
+    for a in agents {
+        let attributes: Vec<Value> = a["attributes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| match v {
+                Value::Number(n) => json!({"name": k, "type": "SCALAR", "scalar": {"value": n}}),
+                other => json!({"name": k, "type": "TEXT", "text": {"value": other.as_str().map(str::to_owned).unwrap_or_else(|| other.to_string())}}),
+            })
+            .collect();
+        let as_offer = json!({"hostname": a["hostname"], "agent_id": {"value": a["id"]}, "attributes": attributes});
+        match crate::constraints::hard_hold(&c.spec.constraints, &as_offer) {
+            Ok(()) => return None,
+            Err(e) => why = Some(e),
+        }
+    }
+    Some(match why {
+        Some(w) => format!("no agent meets its constraints ({w})"),
+        None => "no agent meets its constraints".into(),
+    })
+}
+
 /// Kills the container's task and waits until it ended.
 async fn end_task(sw: &Swarm, c: &Container, grace: Option<u64>) -> Result<(), ApiError> {
+    // Its restart policy must not bring it back.
+    sw.modify(&c.id, |c| c.stop_requested = true);
     if c.pending_start
         && c.task
             .as_ref()
@@ -472,6 +551,15 @@ async fn end_task(sw: &Swarm, c: &Container, grace: Option<u64>) -> Result<(), A
 
 async fn stop(sw: &Swarm, reference: &str, q: &HashMap<String, String>) -> Answer {
     let c = sw.find(reference)?;
+    if c.status == Status::Restarting && !c.pending_start {
+        // Waiting to be restarted by its policy: it stays exited.
+        sw.modify(&c.id, |c| {
+            c.stop_requested = true;
+            c.status = Status::Exited;
+        });
+        sw.persist(&c.id).await.map_err(internal)?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     if !c.active()
         && c.task
             .as_ref()
@@ -484,6 +572,7 @@ async fn stop(sw: &Swarm, reference: &str, q: &HashMap<String, String>) -> Answe
         .and_then(|t| t.parse::<i64>().ok())
         .map(|t| t.max(0) as u64);
     end_task(sw, &c, grace.or(Some(10))).await?;
+    sw.emit(Event::container(&c, "stop", &[]));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -510,7 +599,48 @@ async fn kill(sw: &Swarm, reference: &str, q: &HashMap<String, String>) -> Answe
     } else {
         None
     };
+    sw.emit(Event::container(&c, "kill", &[("signal", sig.to_owned())]));
     end_task(sw, &c, grace).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/rename?name=`: the name is cluster-wide unique.
+async fn rename(sw: &Swarm, reference: &str, q: &HashMap<String, String>) -> Answer {
+    let c = sw.find(reference)?;
+    let name = q
+        .get("name")
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .unwrap_or_default();
+    if !model::valid_name(&name) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
+        ));
+    }
+    let taken = sw.with(|s| {
+        if let Some(other) = s
+            .containers
+            .values()
+            .find(|o| o.name == name && o.id != c.id)
+        {
+            return Some(other.id.clone());
+        }
+        if let Some(me) = s.containers.get_mut(&c.id) {
+            me.name = name.clone();
+        }
+        None
+    });
+    if let Some(id) = taken {
+        return Err(LookupError::NameInUse { name, id }.into());
+    }
+    sw.persist(&c.id).await.map_err(internal)?;
+    if let Some(now) = sw.get(&c.id) {
+        sw.emit(Event::container(
+            &now,
+            "rename",
+            &[("oldName", format!("/{}", c.name))],
+        ));
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -537,6 +667,7 @@ async fn remove(sw: &Swarm, reference: &str, q: &HashMap<String, String>) -> Ans
     sw.with(|s| s.containers.remove(&c.id));
     sw.persist(&c.id).await.map_err(internal)?;
     info!(container = %c.id, name = %c.name, "Container removed");
+    sw.emit(Event::container(&c, "destroy", &[]));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -688,6 +819,8 @@ impl LogCursor {
             if self.done {
                 return None;
             }
+            // Whether it still ran before this read: if not, the read gets all there is.
+            let running = self.sw.get(&self.id).is_some_and(|c| c.running());
             let mut out = Vec::new();
             let mut any = false;
             for (i, (file, stream, on)) in [
@@ -730,9 +863,8 @@ impl LogCursor {
             if any {
                 return Some(Bytes::from(out));
             }
-            let running = self.sw.get(&self.id).is_some_and(|c| c.running());
             if !self.q.follow || !running {
-                // One last read happened above after the end: nothing more will come.
+                // The read above began after the end: nothing more will come.
                 self.done = true;
                 return None;
             }
@@ -891,14 +1023,20 @@ fn attach_output(
     })
 }
 
-/// The images the cluster's containers use (synthetic ids; the agents' engines are not
-/// asked yet).
-fn images(sw: &Swarm) -> Vec<Value> {
-    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+/// The images swarm knows: those of its containers and those clients "pulled" (synthetic
+/// ids; the agents' engines are not asked).
+fn known_images(sw: &Swarm) -> BTreeMap<String, usize> {
+    let mut by: BTreeMap<String, usize> =
+        sw.read(|s| s.pulled.iter().map(|i| (i.clone(), 0)).collect());
     for c in sw.list() {
         *by.entry(model::normalise_image(&c.spec.image)).or_default() += 1;
     }
-    by.into_iter()
+    by
+}
+
+fn images(sw: &Swarm) -> Vec<Value> {
+    known_images(sw)
+        .into_iter()
         .map(|(img, n)| {
             json!({"Id": model::image_id(&img), "ParentId": "", "RepoTags": [img], "RepoDigests": [],
                    "Created": 0, "Size": 0, "SharedSize": -1, "VirtualSize": 0, "Labels": {}, "Containers": n})
@@ -906,21 +1044,28 @@ fn images(sw: &Swarm) -> Vec<Value> {
         .collect()
 }
 
+/// `GET /images/{name}/json` by name, `sha256:<id>`, bare id or id prefix.
 fn image_inspect(sw: &Swarm, name: &str) -> Answer {
     let want = model::normalise_image(name);
-    let known = sw.list().iter().any(|c| {
-        model::normalise_image(&c.spec.image) == want || model::image_id(&c.spec.image) == name
+    let bare = name.strip_prefix("sha256:").unwrap_or(name);
+    let found = known_images(sw).into_keys().find(|img| {
+        *img == want || {
+            let id = model::image_id(img);
+            let hex = &id[7..];
+            bare.len() >= 12 && bare.chars().all(|c| c.is_ascii_hexdigit()) && hex.starts_with(bare)
+        }
     });
-    if !known {
+    let Some(img) = found else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("No such image: {name}"),
         ));
-    }
+    };
+    let config = json!({"Env": null, "Cmd": null, "Entrypoint": null, "Labels": null, "ExposedPorts": null, "Volumes": null});
     Ok(axum::Json(json!({
-        "Id": model::image_id(&want), "RepoTags": [want], "RepoDigests": [], "Parent": "", "Comment": "",
+        "Id": model::image_id(&img), "RepoTags": [img], "RepoDigests": [], "Parent": "", "Comment": "",
         "Created": crate::time::format_rfc3339(0, 0), "Os": "linux", "Architecture": std::env::consts::ARCH,
-        "Size": 0, "Config": {"Env": null, "Cmd": null, "Entrypoint": null, "Labels": null, "ExposedPorts": null},
+        "Size": 0, "Config": config, "ContainerConfig": config,
         "RootFS": {"Type": "layers", "Layers": []}, "Metadata": {"LastTagTime": crate::time::format_rfc3339(0, 0)},
     }))
     .into_response())
@@ -928,9 +1073,22 @@ fn image_inspect(sw: &Swarm, name: &str) -> Answer {
 
 /// `POST /images/create`: nothing is pulled (agents' engines hold the images; swarm never
 /// reaches a registry), so it answers one progress line.
-fn image_create(q: &HashMap<String, String>) -> Response {
+fn image_create(sw: &Swarm, q: &HashMap<String, String>) -> Response {
     let image = q.get("fromImage").cloned().unwrap_or_default();
-    let tag = q.get("tag").cloned().unwrap_or_else(|| "latest".into());
+    let tag = q
+        .get("tag")
+        .cloned()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "latest".into());
+    if !image.is_empty() {
+        let reference =
+            if image.contains('@') || image.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+                image.clone()
+            } else {
+                format!("{image}:{tag}")
+            };
+        sw.with(|s| s.pulled.insert(model::normalise_image(&reference)));
+    }
     let line = json!({"status": format!("capstan: {image}:{tag} is used from the agents' engines; nothing was pulled")}).to_string() + "\n";
     let mut r = Response::new(Body::from(line));
     r.headers_mut().insert(

@@ -1,5 +1,5 @@
 //! `capstan daemon swarm`: a Docker Engine API front end that runs containers on the whole
-//! cluster. The docker CLI (and, later, the SDK and compose) point at it
+//! cluster. The docker CLI, the Python docker SDK and docker-compose 1.29 point at it
 //! (`DOCKER_HOST=tcp://<master>:2375`); it is a Mesos v1 scheduler framework on the masters
 //! that turns Docker API calls into tasks for the agents' Docker containerizer.
 //!
@@ -8,16 +8,24 @@
 //! task and answers once it runs or failed, so an attach made before start loses nothing;
 //! `wait` sends its headers at once; `stop`, `kill` and `rm` are Mesos kills plus
 //! bookkeeping. Logs are read from the task's sandbox through the agent's `/files` API and
-//! framed as Docker's multiplexed stream. The pure cores — the route table ([`routes`]), the
-//! create body → task translation ([`translate`]), the client views and filters ([`views`])
-//! and the container state machine ([`model`]) — are table-tested without sockets.
+//! framed as Docker's multiplexed stream. User networks ([`networks`]) are records in coord
+//! that track attachments and aliases (the tasks run with bridge networking); restart
+//! policies relaunch a container whose task ended by itself; `/events` ([`events`]) streams
+//! what swarm did; classic Swarm's placement constraints ([`constraints`]) filter offers.
+//! The pure cores — the route table ([`routes`]), the create body → task translation
+//! ([`translate`]), the client views and filters ([`views`]) and the container state machine
+//! ([`model`]) — are table-tested without sockets. See `docs/swarm.md`.
 
 #![recursion_limit = "256"]
 
 pub mod config;
+pub mod constraints;
+pub mod events;
 pub mod http;
 pub mod logs;
 pub mod model;
+pub mod netapi;
+pub mod networks;
 pub mod routes;
 pub mod scheduler;
 pub mod server;

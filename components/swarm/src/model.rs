@@ -30,6 +30,21 @@ pub struct CreateBody {
     pub hostname: String,
     pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
     pub host_config: HostConfig,
+    pub networking_config: NetworkingConfig,
+}
+
+/// `NetworkingConfig` of a create body: the user networks' endpoint settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkingConfig {
+    pub endpoints_config: Option<BTreeMap<String, Option<EndpointConfig>>>,
+}
+
+/// One network endpoint's settings (create body, `networks/{id}/connect`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct EndpointConfig {
+    pub aliases: Option<Vec<String>>,
 }
 
 /// `HostConfig` of a create body.
@@ -128,6 +143,58 @@ pub struct Spec {
     pub hostname: String,
     pub privileged: bool,
     pub auto_remove: bool,
+    /// User networks (`docker network create`) the container is attached to, by name, with
+    /// its aliases there. The task itself runs with bridge networking.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Attachment>,
+    #[serde(default)]
+    pub restart: Restart,
+    /// Placement rules (classic Swarm's `constraint:` env and label).
+    #[serde(default)]
+    pub constraints: Vec<crate::constraints::Constraint>,
+}
+
+/// A container's attachment to a user network.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The network's id (filled in when the network is looked up).
+    pub network_id: String,
+    pub aliases: Vec<String>,
+}
+
+/// `HostConfig.RestartPolicy`, checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "name")]
+pub enum Restart {
+    #[default]
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure {
+        max_retries: u64,
+    },
+}
+
+impl Restart {
+    pub fn docker_name(self) -> &'static str {
+        match self {
+            Restart::No => "no",
+            Restart::Always => "always",
+            Restart::UnlessStopped => "unless-stopped",
+            Restart::OnFailure { .. } => "on-failure",
+        }
+    }
+
+    /// Whether an exit with `code` after `restarts` restarts starts it again.
+    pub fn restarts(self, code: i64, restarts: u64) -> bool {
+        match self {
+            Restart::No => false,
+            Restart::Always | Restart::UnlessStopped => true,
+            Restart::OnFailure { max_retries } => {
+                code != 0 && (max_retries == 0 || restarts < max_retries)
+            }
+        }
+    }
 }
 
 /// Docker's container states.
@@ -223,6 +290,9 @@ pub struct Container {
     /// The last run that failed to launch.
     #[serde(default)]
     pub failed_run: u64,
+    /// A user stopped, killed or is removing it: its restart policy does not apply.
+    #[serde(default)]
+    pub stop_requested: bool,
 }
 
 /// A task status as it bears on a container.
@@ -404,6 +474,7 @@ mod tests {
             restart_count: 0,
             running_run: 0,
             failed_run: 0,
+            stop_requested: false,
         }
     }
 

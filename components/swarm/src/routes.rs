@@ -34,10 +34,30 @@ pub enum Route {
     ImagesList,
     ImageInspect(String),
     ImageCreate,
-    /// `GET /networks/X`, `/volumes/X`, `/plugins/X/json`: `docker inspect` asks these in
-    /// turn and moves on at a 404, so they answer "no such …".
+    ContainerRename(String),
+    NetworksList,
+    NetworkInspect(String),
+    NetworkCreate,
+    NetworkRemove(String),
+    NetworkConnect(String),
+    NetworkDisconnect(String),
+    NetworksPrune,
+    VolumesList,
+    Events,
+    /// `GET /volumes/X`, `/plugins/X/json`: `docker inspect` asks these in turn and moves on
+    /// at a 404, so they answer "no such …".
     NoSuchObject(&'static str),
+    /// A Docker endpoint swarm knows but cannot serve; the text says why (501).
+    Unsupported(&'static str),
 }
+
+/// Why `exec` answers 501.
+pub const NO_EXEC: &str = "exec is not supported by capstan: Capstan's agents cannot run a command inside a running container yet";
+/// Why `stats` and `top` answer 501.
+pub const NO_STATS: &str = "stats and top are not supported by capstan yet: the agents do not report per-container usage or processes to swarm";
+/// Why `volumes/create` answers 501.
+pub const NO_VOLUMES: &str =
+    "volumes are not supported by capstan yet: containers have no volumes besides their sandbox";
 
 /// A request swarm does not route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,12 +129,26 @@ pub fn route(method: &Method, full_path: &str) -> Result<Route, Unrouted> {
         ["containers", id, "logs"] if get => Route::ContainerLogs((*id).to_owned()),
         ["containers", id, "attach"] if post => Route::ContainerAttach((*id).to_owned()),
         ["containers", id] if method == Method::DELETE => Route::ContainerRemove((*id).to_owned()),
+        ["containers", id, "rename"] if post => Route::ContainerRename((*id).to_owned()),
+        ["containers", _, "exec"] if post => Route::Unsupported(NO_EXEC),
+        ["exec", _, "start" | "resize"] if post => Route::Unsupported(NO_EXEC),
+        ["exec", _, "json"] if get => Route::Unsupported(NO_EXEC),
+        ["containers", _, "stats" | "top"] if get => Route::Unsupported(NO_STATS),
+        ["networks"] if get => Route::NetworksList,
+        ["networks", "create"] if post => Route::NetworkCreate,
+        ["networks", "prune"] if post => Route::NetworksPrune,
+        ["networks", id] if get => Route::NetworkInspect((*id).to_owned()),
+        ["networks", id] if method == Method::DELETE => Route::NetworkRemove((*id).to_owned()),
+        ["networks", id, "connect"] if post => Route::NetworkConnect((*id).to_owned()),
+        ["networks", id, "disconnect"] if post => Route::NetworkDisconnect((*id).to_owned()),
+        ["volumes"] if get => Route::VolumesList,
+        ["volumes", "create"] if post => Route::Unsupported(NO_VOLUMES),
+        ["events"] if get => Route::Events,
         ["images", "json"] if get => Route::ImagesList,
         ["images", "create"] if post => Route::ImageCreate,
         ["images", name @ .., "json"] if get && !name.is_empty() => {
             Route::ImageInspect(name.join("/"))
         }
-        ["networks", _] if get => Route::NoSuchObject("network"),
         ["volumes", _] if get => Route::NoSuchObject("volume"),
         ["plugins", _, "json"] if get => Route::NoSuchObject("plugin"),
         _ => return Err(Unrouted::NotSupported),
@@ -128,7 +162,7 @@ mod tests {
 
     #[test]
     fn paths_route_unversioned_and_versioned() {
-        let cases: [(Method, &str, Result<Route, Unrouted>); 17] = [
+        let cases: [(Method, &str, Result<Route, Unrouted>); 22] = [
             (Method::GET, "/_capstan/health", Ok(Route::Health)),
             (
                 Method::GET,
@@ -177,7 +211,24 @@ mod tests {
             (
                 Method::GET,
                 "/v1.50/networks/x",
-                Ok(Route::NoSuchObject("network")),
+                Ok(Route::NetworkInspect("x".into())),
+            ),
+            (Method::POST, "/networks/create", Ok(Route::NetworkCreate)),
+            (
+                Method::POST,
+                "/v1.41/networks/p_default/disconnect",
+                Ok(Route::NetworkDisconnect("p_default".into())),
+            ),
+            (Method::GET, "/v1.41/events", Ok(Route::Events)),
+            (
+                Method::POST,
+                "/v1.41/containers/c/exec",
+                Ok(Route::Unsupported(NO_EXEC)),
+            ),
+            (
+                Method::POST,
+                "/v1.41/containers/c/rename",
+                Ok(Route::ContainerRename("c".into())),
             ),
             (
                 Method::POST,

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::model::{StatusUpdate, TaskRef};
+use crate::events::Event;
+use crate::model::{Container, Status, StatusUpdate, TaskRef};
 use crate::state::{Conn, HeldOffer, Swarm};
 use crate::translate::{fit, task_id, task_info};
 
@@ -243,7 +244,13 @@ async fn launch_pending(swarm: &Swarm) {
             };
             let mut chosen = None;
             let mut why = None;
-            for (i, held) in s.offers.iter().enumerate() {
+            // Offers that meet the soft constraints first.
+            let mut order: Vec<usize> = (0..s.offers.len()).collect();
+            order.sort_by_key(|i| {
+                !crate::constraints::soft_hold(&c.spec.constraints, &s.offers[*i].offer)
+            });
+            for i in order {
+                let held = &s.offers[i];
                 match fit(&c.spec, &held.offer) {
                     Ok(m) => {
                         chosen = Some((i, m));
@@ -332,8 +339,63 @@ async fn fail_launch(swarm: &Swarm, id: &str, task: &str, message: &str) {
     let _ = swarm.persist(id).await;
 }
 
+/// The events a status update means: `start` when a run began, `die` when it ended.
+fn container_events(swarm: &Swarm, before: &Container, after: &Container) {
+    if after.running_run != before.running_run {
+        swarm.emit(Event::container(after, "start", &[]));
+    }
+    if after.exits > before.exits {
+        swarm.emit(Event::container(
+            after,
+            "die",
+            &[("exitCode", after.exit_code.to_string())],
+        ));
+    }
+}
+
+/// Whether container `id` just exited and its restart policy starts it again; then it is
+/// marked restarting (its restart counted) and the delay before the new run is returned:
+/// Docker's backoff, 100 ms doubling per restart up to 10 s.
+fn restart_due(swarm: &Swarm, id: &str, before: Option<&Container>) -> Option<Duration> {
+    let before = before?;
+    swarm
+        .modify(id, |c| {
+            let exited = c.exits > before.exits && !c.running() && !c.pending_start;
+            if !exited || c.stop_requested || !c.spec.restart.restarts(c.exit_code, c.restart_count)
+            {
+                return None;
+            }
+            c.status = Status::Restarting;
+            c.restart_count += 1;
+            let n = c.restart_count.min(8) as u32;
+            Some(Duration::from_millis(100u64 << (n - 1)).min(Duration::from_secs(10)))
+        })
+        .flatten()
+}
+
+/// After `delay`, queues the restarting container's next run (unless it was stopped or
+/// removed meanwhile).
+fn schedule_restart(swarm: Arc<Swarm>, id: String, delay: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let go = swarm
+            .modify(&id, |c| {
+                let go = c.status == Status::Restarting && !c.stop_requested && !c.pending_start;
+                if go {
+                    c.pending_start = true;
+                }
+                go
+            })
+            .unwrap_or(false);
+        if go && swarm.persist(&id).await.is_ok() {
+            info!(container = %id, "Restarting by its restart policy");
+            swarm.kick.notify_one();
+        }
+    });
+}
+
 /// Applies a status update, stores it, then acknowledges it.
-async fn update(swarm: &Swarm, status: &Value) {
+async fn update(swarm: &Arc<Swarm>, status: &Value) {
     let task = status["task_id"]["value"]
         .as_str()
         .unwrap_or_default()
@@ -363,16 +425,31 @@ async fn update(swarm: &Swarm, status: &Value) {
     });
     let now = crate::time::now_rfc3339();
     if let Some(id) = &owner {
+        let before = swarm.get(id);
         let changed = swarm.modify(id, |c| c.apply(&u, &now)).unwrap_or(false);
+        if let (Some(b), Some(a)) = (&before, swarm.get(id)) {
+            container_events(swarm, b, &a);
+        }
         let remove = swarm
             .get(id)
             .is_some_and(|c| c.spec.auto_remove && !c.running() && c.exits > 0);
         if remove {
             swarm.with(|s| s.containers.remove(id));
+            if let Some(b) = &before {
+                swarm.emit(Event::container(b, "destroy", &[]));
+            }
         }
-        if (changed || remove) && swarm.persist(id).await.is_err() {
+        let restart = if remove {
+            None
+        } else {
+            restart_due(swarm, id, before.as_ref())
+        };
+        if (changed || remove || restart.is_some()) && swarm.persist(id).await.is_err() {
             // Not acknowledged: the master resends it.
             return;
+        }
+        if let Some(delay) = restart {
+            schedule_restart(swarm.clone(), id.clone(), delay);
         }
         debug!(container = %id, task = %task, state = %u.state, "Task status");
     } else if !capstan_types::TaskState::is_terminal_name(&u.state) && !task.is_empty() {

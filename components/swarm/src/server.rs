@@ -112,6 +112,26 @@ impl Server {
                 Err(e) => return Err(StartError::Load(e)),
             }
         };
+        // A container that waited in its restart backoff when swarm stopped starts now.
+        let containers: Vec<crate::model::Container> = containers
+            .into_iter()
+            .map(|mut c| {
+                if c.status == crate::model::Status::Restarting && !c.stop_requested {
+                    c.pending_start = true;
+                }
+                c
+            })
+            .collect();
+        let networks = loop {
+            match store.load_networks().await {
+                Ok(n) => break n,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    warn!(error = %capstan_types::Chain(&e), "Cannot load the network records yet; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(e) => return Err(StartError::Load(e)),
+            }
+        };
         let iam = match (&coord, config.auth.required) {
             (Some(coord), true) => {
                 let mut opts = capstan_iam::Options::default();
@@ -144,7 +164,7 @@ impl Server {
             auth = config.auth.required,
             "Loaded container records"
         );
-        let (swarm, jobs) = Swarm::new(config.clone(), store, containers, http, iam);
+        let (swarm, jobs) = Swarm::new(config.clone(), store, containers, networks, http, iam);
         let writer = tokio::spawn(write_records(swarm.clone(), jobs));
         let scheduler = tokio::spawn(crate::scheduler::run(swarm.clone(), shutdown.clone()));
         let app = crate::http::router(swarm);

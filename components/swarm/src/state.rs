@@ -7,7 +7,7 @@
 //! writes for one container can never land out of order; a handler answers only after its
 //! write committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,7 +18,9 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::config::Config;
+use crate::events::{Event, KEEP};
 use crate::model::Container;
+use crate::networks::NetworkRecord;
 use crate::store::{Store, StoreError};
 use crate::views::{Resolve, resolve};
 
@@ -46,6 +48,13 @@ impl HeldOffer {
 pub struct State {
     pub containers: BTreeMap<String, Container>,
     pub offers: Vec<HeldOffer>,
+    /// User networks by id.
+    pub networks: BTreeMap<String, NetworkRecord>,
+    /// The last events, oldest first (for `/events?since=`).
+    pub events: VecDeque<Event>,
+    /// Images a client "pulled" (`POST /images/create`, a no-op), normalised: they inspect
+    /// as present from then on (in memory only).
+    pub pulled: std::collections::BTreeSet<String>,
 }
 
 type WriteJob = (String, oneshot::Sender<Result<(), String>>);
@@ -61,6 +70,8 @@ pub struct Swarm {
     pub kick: Notify,
     pub http: reqwest::Client,
     pub iam: Option<capstan_iam::Iam>,
+    /// Live `/events` listeners.
+    pub events: tokio::sync::broadcast::Sender<Event>,
 }
 
 /// Why a container cannot be named or found.
@@ -81,6 +92,7 @@ impl Swarm {
         cfg: Config,
         store: Store,
         containers: Vec<Container>,
+        networks: Vec<NetworkRecord>,
         http: reqwest::Client,
         iam: Option<capstan_iam::Iam>,
     ) -> (std::sync::Arc<Swarm>, mpsc::Receiver<WriteJob>) {
@@ -88,6 +100,9 @@ impl Swarm {
         let state = State {
             containers: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
             offers: Vec::new(),
+            networks: networks.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            events: VecDeque::new(),
+            pulled: Default::default(),
         };
         let swarm = Swarm {
             cfg,
@@ -99,6 +114,7 @@ impl Swarm {
             kick: Notify::new(),
             http,
             iam,
+            events: tokio::sync::broadcast::Sender::new(256),
         };
         (std::sync::Arc::new(swarm), jobs)
     }
@@ -111,6 +127,23 @@ impl Swarm {
         };
         self.changed.send_modify(|n| *n += 1);
         r
+    }
+
+    /// Records an event and sends it to the live `/events` listeners.
+    pub fn emit(&self, e: Event) {
+        {
+            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if s.events.len() >= KEEP {
+                s.events.pop_front();
+            }
+            s.events.push_back(e.clone());
+        }
+        let _ = self.events.send(e);
+    }
+
+    /// The user networks.
+    pub fn networks(&self) -> Vec<NetworkRecord> {
+        self.read(|s| s.networks.values().cloned().collect())
     }
 
     /// A receiver that sees every change of the state.

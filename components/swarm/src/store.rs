@@ -1,10 +1,12 @@
 //! Container records and the framework id in coord: `<prefix>/containers/<id>` (a
-//! [`Container`] as JSON, versioned) and `<prefix>/framework_id`. Without coord endpoints
+//! [`Container`] as JSON, versioned), `<prefix>/networks/<id>` (a user network) and
+//! `<prefix>/framework_id`. Without coord endpoints
 //! the store keeps nothing (tests of the HTTP layer only).
 
 use capstan_coord_client::Client;
 
 use crate::model::Container;
+use crate::networks::NetworkRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,6 +76,44 @@ impl Store {
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
         if let Some(coord) = &self.coord {
             coord.delete(&self.container_key(id)).await?;
+        }
+        Ok(())
+    }
+
+    fn network_key(&self, id: &str) -> String {
+        format!("{}/networks/{id}", self.prefix)
+    }
+
+    /// Every stored user network.
+    pub async fn load_networks(&self) -> Result<Vec<NetworkRecord>, StoreError> {
+        let Some(coord) = &self.coord else {
+            return Ok(Vec::new());
+        };
+        let list = coord
+            .list_all(&format!("{}/networks/", self.prefix))
+            .await?;
+        list.kvs
+            .into_iter()
+            .map(|kv| {
+                serde_json::from_slice(&kv.value).map_err(|source| StoreError::Decode {
+                    key: kv.key.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn put_network(&self, n: &NetworkRecord) -> Result<(), StoreError> {
+        if let Some(coord) = &self.coord {
+            let value = serde_json::to_vec(n).unwrap_or_default();
+            coord.put(&self.network_key(&n.id), value).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_network(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(coord) = &self.coord {
+            coord.delete(&self.network_key(id)).await?;
         }
         Ok(())
     }

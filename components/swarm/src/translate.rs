@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::model::{CreateBody, Network, PortRequest, PublishedPort, Spec};
+use crate::model::{CreateBody, Network, PortRequest, PublishedPort, Restart, Spec};
 
 /// A create body swarm cannot run; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,16 +54,60 @@ pub fn spec(body: &CreateBody, defaults: Defaults) -> Result<Spec, BadCreate> {
     } else {
         defaults.mem_mib
     };
+    let mut networks = BTreeMap::new();
+    let endpoints = body
+        .networking_config
+        .endpoints_config
+        .clone()
+        .unwrap_or_default();
     let network = match hc.network_mode.as_str() {
         "" | "default" | "bridge" => Network::Bridge,
         "host" => Network::Host,
         "none" => Network::None,
-        other => {
+        other if other.starts_with("container:") => {
             return Err(BadCreate(format!(
-                "HostConfig.NetworkMode {other:?} is not supported by capstan yet (bridge, host and none are)"
+                "HostConfig.NetworkMode {other:?} is not supported by capstan (bridge, host, none and user networks are)"
             )));
         }
+        // A user network: the task runs with bridge networking; the attachment is recorded
+        // (the HTTP layer checks that the network exists).
+        user => {
+            networks.insert(user.to_owned(), crate::model::Attachment::default());
+            Network::Bridge
+        }
     };
+    for (name, ep) in &endpoints {
+        if matches!(name.as_str(), "bridge" | "host" | "none" | "default") {
+            continue;
+        }
+        let aliases = ep
+            .as_ref()
+            .and_then(|e| e.aliases.clone())
+            .unwrap_or_default();
+        networks.entry(name.clone()).or_default().aliases = aliases;
+    }
+    let restart = match hc.restart_policy.as_ref() {
+        None => Restart::No,
+        Some(r) => match r.name.as_str() {
+            "" | "no" => Restart::No,
+            "always" => Restart::Always,
+            "unless-stopped" => Restart::UnlessStopped,
+            "on-failure" => Restart::OnFailure {
+                max_retries: r.maximum_retry_count.max(0) as u64,
+            },
+            other => {
+                return Err(BadCreate(format!(
+                    "HostConfig.RestartPolicy: invalid restart policy {other:?}"
+                )));
+            }
+        },
+    };
+    if restart != Restart::No && hc.auto_remove {
+        return Err(BadCreate(
+            "conflicting options: RestartPolicy and AutoRemove (--rm) cannot be used together"
+                .into(),
+        ));
+    }
     if hc.publish_all_ports {
         return Err(BadCreate(
             "HostConfig.PublishAllPorts (-P) is not supported by capstan; publish ports with -p"
@@ -132,8 +176,26 @@ pub fn spec(body: &CreateBody, defaults: Defaults) -> Result<Spec, BadCreate> {
             )));
         }
     }
+    let (constraints, plain_env) = crate::constraints::extract(
+        body.env.as_deref().unwrap_or_default(),
+        body.labels.as_ref(),
+    )
+    .map_err(BadCreate)?;
+    let mut labels = body.labels.clone().unwrap_or_default();
+    if !constraints.is_empty() && !labels.contains_key(crate::constraints::LABEL) {
+        let exprs: Vec<String> = body
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| e.strip_prefix("constraint:").map(str::to_owned))
+            .collect();
+        labels.insert(
+            crate::constraints::LABEL.to_owned(),
+            serde_json::to_string(&exprs).unwrap_or_default(),
+        );
+    }
     let mut env = Vec::new();
-    for (i, e) in body.env.iter().flatten().enumerate() {
+    for (i, e) in plain_env.iter().enumerate() {
         match e.split_once('=') {
             Some((k, v)) if !k.is_empty() => env.push((k.to_owned(), v.to_owned())),
             // `-e NAME` without a value passes the client's own variable, which the CLI
@@ -147,7 +209,7 @@ pub fn spec(body: &CreateBody, defaults: Defaults) -> Result<Spec, BadCreate> {
         cmd: body.cmd.clone().unwrap_or_default(),
         entrypoint: body.entrypoint.clone().unwrap_or_default(),
         env,
-        labels: body.labels.clone().unwrap_or_default(),
+        labels,
         cpus,
         mem_mib,
         network,
@@ -158,6 +220,9 @@ pub fn spec(body: &CreateBody, defaults: Defaults) -> Result<Spec, BadCreate> {
         hostname: body.hostname.clone(),
         privileged: body.host_config.privileged,
         auto_remove: body.host_config.auto_remove,
+        networks,
+        restart,
+        constraints,
     })
 }
 
@@ -215,10 +280,13 @@ pub enum NoFit {
     Port(u32),
     #[error("not enough free ports")]
     Ports,
+    #[error("{0}")]
+    Constraint(String),
 }
 
 /// The resources `spec` takes of `offer`, if it fits.
 pub fn fit(spec: &Spec, offer: &Value) -> Result<Match, NoFit> {
+    crate::constraints::hard_hold(&spec.constraints, offer).map_err(NoFit::Constraint)?;
     let (cpus, mem) = (scalar(offer, "cpus"), scalar(offer, "mem"));
     // A little slack for float sums.
     if cpus + 1e-9 < spec.cpus {

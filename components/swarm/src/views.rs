@@ -14,16 +14,17 @@ use crate::model::{Container, Status, ZERO_TIME, image_id};
 pub struct Filters(BTreeMap<String, Vec<String>>);
 
 impl Filters {
-    pub fn parse(text: &str) -> Result<Filters, String> {
+    /// `filters=` of any endpoint, unchecked: key → values.
+    pub fn parse_any(text: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+        let mut out = BTreeMap::new();
         if text.trim().is_empty() {
-            return Ok(Filters::default());
+            return Ok(out);
         }
         let v: Value =
             serde_json::from_str(text).map_err(|e| format!("invalid filter {text:?}: {e}"))?;
         let obj = v
             .as_object()
             .ok_or_else(|| format!("invalid filter {text:?}: not an object"))?;
-        let mut out = BTreeMap::new();
         for (k, vals) in obj {
             let list: Vec<String> = match vals {
                 Value::Array(a) => a
@@ -38,8 +39,17 @@ impl Filters {
                 Value::String(s) => vec![s.clone()],
                 _ => return Err(format!("invalid filter value for {k:?}")),
             };
+            out.insert(k.clone(), list);
+        }
+        Ok(out)
+    }
+
+    pub fn parse(text: &str) -> Result<Filters, String> {
+        let parsed = Filters::parse_any(text)?;
+        let mut out = BTreeMap::new();
+        for (k, list) in parsed {
             match k.as_str() {
-                "label" | "name" | "status" | "id" | "ancestor" | "exited" => {}
+                "label" | "name" | "status" | "id" | "ancestor" | "exited" | "network" => {}
                 other => return Err(format!("invalid filter '{other}'")),
             }
             if k == "status" {
@@ -59,7 +69,7 @@ impl Filters {
                     }
                 }
             }
-            out.insert(k.clone(), list);
+            out.insert(k, list);
         }
         Ok(Filters(out))
     }
@@ -94,6 +104,14 @@ impl Filters {
                     "ancestor" => vals.iter().any(|i| {
                         crate::model::normalise_image(i)
                             == crate::model::normalise_image(&c.spec.image)
+                    }),
+                    "network" => vals.iter().any(|n| {
+                        c.spec.networks.contains_key(n)
+                            || c.spec
+                                .networks
+                                .values()
+                                .any(|a| a.network_id.starts_with(n.as_str()))
+                            || (c.spec.networks.is_empty() && c.spec.network.docker_name() == n)
                     }),
                     "exited" => vals
                         .iter()
@@ -182,25 +200,55 @@ fn host_ip(c: &Container) -> String {
         .unwrap_or_else(|| "0.0.0.0".into())
 }
 
+/// `HostConfig.NetworkMode`: a user network's name, else bridge, host or none.
+pub fn network_mode(c: &Container) -> String {
+    match c.spec.networks.keys().next() {
+        Some(first)
+            if !c
+                .spec
+                .networks
+                .contains_key(&c.config.host_config.network_mode) =>
+        {
+            first.clone()
+        }
+        Some(_) => c.config.host_config.network_mode.clone(),
+        None => c.spec.network.docker_name().to_owned(),
+    }
+}
+
+fn endpoint(c: &Container, network_id: &str, aliases: &[String], ip: &str) -> Value {
+    let mut all: Vec<&str> = aliases.iter().map(String::as_str).collect();
+    if !all.contains(&c.short_id()) {
+        all.push(c.short_id());
+    }
+    json!({
+        "IPAMConfig": null, "Links": null,
+        "Aliases": all,
+        "NetworkID": network_id, "EndpointID": "", "Gateway": "", "IPAddress": ip,
+        "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": null, "DNSNames": [c.name.clone(), c.short_id().to_owned()],
+    })
+}
+
 fn network_settings(c: &Container, with_ports: bool) -> Value {
-    let net = c.spec.network.docker_name();
     let ip = c
         .task
         .as_ref()
         .filter(|_| c.running())
         .and_then(|t| t.ip_address.clone())
         .unwrap_or_default();
-    let mut v = json!({
-        "Networks": {
-            net: {
-                "IPAMConfig": null, "Links": null,
-                "Aliases": [c.short_id()],
-                "NetworkID": net, "EndpointID": "", "Gateway": "", "IPAddress": ip,
-                "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": null,
-            }
-        }
-    });
+    let mut networks = serde_json::Map::new();
+    if c.spec.networks.is_empty() {
+        let net = c.spec.network.docker_name();
+        networks.insert(
+            net.to_owned(),
+            endpoint(c, &crate::networks::predefined_id(net), &[], &ip),
+        );
+    }
+    for (name, a) in &c.spec.networks {
+        networks.insert(name.clone(), endpoint(c, &a.network_id, &a.aliases, &ip));
+    }
+    let mut v = json!({ "Networks": networks });
     if with_ports {
         v["Ports"] = ports_map(c);
         v["Bridge"] = json!("");
@@ -257,7 +305,7 @@ pub fn list_item(c: &Container, now: i64) -> Value {
         "Labels": c.spec.labels,
         "State": c.status.name(),
         "Status": status_text(c, now),
-        "HostConfig": {"NetworkMode": c.spec.network.docker_name()},
+        "HostConfig": {"NetworkMode": network_mode(c)},
         "NetworkSettings": network_settings(c, false),
         "Mounts": [],
     })
@@ -327,9 +375,12 @@ pub fn inspect(c: &Container) -> Value {
         "HostConfig": {
             "Binds": null,
             "LogConfig": {"Type": "json-file", "Config": {}},
-            "NetworkMode": c.spec.network.docker_name(),
+            "NetworkMode": network_mode(c),
             "PortBindings": port_bindings,
-            "RestartPolicy": {"Name": c.config.host_config.restart_policy.as_ref().map(|r| r.name.clone()).filter(|n| !n.is_empty()).unwrap_or_else(|| "no".into()), "MaximumRetryCount": 0},
+            "RestartPolicy": {"Name": c.spec.restart.docker_name(), "MaximumRetryCount": match c.spec.restart {
+                crate::model::Restart::OnFailure { max_retries } => max_retries,
+                _ => 0,
+            }},
             "AutoRemove": c.spec.auto_remove,
             "Privileged": c.spec.privileged,
             "PublishAllPorts": false,
@@ -422,6 +473,7 @@ mod tests {
             restart_count: 0,
             running_run: 1,
             failed_run: 0,
+            stop_requested: false,
         }
     }
 

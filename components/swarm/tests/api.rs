@@ -72,7 +72,7 @@ async fn ping_version_and_errors_look_like_dockers() -> anyhow::Result<()> {
             404,
             "No such container: nope",
         ),
-        ("GET", "/v1.51/networks/n", 404, "No such network"),
+        ("GET", "/v1.51/networks/n", 404, "network n not found"),
         ("GET", "/v1.51/images/unknown/json", 404, "No such image"),
     ] {
         let r = http
@@ -124,8 +124,9 @@ async fn created_containers_are_listed_inspected_and_named_uniquely() -> anyhow:
         .json(&json!({"Image": "x", "HostConfig": {"NetworkMode": "mynet"}}))
         .send()
         .await?;
-    ensure!(refused.status() == 400);
-    ensure!(json_error(&refused.json().await?).contains("NetworkMode"));
+    // A user network must exist (Docker's 404 and message).
+    ensure!(refused.status() == 404);
+    ensure!(json_error(&refused.json().await?).contains("network mynet not found"));
 
     // Created, not running: listed only with all=1 (and docker-py's limit=-1).
     let running: Value = http
@@ -205,6 +206,193 @@ async fn created_containers_are_listed_inspected_and_named_uniquely() -> anyhow:
         .send()
         .await?;
     ensure!(r.status() == 201);
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn networks_attach_containers_with_aliases_and_events_replay() -> anyhow::Result<()> {
+    let (server, base) = start().await?;
+    let http = reqwest::Client::new();
+    // compose's create body for its project network.
+    let created = http
+        .post(format!("{base}/v1.38/networks/create"))
+        .json(&json!({"Name": "p_default", "Options": {}, "IPAM": null, "Internal": false,
+            "Labels": {"com.docker.compose.project": "p"}, "Attachable": true, "CheckDuplicate": true}))
+        .send()
+        .await?;
+    ensure!(created.status() == 201, "{}", created.status());
+    let net: Value = created.json().await?;
+    let net_id = net["Id"].as_str().context("network Id")?.to_owned();
+    let dup = http
+        .post(format!("{base}/networks/create"))
+        .json(&json!({"Name": "p_default"}))
+        .send()
+        .await?;
+    ensure!(dup.status() == 409, "{}", dup.status());
+    let list: Value = http
+        .get(format!(
+            "{base}/networks?filters=%7B%22label%22%3A%5B%22com.docker.compose.project%3Dp%22%5D%7D"
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        list.as_array().map(Vec::len) == Some(1) && list[0]["Name"] == "p_default",
+        "{list}"
+    );
+
+    // A container on it, as compose creates one.
+    let c: Value = http
+        .post(format!("{base}/v1.38/containers/create?name=p_web_1"))
+        .json(&json!({"Image": "capstan/http", "Labels": {"com.docker.compose.project": "p"},
+            "HostConfig": {"NetworkMode": "p_default", "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0}},
+            "NetworkingConfig": {"EndpointsConfig": {"p_default": {"Aliases": ["web"]}}}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = c["Id"].as_str().context("container Id")?.to_owned();
+    let i: Value = http
+        .get(format!("{base}/containers/p_web_1/json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ep = &i["NetworkSettings"]["Networks"]["p_default"];
+    ensure!(ep["NetworkID"] == net_id.as_str(), "{i:#}");
+    ensure!(ep["Aliases"] == json!(["web", &id[..12]]), "{i:#}");
+    ensure!(i["HostConfig"]["NetworkMode"] == "p_default", "{i:#}");
+    ensure!(
+        i["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped",
+        "{i:#}"
+    );
+    let filtered: Value = http
+        .get(format!(
+            "{base}/containers/json?all=1&filters=%7B%22network%22%3A%5B%22p_default%22%5D%7D"
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(filtered[0]["Id"] == id.as_str(), "{filtered}");
+
+    // disconnect, connect with compose's aliases.
+    let r = http
+        .post(format!("{base}/networks/p_default/disconnect"))
+        .json(&json!({"Container": id}))
+        .send()
+        .await?;
+    ensure!(r.status() == 200, "{}", r.status());
+    let r = http
+        .post(format!("{base}/networks/{net_id}/connect"))
+        .json(&json!({"Container": "p_web_1", "EndpointConfig": {"Aliases": ["web", "extra"]}}))
+        .send()
+        .await?;
+    ensure!(r.status() == 200, "{}", r.status());
+    let i: Value = http
+        .get(format!("{base}/containers/{id}/json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        i["NetworkSettings"]["Networks"]["p_default"]["Aliases"]
+            == json!(["web", "extra", &id[..12]]),
+        "{i:#}"
+    );
+
+    // rename, then images "pulled" inspect as present.
+    let r = http
+        .post(format!(
+            "{base}/containers/p_web_1/rename?name=p_web_renamed"
+        ))
+        .send()
+        .await?;
+    ensure!(r.status() == 204, "{}", r.status());
+    let r = http
+        .post(format!(
+            "{base}/images/create?fromImage=capstan/redis&tag=latest"
+        ))
+        .send()
+        .await?;
+    ensure!(r.status() == 200);
+    let img: Value = http
+        .get(format!("{base}/images/capstan/redis/json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        img["Id"].as_str().is_some_and(|i| i.starts_with("sha256:")),
+        "{img}"
+    );
+    ensure!(img["ContainerConfig"].is_object(), "{img}");
+
+    // Events so far, replayed and ended by until=: with the legacy fields.
+    let until = capstan_swarm::time::now_secs() + 1;
+    let events = http
+        .get(format!("{base}/v1.41/events?since=0&until={until}"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let actions: Vec<(String, String)> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|e| {
+            (
+                e["Type"].as_str().unwrap_or_default().to_owned(),
+                e["Action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("network", "create"),
+        ("container", "create"),
+        ("network", "disconnect"),
+        ("network", "connect"),
+        ("container", "rename"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    ensure!(actions == want, "{events}");
+    let first_container = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["Type"] == "container")
+        .context("a container event")?;
+    ensure!(
+        first_container["status"] == "create" && first_container["id"] == id.as_str(),
+        "{first_container}"
+    );
+
+    // The network cannot go while ... it can: the container is not running. Predefined ones never.
+    let r = http
+        .delete(format!("{base}/networks/bridge"))
+        .send()
+        .await?;
+    ensure!(r.status() == 403, "{}", r.status());
+    let r = http
+        .delete(format!("{base}/networks/p_default"))
+        .send()
+        .await?;
+    ensure!(r.status() == 204, "{}", r.status());
+    let r = http
+        .get(format!("{base}/networks/p_default"))
+        .send()
+        .await?;
+    ensure!(r.status() == 404, "{}", r.status());
+    // exec answers why it is not served.
+    let r = http
+        .post(format!("{base}/containers/{id}/exec"))
+        .json(&json!({"Cmd": ["ls"]}))
+        .send()
+        .await?;
+    ensure!(r.status() == 501);
+    ensure!(json_error(&r.json().await?).contains("exec is not supported"));
     server.shutdown().await;
     Ok(())
 }

@@ -29,6 +29,7 @@ pub use nix::sys::signal::Signal;
 pub use process::{CapstanCommand, CapstanProcess, ConfigText, capstan_bin};
 pub use proxy::FaultProxy;
 pub use python::pymesos_python;
+pub use python::{DockerClients, docker_clients};
 pub use tempfile::TempDir;
 pub use wait::{PollOutcome, wait_until};
 

@@ -1,6 +1,7 @@
 //! Python clients from PyPI, unmodified, for compatibility tests: a virtualenv under the
 //! target directory, created once and shared by every crate's tests (a lock file serializes
-//! concurrent set-ups): pymesos, and the DC/OS CLI (`dcoscli` 0.6.1) with [`DcosCli`].
+//! concurrent set-ups): pymesos, the DC/OS CLI (`dcoscli` 0.6.1) with [`DcosCli`], and the
+//! Docker API clients (the docker SDK, docker-compose 1.29) with [`docker_clients`].
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,41 @@ pub async fn pymesos_python() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(venv.join("bin/python"))
+}
+
+/// The Docker API clients from PyPI, unmodified (`python/docker_clients_env.sh`): the python
+/// of a venv with the docker SDK 7.1.0, and `docker-compose` 1.29.2 (under Python 3.9).
+#[derive(Debug, Clone)]
+pub struct DockerClients {
+    pub sdk_python: PathBuf,
+    pub compose: PathBuf,
+}
+
+/// The Docker API clients' venvs, built on first use (kept under the target directory).
+pub async fn docker_clients() -> anyhow::Result<DockerClients> {
+    let (sdk, compose) = (
+        target_dir().join("swarm-sdk-env"),
+        target_dir().join("swarm-compose-env"),
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/docker_clients_env.sh");
+    let out = tokio::process::Command::new("bash")
+        .arg(&script)
+        .arg(&sdk)
+        .arg(&compose)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "docker clients' virtualenv set-up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(DockerClients {
+        sdk_python: sdk.join("bin/python"),
+        compose: compose.join("bin/docker-compose"),
+    })
 }
 
 /// What one `dcos` run printed and how it ended.

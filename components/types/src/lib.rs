@@ -1,19 +1,21 @@
 //! Domain types shared by every Capstan crate, with no I/O: task states and their names, resource
 //! amounts and their arithmetic, the reconnect backoff every client uses, the layer-4 VIP table
-//! ([`vip`]), and the versions Capstan reports. Key decision: a type
-//! lives here once a second crate needs it, so two daemons can never disagree on what a name
+//! ([`vip`]), the container policy apps and agents both enforce ([`policy`]), and the versions
+//! Capstan reports. Key decision: a type lives here once a second crate needs it, so two daemons can never disagree on what a name
 //! means (whether a state is terminal, how long to wait before reconnecting); the crates still
 //! meet over the wire through `capstan-proto`.
 
 pub mod backoff;
 pub mod cluster;
 pub mod error;
+pub mod policy;
 pub mod resources;
 pub mod task_state;
 pub mod vip;
 
 pub use backoff::Backoff;
 pub use error::Chain;
+pub use policy::ContainerPolicy;
 pub use resources::{RangeSet, Resources};
 pub use task_state::TaskState;
 

@@ -456,7 +456,8 @@ impl TaskManager {
                 advertise_ip: self.cfg.advertise_ip,
                 sandbox: &sandbox,
                 sandbox_mount: &self.cfg.sandbox_mount,
-                allow_privileged: self.cfg.allow_privileged,
+                policy: &self.cfg.policy,
+                pids_limit: self.cfg.pids_limit,
                 cpu_quota: self.cfg.cpu_quota,
                 extra_labels: &self.cfg.extra_labels,
             };
@@ -558,6 +559,7 @@ impl TaskManager {
             docker_up: self.docker_up.clone(),
             events: self.handle.event_sender(),
             kill_rx,
+            policy: self.cfg.policy.clone(),
             advertise_ip: self.cfg.advertise_ip,
         };
         (kill_tx, tokio::spawn(supervisor::supervise(ctx, mode)))

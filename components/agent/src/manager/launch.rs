@@ -135,7 +135,8 @@ impl TaskManager {
                 advertise_ip: self.cfg.advertise_ip,
                 sandbox: &task.container.sandbox,
                 sandbox_mount: &self.cfg.sandbox_mount,
-                allow_privileged: self.cfg.allow_privileged,
+                policy: &self.cfg.policy,
+                pids_limit: self.cfg.pids_limit,
                 cpu_quota: self.cfg.cpu_quota,
                 extra_labels: &self.cfg.extra_labels,
             };
@@ -199,6 +200,7 @@ impl TaskManager {
             docker_up: self.docker_up.clone(),
             events: self.handle.event_sender(),
             kill_rx,
+            policy: self.cfg.policy.clone(),
             advertise_ip: self.cfg.advertise_ip,
         };
         task.kill_tx = Some(kill_tx);

@@ -132,7 +132,10 @@ pub struct ManagerConfig {
     pub hostname: String,
     pub advertise_ip: std::net::IpAddr,
     pub sandbox_mount: String,
-    pub allow_privileged: bool,
+    /// What containers may ask of this host (volumes, privileges, fetched files).
+    pub policy: capstan_types::ContainerPolicy,
+    /// Docker's `PidsLimit` for every container.
+    pub pids_limit: i64,
     pub cpu_quota: bool,
     pub extra_labels: BTreeMap<String, String>,
     pub default_kill_grace: Duration,

@@ -34,6 +34,10 @@ fn docker(extra: Value) -> Value {
 
 fn build(t: &TaskInfo, allow_privileged: bool) -> Result<ContainerSpec, SpecError> {
     let labels = BTreeMap::from([("capstan.test".to_owned(), "r1".to_owned())]);
+    let policy = capstan_types::ContainerPolicy {
+        allow_privileged,
+        allowed_host_paths: vec!["/srv".to_owned()],
+    };
     let ctx = SpecContext {
         agent_id: "A-S0",
         framework_id: "F-0000",
@@ -43,7 +47,8 @@ fn build(t: &TaskInfo, allow_privileged: bool) -> Result<ContainerSpec, SpecErro
         advertise_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
         sandbox: Path::new("/w/sandbox"),
         sandbox_mount: "/mnt/mesos/sandbox",
-        allow_privileged,
+        policy: &policy,
+        pids_limit: 4096,
         cpu_quota: true,
         extra_labels: &labels,
     };
@@ -192,6 +197,11 @@ fn volumes_map_to_binds_and_bad_paths_are_refused() {
         json!({"container_path": "rel", "host_path": "/a", "mode": "RW"}),
         json!({"container_path": "/x", "mode": "RW"}),
         json!({"container_path": "/x:y", "host_path": "/a", "mode": "RW"}),
+        // Outside the policy's allowed host paths (`/srv` in these tests), or the host itself.
+        json!({"container_path": "/x", "host_path": "/etc", "mode": "RO"}),
+        json!({"container_path": "/x", "host_path": "/", "mode": "RO"}),
+        json!({"container_path": "/x", "host_path": "/var/run/docker.sock", "mode": "RW"}),
+        json!({"container_path": "/x", "host_path": "/srvx", "mode": "RW"}),
     ];
     for v in bad {
         let mut c = docker(json!({}));
@@ -207,11 +217,16 @@ fn volumes_map_to_binds_and_bad_paths_are_refused() {
 #[test]
 fn privileged_needs_the_agents_permission() {
     let d = docker(json!({"privileged": true}));
-    assert_eq!(
-        build(&task(d.clone(), None), false),
-        Err(SpecError::PrivilegedForbidden)
-    );
+    let err = build(&task(d.clone(), None), false).unwrap_err();
+    assert!(matches!(err, SpecError::PrivilegedForbidden(_)), "{err}");
+    assert!(err.to_string().contains("allow_privileged"), "{err}");
     assert!(build(&task(d, None), true).unwrap().privileged);
+    let d = docker(json!({"parameters": [{"key": "cap-add", "value": "NET_ADMIN"}]}));
+    assert!(build(&task(d.clone(), None), false).is_err());
+    assert_eq!(
+        build(&task(d, None), true).unwrap().extra.cap_add,
+        ["NET_ADMIN"]
+    );
 }
 
 #[test]
@@ -305,7 +320,8 @@ fn executor_containers_get_the_executor_environment_and_no_task_label() {
         advertise_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
         sandbox: Path::new("/w/sandbox"),
         sandbox_mount: "/mnt/mesos/sandbox",
-        allow_privileged: false,
+        policy: &Default::default(),
+        pids_limit: 4096,
         cpu_quota: false,
         extra_labels: &labels,
     };

@@ -294,16 +294,49 @@ async fn invalid_tasks_end_in_error_or_failure_without_hurting_the_agent() {
                              "parameters": [{"key": "pid", "value": "host"}]}},
                "command": {"value": "true"}}),
     );
+    // The host's root and the engine socket: the container policy allows no host path by
+    // default (F3 of the reliability probe: root on every agent through `volumes`).
+    let host_root = task(
+        "root",
+        json!({"container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"},
+                             "volumes": [{"container_path": "/host", "host_path": "/", "mode": "RW"}]},
+               "command": {"value": "true"}}),
+    );
+    let engine = task(
+        "sock",
+        json!({"container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"},
+                             "volumes": [{"container_path": "/s", "host_path": "/var/run/docker.sock", "mode": "RW"}]},
+               "command": {"value": "true"}}),
+    );
+    let shadow = task(
+        "shadow",
+        json!({"container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"}},
+               "command": {"value": "true", "uris": [{"value": "file:///etc/shadow"}]}}),
+    );
     let unknown_net = task(
         "net",
         json!({"container": {"type": "DOCKER", "docker": {"image": "capstan/busybox", "network": "USER"},
                              "network_infos": [{"name": "capstan-no-such-network"}]},
                "command": {"value": "true"}}),
     );
-    for t in [privileged, bad_volume, bad_param, unknown_net] {
+    for t in [
+        privileged,
+        bad_volume,
+        bad_param,
+        host_root,
+        engine,
+        shadow,
+        unknown_net,
+    ] {
         agent.tasks().launch(FRAMEWORK, t).await.unwrap();
     }
-    for (id, needle) in [("priv", "privileged"), ("vol", ".."), ("param", "pid")] {
+    for (id, needle) in [
+        ("priv", "privileged"),
+        ("vol", ".."),
+        ("param", "pid"),
+        ("root", "would give the container the host"),
+        ("sock", "docker.sock"),
+    ] {
         let t = wait_state(&agent, id, TaskState::TaskError).await;
         assert!(
             last_message(&t).contains(needle),
@@ -315,6 +348,13 @@ async fn invalid_tasks_end_in_error_or_failure_without_hurting_the_agent() {
             Some(Reason::TaskInvalid as i32)
         );
     }
+    let shadow = wait_state(&agent, "shadow", TaskState::TaskFailed).await;
+    assert!(
+        last_message(&shadow).contains("/etc/shadow")
+            && last_message(&shadow).contains("not allowed"),
+        "{}",
+        last_message(&shadow)
+    );
     let net = wait_state(&agent, "net", TaskState::TaskFailed).await;
     assert!(
         last_message(&net).contains("capstan-no-such-network"),
@@ -346,9 +386,11 @@ async fn invalid_tasks_end_in_error_or_failure_without_hurting_the_agent() {
 #[tokio::test]
 async fn environment_volumes_and_live_resource_updates_reach_the_container() {
     let scope = Scope::new().await;
-    let agent = scope.start().await;
     let host_dir = scope.work_dir().join("shared");
     std::fs::create_dir_all(&host_dir).unwrap();
+    let mut config = scope.config();
+    config.docker.allowed_host_paths = vec![host_dir.to_string_lossy().into_owned()];
+    let agent = scope.start_with(config).await;
     std::fs::write(host_dir.join("in.txt"), "from-host").unwrap();
     let port = free_port().unwrap();
     let t = task(
@@ -393,6 +435,13 @@ async fn environment_volumes_and_live_resource_updates_reach_the_container() {
     let hc = inspect.host_config.unwrap();
     assert_eq!(hc.memory, Some(64 << 20));
     assert_eq!(hc.cpu_shares, Some(512));
+    // Least privilege by default: no setuid escalation, a process cap, not privileged.
+    assert_eq!(
+        hc.security_opt.as_deref(),
+        Some(&["no-new-privileges:true".to_owned()][..])
+    );
+    assert_eq!(hc.pids_limit, Some(4096));
+    assert_eq!(hc.privileged, Some(false));
     let labels = inspect.config.unwrap().labels.unwrap();
     assert_eq!(labels["capstan.task_id"], "env");
     assert_eq!(labels["capstan.framework_id"], FRAMEWORK);

@@ -90,6 +90,8 @@ pub struct CoreConfig {
     pub reconciliation_interval_ms: i64,
     pub kill_retry_ms: i64,
     pub task_launch_timeout_ms: i64,
+    /// What app containers may ask of the hosts (checked on every definition change).
+    pub container_policy: capstan_types::ContainerPolicy,
 }
 
 impl Default for CoreConfig {
@@ -102,6 +104,7 @@ impl Default for CoreConfig {
             reconciliation_interval_ms: 600_000,
             kill_retry_ms: 10_000,
             task_launch_timeout_ms: 300_000,
+            container_policy: Default::default(),
         }
     }
 }
@@ -184,6 +187,11 @@ impl Core {
     /// Queues a scheduler call.
     fn push_call(&mut self, call: Value) {
         self.calls.push(OutCall::new(&call));
+    }
+
+    /// The cluster's container policy.
+    pub fn container_policy(&self) -> &capstan_types::ContainerPolicy {
+        &self.cfg.container_policy
     }
 
     pub fn new(cfg: CoreConfig, events: EventBus, snapshot: Snapshot) -> Core {

@@ -519,3 +519,97 @@ impl StatusBody for (u16, reqwest::header::HeaderMap, Value) {
         (self.0, self.2)
     }
 }
+
+/// F3: with the default (least-privilege) container policy, a definition that would give its
+/// containers the host is a 422 naming the field — on create, on update and inside a group —
+/// and nothing is stored.
+#[tokio::test]
+async fn containers_that_would_own_the_host_are_refused_by_the_default_policy() {
+    let master = FakeMaster::start(1).await;
+    let apps = Apps::start(&master).await;
+    let docker = |docker: Value, volumes: Value| json!({"container": {"type": "DOCKER", "docker": docker, "volumes": volumes}});
+    let image = json!({"image": "capstan/busybox"});
+    rejects(
+        &apps,
+        docker(
+            json!({"image": "capstan/busybox", "privileged": true}),
+            json!([]),
+        ),
+        "/container/docker/privileged",
+    )
+    .await;
+    rejects(
+        &apps,
+        docker(
+            image.clone(),
+            json!([{"containerPath": "/host", "hostPath": "/", "mode": "RW"}]),
+        ),
+        "/container/volumes(0)/hostPath",
+    )
+    .await;
+    rejects(
+        &apps,
+        docker(
+            image.clone(),
+            json!([{"containerPath": "/s", "hostPath": "/var/run/docker.sock", "mode": "RW"}]),
+        ),
+        "/container/volumes(0)/hostPath",
+    )
+    .await;
+    rejects(
+        &apps,
+        docker(
+            json!({"image": "capstan/busybox", "parameters": [{"key": "cap-add", "value": "ALL"}]}),
+            json!([]),
+        ),
+        "/container/docker/parameters(0)",
+    )
+    .await;
+    rejects(
+        &apps,
+        json!({"fetch": [{"uri": "file:///etc/shadow"}]}),
+        "/fetch(0)/uri",
+    )
+    .await;
+
+    // A sandbox-relative volume is fine; making that app privileged by update is not.
+    let (s, v) = apps
+        .post(
+            "/v2/apps",
+            json!({"id": "/web", "cmd": "sleep 1", "instances": 0,
+                   "container": {"type": "DOCKER", "docker": image,
+                                 "volumes": [{"containerPath": "/data", "hostPath": "data", "mode": "RW"}]}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = apps
+        .put(
+            "/v2/apps/web",
+            json!({"container": {"type": "DOCKER", "docker": {"image": "capstan/busybox", "privileged": true}}}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        paths(&v).contains(&"/container/docker/privileged".to_owned()),
+        "{v}"
+    );
+    let (s, v) = apps
+        .post(
+            "/v2/groups",
+            json!({"id": "/g", "apps": [{"id": "root", "cmd": "sleep 1", "instances": 0,
+                "container": {"type": "DOCKER", "docker": {"image": "capstan/busybox"},
+                              "volumes": [{"containerPath": "/h", "hostPath": "/etc", "mode": "RO"}]}}]}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        paths(&v).contains(&"/g/root/container/volumes(0)/hostPath".to_owned()),
+        "{v}"
+    );
+    assert_eq!(app_ids(&apps).await, ["/web"]);
+    let web = apps.get("/v2/apps/web").await;
+    assert_eq!(
+        web["app"]["container"]["docker"]["privileged"], false,
+        "{web}"
+    );
+}

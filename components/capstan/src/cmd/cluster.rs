@@ -72,6 +72,10 @@ pub struct JoinArgs {
     /// Write the config and keys, but start nothing.
     #[arg(long)]
     no_start: bool,
+    /// A public agent (role `slave_public`): for edge load balancers and services reached from
+    /// outside the cluster.
+    #[arg(long)]
+    public: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -195,6 +199,8 @@ fn print_init(outcome: &InitOutcome, json: bool) -> anyhow::Result<()> {
          CA fingerprint:   {fp}\n\n\
          Add an agent (run on the agent machine):\n  \
          curl -fsSL http://{host}/install.sh | sudo sh -s -- --role agent --join {agent}\n\n\
+         Add a public agent (edge load balancers, services reached from outside):\n  \
+         curl -fsSL http://{host}/install.sh | sudo sh -s -- --role agent --public --join {agent}\n\n\
          Add a master:\n  \
          curl -fsSL http://{host}/install.sh | sudo sh -s -- --role master --join {master}\n\n\
          More tokens: capstan cluster token create --role agent|master",
@@ -210,6 +216,9 @@ fn print_init(outcome: &InitOutcome, json: bool) -> anyhow::Result<()> {
 }
 
 async fn join(layout: &Layout, args: JoinArgs) -> anyhow::Result<()> {
+    if args.public && args.role != Role::Agent {
+        anyhow::bail!("--public is for agents: a master is never a public agent");
+    }
     let token: JoinToken = args.token.parse().context("the join token is malformed")?;
     let server = capstan_install::https::Server::parse(&args.server).map_err(anyhow::Error::msg)?;
     let opts = JoinOptions {
@@ -219,6 +228,7 @@ async fn join(layout: &Layout, args: JoinArgs) -> anyhow::Result<()> {
         advertise: args.advertise,
         hostname: args.hostname,
         ca_file: args.ca,
+        public: args.public,
     };
     let membership = match capstan_install::join::join(layout, &opts).await? {
         JoinOutcome::AlreadyJoined(m) => {

@@ -386,3 +386,462 @@ async fn the_docker_cli_runs_inspects_logs_stops_and_removes_containers_on_the_c
     ensure!(docker.ok(&["ps", "-aq"])?.is_empty(), "containers left");
     Ok(())
 }
+
+/// Now, in Unix seconds.
+fn capstan_testkit_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// swarm's `tcp://` address and a `DOCKER_CONFIG` directory whose `config.json` carries the
+/// cluster token in `HttpHeaders` (the docker CLI, the SDK and compose all send it).
+async fn swarm_access(cluster: &DevCluster) -> anyhow::Result<(String, tempfile::TempDir)> {
+    let status = cluster.status()?;
+    let swarm = status["nodes"][0]["daemons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["name"] == "swarm")
+        .with_context(|| format!("no swarm in capstan dev status: {status:#}"))?;
+    ensure!(swarm["health"] == "healthy", "{swarm:#}");
+    let host = swarm["endpoint"]
+        .as_str()
+        .context("swarm endpoint")?
+        .replace("http://", "tcp://");
+    let router = status["router"].as_str().context("router url")?;
+    let password = status["admin"]["password"]
+        .as_str()
+        .context("admin password")?;
+    let token = login(router, password).await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("config.json"),
+        json!({"HttpHeaders": {"Authorization": format!("token={token}")}}).to_string(),
+    )?;
+    Ok((host, dir))
+}
+
+/// Runs `program args` against swarm (`DOCKER_HOST`, `DOCKER_CONFIG`) in `cwd`, with a
+/// deadline; stdout and stderr, or an error with both when it failed.
+async fn client(
+    program: &Path,
+    args: &[&str],
+    host: &str,
+    config: &Path,
+    cwd: &Path,
+) -> anyhow::Result<(String, String)> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("DOCKER_HOST", host)
+        .env("DOCKER_CONFIG", config)
+        .env("HOME", config)
+        .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .env_remove("COMPOSE_API_VERSION")
+        .env_remove("COMPOSE_PROJECT_NAME")
+        .env_remove("COMPOSE_FILE")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(240), cmd.output())
+        .await
+        .with_context(|| format!("{} {args:?} did not finish", program.display()))??;
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "{} {args:?} failed ({}):\nstdout:\n{o}\nstderr:\n{e}",
+        program.display(),
+        out.status
+    );
+    Ok((o, e))
+}
+
+/// What the SDK script does, unmodified docker SDK 7.1 calls only; it prints `ok` at the end.
+const SDK_SCRIPT: &str = r#"
+import sys, time
+import docker
+
+c = docker.from_env(timeout=120)
+assert c.version()["ApiVersion"] == "1.51", c.version()
+assert c.ping()
+
+# run(detach=True) with labels, environment, a published port and a restart policy.
+web = c.containers.run(
+    "capstan/http", detach=True, name="sdk-web", labels={"via": "sdk"},
+    environment={"GREETING": "hi"}, ports={"80/tcp": None}, mem_limit="64m",
+    restart_policy={"Name": "on-failure", "MaximumRetryCount": 2},
+)
+talker = c.containers.run(
+    "capstan/busybox", ["sh", "-c", "echo sdk-out; echo sdk-err >&2; exec sleep 600"],
+    detach=True, name="sdk-talker", labels={"via": "sdk"},
+)
+names = sorted(x.name for x in c.containers.list(filters={"label": "via=sdk"}))
+assert names == ["sdk-talker", "sdk-web"], names
+web.reload()
+assert web.status == "running", web.status
+assert web.labels["via"] == "sdk"
+assert "GREETING=hi" in web.attrs["Config"]["Env"]
+assert web.attrs["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+binding = web.ports["80/tcp"][0]
+assert int(binding["HostPort"]) > 0, web.ports
+assert web.image.id.startswith("sha256:")
+
+deadline = time.time() + 30
+while True:
+    logs = talker.logs()
+    if b"sdk-out" in logs and b"sdk-err" in logs:
+        break
+    assert time.time() < deadline, logs
+    time.sleep(0.2)
+assert talker.logs(stderr=False) == b"sdk-out\n", talker.logs(stderr=False)
+
+# run(detach=False): start, then the output through logs, then wait.
+out = c.containers.run("capstan/busybox", ["sh", "-c", "echo attached-out"], name="sdk-once")
+assert out == b"attached-out\n", out
+
+# Its events, decoded by the SDK: the history, ended by until.
+actions = [e["Action"] for e in c.events(
+    since=0, until=int(time.time()) + 1, decode=True, filters={"container": "sdk-once"})]
+assert actions[:1] == ["create"] and "start" in actions and "die" in actions, actions
+
+# A user network: create, list, inspect, remove.
+net = c.networks.create("sdknet", labels={"via": "sdk"})
+assert [n.name for n in c.networks.list(names=["sdknet"])] == ["sdknet"]
+assert c.networks.get("sdknet").attrs["Labels"]["via"] == "sdk"
+net.remove()
+assert c.networks.list(names=["sdknet"]) == []
+
+# stop, remove.
+web.stop(timeout=2)
+web.reload()
+assert web.status == "exited", web.status
+for x in (web, talker, c.containers.get("sdk-once")):
+    x.remove(force=True)
+assert c.containers.list(all=True, filters={"label": "via=sdk"}) == []
+print("ok")
+"#;
+
+/// A two-service project of offline images, compose file format 3.8 (API 1.38 paths).
+const COMPOSE_FILE: &str = r#"version: "3.8"
+services:
+  web:
+    image: capstan/http
+    ports: ["80"]
+    labels:
+      tier: front
+    environment:
+      GREETING: hi
+    restart: unless-stopped
+  cache:
+    image: capstan/redis
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_sdk_and_compose_run_containers_on_the_cluster() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let clients = capstan_testkit::docker_clients().await?;
+    let cluster = tokio::task::spawn_blocking(|| DevCluster::up(1, 2, 0)).await??;
+    let (host, config) = swarm_access(&cluster).await?;
+    let work = tempfile::tempdir()?;
+    let docker_cli = Docker {
+        host: host.clone(),
+        config: config.path(),
+    };
+
+    // The docker SDK, unmodified.
+    std::fs::write(work.path().join("sdk_flow.py"), SDK_SCRIPT)?;
+    let (out, _) = client(
+        &clients.sdk_python,
+        &["sdk_flow.py"],
+        &host,
+        config.path(),
+        work.path(),
+    )
+    .await
+    .with_context(|| cluster.logs())?;
+    ensure!(out.trim_end().ends_with("ok"), "{out}");
+
+    // Placement by classic Swarm constraints: one container pinned to each agent.
+    let info: Value = serde_json::from_str(&docker_cli.ok(&["info", "--format", "{{json .}}"])?)?;
+    let agents: Vec<String> = info["DriverStatus"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p[0].as_str())
+        .filter(|k| k.starts_with(' ') && !k.trim_start().starts_with('└'))
+        .map(|k| k.trim().to_owned())
+        .collect();
+    ensure!(agents.len() == 2, "{info:#}");
+    for (i, agent) in agents.iter().enumerate() {
+        let name = format!("pinned{i}");
+        let constraint = format!("constraint:node=={agent}");
+        docker_cli
+            .ok(&[
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "-e",
+                &constraint,
+                "-e",
+                "KEPT=1",
+                "capstan/busybox",
+                "sleep",
+                "600",
+            ])
+            .with_context(|| cluster.logs())?;
+        let c: Value = serde_json::from_str(&docker_cli.ok(&["inspect", &name])?)?;
+        let c = &c[0];
+        ensure!(c["Config"]["Env"] == json!(["KEPT=1"]), "{c:#}");
+        ensure!(
+            c["Config"]["Labels"]["com.docker.swarm.constraints"]
+                == json!(format!("[\"node=={agent}\"]")),
+            "{c:#}"
+        );
+        let agent_id = c["Capstan"]["AgentId"].as_str().unwrap_or_default();
+        let placed = info["DriverStatus"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p[0].as_str().map(str::trim) == Some(agent.as_str()) && p[1] == agent_id);
+        ensure!(placed, "{name} not on {agent}: {c:#}\n{info:#}");
+    }
+    // Nothing fits an unknown node: start fails at once with the reason, the container
+    // stays created.
+    docker_cli.ok(&[
+        "create",
+        "--name",
+        "nowhere",
+        "-e",
+        "constraint:node==no-such-agent",
+        "capstan/busybox",
+    ])?;
+    let out = docker_cli.run(&["start", "nowhere"])?;
+    ensure!(
+        !out.status.success() && text(&out.stderr).contains("node==no-such-agent"),
+        "{}",
+        text(&out.stderr)
+    );
+    let state = docker_cli.ok(&["inspect", "--format", "{{.State.Status}}", "nowhere"])?;
+    ensure!(state == "created", "{state}");
+    docker_cli.ok(&["rm", "-f", "pinned0", "pinned1", "nowhere"])?;
+
+    // A restart policy: on-failure:2 runs three times, then stays exited; stop is final.
+    docker_cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "capstan/busybox",
+        "sh",
+        "-c",
+        "exit 1",
+    ])?;
+    wait_until(
+        "flaky restarted twice, then exited",
+        Duration::from_secs(60),
+        async || {
+            let s = docker_cli
+                .ok(&[
+                    "inspect",
+                    "--format",
+                    "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}",
+                    "flaky",
+                ])
+                .ok()?;
+            (s == "2 exited 1").then_some(())
+        },
+    )
+    .await
+    .with_context(|| cluster.logs())?;
+    docker_cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "steady",
+        "--restart",
+        "always",
+        "capstan/busybox",
+        "sleep",
+        "600",
+    ])?;
+    docker_cli.ok(&["stop", "-t", "1", "steady"])?;
+    let steady = docker_cli.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.RestartCount}}",
+        "steady",
+    ])?;
+    ensure!(steady == "exited 0", "{steady}");
+
+    // Events: the history so far, ended by --until.
+    let until = (capstan_testkit_now() + 1).to_string();
+    let events = docker_cli.ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        "container=flaky",
+        "--format",
+        "{{.Action}}",
+    ])?;
+    let actions: Vec<&str> = events.lines().collect();
+    ensure!(
+        actions.first() == Some(&"create")
+            && actions.iter().filter(|a| **a == "start").count() == 3
+            && actions.iter().filter(|a| **a == "die").count() == 3,
+        "{events}"
+    );
+    docker_cli.ok(&["rm", "-f", "flaky", "steady"])?;
+
+    // docker-compose 1.29: up -d, ps, a second up -d that changes nothing, down.
+    std::fs::write(work.path().join("docker-compose.yml"), COMPOSE_FILE)?;
+    let compose = |args: &'static [&'static str]| {
+        let (c, h, d, w) = (
+            clients.compose.clone(),
+            host.clone(),
+            config.path().to_owned(),
+            work.path().to_owned(),
+        );
+        async move {
+            let mut all = vec!["-p", "swarmtest"];
+            all.extend_from_slice(args);
+            client(&c, &all, &h, &d, &w).await
+        }
+    };
+    compose(&["up", "-d"])
+        .await
+        .with_context(|| cluster.logs())?;
+    let ids = docker_cli.ok(&[
+        "ps",
+        "--filter",
+        "label=com.docker.compose.project=swarmtest",
+        "--format",
+        "{{.Names}} {{.Label \"com.docker.compose.service\"}}",
+    ])?;
+    let mut rows: Vec<&str> = ids.lines().collect();
+    rows.sort_unstable();
+    ensure!(
+        rows == ["swarmtest_cache_1 cache", "swarmtest_web_1 web"],
+        "{ids}"
+    );
+    let nets = docker_cli.ok(&["network", "ls", "--format", "{{.Name}}"])?;
+    ensure!(nets.lines().any(|n| n == "swarmtest_default"), "{nets}");
+    let web: Value = serde_json::from_str(&docker_cli.ok(&["inspect", "swarmtest_web_1"])?)?;
+    let web = &web[0];
+    ensure!(
+        web["HostConfig"]["NetworkMode"] == "swarmtest_default",
+        "{web:#}"
+    );
+    ensure!(
+        web["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped",
+        "{web:#}"
+    );
+    ensure!(web["Config"]["Labels"]["tier"] == "front", "{web:#}");
+    let aliases = &web["NetworkSettings"]["Networks"]["swarmtest_default"]["Aliases"];
+    ensure!(
+        aliases
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("web"))),
+        "{web:#}"
+    );
+    // The published port answers on its agent.
+    let binding = &web["NetworkSettings"]["Ports"]["80/tcp"][0];
+    let url = format!(
+        "http://{}:{}/",
+        binding["HostIp"].as_str().context("HostIp")?,
+        binding["HostPort"].as_str().context("HostPort")?
+    );
+    let http = reqwest::Client::new();
+    wait_until(
+        "compose's web answers",
+        Duration::from_secs(30),
+        async || {
+            http.get(&url)
+                .send()
+                .await
+                .ok()?
+                .status()
+                .is_success()
+                .then_some(())
+        },
+    )
+    .await?;
+
+    let (ps, _) = compose(&["ps"]).await?;
+    for name in ["swarmtest_web_1", "swarmtest_cache_1"] {
+        ensure!(
+            ps.lines()
+                .any(|l| l.starts_with(name) && l.contains(" Up ")),
+            "{ps}"
+        );
+    }
+    // Converged: nothing is recreated.
+    let (_, again) = compose(&["up", "-d"]).await?;
+    ensure!(
+        again.contains("swarmtest_web_1 is up-to-date")
+            && again.contains("swarmtest_cache_1 is up-to-date"),
+        "{again}"
+    );
+    let after = docker_cli.ok(&["inspect", "--format", "{{.Id}}", "swarmtest_web_1"])?;
+    ensure!(after == web["Id"].as_str().unwrap_or_default(), "{after}");
+
+    // --scale: a second web, numbered 2; the first is left alone.
+    let (_, scaled) = compose(&["up", "-d", "--scale", "web=2"]).await?;
+    ensure!(scaled.contains("Creating swarmtest_web_2"), "{scaled}");
+    let webs = docker_cli.ok(&[
+        "ps",
+        "--filter",
+        "label=com.docker.compose.service=web",
+        "--format",
+        "{{.Names}}",
+    ])?;
+    let mut webs: Vec<&str> = webs.lines().collect();
+    webs.sort_unstable();
+    ensure!(webs == ["swarmtest_web_1", "swarmtest_web_2"], "{webs:?}");
+    // logs (through the logs API), restart, stop.
+    let (logs, _) = compose(&["logs", "--no-color", "cache"]).await?;
+    ensure!(
+        logs.contains("swarmtest_cache_1") && logs.contains("Ready to accept connections"),
+        "{logs}"
+    );
+    compose(&["restart", "-t", "1", "cache"]).await?;
+    let cache = docker_cli.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}}",
+        "swarmtest_cache_1",
+    ])?;
+    ensure!(cache == "running", "{cache}");
+    compose(&["stop", "-t", "1"]).await?;
+    let (ps, _) = compose(&["ps"]).await?;
+    ensure!(
+        ps.lines()
+            .filter(|l| l.starts_with("swarmtest_"))
+            .all(|l| l.contains("Exit")),
+        "{ps}"
+    );
+
+    compose(&["down"]).await?;
+    ensure!(
+        docker_cli
+            .ok(&[
+                "ps",
+                "-aq",
+                "--filter",
+                "label=com.docker.compose.project=swarmtest"
+            ])?
+            .is_empty(),
+        "compose down left containers"
+    );
+    let nets = docker_cli.ok(&["network", "ls", "--format", "{{.Name}}"])?;
+    ensure!(!nets.lines().any(|n| n == "swarmtest_default"), "{nets}");
+    Ok(())
+}

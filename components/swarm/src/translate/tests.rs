@@ -91,6 +91,46 @@ fn create_bodies_become_specs_with_resources_ports_env_and_labels() {
 }
 
 #[test]
+fn user_networks_and_restart_policies_are_recorded() {
+    let s = spec(
+        &body(json!({"Image": "x",
+            "HostConfig": {"NetworkMode": "p_default", "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}},
+            "NetworkingConfig": {"EndpointsConfig": {"p_default": {"Aliases": ["web"]}}}})),
+        DEFAULTS,
+    )
+    .unwrap();
+    assert_eq!(s.network, Network::Bridge);
+    assert_eq!(s.networks["p_default"].aliases, vec!["web".to_owned()]);
+    assert_eq!(s.restart, Restart::OnFailure { max_retries: 2 });
+    assert!(s.restart.restarts(1, 1) && !s.restart.restarts(1, 2) && !s.restart.restarts(0, 0));
+    assert!(Restart::Always.restarts(0, 99) && !Restart::No.restarts(1, 0));
+    let plain = spec(&body(json!({"Image": "x"})), DEFAULTS).unwrap();
+    assert!(plain.networks.is_empty() && plain.restart == Restart::No);
+}
+
+#[test]
+fn constraints_leave_the_environment_and_decide_the_fit() {
+    let s = spec(
+        &body(json!({"Image": "x", "Env": ["A=1", "constraint:node==other-host"]})),
+        DEFAULTS,
+    )
+    .unwrap();
+    assert_eq!(s.env, vec![("A".to_owned(), "1".to_owned())]);
+    assert_eq!(
+        s.labels[crate::constraints::LABEL],
+        r#"["node==other-host"]"#
+    );
+    let e = fit(&s, &offer()).unwrap_err();
+    assert!(e.to_string().contains("node==other-host"), "{e}");
+    let here = spec(
+        &body(json!({"Image": "x", "Labels": {"com.docker.swarm.constraints": "[\"node==127.0.2.1\"]"}})),
+        DEFAULTS,
+    )
+    .unwrap();
+    assert!(fit(&here, &offer()).is_ok());
+}
+
+#[test]
 fn create_bodies_swarm_cannot_run_are_refused_naming_the_field() {
     let cases = [
         (json!({}), "Image"),
@@ -99,8 +139,16 @@ fn create_bodies_swarm_cannot_run_are_refused_naming_the_field() {
             "Memory",
         ),
         (
-            json!({"Image": "x", "HostConfig": {"NetworkMode": "mynet"}}),
+            json!({"Image": "x", "HostConfig": {"NetworkMode": "container:web"}}),
             "NetworkMode",
+        ),
+        (
+            json!({"Image": "x", "HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}),
+            "RestartPolicy",
+        ),
+        (
+            json!({"Image": "x", "HostConfig": {"AutoRemove": true, "RestartPolicy": {"Name": "always"}}}),
+            "AutoRemove",
         ),
         (
             json!({"Image": "x", "HostConfig": {"PortBindings": {"http/tcp": []}}}),

@@ -138,7 +138,10 @@ if [ "$INIT" = 1 ]; then
   if [ -n "$DRY_RUN" ]; then
     run sh "$INSTALLER" "$@" --json
   else
-    (umask 077 && sh "$INSTALLER" "$@" --json >"$STATE/init.json") ||
+    # Not a umask around the installer: cluster init writes config files that the daemons'
+    # own users must read. The file alone is made root-only, before anything is in it.
+    install -m 0600 /dev/null "$STATE/init.json"
+    sh "$INSTALLER" "$@" --json >"$STATE/init.json" ||
       die "install.sh --init failed (see the journal); run capstan-bootstrap again to retry"
     say "cluster created; the administrator's password is in $STATE/init.json (root only)"
   fi
