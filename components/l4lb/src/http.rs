@@ -66,7 +66,10 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     let status = s.status.borrow().clone();
     let text = s.metrics.render(&table, &status, s.proxy.as_deref());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

@@ -16,9 +16,9 @@
 pub mod config;
 pub mod follower;
 pub mod http;
+pub mod metrics;
 pub mod netdev;
 pub mod nft;
-pub mod metrics;
 pub mod proxy;
 pub mod server;
 

@@ -118,7 +118,11 @@ impl Metrics {
                 backends[i]
             );
         }
-        let pending = self.pending_since.lock().map(|p| p.is_some()).unwrap_or(false);
+        let pending = self
+            .pending_since
+            .lock()
+            .map(|p| p.is_some())
+            .unwrap_or(false);
         let simple: [(&str, &str, &str, u64); 8] = [
             (
                 "unallocated_vips",
@@ -297,7 +301,10 @@ mod tests {
         let stats = ProxyStats::default();
         stats.forwarded.store(7, Ordering::Relaxed);
         let text = m.render(&table, &follow, Some(&stats));
-        assert_eq!(value(&text, "capstan_l4lb_vips{protocol=\"tcp\"}"), Some("1"));
+        assert_eq!(
+            value(&text, "capstan_l4lb_vips{protocol=\"tcp\"}"),
+            Some("1")
+        );
         assert_eq!(
             value(&text, "capstan_l4lb_backends{protocol=\"tcp\"}"),
             Some("3")

@@ -26,7 +26,14 @@ async fn a_fresh_catalog_searches_and_describes_the_builtin_packages() {
     );
     assert_eq!(
         names(&a.body),
-        ["hello-world", "memcached", "nginx", "postgresql", "prometheus", "redis"]
+        [
+            "hello-world",
+            "memcached",
+            "nginx",
+            "postgresql",
+            "prometheus",
+            "redis"
+        ]
     );
     let a = c.call("search", "v1", json!({"query": "redis"})).await;
     assert_eq!(names(&a.body), ["redis"]);

@@ -99,7 +99,11 @@ impl Cluster {
     }
 
     /// Waits until `app` runs exactly `n` tasks.
-    async fn wait_running(&self, app: &str, n: usize) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
+    async fn wait_running(
+        &self,
+        app: &str,
+        n: usize,
+    ) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
         wait_until(&format!("{n} running tasks of {app}"), START, async || {
             self.running(app).await.filter(|t| t.len() == n)
         })
@@ -150,7 +154,10 @@ impl Cluster {
             let mut backends = BTreeSet::new();
             for b in vip["backend"].as_array()? {
                 let ip: IpAddr = b["ip"].as_str()?.parse().ok()?;
-                backends.insert(SocketAddr::new(ip, u16::try_from(b["port"].as_u64()?).ok()?));
+                backends.insert(SocketAddr::new(
+                    ip,
+                    u16::try_from(b["port"].as_u64()?).ok()?,
+                ));
             }
             out.insert(vip["vip"].as_str()?.to_owned(), backends);
         }
@@ -167,10 +174,14 @@ impl Cluster {
         let nodes = self.l4lbs()?;
         ensure!(nodes.len() == 3, "an l4lb on every node: {nodes:?}");
         for node in &nodes {
-            wait_until(&format!("{vip} → {backends:?} on {node}"), CHANGE, async || {
-                let vips = self.vips_applied(node).await?;
-                (vips.get(vip).cloned() == backends).then_some(())
-            })
+            wait_until(
+                &format!("{vip} → {backends:?} on {node}"),
+                CHANGE,
+                async || {
+                    let vips = self.vips_applied(node).await?;
+                    (vips.get(vip).cloned() == backends).then_some(())
+                },
+            )
             .await
             .with_context(|| self.dev.logs())?;
         }
@@ -183,7 +194,10 @@ impl Cluster {
         let name = name.to_owned();
         wait_until(&format!("an A record for {name}"), CHANGE, async || {
             let (m, n) = (master.clone(), name.clone());
-            let a = tokio::task::spawn_blocking(move || dig(&m, &[&n])).await.ok()?.ok()?;
+            let a = tokio::task::spawn_blocking(move || dig(&m, &[&n]))
+                .await
+                .ok()?
+                .ok()?;
             a.first()?.parse().ok()
         })
         .await
@@ -211,7 +225,10 @@ async fn who(vip: SocketAddr) -> anyhow::Result<String> {
     let Some((head, body)) = reply.split_once("\r\n\r\n") else {
         bail!("{vip} answered {reply:?}");
     };
-    ensure!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{vip}: {head}");
+    ensure!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{vip}: {head}"
+    );
     Ok(body.trim().to_owned())
 }
 
@@ -226,22 +243,26 @@ async fn spread(vip: SocketAddr, n: usize) -> anyhow::Result<BTreeMap<String, us
 
 /// Waits until a connection to `addr` is refused (or closed before a byte) without hanging.
 async fn wait_refused(addr: SocketAddr) -> anyhow::Result<()> {
-    wait_until(&format!("connections to {addr} refused"), CHANGE, async || {
-        let attempt = tokio::time::timeout(CONNECT, async {
-            let mut s = TcpStream::connect(addr).await?;
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
-            let mut buf = [0u8; 1];
-            s.read(&mut buf).await
-        })
-        .await
-        .ok()?;
-        match attempt {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(()),
-            Ok(0) => Some(()),
-            _ => None,
-        }
-    })
+    wait_until(
+        &format!("connections to {addr} refused"),
+        CHANGE,
+        async || {
+            let attempt = tokio::time::timeout(CONNECT, async {
+                let mut s = TcpStream::connect(addr).await?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+                let mut buf = [0u8; 1];
+                s.read(&mut buf).await
+            })
+            .await
+            .ok()?;
+            match attempt {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(()),
+                Ok(0) => Some(()),
+                _ => None,
+            }
+        },
+    )
     .await
 }
 
@@ -268,9 +289,9 @@ async fn vips_resolve_spread_fail_over_share_and_survive_an_l4lb_restart() -> an
     let status = c.dev.status()?;
     for node in status["nodes"].as_array().context("nodes")? {
         ensure!(
-            node["daemons"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|d| d["name"] == "l4lb" && d["health"] == "healthy")),
+            node["daemons"].as_array().is_some_and(|d| d
+                .iter()
+                .any(|d| d["name"] == "l4lb" && d["health"] == "healthy")),
             "every node runs a healthy l4lb: {status:#}"
         );
     }
@@ -303,7 +324,10 @@ async fn vips_resolve_spread_fail_over_share_and_survive_an_l4lb_restart() -> an
     let (victim, victim_addr) = web.iter().next().context("a task")?;
     let resp = c
         .http
-        .delete(format!("{}/v2/apps/l4web/tasks/{victim}?scale=true", c.apps))
+        .delete(format!(
+            "{}/v2/apps/l4web/tasks/{victim}?scale=true",
+            c.apps
+        ))
         .send()
         .await?;
     ensure!(resp.status().is_success(), "kill: {}", resp.text().await?);
@@ -435,6 +459,9 @@ async fn vips_resolve_spread_fail_over_share_and_survive_an_l4lb_restart() -> an
         .context("an unused address")?;
     wait_refused(SocketAddr::new(unused, 80)).await?;
     // The other VIPs are untouched.
-    ensure!(!spread(shared_vip, 3).await?.is_empty(), "l4shared still answers");
+    ensure!(
+        !spread(shared_vip, 3).await?.is_empty(),
+        "l4shared still answers"
+    );
     Ok(())
 }
