@@ -6,7 +6,8 @@
 #   sudo sh install.sh --init --package capstan_<version>_amd64.deb     # the first master
 #
 # A joining node first fetches the master's CA certificate and checks it against the hash in
-# the token; only then does it download anything over HTTPS pinned to that CA, install the
+# the token (a short token, chosen before the cluster existed, names no CA: then the master
+# must prove it knows the token's secret for the CA it serves); only then does it download anything over HTTPS pinned to that CA, install the
 # package (and Docker on agents), run the pre-flight checks and `capstan cluster join`.
 # Running it again on a node that has joined changes nothing. `sh install.sh --help` for all
 # options; `capstan-uninstall` removes the node again.
@@ -16,8 +17,10 @@ set -eu
 CAPSTAN_SERVER="${CAPSTAN_SERVER:-}"
 
 # Where the CA certificate is fetched from (default https://SERVER/v1/cluster/ca.pem); tests
-# point it at a file:// URL.
+# point it at a file:// URL. The same for the proof a short token asks for (default
+# https://SERVER/v1/cluster/ca-proof).
 CAPSTAN_CA_URL="${CAPSTAN_CA_URL:-}"
+CAPSTAN_PROOF_URL="${CAPSTAN_PROOF_URL:-}"
 STATE_DIR=/var/lib/capstan
 
 usage() {
@@ -28,7 +31,8 @@ Usage: install.sh --role agent|master --join TOKEN [--server HOST] [options]
 Installs Capstan on this machine and joins it to a cluster (or, with --init, creates one).
 
   --role agent|master  what this node becomes (--init implies master)
-  --join TOKEN         join token from `capstan cluster token create` (CSTN1...)
+  --join TOKEN         join token from `capstan cluster token create` (CSTN1...), or a
+                       short token (CSTN1::...) given to --init as --agent-token/--master-token
   --server HOST        a master's address (default: the master that served this script)
   --package FILE       install this capstan .deb instead of downloading it from the master
   --bundle FILE        air-gapped: a tar holding capstan_*.deb and optionally an images tar
@@ -38,6 +42,9 @@ Installs Capstan on this machine and joins it to a cluster (or, with --init, cre
   --public             a public agent (role slave_public: edge load balancers, services
                        reached from outside the cluster)
   --name NAME          the cluster's name (--init)
+  --agent-token TOKEN  --init: the agents' join token, chosen beforehand (capstan cluster
+                       token generate), so every machine can get its line at once
+  --master-token TOKEN --init: the same for masters
   --json               print cluster init's result as JSON (--init)
   --skip-doctor        go on even if the pre-flight checks (capstan doctor) fail
   -h, --help           this text
@@ -47,8 +54,9 @@ EOF
 say() { printf 'capstan-install: %s\n' "$*" >&2; }
 die() { printf 'capstan-install: error: %s\n' "$*" >&2; exit 1; }
 
-# Checks a join token's shape (CSTN1<64 hex>::<8 hex>.<32 hex>, lowercase) and sets
-# TOKEN_CA_HASH. Says which part is wrong.
+# Checks a join token's shape (CSTN1<64 hex>::<8 hex>.<32 hex>, lowercase; the CA hash is
+# empty in a short token) and sets TOKEN_CA_HASH, TOKEN_ID and TOKEN_SECRET. Says which part
+# is wrong.
 parse_token() {
   pt_token=$1
   case "$pt_token" in
@@ -64,13 +72,35 @@ parse_token() {
   pt_cred=${pt_rest#*::}
   pt_id=${pt_cred%%.*}
   pt_secret=${pt_cred#*.}
-  printf '%s' "$pt_hash" | grep -Eqx '[0-9a-f]{64}' \
+  [ -z "$pt_hash" ] || printf '%s' "$pt_hash" | grep -Eqx '[0-9a-f]{64}' \
     || die "malformed join token: its CA hash must be 64 lowercase hex characters"
   printf '%s' "$pt_id" | grep -Eqx '[0-9a-f]{8}' \
     || die "malformed join token: its id must be 8 lowercase hex characters"
   printf '%s' "$pt_secret" | grep -Eqx '[0-9a-f]{32}' \
     || die "malformed join token: its secret must be 32 lowercase hex characters"
   TOKEN_CA_HASH=$pt_hash
+  TOKEN_ID=$pt_id
+  TOKEN_SECRET=$pt_secret
+}
+
+# A short token names no CA: the master proves it knows the token's secret (its SHA-256, which
+# masters keep) for the CA it served and a nonce of ours — SHA-256 over
+# "capstan-ca-proof\n<secret sha256>\n<nonce>\n<CA sha256>", as `capstan_install::token::ca_proof`.
+# On success TOKEN becomes the full token for that CA.
+check_proof() {
+  cp_ca_hash=$1
+  cp_nonce=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  cp_url=${CAPSTAN_PROOF_URL:-https://$SERVER/v1/cluster/ca-proof}
+  curl -fsSL -k --max-time 30 -o "$WORK/proof" "$cp_url?token=$TOKEN_ID&nonce=$cp_nonce" </dev/null \
+    || die "cannot fetch the CA proof from $cp_url: is $SERVER a Capstan master, and reachable?"
+  cp_key=$(printf '%s' "$TOKEN_SECRET" | sha256sum | cut -d' ' -f1)
+  cp_want=$(printf 'capstan-ca-proof\n%s\n%s\n%s' "$cp_key" "$cp_nonce" "$cp_ca_hash" | sha256sum | cut -d' ' -f1)
+  cp_got=$(tr -d ' \n' <"$WORK/proof")
+  if [ "$cp_got" != "$cp_want" ]; then
+    die "$SERVER could not prove it knows this join token for the CA it serves (sha256 $cp_ca_hash): either the token is not this cluster's, or someone is in the middle. Nothing was sent or installed."
+  fi
+  TOKEN=CSTN1$cp_ca_hash::$TOKEN_ID.$TOKEN_SECRET
+  TOKEN_CA_HASH=$cp_ca_hash
 }
 
 # Fetches the master's CA certificate without trusting anyone yet, then keeps it only if its
@@ -81,7 +111,10 @@ pin_ca() {
   curl -fsSL -k --max-time 30 -o "$WORK/ca.pem" "$pc_url" </dev/null \
     || die "cannot fetch the cluster CA from $pc_url: is $SERVER a Capstan master, and reachable?"
   pc_hash=$(sha256sum "$WORK/ca.pem" | cut -d' ' -f1)
-  if [ "$pc_hash" != "$TOKEN_CA_HASH" ]; then
+  if [ -z "$TOKEN_CA_HASH" ]; then
+    check_proof "$pc_hash"
+    say "the master proved it knows the token, for the CA with sha256 $pc_hash"
+  elif [ "$pc_hash" != "$TOKEN_CA_HASH" ]; then
     die "the CA certificate $SERVER serves (sha256 $pc_hash) is not the one this token was made for (sha256 $TOKEN_CA_HASH): either the token belongs to another cluster, or someone is in the middle. Nothing was sent or installed."
   fi
   say "the master's CA matches the token (sha256 $pc_hash)"
@@ -143,6 +176,8 @@ main() {
   JSON=
   SKIP_DOCTOR=
   PUBLIC=
+  AGENT_TOKEN=
+  MASTER_TOKEN=
   while [ $# -gt 0 ]; do
     case "$1" in
       --role) [ $# -ge 2 ] || die "--role needs agent or master"; ROLE=$2; shift 2 ;;
@@ -153,6 +188,8 @@ main() {
       --advertise) [ $# -ge 2 ] || die "--advertise needs an address"; ADVERTISE=$2; shift 2 ;;
       --hostname) [ $# -ge 2 ] || die "--hostname needs a name"; NODE_NAME=$2; shift 2 ;;
       --name) [ $# -ge 2 ] || die "--name needs a name"; CLUSTER_NAME=$2; shift 2 ;;
+      --agent-token) [ $# -ge 2 ] || die "--agent-token needs a token"; AGENT_TOKEN=$2; shift 2 ;;
+      --master-token) [ $# -ge 2 ] || die "--master-token needs a token"; MASTER_TOKEN=$2; shift 2 ;;
       --init) INIT=1; shift ;;
       --public) PUBLIC=1; shift ;;
       --json) JSON=1; shift ;;
@@ -166,6 +203,9 @@ main() {
     [ -z "$ROLE" ] || [ "$ROLE" = master ] || die "--init makes the first master: --role $ROLE does not go with it"
     [ -z "$TOKEN" ] || die "--init creates a cluster: it takes no --join token"
     [ -z "$PUBLIC" ] || die "--init makes a master: --public is for agents"
+    for t in "$AGENT_TOKEN" "$MASTER_TOKEN"; do
+      [ -z "$t" ] || parse_token "$t"
+    done
     ROLE=master
   else
     case "$ROLE" in
@@ -174,6 +214,7 @@ main() {
       *) die "--role is agent or master, not $ROLE" ;;
     esac
     [ -z "$PUBLIC" ] || [ "$ROLE" = agent ] || die "--public is for agents, not --role $ROLE"
+    [ -z "$AGENT_TOKEN$MASTER_TOKEN" ] || die "--agent-token and --master-token go with --init; a joining node takes --join"
     [ -n "$TOKEN" ] || die "joining needs a token: --join TOKEN (capstan cluster token create --role $ROLE on a master)"
     parse_token "$TOKEN"
     # Accept http://host/ and https://host as well as host[:port].
@@ -254,6 +295,9 @@ main() {
     [ -z "$CLUSTER_NAME" ] || set -- "$@" --name "$CLUSTER_NAME"
     [ -z "$NODE_NAME" ] || set -- "$@" --hostname "$NODE_NAME"
     [ -z "$JSON" ] || set -- "$@" --json
+    # Preset tokens go in the environment, not on the command line other users can read.
+    if [ -n "$AGENT_TOKEN" ]; then CAPSTAN_AGENT_TOKEN=$AGENT_TOKEN; export CAPSTAN_AGENT_TOKEN; fi
+    if [ -n "$MASTER_TOKEN" ]; then CAPSTAN_MASTER_TOKEN=$MASTER_TOKEN; export CAPSTAN_MASTER_TOKEN; fi
     say "creating the cluster (capstan cluster init)"
   else
     # The token goes in the environment, not on the command line other users can read.

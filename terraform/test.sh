@@ -46,8 +46,9 @@ printf '%s\n' "$out" | tail -n 1
 printf '%s\n' "$out" | grep -q '^Success! [1-9][0-9]* passed, 0 failed\.$' || fail "terraform test ran no test"
 
 step "render examples/local (3 masters, 2 agents) and dry-run capstan-bootstrap on it"
-mt="CSTN1$(printf 'a%.0s' $(seq 64))::0123abcd.0123456789abcdef0123456789abcdef"
-at="CSTN1$(printf 'a%.0s' $(seq 64))::89abcdef.fedcba9876543210fedcba9876543210"
+# Short tokens, chosen before the cluster exists: the first master adopts them.
+mt="CSTN1::0123abcd.0123456789abcdef0123456789abcdef"
+at="CSTN1::89abcdef.fedcba9876543210fedcba9876543210"
 (
   cd "$work/examples/local"
   tf apply -auto-approve -input=false -no-color -var masters=3 -var private_agents=2 \
@@ -71,7 +72,8 @@ expect() {
   [ "$got" = "$2" ] || { cat "$work/$1.log" >&2; fail "$1 would run: $got
 expected:          $2"; }
 }
-expect local-master-1 "sh /usr/share/capstan/install.sh --init --advertise 10.78.0.10 --name local --hostname local-master-1 --json"
+expect local-master-1 "sh /usr/share/capstan/install.sh --init --advertise 10.78.0.10 --name local --hostname local-master-1 --agent-token $at --master-token $mt --json"
+grep -q "$at" "$work/local-master-1.log" && fail "capstan-bootstrap logged a token"
 expect local-master-2 "sh -s -- --role master --join $mt --server 10.78.0.10 --advertise 10.78.0.11 --hostname local-master-2"
 expect local-agent-2 "sh -s -- --role agent --join $at --server 10.78.0.10 --hostname local-agent-2"
 grep -q '^capstan: node ready (role=agent)$' "$work/local-agent-2.log" || fail "no ready line for local-agent-2"

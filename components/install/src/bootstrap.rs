@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, Request, State};
 use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -146,6 +146,8 @@ struct Shared {
     layout: Layout,
     state: ClusterState,
     ca: Ca,
+    /// Keys the CA proof for ids no token has, so the answer does not tell which ids exist.
+    decoy_key: String,
 }
 
 /// The running server.
@@ -226,12 +228,14 @@ impl Server {
             layout,
             state: ClusterState::new(coord),
             ca,
+            decoy_key: crate::token::generate_nonce(),
         });
         let shutdown = shutdown.child_token();
         let mut tasks = JoinSet::new();
         let public = Router::new()
             .route("/install.sh", get(install_script))
             .route("/v1/cluster/ca.pem", get(ca_pem))
+            .route("/v1/cluster/ca-proof", get(ca_proof))
             .route("/v1/cluster", get(cluster_facts));
         let private = Router::new()
             .route("/v1/packages/capstan.deb", get(package))
@@ -452,6 +456,46 @@ async fn ca_pem(State(s): State<Arc<Shared>>) -> Response {
         s.ca.0.cert_pem.clone(),
     )
         .into_response()
+}
+
+/// The query of `GET /v1/cluster/ca-proof`.
+#[derive(Debug, Deserialize)]
+pub struct CaProofQuery {
+    /// The token's id.
+    pub token: String,
+    /// The asker's fresh nonce ([`crate::token::NONCE_LEN`] hex characters).
+    pub nonce: String,
+}
+
+/// `GET /v1/cluster/ca-proof?token=<id>&nonce=<nonce>`: what a node holding a short token
+/// checks the CA it was served against ([`crate::token::ca_proof`]), as plain text. Revoked and
+/// expired tokens get a real proof (the join then says why it is refused); ids of no token
+/// get one under a random key, so the answer never tells which ids exist.
+async fn ca_proof(
+    State(s): State<Arc<Shared>>,
+    query: Result<Query<CaProofQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    if !crate::token::is_nonce(&q.nonce) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "nonce must be {} lowercase hex characters",
+                crate::token::NONCE_LEN
+            ),
+        );
+    }
+    let key = match s.state.token(&q.token).await {
+        Ok(Some(record)) => record.secret_sha256,
+        Ok(None) => s.decoy_key.clone(),
+        Err(e) => return state_error(&e),
+    };
+    let proof = crate::token::ca_proof(&key, &q.nonce, &s.ca.fingerprint());
+    ([(header::CONTENT_TYPE, "text/plain")], proof + "\n").into_response()
 }
 
 /// `GET /v1/cluster`.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::layout::{Layout, Membership, write_file};
 use crate::pki::{Ca, PkiError};
 use crate::state::{AdminRecord, ClusterInfo, ClusterState, StateError, hash_password, now_ms};
-use crate::token::{JoinToken, Role, TokenRecord};
+use crate::token::{JoinToken, Role, ShortToken, TokenRecord};
 
 /// The administrator `cluster init` creates.
 pub const ADMIN_UID: &str = "admin";
@@ -30,6 +30,10 @@ pub struct InitOptions {
     pub hostname: Option<String>,
     /// The package joining nodes download from this master.
     pub package: Option<PathBuf>,
+    /// Join tokens chosen before the cluster existed (Terraform, a VM's user-data): the
+    /// cluster takes these instead of making its own.
+    pub master_token: Option<ShortToken>,
+    pub agent_token: Option<ShortToken>,
 }
 
 /// What [`prepare`] made: secrets included, so it lives only in a 0600 file until seeded.
@@ -118,10 +122,14 @@ pub fn prepare(layout: &Layout, opts: &InitOptions) -> Result<Prepared, InitErro
         hostname: opts.hostname.clone(),
         containers: Default::default(),
     };
-    let problems = cluster.problems();
+    let mut problems: Vec<String> = cluster.problems().iter().map(ToString::to_string).collect();
+    if let (Some(m), Some(a)) = (&opts.master_token, &opts.agent_token)
+        && m.id == a.id
+    {
+        problems.push("the master and agent tokens need different ids".to_owned());
+    }
     if !problems.is_empty() {
-        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        return Err(InitError::Invalid(text.join("; ")));
+        return Err(InitError::Invalid(problems.join("; ")));
     }
     let cluster_id = uuid::Uuid::new_v4().to_string();
     let ca = Ca::generate(&opts.name, &cluster_id)?;
@@ -155,8 +163,8 @@ pub fn prepare(layout: &Layout, opts: &InitOptions) -> Result<Prepared, InitErro
         },
         url: format!("https://{}", url_host(opts.advertise)),
         admin_password: crate::state::generate_password(),
-        master_token: JoinToken::generate(&fingerprint).to_string(),
-        agent_token: JoinToken::generate(&fingerprint).to_string(),
+        master_token: preset_or_new(opts.master_token.as_ref(), &fingerprint),
+        agent_token: preset_or_new(opts.agent_token.as_ref(), &fingerprint),
     };
     let text = serde_json::to_vec_pretty(&prepared).expect("prepared serializes");
     write_file(&pending(layout), &text, 0o600).map_err(io(pending(layout)))?;
@@ -170,6 +178,14 @@ pub fn prepare(layout: &Layout, opts: &InitOptions) -> Result<Prepared, InitErro
     .write(layout)
     .map_err(io(layout.membership()))?;
     Ok(prepared)
+}
+
+/// The full text of the preset token pinned to the new CA, or of a new token.
+fn preset_or_new(preset: Option<&ShortToken>, fingerprint: &str) -> String {
+    match preset {
+        Some(t) => t.pin(fingerprint).to_string(),
+        None => JoinToken::generate(fingerprint).to_string(),
+    }
 }
 
 /// `host` for a URL: IPv6 addresses in brackets.

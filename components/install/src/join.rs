@@ -3,7 +3,9 @@
 //!
 //! The CA certificate is fetched first — from `--ca FILE` (install.sh already fetched and
 //! checked it) or from the master over an unverified connection — and its hash compared with
-//! the token's before anything else happens; from then on only that CA is trusted. Then the
+//! the token's before anything else happens (a short token names no CA: then the master must
+//! prove it knows the token's secret, bound to that CA; see [`crate::token::ca_proof`]); from
+//! then on only that CA is trusted. Then the
 //! token is presented, and the node certificate and node config the master answers with are
 //! written. A node that has already joined this cluster is left alone.
 
@@ -15,12 +17,12 @@ use crate::bootstrap::{ApiError, JoinRequest, JoinResponse};
 use crate::https::{self, Server};
 use crate::layout::{Layout, Membership, write_file};
 use crate::pki;
-use crate::token::{JoinToken, Role};
+use crate::token::{JoinToken, PresentedToken, Role, ShortToken};
 
 #[derive(Debug, Clone)]
 pub struct JoinOptions {
     pub server: Server,
-    pub token: JoinToken,
+    pub token: PresentedToken,
     pub role: Role,
     pub advertise: Option<IpAddr>,
     pub hostname: Option<String>,
@@ -56,6 +58,11 @@ pub enum JoinError {
     },
     #[error("this node already joined as {joined}; uninstall it before joining as {asked}")]
     OtherRole { joined: Role, asked: Role },
+    #[error(
+        "the master could not prove it knows the join token {id}: the token is not this \
+         cluster's, or something between this node and the master is not the master"
+    )]
+    NoProof { id: String },
     #[error("the master refused to join this node: {message} ({code})")]
     Refused { code: String, message: String },
     #[error("the master answered {status}: {body}")]
@@ -82,33 +89,63 @@ fn io(path: PathBuf) -> impl FnOnce(std::io::Error) -> JoinError {
     move |source| JoinError::Io { path, source }
 }
 
-/// The CA certificate the token pins, fetched from the master (or read from `ca_file`).
-pub async fn pinned_ca(opts: &JoinOptions) -> Result<String, JoinError> {
+/// The cluster's CA certificate and the token pinned to it: fetched from the master (or read
+/// from `ca_file`) and checked against the token's CA hash, or for a short token against the
+/// master's proof that it knows the token.
+pub async fn pinned_ca(opts: &JoinOptions) -> Result<(String, JoinToken), JoinError> {
     let ca = match &opts.ca_file {
         Some(path) => std::fs::read_to_string(path).map_err(io(path.clone()))?,
         None => {
-            let resp = https::request(
-                &opts.server,
-                https::accept_any_certificate(),
-                http::Method::GET,
-                "/v1/cluster/ca.pem",
-                None,
-            )
-            .await?;
-            if !resp.status.is_success() {
-                return Err(unexpected(&resp));
-            }
-            String::from_utf8_lossy(&resp.body).into_owned()
+            String::from_utf8_lossy(&get_unverified(opts, "/v1/cluster/ca.pem").await?).into_owned()
         }
     };
     let presented = pki::fingerprint(&ca);
-    if presented != opts.token.ca_hash {
-        return Err(JoinError::CaMismatch {
-            expected: opts.token.ca_hash.clone(),
+    match &opts.token {
+        PresentedToken::Pinned(token) if token.ca_hash == presented => Ok((ca, token.clone())),
+        PresentedToken::Pinned(token) => Err(JoinError::CaMismatch {
+            expected: token.ca_hash.clone(),
             presented,
-        });
+        }),
+        PresentedToken::Short(token) => {
+            check_proof(opts, token, &presented).await?;
+            Ok((ca, token.pin(&presented)))
+        }
     }
-    Ok(ca)
+}
+
+/// Asks the master to prove it knows `token`'s secret, for the CA hashing to `fingerprint`.
+async fn check_proof(
+    opts: &JoinOptions,
+    token: &ShortToken,
+    fingerprint: &str,
+) -> Result<(), JoinError> {
+    let nonce = crate::token::generate_nonce();
+    let path = format!("/v1/cluster/ca-proof?token={}&nonce={nonce}", token.id);
+    let proof = get_unverified(opts, &path).await?;
+    let proof = String::from_utf8_lossy(&proof);
+    if crate::token::check_ca_proof(token, &nonce, fingerprint, &proof) {
+        Ok(())
+    } else {
+        Err(JoinError::NoProof {
+            id: token.id.clone(),
+        })
+    }
+}
+
+/// A GET to the master before its CA is known: nothing secret goes over it.
+async fn get_unverified(opts: &JoinOptions, path: &str) -> Result<Vec<u8>, JoinError> {
+    let resp = https::request(
+        &opts.server,
+        https::accept_any_certificate(),
+        http::Method::GET,
+        path,
+        None,
+    )
+    .await?;
+    if !resp.status.is_success() {
+        return Err(unexpected(&resp));
+    }
+    Ok(resp.body.to_vec())
 }
 
 fn unexpected(resp: &https::Response) -> JoinError {
@@ -206,8 +243,21 @@ pub async fn join_coord(
 
 /// Joins this node to the cluster of `opts.token`, writing its config and keys under `layout`.
 pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, JoinError> {
-    if let Some(m) = Membership::read(layout).map_err(io(layout.membership()))? {
-        if m.ca_fingerprint != opts.token.ca_hash {
+    let existing = Membership::read(layout).map_err(io(layout.membership()))?;
+    // A short token names no CA: learn it (from the master's proof) before comparing.
+    let mut pinned = None;
+    let expected = match &opts.token {
+        PresentedToken::Pinned(t) => t.ca_hash.clone(),
+        PresentedToken::Short(_) if existing.is_some() => {
+            let (ca, token) = pinned_ca(opts).await?;
+            let fingerprint = token.ca_hash.clone();
+            pinned = Some((ca, token));
+            fingerprint
+        }
+        PresentedToken::Short(_) => String::new(),
+    };
+    if let Some(m) = existing {
+        if m.ca_fingerprint != expected {
             return Err(JoinError::OtherCluster {
                 cluster_id: m.cluster_id,
                 fingerprint: m.ca_fingerprint,
@@ -222,7 +272,10 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
         }
         return Ok(JoinOutcome::AlreadyJoined(m));
     }
-    let ca = pinned_ca(opts).await?;
+    let (ca, token) = match pinned {
+        Some(pinned) => pinned,
+        None => pinned_ca(opts).await?,
+    };
     let tls = Arc::new(pki::client_config(&ca)?);
     let advertise = match opts.advertise {
         Some(ip) => ip,
@@ -230,7 +283,7 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
     };
     let hostname = opts.hostname.clone().unwrap_or_else(system_hostname);
     let body = serde_json::to_vec(&JoinRequest {
-        token: opts.token.to_string(),
+        token: token.to_string(),
         role: opts.role,
         hostname,
         advertise,
@@ -254,7 +307,7 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
         })?;
     if answer.ca != ca {
         return Err(JoinError::CaMismatch {
-            expected: opts.token.ca_hash.clone(),
+            expected: token.ca_hash.clone(),
             presented: pki::fingerprint(&answer.ca),
         });
     }
@@ -278,7 +331,7 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
         cluster_id: answer.cluster_id,
         name: answer.name,
         role: opts.role,
-        ca_fingerprint: opts.token.ca_hash.clone(),
+        ca_fingerprint: token.ca_hash.clone(),
         server: opts.server.to_string(),
     };
     if opts.role == Role::Master {

@@ -102,6 +102,11 @@ impl ClusterState {
         Ok(())
     }
 
+    /// The token named `id`, revoked and expired ones included.
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StateError> {
+        Ok(self.read(&token_key(id)).await?.map(|(v, _)| v))
+    }
+
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StateError> {
         let prefix = format!("{}/", key("tokens"));
         let list = self.coord.list_all(&prefix).await?;

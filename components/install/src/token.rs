@@ -6,6 +6,14 @@
 //! whom it talks to before it sends the secret (k3s's `K10<ca-hash>::` tokens work the same
 //! way). The id names the token (to list and revoke it); the secret is what proves it. Masters
 //! keep only the SHA-256 of the secret ([`TokenRecord`]).
+//!
+//! A token can also be chosen before its cluster exists — by Terraform, a VM's user-data or an
+//! operator who hands the same line to every machine at once — and then it cannot name the CA,
+//! which `cluster init` has not made yet. That short form, `CSTN1::<id>.<secret>` ([`ShortToken`]),
+//! is passed to `cluster init --agent-token/--master-token`; a node joining with it asks the
+//! master for a [`ca_proof`] over a fresh nonce and the CA it serves, which only a holder of the
+//! token's secret hash can compute, and so still knows whom it talks to before it sends the
+//! secret (kubeadm's bootstrap tokens sign the cluster's CA the same way).
 
 use std::fmt;
 use std::str::FromStr;
@@ -72,22 +80,33 @@ impl JoinToken {
     }
 }
 
+/// Splits `CSTN1<ca-hash>::<id>.<secret>`, the CA hash empty in the short form.
+fn split_token(s: &str) -> Result<(&str, &str, &str), TokenParseError> {
+    let rest = s
+        .trim()
+        .strip_prefix(PREFIX)
+        .ok_or(TokenParseError::Prefix)?;
+    let (ca_hash, cred) = rest.split_once("::").ok_or(TokenParseError::Shape)?;
+    let (id, secret) = cred.split_once('.').ok_or(TokenParseError::Shape)?;
+    if !ca_hash.is_empty() && !is_hex(ca_hash, HASH_LEN) {
+        return Err(TokenParseError::CaHash);
+    }
+    if !is_hex(id, ID_LEN) {
+        return Err(TokenParseError::Id);
+    }
+    if !is_hex(secret, SECRET_LEN) {
+        return Err(TokenParseError::Secret);
+    }
+    Ok((ca_hash, id, secret))
+}
+
 impl FromStr for JoinToken {
     type Err = TokenParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let rest = s.strip_prefix(PREFIX).ok_or(TokenParseError::Prefix)?;
-        let (ca_hash, cred) = rest.split_once("::").ok_or(TokenParseError::Shape)?;
-        let (id, secret) = cred.split_once('.').ok_or(TokenParseError::Shape)?;
-        if !is_hex(ca_hash, HASH_LEN) {
+        let (ca_hash, id, secret) = split_token(s)?;
+        if ca_hash.is_empty() {
             return Err(TokenParseError::CaHash);
-        }
-        if !is_hex(id, ID_LEN) {
-            return Err(TokenParseError::Id);
-        }
-        if !is_hex(secret, SECRET_LEN) {
-            return Err(TokenParseError::Secret);
         }
         Ok(JoinToken {
             ca_hash: ca_hash.to_owned(),
@@ -95,6 +114,136 @@ impl FromStr for JoinToken {
             secret: secret.to_owned(),
         })
     }
+}
+
+/// A token chosen before its cluster's CA existed: `CSTN1::<id>.<secret>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ShortToken {
+    pub id: String,
+    pub secret: String,
+}
+
+impl ShortToken {
+    /// A new short token with a random id and secret.
+    pub fn generate() -> ShortToken {
+        let JoinToken { id, secret, .. } = JoinToken::generate("");
+        ShortToken { id, secret }
+    }
+
+    /// The full token for the CA whose PEM hashes to `ca_hash`.
+    pub fn pin(&self, ca_hash: &str) -> JoinToken {
+        JoinToken {
+            ca_hash: ca_hash.to_owned(),
+            id: self.id.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+
+    /// SHA-256 of the secret, hex: what masters store.
+    pub fn secret_hash(&self) -> String {
+        sha256_hex(self.secret.as_bytes())
+    }
+}
+
+impl FromStr for ShortToken {
+    type Err = TokenParseError;
+
+    /// The short form; a full token is accepted too (its CA hash is dropped).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (_, id, secret) = split_token(s)?;
+        Ok(ShortToken {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for ShortToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}::{}.{}", self.id, self.secret)
+    }
+}
+
+/// Never prints the secret.
+impl fmt::Debug for ShortToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShortToken")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token as an operator hands it to a joining node: pinned to a CA, or short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresentedToken {
+    Pinned(JoinToken),
+    /// The CA is learned from the master, which proves it knows the token ([`ca_proof`]).
+    Short(ShortToken),
+}
+
+impl PresentedToken {
+    pub fn id(&self) -> &str {
+        match self {
+            PresentedToken::Pinned(t) => &t.id,
+            PresentedToken::Short(t) => &t.id,
+        }
+    }
+}
+
+impl FromStr for PresentedToken {
+    type Err = TokenParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ca_hash, _, _) = split_token(s)?;
+        if ca_hash.is_empty() {
+            s.parse().map(PresentedToken::Short)
+        } else {
+            s.parse().map(PresentedToken::Pinned)
+        }
+    }
+}
+
+impl fmt::Display for PresentedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PresentedToken::Pinned(t) => t.fmt(f),
+            PresentedToken::Short(t) => t.fmt(f),
+        }
+    }
+}
+
+/// Length of a [`ca_proof`] nonce: 32 lowercase hex characters (128 random bits).
+pub const NONCE_LEN: usize = 32;
+
+/// Whether `nonce` has the shape a [`ca_proof`] takes.
+pub fn is_nonce(nonce: &str) -> bool {
+    is_hex(nonce, NONCE_LEN)
+}
+
+/// A fresh random nonce for [`ca_proof`].
+pub fn generate_nonce() -> String {
+    let mut bytes = [0u8; NONCE_LEN / 2];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// What a master answers `GET /v1/cluster/ca-proof?token=<id>&nonce=<nonce>` with: proof that
+/// it knows the token's secret hash, bound to the CA it serves and to the asker's nonce.
+///
+/// `SHA-256("capstan-ca-proof\n" ‖ secret-hash ‖ "\n" ‖ nonce ‖ "\n" ‖ ca-fingerprint)`, hex.
+/// A keyed hash rather than an HMAC so that `install.sh` can check it with `sha256sum` alone
+/// (minimal Debian images have no `openssl`); every field has a fixed length and the nonce is
+/// fresh and the verifier's own, so a length-extended message never matches one it computes.
+pub fn ca_proof(secret_sha256: &str, nonce: &str, ca_fingerprint: &str) -> String {
+    sha256_hex(format!("capstan-ca-proof\n{secret_sha256}\n{nonce}\n{ca_fingerprint}").as_bytes())
+}
+
+/// Whether `proof` is [`ca_proof`] of `token` for `nonce` and the CA hashing to `ca_fingerprint`.
+pub fn check_ca_proof(token: &ShortToken, nonce: &str, ca_fingerprint: &str, proof: &str) -> bool {
+    constant_time_eq(
+        ca_proof(&token.secret_hash(), nonce, ca_fingerprint).as_bytes(),
+        proof.trim().as_bytes(),
+    )
 }
 
 impl fmt::Display for JoinToken {
@@ -297,6 +446,59 @@ mod tests {
             ok.parse::<JoinToken>().is_ok(),
             "surrounding whitespace is ignored"
         );
+    }
+
+    #[test]
+    fn short_tokens_round_trip_and_pin_to_a_ca() {
+        let short = ShortToken::generate();
+        let text = short.to_string();
+        assert!(text.starts_with("CSTN1::"), "{text}");
+        assert_eq!(text.parse::<ShortToken>().unwrap(), short);
+        assert_eq!(
+            text.parse::<PresentedToken>().unwrap(),
+            PresentedToken::Short(short.clone())
+        );
+        assert_eq!(
+            text.parse::<JoinToken>(),
+            Err(TokenParseError::CaHash),
+            "a short token is not a pinned one"
+        );
+        let pinned = short.pin(HASH);
+        assert_eq!(pinned.secret_hash(), short.secret_hash());
+        assert_eq!(
+            pinned.to_string().parse::<PresentedToken>().unwrap(),
+            PresentedToken::Pinned(pinned.clone())
+        );
+        assert!(!format!("{short:?}").contains(&short.secret));
+        assert_eq!(
+            "CSTN1::dead.00112233445566778899aabbccddeeff".parse::<ShortToken>(),
+            Err(TokenParseError::Id)
+        );
+    }
+
+    #[test]
+    fn a_ca_proof_checks_only_for_its_secret_nonce_and_ca() {
+        let t = ShortToken::generate();
+        let nonce = generate_nonce();
+        assert!(is_nonce(&nonce));
+        let proof = ca_proof(&t.secret_hash(), &nonce, HASH);
+        assert!(check_ca_proof(&t, &nonce, HASH, &proof));
+        assert!(check_ca_proof(&t, &nonce, HASH, &format!("{proof}\n")));
+        let other_ca = "f".repeat(64);
+        assert!(!check_ca_proof(&t, &nonce, &other_ca, &proof), "another CA");
+        assert!(
+            !check_ca_proof(&t, &generate_nonce(), HASH, &proof),
+            "a replay"
+        );
+        assert!(!check_ca_proof(
+            &ShortToken::generate(),
+            &nonce,
+            HASH,
+            &proof
+        ));
+        // The construction install.sh computes with printf and sha256sum.
+        let text = format!("capstan-ca-proof\n{}\n{nonce}\n{HASH}", t.secret_hash());
+        assert_eq!(proof, sha256_hex(text.as_bytes()));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use capstan_install::https::{self, Server};
 use capstan_install::init::{InitError, InitOptions, InitOutcome};
 use capstan_install::join::{JoinError, JoinOptions, JoinOutcome};
 use capstan_install::state::ClusterState;
-use capstan_install::token::TokenRecord;
+use capstan_install::token::{ShortToken, TokenRecord, check_ca_proof, generate_nonce};
 use capstan_install::{JoinToken, Layout, Role};
 use capstan_runtime::ClusterConfig;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,14 @@ fn read_cluster(layout: &Layout) -> ClusterConfig {
 }
 
 async fn cluster() -> Cluster {
+    cluster_with(None, None).await
+}
+
+/// A cluster whose `init` was given these join tokens (chosen before it existed).
+async fn cluster_with(
+    master_token: Option<ShortToken>,
+    agent_token: Option<ShortToken>,
+) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_owned();
     let (coord, endpoint) = start_coord(&root).await;
@@ -61,6 +69,8 @@ async fn cluster() -> Cluster {
         advertise: MASTER.parse().unwrap(),
         hostname: Some("master-1".into()),
         package: Some(package_file),
+        master_token,
+        agent_token,
     };
     let prepared = capstan_install::init::prepare(&master, &opts).unwrap();
     let again = capstan_install::init::prepare(&master, &opts).unwrap();
@@ -277,6 +287,83 @@ async fn wrong_revoked_expired_and_foreign_tokens_are_refused_before_anything_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_chosen_before_the_cluster_join_once_the_master_proves_it_knows_them() {
+    let agent = ShortToken::generate();
+    let master = ShortToken::generate();
+    let c = cluster_with(Some(master.clone()), Some(agent.clone())).await;
+    // The cluster took the preset tokens, pinned to its new CA.
+    let fingerprint = c.outcome.ca_fingerprint.clone();
+    assert_eq!(
+        c.outcome.tokens.agent.parse::<JoinToken>().unwrap(),
+        agent.pin(&fingerprint)
+    );
+    assert_eq!(
+        c.outcome.tokens.master.parse::<JoinToken>().unwrap(),
+        master.pin(&fingerprint)
+    );
+
+    // A node given only the short token joins, trusting the CA the master proved; a second
+    // run changes nothing.
+    let joined = c
+        .join("agent-1", &agent.to_string(), Role::Agent)
+        .await
+        .unwrap();
+    let JoinOutcome::Joined(m) = joined else {
+        panic!("a fresh node joins: {joined:?}")
+    };
+    assert_eq!(m.ca_fingerprint, fingerprint);
+    let again = c
+        .join("agent-1", &agent.to_string(), Role::Agent)
+        .await
+        .unwrap();
+    assert!(matches!(again, JoinOutcome::AlreadyJoined(_)), "{again:?}");
+
+    // A short token the cluster never had: no proof, so the node sends nothing and writes
+    // nothing.
+    let stranger = ShortToken::generate();
+    let e = c
+        .join("n1", &stranger.to_string(), Role::Agent)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, JoinError::NoProof { .. }), "{e:?}");
+    assert!(!c.node("n1").config.exists() && !c.node("n1").pki().exists());
+
+    // The endpoint itself, over plain HTTP as install.sh asks it.
+    let nonce = generate_nonce();
+    let proof_of = |id: &str, nonce: &str| format!("/v1/cluster/ca-proof?token={id}&nonce={nonce}");
+    let (status, body) = c.http_get(&proof_of(&agent.id, &nonce)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(check_ca_proof(&agent, &nonce, &fingerprint, &body));
+    // Unknown ids are answered alike, with a proof that checks for no one.
+    let (status, body) = c.http_get(&proof_of(&stranger.id, &nonce)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!check_ca_proof(&stranger, &nonce, &fingerprint, &body));
+    for bad in [
+        proof_of(&agent.id, "xyz"),
+        "/v1/cluster/ca-proof".to_owned(),
+    ] {
+        let (status, body) = c.http_get(&bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // Both roles cannot share one token id.
+    let fresh = tempfile::tempdir().unwrap();
+    let e = capstan_install::init::prepare(
+        &Layout::under(fresh.path()),
+        &InitOptions {
+            name: "twins".into(),
+            advertise: MASTER.parse().unwrap(),
+            hostname: None,
+            package: None,
+            master_token: Some(agent.clone()),
+            agent_token: Some(agent),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, InitError::Invalid(_)), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_joins_with_the_ca_key_and_waits_to_be_added_to_coord() {
     let c = cluster().await;
     let layout = c.node("master-2");
@@ -378,6 +465,8 @@ async fn the_bootstrap_server_serves_the_script_ca_and_package_and_keeps_joins_o
             advertise: MASTER.parse().unwrap(),
             hostname: None,
             package: None,
+            master_token: None,
+            agent_token: None,
         },
     )
     .unwrap_err();

@@ -1,10 +1,10 @@
 # A Capstan cluster on AWS from stock Debian 12 plus the installer. Credentials come from the
 # usual AWS environment (profile, SSO, instance role); none belong in this file.
 #
-# Step 1 creates the first master:   terraform apply -var package_url=https://.../capstan_0.1.0-1_amd64.deb
-# Step 2, with tokens from it (ssh in, `sudo capstan cluster token create --role agent|master`):
+# One apply, with short join tokens chosen now (the first master's `cluster init` adopts them):
 #   terraform apply -var masters=3 -var private_agents=3 -var public_agents=1 \
-#     -var master_join_token=CSTN1... -var agent_join_token=CSTN1... -var package_url=...
+#     -var master_join_token="$(capstan cluster token generate)" \
+#     -var agent_join_token="$(capstan cluster token generate)" -var package_url=https://.../capstan_0.1.0-1_amd64.deb
 terraform {
   required_version = ">= 1.9.0"
 
@@ -41,14 +41,14 @@ variable "public_agents" {
 }
 
 variable "master_join_token" {
-  description = "Master join token (step 2)."
+  description = "Master join token: for a new cluster a short one (capstan cluster token generate)."
   type        = string
   default     = null
   sensitive   = true
 }
 
 variable "agent_join_token" {
-  description = "Agent join token (step 2)."
+  description = "Agent join token: for a new cluster a short one (capstan cluster token generate)."
   type        = string
   default     = null
   sensitive   = true
@@ -60,7 +60,7 @@ variable "package_url" {
 }
 
 variable "ssh_cidrs" {
-  description = "Networks that may ssh to the nodes (for reading the tokens in step 1)."
+  description = "Networks that may ssh to the nodes."
   type        = list(string)
   default     = []
 }

@@ -1,6 +1,6 @@
 # A Capstan cluster on GCP from stock Debian 12 plus the installer. Credentials come from
 # Application Default Credentials (gcloud auth application-default login); none belong here.
-# Two steps, as in examples/aws: the first master, then the rest with its join tokens.
+# One apply, as in examples/aws: short join tokens chosen now, adopted by the first master.
 terraform {
   required_version = ">= 1.9.0"
 
@@ -42,14 +42,14 @@ variable "public_agents" {
 }
 
 variable "master_join_token" {
-  description = "Master join token (step 2)."
+  description = "Master join token: for a new cluster a short one (capstan cluster token generate)."
   type        = string
   default     = null
   sensitive   = true
 }
 
 variable "agent_join_token" {
-  description = "Agent join token (step 2)."
+  description = "Agent join token: for a new cluster a short one (capstan cluster token generate)."
   type        = string
   default     = null
   sensitive   = true

@@ -46,16 +46,19 @@ locals {
 
   bootstrap_env = {
     for n in local.node_list : n.name => templatefile("${path.module}/templates/bootstrap.env.tftpl", {
-      role        = n.role
-      init        = n.init
-      join        = n.token
-      master      = local.join_server
-      advertise   = n.address == null ? "" : n.address
-      name        = var.cluster_name
-      hostname    = n.name
-      public      = n.kind == "public"
-      package_url = var.package_url == null ? "" : var.package_url
-      skip_doctor = var.skip_doctor
+      role = n.role
+      init = n.init
+      join = n.token
+      # The node that creates the cluster adopts the tokens every other node was given.
+      agent_token  = n.init && var.agent_join_token != null ? var.agent_join_token : ""
+      master_token = n.init && var.master_join_token != null ? var.master_join_token : ""
+      master       = local.join_server
+      advertise    = n.address == null ? "" : n.address
+      name         = var.cluster_name
+      hostname     = n.name
+      public       = n.kind == "public"
+      package_url  = var.package_url == null ? "" : var.package_url
+      skip_doctor  = var.skip_doctor
     })
   }
 
@@ -81,7 +84,10 @@ locals {
   install_commands = {
     for n in local.node_list : n.name => (
       n.init
-      ? "sudo sh /usr/share/capstan/install.sh --init --package capstan.deb --advertise ${n.address} --name ${var.cluster_name}"
+      ? format("sudo sh /usr/share/capstan/install.sh --init --package capstan.deb --advertise %s --name %s%s%s",
+        n.address, var.cluster_name,
+        var.agent_join_token == null ? "" : " --agent-token ${var.agent_join_token}",
+      var.master_join_token == null ? "" : " --master-token ${var.master_join_token}")
       : format("curl -fsSL http://%s/install.sh | sudo sh -s -- --role %s --join %s --server %s%s",
         local.join_server, n.role, n.token == "" ? "<token>" : n.token, local.join_server,
       n.address == null ? "" : " --advertise ${n.address}")

@@ -76,38 +76,53 @@ variable "join_server" {
 }
 
 variable "master_join_token" {
-  description = "Master join token (`capstan cluster token create --role master` on a master), needed when more than one master joins. A token carries the hash of the cluster's CA, which exists only once the first master has run `cluster init`; see docs/provisioning.md for the two-step apply."
+  description = "Master join token, needed when more than one master is provisioned. For a new cluster, a short token chosen now (`capstan cluster token generate`: CSTN1::<id>.<secret>) that the first master's `cluster init` adopts, so every node can be created in one apply; to join an existing cluster, a token from `capstan cluster token create --role master` on one of its masters."
   type        = string
   default     = null
   sensitive   = true
 
   validation {
-    condition     = var.master_join_token == null || can(regex("^CSTN1[0-9a-f]{64}::[0-9a-f]{8}\\.[0-9a-f]{32}$", var.master_join_token))
-    error_message = "master_join_token must be a Capstan join token: CSTN1<64 hex>::<8 hex>.<32 hex>."
+    condition     = var.master_join_token == null || can(regex("^CSTN1([0-9a-f]{64})?::[0-9a-f]{8}\\.[0-9a-f]{32}$", var.master_join_token))
+    error_message = "master_join_token must be a Capstan join token: CSTN1<64 hex>::<8 hex>.<32 hex>, or the short CSTN1::<8 hex>.<32 hex>."
   }
 
-  # A token carries the cluster CA's hash, so it exists only once the first master has run
-  # `cluster init`: refuse a plan whose joining masters would have none.
   validation {
     condition     = var.master_join_token != null || var.masters == 1 && var.join_server == null
-    error_message = "Joining masters need master_join_token: create the cluster with masters = 1 first, then run `capstan cluster token create --role master` on its master (docs/provisioning.md)."
+    error_message = "Joining masters need master_join_token: for a new cluster make one with `capstan cluster token generate`; for an existing one, `capstan cluster token create --role master` on a master."
+  }
+
+  # A full token names an existing CA; a cluster this apply creates has none yet.
+  validation {
+    condition     = var.join_server != null || var.master_join_token == null || startswith(coalesce(var.master_join_token, "-"), "CSTN1::")
+    error_message = "A new cluster's master_join_token must be a short token (capstan cluster token generate: CSTN1::<id>.<secret>): a full token carries the CA hash of a cluster that already exists."
   }
 }
 
 variable "agent_join_token" {
-  description = "Agent join token (`capstan cluster token create --role agent` on a master), needed when any agent is provisioned. A master token works too."
+  description = "Agent join token, needed when any agent is provisioned (a master token works too). For a new cluster, a short token chosen now (`capstan cluster token generate`); to join an existing cluster, one from `capstan cluster token create --role agent` on one of its masters."
   type        = string
   default     = null
   sensitive   = true
 
   validation {
-    condition     = var.agent_join_token == null || can(regex("^CSTN1[0-9a-f]{64}::[0-9a-f]{8}\\.[0-9a-f]{32}$", var.agent_join_token))
-    error_message = "agent_join_token must be a Capstan join token: CSTN1<64 hex>::<8 hex>.<32 hex>."
+    condition     = var.agent_join_token == null || can(regex("^CSTN1([0-9a-f]{64})?::[0-9a-f]{8}\\.[0-9a-f]{32}$", var.agent_join_token))
+    error_message = "agent_join_token must be a Capstan join token: CSTN1<64 hex>::<8 hex>.<32 hex>, or the short CSTN1::<8 hex>.<32 hex>."
   }
 
   validation {
     condition     = var.agent_join_token != null || var.master_join_token != null || var.private_agents + var.public_agents == 0
-    error_message = "Agents need agent_join_token (or master_join_token): create the cluster with no agents first, then run `capstan cluster token create --role agent` on its master (docs/provisioning.md)."
+    error_message = "Agents need agent_join_token (or master_join_token): for a new cluster make one with `capstan cluster token generate`; for an existing one, `capstan cluster token create --role agent` on a master."
+  }
+
+  validation {
+    condition     = var.join_server != null || var.agent_join_token == null || startswith(coalesce(var.agent_join_token, "-"), "CSTN1::")
+    error_message = "A new cluster's agent_join_token must be a short token (capstan cluster token generate: CSTN1::<id>.<secret>): a full token carries the CA hash of a cluster that already exists."
+  }
+
+  # cluster init keeps each token under its id: the two must differ.
+  validation {
+    condition     = var.agent_join_token == null || var.master_join_token == null || split(".", coalesce(var.agent_join_token, "-"))[0] != split(".", coalesce(var.master_join_token, "-"))[0]
+    error_message = "agent_join_token and master_join_token must be different tokens (their ids differ)."
   }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use capstan_install::init::{InitOptions, InitOutcome};
 use capstan_install::join::{JoinOptions, JoinOutcome};
 use capstan_install::state::{ClusterState, now_ms};
-use capstan_install::token::TokenRecord;
+use capstan_install::token::{PresentedToken, ShortToken, TokenRecord};
 use capstan_install::{JoinToken, Layout, Membership, Role, activate};
 
 use super::{fail, say};
@@ -46,6 +46,14 @@ pub struct InitArgs {
     /// The .deb joining nodes download from this master.
     #[arg(long)]
     package: Option<PathBuf>,
+    /// Use this master join token instead of making one: a short token
+    /// (`capstan cluster token generate`) chosen before the cluster existed, so that every
+    /// machine can be given its join line at once (Terraform, a VM's user-data).
+    #[arg(long, env = "CAPSTAN_MASTER_TOKEN", hide_env_values = true)]
+    master_token: Option<ShortToken>,
+    /// Use this agent join token instead of making one (see --master-token).
+    #[arg(long, env = "CAPSTAN_AGENT_TOKEN", hide_env_values = true)]
+    agent_token: Option<ShortToken>,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -97,6 +105,9 @@ pub enum TokenCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Make a short token for a cluster that does not exist yet, offline (for
+    /// `cluster init --agent-token/--master-token`); prints it alone on stdout.
+    Generate,
     /// List the tokens (never their secrets).
     List {
         #[arg(long)]
@@ -170,6 +181,8 @@ async fn init(layout: &Layout, args: InitArgs) -> anyhow::Result<()> {
         advertise,
         hostname: Some(hostname),
         package: args.package,
+        master_token: args.master_token,
+        agent_token: args.agent_token,
     };
     let prepared = capstan_install::init::prepare(layout, &opts)?;
     if !args.json {
@@ -219,7 +232,7 @@ async fn join(layout: &Layout, args: JoinArgs) -> anyhow::Result<()> {
     if args.public && args.role != Role::Agent {
         anyhow::bail!("--public is for agents: a master is never a public agent");
     }
-    let token: JoinToken = args.token.parse().context("the join token is malformed")?;
+    let token: PresentedToken = args.token.parse().context("the join token is malformed")?;
     let server = capstan_install::https::Server::parse(&args.server).map_err(anyhow::Error::msg)?;
     let opts = JoinOptions {
         server,
@@ -338,13 +351,16 @@ fn local_state(layout: &Layout) -> anyhow::Result<ClusterState> {
 }
 
 async fn token(layout: &Layout, cmd: TokenCommand) -> anyhow::Result<()> {
-    let state = local_state(layout)?;
+    // Only a master holds the cluster's tokens; a short token is made anywhere, offline.
+    let state = || local_state(layout);
     match cmd {
+        TokenCommand::Generate => say(&ShortToken::generate().to_string()),
         TokenCommand::Create {
             role,
             ttl,
             description,
         } => {
+            let state = state()?;
             let info = state
                 .info()
                 .await?
@@ -357,7 +373,7 @@ async fn token(layout: &Layout, cmd: TokenCommand) -> anyhow::Result<()> {
             say(&token.to_string());
         }
         TokenCommand::List { json } => {
-            let tokens = state.tokens().await?;
+            let tokens = state()?.tokens().await?;
             if json {
                 let view: Vec<serde_json::Value> = tokens
                     .iter()
@@ -392,7 +408,7 @@ async fn token(layout: &Layout, cmd: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { id } => {
-            let record = state.revoke(&id).await?;
+            let record = state()?.revoke(&id).await?;
             say(&format!(
                 "Revoked token {} ({} nodes)",
                 record.id, record.role

@@ -26,14 +26,19 @@ const HA_MASTERS: usize = 3;
 
 /// What `install.sh --init --json` printed: the facts of the new cluster.
 struct Init {
+    /// The agents' token, chosen before the cluster existed (`--agent-token`), in the short
+    /// form the machines were given.
+    agent_short: String,
     agent_token: String,
     master_token: String,
     admin_uid: String,
     admin_password: String,
 }
 
-/// `install.sh --init --package /root/capstan.deb --json` on the first master.
+/// `install.sh --init --package /root/capstan.deb --agent-token <short> --json` on the first
+/// master: the agents' token is chosen beforehand, as Terraform and VM user-data do.
 async fn init_first_master(master: &Machine) -> Result<Init> {
+    let short = capstan_install::token::ShortToken::generate();
     let deb = deb().await?;
     master.copy_in(&deb, "/root/capstan.deb").await?;
     master
@@ -43,7 +48,9 @@ async fn init_first_master(master: &Machine) -> Result<Init> {
         )
         .await?;
     let out = master
-        .sh("sh /root/install.sh --init --package /root/capstan.deb --json")
+        .sh(&format!(
+            "sh /root/install.sh --init --package /root/capstan.deb --agent-token {short} --json"
+        ))
         .await;
     let out = master.with_journal(MASTER_UNITS, out).await?;
     let facts = json_from(&out)?;
@@ -52,8 +59,15 @@ async fn init_first_master(master: &Machine) -> Result<Init> {
     }
     str_at(&facts, &["admin", "uid"])?;
     str_at(&facts, &["admin", "password"])?;
+    let agent_token = str_at(&facts, &["tokens", "agent"])?.to_owned();
+    let fingerprint = str_at(&facts, &["ca_fingerprint"])?;
+    ensure!(
+        agent_token == short.pin(fingerprint).to_string(),
+        "cluster init did not take the preset agent token: it printed {agent_token}"
+    );
     Ok(Init {
-        agent_token: str_at(&facts, &["tokens", "agent"])?.to_owned(),
+        agent_short: short.to_string(),
+        agent_token,
         master_token: str_at(&facts, &["tokens", "master"])?.to_owned(),
         admin_uid: str_at(&facts, &["admin", "uid"])?.to_owned(),
         admin_password: str_at(&facts, &["admin", "password"])?.to_owned(),
@@ -418,9 +432,11 @@ async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
         all_active(&master, MASTER_UNITS),
     )
     .await?;
-    for agent in &agents {
+    // One agent joins with the short token it was given before the cluster existed (the
+    // master proves it knows the token), the other with the full one init printed.
+    for (agent, token) in agents.iter().zip([&init.agent_short, &init.agent_token]) {
         step(&format!("the one line on {}", agent.name()), async {
-            install_with_one_line(agent, &master, "agent", &init.agent_token, AGENT_UNITS).await?;
+            install_with_one_line(agent, &master, "agent", token, AGENT_UNITS).await?;
             all_active(agent, AGENT_UNITS).await
         })
         .await?;

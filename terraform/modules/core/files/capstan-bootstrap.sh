@@ -9,7 +9,9 @@
 #
 # Keys: ROLE=master|agent, INIT=1 (create the cluster here), JOIN=<token>, MASTER=<address>,
 # and optionally ADVERTISE=<ip>, NAME=<cluster name>, HOSTNAME=<node name>, PUBLIC=1,
-# PACKAGE_URL=<url of the .deb>, SKIP_DOCTOR=1. Environment: CAPSTAN_BOOTSTRAP_ENV (the file),
+# PACKAGE_URL=<url of the .deb>, SKIP_DOCTOR=1, and on the INIT=1 node AGENT_TOKEN= and
+# MASTER_TOKEN= (short tokens chosen beforehand, which cluster init adopts, so that the other
+# nodes' JOIN tokens work before the cluster exists). Environment: CAPSTAN_BOOTSTRAP_ENV (the file),
 # CAPSTAN_BOOTSTRAP_DIR (state, default /var/lib/capstan-bootstrap), CAPSTAN_BOOTSTRAP_TIMEOUT
 # (seconds to keep trying the master, default 1800), CAPSTAN_BOOTSTRAP_DRY_RUN=1 (print the
 # installer command instead of running it; for tests).
@@ -49,6 +51,7 @@ fi
 
 # Parse KEY=VALUE lines without running them; unknown keys are ignored.
 ROLE='' INIT='' JOIN='' MASTER='' ADVERTISE='' NAME='' HOSTNAME_='' PUBLIC='' PACKAGE_URL='' SKIP_DOCTOR=''
+AGENT_TOKEN='' MASTER_TOKEN=''
 while IFS= read -r line || [ -n "$line" ]; do
   case "$line" in '' | '#'*) continue ;; esac
   key=${line%%=*}
@@ -64,6 +67,8 @@ while IFS= read -r line || [ -n "$line" ]; do
     PUBLIC) PUBLIC=$value ;;
     PACKAGE_URL) PACKAGE_URL=$value ;;
     SKIP_DOCTOR) SKIP_DOCTOR=$value ;;
+    AGENT_TOKEN) AGENT_TOKEN=$value ;;
+    MASTER_TOKEN) MASTER_TOKEN=$value ;;
   esac
 done <"$ENV_FILE"
 
@@ -72,6 +77,7 @@ case "$ROLE" in
   *) die "ROLE must be master or agent in $ENV_FILE, not '$ROLE'" ;;
 esac
 [ "$INIT" != 1 ] || [ "$ROLE" = master ] || die "INIT=1 goes only with ROLE=master"
+[ "$INIT" = 1 ] || [ -z "$AGENT_TOKEN$MASTER_TOKEN" ] || die "AGENT_TOKEN and MASTER_TOKEN go only with INIT=1"
 if [ "$INIT" != 1 ]; then
   [ -n "$JOIN" ] || die "JOIN is empty in $ENV_FILE: put a join token there (capstan cluster token create --role $ROLE on a master) and run capstan-bootstrap again"
   [ -n "$MASTER" ] || die "MASTER is empty in $ENV_FILE"
@@ -93,9 +99,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/capstan-bootstrap.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 say "bootstrap: role=$ROLE${INIT:+ init=$INIT} master=${MASTER:-self}${PUBLIC:+ public}"
-if [ -n "$PUBLIC" ]; then
-  say "public agent: the installer has no public-agent option yet; joining as an agent"
-fi
+[ -z "$PUBLIC" ] || [ "$ROLE" = agent ] || die "PUBLIC=1 goes only with ROLE=agent"
 
 # The package: the image's copy, else PACKAGE_URL (joining nodes may also get it from the master).
 DEB=
@@ -134,6 +138,9 @@ if [ "$INIT" = 1 ]; then
   [ -z "$HOSTNAME_" ] || set -- "$@" --hostname "$HOSTNAME_"
   [ -z "$SKIP_DOCTOR" ] || set -- "$@" --skip-doctor
   say "creating the cluster (install.sh $*)"
+  # After the log line: it never shows the tokens.
+  [ -z "$AGENT_TOKEN" ] || set -- "$@" --agent-token "$AGENT_TOKEN"
+  [ -z "$MASTER_TOKEN" ] || set -- "$@" --master-token "$MASTER_TOKEN"
   # The administrator's password is printed once: keep the JSON, root only.
   if [ -n "$DRY_RUN" ]; then
     run sh "$INSTALLER" "$@" --json
@@ -147,6 +154,7 @@ if [ "$INIT" = 1 ]; then
   fi
 else
   set -- --role "$ROLE" --join "$JOIN" --server "$MASTER"
+  [ -z "$PUBLIC" ] || set -- "$@" --public
   [ -z "$DEB" ] || set -- "$@" --package "$DEB"
   [ -z "$ADVERTISE" ] || set -- "$@" --advertise "$ADVERTISE"
   [ -z "$HOSTNAME_" ] || set -- "$@" --hostname "$HOSTNAME_"

@@ -1,7 +1,8 @@
 # Inputs the module refuses, each with the variable whose validation says why.
 
 variables {
-  token = "CSTN1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa::0123abcd.0123456789abcdef0123456789abcdef"
+  token  = "CSTN1::0123abcd.0123456789abcdef0123456789abcdef"
+  pinned = "CSTN1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa::0123abcd.0123456789abcdef0123456789abcdef"
 }
 
 run "an_even_master_count_is_refused" {
@@ -92,7 +93,27 @@ run "a_join_server_with_a_scheme_is_refused" {
   command = plan
   variables {
     join_server       = "https://10.0.0.5/"
-    master_join_token = var.token
+    master_join_token = var.pinned
   }
   expect_failures = [var.join_server]
+}
+
+run "a_full_token_for_a_new_cluster_is_refused" {
+  command = plan
+  variables {
+    private_agents   = 1
+    agent_join_token = var.pinned
+  }
+  expect_failures = [var.agent_join_token]
+}
+
+run "one_token_for_both_roles_is_refused" {
+  command = plan
+  variables {
+    masters           = 3
+    private_agents    = 1
+    master_join_token = var.token
+    agent_join_token  = var.token
+  }
+  expect_failures = [var.agent_join_token]
 }

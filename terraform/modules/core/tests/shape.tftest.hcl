@@ -2,8 +2,11 @@
 # resources, every output is known at plan time).
 
 variables {
-  master_token = "CSTN1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa::0123abcd.0123456789abcdef0123456789abcdef"
-  agent_token  = "CSTN1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa::89abcdef.fedcba9876543210fedcba9876543210"
+  # Short tokens: chosen before the cluster exists (capstan cluster token generate).
+  master_token = "CSTN1::0123abcd.0123456789abcdef0123456789abcdef"
+  agent_token  = "CSTN1::89abcdef.fedcba9876543210fedcba9876543210"
+  # A full token of a cluster that exists already.
+  pinned_token = "CSTN1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa::0123abcd.0123456789abcdef0123456789abcdef"
 }
 
 run "one_master_creates_the_cluster_by_default" {
@@ -52,6 +55,19 @@ run "three_masters_and_agents_join_the_first_master" {
   assert {
     condition     = length(output.nodes) == 6
     error_message = "3 masters + 2 private + 1 public agent"
+  }
+  assert {
+    condition = endswith(output.bootstrap_env["prod-east-master-1"],
+    "AGENT_TOKEN=${var.agent_token}\nMASTER_TOKEN=${var.master_token}\n")
+    error_message = "the first master adopts the tokens the other nodes were given"
+  }
+  assert {
+    condition     = !strcontains(output.bootstrap_env["prod-east-agent-1"], "AGENT_TOKEN=")
+    error_message = "only the first master gets the tokens to adopt"
+  }
+  assert {
+    condition     = strcontains(output.install_commands["prod-east-master-1"], "--init --package capstan.deb --advertise 10.20.0.10 --name prod-east --agent-token ${var.agent_token} --master-token ${var.master_token}")
+    error_message = "the first master's command adopts both tokens"
   }
   assert {
     condition     = output.master_names == ["prod-east-master-1", "prod-east-master-2", "prod-east-master-3"]
@@ -145,7 +161,7 @@ run "joining_an_existing_cluster_creates_none" {
 
   variables {
     join_server       = "10.9.9.9"
-    master_join_token = var.master_token
+    master_join_token = var.pinned_token
     private_agents    = 2
   }
 
@@ -154,7 +170,7 @@ run "joining_an_existing_cluster_creates_none" {
     error_message = "with join_server no node runs --init"
   }
   assert {
-    condition     = strcontains(output.bootstrap_env["capstan-agent-1"], "JOIN=${var.master_token}\nMASTER=10.9.9.9\n")
+    condition     = strcontains(output.bootstrap_env["capstan-agent-1"], "JOIN=${var.pinned_token}\nMASTER=10.9.9.9\n")
     error_message = "agents fall back to the master token and join join_server"
   }
 }
