@@ -358,7 +358,9 @@ impl<'a> Target<'a> {
             // bootstrap checks the join tokens itself (and accepts joins and the package only
             // when the router says the client came over https).
             ["install.sh"] if !dir => self.bootstrap(false),
-            ["v1", "cluster"] | ["v1", "cluster", "ca.pem"] if !dir => self.bootstrap(false),
+            ["v1", "cluster"] | ["v1", "cluster", "ca.pem" | "ca-proof"] if !dir => {
+                self.bootstrap(false)
+            }
             ["v1", "join"] | ["v1", "join", "coord"] if !dir => self.bootstrap(false),
             ["v1", "packages", _] if !dir => self.bootstrap(true),
 
@@ -904,6 +906,11 @@ mod tests {
             ("/install.sh", "/install.sh", false),
             ("/v1/cluster", "/v1/cluster", false),
             ("/v1/cluster/ca.pem", "/v1/cluster/ca.pem", false),
+            (
+                "/v1/cluster/ca-proof?token=0123abcd&nonce=00",
+                "/v1/cluster/ca-proof?token=0123abcd&nonce=00",
+                false,
+            ),
             ("/v1/join", "/v1/join", false),
             ("/v1/join/coord", "/v1/join/coord", false),
             ("/v1/packages/capstan.deb", "/v1/packages/capstan.deb", true),
@@ -938,6 +945,7 @@ mod tests {
             "/v1/cluster/",
             "/v1/cluster/other",
             "/v1/cluster/ca.pem/x",
+            "/v1/cluster/ca-proof/x",
             "/v1/join/",
             "/v1/join/other",
             "/v1/join/coord/x",
