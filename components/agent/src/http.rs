@@ -39,6 +39,10 @@ pub struct HttpState {
     pub started: Instant,
     pub start_time: f64,
     pub flags: BTreeMap<String, String>,
+    /// The engine, for exec, top and stats on task containers ([`crate::task_docker`]).
+    pub docker: Option<bollard::Docker>,
+    /// The container policy's `allow_privileged` (a privileged exec needs it).
+    pub allow_privileged: bool,
 }
 
 type Shared = Arc<HttpState>;
@@ -62,6 +66,7 @@ pub fn router(state: Shared) -> Router {
         .route("/files/browse.json", get(files_browse))
         .route("/files/download", get(files_download))
         .route("/api/v1/executor", post(executor_api))
+        .merge(crate::task_docker::routes())
         .fallback(not_found)
         .with_state(state)
 }

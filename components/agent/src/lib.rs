@@ -2,7 +2,8 @@
 //! Engine API via bollard), as plain processes, or under custom executors (Mesos executor
 //! API); checkpoints them; reports their states to the master over `capstan.agent.v1`
 //! ([`master`]); runs their health checks; and serves `/state`, `/health`,
-//! `/metrics/snapshot`, `/containers` and the sandbox `/files/*` endpoints.
+//! `/metrics/snapshot`, `/containers`, the sandbox `/files/*` endpoints and, for swarm, exec,
+//! top and stats on its own task containers ([`task_docker`]).
 //!
 //! Key decision: one task-manager task owns all task state and the checkpoint; per-task
 //! supervisors drive a [`containerizer::Containerizer`] and only send it events. What to
@@ -27,6 +28,7 @@ pub mod resources;
 pub mod server;
 pub mod spec;
 pub mod supervisor;
+pub mod task_docker;
 
 pub use config::Config;
 pub use manager::{AgentSnapshot, ManagerError, StatusUpdate, TaskManagerHandle, TaskView};

@@ -26,8 +26,9 @@ const DOCKER_PING: Duration = Duration::from_secs(2);
 pub enum StartError {
     #[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Config(Vec<ConfigProblem>),
-    #[error("cannot create work dir {}", .0.display())]
-    WorkDir(std::path::PathBuf, #[source] std::io::Error),
+    /// The work dir is open to other users (it holds checkpoints and sandboxes).
+    #[error(transparent)]
+    StateDir(capstan_runtime::PermissionError),
     #[error("cannot bind {0}")]
     Bind(SocketAddr, #[source] std::io::Error),
     #[error("cannot set up the Docker client")]
@@ -109,8 +110,9 @@ impl Server {
         if !problems.is_empty() {
             return Err(StartError::Config(problems));
         }
-        std::fs::create_dir_all(&config.work_dir)
-            .map_err(|e| StartError::WorkDir(config.work_dir.clone(), e))?;
+        // 0700; refused when others can reach it once it holds checkpoints (issue #19).
+        capstan_runtime::prepare_state_dir(&config.work_dir, &["meta"])
+            .map_err(StartError::StateDir)?;
         let shutdown = shutdown.child_token();
         let hostname = config.hostname.clone().unwrap_or_else(system_hostname);
         let advertise_ip = config.effective_advertise_ip();
@@ -227,13 +229,15 @@ impl Server {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
             flags,
+            docker: Some(docker.client().clone()),
+            allow_privileged: config.docker.allow_privileged,
         });
         let app = router(state);
         {
             let shutdown = shutdown.clone();
             joins.push(tokio::spawn(async move {
-                let serve =
-                    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+                let limits = capstan_runtime::HttpLimits::default();
+                let serve = capstan_runtime::serve(listener, app, limits, shutdown);
                 if let Err(e) = serve.await {
                     warn!(error = %capstan_runtime::Chain(&e), "HTTP server failed");
                 }

@@ -513,10 +513,13 @@ fn volume_bind(
     if cpath.is_empty() {
         return Err(bad("container_path is empty"));
     }
+    if let Some(source) = &vol.source {
+        return docker_volume_bind(source, cpath, vol.mode()).map_err(|r| bad(&r));
+    }
     let host = vol.host_path.as_deref().unwrap_or_default();
     if host.is_empty() {
         return Err(bad(
-            "host_path is required (image and source volumes are not supported)",
+            "host_path or a DOCKER_VOLUME source is required (image volumes are not supported)",
         ));
     }
     for p in [host, cpath] {
@@ -547,6 +550,61 @@ fn volume_bind(
         volume::Mode::Ro => "ro",
     };
     Ok(format!("{}:{container_path}:{mode}", host_path.display()))
+}
+
+/// A named volume of the agent's engine (`source.type: DOCKER_VOLUME`): the local driver
+/// only and no driver options (those can bind any host path), so it never reaches the host's
+/// files; Docker creates it on first use.
+fn docker_volume_bind(
+    source: &capstan_proto::mesos::v1::volume::Source,
+    container_path: &str,
+    mode: volume::Mode,
+) -> Result<String, String> {
+    use capstan_proto::mesos::v1::volume::source::Type;
+    if source.r#type() != Type::DockerVolume {
+        return Err(format!(
+            "source type {} is not supported (DOCKER_VOLUME is)",
+            source.r#type().as_str_name()
+        ));
+    }
+    let dv = source
+        .docker_volume
+        .as_ref()
+        .ok_or("a DOCKER_VOLUME source needs docker_volume")?;
+    if !matches!(dv.driver.as_deref(), None | Some("" | "local")) {
+        return Err(format!(
+            "volume driver {:?} is not allowed (only the local driver is)",
+            dv.driver.as_deref().unwrap_or_default()
+        ));
+    }
+    if dv
+        .driver_options
+        .as_ref()
+        .is_some_and(|o| !o.parameter.is_empty())
+    {
+        return Err("driver_options are not allowed (they can bind host paths)".into());
+    }
+    let name = dv.name.as_str();
+    let valid = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        return Err(format!(
+            "volume name {name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]+"
+        ));
+    }
+    if !container_path.starts_with('/') {
+        return Err(format!(
+            "container_path `{container_path}` must be absolute"
+        ));
+    }
+    let mode = match mode {
+        volume::Mode::Rw => "rw",
+        volume::Mode::Ro => "ro",
+    };
+    Ok(format!("{name}:{container_path}:{mode}"))
 }
 
 type ParamOutput = (ExtraSettings, Vec<(String, String)>, Vec<(String, String)>);

@@ -387,9 +387,8 @@ impl Server {
         let router = axum::Router::new().fallback(dispatch).with_state(ctx);
         let http_token = token.clone();
         let http = tokio::spawn(async move {
-            let r = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { http_token.cancelled().await })
-                .await;
+            let limits = capstan_runtime::HttpLimits::default();
+            let r = capstan_runtime::serve(listener, router, limits, http_token).await;
             if let Err(e) = r {
                 warn!(error = %Chain(&e), "Apps HTTP server failed");
             }

@@ -16,6 +16,7 @@ mod apps;
 mod child;
 mod coord;
 mod dns;
+mod l4lb;
 mod master;
 mod report;
 mod router;
@@ -31,7 +32,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "capstan-bench")]
 struct Args {
-    /// Benchmarks to run (master, dns, agent, coord, apps, router); all when none is given.
+    /// Benchmarks to run (master, dns, agent, coord, apps, router, l4lb); all when none is
+    /// given.
     names: Vec<String>,
     /// Shrink every size ~10x (for iterating, not for the published numbers).
     #[arg(long)]
@@ -45,7 +47,7 @@ struct Args {
     serve: Option<String>,
 }
 
-pub const ALL: [&str; 6] = ["master", "dns", "agent", "coord", "apps", "router"];
+pub const ALL: [&str; 7] = ["master", "dns", "agent", "coord", "apps", "router", "l4lb"];
 
 fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
@@ -105,6 +107,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "agent" => agent::run(args.quick).await,
             "apps" => apps::run(args.quick).await,
             "router" => router::run(args.quick).await,
+            "l4lb" => l4lb::run(args.quick).await,
             _ => coord::run(args.quick).await,
         };
         let section = section.unwrap_or_else(|e| report::Section {

@@ -49,6 +49,9 @@ enum Command {
     /// Run a whole cluster on this machine: up, status, down, kill, restart.
     #[command(subcommand)]
     Dev(capstan_dev::DevCommand),
+    /// Build Universe packages into a repository file.
+    #[command(subcommand)]
+    Package(cmd::package::PackageCommand),
 }
 
 #[derive(Subcommand)]
@@ -98,5 +101,6 @@ fn main() -> ExitCode {
         Command::Cluster(command) => cmd::cluster::run(command),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Dev(cmd) => cmd::dev::run(cmd),
+        Command::Package(command) => cmd::package::run(command),
     }
 }

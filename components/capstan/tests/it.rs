@@ -10,6 +10,8 @@ use serde_json::json;
 
 #[path = "it/cluster.rs"]
 mod cluster;
+#[path = "it/package.rs"]
+mod package;
 #[path = "it/packaging.rs"]
 mod packaging;
 

@@ -120,7 +120,8 @@ impl Server {
         let stop = shutdown.clone();
         info!(addr = %addr, apps = ?config.apps, "Catalog listening");
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            let serve =
+                capstan_runtime::serve(listener, app, capstan_runtime::HttpLimits::default(), stop);
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "Catalog API stopped");
             }

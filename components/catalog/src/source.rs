@@ -260,6 +260,23 @@ fn check_package(dir: &RevDir, v: &Value) -> Result<Package, BuildError> {
 /// The package must work: its defaults satisfy its schema and its template renders with
 /// them into a valid Marathon app.
 fn check_renders(dir: &RevDir, p: &Package) -> Result<(), BuildError> {
+    if let Err(crate::CosmosError::JsonSchemaMismatch { errors }) =
+        crate::render::resolve_options(p, None)
+    {
+        let first = errors.first();
+        let field = first
+            .and_then(|e| e["instance"]["pointer"].as_str())
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .replace('/', ".");
+        let message = first
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or("invalid");
+        return Err(invalid(
+            format!("{}/config.json: {field}", dir.path()),
+            format!("the defaults do not satisfy the schema: {message}"),
+        ));
+    }
     if p.template().is_none() {
         return Ok(());
     }
@@ -469,7 +486,7 @@ mod tests {
                     "packages/D/demo/0/config.json",
                     r#"{"type": "object", "properties": {"n": {"type": "integer", "default": 0, "minimum": 1}}}"#,
                 )]),
-                "packages/D/demo/0/marathon.json.mustache",
+                "packages/D/demo/0/config.json: n",
             ),
             (
                 tree(&[("packages/D/demo/0/marathon.json.mustache", "{\"id\": ")]),
@@ -522,6 +539,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_builtin_tree_on_disk_builds_into_the_embedded_repository() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("universe");
+        let from_disk = build_dir(&dir).unwrap();
+        assert_eq!(from_disk, crate::builtin::build_builtin().unwrap());
+        assert_eq!(from_disk.packages.len(), 6);
+    }
+
+    #[test]
+    fn errors_read_as_file_colon_field_and_problem() {
+        let files = tree(&[(
+            "packages/D/demo/0/config.json",
+            r#"{"type": "object", "properties": {"n": {"type": "integer", "default": "one"}}}"#,
+        )]);
+        let e = build(&files).unwrap_err().to_string();
+        assert!(
+            e.starts_with("packages/D/demo/0/config.json: n: the defaults do not satisfy"),
+            "{e}"
+        );
+        let files = tree(&[(
+            "packages/D/demo/0/marathon.json.mustache",
+            r#"{"id": "/demo", "cmd": "x", "mem": {{n}}, "cpus": -1}"#,
+        )]);
+        let e = build(&files).unwrap_err().to_string();
+        assert!(
+            e.starts_with("packages/D/demo/0/marathon.json.mustache: "),
+            "{e}"
+        );
+        assert!(e.contains("cpus"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub const ROUTER: &str = "/capstan/router";
 pub const CATALOG: &str = "/capstan/catalog";
 /// Jobs: job definitions and runs (reserved).
 pub const JOBS: &str = "/capstan/jobs";
-/// The Docker-API front end: containers, networks, volumes (reserved).
+/// swarm (the Docker-API front end): election (one leader among the masters' swarms, like
+/// apps), containers, networks, framework id.
 pub const SWARM: &str = "/capstan/swarm";
 
 /// The leader election of the daemon whose state is under `prefix`: candidates' keys live

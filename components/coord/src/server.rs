@@ -34,6 +34,9 @@ pub enum StartError {
     Raft(String),
     #[error("cannot use the coord peer secret")]
     PeerSecret(#[source] capstan_coord_client::PeerSecretError),
+    /// The data directory is open to other users (it holds apps' environment secrets).
+    #[error(transparent)]
+    StateDir(capstan_runtime::PermissionError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -121,6 +124,9 @@ impl Server {
         shutdown: CancellationToken,
     ) -> Result<ServerHandle, StartError> {
         config.validate()?;
+        // 0700; refused when others can reach it once it holds the database (issue #19).
+        capstan_runtime::prepare_state_dir(&config.data_dir, &["coord.redb"])
+            .map_err(StartError::StateDir)?;
         let peer_token = peer_token(&config)?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,

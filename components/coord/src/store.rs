@@ -77,10 +77,16 @@ pub enum OpenError {
 const REDB_CACHE_BYTES: usize = 16 << 20;
 
 pub fn open_db(data_dir: &Path) -> Result<Arc<Database>, OpenError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
-        path: data_dir.display().to_string(),
-        source,
-    })?;
+    // 0700 like the daemon's own start makes it (a restore writes here before any start).
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|source| OpenError::CreateDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
     let path = data_dir.join("coord.redb");
     // The state machine lives in memory; redb holds the log (compacted at every snapshot),
     // the vote and the last snapshot, so a small page cache is enough (redb's default is

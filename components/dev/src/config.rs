@@ -82,7 +82,8 @@ pub fn node_config(
         };
         doc.retain(|k, _| keep.contains(&k.as_str()));
         if node.daemons().contains(&crate::layout::Daemon::Swarm) {
-            doc.insert("swarm".to_owned(), swarm_section(node, nodes));
+            let policy = serde_json::to_value(&cluster.containers).unwrap_or_default();
+            doc.insert("swarm".to_owned(), swarm_section(node, nodes, policy));
         }
     }
     config
@@ -128,8 +129,9 @@ fn l4lb_section(net: u8) -> Value {
 }
 
 /// The swarm section (the Docker API, on the first master): Docker's port on the master's
-/// address, every master and coord member, and the cluster token required on every request.
-fn swarm_section(node: &Node, nodes: &[Node]) -> Value {
+/// address, every master and coord member, the cluster token required on every request, and
+/// the cluster's container policy (as the cluster defaults give every master).
+fn swarm_section(node: &Node, nodes: &[Node], policy: Value) -> Value {
     use crate::layout::Daemon;
     let masters: Vec<&Node> = nodes.iter().filter(|n| n.role == Role::Master).collect();
     json!({
@@ -138,6 +140,7 @@ fn swarm_section(node: &Node, nodes: &[Node]) -> Value {
         "coord_endpoints": masters.iter().map(|m| m.http_addr(Daemon::Coord).to_string()).collect::<Vec<_>>(),
         "hostname": node.address.to_string(),
         "auth": { "required": true },
+        "container_policy": policy,
     })
 }
 
@@ -170,6 +173,16 @@ pub fn write_node_configs(
             path: dir.clone(),
             source,
         })?;
+        // coord and the agent create their state dirs 0700 and refuse wider ones: narrow any
+        // that an older `capstan dev` left 0755.
+        for state in ["coord", "agent"] {
+            use std::os::unix::fs::PermissionsExt as _;
+            let path = paths.node_data(&node.name).join(state);
+            if path.is_dir() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|source| DevError::Io { path, source })?;
+            }
+        }
         let config = node_config(node, nodes, paths, (label_key, &label_value));
         let yaml =
             serde_yaml_ng::to_string(&config).expect("a JSON value always serialises to YAML");

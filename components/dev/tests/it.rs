@@ -11,6 +11,8 @@ mod l4lb;
 mod router;
 #[path = "it/swarm.rs"]
 mod swarm;
+#[path = "it/ui.rs"]
+mod ui;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -521,6 +521,9 @@ fn server_failure(msg: &Message) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use std::net::IpAddr;
     use std::sync::Arc;
@@ -597,7 +600,7 @@ mod tests {
         st
     }
 
-    fn snapshot(instances: usize) -> Snapshot {
+    pub(super) fn snapshot(instances: usize) -> Snapshot {
         let mut zones: Vec<Zone> = [
             "mesos",
             "dcos.thisdcos.directory",

@@ -276,10 +276,8 @@ impl Server {
             let app = crate::http::router(Arc::new(config.clone()), snapshots.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
+                let limits = capstan_runtime::HttpLimits::default();
+                if let Err(e) = capstan_runtime::serve(listener, app, limits, stop).await {
                     warn!(error = %capstan_runtime::Chain(&e), "HTTP API stopped");
                 }
             });

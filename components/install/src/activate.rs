@@ -40,9 +40,15 @@ pub fn units(role: Role) -> &'static [&'static str] {
             "capstan-bootstrap.service",
             "capstan-router.service",
             "capstan-catalog.service",
+            "capstan-swarm.service",
+            "capstan-l4lb.service",
             "capstan-master.target",
         ],
-        Role::Agent => &["capstan-agent.service", "capstan-agent.target"],
+        Role::Agent => &[
+            "capstan-agent.service",
+            "capstan-l4lb.service",
+            "capstan-agent.target",
+        ],
     }
 }
 

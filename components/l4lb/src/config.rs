@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 pub enum DataPlane {
     /// A tokio TCP proxy listening on each VIP address (which must be local).
     Userspace,
-    /// nftables DNAT rules (not implemented yet; rejected by validation).
+    /// nftables DNAT rules in the kernel ([`crate::nft`]), VIP addresses on `capstan-vip0`
+    /// and blackhole routes over the named ranges; needs CAP_NET_ADMIN and `nft`.
     Nftables,
     /// Follow and serve `/v1/vips` only, forward nothing.
     None,
@@ -81,6 +82,18 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The ranges the kernel data plane guards: the named-VIP ranges, whose addresses must
+    /// never leave the node (IP VIPs elsewhere are made local one by one).
+    pub fn guard(&self) -> crate::nft::Guard {
+        let v = self.vip_config();
+        crate::nft::Guard {
+            ipv4: vec![v.ipv4],
+            ipv6: v.ipv6.into_iter().collect(),
+        }
+    }
+}
+
 impl Validate for Config {
     fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
@@ -97,12 +110,6 @@ impl Validate for Config {
                     format!("{m:?} is not host:port (or http://host:port)"),
                 ));
             }
-        }
-        if self.data_plane == DataPlane::Nftables {
-            p.push(ConfigProblem::new(
-                "data_plane",
-                "nftables is not implemented yet; use userspace",
-            ));
         }
         if let Err(e) = AddrRange::<Ipv4Addr>::parse(&self.named_ipv4) {
             p.push(ConfigProblem::new("named_ipv4", e.to_string()));
@@ -140,20 +147,13 @@ mod tests {
         assert_eq!(Config::default().vip_config(), VipConfig::default());
         let bad = Config {
             masters: vec![],
-            data_plane: DataPlane::Nftables,
             named_ipv4: "11.0.0.0".into(),
             named_ipv6: "x".into(),
             missed_heartbeats: 0,
             ..Config::default()
         };
         let fields: Vec<String> = bad.validate().iter().map(|p| p.field.clone()).collect();
-        for f in [
-            "masters",
-            "data_plane",
-            "named_ipv4",
-            "named_ipv6",
-            "missed_heartbeats",
-        ] {
+        for f in ["masters", "named_ipv4", "named_ipv6", "missed_heartbeats"] {
             assert!(fields.iter().any(|x| x == f), "{f}: {fields:?}");
         }
         let no_v6 = Config {

@@ -4,12 +4,13 @@
 //! cluster model `dns` keeps, and recomputes the VIP table with the shared pure function
 //! [`capstan_types::vip::VipTable::build`] after every batch of events, so `dns` and every
 //! node's `l4lb` agree on names, addresses and backends without publishing to each other.
-//! The table is a `watch` value; the data plane ([`proxy`], the userspace mode) and the
-//! operator API ([`http`], `GET /v1/vips` as dcos-net, and [`metrics`]) read it. The model
-//! is the shared one in `capstan_mesos_client::model` (daemons never depend on each other).
+//! The table is a `watch` value; the data plane (the kernel one, [`nft`] + [`netdev`], or
+//! the userspace [`proxy`]) and the operator API ([`http`], `GET /v1/vips` as dcos-net, and
+//! [`metrics`]) read it. The model is the shared one in `capstan_mesos_client::model`
+//! (daemons never depend on each other).
 //!
-//! Key decision: the table is the only interface between control and data plane, so the
-//! nftables mode (a later step) plugs in as a second reader of the same value.
+//! Key decision: the table is the only interface between control and data plane, so both
+//! modes are readers of the same value and share every rule about backends.
 //!
 //! Entry point: [`Server::start`].
 

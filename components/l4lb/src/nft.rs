@@ -5,10 +5,14 @@
 //! Key decisions:
 //! - **Pure rendering** ([`render`]): the whole ruleset is a function of the table's
 //!   [`listeners`](capstan_types::vip::VipTable::listeners) view (and the guarded ranges). The
-//!   script first creates and then deletes our own `inet` table and defines it anew, so every
-//!   apply is **one atomic transaction** (the kernel sees either the old or the new ruleset,
-//!   never a half) and a restarted l4lb removes whatever stale chain, set or element it left.
-//!   Nothing outside our table is touched.
+//!   script first creates and then deletes our own `inet` table and defines it anew, so a
+//!   full apply is **one atomic transaction** (the kernel sees either the old or the new
+//!   ruleset, never a half) and a restarted l4lb removes whatever stale chain, set or element
+//!   it left. Nothing outside our table is touched.
+//! - **Incremental updates** ([`render_changes`]): after the first apply, [`NftPlane`] sends
+//!   only the difference from the table it last applied (per changed VIP: its map element,
+//!   its chain's rule, set elements), still as one `nft -f` transaction, so one VIP's change
+//!   does not rewrite the others. A failed difference falls back to a full apply.
 //! - **Dispatch** is one verdict-map lookup per family, `ip daddr . meta l4proto . th dport
 //!   vmap @vips4`, from both the `prerouting` hook (containers on Docker's bridge) and the
 //!   `output` hook (host processes), at priority dstnat − 10, ahead of Docker's DNAT for local
@@ -35,7 +39,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use capstan_types::vip::{AddrRange, Backend, Protocol};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::netdev::{self, Namespace, NetdevError, VipDevice};
 
@@ -245,6 +249,128 @@ pub fn render_guarded(table: &str, vips: &Listeners, guard: &Guard) -> String {
     s
 }
 
+/// Each listener's backends of its own family (the only ones a rule can use), ordered.
+fn same_family(vips: &Listeners) -> BTreeMap<(SocketAddr, Protocol), Vec<Backend>> {
+    vips.iter()
+        .map(|(key, backends)| {
+            let v4 = key.0.is_ipv4();
+            let same = backends
+                .iter()
+                .copied()
+                .filter(|b| b.ip.is_ipv4() == v4)
+                .collect();
+            (*key, same)
+        })
+        .collect()
+}
+
+/// The sets derived from a table: VIP addresses and hairpin backend addresses.
+fn derived_sets(
+    vips: &BTreeMap<(SocketAddr, Protocol), Vec<Backend>>,
+) -> BTreeSet<(&'static str, String)> {
+    let mut out = BTreeSet::new();
+    for ((addr, _), backends) in vips {
+        let f = if addr.is_ipv4() { "4" } else { "6" };
+        out.insert((
+            if f == "4" { "vip-addrs4" } else { "vip-addrs6" },
+            addr.ip().to_string(),
+        ));
+        for b in backends {
+            out.insert((
+                if f == "4" { "hairpin4" } else { "hairpin6" },
+                format!("{} . {}", b.ip, b.ip),
+            ));
+        }
+    }
+    out
+}
+
+/// The `nft -f` script that turns the ruleset of `old` into the ruleset of `new` by touching
+/// only what differs: one map element, one VIP chain and the set elements per changed VIP,
+/// everything in one transaction (the kernel sees either ruleset, never a mix). `None` when
+/// nothing differs. It assumes the kernel holds exactly [`render_guarded`]`(old)`; the guard
+/// is not part of it (it never changes while a plane runs).
+pub fn render_changes(table: &str, old: &Listeners, new: &Listeners) -> Option<String> {
+    let (old, new) = (same_family(old), same_family(new));
+    let mut s = String::new();
+    // Elements and chains that go or change target come out first, new ones go in after;
+    // a chain is deleted only once no element points at it.
+    let mut deletes = String::new();
+    let mut adds = String::new();
+    let mut chain_deletes = String::new();
+    let map_of = |a: &SocketAddr| if a.is_ipv4() { "vips4" } else { "vips6" };
+    let key_of = |a: &SocketAddr, p: &Protocol| format!("{} . {p} . {}", a.ip(), a.port());
+    let keys: BTreeSet<&(SocketAddr, Protocol)> = old.keys().chain(new.keys()).collect();
+    let mut changed = 0usize;
+    for key @ (addr, protocol) in keys {
+        let (before, after) = (old.get(key), new.get(key));
+        if before == after {
+            continue;
+        }
+        changed += 1;
+        let chain = vip_chain(*addr, *protocol);
+        let had_chain = before.is_some_and(|b| !b.is_empty());
+        let has_chain = after.is_some_and(|b| !b.is_empty());
+        let (map, element) = (map_of(addr), key_of(addr, protocol));
+        // The element's verdict changes when the VIP appears, goes, or moves between its own
+        // chain and `no-backend`; otherwise only the chain's rule is replaced.
+        let retarget = before.is_none() || after.is_none() || had_chain != has_chain;
+        if retarget && before.is_some() {
+            let _ = writeln!(deletes, "delete element inet {table} {map} {{ {element} }}");
+        }
+        match (had_chain, has_chain) {
+            (true, true) => {
+                let _ = writeln!(adds, "flush chain inet {table} {chain}");
+            }
+            (false, true) => {
+                let _ = writeln!(adds, "add chain inet {table} {chain}");
+            }
+            (true, false) => {
+                // `delete chain` wants the chain empty.
+                let _ = writeln!(chain_deletes, "flush chain inet {table} {chain}");
+                let _ = writeln!(chain_deletes, "delete chain inet {table} {chain}");
+            }
+            (false, false) => {}
+        }
+        if let Some(backends) = after.filter(|b| !b.is_empty()) {
+            let _ = writeln!(
+                adds,
+                "add rule inet {table} {chain} {}",
+                dnat_rule(addr.is_ipv4(), *protocol, backends)
+            );
+        }
+        if retarget && let Some(after) = after {
+            let target = if after.is_empty() {
+                NO_BACKEND.to_string()
+            } else {
+                chain
+            };
+            let _ = writeln!(
+                adds,
+                "add element inet {table} {map} {{ {element} : goto {target} }}"
+            );
+        }
+    }
+    let (sets_before, sets_after) = (derived_sets(&old), derived_sets(&new));
+    for (set, element) in sets_before.difference(&sets_after) {
+        let _ = writeln!(deletes, "delete element inet {table} {set} {{ {element} }}");
+    }
+    for (set, element) in sets_after.difference(&sets_before) {
+        let _ = writeln!(adds, "add element inet {table} {set} {{ {element} }}");
+    }
+    if changed == 0 && deletes.is_empty() && adds.is_empty() {
+        return None;
+    }
+    let _ = writeln!(
+        s,
+        "# capstan l4lb data plane: {changed} VIP listeners changed. Generated; applied as one transaction."
+    );
+    s.push_str(&deletes);
+    s.push_str(&adds);
+    s.push_str(&chain_deletes);
+    Some(s)
+}
+
 /// The DNAT rule of one VIP with at least one backend (all of the VIP's family).
 fn dnat_rule(v4: bool, protocol: Protocol, backends: &[Backend]) -> String {
     let family = if v4 { "ip" } else { "ip6" };
@@ -305,11 +431,27 @@ fn elements_block(s: &mut String, elements: impl Iterator<Item = String>) {
 }
 
 /// Applies rulesets with the `nft` command, in the current or a named network namespace.
+///
+/// The plane remembers the table it last applied: the first apply (and the one after
+/// [`NftPlane::forget`] or a failed update) replaces the whole table, every later one sends
+/// only the difference ([`render_changes`]), so one VIP's change costs one VIP's rules.
 #[derive(Debug, Clone)]
 pub struct NftPlane {
     table: String,
     ns: Namespace,
     guard: Guard,
+    applied: Option<Listeners>,
+}
+
+/// How an apply changed the kernel's ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// The whole table was replaced (first apply, or recovery).
+    Full,
+    /// Only the changed VIPs' elements and chains.
+    Incremental,
+    /// Nothing differed; nft was not run.
+    Unchanged,
 }
 
 /// What one apply did.
@@ -317,6 +459,7 @@ pub struct NftPlane {
 pub struct Applied {
     pub listeners: usize,
     pub script_bytes: usize,
+    pub update: Update,
     pub took: Duration,
 }
 
@@ -330,6 +473,7 @@ impl NftPlane {
             table: table.to_string(),
             ns: Namespace::Current,
             guard: Guard::default(),
+            applied: None,
         })
     }
 
@@ -349,22 +493,55 @@ impl NftPlane {
         &self.table
     }
 
-    /// Replaces the whole table with the ruleset for `vips`, atomically.
-    pub async fn apply(&self, vips: &Listeners) -> Result<Applied, NftError> {
+    /// Makes the kernel's table the ruleset for `vips`, atomically: the difference from the
+    /// last apply, or the whole table the first time. A failed difference (the table was
+    /// changed behind our back) is retried once as a whole table.
+    pub async fn apply(&mut self, vips: &Listeners) -> Result<Applied, NftError> {
         let started = Instant::now();
-        let script = render_guarded(&self.table, vips, &self.guard);
-        self.run(&["-f", "-"], Some(script.as_bytes())).await?;
+        let (script, update) = match &self.applied {
+            None => (render_guarded(&self.table, vips, &self.guard), Update::Full),
+            Some(old) => match render_changes(&self.table, old, vips) {
+                Some(script) => (script, Update::Incremental),
+                None => (String::new(), Update::Unchanged),
+            },
+        };
+        let (script_bytes, update) = match update {
+            Update::Unchanged => (0, Update::Unchanged),
+            Update::Full => {
+                self.applied = None;
+                self.run(&["-f", "-"], Some(script.as_bytes())).await?;
+                (script.len(), Update::Full)
+            }
+            Update::Incremental => match self.run(&["-f", "-"], Some(script.as_bytes())).await {
+                Ok(_) => (script.len(), Update::Incremental),
+                Err(e) => {
+                    warn!(table = %self.table, error = %e, "Incremental nftables update failed; replacing the whole table");
+                    self.applied = None;
+                    let full = render_guarded(&self.table, vips, &self.guard);
+                    self.run(&["-f", "-"], Some(full.as_bytes())).await?;
+                    (full.len(), Update::Full)
+                }
+            },
+        };
+        self.applied = Some(vips.clone());
         let applied = Applied {
             listeners: vips.len(),
-            script_bytes: script.len(),
+            script_bytes,
+            update,
             took: started.elapsed(),
         };
-        debug!(table = %self.table, listeners = applied.listeners, took = ?applied.took, "nftables ruleset applied");
+        debug!(table = %self.table, listeners = applied.listeners, update = ?applied.update, took = ?applied.took, "nftables ruleset applied");
         Ok(applied)
     }
 
+    /// Makes the next apply replace the whole table (a reconcile after a stream gap).
+    pub fn forget(&mut self) {
+        self.applied = None;
+    }
+
     /// Deletes the table if it exists (data plane switched off).
-    pub async fn remove(&self) -> Result<(), NftError> {
+    pub async fn remove(&mut self) -> Result<(), NftError> {
+        self.applied = None;
         let script = format!("table inet {t}\ndelete table inet {t}\n", t = self.table);
         self.run(&["-f", "-"], Some(script.as_bytes())).await?;
         info!(table = %self.table, "nftables table removed");
@@ -429,8 +606,13 @@ impl KernelPlane {
         Ok(())
     }
 
+    /// Makes the next apply replace the whole table.
+    pub fn forget(&mut self) {
+        self.nft.forget();
+    }
+
     /// Makes the kernel serve exactly `vips`.
-    pub async fn apply(&self, vips: &Listeners) -> Result<Applied, NftError> {
+    pub async fn apply(&mut self, vips: &Listeners) -> Result<Applied, NftError> {
         let want: BTreeSet<IpAddr> = vips.keys().map(|(a, _)| a.ip()).collect();
         let have = self.device.addresses().await?;
         let gone: BTreeSet<IpAddr> = have.difference(&want).copied().collect();
@@ -444,7 +626,7 @@ impl KernelPlane {
     }
 
     /// Removes the table, the device and our routes.
-    pub async fn stop(&self) -> Result<(), NftError> {
+    pub async fn stop(&mut self) -> Result<(), NftError> {
         self.device.remove().await?;
         self.nft.remove().await?;
         Ok(())

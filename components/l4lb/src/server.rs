@@ -11,12 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, DataPlane};
 use crate::follower::{self, FollowStatus, FollowerConfig};
 use crate::http::ApiState;
 use crate::metrics::Metrics;
+use crate::netdev::{self, VipDevice};
+use crate::nft::{self, KernelPlane, NftPlane};
 use crate::proxy::{Proxy, ProxyStats};
 
 /// Why the daemon could not start.
@@ -24,6 +26,8 @@ use crate::proxy::{Proxy, ProxyStats};
 pub enum StartError {
     #[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Config(Vec<ConfigProblem>),
+    #[error("cannot set up the nftables data plane (needs CAP_NET_ADMIN and the nft command)")]
+    DataPlane(#[source] crate::nft::NftError),
     #[error("cannot bind the HTTP API on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -121,7 +125,8 @@ impl Server {
         });
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            let serve =
+                capstan_runtime::serve(listener, app, capstan_runtime::HttpLimits::default(), stop);
             if let Err(e) = serve.await {
                 warn!(error = %Chain(&e), "HTTP API stopped");
             }
@@ -145,6 +150,28 @@ impl Server {
                     }
                 }
             });
+        }
+
+        if config.data_plane == DataPlane::Nftables {
+            let kernel = KernelPlane::new(
+                NftPlane::new(nft::DEFAULT_TABLE).map_err(StartError::DataPlane)?,
+                VipDevice::new(netdev::DEFAULT_DEVICE)
+                    .map_err(|e| StartError::DataPlane(e.into()))?,
+                config.guard(),
+            );
+            kernel.start().await.map_err(StartError::DataPlane)?;
+            info!(
+                table = nft::DEFAULT_TABLE,
+                device = netdev::DEFAULT_DEVICE,
+                "nftables data plane ready"
+            );
+            tasks.spawn(program_kernel(
+                kernel,
+                table.clone(),
+                status.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
         }
 
         let fcfg = FollowerConfig {
@@ -171,5 +198,49 @@ impl Server {
             shutdown,
             tasks,
         })
+    }
+}
+
+/// The nftables mode's task: it owns the kernel plane and applies every new table.
+///
+/// Nothing is applied before the first subscription, so the rules a previous l4lb left keep
+/// serving until the full table is known (they are then replaced as a whole, stale ones
+/// removed). Every later subscription (after a stream gap) replaces the whole table again;
+/// in between, only what changed is sent. A failed apply is retried as a whole table at the
+/// next change.
+async fn program_kernel(
+    mut kernel: KernelPlane,
+    mut table: watch::Receiver<Arc<VipTable>>,
+    mut status: watch::Receiver<FollowStatus>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut seen_subscriptions = 0;
+    loop {
+        let subscriptions = status.borrow_and_update().subscriptions;
+        if subscriptions > 0 {
+            if subscriptions != seen_subscriptions {
+                kernel.forget();
+                seen_subscriptions = subscriptions;
+            }
+            let t = table.borrow_and_update().clone();
+            let listeners = t.listeners();
+            match kernel.apply(&listeners).await {
+                Ok(applied) => {
+                    debug!(listeners = applied.listeners, update = ?applied.update, took = ?applied.took, "VIP rules applied");
+                    metrics.rules_applied(applied.listeners, 0);
+                }
+                Err(e) => {
+                    warn!(error = %Chain(&e), "VIP rules not applied");
+                    kernel.forget();
+                    metrics.rules_applied(0, listeners.len().max(1));
+                }
+            }
+        }
+        tokio::select! {
+            r = table.changed() => if r.is_err() { return },
+            r = status.changed() => if r.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
     }
 }

@@ -269,13 +269,15 @@ impl Server {
         let router = axum::Router::new().fallback(dispatch).with_state(app);
         let http_token = token.clone();
         let http = tokio::spawn(async move {
-            let r = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    http_token.cancelled().await;
-                    // Keep the leadership sender alive for as long as we serve.
-                    drop(leader_tx);
-                })
-                .await;
+            // The v1 APIs read bodies themselves (16 MiB, Mesos's text 413); the shared ceiling
+            // sits above that so a streamed body over the limit still gets the master's answer.
+            let limits = capstan_runtime::HttpLimits {
+                max_body_bytes: 32 << 20,
+                ..capstan_runtime::HttpLimits::default()
+            };
+            let r = capstan_runtime::serve(listener, router, limits, http_token).await;
+            // Keep the leadership sender alive for as long as we serve.
+            drop(leader_tx);
             if let Err(e) = r {
                 warn!(error = %e, "Master HTTP server failed");
             }

@@ -27,6 +27,9 @@ pub use generated::*;
 pub mod json;
 pub mod recordio;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::sync::LazyLock;
 
 pub use json::{

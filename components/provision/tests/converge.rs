@@ -1,7 +1,8 @@
 //! The Ansible role against real systemd machines (the testkit's machine containers, as in the
 //! install suite): `ansible-playbook site.yml` converges one master and two agents from this
 //! tree's `.deb` (`capstan_package`), the master's `/master/slaves` then lists both agents as
-//! active, and a second run reports `changed=0` on every host.
+//! active, an app posted to the master's Marathon API runs a task on each agent, and a second
+//! run reports `changed=0` on every host and leaves those tasks running.
 //!
 //! Needs the Docker engine, mmdebstrap (the node image) and the Ansible virtualenv
 //! (`ansible/tools/env.sh`, made here if missing); `.ci/run` provides all three.
@@ -26,6 +27,8 @@ const MASTER_UNITS: &[&str] = &[
     "capstan-bootstrap.service",
     "capstan-router.service",
     "capstan-catalog.service",
+    "capstan-swarm.service",
+    "capstan-l4lb.service",
 ];
 
 /// How long the agents may take to show up in the master's state after the converge.
@@ -125,6 +128,59 @@ async fn converge(bin: &Path, inventory: &Path, home: &Path) -> Result<Vec<(Stri
     Ok(recap)
 }
 
+/// The app the converged cluster must run: a command task per agent (no image needed).
+const APP: &str = "ansible-sleeper";
+
+/// Posts [`APP`] with two instances, one per agent, from `from` to `master`'s Marathon API.
+async fn post_app(from: &Machine, master: &Machine) -> Result<()> {
+    let body = serde_json::json!({
+        "id": format!("/{APP}"), "cmd": "sleep 3600", "cpus": 0.1, "mem": 32, "instances": 2,
+        "constraints": [["hostname", "UNIQUE"]]
+    });
+    let url = format!("http://{}:8080/v2/apps", master.ip());
+    let code = from
+        .exec_ok(&[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/stderr",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &url,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+        ])
+        .await?;
+    ensure!(code.trim() == "201", "POST {url} answered {code}");
+    Ok(())
+}
+
+/// The ids and hosts of [`APP`]'s running tasks, sorted, asked from `from`.
+async fn running_tasks(from: &Machine, master: &Machine) -> Result<Vec<(String, String)>> {
+    let url = format!("http://{}:8080/v2/apps/{APP}/tasks", master.ip());
+    let body = from
+        .exec_ok(&["curl", "-fsS", "--max-time", "10", &url])
+        .await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{url} answered no JSON: {body}"))?;
+    let mut tasks: Vec<(String, String)> = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .map(|t| {
+            let field = |k: &str| t[k].as_str().unwrap_or("?").to_owned();
+            (field("id"), field("host"))
+        })
+        .collect();
+    tasks.sort();
+    Ok(tasks)
+}
+
 /// The hostnames of the active agents in `master`'s `/master/slaves`, asked from `from`.
 async fn active_agents(from: &Machine, master: &Machine) -> Result<Vec<String>> {
     let url = format!("http://{}:5050/master/slaves", master.ip());
@@ -189,11 +245,36 @@ async fn ansible_converges_one_master_and_two_agents_and_a_rerun_changes_nothing
         .with_journal(&["capstan-master.service"], registered)
         .await?;
 
+    let running = step("a task runs on each agent", async {
+        post_app(&agents[0], &master).await?;
+        wait_until(
+            &format!("2 running tasks of {APP}"),
+            REGISTER_TIMEOUT,
+            async || -> Result<Vec<(String, String)>> {
+                let tasks = running_tasks(&agents[0], &master).await?;
+                let hosts: std::collections::BTreeSet<&str> =
+                    tasks.iter().map(|(_, h)| h.as_str()).collect();
+                ensure!(tasks.len() == 2 && hosts.len() == 2, "running: {tasks:?}");
+                Ok(tasks)
+            },
+        )
+        .await
+    })
+    .await;
+    let running = master
+        .with_journal(&["capstan-apps.service", "capstan-master.service"], running)
+        .await?;
+
     let second = step("second converge", converge(&bin, &inv, work.path())).await?;
     ensure!(second.len() == 3, "a recap of 3 hosts expected: {second:?}");
     ensure!(
         second.iter().all(|(_, changed)| *changed == 0),
         "a second run changes nothing: {second:?}"
+    );
+    let after = running_tasks(&agents[0], &master).await?;
+    ensure!(
+        after == running,
+        "the second converge disturbed the tasks: {running:?} before, {after:?} after"
     );
 
     net.cleanup().await?;

@@ -20,5 +20,8 @@ pub mod service;
 pub mod state;
 pub mod tls;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use config::Config;
 pub use server::{Router, run};

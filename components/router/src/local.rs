@@ -259,9 +259,13 @@ pub async fn serve_api(
     let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let served = axum::serve(listener, api)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        // Only the router connects (from loopback), so the per-source cap is the total one.
+        let defaults = capstan_runtime::HttpLimits::default();
+        let limits = capstan_runtime::HttpLimits {
+            max_connections_per_ip: defaults.max_connections,
+            ..defaults
+        };
+        let served = capstan_runtime::serve(listener, api, limits, shutdown).await;
         if let Err(e) = served {
             warn!(error = %e, "The IAM API server failed");
         }

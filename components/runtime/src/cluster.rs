@@ -45,6 +45,8 @@ pub mod ports {
     pub const ROUTER_HTTPS: u16 = 443;
     /// The catalog (Cosmos), on every master behind the router.
     pub const CATALOG: u16 = 7070;
+    /// The Docker Engine API (swarm), on the masters: Docker's plain-TCP port.
+    pub const SWARM: u16 = 2375;
     /// The layer-4 load balancer's API and metrics, on every node (dcos-net's port).
     pub const L4LB: u16 = 62080;
     /// Where the bootstrap server listens: only the router on the same master reaches it.
@@ -219,6 +221,16 @@ impl ClusterConfig {
                 "apps": [self.at(ports::APPS)],
                 "masters": self.endpoints(ports::MASTER),
             });
+            // The Docker API (capstan-swarm.service): Docker's port, records in coord and the
+            // cluster token on every request (an open Docker API is a root shell on agents).
+            doc["swarm"] = serde_json::json!({
+                "listen": self.at(ports::SWARM),
+                "masters": self.endpoints(ports::MASTER),
+                "coord_endpoints": self.endpoints(ports::COORD),
+                "hostname": self.hostname(),
+                "auth": { "required": true },
+                "container_policy": self.containers,
+            });
         }
         serde_yaml_ng::to_value(doc).unwrap_or(Value::Null)
     }
@@ -353,6 +365,13 @@ mod tests {
         assert_eq!(d["router"]["catalog"], Value::from("10.0.0.2:7070"));
         assert_eq!(d["catalog"]["listen"], Value::from("10.0.0.2:7070"));
         assert_eq!(d["catalog"]["apps"][0], Value::from("10.0.0.2:8080"));
+        // The Docker API (capstan-swarm.service), tokens required.
+        assert_eq!(d["swarm"]["listen"], Value::from("10.0.0.2:2375"));
+        assert_eq!(
+            d["swarm"]["coord_endpoints"][0],
+            Value::from("10.0.0.1:8181")
+        );
+        assert_eq!(d["swarm"]["auth"]["required"], Value::from(true));
         // The router proxies the bootstrap paths to the bootstrap server on loopback.
         assert_eq!(d["router"]["bootstrap"], Value::from("127.0.0.1:8090"));
         assert_eq!(d["bootstrap"]["http_listen"], Value::from("127.0.0.1:8090"));
@@ -365,6 +384,7 @@ mod tests {
         assert!(d.get("coord").is_none());
         assert!(d.get("router").is_none());
         assert!(d.get("catalog").is_none());
+        assert!(d.get("swarm").is_none());
         assert_eq!(d["agent"]["advertise_ip"], Value::from("10.0.0.9"));
         assert_eq!(d["agent"]["hostname"], Value::from("10.0.0.9"));
         // Every node runs its l4lb (dcos-net's port), following every master.

@@ -1,6 +1,7 @@
 //! `swarm:` section of the node config (snake_case, unknown keys rejected): where the Docker
 //! API listens, the masters it schedules on, coord (container records, auth keys), the
-//! framework's identity, default task sizes and whether a cluster token is required.
+//! framework's identity, default task sizes, whether a cluster token is required and the
+//! leader lease.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -35,6 +36,13 @@ pub struct Config {
     pub start_timeout_secs: u64,
     /// Authentication of every request.
     pub auth: AuthConfig,
+    /// What containers may ask of the hosts (host paths of `-v`), the cluster's
+    /// `cluster.containers`: swarm refuses at create what the agents would refuse at launch.
+    pub container_policy: capstan_types::ContainerPolicy,
+    /// TTL of the leader lease in coord, seconds: with coord, the swarms of all masters
+    /// campaign and only the leader runs the framework; a standby takes over at most this long
+    /// after the leader's host vanished (at once when only its process died).
+    pub leader_lease_ttl_secs: u64,
 }
 
 /// How requests are authenticated.
@@ -63,6 +71,8 @@ impl Default for Config {
             default_mem_mib: 128.0,
             start_timeout_secs: 300,
             auth: AuthConfig::default(),
+            container_policy: capstan_types::ContainerPolicy::default(),
+            leader_lease_ttl_secs: 5,
         }
     }
 }
@@ -110,6 +120,12 @@ impl Validate for Config {
         }
         if self.default_mem_mib.is_nan() || self.default_mem_mib < 4.0 {
             out.push(ConfigProblem::new("default_mem_mib", "must be at least 4"));
+        }
+        if self.leader_lease_ttl_secs == 0 {
+            out.push(ConfigProblem::new(
+                "leader_lease_ttl_secs",
+                "must be above 0",
+            ));
         }
         if self.start_timeout_secs == 0 {
             out.push(ConfigProblem::new("start_timeout_secs", "must be above 0"));

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::events::Event;
+use crate::leader::Front;
 use crate::logs::{self, LogQuery};
 use crate::model::{self, Container, CreateBody, Status};
 use crate::routes::{self, API_VERSION, MIN_API_VERSION, Route, Unrouted};
@@ -55,11 +56,69 @@ pub fn router(swarm: Arc<Swarm>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(swarm)
 }
 
+/// The router of a swarm that campaigns for leadership ([`crate::leader`]): the full API once
+/// this instance leads, the standby's answers until then.
+pub(crate) fn front_router(front: Arc<Front>) -> axum::Router {
+    axum::Router::new()
+        .fallback(front_dispatch)
+        .with_state(front)
+}
+
+async fn front_dispatch(State(front): State<Arc<Front>>, req: Request) -> Response {
+    match front.swarm.get() {
+        Some(sw) => dispatch(State(sw.clone()), req).await,
+        None => {
+            let leader = front.leader.borrow().clone();
+            let resp = match standby(&front, leader.as_deref(), &req) {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            };
+            with_docker_headers(resp)
+        }
+    }
+}
+
+/// A standby answers health, `/_ping` and `/version` (so health checks and `docker version`
+/// work on every master) and everything else 503 naming the leader, in Docker's error form.
+/// It does not proxy: hijacked attach/exec streams would need a relay of their own. Its
+/// health is 200 once another swarm leads (the API works there), 503 until then — also
+/// while this one was elected but has not loaded its records yet.
+fn standby(front: &Front, leader: Option<&str>, req: &Request) -> Answer {
+    let route = routes::route(req.method(), req.uri().path());
+    if route != Ok(Route::Health) {
+        authorised_with(front.iam.as_ref(), req.headers())?;
+    }
+    match route {
+        Ok(Route::Health) => {
+            let served = leader.is_some_and(|l| l != front.me);
+            let status = if served {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = json!({"healthy": served, "leader": false, "subscribed": false,
+                "message": crate::leader::standby_message(leader)});
+            Ok((status, axum::Json(body)).into_response())
+        }
+        Ok(Route::Ping) => Ok(ping(req.method() == Method::HEAD)),
+        Ok(Route::Version) => Ok(axum::Json(version()).into_response()),
+        Err(Unrouted::BadVersion(m)) => Err(ApiError(StatusCode::BAD_REQUEST, m)),
+        _ => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::leader::standby_message(leader),
+        )),
+    }
+}
+
 async fn dispatch(State(sw): State<Arc<Swarm>>, req: Request) -> Response {
-    let mut resp = match handle(&sw, req).await {
+    let resp = match handle(&sw, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    with_docker_headers(resp)
+}
+
+fn with_docker_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert("api-version", HeaderValue::from_static(API_VERSION));
     h.insert("ostype", HeaderValue::from_static("linux"));
@@ -76,7 +135,11 @@ async fn dispatch(State(sw): State<Arc<Swarm>>, req: Request) -> Response {
 }
 
 fn authorised(sw: &Swarm, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(iam) = &sw.iam else { return Ok(()) };
+    authorised_with(sw.iam.as_ref(), headers)
+}
+
+fn authorised_with(iam: Option<&capstan_iam::Iam>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(iam) = iam else { return Ok(()) };
     let token = capstan_iam::token_from_headers(headers).ok_or_else(|| {
         ApiError(
             StatusCode::UNAUTHORIZED,
@@ -114,7 +177,7 @@ async fn handle(sw: &Arc<Swarm>, req: Request) -> Answer {
     };
     match route {
         Route::Health => Ok(axum::Json(
-            json!({"healthy": true, "subscribed": sw.conn.borrow().is_some()}),
+            json!({"healthy": true, "leader": true, "subscribed": sw.conn.borrow().is_some()}),
         )
         .into_response()),
         Route::Ping => Ok(ping(method == Method::HEAD)),
@@ -159,6 +222,22 @@ async fn handle(sw: &Arc<Swarm>, req: Request) -> Answer {
         Route::ContainerLogs(r) => container_logs(sw, &r, &query).await,
         Route::ContainerAttach(r) => attach(sw, &r, &query, req),
         Route::ContainerRemove(r) => remove(sw, &r, &query).await,
+        Route::ContainerExec(r) => crate::exec::create(sw, &r, &read_body(req).await?).await,
+        Route::ExecStart(id) => crate::exec::start(sw, &id, req).await,
+        Route::ExecResize(id) => {
+            // A TTY's size is not forwarded to the agent yet; the exec must exist.
+            sw.read(|s| s.execs.contains_key(&id))
+                .then(|| StatusCode::OK.into_response())
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::NOT_FOUND,
+                        format!("No such exec instance: {id}"),
+                    )
+                })
+        }
+        Route::ExecInspect(id) => crate::exec::inspect(sw, &id).await,
+        Route::ContainerTop(r) => crate::exec::top(sw, &r, &query).await,
+        Route::ContainerStats(r) => crate::exec::stats(sw, &r, &query).await,
         Route::ImagesList => Ok(axum::Json(images(sw)).into_response()),
         Route::ImageInspect(name) => image_inspect(sw, &name),
         Route::ImageCreate => Ok(image_create(sw, &query)),
@@ -173,7 +252,7 @@ async fn handle(sw: &Arc<Swarm>, req: Request) -> Answer {
     }
 }
 
-async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: Request) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(req.into_body(), 4 << 20)
         .await
         .map_err(|e| {
@@ -225,7 +304,7 @@ fn version() -> Value {
 }
 
 /// The leading master's `/master/state-summary`.
-async fn state_summary(sw: &Swarm) -> Option<Value> {
+pub(crate) async fn state_summary(sw: &Swarm) -> Option<Value> {
     let url = sw
         .conn
         .borrow()
@@ -350,6 +429,8 @@ async fn create(sw: &Swarm, q: &HashMap<String, String>, body: &[u8]) -> Answer 
         },
     )
     .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.0))?;
+    translate::check_volumes(&spec, &sw.cfg.container_policy)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.0))?;
     let mut spec = spec;
     let users = sw.networks();
     let mut attached = BTreeMap::new();
@@ -789,7 +870,7 @@ async fn read_file(sw: &Swarm, agent: &str, path: &str, offset: u64) -> Option<(
 }
 
 /// Percent-encodes a query value.
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-' => {

@@ -8,7 +8,8 @@
 //! task and answers once it runs or failed, so an attach made before start loses nothing;
 //! `wait` sends its headers at once; `stop`, `kill` and `rm` are Mesos kills plus
 //! bookkeeping. Logs are read from the task's sandbox through the agent's `/files` API and
-//! framed as Docker's multiplexed stream. User networks ([`networks`]) are records in coord
+//! framed as Docker's multiplexed stream; `exec`, `top` and `stats` ([`exec`]) are run by the
+//! agent of the container's task, on that task's container only. User networks ([`networks`]) are records in coord
 //! that track attachments and aliases (the tasks run with bridge networking); restart
 //! policies relaunch a container whose task ended by itself; `/events` ([`events`]) streams
 //! what swarm did; classic Swarm's placement constraints ([`constraints`]) filter offers.
@@ -21,7 +22,9 @@
 pub mod config;
 pub mod constraints;
 pub mod events;
+pub mod exec;
 pub mod http;
+pub mod leader;
 pub mod logs;
 pub mod model;
 pub mod netapi;

@@ -29,6 +29,8 @@ pub struct CreateBody {
     pub user: String,
     pub hostname: String,
     pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    /// Anonymous volumes (`-v /path`): their container paths.
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
     pub host_config: HostConfig,
     pub networking_config: NetworkingConfig,
 }
@@ -62,6 +64,8 @@ pub struct HostConfig {
     pub privileged: bool,
     pub auto_remove: bool,
     pub binds: Option<Vec<String>>,
+    /// `--mount`: refused (with the reason), never dropped.
+    pub mounts: Option<Vec<serde_json::Value>>,
     pub restart_policy: Option<RestartPolicy>,
 }
 
@@ -152,6 +156,27 @@ pub struct Spec {
     /// Placement rules (classic Swarm's `constraint:` env and label).
     #[serde(default)]
     pub constraints: Vec<crate::constraints::Constraint>,
+    /// Volumes (`-v`), as the task's Mesos volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+}
+
+/// One volume of a container: a host path bound into it, a named volume of the agent's
+/// engine (`name`), or an anonymous volume, which is a directory of the task's sandbox (it
+/// lives as long as that run of the container).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    /// Absolute (a host path the container policy must allow), or relative: inside the
+    /// task's sandbox; empty for a named volume.
+    pub host_path: String,
+    /// A named volume (`-v name:/path`): the engine's volume `swarm.<name>` on the agent
+    /// that runs the task (local driver; its data stays on that agent).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub container_path: String,
+    pub read_only: bool,
+    /// `-v /path` (no source): the sandbox directory `volumes/<n>`.
+    pub anonymous: bool,
 }
 
 /// A container's attachment to a user network.

@@ -31,6 +31,12 @@ pub enum Route {
     ContainerLogs(String),
     ContainerAttach(String),
     ContainerRemove(String),
+    ContainerExec(String),
+    ExecStart(String),
+    ExecResize(String),
+    ExecInspect(String),
+    ContainerTop(String),
+    ContainerStats(String),
     ImagesList,
     ImageInspect(String),
     ImageCreate,
@@ -51,10 +57,6 @@ pub enum Route {
     Unsupported(&'static str),
 }
 
-/// Why `exec` answers 501.
-pub const NO_EXEC: &str = "exec is not supported by capstan: Capstan's agents cannot run a command inside a running container yet";
-/// Why `stats` and `top` answer 501.
-pub const NO_STATS: &str = "stats and top are not supported by capstan yet: the agents do not report per-container usage or processes to swarm";
 /// Why `volumes/create` answers 501.
 pub const NO_VOLUMES: &str =
     "volumes are not supported by capstan yet: containers have no volumes besides their sandbox";
@@ -130,10 +132,12 @@ pub fn route(method: &Method, full_path: &str) -> Result<Route, Unrouted> {
         ["containers", id, "attach"] if post => Route::ContainerAttach((*id).to_owned()),
         ["containers", id] if method == Method::DELETE => Route::ContainerRemove((*id).to_owned()),
         ["containers", id, "rename"] if post => Route::ContainerRename((*id).to_owned()),
-        ["containers", _, "exec"] if post => Route::Unsupported(NO_EXEC),
-        ["exec", _, "start" | "resize"] if post => Route::Unsupported(NO_EXEC),
-        ["exec", _, "json"] if get => Route::Unsupported(NO_EXEC),
-        ["containers", _, "stats" | "top"] if get => Route::Unsupported(NO_STATS),
+        ["containers", id, "exec"] if post => Route::ContainerExec((*id).to_owned()),
+        ["exec", id, "start"] if post => Route::ExecStart((*id).to_owned()),
+        ["exec", id, "resize"] if post => Route::ExecResize((*id).to_owned()),
+        ["exec", id, "json"] if get => Route::ExecInspect((*id).to_owned()),
+        ["containers", id, "top"] if get => Route::ContainerTop((*id).to_owned()),
+        ["containers", id, "stats"] if get => Route::ContainerStats((*id).to_owned()),
         ["networks"] if get => Route::NetworksList,
         ["networks", "create"] if post => Route::NetworkCreate,
         ["networks", "prune"] if post => Route::NetworksPrune,
@@ -162,7 +166,7 @@ mod tests {
 
     #[test]
     fn paths_route_unversioned_and_versioned() {
-        let cases: [(Method, &str, Result<Route, Unrouted>); 22] = [
+        let cases: [(Method, &str, Result<Route, Unrouted>); 26] = [
             (Method::GET, "/_capstan/health", Ok(Route::Health)),
             (
                 Method::GET,
@@ -223,7 +227,27 @@ mod tests {
             (
                 Method::POST,
                 "/v1.41/containers/c/exec",
-                Ok(Route::Unsupported(NO_EXEC)),
+                Ok(Route::ContainerExec("c".into())),
+            ),
+            (
+                Method::POST,
+                "/v1.51/exec/e1/start",
+                Ok(Route::ExecStart("e1".into())),
+            ),
+            (
+                Method::GET,
+                "/exec/e1/json",
+                Ok(Route::ExecInspect("e1".into())),
+            ),
+            (
+                Method::GET,
+                "/v1.51/containers/c/top",
+                Ok(Route::ContainerTop("c".into())),
+            ),
+            (
+                Method::GET,
+                "/containers/c/stats",
+                Ok(Route::ContainerStats("c".into())),
             ),
             (
                 Method::POST,

@@ -1,12 +1,15 @@
-//! `Server::start`: binds the Docker API, loads the container records from coord, starts
-//! the identity verifier when tokens are required, the coord writer and the framework, and
-//! returns a handle.
+//! `Server::start`: binds the Docker API, starts the identity verifier when tokens are
+//! required and returns a handle. Without coord the swarm leads at once: it loads its records
+//! (in memory), starts the writer and the framework. With coord it campaigns first
+//! ([`crate::leader`]) and answers as a standby until elected.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use capstan_runtime::{ConfigProblem, Validate};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -14,8 +17,11 @@ use tracing::{info, warn};
 /// How long start waits for coord to answer.
 const COORD_WAIT: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_millis(500);
+/// How long a stopping swarm lets open requests finish.
+const SERVE_DRAIN: Duration = Duration::from_secs(10);
 
 use crate::config::{Config, http_url};
+use crate::leader::{Front, Stopped, candidate_address};
 use crate::state::{Swarm, write_records};
 use crate::store::{Store, StoreError};
 
@@ -43,7 +49,7 @@ pub struct Server;
 pub struct ServerHandle {
     addr: SocketAddr,
     shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<capstan_runtime::Exit>,
 }
 
 impl ServerHandle {
@@ -51,9 +57,12 @@ impl ServerHandle {
         self.addr
     }
 
+    /// Why the swarm stopped: `Requested` after a shutdown, `Failed` when a leader lost its
+    /// lease (or could not load its records), so the process exits non-zero and restarts.
     pub async fn wait(self) -> capstan_runtime::Exit {
-        let _ = self.task.await;
-        capstan_runtime::Exit::Requested
+        self.task
+            .await
+            .unwrap_or_else(capstan_runtime::Exit::failed)
     }
 
     pub async fn shutdown(self) {
@@ -102,6 +111,213 @@ impl Server {
         let store = Store::new(coord.clone(), &config.coord_prefix);
         // coord may still be electing when swarm starts with it: retry for a while.
         let deadline = tokio::time::Instant::now() + COORD_WAIT;
+        let iam = match (&coord, config.auth.required) {
+            (Some(coord), true) => {
+                let mut opts = capstan_iam::Options::default();
+                if let Some(p) = &config.auth.iam_prefix {
+                    opts.prefix = p.clone();
+                }
+                loop {
+                    match capstan_iam::Iam::start(coord.clone(), opts.clone(), shutdown.clone())
+                        .await
+                    {
+                        Ok(iam) => break Some(iam),
+                        Err(e) if tokio::time::Instant::now() < deadline => {
+                            warn!(error = %capstan_types::Chain(&e), "Cannot start the token verifier yet; retrying");
+                            tokio::time::sleep(RETRY).await;
+                        }
+                        Err(e) => return Err(StartError::Iam(e)),
+                    }
+                }
+            }
+            _ => None,
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        let me = candidate_address(addr, &config.hostname);
+        let (leader_tx, leader_rx) = watch::channel(None);
+        let front = Arc::new(Front {
+            swarm: OnceLock::new(),
+            leader: leader_rx,
+            iam: iam.clone(),
+            me: me.clone(),
+        });
+        let parts = Parts {
+            config: config.clone(),
+            store,
+            http,
+            iam,
+            shutdown: shutdown.clone(),
+        };
+        // Without coord the one swarm leads: its records load before start returns, as
+        // before the election existed.
+        let mode = match coord {
+            None => {
+                let running = parts.run(deadline).await?;
+                let _ = front.swarm.set(running.swarm.clone());
+                Mode::Alone(running)
+            }
+            Some(coord) => Mode::Campaign(coord, Box::new(parts)),
+        };
+        let app = crate::http::front_router(front.clone());
+        info!(addr = %addr, masters = ?config.masters, "Docker API listening");
+        let stop = shutdown.clone();
+        let serve_stop = shutdown.clone();
+        let mut serve = tokio::spawn(async move {
+            let limits = capstan_runtime::HttpLimits::default();
+            let serve = capstan_runtime::serve(listener, app, limits, serve_stop.clone());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "Docker API stopped");
+            }
+            serve_stop.cancel();
+        });
+        let ttl = Duration::from_secs(config.leader_lease_ttl_secs);
+        let election_prefix = capstan_coord_client::keyspace::election(&config.coord_prefix);
+        let task = tokio::spawn(async move {
+            let (exit, running) = match mode {
+                Mode::Alone(running) => {
+                    stop.cancelled().await;
+                    (capstan_runtime::Exit::Requested, Some(running))
+                }
+                Mode::Campaign(coord, parts) => {
+                    lead(
+                        &coord,
+                        &election_prefix,
+                        ttl,
+                        &me,
+                        *parts,
+                        &front,
+                        leader_tx,
+                    )
+                    .await
+                }
+            };
+            stop.cancel();
+            // Long streams (`events`, `logs -f`, attach) need not end by themselves: a stopping
+            // swarm waits a while, then drops them.
+            if tokio::time::timeout(SERVE_DRAIN, &mut serve).await.is_err() {
+                serve.abort();
+            }
+            if let Some(running) = running {
+                running.stop().await;
+            }
+            exit
+        });
+        Ok(ServerHandle {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+}
+
+/// Campaigns, then leads until `parts.shutdown` is cancelled or the lease is lost; the
+/// standby's view of the leader is kept meanwhile. Returns why it stopped and what ran.
+async fn lead(
+    coord: &capstan_coord_client::Client,
+    election_prefix: &str,
+    ttl: Duration,
+    me: &str,
+    parts: Parts,
+    front: &Front,
+    leader_tx: watch::Sender<Option<String>>,
+) -> (capstan_runtime::Exit, Option<Running>) {
+    use capstan_runtime::Exit;
+    let token = parts.shutdown.clone();
+    let election = crate::leader::election(coord, election_prefix);
+    let observer = tokio::spawn(crate::leader::observe(
+        election.clone(),
+        leader_tx,
+        token.clone(),
+    ));
+    let mut held = match crate::leader::campaign(coord, &election, ttl, me, &token).await {
+        Ok(Some(held)) => held,
+        Ok(None) => return (Exit::Requested, None),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot campaign for swarm leadership; stopping");
+            return (Exit::failed(e), None);
+        }
+    };
+    let deadline = tokio::time::Instant::now() + COORD_WAIT;
+    let running = tokio::select! {
+        r = parts.run(deadline) => r,
+        _ = token.cancelled() => {
+            held.release().await;
+            return (Exit::Requested, None);
+        }
+        _ = held.lost() => {
+            tracing::error!("Lost swarm leadership while loading; stopping this instance");
+            return (Exit::failed(Stopped::LostLeadership), None);
+        }
+    };
+    let running = match running {
+        Ok(r) => r,
+        Err(e) => {
+            held.release().await;
+            return (Exit::failed(e), None);
+        }
+    };
+    let _ = front.swarm.set(running.swarm.clone());
+    let exit = tokio::select! {
+        _ = token.cancelled() => Exit::Requested,
+        _ = held.lost() => {
+            tracing::error!("Lost swarm leadership; stopping this instance");
+            Exit::failed(Stopped::LostLeadership)
+        }
+    };
+    token.cancel();
+    let _ = observer.await;
+    // Stop the framework before the lease goes, so the next leader's subscription is not
+    // knocked off by this one.
+    running.stop().await;
+    held.release().await;
+    (exit, None)
+}
+
+/// A swarm without coord leads alone; with coord it campaigns.
+enum Mode {
+    Alone(Running),
+    Campaign(capstan_coord_client::Client, Box<Parts>),
+}
+
+/// What a swarm needs to start leading.
+struct Parts {
+    config: Config,
+    store: Store,
+    http: reqwest::Client,
+    iam: Option<capstan_iam::Iam>,
+    shutdown: CancellationToken,
+}
+
+/// A leading swarm's state and tasks.
+struct Running {
+    swarm: Arc<Swarm>,
+    scheduler: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits for the scheduler (it stops with the shutdown token) and ends the writer.
+    async fn stop(self) {
+        let _ = self.scheduler.await;
+        self.writer.abort();
+    }
+}
+
+impl Parts {
+    /// Loads the records (retrying until `deadline`) and starts the writer and the framework.
+    async fn run(self, deadline: tokio::time::Instant) -> Result<Running, StartError> {
+        let Parts {
+            config,
+            store,
+            http,
+            iam,
+            shutdown,
+        } = self;
         let containers = loop {
             match store.load().await {
                 Ok(c) => break c,
@@ -132,58 +348,18 @@ impl Server {
                 Err(e) => return Err(StartError::Load(e)),
             }
         };
-        let iam = match (&coord, config.auth.required) {
-            (Some(coord), true) => {
-                let mut opts = capstan_iam::Options::default();
-                if let Some(p) = &config.auth.iam_prefix {
-                    opts.prefix = p.clone();
-                }
-                loop {
-                    match capstan_iam::Iam::start(coord.clone(), opts.clone(), shutdown.clone())
-                        .await
-                    {
-                        Ok(iam) => break Some(iam),
-                        Err(e) if tokio::time::Instant::now() < deadline => {
-                            warn!(error = %capstan_types::Chain(&e), "Cannot start the token verifier yet; retrying");
-                            tokio::time::sleep(RETRY).await;
-                        }
-                        Err(e) => return Err(StartError::Iam(e)),
-                    }
-                }
-            }
-            _ => None,
-        };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
         info!(
             containers = containers.len(),
             auth = config.auth.required,
             "Loaded container records"
         );
-        let (swarm, jobs) = Swarm::new(config.clone(), store, containers, networks, http, iam);
+        let (swarm, jobs) = Swarm::new(config, store, containers, networks, http, iam);
         let writer = tokio::spawn(write_records(swarm.clone(), jobs));
-        let scheduler = tokio::spawn(crate::scheduler::run(swarm.clone(), shutdown.clone()));
-        let app = crate::http::router(swarm);
-        info!(addr = %addr, masters = ?config.masters, "Docker API listening");
-        let stop = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "Docker API stopped");
-            }
-            stop.cancel();
-            let _ = scheduler.await;
-            writer.abort();
-        });
-        Ok(ServerHandle {
-            addr,
-            shutdown,
-            task,
+        let scheduler = tokio::spawn(crate::scheduler::run(swarm.clone(), shutdown));
+        Ok(Running {
+            swarm,
+            scheduler,
+            writer,
         })
     }
 }

@@ -55,6 +55,8 @@ pub struct State {
     /// Images a client "pulled" (`POST /images/create`, a no-op), normalised: they inspect
     /// as present from then on (in memory only).
     pub pulled: std::collections::BTreeSet<String>,
+    /// Execs by id (in memory only: an exec ends with the swarm that started it).
+    pub execs: BTreeMap<String, crate::exec::ExecRecord>,
 }
 
 type WriteJob = (String, oneshot::Sender<Result<(), String>>);
@@ -103,6 +105,7 @@ impl Swarm {
             networks: networks.into_iter().map(|n| (n.id.clone(), n)).collect(),
             events: VecDeque::new(),
             pulled: Default::default(),
+            execs: BTreeMap::new(),
         };
         let swarm = Swarm {
             cfg,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::model::{CreateBody, Network, PortRequest, PublishedPort, Restart, Spec};
+use crate::model::{CreateBody, Network, PortRequest, PublishedPort, Restart, Spec, VolumeSpec};
 
 /// A create body swarm cannot run; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,11 +114,12 @@ pub fn spec(body: &CreateBody, defaults: Defaults) -> Result<Spec, BadCreate> {
                 .into(),
         ));
     }
-    if hc.binds.as_ref().is_some_and(|b| !b.is_empty()) {
+    if hc.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(BadCreate(
-            "HostConfig.Binds (-v) is not supported by capstan yet".into(),
+            "HostConfig.Mounts (--mount) is not supported by capstan; use -v /host/path:/path or -v /path".into(),
         ));
     }
+    let volumes = volumes(body)?;
     let mut ports = Vec::new();
     for (key, bindings) in hc.port_bindings.iter().flatten() {
         let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
@@ -223,7 +224,130 @@ pub fn spec(body: &CreateBody, defaults: Defaults) -> Result<Spec, BadCreate> {
         networks,
         restart,
         constraints,
+        volumes,
     })
+}
+
+/// `HostConfig.Binds` (`-v src:dst[:ro|rw]`) and `Config.Volumes` (`-v /dst`) → volumes.
+/// Only the syntax is judged here; whether a host path is allowed is [`check_volumes`]'s.
+pub fn volumes(body: &CreateBody) -> Result<Vec<VolumeSpec>, BadCreate> {
+    let mut out: Vec<VolumeSpec> = Vec::new();
+    let bad =
+        |i: usize, b: &str, why: &str| BadCreate(format!("HostConfig.Binds[{i}] {b:?}: {why}"));
+    let clean = |p: &str| {
+        !p.contains(',')
+            && !std::path::Path::new(p)
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+    };
+    for (i, b) in body.host_config.binds.iter().flatten().enumerate() {
+        let parts: Vec<&str> = b.split(':').collect();
+        let (src, dst, opts) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, ""),
+            [src, dst, opts] => (*src, *dst, *opts),
+            _ => return Err(bad(i, b, "expected source:destination[:ro|rw]")),
+        };
+        let mut read_only = false;
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                other => {
+                    return Err(bad(
+                        i,
+                        b,
+                        &format!(
+                            "the mount option {other:?} is not supported by capstan (ro and rw are)"
+                        ),
+                    ));
+                }
+            }
+        }
+        if !dst.starts_with('/') || !clean(dst) {
+            return Err(bad(
+                i,
+                b,
+                "the destination must be an absolute path without '..' or ','",
+            ));
+        }
+        if !src.starts_with('/') {
+            let valid = src.len() >= 2
+                && src.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && src
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !valid {
+                return Err(bad(
+                    i,
+                    b,
+                    "a volume name must match [a-zA-Z0-9][a-zA-Z0-9_.-]+ (a host path must be absolute)",
+                ));
+            }
+            out.push(VolumeSpec {
+                name: src.to_owned(),
+                container_path: dst.to_owned(),
+                read_only,
+                ..VolumeSpec::default()
+            });
+            continue;
+        }
+        if !clean(src) {
+            return Err(bad(i, b, "the source may not contain '..' or ','"));
+        }
+        out.push(VolumeSpec {
+            host_path: src.to_owned(),
+            container_path: dst.to_owned(),
+            read_only,
+            ..VolumeSpec::default()
+        });
+    }
+    for (n, dst) in body.volumes.iter().flatten().map(|(k, _)| k).enumerate() {
+        if !dst.starts_with('/') || !clean(dst) || dst.contains(':') {
+            return Err(BadCreate(format!(
+                "Volumes: {dst:?} must be an absolute path without '..', ',' or ':'"
+            )));
+        }
+        if out.iter().any(|v| v.container_path == *dst) {
+            continue;
+        }
+        out.push(VolumeSpec {
+            host_path: format!("volumes/{n}"),
+            container_path: dst.clone(),
+            anonymous: true,
+            ..VolumeSpec::default()
+        });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for v in &out {
+        if !seen.insert(v.container_path.as_str()) {
+            return Err(BadCreate(format!(
+                "Duplicate mount point: {}",
+                v.container_path
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the cluster's container policy allows the volumes' host paths; the message
+/// names the path and the setting that would allow it.
+pub fn check_volumes(
+    spec: &Spec,
+    policy: &capstan_types::ContainerPolicy,
+) -> Result<(), BadCreate> {
+    for v in spec
+        .volumes
+        .iter()
+        .filter(|v| !v.anonymous && v.name.is_empty())
+    {
+        policy.check_host_path(&v.host_path).map_err(|why| {
+            BadCreate(format!(
+                "invalid volume {}:{}: {why}",
+                v.host_path, v.container_path
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The role of an offered resource (the last reservation's, else its `role`, else `*`).
@@ -417,9 +541,28 @@ pub fn task_info(
         "agent_id": offer["agent_id"].clone(),
         "resources": matched.resources,
         "command": command,
-        "container": {"type": "DOCKER", "docker": docker},
+        "container": {"type": "DOCKER", "docker": docker, "volumes": spec.volumes.iter().map(mesos_volume).collect::<Vec<_>>()},
         "labels": {"labels": labels.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>()},
     })
+}
+
+/// A volume as the task's Mesos volume: a host path, or a `DOCKER_VOLUME` source.
+fn mesos_volume(v: &VolumeSpec) -> Value {
+    let mode = if v.read_only { "RO" } else { "RW" };
+    if v.name.is_empty() {
+        json!({"container_path": v.container_path, "host_path": v.host_path, "mode": mode})
+    } else {
+        json!({"container_path": v.container_path, "mode": mode, "source": {
+            "type": "DOCKER_VOLUME",
+            "docker_volume": {"driver": "local", "name": engine_volume(&v.name)},
+        }})
+    }
+}
+
+/// The agent engine's name of swarm's named volume `name` (swarm's volumes stay apart from
+/// whatever else uses that engine).
+pub fn engine_volume(name: &str) -> String {
+    format!("swarm.{name}")
 }
 
 /// `<id12>.<run>`: a new task per start, so a restarted container never reuses a task id.

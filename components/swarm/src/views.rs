@@ -307,8 +307,30 @@ pub fn list_item(c: &Container, now: i64) -> Value {
         "Status": status_text(c, now),
         "HostConfig": {"NetworkMode": network_mode(c)},
         "NetworkSettings": network_settings(c, false),
-        "Mounts": [],
+        "Mounts": mounts(c),
     })
+}
+
+/// `Mounts` of `ps` and `inspect`: binds as Docker shows them; an anonymous volume as a
+/// `volume` whose source is its sandbox directory.
+pub fn mounts(c: &Container) -> Vec<Value> {
+    c.spec
+        .volumes
+        .iter()
+        .map(|v| {
+            let mode = if v.read_only { "ro" } else { "" };
+            if !v.name.is_empty() {
+                json!({"Type": "volume", "Name": v.name, "Source": "", "Destination": v.container_path,
+                       "Driver": "local", "Mode": mode, "RW": !v.read_only, "Propagation": ""})
+            } else if v.anonymous {
+                json!({"Type": "volume", "Name": v.host_path, "Source": v.host_path, "Destination": v.container_path,
+                       "Driver": "local", "Mode": mode, "RW": !v.read_only, "Propagation": ""})
+            } else {
+                json!({"Type": "bind", "Source": v.host_path, "Destination": v.container_path,
+                       "Mode": mode, "RW": !v.read_only, "Propagation": "rprivate"})
+            }
+        })
+        .collect()
 }
 
 /// `GET /containers/{id}/json`.
@@ -373,7 +395,7 @@ pub fn inspect(c: &Container) -> Value {
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
         "ExecIDs": null,
         "HostConfig": {
-            "Binds": null,
+            "Binds": c.config.host_config.binds,
             "LogConfig": {"Type": "json-file", "Config": {}},
             "NetworkMode": network_mode(c),
             "PortBindings": port_bindings,
@@ -389,7 +411,7 @@ pub fn inspect(c: &Container) -> Value {
             "CpuShares": 0,
         },
         "GraphDriver": {"Name": "overlay2", "Data": null},
-        "Mounts": [],
+        "Mounts": mounts(c),
         "Config": {
             "Hostname": if c.spec.hostname.is_empty() { c.short_id().to_owned() } else { c.spec.hostname.clone() },
             "Domainname": "",
@@ -420,12 +442,12 @@ pub fn inspect(c: &Container) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{PublishedPort, TaskRef};
     use crate::translate::{Defaults, spec};
 
-    fn container(name: &str, labels: &[(&str, &str)], status: Status) -> Container {
+    pub(crate) fn container(name: &str, labels: &[(&str, &str)], status: Status) -> Container {
         let body: crate::model::CreateBody = serde_json::from_value(json!({
             "Image": "capstan/http",
             "Labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),

@@ -385,14 +385,20 @@ async fn networks_attach_containers_with_aliases_and_events_replay() -> anyhow::
         .send()
         .await?;
     ensure!(r.status() == 404, "{}", r.status());
-    // exec answers why it is not served.
+    // exec needs a running container (its task's agent runs it): a 409 that says so.
     let r = http
         .post(format!("{base}/containers/{id}/exec"))
         .json(&json!({"Cmd": ["ls"]}))
         .send()
         .await?;
-    ensure!(r.status() == 501);
-    ensure!(json_error(&r.json().await?).contains("exec is not supported"));
+    ensure!(r.status() == 409, "{}", r.status());
+    ensure!(json_error(&r.json().await?).contains("is not running"));
+    let r = http
+        .get(format!("{base}/exec/{}/json", "e".repeat(64)))
+        .send()
+        .await?;
+    ensure!(r.status() == 404, "{}", r.status());
+    ensure!(json_error(&r.json().await?).contains("No such exec instance"));
     server.shutdown().await;
     Ok(())
 }

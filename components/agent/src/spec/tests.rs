@@ -185,12 +185,18 @@ fn volumes_map_to_binds_and_bad_paths_are_refused() {
     let mut c = docker(json!({}));
     c["volumes"] = json!([
         {"container_path": "/data", "host_path": "/srv/data", "mode": "RW"},
-        {"container_path": "/etc/x", "host_path": "conf", "mode": "RO"}
+        {"container_path": "/etc/x", "host_path": "conf", "mode": "RO"},
+        {"container_path": "/cache", "mode": "RW",
+         "source": {"type": "DOCKER_VOLUME", "docker_volume": {"name": "swarm.cache", "driver": "local"}}}
     ]);
     let spec = build(&task(c, None), false).unwrap();
     assert_eq!(
         spec.binds[1..],
-        ["/srv/data:/data:rw", "/w/sandbox/conf:/etc/x:ro"]
+        [
+            "/srv/data:/data:rw",
+            "/w/sandbox/conf:/etc/x:ro",
+            "swarm.cache:/cache:rw"
+        ]
     );
     let bad = [
         json!({"container_path": "/x", "host_path": "/a/../etc", "mode": "RW"}),
@@ -202,6 +208,15 @@ fn volumes_map_to_binds_and_bad_paths_are_refused() {
         json!({"container_path": "/x", "host_path": "/", "mode": "RO"}),
         json!({"container_path": "/x", "host_path": "/var/run/docker.sock", "mode": "RW"}),
         json!({"container_path": "/x", "host_path": "/srvx", "mode": "RW"}),
+        // Named volumes: the local driver, no options, a Docker volume name.
+        json!({"container_path": "/x", "mode": "RW", "source": {"type": "DOCKER_VOLUME",
+               "docker_volume": {"name": "v", "driver": "nfs"}}}),
+        json!({"container_path": "/x", "mode": "RW", "source": {"type": "DOCKER_VOLUME",
+               "docker_volume": {"name": "data", "driver_options": {"parameter": [
+                   {"key": "device", "value": "/etc"}]}}}}),
+        json!({"container_path": "/x", "mode": "RW", "source": {"type": "DOCKER_VOLUME",
+               "docker_volume": {"name": "../etc"}}}),
+        json!({"container_path": "/x", "mode": "RW", "source": {"type": "SECRET"}}),
     ];
     for v in bad {
         let mut c = docker(json!({}));

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod idle;
 pub mod l4lb;
 pub mod master;
+pub mod package;
 pub mod router;
 pub mod swarm;
 pub mod version;

@@ -13,16 +13,18 @@ use std::sync::OnceLock;
 use anyhow::{Context as _, bail, ensure};
 use capstan_testkit::capstan_bin;
 
-/// Every daemon that ships a unit, and the role target that starts it.
-const UNITS: [(&str, &str); 8] = [
-    ("coord", "master"),
-    ("master", "master"),
-    ("apps", "master"),
-    ("dns", "master"),
-    ("bootstrap", "master"),
-    ("router", "master"),
-    ("catalog", "master"),
-    ("agent", "agent"),
+/// Every daemon that ships a unit, and the role targets that start it.
+const UNITS: [(&str, &[&str]); 10] = [
+    ("coord", &["master"]),
+    ("master", &["master"]),
+    ("apps", &["master"]),
+    ("dns", &["master"]),
+    ("bootstrap", &["master"]),
+    ("router", &["master"]),
+    ("catalog", &["master"]),
+    ("swarm", &["master"]),
+    ("agent", &["agent"]),
+    ("l4lb", &["master", "agent"]),
 ];
 
 fn packaging() -> PathBuf {
@@ -118,10 +120,13 @@ fn every_unit_runs_its_daemon_the_way_the_design_says() -> anyhow::Result<()> {
     assert_eq!(shipped, expected, "the units in packaging/systemd");
 
     let config = packaging().join("config.yaml");
-    for (daemon, role) in UNITS {
+    for (daemon, roles) in UNITS {
         let file = format!("capstan-{daemon}.service");
         let unit = parse_unit(&dir.join(&file))?;
-        let target = format!("capstan-{role}.target");
+        let targets: Vec<String> = roles
+            .iter()
+            .map(|r| format!("capstan-{r}.target"))
+            .collect();
         let service = |key| one(&unit, &file, "Service", key);
         assert_eq!(service("Type")?, "notify", "{file}");
         assert_eq!(service("NotifyAccess")?, "main", "{file}");
@@ -134,13 +139,15 @@ fn every_unit_runs_its_daemon_the_way_the_design_says() -> anyhow::Result<()> {
             format!("{start} --check-config"),
             "{file}"
         );
-        assert_eq!(one(&unit, &file, "Unit", "PartOf")?, target, "{file}");
-        assert_eq!(one(&unit, &file, "Install", "WantedBy")?, target, "{file}");
-        let wants = words(&parse_unit(&dir.join(&target))?, "Unit", "Wants");
-        assert!(
-            wants.contains(&file),
-            "{target} does not want {file}: {wants:?}"
-        );
+        assert_eq!(words(&unit, "Unit", "PartOf"), targets, "{file}");
+        assert_eq!(words(&unit, "Install", "WantedBy"), targets, "{file}");
+        for target in &targets {
+            let wants = words(&parse_unit(&dir.join(target))?, "Unit", "Wants");
+            assert!(
+                wants.contains(&file),
+                "{target} does not want {file}: {wants:?}"
+            );
+        }
 
         // Hardening: no new privileges, no home directories, a bounded capability set;
         // only dns and the router may bind low ports (bootstrap listens on loopback behind
@@ -158,11 +165,20 @@ fn every_unit_runs_its_daemon_the_way_the_design_says() -> anyhow::Result<()> {
             "{file}: {caps:?}"
         );
         assert!(
-            !caps
-                .iter()
-                .any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_ADMIN"),
+            !caps.iter().any(|c| c == "CAP_SYS_ADMIN"),
             "{file}: {caps:?}"
         );
+        // Only l4lb programs the network (nftables, its VIP device and routes), with
+        // CAP_NET_ADMIN alone.
+        if daemon == "l4lb" {
+            assert_eq!(caps, ["CAP_NET_ADMIN"], "{file}");
+            assert_eq!(service("AmbientCapabilities")?, "CAP_NET_ADMIN", "{file}");
+        } else {
+            assert!(
+                !caps.iter().any(|c| c == "CAP_NET_ADMIN"),
+                "{file}: {caps:?}"
+            );
+        }
         if binds_low_ports {
             assert_eq!(
                 service("AmbientCapabilities")?,
@@ -170,7 +186,7 @@ fn every_unit_runs_its_daemon_the_way_the_design_says() -> anyhow::Result<()> {
                 "{file}"
             );
         }
-        if daemon == "catalog" {
+        if ["catalog", "swarm"].contains(&daemon) {
             // It needs nothing of root's: a user of its own and no capability at all.
             assert_eq!(service("DynamicUser")?, "yes", "{file}");
             assert!(caps.is_empty(), "{file}: {caps:?}");
@@ -560,6 +576,46 @@ fn install_sh_refuses_a_malformed_token() -> anyhow::Result<()> {
             "{token}: fetched before checking: {err}"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn install_sh_refuses_a_master_that_cannot_prove_it_knows_a_short_token() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nsomeone's\n")?;
+    // A proof for some other nonce: what a replaying or guessing middleman can offer.
+    let proof = dir.path().join("proof");
+    std::fs::write(&proof, format!("{}\n", "0".repeat(64)))?;
+    let token = "CSTN1::0123abcd.0123456789abcdef0123456789abcdef";
+    let ca_url = format!("file://{}", ca.display());
+    let proof_url = format!("file://{}", proof.display());
+    let out = install_sh(
+        &[
+            "--role",
+            "agent",
+            "--join",
+            token,
+            "--server",
+            "127.0.0.1:9",
+        ],
+        // curl ignores the query install.sh adds to a file:// URL.
+        &[
+            ("CAPSTAN_CA_URL", &ca_url),
+            ("CAPSTAN_PROOF_URL", &proof_url),
+        ],
+    )?;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("could not prove it knows this join token")
+            && err.contains("Nothing was sent or installed"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("installing") && !err.contains("downloading"),
+        "{err}"
+    );
     Ok(())
 }
 

@@ -432,6 +432,110 @@ async fn repositories_are_kept_in_coord_and_checked_before_they_are_added() {
     c.stop().await;
 }
 
+/// POSTs `body` to `/cosmos/service/update` as the console does (the router keeps the path).
+async fn service_update(c: &Cluster, body: Value) -> (u16, String, Value) {
+    let resp = c
+        .http
+        .post(format!("{}/cosmos/service/update", c.url))
+        .header("Content-Type", media("service.update-request", "v1"))
+        .header("Accept", media("service.update-response", "v1"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, ct, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_update_renders_the_install_again_with_merged_options() {
+    let c = Cluster::start().await;
+    let a = c
+        .call(
+            "install",
+            "v2",
+            json!({"packageName": "redis", "options": {"redis": {"mem": 128}}}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let before = c.marathon_apps().await[0].clone();
+
+    let (status, ct, body) = service_update(
+        &c,
+        json!({"appId": "/redis", "options": {"redis": {"maxmemory_policy": "noeviction"}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ct, media("service.update-response", "v1"));
+    assert_eq!(body["package"]["name"], "redis");
+    assert!(body["marathonDeploymentId"].is_string(), "{body}");
+    let resolved = &body["resolvedOptions"]["redis"];
+    assert_eq!(
+        (
+            resolved["mem"].as_u64(),
+            resolved["maxmemory_policy"].as_str()
+        ),
+        (Some(128), Some("noeviction")),
+        "the new option merged over the installed ones: {body}"
+    );
+    let apps = c.marathon_apps().await;
+    assert_eq!(apps.len(), 1);
+    let app = &apps[0];
+    let cmd = app["cmd"].as_str().unwrap();
+    assert!(cmd.contains("--maxmemory-policy noeviction"), "{cmd}");
+    assert!(cmd.contains("$(( 128 * 786432 ))"), "{cmd}");
+    assert_ne!(
+        app["version"], before["version"],
+        "a new version of the app"
+    );
+    let stored = capstan_catalog::render::decode_json_label(
+        app["labels"]["DCOS_PACKAGE_OPTIONS"].as_str().unwrap(),
+    );
+    assert_eq!(
+        stored,
+        Some(json!({"redis": {"mem": 128, "maxmemory_policy": "noeviction"}}))
+    );
+
+    // `replace`: the options given are all there is.
+    let (status, _, body) = service_update(
+        &c,
+        json!({"appId": "/redis", "options": {}, "replace": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["resolvedOptions"]["redis"]["mem"], 256);
+
+    // Refused without touching the app: options the schema rejects, an unknown service,
+    // another package's name, a version that does not exist.
+    let unchanged = c.marathon_apps().await[0]["version"].clone();
+    let (status, ct, body) = service_update(
+        &c,
+        json!({"appId": "/redis", "options": {"redis": {"mem": "lots"}}}),
+    )
+    .await;
+    assert_eq!((status, ct.as_str()), (400, ERROR), "{body}");
+    assert_eq!(body["type"], "JsonSchemaMismatch");
+    assert_eq!(
+        body["data"]["errors"][0]["instance"]["pointer"],
+        "/redis/mem"
+    );
+    let (_, _, body) = service_update(&c, json!({"appId": "/nothing"})).await;
+    assert_eq!(body["type"], "ServiceNotFound", "{body}");
+    let (_, _, body) = service_update(&c, json!({"appId": "/redis", "packageName": "nginx"})).await;
+    assert_eq!(body["type"], "MalformedRequest", "{body}");
+    let (status, _, body) =
+        service_update(&c, json!({"appId": "/redis", "packageVersion": "9.9"})).await;
+    assert!(status >= 400, "{body}");
+    assert_eq!(c.marathon_apps().await[0]["version"], unchanged);
+    c.stop().await;
+}
+
 fn base64_encode(s: &str) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let b = s.as_bytes();

@@ -523,3 +523,37 @@ async fn the_peer_secret_file_must_be_private_and_its_token_is_accepted() {
     );
     handle.shutdown().await.unwrap();
 }
+
+/// Secrets at rest (issue #19): coord's data directory holds apps' environment secrets. A
+/// fresh one is made 0700 (an empty one narrowed); once it holds the database, a directory that
+/// others can reach is refused with its path and mode.
+#[tokio::test]
+async fn a_data_directory_open_to_others_is_refused_once_it_holds_the_database() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = single_member(dir.path(), addr);
+    let data = config.data_dir.clone();
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let handle = Server::start_on(config.clone(), listener, token.clone())
+        .await
+        .unwrap();
+    assert_eq!(mode(&data), 0o700, "an empty directory is narrowed");
+    handle.shutdown().await.unwrap();
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    match Server::start_on(config, listener, tokio_util::sync::CancellationToken::new()).await {
+        Err(StartError::StateDir(e)) => {
+            let text = e.to_string();
+            assert!(text.contains(&data.display().to_string()), "{text}");
+            assert!(text.contains("0755"), "{text}");
+        }
+        Err(e) => panic!("expected a state dir error, got {e}"),
+        Ok(_) => panic!("a world-readable data directory was accepted"),
+    }
+}

@@ -2,9 +2,10 @@
 //! docker CLI (`docker -H tcp://<first master>:2375`, unmodified) with the cluster token in
 //! `HttpHeaders` of a temporary `DOCKER_CONFIG`: `version`, `info`, `run -d -p` of the offline
 //! `capstan/http` image reached on its published agent port, `ps` with filters, `inspect`,
-//! `logs` with both streams and `--tail`, `stop`, `rm -f`, and a container whose exit code
-//! `wait` reads, and an attached `docker run` with its output and exit code. Nothing is pulled
-//! from a registry.
+//! `logs` with both streams and `--tail`, `exec` (attached with its exit code, and `-d`),
+//! `top`, `stats --no-stream`, `stop`, `rm -f`, and a container whose exit code `wait` reads,
+//! and an attached `docker run` with its output and exit code. Nothing is pulled from a
+//! registry.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -258,6 +259,56 @@ async fn the_docker_cli_runs_inspects_logs_stops_and_removes_containers_on_the_c
     let out = docker.run(&["logs", "--tail", "1", "talker"])?;
     ensure!(text(&out.stdout) == "out-2\n", "{:?}", text(&out.stdout));
 
+    // exec through the agent that runs the task: both streams and the exit code (exec
+    // create, the hijacked start, exec inspect), then -d, whose effect a second exec reads.
+    let out = docker.run(&[
+        "exec",
+        "talker",
+        "sh",
+        "-c",
+        "echo exec-out; echo exec-err >&2; exit 5",
+    ])?;
+    ensure!(
+        out.status.code() == Some(5)
+            && text(&out.stdout) == "exec-out\n"
+            && text(&out.stderr) == "exec-err\n",
+        "docker exec: {:?}\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    docker.ok(&[
+        "exec",
+        "-d",
+        "talker",
+        "sh",
+        "-c",
+        "echo marked > /tmp/marker",
+    ])?;
+    wait_until(
+        "the detached exec ran",
+        Duration::from_secs(20),
+        async || {
+            let out = docker.run(&["exec", "talker", "cat", "/tmp/marker"]).ok()?;
+            (text(&out.stdout) == "marked\n").then_some(())
+        },
+    )
+    .await?;
+    // top: the container's processes; stats --no-stream: one sample with its memory limit.
+    let top = docker.ok(&["top", "talker"])?;
+    ensure!(top.contains("PID") && top.contains("sleep 600"), "{top}");
+    let stats = docker.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemUsage}}",
+        "talker",
+    ])?;
+    ensure!(
+        stats.starts_with("talker ") && stats.contains(" / "),
+        "{stats}"
+    );
+
     // stop: exited, no longer listed without -a.
     docker.ok(&["stop", "-t", "2", "web"])?;
     ensure!(
@@ -345,6 +396,13 @@ async fn the_docker_cli_runs_inspects_logs_stops_and_removes_containers_on_the_c
         "exit3",
     ])?;
     ensure!(exited == "3 exited", "{exited}");
+    // exec needs a running container: a clear 409 from swarm.
+    let out = docker.run(&["exec", "exit3", "true"])?;
+    ensure!(
+        !out.status.success() && text(&out.stderr).contains("is not running"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Attached run: attach before start, both streams, then the exit code.
     let out = docker.run(&[
@@ -374,6 +432,50 @@ async fn the_docker_cli_runs_inspects_logs_stops_and_removes_containers_on_the_c
         text(&out.stderr)
     );
 
+    // Volumes: a host path outside the container policy is refused at create with the
+    // reason; an anonymous volume is a directory of the task's sandbox, mounted and writable.
+    let out = docker.run(&[
+        "run",
+        "-d",
+        "--name",
+        "bound",
+        "-v",
+        "/etc:/host-etc:ro",
+        "capstan/busybox",
+        "true",
+    ])?;
+    ensure!(
+        !out.status.success() && text(&out.stderr).contains("allowed_host_paths"),
+        "a refused bind: {:?}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    let out = docker.run(&[
+        "run",
+        "--name",
+        "anon",
+        "-v",
+        "/scratch",
+        "capstan/busybox",
+        "sh",
+        "-c",
+        "echo kept > /scratch/f && cat /scratch/f && grep -q ' /scratch ' /proc/mounts",
+    ])?;
+    ensure!(
+        out.status.success() && text(&out.stdout) == "kept\n",
+        "an anonymous volume: {:?}\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let mounts = docker.ok(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Type}} {{.Destination}}{{end}}",
+        "anon",
+    ])?;
+    ensure!(mounts == "volume /scratch", "{mounts}");
+
     // Unsupported endpoints answer with their name, never hang.
     let out = docker.run(&["pause", "exit3"])?;
     ensure!(
@@ -382,7 +484,7 @@ async fn the_docker_cli_runs_inspects_logs_stops_and_removes_containers_on_the_c
         text(&out.stderr)
     );
 
-    docker.ok(&["rm", "-f", "web", "exit3", "hello"])?;
+    docker.ok(&["rm", "-f", "web", "exit3", "hello", "anon"])?;
     ensure!(docker.ok(&["ps", "-aq"])?.is_empty(), "containers left");
     Ok(())
 }
@@ -497,6 +599,10 @@ while True:
     assert time.time() < deadline, logs
     time.sleep(0.2)
 assert talker.logs(stderr=False) == b"sdk-out\n", talker.logs(stderr=False)
+
+# exec_run: exec create, start (hijacked) and inspect, on the agent that runs the task.
+code, output = talker.exec_run(["sh", "-c", "echo exec-out; exit 4"])
+assert (code, output) == (4, b"exec-out\n"), (code, output)
 
 # run(detach=False): start, then the output through logs, then wait.
 out = c.containers.run("capstan/busybox", ["sh", "-c", "echo attached-out"], name="sdk-once")
@@ -628,6 +734,54 @@ async fn the_python_sdk_and_compose_run_containers_on_the_cluster() -> anyhow::R
     let state = docker_cli.ok(&["inspect", "--format", "{{.State.Status}}", "nowhere"])?;
     ensure!(state == "created", "{state}");
     docker_cli.ok(&["rm", "-f", "pinned0", "pinned1", "nowhere"])?;
+
+    // A named volume is the agent engine's volume (`swarm.<name>`): a second container on
+    // the same agent reads what the first wrote, through a read-only mount.
+    let pin = format!("constraint:node=={}", agents[0]);
+    let volume = format!("itvol{}", std::process::id());
+    let rw = format!("{volume}:/v");
+    docker_cli
+        .ok(&[
+            "run",
+            "--name",
+            "vol-w",
+            "-e",
+            &pin,
+            "-v",
+            &rw,
+            "capstan/busybox",
+            "sh",
+            "-c",
+            "echo persisted > /v/f",
+        ])
+        .with_context(|| cluster.logs())?;
+    let ro = format!("{volume}:/v:ro");
+    let read = docker_cli.ok(&[
+        "run",
+        "--name",
+        "vol-r",
+        "-e",
+        &pin,
+        "-v",
+        &ro,
+        "capstan/busybox",
+        "cat",
+        "/v/f",
+    ])?;
+    ensure!(read == "persisted", "{read:?}");
+    let mounts = docker_cli.ok(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}} {{.RW}}{{end}}",
+        "vol-r",
+    ])?;
+    ensure!(mounts == format!("volume {volume} /v false"), "{mounts}");
+    docker_cli.ok(&["rm", "vol-w", "vol-r"])?;
+    // The agents share this machine's engine: the volume is there, under swarm's prefix.
+    let removed = Command::new("docker")
+        .args(["volume", "rm", &format!("swarm.{volume}")])
+        .output()?;
+    ensure!(removed.status.success(), "{}", text(&removed.stderr));
 
     // A restart policy: on-failure:2 runs three times, then stays exited; stop is final.
     docker_cli.ok(&[

@@ -334,3 +334,92 @@ async fn shutdown_closes_open_tcp_connections() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Hostile datagrams through the real server (hickory-server's parsing in front of the
+/// responder): random bytes, random bodies behind a query header and mutated valid queries.
+/// Every answer parses, is a response and carries the id of a datagram we sent, and the server
+/// answers a real query afterwards. Forwarding is off, so no mutated name leaves the machine.
+#[tokio::test]
+async fn hostile_datagrams_get_a_well_formed_answer_or_none() -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let tasks = vec![task("web.0", "web", "TASK_RUNNING", "9.0.0.1", &[31000])];
+    let master = FakeMaster::start(Mode::Leader(cluster_state(tasks))).await?;
+    let server = start(capstan_dns::Config {
+        external_on: false,
+        ..config(vec![master.host_port()], vec![])
+    })
+    .await?;
+    let addr = dns(&server);
+    wait_until("the task resolves", WAIT, async || {
+        resolves_to(addr, "web.marathon.mesos.", &["9.0.0.1"]).await
+    })
+    .await?;
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    sock.connect(dns(&server)).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    let names = [
+        "web.marathon.mesos.",
+        "_web._tcp.marathon.mesos.",
+        "leader.mesos.",
+        "mesos.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::SRV,
+        RecordType::ANY,
+        RecordType::SOA,
+    ];
+    for id in 1u16..=600 {
+        let mut bytes = match id % 3 {
+            0 => (0..rng.random_range(0..600))
+                .map(|_| rng.random::<u8>())
+                .collect(),
+            1 => {
+                let mut b: Vec<u8> = (0..rng.random_range(12..300))
+                    .map(|_| rng.random::<u8>())
+                    .collect();
+                b[2] &= 0x7f;
+                b
+            }
+            _ => {
+                let name = names[rng.random_range(0..names.len())];
+                let qtype = types[rng.random_range(0..types.len())];
+                let mut b = query_bytes(id, name, qtype, |_| {});
+                for _ in 0..rng.random_range(1..6) {
+                    let i = rng.random_range(2..b.len());
+                    b[i] ^= rng.random::<u8>();
+                }
+                b
+            }
+        };
+        if bytes.len() >= 2 {
+            bytes[..2].copy_from_slice(&id.to_be_bytes());
+        }
+        sock.send(&bytes).await?;
+    }
+    // The last datagram is a real query; what arrives before its answer is checked.
+    sock.send(&query_bytes(
+        0xffff,
+        "web.marathon.mesos.",
+        RecordType::A,
+        |_| {},
+    ))
+    .await?;
+    let mut buf = vec![0u8; 65535];
+    let mut answered = 0;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.recv(&mut buf)).await??;
+        let m = Message::from_vec(&buf[..n])
+            .map_err(|e| anyhow::anyhow!("answer {answered} does not parse: {e}"))?;
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert!(n <= 4096, "{n} bytes");
+        if m.metadata.id == 0xffff {
+            assert_eq!(ips(&m), ["9.0.0.1"]);
+            break;
+        }
+        assert!((1..=600).contains(&m.metadata.id), "id {}", m.metadata.id);
+        answered += 1;
+    }
+    server.shutdown().await;
+    Ok(())
+}

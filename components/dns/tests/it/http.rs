@@ -105,3 +105,36 @@ async fn the_http_api_serves_hosts_services_enumerate_axfr_and_config() -> anyho
     server.shutdown().await;
     Ok(())
 }
+
+/// The HTTP API serves through `capstan_runtime::http::serve` (issue #19, probe F11): a head
+/// that never ends is closed, and a body over the ceiling is 413 before it is sent.
+#[tokio::test]
+async fn the_http_api_closes_a_slowloris_and_refuses_a_huge_body() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let master = FakeMaster::start(Mode::Leader(cluster_state(vec![]))).await?;
+    let server = start(config(vec![master.host_port()], vec![])).await?;
+    let addr = server.http_addr().expect("HTTP is on");
+
+    let mut slow = tokio::net::TcpStream::connect(addr).await?;
+    slow.write_all(b"GET /v1/version HTTP/1.1\r\nHost: x\r\nX-a: ")
+        .await?;
+    let mut buf = [0u8; 256];
+    // The guard only keeps a failing test from hanging; the header timeout is 10 s.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(120), slow.read(&mut buf))
+        .await
+        .map_err(|_| anyhow::anyhow!("the partial head was not closed"))?;
+    assert!(
+        matches!(n, Ok(0) | Err(_)) || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408")
+    );
+
+    let mut big = tokio::net::TcpStream::connect(addr).await?;
+    big.write_all(
+        b"POST /v1/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n",
+    )
+    .await?;
+    let mut out = Vec::new();
+    big.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    Ok(())
+}

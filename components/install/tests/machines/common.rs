@@ -20,12 +20,15 @@ pub const MASTER_UNITS: &[&str] = &[
     "capstan-bootstrap.service",
     "capstan-router.service",
     "capstan-catalog.service",
+    "capstan-swarm.service",
+    "capstan-l4lb.service",
     "capstan-master.target",
 ];
 
 /// Units that run on every agent (its Docker engine included).
 pub const AGENT_UNITS: &[&str] = &[
     "capstan-agent.service",
+    "capstan-l4lb.service",
     "capstan-agent.target",
     "docker.service",
 ];

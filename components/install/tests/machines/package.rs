@@ -21,7 +21,9 @@ const INSTALLED: &[&str] = &[
     "/usr/lib/systemd/system/capstan-bootstrap.service",
     "/usr/lib/systemd/system/capstan-router.service",
     "/usr/lib/systemd/system/capstan-catalog.service",
+    "/usr/lib/systemd/system/capstan-swarm.service",
     "/usr/lib/systemd/system/capstan-agent.service",
+    "/usr/lib/systemd/system/capstan-l4lb.service",
     "/usr/share/doc/capstan/copyright",
 ];
 

@@ -313,3 +313,88 @@ proptest! {
         prop_assert_eq!(vip_chains, served);
     }
 }
+
+#[test]
+fn changes_touch_only_the_changed_vips() {
+    let three = [b("10.0.0.1", 80), b("10.0.0.2", 80), b("10.0.0.3", 80)];
+    let before = l(&[
+        ("11.0.0.1:80", Protocol::Tcp, &three),
+        ("11.0.0.2:80", Protocol::Tcp, &three[..1]),
+        ("11.0.0.3:80", Protocol::Tcp, &three[..1]),
+        ("11.0.0.4:80", Protocol::Tcp, &[]),
+    ]);
+    assert_eq!(render_changes("capstan", &before, &before), None);
+    let after = l(&[
+        // Backend 3 leaves: only the chain's rule is replaced.
+        ("11.0.0.1:80", Protocol::Tcp, &three[..2]),
+        // Unchanged.
+        ("11.0.0.2:80", Protocol::Tcp, &three[..1]),
+        // Last backend gone: refused, its chain deleted.
+        ("11.0.0.3:80", Protocol::Tcp, &[]),
+        // First backend: a chain of its own (10.0.0.3 stays a backend, so its hairpin entry
+        // stays too).
+        ("11.0.0.4:80", Protocol::Tcp, &three[2..]),
+        // New.
+        ("11.0.0.5:53", Protocol::Udp, &three[1..2]),
+    ]);
+    let s = render_changes("capstan", &before, &after).expect("changes");
+    let lines: Vec<&str> = s.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "delete element inet capstan vips4 { 11.0.0.3 . tcp . 80 }",
+            "delete element inet capstan vips4 { 11.0.0.4 . tcp . 80 }",
+            "flush chain inet capstan v4-11-0-0-1-tcp-80",
+            "add rule inet capstan v4-11-0-0-1-tcp-80 meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.0.0.1 . 80, 1 : 10.0.0.2 . 80 }",
+            "add element inet capstan vips4 { 11.0.0.3 . tcp . 80 : goto no-backend }",
+            "add chain inet capstan v4-11-0-0-4-tcp-80",
+            "add rule inet capstan v4-11-0-0-4-tcp-80 meta l4proto tcp dnat ip to 10.0.0.3:80",
+            "add element inet capstan vips4 { 11.0.0.4 . tcp . 80 : goto v4-11-0-0-4-tcp-80 }",
+            "add chain inet capstan v4-11-0-0-5-udp-53",
+            "add rule inet capstan v4-11-0-0-5-udp-53 meta l4proto udp dnat ip to 10.0.0.2:80",
+            "add element inet capstan vips4 { 11.0.0.5 . udp . 53 : goto v4-11-0-0-5-udp-53 }",
+            "add element inet capstan vip-addrs4 { 11.0.0.5 }",
+            "flush chain inet capstan v4-11-0-0-3-tcp-80",
+            "delete chain inet capstan v4-11-0-0-3-tcp-80",
+        ]
+    );
+    // Removing VIPs: elements first, chains last.
+    let gone = render_changes("capstan", &after, &l(&[])).expect("changes");
+    let lines: Vec<&str> = gone.lines().skip(1).collect();
+    let last_element = lines
+        .iter()
+        .rposition(|l| l.starts_with("delete element"))
+        .expect("elements");
+    let first_chain = lines
+        .iter()
+        .position(|l| l.contains(" chain "))
+        .expect("chains");
+    assert!(last_element < first_chain, "{gone}");
+    assert!(!gone.contains("add "), "{gone}");
+}
+
+proptest! {
+    /// A change script names exactly the changed VIPs' chains, and changing nothing is `None`.
+    #[test]
+    fn changes_name_only_changed_chains(old in arb_entries(), new in arb_entries()) {
+        let (old, new) = (table_of(&old), table_of(&new));
+        let same = |t: &Listeners, k: &(SocketAddr, Protocol)| t.get(k).map(|bs| {
+            bs.iter().filter(|b| b.ip.is_ipv4() == k.0.is_ipv4()).copied().collect::<Vec<_>>()
+        });
+        let changed: BTreeSet<String> = old.keys().chain(new.keys())
+            .filter(|k| same(&old, k) != same(&new, k))
+            .map(|(a, p)| vip_chain(*a, *p))
+            .collect();
+        match render_changes("capstan", &old, &new) {
+            None => prop_assert!(changed.is_empty()),
+            Some(s) => {
+                for line in s.lines().skip(1) {
+                    let words: Vec<&str> = line.split(' ').collect();
+                    if words.get(1) == Some(&"chain") || words.get(1) == Some(&"rule") {
+                        prop_assert!(changed.contains(words[4]), "{} touches an unchanged VIP", line);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -19,9 +19,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use capstan_l4lb::netdev::{Namespace, VipDevice};
-use capstan_l4lb::nft::{Guard, KernelPlane, Listeners, NftPlane};
-use capstan_types::vip::{AddrRange, Backend, Protocol};
+use capstan_l4lb::nft::{Guard, KernelPlane, Listeners, NftPlane, Update};
+use capstan_l4lb::{Config, DataPlane, Server};
+use capstan_testkit::wait_until;
+use capstan_types::TaskState;
+use capstan_types::vip::{
+    AddrRange, Backend, DiscoveredPort, Protocol, VipConfig, VipTable, VipTask,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 const CONNECT: Duration = Duration::from_secs(5);
 const CTR_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
@@ -119,7 +125,7 @@ struct Topo {
 fn guard() -> Result<Guard> {
     Ok(Guard {
         ipv4: vec![AddrRange::parse("11.0.0.0/8").context("range")?],
-        ipv6: vec![],
+        ipv6: vec![AddrRange::parse("fd01:c::/64").context("range")?],
     })
 }
 
@@ -149,8 +155,27 @@ impl Topo {
         for i in 1..=3 {
             node.ip(&["addr", "add", &format!("10.251.0.{i}/32"), "dev", "lo"])?;
         }
+        // The same in IPv6 (ULA fd00:250::/64 and fd00:251::x, no duplicate detection).
+        node.ip(&["addr", "add", "fd00:250::1/64", "dev", "vh", "nodad"])?;
+        ctr.ip(&["addr", "add", "fd00:250::2/64", "dev", "vc", "nodad"])?;
+        ctr.ip(&["-6", "route", "add", "default", "via", "fd00:250::1"])?;
+        node.ip(&["-6", "route", "add", "default", "via", "fd00:250::2"])?;
+        for i in 1..=3 {
+            node.ip(&[
+                "addr",
+                "add",
+                &format!("fd00:251::{i}/128"),
+                "dev",
+                "lo",
+                "nodad",
+            ])?;
+        }
         // A Docker host forwards; so does the node (inside its namespace only).
         node.exec("sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+        node.exec(
+            "sh",
+            &["-c", "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"],
+        )?;
         Ok(Topo {
             kernel: plane_for(&node)?,
             ctr,
@@ -189,9 +214,31 @@ impl Topo {
     }
 
     async fn backends(&self) -> Result<Vec<Backend>> {
+        self.backends_at(|i| IpAddr::V4(Ipv4Addr::new(10, 251, 0, i)))
+            .await
+    }
+
+    /// Backends 1 to 3 on `fd00:251::<id>`, port 8080.
+    async fn backends6(&self) -> Result<Vec<Backend>> {
+        self.backends_at(|i| {
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0xfd00,
+                0x251,
+                0,
+                0,
+                0,
+                0,
+                0,
+                u16::from(i),
+            ))
+        })
+        .await
+    }
+
+    async fn backends_at(&self, ip: impl Fn(u8) -> IpAddr) -> Result<Vec<Backend>> {
         let mut out = Vec::new();
         for i in 1..=3u8 {
-            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 251, 0, i)), 8080);
+            let addr = SocketAddr::new(ip(i), 8080);
             Topo::backend(&self.node, addr, i).await?;
             out.push(Backend {
                 ip: addr.ip(),
@@ -240,7 +287,11 @@ async fn dial(
                     .enable_all()
                     .build()?;
                 rt.block_on(async {
-                    let s = tokio::net::TcpSocket::new_v4()?;
+                    let s = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
                     s.bind(SocketAddr::new(ip, 0))?;
                     tokio::time::timeout(CONNECT, s.connect(target))
                         .await
@@ -277,7 +328,7 @@ fn table(entries: &[(SocketAddr, &[Backend])]) -> Listeners {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nft_vip_spreads_over_backends_and_keeps_the_client_address() -> Result<()> {
-    let t = Topo::new()?;
+    let mut t = Topo::new()?;
     t.kernel.start().await?;
     let backends = t.backends().await?;
     // A backend in the container namespace itself, for the hairpin case.
@@ -335,7 +386,7 @@ async fn nft_vip_spreads_over_backends_and_keeps_the_client_address() -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nft_removed_backend_gets_no_new_connection_and_drains() -> Result<()> {
-    let t = Topo::new()?;
+    let mut t = Topo::new()?;
     t.kernel.start().await?;
     let backends = t.backends().await?;
     let v = vip([11, 0, 0, 10], 80);
@@ -368,7 +419,7 @@ async fn nft_removed_backend_gets_no_new_connection_and_drains() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nft_zero_backends_refuse_at_once() -> Result<()> {
-    let t = Topo::new()?;
+    let mut t = Topo::new()?;
     t.kernel.start().await?;
     let v = vip([11, 0, 0, 10], 80);
     t.kernel.apply(&table(&[(v, &[])])).await?;
@@ -389,7 +440,7 @@ async fn nft_zero_backends_refuse_at_once() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nft_unprogrammed_vip_fails_locally_and_is_never_routed_out() -> Result<()> {
-    let t = Topo::new()?;
+    let mut t = Topo::new()?;
     // "Somewhere outside" (through the node's default route) a machine has 11.0.0.99.
     let outside = vip([11, 0, 0, 99], 80);
     t.ctr.ip(&["addr", "add", "11.0.0.99/32", "dev", "lo"])?;
@@ -439,7 +490,7 @@ async fn nft_unprogrammed_vip_fails_locally_and_is_never_routed_out() -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nft_restart_rebuilds_from_scratch_without_stale_rules() -> Result<()> {
-    let t = Topo::new()?;
+    let mut t = Topo::new()?;
     t.kernel.start().await?;
     let backends = t.backends().await?;
     let (a, b) = (vip([11, 0, 0, 10], 80), vip([11, 0, 0, 11], 80));
@@ -457,7 +508,7 @@ async fn nft_restart_rebuilds_from_scratch_without_stale_rules() -> Result<()> {
         .ip(&["route", "add", "blackhole", "12.0.0.0/8", "proto", "241"])?;
 
     // "kill -9" and start again: a fresh plane with only VIP a.
-    let restarted = plane_for(&t.node)?;
+    let mut restarted = plane_for(&t.node)?;
     restarted.start().await?;
     let only_a = table(&[(a, &backends[..1])]);
     restarted.apply(&only_a).await?;
@@ -501,5 +552,441 @@ async fn nft_restart_rebuilds_from_scratch_without_stale_rules() -> Result<()> {
             .is_empty()
     );
     ensure!(t.node.ip(&["link", "show", "capstan-vip0"]).is_err());
+    Ok(())
+}
+
+/// The rule handles of chain `chain` in the node's table (`# handle N` of `nft -a`).
+fn handles(node: &Netns, chain: &str) -> Result<Vec<u64>> {
+    let listed = node.exec("nft", &["-a", "list", "chain", "inet", "capstan", chain])?;
+    Ok(listed
+        .lines()
+        .filter(|l| l.contains("dnat"))
+        .filter_map(|l| l.rsplit_once("# handle ")?.1.trim().parse().ok())
+        .collect())
+}
+
+/// A listing as its top-level blocks (sets, maps, chains), each as its sorted lines and
+/// set elements: what `nft list` prints in creation order compares equal whatever the order.
+fn normalized(listing: &str) -> BTreeSet<Vec<String>> {
+    let mut blocks = BTreeSet::new();
+    let mut block: Vec<String> = Vec::new();
+    for line in listing.lines() {
+        if line.starts_with("\t}") {
+            block.sort();
+            blocks.insert(std::mem::take(&mut block));
+            continue;
+        }
+        let line = line.trim();
+        let line = line.strip_prefix("elements = {").unwrap_or(line);
+        for item in line.trim_end_matches('}').split(',') {
+            let item = item.trim();
+            if !item.is_empty() {
+                block.push(item.to_owned());
+            }
+        }
+    }
+    blocks
+}
+
+fn table_handle(node: &Netns) -> Result<String> {
+    let listed = node.exec("nft", &["-a", "list", "tables"])?;
+    listed
+        .lines()
+        .find(|l| l.starts_with("table inet capstan"))
+        .map(str::to_owned)
+        .context("no table inet capstan")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_one_vip_change_updates_only_that_vip() -> Result<()> {
+    let mut t = Topo::new()?;
+    t.kernel.start().await?;
+    let backends = t.backends().await?;
+    let (a, b) = (vip([11, 0, 0, 10], 80), vip([11, 0, 0, 11], 80));
+    let first = t
+        .kernel
+        .apply(&table(&[(a, &backends), (b, &backends[..1])]))
+        .await?;
+    ensure!(first.update == Update::Full, "first apply: {first:?}");
+    let chain_a = "v4-11-0-0-10-tcp-80";
+    let chain_b = "v4-11-0-0-11-tcp-80";
+    let (table_before, b_before) = (table_handle(&t.node)?, handles(&t.node, chain_b)?);
+    ensure!(b_before.len() == 1, "chain b: {b_before:?}");
+    let mut held = dial(&t.ctr, b, None).await??;
+
+    // Backend 3 leaves VIP a: only a's chain is rewritten, the table and b's rule stay.
+    let second = t
+        .kernel
+        .apply(&table(&[(a, &backends[..2]), (b, &backends[..1])]))
+        .await?;
+    ensure!(second.update == Update::Incremental, "{second:?}");
+    ensure!(
+        second.script_bytes < first.script_bytes,
+        "the update ({} bytes) is not smaller than the whole table ({} bytes)",
+        second.script_bytes,
+        first.script_bytes
+    );
+    ensure!(
+        table_handle(&t.node)? == table_before,
+        "the table was recreated"
+    );
+    ensure!(
+        handles(&t.node, chain_b)? == b_before,
+        "VIP b's rule was rewritten"
+    );
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(dial(&t.ctr, a, None).await??.id);
+    }
+    ensure!(seen == BTreeSet::from([1, 2]), "VIP a went to {seen:?}");
+    held.echo("b untouched\n")?;
+
+    // A VIP appears, one goes to zero backends, one goes away; the same table again is a
+    // no-op; the result equals a from-scratch render of the final table.
+    let c = vip([11, 0, 0, 12], 80);
+    let last = table(&[(b, &[]), (c, &backends[2..])]);
+    ensure!(t.kernel.apply(&last).await?.update == Update::Incremental);
+    ensure!(t.kernel.apply(&last).await?.update == Update::Unchanged);
+    ensure!(dial(&t.ctr, c, None).await??.id == 3);
+    match dial(&t.ctr, b, None).await? {
+        Ok(c) => bail!("VIP b without backends reached backend {}", c.id),
+        Err(e) => ensure!(e.kind() == ErrorKind::ConnectionRefused, "b: {e}"),
+    }
+    ensure!(
+        dial(&t.ctr, a, None).await?.is_err(),
+        "removed VIP a still answers"
+    );
+    ensure!(
+        handles(&t.node, chain_a).is_err(),
+        "the chain of removed VIP a is still there"
+    );
+    let incremental = t.kernel.nft().list().await?;
+    let mut fresh = plane_for(&t.node)?;
+    fresh.apply(&last).await?;
+    let full = fresh.nft().list().await?;
+    ensure!(
+        normalized(&full) == normalized(&incremental),
+        "incremental updates left a different ruleset than a full apply:\n{incremental}\nvs\n{full}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_ipv6_vip_spreads_keeps_the_client_address_and_drains() -> Result<()> {
+    let mut t = Topo::new()?;
+    t.kernel.start().await?;
+    let backends = t.backends6().await?;
+    // An IP VIP as the label `[fd01:c::10]:80` gives it.
+    let v: SocketAddr = "[fd01:c::10]:80".parse()?;
+    t.kernel.apply(&table(&[(v, &backends)])).await?;
+    let ctr6: IpAddr = "fd00:250::2".parse()?;
+    let mut seen = BTreeMap::new();
+    let mut held = None;
+    for _ in 0..60 {
+        let c = dial(&t.ctr, v, None)
+            .await?
+            .context("connect to the IPv6 VIP from the container")?;
+        ensure!(c.peer.ip() == ctr6, "backend {} saw {}", c.id, c.peer);
+        *seen.entry(c.id).or_insert(0u32) += 1;
+        if c.id == 3 {
+            held = Some(c);
+        }
+    }
+    ensure!(
+        seen.keys().copied().collect::<Vec<_>>() == [1, 2, 3],
+        "IPv6 connections did not spread over the 3 backends: {seen:?}"
+    );
+    // From the node itself (the kernel picks the VIP as source: masqueraded).
+    let c = dial(&t.node, v, None).await??;
+    ensure!(
+        c.peer.ip() != v.ip(),
+        "host client seen with the VIP as its source"
+    );
+    let mut held = held.context("backend 3 never chosen")?;
+    t.kernel.apply(&table(&[(v, &backends[..2])])).await?;
+    let mut after = BTreeSet::new();
+    for _ in 0..40 {
+        after.insert(dial(&t.ctr, v, None).await??.id);
+    }
+    ensure!(
+        after == BTreeSet::from([1, 2]),
+        "after removing backend 3: {after:?}"
+    );
+    held.echo("v6 drains\n")?;
+    // An unprogrammed address of the IPv6 range is refused from the container and fails
+    // locally on the node.
+    let other: SocketAddr = "[fd01:c::99]:80".parse()?;
+    match dial(&t.ctr, other, None).await? {
+        Ok(_) => bail!("the container reached an unprogrammed IPv6 VIP"),
+        Err(e) => ensure!(e.kind() == ErrorKind::ConnectionRefused, "container: {e}"),
+    }
+    match dial(&t.node, other, None).await? {
+        Ok(_) => bail!("the node reached an unprogrammed IPv6 VIP"),
+        Err(e) => ensure!(
+            e.kind() != ErrorKind::TimedOut,
+            "node: a timeout, not a local failure"
+        ),
+    }
+    Ok(())
+}
+
+/// A Marathon task on host networking with the label `VIP_0=/web:80` on port 8080 of agent
+/// 10.251.0.<id>, as the master reports it.
+fn web_task(id: u8, healthy: Option<bool>, state: TaskState) -> VipTask {
+    VipTask {
+        framework: "marathon".into(),
+        state,
+        has_health_check: true,
+        healthy,
+        agent_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 251, 0, id))),
+        ports: vec![8080],
+        discovery_ports: vec![DiscoveredPort {
+            number: 8080,
+            protocol: "tcp".into(),
+            labels: vec![("VIP_0".into(), "/web:80".into())],
+        }],
+        ..VipTask::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_unhealthy_or_killing_task_gets_no_new_connection() -> Result<()> {
+    let mut t = Topo::new()?;
+    t.kernel.start().await?;
+    t.backends().await?;
+    let cfg = VipConfig {
+        ipv4: AddrRange::parse("11.0.0.0/8").context("range")?,
+        ipv6: None,
+    };
+    let healthy = Some(true);
+    let mut tasks = vec![
+        web_task(1, healthy, TaskState::Running),
+        web_task(2, healthy, TaskState::Running),
+        web_task(3, healthy, TaskState::Running),
+    ];
+    let vip_table = VipTable::build(&tasks, &cfg);
+    let listeners = vip_table.listeners();
+    let (&(v, _), _) = listeners.iter().next().context("no VIP for /web:80")?;
+    t.kernel.apply(&listeners).await?;
+    let mut seen = BTreeSet::new();
+    for _ in 0..60 {
+        seen.insert(dial(&t.ctr, v, None).await??.id);
+    }
+    ensure!(seen == BTreeSet::from([1, 2, 3]), "{v}: {seen:?}");
+
+    // Task 2 fails its health check, task 3 is being killed: only task 1 takes new ones.
+    tasks[1].healthy = Some(false);
+    tasks[2].state = TaskState::Killing;
+    let listeners = VipTable::build(&tasks, &cfg).listeners();
+    ensure!(
+        listeners.keys().any(|(a, _)| *a == v),
+        "the VIP moved: {listeners:?}"
+    );
+    t.kernel.apply(&listeners).await?;
+    let mut seen = BTreeSet::new();
+    for _ in 0..30 {
+        seen.insert(dial(&t.ctr, v, None).await??.id);
+    }
+    ensure!(
+        seen == BTreeSet::from([1]),
+        "new connections went to {seen:?}"
+    );
+
+    // Task 1 fails too: the VIP has tasks but no serving one, so it refuses at once.
+    tasks[0].healthy = Some(false);
+    t.kernel
+        .apply(&VipTable::build(&tasks, &cfg).listeners())
+        .await?;
+    match dial(&t.ctr, v, None).await? {
+        Ok(c) => bail!("a VIP without a healthy task reached backend {}", c.id),
+        Err(e) => ensure!(e.kind() == ErrorKind::ConnectionRefused, "{e}"),
+    }
+    Ok(())
+}
+
+/// A `Server` running on a thread of its own inside `ns` (its `nft` and `ip` commands, its
+/// sockets and the fake master all live there), stopped and joined on drop.
+struct NsDaemon {
+    table: tokio::sync::watch::Receiver<std::sync::Arc<VipTable>>,
+    metrics: std::sync::Arc<capstan_l4lb::metrics::Metrics>,
+    master: std::sync::Arc<super::Master>,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Started = (
+    tokio::sync::watch::Receiver<std::sync::Arc<VipTable>>,
+    std::sync::Arc<capstan_l4lb::metrics::Metrics>,
+    std::sync::Arc<super::Master>,
+);
+
+impl NsDaemon {
+    fn start(ns: &Netns, state: serde_json::Value) -> Result<NsDaemon> {
+        let path = format!("/var/run/netns/{}", ns.name);
+        let stop = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Started>>();
+        let token = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let run = || -> Result<()> {
+                let f = std::fs::File::open(&path).context("open the namespace")?;
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let started = async {
+                        let (master, m) = super::fake_master(state).await?;
+                        let config = Config {
+                            masters: vec![master.to_string()],
+                            http_listen: "127.0.0.1:0".parse()?,
+                            data_plane: DataPlane::Nftables,
+                            named_ipv4: "11.0.0.0/8".into(),
+                            named_ipv6: String::new(),
+                            master_timeout: Duration::from_secs(2),
+                            reconnect_backoff_max: Duration::from_millis(200),
+                            ..Config::default()
+                        };
+                        let server = Server::start(config, token.clone()).await?;
+                        Ok::<_, anyhow::Error>((server, m))
+                    }
+                    .await;
+                    match started {
+                        Ok((server, m)) => {
+                            let _ = tx.send(Ok((server.table(), server.metrics(), m)));
+                            token.cancelled().await;
+                            server.shutdown().await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                });
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let (table, metrics, master) = rx.recv().context("the daemon thread died")??;
+        Ok(NsDaemon {
+            table,
+            metrics,
+            master,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, event: &serde_json::Value) {
+        if let Ok(subs) = self.master.subscribers.lock() {
+            for s in subs.iter() {
+                let _ = s.send(super::frame(event));
+            }
+        }
+    }
+
+    /// Waits until the kernel holds a table whose only VIP has `n` backends; its address.
+    async fn applied_with(&mut self, n: usize, after_updates: u64) -> Result<SocketAddr> {
+        let (table, metrics) = (self.table.clone(), self.metrics.clone());
+        wait_until(
+            "the table is in the kernel",
+            CONNECT,
+            async || -> Result<SocketAddr> {
+                let t = table.borrow().clone();
+                let l = t.listeners();
+                let ((addr, _), backends) = l.iter().next().context("no VIP yet")?;
+                ensure!(backends.len() == n, "{} backends", backends.len());
+                // The plane applies after the table is published.
+                ensure!(metrics.rule_updates() > after_updates, "not applied yet");
+                Ok(*addr)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for NsDaemon {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The fake master's state: tasks `web.<i>` of `marathon` on agents `S<i>` = 10.251.0.<i>,
+/// each with `VIP_0=/web:80` on host port 8080.
+fn three_agents_state() -> serde_json::Value {
+    let agents: Vec<serde_json::Value> = (1..=3)
+        .map(|i| {
+            serde_json::json!({"agent_info": {"hostname": format!("10.251.0.{i}"),
+                "id": {"value": format!("S{i}")}}, "active": true, "version": "1.11.0",
+                "pid": format!("slave(1)@10.251.0.{i}:5051")})
+        })
+        .collect();
+    let tasks: Vec<serde_json::Value> = (1..=3)
+        .map(|i| {
+            let mut t = super::vip_task(&format!("web.{i}"), 8080, Some(true));
+            t["agent_id"]["value"] = serde_json::json!(format!("S{i}"));
+            t["discovery"]["ports"]["ports"][0]["labels"]["labels"][0]["value"] =
+                serde_json::json!("/web:80");
+            t
+        })
+        .collect();
+    serde_json::json!({
+        "get_agents": {"agents": agents},
+        "get_frameworks": {"frameworks": [{"framework_info": {"user": "root", "name": "marathon",
+            "id": {"value": "F0"}}, "active": true, "connected": true, "recovered": false}]},
+        "get_tasks": {"tasks": tasks}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_daemon_follows_the_master_into_the_kernel() -> Result<()> {
+    let t = Topo::new()?;
+    t.backends().await?;
+    let mut d = NsDaemon::start(&t.node, three_agents_state())?;
+    let v = d.applied_with(3, 0).await?;
+    ensure!(
+        v.port() == 80 && v.ip().to_string().starts_with("11."),
+        "VIP at {v}"
+    );
+    let mut seen = BTreeSet::new();
+    for _ in 0..60 {
+        seen.insert(dial(&t.ctr, v, None).await??.id);
+    }
+    ensure!(seen == BTreeSet::from([1, 2, 3]), "{v}: {seen:?}");
+
+    // Task 3 fails its health check: one event, and the kernel stops sending it new ones.
+    let updates = d.metrics.rule_updates();
+    d.send(
+        &serde_json::json!({"type": "TASK_UPDATED", "task_updated": {
+        "framework_id": {"value": "F0"}, "state": "TASK_RUNNING",
+        "status": {"task_id": {"value": "web.3"}, "state": "TASK_RUNNING",
+            "timestamp": 2.0, "healthy": false}}}),
+    );
+    ensure!(d.applied_with(2, updates).await? == v, "the VIP moved");
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(dial(&t.ctr, v, None).await??.id);
+    }
+    ensure!(
+        seen == BTreeSet::from([1, 2]),
+        "after task 3 turned unhealthy: {seen:?}"
+    );
+    let listed = t.node.exec("nft", &["list", "table", "inet", "capstan"])?;
+    ensure!(!listed.contains("10.251.0.3"), "{listed}");
+
+    // Stopped, the rules stay (connections keep working while l4lb restarts); a new l4lb
+    // replaces them once it has the master's state.
+    drop(d);
+    ensure!(
+        dial(&t.ctr, v, None).await?.is_ok(),
+        "rules gone while l4lb was down"
+    );
+    let mut d = NsDaemon::start(&t.node, three_agents_state())?;
+    ensure!(d.applied_with(3, 0).await? == v);
+    let listed = t.node.exec("nft", &["list", "table", "inet", "capstan"])?;
+    ensure!(listed.contains("10.251.0.3"), "{listed}");
     Ok(())
 }

@@ -289,3 +289,135 @@ fn terminal_statuses_give_dockers_exit_codes() {
         "Command exited with status 1"
     ));
 }
+
+#[test]
+fn volumes_are_binds_of_host_paths_or_anonymous_sandbox_directories() {
+    let ok: [(Value, Vec<VolumeSpec>); 4] = [
+        (
+            json!({"Image": "x", "HostConfig": {"Binds": ["/srv/data:/data:ro", "/srv/logs:/logs"]}}),
+            vec![
+                VolumeSpec {
+                    host_path: "/srv/data".into(),
+                    container_path: "/data".into(),
+                    read_only: true,
+                    anonymous: false,
+                    name: String::new(),
+                },
+                VolumeSpec {
+                    host_path: "/srv/logs".into(),
+                    container_path: "/logs".into(),
+                    read_only: false,
+                    anonymous: false,
+                    name: String::new(),
+                },
+            ],
+        ),
+        (
+            json!({"Image": "x", "Volumes": {"/cache": {}}}),
+            vec![VolumeSpec {
+                host_path: "volumes/0".into(),
+                container_path: "/cache".into(),
+                read_only: false,
+                anonymous: true,
+                name: String::new(),
+            }],
+        ),
+        (json!({"Image": "x", "HostConfig": {"Binds": []}}), vec![]),
+        (
+            json!({"Image": "x", "HostConfig": {"Binds": ["data:/data:ro"]}}),
+            vec![VolumeSpec {
+                name: "data".into(),
+                container_path: "/data".into(),
+                read_only: true,
+                ..VolumeSpec::default()
+            }],
+        ),
+    ];
+    for (b, want) in ok {
+        assert_eq!(spec_of(b.clone()).volumes, want, "{b}");
+    }
+    let refused: [(Value, &str); 7] = [
+        (
+            json!({"Image": "x", "HostConfig": {"Binds": ["d/x:/data"]}}),
+            "a volume name must match",
+        ),
+        (
+            json!({"Image": "x", "HostConfig": {"Binds": ["/srv:data"]}}),
+            "destination must be an absolute path",
+        ),
+        (
+            json!({"Image": "x", "HostConfig": {"Binds": ["/srv/../etc:/x"]}}),
+            "may not contain '..'",
+        ),
+        (
+            json!({"Image": "x", "HostConfig": {"Binds": ["/srv:/x:z"]}}),
+            "mount option \"z\"",
+        ),
+        (
+            json!({"Image": "x", "HostConfig": {"Binds": ["/a:/x", "/b:/x"]}}),
+            "Duplicate mount point: /x",
+        ),
+        (
+            json!({"Image": "x", "HostConfig": {"Binds": ["/a"]}}),
+            "expected source:destination",
+        ),
+        (
+            json!({"Image": "x", "HostConfig": {"Mounts": [{"Type": "bind"}]}}),
+            "--mount",
+        ),
+    ];
+    for (b, needle) in refused {
+        let err = spec(&body(b.clone()), DEFAULTS).expect_err(&b.to_string());
+        assert!(err.0.contains(needle), "{b}: {err}");
+    }
+}
+
+#[test]
+fn host_paths_are_judged_by_the_container_policy_and_reach_the_task() {
+    let s = spec_of(json!({"Image": "x", "Volumes": {"/cache": {}},
+        "HostConfig": {"Binds": ["/srv/data/app:/data:ro", "db:/db"]}}));
+    let none = capstan_types::ContainerPolicy::default();
+    let err = check_volumes(&s, &none).unwrap_err();
+    assert!(
+        err.0.contains("/srv/data/app:/data") && err.0.contains("allowed_host_paths"),
+        "{err}"
+    );
+    let allowed = capstan_types::ContainerPolicy {
+        allow_privileged: false,
+        allowed_host_paths: vec!["/srv/data".into()],
+    };
+    assert!(check_volumes(&s, &allowed).is_ok());
+    // Anonymous volumes are sandbox directories: always allowed.
+    assert!(
+        check_volumes(
+            &spec_of(json!({"Image": "x", "Volumes": {"/c": {}}})),
+            &none
+        )
+        .is_ok()
+    );
+
+    let m = fit(&s, &offer()).unwrap();
+    let id = "a".repeat(64);
+    let t = task_info(&id, "web", &s, &task_id(&id, 1), &offer(), &m);
+    let info: capstan_proto::mesos::v1::TaskInfo = capstan_proto::from_json(&t).unwrap();
+    let vols = &info.container.as_ref().unwrap().volumes;
+    let got: Vec<(String, Option<String>, i32)> = vols
+        .iter()
+        .map(|v| (v.container_path.clone(), v.host_path.clone(), v.mode))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/data".to_owned(), Some("/srv/data/app".to_owned()), 2),
+            ("/db".to_owned(), None, 1),
+            ("/cache".to_owned(), Some("volumes/0".to_owned()), 1),
+        ]
+    );
+    // A named volume: the agent engine's `swarm.<name>`, local driver; no policy check.
+    let source = vols[1].source.as_ref().unwrap();
+    let dv = source.docker_volume.as_ref().unwrap();
+    assert_eq!(
+        (dv.name.as_str(), dv.driver.as_deref()),
+        ("swarm.db", Some("local"))
+    );
+}

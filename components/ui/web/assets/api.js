@@ -109,13 +109,15 @@ export async function appsAndQueue() {
   return { apps: apps?.apps ?? [], queue: queue?.queue ?? [] };
 }
 
-/** An app's state in words: suspended, deploying, delayed, waiting, unhealthy, running. */
+/** An app's state in words: delayed, waiting (queued for more than 5 s), deploying, suspended,
+ *  unhealthy, running. */
 export function appStatus(app, queue = []) {
   const q = queue.find((e) => (e.app?.id ?? e.pod?.id) === app.id);
   const running = app.tasksRunning ?? 0;
-  if ((app.deployments ?? []).length > 0) return 'deploying';
+  // Queued (offers do not fit yet) says more than "deploying" about a deployment that waits.
   if (q && (q.delay?.timeLeftSeconds ?? 0) > 0) return 'delayed';
-  if (q) return 'waiting';
+  if (q && (q.since ? Date.now() - Date.parse(q.since) > 5000 : true)) return 'waiting';
+  if ((app.deployments ?? []).length > 0) return 'deploying';
   if (app.instances === 0) return 'suspended';
   if ((app.tasksUnhealthy ?? 0) > 0) return 'unhealthy';
   if (running < app.instances) return 'waiting';

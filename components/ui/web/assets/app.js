@@ -2,8 +2,8 @@
 // the live-stream banner, and the page modules. A page is `render(root, params, ctx)` and may
 // return a cleanup function, called when the page is left.
 
-import { logout, setUnauthorizedHandler, whoami } from './api.js';
-import { h, mount } from './dom.js';
+import { api, logout, setUnauthorizedHandler, whoami } from './api.js';
+import { clearOldToasts, h, mount } from './dom.js';
 import * as live from './live.js';
 import * as loginPage from './login.js';
 import * as overview from './overview.js';
@@ -36,6 +36,7 @@ function resolve(hash) {
     case 'overview': return [overview, {}, 'overview'];
     case 'services':
       if (rest[0] === 'new') return [services, { create: true }, 'services'];
+      if (rest[0] === 'edit' && rest.length > 1) return [services, { edit: `/${rest.slice(1).join('/')}` }, 'services'];
       if (rest[0] === 'app' && rest.length > 1) return [service, { id: `/${rest.slice(1).join('/')}` }, 'services'];
       return [services, {}, 'services'];
     case 'nodes': return [nodes, {}, 'nodes'];
@@ -67,6 +68,16 @@ function buildShell() {
   return { root, content, nav, user, banner };
 }
 
+/** The cluster's name in the top bar, whichever page is open first. */
+async function showClusterName(s) {
+  const [summary, meta] = await Promise.all([
+    api('/mesos/master/state-summary').catch(() => ({})),
+    api('/metadata').catch(() => ({})),
+  ]);
+  const el = s.root.querySelector('#cluster-name');
+  if (el && !el.textContent) el.textContent = summary.cluster || meta.CLUSTER_ID || 'Capstan cluster';
+}
+
 async function doLogout() {
   live.stop();
   await logout();
@@ -77,6 +88,7 @@ async function doLogout() {
 function route() {
   cleanup?.();
   cleanup = null;
+  clearOldToasts();
   const mine = ++generation;
   const [page, params, id] = resolve(location.hash);
   const app = document.getElementById('app');
@@ -94,6 +106,7 @@ function route() {
   if (!shell) {
     shell = buildShell();
     mount(app, shell.root);
+    showClusterName(shell);
     live.start();
     // The banner waits a moment before it first shows: the stream needs a round trip to open.
     setTimeout(() => { if (shell) shell.banner.hidden = live.isConnected(); }, 2000);

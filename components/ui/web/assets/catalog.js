@@ -61,13 +61,17 @@ async function renderList(root) {
             h('div.muted', p.currentVersion ?? ''))),
           h('p.pkg-desc', p.description ?? ''),
           h('div.tags', (p.tags ?? []).map((t) => h('span.tag', t))),
+          h('div.pkg-error', { role: 'alert' }),
           h('div.actions', h('button.primary.install', {
             onclick: async (e) => {
+              const error = e.target.closest('.pkg').querySelector('.pkg-error');
               e.target.disabled = true;
+              mount(error);
               try {
                 await install(p.name);
                 await loadInstalled();
               } catch (err) {
+                mount(error, errorBox(err));
                 toast(`Install failed: ${err.message}`, 'bad');
               } finally {
                 e.target.disabled = false;

@@ -89,9 +89,16 @@ export function errorBox(err) {
 export function toast(message, kind = 'info') {
   const host = document.getElementById('toasts');
   if (!host) return;
-  const t = h(`div.toast.${kind}`, { role: 'status' }, message);
+  const t = h(`div.toast.${kind}`, { role: 'status', dataset: { at: String(Date.now()) } }, message);
   host.append(t);
   setTimeout(() => t.remove(), 6000);
+}
+
+/** Removes the notices older than a moment (called when another page opens). */
+export function clearOldToasts() {
+  for (const t of document.querySelectorAll('#toasts .toast')) {
+    if (Date.now() - Number(t.dataset.at) > 1500) t.remove();
+  }
 }
 
 /** A table from rows: `cols` is [[header, cell(row)], ...]. */

@@ -3,8 +3,8 @@
 // fallback). `#/services/new` is the create form: the common fields, or the whole definition
 // as JSON; Marathon's 422 details are shown next to the fields they name.
 
-import { api, appHealth, appStatus, appsAndQueue, marathon } from './api.js';
-import { errorBox, every, fmtCpus, fmtMem, h, mount, pill, table, toast } from './dom.js';
+import { api, appHealth, appPath, appStatus, appsAndQueue, marathon } from './api.js';
+import { bar, errorBox, every, fmtCpus, fmtMem, h, mount, pill, table, toast } from './dom.js';
 
 function groupOf(id) {
   const i = id.lastIndexOf('/');
@@ -39,6 +39,34 @@ function list(apps, queue, filter) {
   });
 }
 
+/** Deployments in progress: their steps as a bar, roll back (a new deployment undoing it) or stop. */
+function deploymentsView(deployments, refresh) {
+  if (!deployments.length) return null;
+  const cancel = (d, force) => async () => {
+    const what = force ? 'Stop' : 'Roll back';
+    if (!confirm(`${what} deployment ${d.id}?`)) return;
+    try {
+      await api(marathon(`/v2/deployments/${encodeURIComponent(d.id)}${force ? '?force=true' : ''}`), { method: 'DELETE' });
+      toast(force ? `Stopped ${d.id}` : `Rolling back ${d.id}`, 'ok');
+    } catch (e) {
+      toast(`${what} failed: ${e.message}`, 'bad');
+    }
+    refresh();
+  };
+  return h('section.card#deployments', h('h2', `Deployments in progress (${deployments.length})`),
+    h('ul.deployments', deployments.map((d) => {
+      const step = Math.max(0, (d.currentStep ?? 1) - 1);
+      const total = d.totalSteps ?? (d.steps ?? []).length;
+      const actions = (d.currentActions ?? []).map((a) => `${a.action} ${a.app ?? a.pod ?? ''}`.trim());
+      return h('li', { dataset: { deployment: d.id } },
+        h('div.dep-head', h('span.mono', (d.affectedApps ?? []).join(', ') || d.id), h('span.muted', ` step ${step + 1} of ${total}`),
+          h('span.spacer'),
+          h('button.small.dep-rollback', { onclick: cancel(d, false) }, 'Roll back'),
+          h('button.small.danger.dep-stop', { onclick: cancel(d, true) }, 'Stop')),
+        bar(actions.join('; ') || 'waiting', step, total || 1, (n) => `${n} step${n === 1 ? '' : 's'}`));
+    })));
+}
+
 async function renderList(root, ctx) {
   let filter = '';
   const holder = h('div#services-list');
@@ -48,14 +76,18 @@ async function renderList(root, ctx) {
     oninput: () => { filter = search.value.trim(); draw(); },
   });
   let last = { apps: [], queue: [] };
+  let deployments = [];
   let error = null;
   const draw = () => {
-    count.textContent = `${last.apps.length} services`;
-    mount(holder, error ? errorBox(error) : null, list(last.apps, last.queue, filter));
+    count.textContent = `${last.apps.length} service${last.apps.length === 1 ? '' : 's'}`;
+    mount(holder, error ? errorBox(error) : null, deploymentsView(deployments, refresh), list(last.apps, last.queue, filter));
   };
   const refresh = async () => {
     try {
-      last = await appsAndQueue();
+      [last, deployments] = await Promise.all([
+        appsAndQueue(),
+        api(marathon('/v2/deployments')).catch(() => []),
+      ]);
       error = null;
     } catch (e) {
       error = e;
@@ -80,6 +112,15 @@ function fromForm(f) {
   app.cpus = Number(f.cpus.value);
   app.mem = Number(f.mem.value);
   app.instances = Number(f.instances.value);
+  const path = f.health.value.trim();
+  if (path) {
+    // An HTTP check on the first port (Marathon gives a port of its choosing to `port: 0`).
+    app.portDefinitions = [{ port: 0, protocol: 'tcp', name: 'http' }];
+    app.healthChecks = [{
+      protocol: 'HTTP', path, portIndex: 0, gracePeriodSeconds: 30, intervalSeconds: 5,
+      timeoutSeconds: 5, maxConsecutiveFailures: 3,
+    }];
+  }
   return app;
 }
 
@@ -90,14 +131,25 @@ function toForm(f, app) {
   if (app.cpus !== undefined) f.cpus.value = app.cpus;
   if (app.mem !== undefined) f.mem.value = app.mem;
   if (app.instances !== undefined) f.instances.value = app.instances;
+  f.health.value = (app.healthChecks ?? []).find((c) => /HTTP/.test(c.protocol ?? ''))?.path ?? '';
 }
 
 const FIELD_PATHS = {
   '/id': 'id', '/cmd': 'cmd', '/cpus': 'cpus', '/mem': 'mem', '/instances': 'instances',
-  '/container/docker/image': 'image', '/container': 'image',
+  '/container/docker/image': 'image', '/container': 'image', '/healthChecks': 'health',
+  '/healthChecks/0': 'health', '/healthChecks/0/path': 'health', '/portDefinitions': 'health',
 };
 
-function renderCreate(root) {
+/** The definition without what Marathon adds at run time (for editing). */
+function definitionOf(app) {
+  const out = { ...app };
+  for (const k of ['tasks', 'deployments', 'lastTaskFailure', 'tasksRunning', 'tasksStaged', 'tasksHealthy',
+    'tasksUnhealthy', 'versionInfo', 'version']) delete out[k];
+  return out;
+}
+
+/** The create form, or with `editId` the edit form of that app (PUT, a new version). */
+async function renderCreate(root, editId) {
   const field = (name, label, attrs = {}) => {
     const input = h(attrs.multiline ? 'textarea' : 'input', { name, id: `new-${name}`, ...attrs, multiline: undefined });
     const err = h('div.field-error', { id: `new-${name}-error` });
@@ -110,6 +162,7 @@ function renderCreate(root) {
     cpus: field('cpus', 'CPUs', { type: 'number', step: '0.01', min: '0.01', value: '0.1' }),
     mem: field('mem', 'Memory (MiB)', { type: 'number', step: '1', min: '1', value: '32' }),
     instances: field('instances', 'Instances', { type: 'number', step: '1', min: '0', value: '1' }),
+    health: field('health', 'Health check path (HTTP, first port; optional)', { placeholder: '/' }),
   };
   const inputs = Object.fromEntries(Object.entries(f).map(([k, v]) => [k, v.input]));
   const json = h('textarea.json#new-json', { rows: 18, spellcheck: 'false', 'aria-label': 'App definition (JSON)' });
@@ -120,7 +173,7 @@ function renderCreate(root) {
   const setMode = (m) => {
     if (m === mode) return;
     try {
-      if (m === 'json') json.value = JSON.stringify({ ...safeJson(json.value), ...fromForm(inputs) }, null, 2);
+      if (m === 'json') json.value = JSON.stringify(merged(safeJson(json.value), fromForm(inputs)), null, 2);
       else toForm(inputs, JSON.parse(json.value));
     } catch (e) {
       mount(message, errorBox(new Error(`The JSON does not parse: ${e.message}`)));
@@ -134,7 +187,18 @@ function renderCreate(root) {
   const tabs = h('div.tabs',
     h('button.active', { type: 'button', dataset: { mode: 'form' }, onclick: () => setMode('form') }, 'Form'),
     h('button#new-json-tab', { type: 'button', dataset: { mode: 'json' }, onclick: () => setMode('json') }, 'JSON'));
-  const submit = h('button.primary#new-submit', { type: 'submit' }, 'Create');
+  const submit = h('button.primary#new-submit', { type: 'submit' }, editId ? 'Save' : 'Create');
+  if (editId) {
+    try {
+      const def = definitionOf((await api(marathon(`/v2/apps/${appPath(editId)}`))).app);
+      json.value = JSON.stringify(def, null, 2);
+      toForm(inputs, def);
+      inputs.id.readOnly = true;
+    } catch (e) {
+      mount(root, h('div.page-head', h('h1.mono', editId)), errorBox(e));
+      return;
+    }
+  }
   const form = h('form.card', {
     onsubmit: async (e) => {
       e.preventDefault();
@@ -142,7 +206,7 @@ function renderCreate(root) {
       Object.values(f).forEach((x) => { x.err.textContent = ''; x.input.classList.remove('invalid'); });
       let app;
       try {
-        app = mode === 'json' ? { ...JSON.parse(json.value) } : { ...safeJson(json.value), ...fromForm(inputs) };
+        app = mode === 'json' ? { ...JSON.parse(json.value) } : merged(safeJson(json.value), fromForm(inputs));
       } catch (err) {
         mount(message, errorBox(new Error(`The JSON does not parse: ${err.message}`)));
         return;
@@ -150,9 +214,15 @@ function renderCreate(root) {
       if (app.id && !app.id.startsWith('/')) app.id = `/${app.id}`;
       submit.disabled = true;
       try {
-        const created = await api(marathon('/v2/apps'), { method: 'POST', body: app });
-        toast(`Created ${created.id}`, 'ok');
-        location.hash = `#/services/app${created.id}`;
+        if (editId) {
+          await api(marathon(`/v2/apps/${appPath(editId)}`), { method: 'PUT', body: { ...app, id: editId } });
+          toast(`Saved ${editId}: deploying the new version`, 'ok');
+          location.hash = `#/services/app${editId}`;
+        } else {
+          const created = await api(marathon('/v2/apps'), { method: 'POST', body: app });
+          toast(`Created ${created.id}`, 'ok');
+          location.hash = `#/services/app${created.id}`;
+        }
       } catch (err) {
         for (const d of err.body?.details ?? []) {
           const name = FIELD_PATHS[d.path];
@@ -166,8 +236,20 @@ function renderCreate(root) {
         submit.disabled = false;
       }
     },
-  }, tabs, formPane, jsonPane, message, h('div.actions', submit, h('a.button', { href: '#/services' }, 'Cancel')));
-  mount(root, h('div.page-head', h('h1', 'Create a service')), form);
+  }, tabs, formPane, jsonPane, message,
+  h('div.actions', submit, h('a.button', { href: editId ? `#/services/app${editId}` : '#/services' }, 'Cancel')));
+  mount(root, h('div.page-head', editId ? h('h1', 'Edit ', h('span.mono', editId)) : h('h1', 'Create a service')), form);
+}
+
+/** The form's fields over the JSON definition, keeping the definition's ports and its health
+ *  check when the form says the same (an edit must not change what it does not show). */
+function merged(base, form) {
+  const out = { ...base, ...form };
+  if ((base.portDefinitions ?? []).length && form.portDefinitions) out.portDefinitions = base.portDefinitions;
+  const same = (base.healthChecks ?? []).find((c) => /HTTP/.test(c.protocol ?? ''))?.path;
+  if (form.healthChecks && same === form.healthChecks[0].path) out.healthChecks = base.healthChecks;
+  if (!form.healthChecks && same !== undefined) out.healthChecks = (base.healthChecks ?? []).filter((c) => !/HTTP/.test(c.protocol ?? ''));
+  return out;
 }
 
 function safeJson(text) {
@@ -181,5 +263,6 @@ function safeJson(text) {
 
 export function render(root, params, ctx) {
   if (params.create) return renderCreate(root);
+  if (params.edit) return renderCreate(root, params.edit);
   return renderList(root, ctx);
 }
