@@ -33,7 +33,6 @@ mod http;
 mod metrics;
 mod node;
 pub mod raft;
-mod serve;
 mod server;
 pub mod sm;
 pub mod snapshot;

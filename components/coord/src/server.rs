@@ -17,7 +17,6 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::node::{Node, run_lease_keeper};
 use crate::raft::{Dialer, Network, NodeId, Raft};
-use crate::serve::ConnLimits;
 use crate::store::{self, LogStore, OpenError, StateMachineStore};
 use capstan_coord_client::{PEER_TOKEN_HEADER, PeerToken};
 
@@ -198,12 +197,21 @@ impl Server {
         });
 
         let router = crate::http::router(node.clone());
-        let limits = ConnLimits {
+        let limits = capstan_runtime::HttpLimits {
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             max_connections: config.max_connections,
             max_connections_per_ip: config.max_connections_per_ip,
+            // No shared ceiling: each route reads its body against its own limit (http.rs),
+            // the raft ones larger than any client's, and answers in coord's error format.
+            max_body_bytes: usize::MAX,
+            ..capstan_runtime::HttpLimits::default()
         };
-        let serve = tokio::spawn(crate::serve::serve(listener, router, limits, token.clone()));
+        let serve = tokio::spawn(capstan_runtime::serve(
+            listener,
+            router,
+            limits,
+            token.clone(),
+        ));
         tracing::info!(id = config.id, addr = %local_addr, "Listening on {local_addr}");
 
         bootstrap(&raft, &config).await?;

@@ -5,9 +5,9 @@
 //! checked it) or from the master over an unverified connection — and its hash compared with
 //! the token's before anything else happens (a short token names no CA: then the master must
 //! prove it knows the token's secret, bound to that CA; see [`crate::token::ca_proof`]); from
-//! then on only that CA is trusted. Then the
-//! token is presented, and the node certificate and node config the master answers with are
-//! written. A node that has already joined this cluster is left alone.
+//! then on only that CA is trusted. Then the token is presented, and the node certificate and
+//! node config the master answers with are written. A node that has already joined this
+//! cluster is left alone.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -243,20 +243,13 @@ pub async fn join_coord(
 
 /// Joins this node to the cluster of `opts.token`, writing its config and keys under `layout`.
 pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, JoinError> {
-    let existing = Membership::read(layout).map_err(io(layout.membership()))?;
-    // A short token names no CA: learn it (from the master's proof) before comparing.
-    let mut pinned = None;
-    let expected = match &opts.token {
-        PresentedToken::Pinned(t) => t.ca_hash.clone(),
-        PresentedToken::Short(_) if existing.is_some() => {
-            let (ca, token) = pinned_ca(opts).await?;
-            let fingerprint = token.ca_hash.clone();
-            pinned = Some((ca, token));
-            fingerprint
-        }
-        PresentedToken::Short(_) => String::new(),
-    };
-    if let Some(m) = existing {
+    if let Some(m) = Membership::read(layout).map_err(io(layout.membership()))? {
+        // A short token names no CA: to compare with the cluster this node joined, learn the
+        // CA (from the master's proof) first.
+        let expected = match &opts.token {
+            PresentedToken::Pinned(t) => t.ca_hash.clone(),
+            PresentedToken::Short(_) => pinned_ca(opts).await?.1.ca_hash,
+        };
         if m.ca_fingerprint != expected {
             return Err(JoinError::OtherCluster {
                 cluster_id: m.cluster_id,
@@ -272,10 +265,7 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
         }
         return Ok(JoinOutcome::AlreadyJoined(m));
     }
-    let (ca, token) = match pinned {
-        Some(pinned) => pinned,
-        None => pinned_ca(opts).await?,
-    };
+    let (ca, token) = pinned_ca(opts).await?;
     let tls = Arc::new(pki::client_config(&ca)?);
     let advertise = match opts.advertise {
         Some(ip) => ip,
