@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use capstan_runtime::{Chain, ConfigProblem, Exit, Validate};
+use capstan_runtime::{Chain, ConfigProblem, Exit, Validate, retry_until_cancelled};
 use capstan_types::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -150,28 +150,14 @@ struct Ha {
     lease_ttl: std::time::Duration,
 }
 
-/// Runs `f` until it succeeds or `token` is cancelled, backing off between attempts.
-async fn retry<T, E: std::error::Error, F: std::future::Future<Output = Result<T, E>>>(
-    what: &str,
-    token: &CancellationToken,
-    mut f: impl FnMut() -> F,
-) -> Option<T> {
-    let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
-    loop {
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) => warn!(error = %Chain(&e), "{what} failed; retrying"),
-        }
-        tokio::select! {
-            _ = token.cancelled() => return None,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-    }
-}
-
 /// First and longest wait between tries of a failed election or load step.
 const RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(100);
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The backoff between tries of one start-up step.
+fn step_backoff() -> Backoff {
+    Backoff::new(RETRY_INITIAL, RETRY_MAX)
+}
 /// First and longest wait between tries of a store write the store could not take.
 const WRITE_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(50);
 const WRITE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
@@ -449,9 +435,12 @@ async fn lead(
         let obs_token = token.clone();
         observer_task = Some(tokio::spawn(async move {
             while !obs_token.is_cancelled() {
-                let Some(mut observer) = retry("Observing the apps leader", &obs_token, || {
-                    obs_election.observe()
-                })
+                let Some(mut observer) = retry_until_cancelled(
+                    "Observing the apps leader",
+                    &obs_token,
+                    step_backoff(),
+                    || obs_election.observe(),
+                )
                 .await
                 else {
                     return;
@@ -483,10 +472,11 @@ async fn lead(
             }
         }));
         let ttl = ha.lease_ttl;
-        let Some(lease) = retry("Granting the leader lease", &token, || {
-            ha.client.lease_grant(ttl)
-        })
-        .await
+        let Some(lease) =
+            retry_until_cancelled("Granting the leader lease", &token, step_backoff(), || {
+                ha.client.lease_grant(ttl)
+            })
+            .await
         else {
             return Exit::Requested;
         };
@@ -494,7 +484,7 @@ async fn lead(
         info!(candidate = %me, "Campaigning for apps leadership");
         let elected = tokio::select! {
             _ = token.cancelled() => None,
-            r = retry("Campaigning", &token, || election.campaign(lease.id, me.clone().into_bytes())) => r,
+            r = retry_until_cancelled("Campaigning", &token, step_backoff(), || election.campaign(lease.id, me.clone().into_bytes())) => r,
         };
         if elected.is_none() {
             let _ = ha.client.lease_revoke(lease.id).await;
@@ -504,7 +494,11 @@ async fn lead(
         held = Some((keep, ha.client.clone(), lease.id));
         lead_tx.send_replace(Leadership::Leader);
     }
-    let Some(snapshot) = retry("Loading state", &token, || load(store.as_ref())).await else {
+    let Some(snapshot) = retry_until_cancelled("Loading state", &token, step_backoff(), || {
+        load(store.as_ref())
+    })
+    .await
+    else {
         return Exit::Requested;
     };
     info!(apps = snapshot.apps.len(), tasks = snapshot.tasks.len(), framework_id = ?snapshot.framework_id, "Loaded state");

@@ -138,35 +138,15 @@ async fn post_app(from: &Machine, master: &Machine) -> Result<()> {
         "constraints": [["hostname", "UNIQUE"]]
     });
     let url = format!("http://{}:8080/v2/apps", master.ip());
-    let code = from
-        .exec_ok(&[
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/stderr",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            &url,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body.to_string(),
-        ])
-        .await?;
-    ensure!(code.trim() == "201", "POST {url} answered {code}");
+    let code = from.post_json(&url, &body).await?;
+    ensure!(code == 201, "POST {url} answered {code}");
     Ok(())
 }
 
 /// The ids and hosts of [`APP`]'s running tasks, sorted, asked from `from`.
 async fn running_tasks(from: &Machine, master: &Machine) -> Result<Vec<(String, String)>> {
     let url = format!("http://{}:8080/v2/apps/{APP}/tasks", master.ip());
-    let body = from
-        .exec_ok(&["curl", "-fsS", "--max-time", "10", &url])
-        .await?;
-    let v: serde_json::Value =
-        serde_json::from_str(&body).with_context(|| format!("{url} answered no JSON: {body}"))?;
+    let v = from.get_json(&url).await?;
     let mut tasks: Vec<(String, String)> = v["tasks"]
         .as_array()
         .into_iter()
@@ -184,11 +164,7 @@ async fn running_tasks(from: &Machine, master: &Machine) -> Result<Vec<(String, 
 /// The hostnames of the active agents in `master`'s `/master/slaves`, asked from `from`.
 async fn active_agents(from: &Machine, master: &Machine) -> Result<Vec<String>> {
     let url = format!("http://{}:5050/master/slaves", master.ip());
-    let body = from
-        .exec_ok(&["curl", "-fsS", "--max-time", "10", &url])
-        .await?;
-    let v: serde_json::Value =
-        serde_json::from_str(&body).with_context(|| format!("{url} answered no JSON: {body}"))?;
+    let v = from.get_json(&url).await?;
     let slaves = v["slaves"]
         .as_array()
         .ok_or_else(|| anyhow!("no slaves array in {v}"))?;

@@ -14,6 +14,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod logging;
 pub mod notify;
+pub mod retry;
 pub mod secrets;
 pub mod shutdown;
 
@@ -27,6 +28,7 @@ pub use http::{HttpLimits, serve};
 pub use lifecycle::{Exit, Lifecycle, OwnRuntime, SystemdLifecycle};
 pub use logging::{LogConfig, LogFormat, LogInitError, LogTarget, init_logging};
 pub use notify::{notify_ready, notify_status, notify_stopping};
+pub use retry::retry_until_cancelled;
 pub use secrets::{
     PermissionError, check_private_dir, check_secret_file, create_private_dir, prepare_state_dir,
 };

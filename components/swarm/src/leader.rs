@@ -6,6 +6,7 @@
 //! its handle's `wait()` says so (`Exit::Failed`), so systemd starts it again as a standby.
 //! Without coord (tests, a single swarm) there is no election: the one swarm leads.
 
+use capstan_runtime::retry_until_cancelled;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -21,6 +22,11 @@ use crate::state::Swarm;
 /// First and longest wait between tries of a failed election step.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The backoff between tries of one start-up step.
+fn step_backoff() -> Backoff {
+    Backoff::new(RETRY_INITIAL, RETRY_MAX)
+}
 
 /// What the HTTP front needs: the running swarm once this instance leads, who leads
 /// otherwise, and the token verifier (a standby checks tokens too).
@@ -59,25 +65,6 @@ pub fn candidate_address(listen: SocketAddr, hostname: &str) -> String {
     }
 }
 
-/// Runs `f` until it succeeds or `token` is cancelled (`None`), backing off between tries.
-async fn retry<T, E: std::error::Error, F: std::future::Future<Output = Result<T, E>>>(
-    what: &str,
-    token: &CancellationToken,
-    mut f: impl FnMut() -> F,
-) -> Option<T> {
-    let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
-    loop {
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) => warn!(error = %Chain(&e), "{what} failed; retrying"),
-        }
-        tokio::select! {
-            _ = token.cancelled() => return None,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-    }
-}
-
 /// The swarm election under `election_prefix`; candidates' values are their addresses, which
 /// the next in line probes (a dead leader's process is replaced at once).
 pub(crate) fn election(client: &Client, election_prefix: &str) -> Election {
@@ -92,7 +79,10 @@ pub(crate) async fn observe(
 ) {
     while !token.is_cancelled() {
         let Some(mut observer) =
-            retry("Observing the swarm leader", &token, || election.observe()).await
+            retry_until_cancelled("Observing the swarm leader", &token, step_backoff(), || {
+                election.observe()
+            })
+            .await
         else {
             return;
         };
@@ -153,9 +143,12 @@ pub(crate) async fn campaign(
     me: &str,
     token: &CancellationToken,
 ) -> Result<Option<Held>, Stopped> {
-    let Some(lease) = retry("Granting the swarm leader lease", token, || {
-        client.lease_grant(ttl)
-    })
+    let Some(lease) = retry_until_cancelled(
+        "Granting the swarm leader lease",
+        token,
+        step_backoff(),
+        || client.lease_grant(ttl),
+    )
     .await
     else {
         return Ok(None);
@@ -167,7 +160,7 @@ pub(crate) async fn campaign(
         _ = keep.lost() => {
             return Err(Stopped::LeaseLost);
         }
-        r = retry("Campaigning for swarm leadership", token, || election.campaign(lease.id, me.as_bytes().to_vec())) => r,
+        r = retry_until_cancelled("Campaigning for swarm leadership", token, step_backoff(), || election.campaign(lease.id, me.as_bytes().to_vec())) => r,
     };
     let held = Held {
         keep,

@@ -436,6 +436,41 @@ impl Machine {
         check(&format!("{}: {}", self.hostname, args.join(" ")), output)
     }
 
+    /// `GET url` with curl from inside the machine, parsed as JSON (fails on an HTTP error).
+    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
+        let body = self
+            .exec_ok(&["curl", "-fsSL", "--max-time", "10", url])
+            .await?;
+        serde_json::from_str(&body).with_context(|| format!("{url} answered no JSON: {body}"))
+    }
+
+    /// `POST url` with the JSON `body`, with curl from inside the machine; returns the HTTP
+    /// status code (the response body goes to curl's stderr, so a failure shows it).
+    pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<u16> {
+        let code = self
+            .exec_ok(&[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/stderr",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "30",
+                "-X",
+                "POST",
+                url,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+            ])
+            .await?;
+        code.trim()
+            .parse()
+            .with_context(|| format!("POST {url}: no status code in {code:?}"))
+    }
+
     /// Runs a command with `input` on its stdin (`docker exec -i`), whatever its exit status.
     pub async fn exec_with_stdin(&self, args: &[&str], input: &[u8]) -> Result<Output> {
         let mut child = Command::new("docker")

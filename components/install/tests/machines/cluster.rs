@@ -14,7 +14,7 @@ use capstan_testkit::wait_until;
 use serde_json::Value;
 
 use crate::common::{
-    AGENT_UNITS, JOIN_TIMEOUT, MASTER_UNITS, all_active, deb, dig, get_json, install_with_one_line,
+    AGENT_UNITS, JOIN_TIMEOUT, MASTER_UNITS, all_active, deb, dig, install_with_one_line,
     json_from, note, one_line, repo_root, step, str_at, token_for_other_ca, token_id, upgrade_deb,
 };
 use crate::package::assert_purged;
@@ -81,7 +81,7 @@ async fn wait_agents(from: &Machine, master: &Machine, n: usize) -> Result<Vec<S
         &format!("{n} agents in {url}"),
         JOIN_TIMEOUT,
         async || -> Result<Vec<String>> {
-            let v = get_json(from, &url).await?;
+            let v = from.get_json(&url).await?;
             let slaves = v["slaves"]
                 .as_array()
                 .ok_or_else(|| anyhow!("no slaves array: {v}"))?;
@@ -109,24 +109,8 @@ async fn post_redis(from: &Machine, master: &Machine, id: &str, instances: usize
         "executor": "/var/lib/mesos/executors/docker", "cmd": "capstan/redis"
     });
     let url = format!("http://{}:8080/v1/apps/start", master.ip());
-    let code = from
-        .exec_ok(&[
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/stderr",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            &url,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body.to_string(),
-        ])
-        .await?;
-    ensure!(code.trim() == "204", "POST {url} answered {code}");
+    let code = from.post_json(&url, &body).await?;
+    ensure!(code == 204, "POST {url} answered {code}");
     Ok(())
 }
 
@@ -293,11 +277,9 @@ fn all(machines: &[Machine]) -> Vec<&Machine> {
 
 /// The ids of app `id`'s running tasks, sorted.
 async fn running_tasks(from: &Machine, master: &Machine, id: &str) -> Result<Vec<String>> {
-    let v = get_json(
-        from,
-        &format!("http://{}:8080/v2/apps/{id}/tasks", master.ip()),
-    )
-    .await?;
+    let v = from
+        .get_json(&format!("http://{}:8080/v2/apps/{id}/tasks", master.ip()))
+        .await?;
     let mut ids: Vec<String> = v["tasks"]
         .as_array()
         .into_iter()
@@ -495,11 +477,9 @@ async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
         "capstan-uninstall drains an agent, then leaves no file behind",
         async {
             // Uninstall an agent that runs a Redis instance, so the drain has work to do.
-            let tasks = get_json(
-                &agents[0],
-                &format!("http://{}:8080/v2/apps/redis/tasks", master.ip()),
-            )
-            .await?;
+            let tasks = agents[0]
+                .get_json(&format!("http://{}:8080/v2/apps/redis/tasks", master.ip()))
+                .await?;
             let host = tasks["tasks"][0]["host"].as_str().unwrap_or("agent1");
             let victim = agents
                 .iter()
@@ -820,7 +800,7 @@ async fn cluster_lists_masters(from: &Machine, master: &Machine, n: usize) -> Re
         &format!("{n} masters in {url}"),
         Duration::from_secs(60),
         async || -> Result<()> {
-            let v: Value = get_json(from, &url).await?;
+            let v: Value = from.get_json(&url).await?;
             let got = v["masters"].as_array().map_or(0, Vec::len);
             ensure!(got == n, "{got} masters: {v}");
             Ok(())
@@ -848,7 +828,7 @@ async fn coord_voters(from: &Machine, master: &Machine, n: usize) -> Result<()> 
         &format!("{n} healthy coord voters in {url}"),
         Duration::from_secs(60),
         async || -> Result<()> {
-            let status = get_json(from, &url).await?;
+            let status = from.get_json(&url).await?;
             let healthy = status["members"].as_array().map_or(0, |m| {
                 m.iter()
                     .filter(|m| m["healthy"] == true && m["voter"] == true)

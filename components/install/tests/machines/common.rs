@@ -212,14 +212,6 @@ pub async fn all_active(node: &Machine, units: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// `curl -fsS URL` from `node`, parsed as JSON.
-pub async fn get_json(node: &Machine, url: &str) -> Result<Value> {
-    let body = node
-        .exec_ok(&["curl", "-fsSL", "--max-time", "10", url])
-        .await?;
-    serde_json::from_str(&body).with_context(|| format!("{url} answered no JSON: {body}"))
-}
-
 /// `dig +short @server name` from `node`: the answer lines.
 pub async fn dig(node: &Machine, server: &str, args: &[&str]) -> Result<Vec<String>> {
     let at = format!("@{server}");
