@@ -52,3 +52,4 @@ lint-deb: deb
 vm-image: deb
 	DEB="$$(ls -t target/debian/capstan_*_amd64.deb | head -n 1)" VARIANT=full images/vm/build.sh
 	DEB="$$(ls -t target/debian/capstan_*_amd64.deb | head -n 1)" VARIANT=lean images/vm/build.sh
+	@echo "target/images (sha256):" && cat target/images/capstan-*.qcow2.sha256

@@ -65,7 +65,9 @@ umask 022
 install -D -m 0755 "$bin" "$pkg/usr/bin/capstan"
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$pkg/usr/bin/capstan"
 install -d -m 0755 "$pkg/usr/lib/systemd/system"
-install -m 0644 "$here"/systemd/*.service "$here"/systemd/*.target "$pkg/usr/lib/systemd/system/"
+install -m 0644 "$here"/systemd/*.service "$here"/systemd/*.target "$here"/systemd/*.path "$pkg/usr/lib/systemd/system/"
+# What capstan-upgrade.service runs (capstan cluster upgrade).
+install -D -m 0755 "$here/upgrade-node" "$pkg/usr/lib/capstan/upgrade-node"
 install -D -m 0644 "$here/config.yaml" "$pkg/etc/capstan/config.yaml"
 install -D -m 0755 "$here/install.sh" "$pkg/usr/share/capstan/install.sh"
 install -D -m 0755 "$here/capstan-uninstall" "$pkg/usr/sbin/capstan-uninstall"

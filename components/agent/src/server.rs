@@ -120,7 +120,11 @@ impl Server {
         let docker =
             DockerContainerizer::connect(config.docker.host.as_deref(), config.docker.pull_timeout)
                 .await
-                .map_err(StartError::Docker)?;
+                .map_err(StartError::Docker)?
+                .with_image_stores(crate::containerizer::docker::image_store_urls(
+                    &config.masters,
+                    crate::containerizer::docker::IMAGE_STORE_PORT,
+                ));
         let docker = Arc::new(docker);
         let initially_up = docker.ping().await;
         if initially_up {

@@ -106,6 +106,10 @@ pub struct ExtraSettings {
     pub entrypoint: Option<Vec<String>>,
     pub memory_swap: Option<i64>,
     pub ulimits: Vec<(String, i64, i64)>,
+    /// `interactive` (`docker run -i`): the container's stdin stays open for an attach.
+    pub open_stdin: Option<bool>,
+    /// `stdin-once`: the container's stdin closes when its first attached client detaches.
+    pub stdin_once: Option<bool>,
 }
 
 /// The container to create for a task.
@@ -662,6 +666,12 @@ fn parameters(
                 extra.tmpfs.insert(path.to_owned(), opts.to_owned());
             }
             "entrypoint" => extra.entrypoint = Some(vec![v.to_owned()]),
+            "interactive" | "i" => {
+                extra.open_stdin = Some(parse_bool(v).ok_or_else(|| bad("not a boolean"))?)
+            }
+            "stdin-once" => {
+                extra.stdin_once = Some(parse_bool(v).ok_or_else(|| bad("not a boolean"))?)
+            }
             "ulimit" => {
                 let (name, limits) = pair('=')?;
                 let (soft, hard) = limits.split_once(':').unwrap_or((&limits, &limits));

@@ -10,12 +10,22 @@
 //! - `GET /capstan/v1/tasks/{task}/exec/{exec}`: `{"id","running","exit_code","pid"}`.
 //! - `GET /capstan/v1/tasks/{task}/top?ps_args=`: Docker's `{"Titles","Processes"}`.
 //! - `GET /capstan/v1/tasks/{task}/stats`: one Docker stats object (`precpu_stats` filled).
+//! - With `stdin: true` and `Connection: Upgrade`, `Upgrade: tcp`, an attached exec answers
+//!   `101` and the connection is hijacked: the caller's bytes are the command's stdin (its
+//!   half-close closes stdin), the output comes back as above.
+//! - `POST /capstan/v1/tasks/{task}/exec/{exec}/resize?h=&w=`: an exec's TTY size.
+//! - `POST /capstan/v1/tasks/{task}/attach` with `Connection: Upgrade`, `Upgrade: tcp`:
+//!   answers `101` and the caller's bytes become the task container's stdin (its half-close
+//!   ends that stdin; a container created with `stdin-once` then sees EOF). Only stdin: the
+//!   output is the task's log. A container created without `interactive` ignores the bytes.
+//! - `DELETE /capstan/v1/docker-volumes/swarm.<name>`: removes one of swarm's named volumes
+//!   from this agent's engine (no other volume).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -46,6 +56,15 @@ pub struct ExecRequest {
     pub privileged: bool,
     /// Start it and answer at once; the output is discarded.
     pub detach: bool,
+    /// Attach the command's stdin: only on an upgraded connection, whose bytes become it.
+    pub stdin: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ResizeQuery {
+    pub h: Option<i32>,
+    pub w: Option<i32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,8 +77,17 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/capstan/v1/tasks/{task}/exec", post(exec))
         .route("/capstan/v1/tasks/{task}/exec/{exec}", get(exec_inspect))
+        .route("/capstan/v1/tasks/{task}/attach", post(attach_stdin))
         .route("/capstan/v1/tasks/{task}/top", get(top))
         .route("/capstan/v1/tasks/{task}/stats", get(stats))
+        .route(
+            "/capstan/v1/tasks/{task}/exec/{exec}/resize",
+            post(exec_resize),
+        )
+        .route(
+            "/capstan/v1/docker-volumes/{name}",
+            axum::routing::delete(remove_volume),
+        )
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -149,7 +177,45 @@ fn frame(stream: u8, data: &[u8]) -> Bytes {
     Bytes::from(b)
 }
 
-async fn exec(State(s): State<Shared>, Path(task): Path<String>, body: Bytes) -> Response {
+/// Whether the request asks for the hijacked connection (`Connection: Upgrade`, `Upgrade: tcp`).
+fn wants_upgrade(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("tcp"))
+}
+
+/// One item of an exec's output as the bytes a client reads: a frame without a TTY, raw
+/// bytes with one.
+fn output_bytes(
+    item: Result<LogOutput, bollard::errors::Error>,
+    tty: bool,
+) -> Option<std::io::Result<Bytes>> {
+    match item {
+        Ok(LogOutput::StdOut { message }) if !tty => Some(Ok(frame(1, &message))),
+        Ok(LogOutput::StdErr { message }) if !tty => Some(Ok(frame(2, &message))),
+        Ok(
+            LogOutput::StdOut { message }
+            | LogOutput::StdErr { message }
+            | LogOutput::Console { message },
+        ) => Some(Ok(message)),
+        Ok(LogOutput::StdIn { .. }) => None,
+        Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+    }
+}
+
+async fn exec(State(s): State<Shared>, Path(task): Path<String>, mut req: Request) -> Response {
+    let on_upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let body = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("cannot read the exec body: {e}"),
+            );
+        }
+    };
     let req: ExecRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -162,6 +228,13 @@ async fn exec(State(s): State<Shared>, Path(task): Path<String>, body: Bytes) ->
     };
     if req.cmd.is_empty() {
         return error(StatusCode::BAD_REQUEST, "bad_request", "cmd is empty");
+    }
+    if req.stdin && (req.detach || on_upgrade.is_none()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "stdin needs an attached exec on an upgraded connection (Connection: Upgrade, Upgrade: tcp)",
+        );
     }
     if req.privileged && !s.allow_privileged {
         return error(
@@ -180,6 +253,7 @@ async fn exec(State(s): State<Shared>, Path(task): Path<String>, body: Bytes) ->
             CreateExecOptions {
                 cmd: Some(req.cmd.clone()),
                 env: (!req.env.is_empty()).then(|| req.env.clone()),
+                attach_stdin: Some(req.stdin),
                 attach_stdout: Some(!req.detach),
                 attach_stderr: Some(!req.detach),
                 tty: Some(req.tty),
@@ -204,40 +278,129 @@ async fn exec(State(s): State<Shared>, Path(task): Path<String>, body: Bytes) ->
             }),
         )
         .await;
-    let output = match started {
-        Ok(StartExecResults::Attached { output, .. }) => output,
+    let (output, input) = match started {
+        Ok(StartExecResults::Attached { output, input }) => (output, input),
         Ok(StartExecResults::Detached) => {
             return (StatusCode::CREATED, axum::Json(json!({"id": id}))).into_response();
         }
         Err(e) => return engine_error(e),
     };
     let tty = req.tty;
-    let stream = output.filter_map(move |item| async move {
-        match item {
-            Ok(LogOutput::StdOut { message }) if !tty => Some(Ok(frame(1, &message))),
-            Ok(LogOutput::StdErr { message }) if !tty => Some(Ok(frame(2, &message))),
-            Ok(
-                LogOutput::StdOut { message }
-                | LogOutput::StdErr { message }
-                | LogOutput::Console { message },
-            ) => Some(Ok(message)),
-            Ok(LogOutput::StdIn { .. }) => None,
-            Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+    let content_type = HeaderValue::from_static(if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    });
+    let stream = output.filter_map(move |item| async move { output_bytes(item, tty) });
+    let Some(on_upgrade) = on_upgrade else {
+        let mut r = Response::new(Body::from_stream(stream));
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, content_type);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            h.insert(EXEC_ID_HEADER, v);
+        }
+        return r;
+    };
+    let stdin = req.stdin;
+    let exec_id = id.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => relay(upgraded, stream, input, stdin).await,
+            Err(e) => tracing::warn!(exec = %exec_id, error = %e, "Exec upgrade failed"),
         }
     });
-    let mut r = Response::new(Body::from_stream(stream));
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(if tty {
-            "application/vnd.docker.raw-stream"
-        } else {
-            "application/vnd.docker.multiplexed-stream"
-        }),
-    );
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert(EXEC_ID_HEADER, v);
     }
+    r
+}
+
+/// The hijacked connection of an exec: what the caller sends goes to the command's stdin
+/// (its end closes stdin), the output goes back; the connection ends with the output.
+async fn relay(
+    upgraded: hyper::upgrade::Upgraded,
+    output: impl futures::Stream<Item = std::io::Result<Bytes>>,
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    stdin: bool,
+) {
+    use tokio::io::AsyncWriteExt;
+    let io = hyper_util::rt::TokioIo::new(upgraded);
+    let (mut from_caller, mut to_caller) = tokio::io::split(io);
+    let feed = tokio::spawn(async move {
+        if stdin {
+            let _ = tokio::io::copy(&mut from_caller, &mut input).await;
+            let _ = input.shutdown().await;
+        } else {
+            // Nothing is forwarded; the engine's side stays open until the output ends.
+            let _ = tokio::io::copy(&mut from_caller, &mut tokio::io::sink()).await;
+            std::future::pending::<()>().await;
+        }
+    });
+    let mut output = std::pin::pin!(output);
+    while let Some(Ok(chunk)) = output.next().await {
+        if chunk.is_empty() {
+            continue;
+        }
+        if to_caller.write_all(&chunk).await.is_err() || to_caller.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = to_caller.shutdown().await;
+    feed.abort();
+}
+
+/// `POST …/tasks/{task}/attach` on an upgraded connection: the caller's bytes go to the
+/// task container's stdin until the caller half-closes or the container ends.
+async fn attach_stdin(
+    State(s): State<Shared>,
+    Path(task): Path<String>,
+    mut req: Request,
+) -> Response {
+    if !wants_upgrade(req.headers()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "attach needs an upgraded connection (Connection: Upgrade, Upgrade: tcp)",
+        );
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (docker, name) = match container_of(&s, &task) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let attached = docker
+        .attach_container(
+            &name,
+            Some(bollard::query_parameters::AttachContainerOptions {
+                stdin: true,
+                stream: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    let (output, input) = match attached {
+        Ok(a) => (a.output, a.input),
+        Err(e) => return engine_error(e),
+    };
+    // Nothing comes back but the end of the attach (no stdout or stderr was asked for).
+    let stream = output.filter_map(|item| async move { output_bytes(item, true) });
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => relay(upgraded, stream, input, true).await,
+            Err(e) => tracing::warn!(task = %task, error = %e, "Attach upgrade failed"),
+        }
+    });
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
     r
 }
 
@@ -267,16 +430,7 @@ async fn exec_inspect(
         Err(e) => return engine_error(e),
     };
     // Only an exec of this task's container is shown.
-    let of_task = match info.container_id.as_deref() {
-        Some(cid) => docker
-            .inspect_container(&name, None)
-            .await
-            .ok()
-            .and_then(|c| c.id)
-            .is_some_and(|id| id == cid),
-        None => false,
-    };
-    if !of_task {
+    if !of_container(&docker, &name, info.container_id.as_deref()).await {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -290,6 +444,96 @@ async fn exec_inspect(
         "pid": info.pid.unwrap_or(0),
     }))
     .into_response()
+}
+
+/// Whether an exec's container (`container_id`) is the container `name`.
+async fn of_container(docker: &Docker, name: &str, container_id: Option<&str>) -> bool {
+    match container_id {
+        Some(cid) => docker
+            .inspect_container(name, None)
+            .await
+            .ok()
+            .and_then(|c| c.id)
+            .is_some_and(|id| id == cid),
+        None => false,
+    }
+}
+
+/// `POST …/exec/{exec}/resize?h=&w=`: the TTY size of an exec of this task's container.
+async fn exec_resize(
+    State(s): State<Shared>,
+    Path((task, exec)): Path<(String, String)>,
+    Query(q): Query<ResizeQuery>,
+) -> Response {
+    let (Some(h), Some(w)) = (q.h.filter(|h| *h > 0), q.w.filter(|w| *w > 0)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "h and w must be positive integers",
+        );
+    };
+    let (docker, name) = match container_of(&s, &task) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let info = match docker.inspect_exec(&exec).await {
+        Ok(i) => i,
+        Err(e) => return engine_error(e),
+    };
+    if !of_container(&docker, &name, info.container_id.as_deref()).await {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no exec {exec} in task {task}"),
+        );
+    }
+    match docker
+        .resize_exec(&exec, bollard::query_parameters::ResizeExecOptions { h, w })
+        .await
+    {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// Whether `name` is an engine volume of swarm's (`swarm.<docker volume name>`). Pure.
+pub fn swarm_volume(name: &str) -> bool {
+    name.strip_prefix("swarm.").is_some_and(|rest| {
+        rest.len() >= 2
+            && rest.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    })
+}
+
+/// `DELETE /capstan/v1/docker-volumes/{name}`: removes one of swarm's engine volumes
+/// (`swarm.<name>` only; the engine refuses one a container still uses).
+async fn remove_volume(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+    if !swarm_volume(&name) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "not_swarm",
+            format!("{name:?} is not a swarm volume (swarm.<name>); only those are removed here"),
+        );
+    }
+    let Some(docker) = s.docker.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_docker",
+            "this agent has no Docker engine",
+        );
+    };
+    match docker
+        .remove_volume(
+            &name,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => engine_error(e),
+    }
 }
 
 async fn top(
@@ -399,5 +643,24 @@ mod tests {
         let ok: ExecRequest = serde_json::from_str(r#"{"cmd":["id"],"tty":true}"#).unwrap();
         assert!(ok.tty && !ok.detach && ok.cmd == ["id"]);
         assert!(serde_json::from_str::<ExecRequest>(r#"{"cmd":["id"],"name":"x"}"#).is_err());
+        let i: ExecRequest = serde_json::from_str(r#"{"cmd":["cat"],"stdin":true}"#).unwrap();
+        assert!(i.stdin);
+    }
+
+    #[test]
+    fn only_swarms_engine_volumes_are_removed() {
+        let cases = [
+            ("swarm.data", true),
+            ("swarm.p_db-1.x", true),
+            ("data", false),
+            ("swarm.", false),
+            ("swarm.a", false),
+            ("swarm../etc", false),
+            ("swarm.-x", false),
+            ("mesos-volume", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(swarm_volume(name), want, "{name}");
+        }
     }
 }

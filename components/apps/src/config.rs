@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use capstan_runtime::{ConfigProblem, SecurityConfig, Validate, duration_secs};
 use capstan_types::ContainerPolicy;
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,48 @@ pub struct Config {
     /// section; the agents enforce the same policy on every task). A definition that asks
     /// for more is refused with a 422 naming the field.
     pub container_policy: ContainerPolicy,
+    /// Who may call the API, and TLS (see `capstan_runtime::security`).
+    pub security: SecurityConfig,
+    /// How apps authenticates to a master in strict mode (Marathon's
+    /// `--mesos_authentication_principal` and `--mesos_authentication_secret_file`).
+    pub mesos_authentication: Option<MesosAuthentication>,
+}
+
+/// A framework's principal and the file holding its secret (not readable by others).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MesosAuthentication {
+    pub principal: String,
+    pub secret_file: std::path::PathBuf,
+}
+
+/// The secret file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(transparent)]
+    Permissions(#[from] capstan_runtime::PermissionError),
+    #[error("cannot read {path}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl MesosAuthentication {
+    /// The basic credential, the secret read from its file (trailing newline dropped).
+    pub fn credential(&self) -> Result<capstan_types::ClientCredential, SecretError> {
+        capstan_runtime::check_secret_file(&self.secret_file)?;
+        let secret =
+            std::fs::read_to_string(&self.secret_file).map_err(|source| SecretError::Read {
+                path: self.secret_file.clone(),
+                source,
+            })?;
+        Ok(capstan_types::ClientCredential::basic(
+            &self.principal,
+            secret.trim_end_matches(['\n', '\r']),
+        ))
+    }
 }
 
 /// Where apps keeps its state.
@@ -93,6 +135,8 @@ impl Default for Config {
             leader_lease_ttl: Duration::from_secs(2),
             task_launch_timeout: Duration::from_secs(300),
             container_policy: ContainerPolicy::default(),
+            security: SecurityConfig::default(),
+            mesos_authentication: None,
         }
     }
 }
@@ -119,6 +163,8 @@ impl Validate for Config {
             .into_iter()
             .map(|(field, why)| ConfigProblem::new(format!("container_policy.{field}"), why))
             .collect();
+        p.extend(self.security.problems("security"));
+        p.extend(self.security.listen_problems("listen", self.listen));
         if self.masters.is_empty() {
             p.push(ConfigProblem::new(
                 "masters",

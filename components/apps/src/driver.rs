@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use capstan_mesos_client::{Calls, MasterClient, SessionEnd, StreamError, Subscription, reconnect};
-use capstan_types::{Backoff, Chain};
+use capstan_types::{Backoff, Chain, ClientCredential};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -38,6 +38,9 @@ pub struct DriverConfig {
     pub failover_timeout_secs: f64,
     pub backoff_max: Duration,
     pub heartbeat_failure_threshold: u32,
+    /// Sent with every call to the master (strict mode); its principal goes into the
+    /// framework info, as Mesos requires.
+    pub credential: Option<(String, ClientCredential)>,
 }
 
 /// The current subscription, for the call sender.
@@ -62,6 +65,9 @@ pub fn subscribe_call(cfg: &DriverConfig, framework_id: Option<&str>) -> Value {
         "checkpoint": true, "role": cfg.role, "hostname": cfg.hostname, "webui_url": cfg.webui_url,
         "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}],
     });
+    if let Some((principal, _)) = &cfg.credential {
+        fi["principal"] = json!(principal);
+    }
     let mut call = json!({"type": "SUBSCRIBE", "subscribe": {}});
     if let Some(id) = framework_id {
         fi["id"] = json!({ "value": id });
@@ -83,6 +89,7 @@ pub(crate) async fn run(
         c.call_timeout = CALL_TIMEOUT;
         c.max_record_len = MAX_EVENT_BYTES;
         c.missed_heartbeats = cfg.heartbeat_failure_threshold;
+        c.credential = cfg.credential.as_ref().map(|(_, c)| c.clone());
     });
     let mut client = match client {
         Ok(c) => c,
@@ -337,6 +344,7 @@ mod tests {
             failover_timeout_secs: 604_800.0,
             backoff_max: Duration::from_secs(1),
             heartbeat_failure_threshold: 5,
+            credential: None,
         };
         let v = subscribe_call(&cfg, Some("F-0001"));
         let call: capstan_proto::mesos::v1::scheduler::Call = capstan_proto::from_json(&v).unwrap();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::Response;
+use capstan_runtime::auth::{Access, Role};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
@@ -372,6 +373,20 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
 
 fn prefers_text(headers: &HeaderMap) -> bool {
     accepts(headers, "text/plain") && !accepts(headers, "application/json")
+}
+
+/// What a call to the API needs in strict mode: `/ping` is open (load balancers and the
+/// leader proxy's health probe); leader abdication is an administrator's; otherwise reading
+/// needs `viewer` and changing needs `operator`.
+pub(crate) fn access(method: &Method, path: &str) -> Access {
+    let path = normalize_path(path);
+    if path == "/ping" {
+        Access::Public
+    } else if path == "/v2/leader" && method == Method::DELETE {
+        Access::Role(Role::Admin)
+    } else {
+        Access::by_method(method.as_str())
+    }
 }
 
 pub(crate) async fn dispatch(

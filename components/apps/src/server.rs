@@ -33,6 +33,10 @@ pub enum StartError {
     },
     #[error("cannot load state from the store")]
     Load(#[source] StoreError),
+    #[error("cannot secure the API")]
+    Security(#[source] capstan_iam::GuardError),
+    #[error("cannot use the Mesos authentication secret")]
+    Secret(#[source] crate::config::SecretError),
 }
 
 /// Why an apps instance stopped by itself. Each ends the process non-zero, so its supervisor
@@ -296,6 +300,9 @@ impl Server {
         if !problems.is_empty() {
             return Err(StartError::Invalid(problems));
         }
+        if let Some(auth) = &config.mesos_authentication {
+            auth.credential().map_err(StartError::Secret)?;
+        }
         let ha = if config.store.coord_endpoints.is_empty() {
             None
         } else {
@@ -371,10 +378,21 @@ impl Server {
             abdicate: abdicate.clone(),
         };
         let router = axum::Router::new().fallback(dispatch).with_state(ctx);
+        let (guard, tls) = capstan_iam::secure_api(
+            "apps",
+            &config.security,
+            ha.as_ref().map(|h| &h.client),
+            Arc::new(crate::http::access),
+            &token,
+        )
+        .await
+        .map_err(StartError::Security)?;
         let http_token = token.clone();
         let http = tokio::spawn(async move {
             let limits = capstan_runtime::HttpLimits::default();
-            let r = capstan_runtime::serve(listener, router, limits, http_token).await;
+            let r =
+                capstan_runtime::serve_secured(listener, router, limits, guard, tls, http_token)
+                    .await;
             if let Err(e) = r {
                 warn!(error = %Chain(&e), "Apps HTTP server failed");
             }
@@ -536,6 +554,13 @@ async fn lead(
         failover_timeout_secs: config.failover_timeout.as_secs_f64(),
         backoff_max: config.reconnect_backoff_max,
         heartbeat_failure_threshold: config.heartbeat_failure_threshold,
+        credential: config.mesos_authentication.as_ref().and_then(|a| match a.credential() {
+            Ok(c) => Some((a.principal.clone(), c)),
+            Err(e) => {
+                warn!(error = %Chain(&e), "Cannot read the Mesos secret; connecting without it");
+                None
+            }
+        }),
     };
     let driver_task = tokio::spawn(driver::run(
         driver_cfg,

@@ -18,6 +18,8 @@ mod ha;
 mod marathon_python;
 #[path = "it/scheduler.rs"]
 mod scheduler;
+#[path = "it/security.rs"]
+mod security;
 #[path = "it/seed001.rs"]
 mod seed001;
 #[path = "it/support.rs"]

@@ -72,7 +72,9 @@ pub async fn serve(what: &str) -> anyhow::Result<()> {
         "coord" => crate::coord::serve(arg, token.clone()).await?,
         "apps" => crate::apps::serve(arg, token.clone()).await?,
         "router-backend" => crate::router::serve(token.clone()).await?,
-        "l4lb-backends" | "l4lb-proxy" => crate::l4lb::serve(kind, arg, token.clone()).await?,
+        "l4lb-backends" | "l4lb-proxy" | "l4lb-kernel" => {
+            crate::l4lb::serve(kind, arg, token.clone()).await?
+        }
         _ => bail!("cannot serve {what:?}"),
     };
     println!("READY {addr}");

@@ -8,6 +8,12 @@
 //! Rounds alternate between the targets (direct to one backend, l4lb, HAProxy) so background
 //! load on this shared machine hits all alike. The kernel (nftables) plane is not measured here:
 //! it needs a network namespace of its own (see `components/l4lb/tests/nft`).
+//!
+//! The kernel plane's scale ([`kernel`]): 10,000 named VIPs x 10 backends programmed from
+//! scratch into a network namespace of the bench's own (`capstan-bench-l4lb`, nothing but
+//! `lo`, deleted afterwards), then 200 task changes (TASK_KILLED, then running again), each
+//! timed from the task's new state to the kernel holding the new rules, in a child process
+//! whose RSS is l4lb's state for that table.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -19,6 +25,11 @@ use capstan_types::vip::{Backend, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+use capstan_l4lb::netdev::{Namespace, VipDevice};
+use capstan_l4lb::nft::{Guard, KernelPlane, NftPlane, Update};
+use capstan_types::TaskState;
+use capstan_types::vip::{AddrRange, DiscoveredPort, VipConfig, VipTable, VipTask};
 
 use crate::child::{ensure_program, pinned, spawn_self};
 use crate::report::{Row, Section};
@@ -33,8 +44,12 @@ const CONNS: usize = 32;
 /// Rounds per target per measurement.
 const ROUNDS: usize = 3;
 
-/// Child side: `l4lb-backends` (three one-byte answerers) or `l4lb-proxy:<b1>,<b2>,<b3>`.
+/// Child side: `l4lb-backends` (three one-byte answerers), `l4lb-proxy:<b1>,<b2>,<b3>` or
+/// `l4lb-kernel:<netns>:<vips>:<backends>:<changes>` (answers with its measurements as JSON).
 pub async fn serve(kind: &str, arg: &str, token: CancellationToken) -> anyhow::Result<String> {
+    if kind == "l4lb-kernel" {
+        return serve_kernel(arg).await;
+    }
     if kind == "l4lb-backends" {
         let mut addrs = Vec::new();
         for _ in 0..3 {
@@ -338,7 +353,8 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
         "The ≥ 2× HAProxy goal is the issue's for the kernel data plane (nftables DNAT: no \
          second connection, no userspace copy); the userspace plane is the fallback for hosts \
          without nftables and is measured here because it is the one that runs on loopback \
-         without a network namespace. The kernel plane is not benchmarked yet."
+         without a network namespace. The kernel plane's rows below are its scale and its \
+         update latency, not its connection rate."
             .into(),
     );
     if let Some((mut child, _)) = peer {
@@ -346,5 +362,284 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
     }
     drop(proxy_child);
     drop(backends_child);
+    kernel(&mut section, quick).await?;
     Ok(section)
+}
+
+/// Named VIPs of the scale run.
+const SCALE_VIPS: usize = 10_000;
+/// Backends per VIP.
+const SCALE_BACKENDS: usize = 10;
+/// Task changes timed after the full program.
+const CHANGES: usize = 200;
+/// The bench's own network namespace (only `lo`; deleted when the run ends).
+const NETNS: &str = "capstan-bench-l4lb";
+
+/// `vips` Marathon apps `/app-<i>` with the label `VIP_0=/app-<i>:80`, `backends` running
+/// tasks each on host port 31000 of agent 10.<x>.<y>.<z> (host networking, no health check).
+fn scale_tasks(vips: usize, backends: usize) -> Vec<VipTask> {
+    let mut tasks = Vec::with_capacity(vips * backends);
+    for app in 0..vips {
+        for j in 0..backends {
+            let n = u32::try_from(app * backends + j).unwrap_or(u32::MAX) + 1;
+            let [_, b, c, d] = n.to_be_bytes();
+            tasks.push(VipTask {
+                framework: "marathon".into(),
+                agent_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, b, c, d))),
+                ports: vec![31000],
+                discovery_ports: vec![DiscoveredPort {
+                    number: 31000,
+                    protocol: "tcp".into(),
+                    labels: vec![("VIP_0".into(), format!("/app-{app}:80"))],
+                }],
+                ..VipTask::default()
+            });
+        }
+    }
+    tasks
+}
+
+/// The child of the scale run: builds the table of [`scale_tasks`] as the follower does,
+/// programs it into `netns` from scratch, then times `changes` single-task changes; keeps
+/// everything alive (its RSS is measured) until the harness closes stdin.
+async fn serve_kernel(arg: &str) -> anyhow::Result<String> {
+    let parts: Vec<&str> = arg.split(':').collect();
+    let [netns, vips, backends, changes] = parts[..] else {
+        anyhow::bail!("l4lb-kernel:<netns>:<vips>:<backends>:<changes>, not {arg:?}");
+    };
+    let (vips, backends, changes): (usize, usize, usize) =
+        (vips.parse()?, backends.parse()?, changes.parse()?);
+    let cfg = VipConfig {
+        ipv4: AddrRange::parse("11.0.0.0/8").context("range")?,
+        ipv6: None,
+    };
+    let ns = Namespace::Named(netns.to_owned());
+    let guard = Guard {
+        ipv4: vec![cfg.ipv4],
+        ipv6: vec![],
+    };
+    let mut plane = KernelPlane::new(
+        NftPlane::new("capstan")?.in_namespace(ns.clone()),
+        VipDevice::new("capstan-vip0")?.in_namespace(ns),
+        guard,
+    );
+    plane.start().await?;
+    let mut tasks = scale_tasks(vips, backends);
+    let started = Instant::now();
+    let table = VipTable::build(&tasks, &cfg);
+    let listeners = table.listeners();
+    let built = started.elapsed();
+    let applied = plane.apply(&listeners).await?;
+    let program = started.elapsed();
+    anyhow::ensure!(
+        applied.update == Update::Full && applied.listeners == vips,
+        "first apply: {applied:?}"
+    );
+    let nft_peak_kib = children_max_rss_kib();
+    let mut table = table;
+    let mut took = Vec::with_capacity(changes);
+    let mut nft_took = Vec::with_capacity(changes);
+    for i in 0..changes {
+        // Kill a task, then bring it back: every change is one backend of one VIP.
+        let k = (i / 2 * 7919) % tasks.len();
+        tasks[k].state = if i % 2 == 0 {
+            TaskState::Killed
+        } else {
+            TaskState::Running
+        };
+        let t = Instant::now();
+        table = VipTable::build(&tasks, &cfg);
+        let applied = plane.apply(&table.listeners()).await?;
+        took.push(t.elapsed());
+        nft_took.push(applied.took);
+        anyhow::ensure!(
+            applied.update == Update::Incremental,
+            "change {i}: {applied:?}"
+        );
+    }
+    // Keep the state alive (the harness measures its RSS) until the token is cancelled.
+    tokio::spawn(async move {
+        let _state = (plane, table, tasks);
+        std::future::pending::<()>().await;
+    });
+    let micros = |v: &[Duration]| v.iter().map(|d| d.as_micros() as u64).collect::<Vec<_>>();
+    Ok(serde_json::json!({
+        "build_us": built.as_micros() as u64,
+        "program_us": program.as_micros() as u64,
+        "nft_us": applied.took.as_micros() as u64,
+        "script_bytes": applied.script_bytes,
+        "nft_peak_kib": nft_peak_kib,
+        "change_us": micros(&took),
+        "change_nft_us": micros(&nft_took),
+    })
+    .to_string())
+}
+
+/// The largest peak RSS of this process's waited-for children (the `nft` runs), KiB.
+fn children_max_rss_kib() -> u64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map(|u| u64::try_from(u.max_rss()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// `VmRSS` and `VmHWM` of process `pid`, KiB.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The bench's network namespace; deleted (with the table and device in it) when dropped.
+struct BenchNetns;
+
+impl BenchNetns {
+    fn create() -> anyhow::Result<BenchNetns> {
+        // A leftover of a run that was killed.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", NETNS])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "add", NETNS])
+            .output()
+            .context("running ip")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "`ip netns add {NETNS}`: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let netns = BenchNetns;
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", NETNS, "ip", "link", "set", "lo", "up"])
+            .output()
+            .context("running ip")?;
+        anyhow::ensure!(out.status.success(), "lo up in {NETNS}");
+        Ok(netns)
+    }
+}
+
+impl Drop for BenchNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", NETNS])
+            .status();
+    }
+}
+
+/// The kernel plane at scale: rows for the program time, the RSS and the change latency.
+pub async fn kernel(section: &mut Section, quick: bool) -> anyhow::Result<()> {
+    let (vips, changes) = if quick {
+        (1_000, 40)
+    } else {
+        (SCALE_VIPS, CHANGES)
+    };
+    let backends = SCALE_BACKENDS;
+    if !crate::child::have("nft") {
+        section
+            .notes
+            .push("Kernel plane not measured: no `nft` on this machine.".into());
+        return Ok(());
+    }
+    let netns = match BenchNetns::create() {
+        Ok(n) => n,
+        Err(e) => {
+            section
+                .notes
+                .push(format!("Kernel plane not measured: {e:#} (needs root)."));
+            return Ok(());
+        }
+    };
+    let child = spawn_self(
+        &format!("l4lb-kernel:{NETNS}:{vips}:{backends}:{changes}"),
+        None,
+    )
+    .await?;
+    let rss = rss_kib(child.pid());
+    let m: serde_json::Value = serde_json::from_str(&child.addr).context("child's results")?;
+    drop(child);
+    drop(netns);
+    let us = |k: &str| Duration::from_micros(m[k].as_u64().unwrap_or(0));
+    let list = |k: &str| -> Vec<Duration> {
+        m[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(Duration::from_micros)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let program = us("program_us");
+    let mut r = Row::new(format!(
+        "kernel plane: {vips} VIPs x {backends} backends programmed from scratch (table build + nft + VIP addresses)"
+    ));
+    r.capstan = format!(
+        "{} (table {}, nft {}, {} KiB script)",
+        ms(program),
+        ms(us("build_us")),
+        ms(us("nft_us")),
+        m["script_bytes"].as_u64().unwrap_or(0) / 1024
+    );
+    r.peer = "21-31 s (the per-VIP chain ruleset, 2026-12-04)".into();
+    r.ratio = Some(program.as_secs_f64() / 21.0);
+    r.goal = "≤ 1 s".into();
+    r.met = Some(program <= Duration::from_secs(1));
+    section.rows.push(r);
+
+    let mut r = Row::new(format!(
+        "kernel plane: l4lb RSS holding {vips} VIPs x {backends} backends"
+    ));
+    if let Some((now, peak)) = rss {
+        r.capstan = format!(
+            "{:.1} MiB (peak {:.1} MiB; the `nft` run peaked at {:.0} MiB)",
+            now as f64 / 1024.0,
+            peak as f64 / 1024.0,
+            m["nft_peak_kib"].as_u64().unwrap_or(0) as f64 / 1024.0
+        );
+        r.goal = "≤ 50 MiB".into();
+        r.met = Some(now <= 50 * 1024);
+    }
+    section.rows.push(r);
+
+    let took = list("change_us");
+    let nft_took = list("change_nft_us");
+    if let (Some(p50), Some(p99)) = (percentile(&took, 50.0), percentile(&took, 99.0)) {
+        let mut r = Row::new(format!(
+            "kernel plane: TASK_KILLED (or back to running) → new rules in the kernel, over {} changes on the {vips}-VIP table",
+            took.len()
+        ));
+        r.capstan = format!(
+            "p99 {} (p50 {}; nft alone p99 {})",
+            ms(p99),
+            ms(p50),
+            percentile(&nft_took, 99.0).map(ms).unwrap_or_default()
+        );
+        r.peer = "≥ 2 s (DC/OS: 2 s agent poll + gossip)".into();
+        r.ratio = Some(p99.as_secs_f64() / 2.0);
+        r.goal = "p99 ≤ 100 ms".into();
+        r.met = Some(p99 <= Duration::from_millis(100));
+        section.rows.push(r);
+    }
+    section.notes.push(format!(
+        "Kernel plane: a child process (this binary) in namespace `{NETNS}` (only `lo`, \
+         deleted afterwards) builds the VIP table from {} tasks as the follower does \
+         (`VipTable::build`, named VIPs `/app-<i>:80` in 11.0.0.0/8, backends 10.x.y.z:31000) \
+         and applies it with `KernelPlane` (`nft -f -` in one transaction, then the VIP \
+         addresses with `ip -batch`). Each change kills one task (or starts it again), \
+         rebuilds the table and applies the difference; it is timed from the new task state \
+         to `nft` returning (the kernel has committed the rules then; the master's event \
+         stream and its parsing are not included). RSS is the child's after all changes; it \
+         holds the tasks, the table and the plane's last applied listeners.",
+        vips * backends
+    ));
+    Ok(())
 }

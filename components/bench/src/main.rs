@@ -21,6 +21,8 @@ mod master;
 mod report;
 mod router;
 mod stats;
+mod swarm;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,8 +34,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "capstan-bench")]
 struct Args {
-    /// Benchmarks to run (master, dns, agent, coord, apps, router, l4lb); all when none is
-    /// given.
+    /// Benchmarks to run (master, dns, agent, coord, apps, router, l4lb, ui, swarm); all when
+    /// none is given.
     names: Vec<String>,
     /// Shrink every size ~10x (for iterating, not for the published numbers).
     #[arg(long)]
@@ -47,7 +49,9 @@ struct Args {
     serve: Option<String>,
 }
 
-pub const ALL: [&str; 7] = ["master", "dns", "agent", "coord", "apps", "router", "l4lb"];
+pub const ALL: [&str; 9] = [
+    "master", "dns", "agent", "coord", "apps", "router", "l4lb", "ui", "swarm",
+];
 
 fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
@@ -108,6 +112,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "apps" => apps::run(args.quick).await,
             "router" => router::run(args.quick).await,
             "l4lb" => l4lb::run(args.quick).await,
+            "ui" => ui::run(args.quick).await,
+            "swarm" => swarm::run(args.quick).await,
             _ => coord::run(args.quick).await,
         };
         let section = section.unwrap_or_else(|e| report::Section {

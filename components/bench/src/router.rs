@@ -15,7 +15,7 @@
 //! router's cells say so and nginx is still measured.
 
 mod backend;
-mod daemon;
+pub(crate) mod daemon;
 mod load;
 mod nginx;
 

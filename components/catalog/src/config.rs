@@ -1,6 +1,7 @@
 //! `catalog:` section of the node config (snake_case, unknown keys rejected).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use capstan_runtime::{ConfigProblem, Validate};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,11 @@ pub struct Config {
     pub masters: Vec<String>,
     /// How long a fetched remote repository is reused before it is fetched again, seconds.
     pub repository_cache_secs: u64,
+    /// The image store: `docker save` archives imported bundles brought, served to agents
+    /// that miss an image (`GET /package/images/<name>`). Created on the first upload.
+    pub images_dir: PathBuf,
+    /// The largest image archive an upload may be, bytes.
+    pub max_image_bytes: u64,
 }
 
 impl Default for Config {
@@ -35,6 +41,8 @@ impl Default for Config {
             apps: vec!["127.0.0.1:8080".into()],
             masters: Vec::new(),
             repository_cache_secs: 60,
+            images_dir: PathBuf::from("/var/lib/capstan-catalog/images"),
+            max_image_bytes: 8 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -91,6 +99,12 @@ impl Validate for Config {
                     "must be host:port or http://host:port",
                 ));
             }
+        }
+        if !self.images_dir.is_absolute() {
+            out.push(ConfigProblem::new("images_dir", "must be an absolute path"));
+        }
+        if self.max_image_bytes == 0 {
+            out.push(ConfigProblem::new("max_image_bytes", "must be at least 1"));
         }
         if capstan_coord_client::validate_key(&self.coord_prefix).is_err() {
             out.push(ConfigProblem::new(

@@ -74,6 +74,12 @@ pub enum CosmosError {
     },
     #[error("Multiple frameworks named [{name}] are registered: [{}]", ids.join(", "))]
     MultipleFrameworkIds { name: String, ids: Vec<String> },
+    /// Capstan's image store: no archive of this image.
+    #[error("Image [{0}] is not in the cluster's image store")]
+    ImageNotFound(String),
+    /// Capstan's image store: an upload over `max_image_bytes`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -108,6 +114,8 @@ impl CosmosError {
             CosmosError::AppIdChanged { .. } => "AppIdChanged",
             CosmosError::VersionChangeNotAllowed { .. } => "VersionChangeNotAllowed",
             CosmosError::MultipleFrameworkIds { .. } => "MultipleFrameworkIds",
+            CosmosError::ImageNotFound(_) => "ImageNotFound",
+            CosmosError::PayloadTooLarge(_) => "PayloadTooLarge",
             CosmosError::Internal(_) => "Internal",
         }
     }
@@ -117,6 +125,8 @@ impl CosmosError {
         match self {
             CosmosError::PackageAlreadyInstalled => 409,
             CosmosError::Forbidden(_) => 403,
+            CosmosError::ImageNotFound(_) => 404,
+            CosmosError::PayloadTooLarge(_) => 413,
             CosmosError::ServiceUnavailable(_) => 503,
             CosmosError::RepositoryUriError { .. } => 502,
             CosmosError::Internal(_) => 500,
@@ -134,6 +144,7 @@ impl CosmosError {
             }
             CosmosError::PackageNotInstalled(name) => Some(json!({"packageName": name})),
             CosmosError::ServiceNotFound(id) => Some(json!({"appId": id})),
+            CosmosError::ImageNotFound(name) => Some(json!({"image": name})),
             CosmosError::AmbiguousAppId { name, ids } => {
                 Some(json!({"packageName": name, "appIds": ids}))
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::catalog::describe;
 use crate::error::CosmosError;
 use crate::frameworks::Masters;
+use crate::images::{self, ImageStore};
 use crate::installed::{self, Apps};
 use crate::media::{self, media_type};
 use crate::render::render;
@@ -29,7 +30,11 @@ pub struct AppState {
     pub apps: Apps,
     pub masters: Masters,
     pub http: reqwest::Client,
+    pub images: ImageStore,
 }
+
+/// The largest repository `POST /package/local-repository` takes.
+const MAX_LOCAL_REPOSITORY_BYTES: usize = 64 * 1024 * 1024;
 
 type Shared = Arc<AppState>;
 
@@ -48,6 +53,14 @@ pub fn router(state: Shared) -> Router {
         .route("/package/repository/add", post(repo_add))
         .route("/package/repository/delete", post(repo_delete))
         .route("/package/resource", get(resource))
+        .route("/package/images", get(image_list))
+        .route("/package/images/{*name}", get(image_get).put(image_put))
+        .route(
+            "/package/local-repository",
+            post(local_add)
+                .get(local_get)
+                .layer(DefaultBodyLimit::max(MAX_LOCAL_REPOSITORY_BYTES)),
+        )
         .route("/service/describe", post(service_describe))
         .route("/service/update", post(service_update))
         .route("/cosmos/service/describe", post(service_describe))
@@ -590,6 +603,173 @@ async fn service_update(State(s): State<Shared>, headers: HeaderMap, body: Bytes
                 "marathonDeploymentId": deployment,
             }),
         ))
+    })
+    .await
+}
+
+/// `GET /package/images`: the stored images, `{"images": [{"name", "size"}]}`.
+async fn image_list(State(s): State<Shared>) -> Response {
+    match s.images.list().await {
+        Ok(list) => {
+            let images: Vec<Value> = list
+                .into_iter()
+                .map(|(name, size)| json!({"name": name, "size": size}))
+                .collect();
+            json_response("application/json", &json!({ "images": images }))
+        }
+        Err(e) => error_response(&CosmosError::Internal(format!(
+            "reading the image store: {e}"
+        ))),
+    }
+}
+
+fn image_name(raw: &str) -> Result<String, CosmosError> {
+    images::normalize(raw).map_err(|e| CosmosError::MalformedRequest(e.to_string()))
+}
+
+/// `GET /package/images/<name>`: the image's `docker save` archive, streamed.
+async fn image_get(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+    let result: Result<Response, CosmosError> = async {
+        let name = image_name(&name)?;
+        let path = s.images.path(&name);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CosmosError::ImageNotFound(name));
+            }
+            Err(e) => return Err(CosmosError::Internal(format!("{}: {e}", path.display()))),
+        };
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| CosmosError::Internal(format!("{}: {e}", path.display())))?
+            .len();
+        tracing::info!(image = %name, bytes = len, "Serving image from the store");
+        let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+        let mut r = (StatusCode::OK, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-tar"),
+        );
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        Ok(r)
+    }
+    .await;
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+/// Why an upload's body could not be read: too large (the server's limit) or broken off.
+fn body_error(e: &axum::Error) -> CosmosError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return CosmosError::PayloadTooLarge(format!(
+                "The image is larger than the limit: {err}"
+            ));
+        }
+        source = err.source();
+    }
+    CosmosError::MalformedRequest(format!("Reading the image archive: {e}"))
+}
+
+/// `PUT /package/images/<name>`: stores the body (a `docker save` archive) as the image's
+/// archive: written to a temporary file and renamed into place once complete, so a reader
+/// never sees half an image.
+async fn image_put(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: axum::body::Body,
+) -> Response {
+    let result: Result<Response, CosmosError> = async {
+        use futures::StreamExt as _;
+        let name = image_name(&name)?;
+        let dir = s.images.dir().to_owned();
+        let internal = |e: std::io::Error| CosmosError::Internal(format!("{}: {e}", dir.display()));
+        tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
+        let temp = s.images.temp_path(&name);
+        let mut file = tokio::fs::File::create(&temp).await.map_err(internal)?;
+        let mut stream = body.into_data_stream();
+        let mut head = Vec::new();
+        let mut size = 0u64;
+        let written: Result<(), CosmosError> = async {
+            use tokio::io::AsyncWriteExt as _;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| body_error(&e))?;
+                if head.len() < 512 {
+                    head.extend_from_slice(&chunk[..chunk.len().min(512 - head.len())]);
+                }
+                size += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(internal)?;
+            }
+            file.flush().await.map_err(internal)?;
+            file.sync_all().await.map_err(internal)?;
+            if !crate::tar::looks_like_tar(&head) {
+                return Err(CosmosError::MalformedRequest(
+                    "The body is not a docker save archive (not a tar file)".into(),
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        drop(file);
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&temp, s.images.path(&name))
+            .await
+            .map_err(internal)?;
+        tracing::info!(image = %name, bytes = size, "Stored image");
+        Ok(json_response(
+            "application/json",
+            &json!({"name": name, "size": size}),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+/// `POST /package/local-repository`: a repository (as `capstan package build` writes it)
+/// whose packages join the cluster's local repository.
+async fn local_add(State(s): State<Shared>, body: Bytes) -> Response {
+    answer(async {
+        let imported = crate::universe::Repository::parse(&body).map_err(|e| {
+            CosmosError::RepositoryInvalid {
+                uri: crate::repos::LOCAL_URI.into(),
+                message: e.to_string(),
+            }
+        })?;
+        let merged = s.repos.add_local(&imported).await?;
+        for p in &imported.packages {
+            tracing::info!(package = %p.name, version = %p.version, "Imported package into the local repository");
+        }
+        Ok((
+            "application/json".to_owned(),
+            local_body(&merged),
+        ))
+    })
+    .await
+}
+
+fn local_body(repo: &crate::universe::Repository) -> Value {
+    let packages: Vec<Value> = repo
+        .packages
+        .iter()
+        .map(|p| json!({"name": p.name, "version": p.version}))
+        .collect();
+    json!({
+        "name": crate::repos::LOCAL_NAME,
+        "uri": crate::repos::LOCAL_URI,
+        "packages": packages,
+    })
+}
+
+/// `GET /package/local-repository`: what the local repository holds.
+async fn local_get(State(s): State<Shared>) -> Response {
+    answer(async {
+        let repo = s.repos.load(crate::repos::LOCAL_URI, true).await?;
+        Ok(("application/json".to_owned(), local_body(&repo)))
     })
     .await
 }

@@ -31,12 +31,23 @@ pub fn default_list() -> Vec<RepoRef> {
     }]
 }
 
+/// The URI of the cluster's local repository (the packages `capstan package import`
+/// brought, kept in coord) in the repository list and `DCOS_PACKAGE_SOURCE`.
+pub const LOCAL_URI: &str = "capstan:local";
+/// Its name in the repository list.
+pub const LOCAL_NAME: &str = "local";
+
 /// The Accept Cosmos sends when it fetches a repository.
 pub const REPO_ACCEPT: &str = "application/vnd.dcos.universe.repo+json;charset=utf-8;version=v4,application/vnd.dcos.universe.repo+json;charset=utf-8;version=v3";
 
 enum Backend {
-    Memory(Mutex<Vec<RepoRef>>),
-    Coord { client: Coord, key: String },
+    /// The list, and the local repository's JSON.
+    Memory(Mutex<Vec<RepoRef>>, Mutex<Option<Vec<u8>>>),
+    Coord {
+        client: Coord,
+        key: String,
+        local_key: String,
+    },
 }
 
 /// The repository list and the loaded repositories.
@@ -55,12 +66,23 @@ fn coord_err(e: ClientError) -> CosmosError {
 
 impl Repos {
     pub fn in_memory(ttl: Duration) -> Repos {
-        Repos::with(Backend::Memory(Mutex::new(default_list())), ttl)
+        Repos::with(
+            Backend::Memory(Mutex::new(default_list()), Mutex::new(None)),
+            ttl,
+        )
     }
 
     pub fn in_coord(client: Coord, prefix: &str, ttl: Duration) -> Repos {
         let key = capstan_coord_client::keyspace::under(prefix, "repositories");
-        Repos::with(Backend::Coord { client, key }, ttl)
+        let local_key = capstan_coord_client::keyspace::under(prefix, "local-repository");
+        Repos::with(
+            Backend::Coord {
+                client,
+                key,
+                local_key,
+            },
+            ttl,
+        )
     }
 
     fn with(backend: Backend, ttl: Duration) -> Repos {
@@ -80,8 +102,8 @@ impl Repos {
     /// The list and the version to swap it at (0: not stored yet).
     async fn read(&self) -> Result<(Vec<RepoRef>, u64), CosmosError> {
         match &self.backend {
-            Backend::Memory(m) => Ok((m.lock().map(|l| l.clone()).unwrap_or_default(), 0)),
-            Backend::Coord { client, key } => match client.get(key).await.map_err(coord_err)? {
+            Backend::Memory(m, _) => Ok((m.lock().map(|l| l.clone()).unwrap_or_default(), 0)),
+            Backend::Coord { client, key, .. } => match client.get(key).await.map_err(coord_err)? {
                 None => Ok((default_list(), 0)),
                 Some(kv) => {
                     let list = serde_json::from_slice(&kv.value).map_err(|e| {
@@ -108,13 +130,13 @@ impl Repos {
             let (mut list, version) = self.read().await?;
             change(&mut list)?;
             match &self.backend {
-                Backend::Memory(m) => {
+                Backend::Memory(m, _) => {
                     if let Ok(mut l) = m.lock() {
                         *l = list.clone();
                     }
                     return Ok(list);
                 }
-                Backend::Coord { client, key } => {
+                Backend::Coord { client, key, .. } => {
                     let bytes = serde_json::to_vec(&list).unwrap_or_default();
                     match client.compare_and_swap(key, version, bytes).await {
                         Ok(_) => return Ok(list),
@@ -207,6 +229,9 @@ impl Repos {
         if uri == builtin::URI {
             return Ok(builtin::repository());
         }
+        if uri == LOCAL_URI {
+            return Ok(Arc::new(self.read_local().await?.0));
+        }
         if !fresh
             && let Some((at, repo)) = self.cache.lock().ok().and_then(|c| c.get(uri).cloned())
             && at.elapsed() < self.ttl
@@ -223,6 +248,79 @@ impl Repos {
             c.insert(uri.to_owned(), (Instant::now(), repo.clone()));
         }
         Ok(repo)
+    }
+
+    /// The local repository (empty before the first import) and its coord version.
+    async fn read_local(&self) -> Result<(Repository, u64), CosmosError> {
+        let (bytes, version) = match &self.backend {
+            Backend::Memory(_, local) => (local.lock().ok().and_then(|l| l.clone()), 0),
+            Backend::Coord {
+                client, local_key, ..
+            } => match client.get(local_key).await.map_err(coord_err)? {
+                None => (None, 0),
+                Some(kv) => (Some(kv.value), kv.version),
+            },
+        };
+        let repo = match bytes {
+            None => Repository {
+                packages: Vec::new(),
+            },
+            Some(b) => Repository::parse(&b)
+                .map_err(|e| CosmosError::Internal(format!("stored local repository: {e}")))?,
+        };
+        Ok((repo, version))
+    }
+
+    /// Adds `imported`'s packages to the local repository (replacing any of the same name and
+    /// version) and puts the local repository first in the list if it is not listed yet.
+    /// Answers the local repository as it now is.
+    pub async fn add_local(&self, imported: &Repository) -> Result<Repository, CosmosError> {
+        let _g = self.write.lock().await;
+        let mut stored = None;
+        for _ in 0..10 {
+            let (current, version) = self.read_local().await?;
+            let merged = merge_local(current, imported);
+            let bytes = crate::source::to_json(&merged).into_bytes();
+            match &self.backend {
+                Backend::Memory(_, local) => {
+                    if let Ok(mut l) = local.lock() {
+                        *l = Some(bytes);
+                    }
+                }
+                Backend::Coord {
+                    client, local_key, ..
+                } => match client.compare_and_swap(local_key, version, bytes).await {
+                    Ok(_) => {}
+                    Err(ClientError::Conflict { .. }) => continue,
+                    Err(e) => return Err(coord_err(e)),
+                },
+            }
+            stored = Some(merged);
+            break;
+        }
+        let Some(merged) = stored else {
+            return Err(CosmosError::Internal(
+                "the local repository kept changing; try again".into(),
+            ));
+        };
+        drop(_g);
+        let listed = self.list().await?.iter().any(|r| r.uri == LOCAL_URI);
+        if !listed {
+            self.update(|list| {
+                if !list.iter().any(|r| r.uri == LOCAL_URI) {
+                    list.insert(
+                        0,
+                        RepoRef {
+                            name: LOCAL_NAME.into(),
+                            uri: LOCAL_URI.into(),
+                        },
+                    );
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(merged)
     }
 
     async fn fetch(&self, uri: &str) -> Result<Vec<u8>, CosmosError> {
@@ -262,5 +360,90 @@ impl Repos {
         }
         let bytes = resp.bytes().await.map_err(|e| uri_err(e.to_string()))?;
         Ok(bytes.to_vec())
+    }
+}
+
+/// `current` with `imported`'s packages added, replacing those of the same name and version,
+/// sorted as a parsed repository is.
+pub fn merge_local(mut current: Repository, imported: &Repository) -> Repository {
+    current.packages.retain(|p| {
+        !imported
+            .packages
+            .iter()
+            .any(|n| n.name == p.name && n.version == p.version)
+    });
+    current.packages.extend(imported.packages.iter().cloned());
+    current.packages.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then(b.release_version.cmp(&a.release_version))
+    });
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(name: &str, version: &str, release: u64, notes: &str) -> crate::universe::Package {
+        let mut p = builtin::repository().packages[0].clone();
+        p.name = name.into();
+        p.version = version.into();
+        p.release_version = release;
+        p.post_install_notes = Some(notes.into());
+        p
+    }
+
+    #[test]
+    fn an_import_replaces_the_same_version_and_keeps_the_others() {
+        let current = Repository {
+            packages: vec![pkg("a", "1", 0, "old"), pkg("b", "1", 0, "b")],
+        };
+        let imported = Repository {
+            packages: vec![pkg("a", "1", 0, "new"), pkg("a", "2", 1, "two")],
+        };
+        let got = merge_local(current, &imported);
+        let names: Vec<(&str, &str, Option<&str>)> = got
+            .packages
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.version.as_str(),
+                    p.post_install_notes.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a", "2", Some("two")),
+                ("a", "1", Some("new")),
+                ("b", "1", Some("b"))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_local_repository_is_listed_first_once_something_is_imported() {
+        let repos = Repos::in_memory(Duration::from_secs(60));
+        assert!(
+            repos
+                .load(LOCAL_URI, false)
+                .await
+                .unwrap()
+                .packages
+                .is_empty()
+        );
+        let imported = Repository {
+            packages: vec![pkg("zz-imported", "1", 0, "x")],
+        };
+        repos.add_local(&imported).await.unwrap();
+        repos.add_local(&imported).await.unwrap();
+        let list = repos.list().await.unwrap();
+        assert_eq!(list[0].uri, LOCAL_URI);
+        assert_eq!(list.iter().filter(|r| r.uri == LOCAL_URI).count(), 1);
+        let c = repos.collection().await.unwrap();
+        assert!(c.find("zz-imported", None).is_ok());
     }
 }

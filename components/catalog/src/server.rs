@@ -114,14 +114,21 @@ impl Server {
             apps: Apps::new(&config.apps),
             masters: Masters::new(&config.masters, http.clone()),
             http,
+            images: crate::images::ImageStore::new(&config.images_dir),
         });
         let app = router(state);
+        let max_image_bytes = config.max_image_bytes;
         let shutdown = shutdown.child_token();
         let stop = shutdown.clone();
-        info!(addr = %addr, apps = ?config.apps, "Catalog listening");
+        info!(addr = %addr, apps = ?config.apps, images = %config.images_dir.display(), "Catalog listening");
         let task = tokio::spawn(async move {
-            let serve =
-                capstan_runtime::serve(listener, app, capstan_runtime::HttpLimits::default(), stop);
+            // Image uploads stream to disk: the body limit is the largest image; the JSON
+            // endpoints keep axum's own smaller limits.
+            let limits = capstan_runtime::HttpLimits {
+                max_body_bytes: usize::try_from(max_image_bytes).unwrap_or(usize::MAX),
+                ..capstan_runtime::HttpLimits::default()
+            };
+            let serve = capstan_runtime::serve(listener, app, limits, stop);
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "Catalog API stopped");
             }

@@ -57,6 +57,8 @@ pub fn node_config(
             },
             "l4lb": l4lb_section(net),
             "router": router_section(node, paths),
+            // The image store of bundles imported with `capstan package import`.
+            "catalog": { "images_dir": data.join("catalog-images") },
         }),
         Role::Agent => json!({
             "agent": {

@@ -53,6 +53,11 @@ pub struct Config {
     pub recurse_on: bool,
     /// Forward names outside our zones.
     pub external_on: bool,
+    /// Who may have names outside our zones forwarded (so an agent's public address is no
+    /// open resolver): clients from other addresses get REFUSED. Default: loopback and the
+    /// private ranges (RFC 1918, CGNAT, IPv6 ULA and link-local), where cluster nodes and
+    /// containers are. Names in our zones are answered for everyone.
+    pub external_from: Vec<ipnet::IpNet>,
     /// Upstream resolvers (`ip` or `ip:port`); empty means the `nameserver`s of
     /// `/etc/resolv.conf`.
     pub resolvers: Vec<String>,
@@ -111,6 +116,7 @@ impl Default for Config {
             enumeration_on: true,
             recurse_on: true,
             external_on: true,
+            external_from: crate::resolve::private_networks(),
             resolvers: Vec::new(),
             zone_resolvers: BTreeMap::new(),
             forward_timeout: Duration::from_secs(5),

@@ -194,6 +194,43 @@ pub enum Outcome {
     Forward(Box<ForwardRequest>),
 }
 
+/// Loopback and the private ranges: who may have outside names forwarded by default.
+pub fn private_networks() -> Vec<ipnet::IpNet> {
+    [
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .iter()
+    .filter_map(|n| n.parse().ok())
+    .collect()
+}
+
+/// Whether a client at `source` may have a name outside our zones forwarded. An IPv4 client
+/// of a dual-stack socket (`::ffff:a.b.c.d`) is judged by its IPv4 address.
+pub fn may_forward(source: std::net::IpAddr, allowed: &[ipnet::IpNet]) -> bool {
+    let source = match source {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    allowed.iter().any(|net| net.contains(&source))
+}
+
+/// The REFUSED answer to `request` (a client that may not have it forwarded).
+pub fn refused(request: &Request<'_>, transport: Transport, cfg: &ResponderConfig) -> Response {
+    let mut resp = response_to(request, cfg);
+    resp.metadata.response_code = ResponseCode::Refused;
+    resp.fit(request.query, request.max_size(transport, cfg), cfg)
+}
+
 /// Handles one request message given as bytes: [`respond`] behind the parse, with the
 /// wire-level rules of a server in front (runts and responses are dropped, an unreadable
 /// body gets a bare FORMERR header).
@@ -1280,6 +1317,29 @@ mod tests {
                 bytes[i % n] ^= x;
             }
             let _ = handle(&bytes, Transport::Udp, &snapshot(3), &ResponderConfig::default(), &mut StdRng::seed_from_u64(0));
+        }
+    }
+
+    #[test]
+    fn only_clients_from_allowed_networks_have_names_forwarded() {
+        let private = private_networks();
+        let only_ten: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // (source, allowed networks, may forward)
+        let table: [(&str, &[ipnet::IpNet], bool); 10] = [
+            ("127.0.0.1", &private, true),
+            ("10.1.2.3", &private, true),
+            ("172.31.255.1", &private, true),
+            ("192.168.1.1", &private, true),
+            ("100.64.0.9", &private, true),
+            ("8.8.8.8", &private, false),
+            ("2001:db8::1", &private, false),
+            ("::ffff:10.0.0.1", &only_ten, true),
+            ("127.0.0.1", &only_ten, false),
+            ("10.0.0.1", &[], false),
+        ];
+        for (source, allowed, want) in table {
+            let ip: std::net::IpAddr = source.parse().unwrap();
+            assert_eq!(may_forward(ip, allowed), want, "{source} in {allowed:?}");
         }
     }
 }

@@ -239,6 +239,7 @@ impl Server {
                 cfg: responder,
                 forwarder: Arc::new(build_forwarder(&config)),
                 udp_forwards: Arc::new(Semaphore::new(MAX_INFLIGHT_FORWARDS)),
+                external_from: config.external_from.clone().into(),
             };
             let mut dns = hickory_server::Server::new(responder);
             dns.register_socket(udp);
@@ -389,6 +390,8 @@ struct Responder {
     forwarder: Arc<Forwarder>,
     /// Permits for forwarded UDP queries in flight (TCP connections wait for theirs in turn).
     udp_forwards: Arc<Semaphore>,
+    /// Who may have outside names forwarded (`external_from`).
+    external_from: Arc<[ipnet::IpNet]>,
 }
 
 impl Responder {
@@ -409,6 +412,12 @@ impl Responder {
         };
         let resp = match outcome {
             Outcome::Respond(resp) => resp,
+            Outcome::Forward(_)
+                if !resolve::may_forward(request.src().ip(), &self.external_from) =>
+            {
+                debug!(peer = %request.src(), "Refused to forward for a client outside external_from");
+                resolve::refused(&view, transport, &self.cfg)
+            }
             Outcome::Forward(req) => {
                 let _permit = match transport {
                     Transport::Udp => match self.udp_forwards.clone().try_acquire_owned() {

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use capstan_types::Role;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -243,7 +244,7 @@ fn over_https(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The verified caller of an administrative endpoint (any authenticated uid, for now).
+/// The verified caller of an administrative endpoint that only reads (any authenticated uid).
 fn authenticate(iam: &Iam, headers: &HeaderMap) -> Result<Claims, ApiError> {
     let token = token_from_headers(headers).ok_or_else(|| {
         ApiError::unauthenticated(
@@ -259,6 +260,32 @@ fn authenticate(iam: &Iam, headers: &HeaderMap) -> Result<Claims, ApiError> {
     })
 }
 
+/// The verified caller of an endpoint that changes identities or keys: an administrator.
+fn authorize_admin(iam: &Iam, headers: &HeaderMap) -> Result<Claims, ApiError> {
+    let claims = authenticate(iam, headers)?;
+    if iam.role_of(&claims.uid) != Some(Role::Admin) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "ERR_FORBIDDEN",
+            format!(
+                "{} may not change identities or keys: it needs the admin role",
+                claims.uid
+            ),
+        ));
+    }
+    Ok(claims)
+}
+
+/// A role named in a request body.
+fn parse_role(role: Option<&str>) -> Result<Option<Role>, ApiError> {
+    role.map(|r| {
+        r.parse::<Role>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    })
+    .transpose()
+}
+
 fn principal_json(p: &Principal) -> Value {
     let base = if p.is_service {
         "/acs/api/v1/service-accounts"
@@ -271,6 +298,7 @@ fn principal_json(p: &Principal) -> Value {
         "url": format!("{base}/{}", p.uid),
         "is_remote": false,
         "is_service": p.is_service,
+        "role": p.role,
     });
     if let Some(k) = &p.public_key {
         v["public_key"] = json!(k);
@@ -403,7 +431,7 @@ async fn jwks(State(iam): State<Iam>) -> Response {
 }
 
 async fn rotate(State(iam): State<Iam>, headers: HeaderMap) -> ApiResult {
-    let who = authenticate(&iam, &headers)?;
+    let who = authorize_admin(&iam, &headers)?;
     let kid = iam.rotate_keys().await?;
     tracing::info!(by = %who.uid, %kid, "Signing key rotated on request");
     Ok(axum::Json(json!({"kid": kid})).into_response())
@@ -439,6 +467,8 @@ struct PutUserBody {
     password: Option<String>,
     #[serde(default)]
     description: String,
+    /// `viewer` (the default for a new user), `operator` or `admin`.
+    role: Option<String>,
 }
 
 async fn put_user(
@@ -447,13 +477,15 @@ async fn put_user(
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> ApiResult {
-    authenticate(&iam, &headers)?;
+    authorize_admin(&iam, &headers)?;
     let uid = uid_of(path)?;
     let body: PutUserBody = parse_body(&body)?;
+    let role = parse_role(body.role.as_deref())?.unwrap_or(Role::Viewer);
     let password = body
         .password
         .ok_or_else(|| ApiError::bad_request("password is required"))?;
-    iam.create_user(&uid, &password, &body.description).await?;
+    iam.create_user(&uid, &password, &body.description, role)
+        .await?;
     Ok(status(StatusCode::CREATED))
 }
 
@@ -461,6 +493,7 @@ async fn put_user(
 struct PatchUserBody {
     password: Option<String>,
     description: Option<String>,
+    role: Option<String>,
 }
 
 async fn patch_user(
@@ -469,16 +502,22 @@ async fn patch_user(
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> ApiResult {
-    authenticate(&iam, &headers)?;
+    authorize_admin(&iam, &headers)?;
     let uid = uid_of(path)?;
     let body: PatchUserBody = parse_body(&body)?;
-    if body.password.is_none() && body.description.is_none() {
+    let role = parse_role(body.role.as_deref())?;
+    if body.password.is_none() && body.description.is_none() && role.is_none() {
         return Err(ApiError::bad_request(
-            "nothing to change: give password and/or description",
+            "nothing to change: give password, description and/or role",
         ));
     }
-    iam.update_user(&uid, body.password.as_deref(), body.description.as_deref())
-        .await?;
+    iam.update_user(
+        &uid,
+        body.password.as_deref(),
+        body.description.as_deref(),
+        role,
+    )
+    .await?;
     Ok(status(StatusCode::NO_CONTENT))
 }
 
@@ -487,7 +526,7 @@ async fn delete_user(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    authenticate(&iam, &headers)?;
+    authorize_admin(&iam, &headers)?;
     let uid = uid_of(path)?;
     iam.delete_user(&uid).await?;
     Ok(status(StatusCode::NO_CONTENT))
@@ -516,6 +555,8 @@ struct PutAccountBody {
     public_key: Option<String>,
     #[serde(default)]
     description: String,
+    /// `viewer` (the default for a new account), `operator` or `admin`.
+    role: Option<String>,
 }
 
 async fn put_account(
@@ -524,13 +565,14 @@ async fn put_account(
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> ApiResult {
-    authenticate(&iam, &headers)?;
+    authorize_admin(&iam, &headers)?;
     let uid = uid_of(path)?;
     let body: PutAccountBody = parse_body(&body)?;
+    let role = parse_role(body.role.as_deref())?.unwrap_or(Role::Viewer);
     let key = body
         .public_key
         .ok_or_else(|| ApiError::bad_request("public_key is required"))?;
-    iam.create_service_account(&uid, &key, &body.description)
+    iam.create_service_account(&uid, &key, &body.description, role)
         .await?;
     Ok(status(StatusCode::CREATED))
 }
@@ -539,6 +581,7 @@ async fn put_account(
 struct PatchAccountBody {
     public_key: Option<String>,
     description: Option<String>,
+    role: Option<String>,
 }
 
 async fn patch_account(
@@ -547,18 +590,20 @@ async fn patch_account(
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> ApiResult {
-    authenticate(&iam, &headers)?;
+    authorize_admin(&iam, &headers)?;
     let uid = uid_of(path)?;
     let body: PatchAccountBody = parse_body(&body)?;
-    if body.public_key.is_none() && body.description.is_none() {
+    let role = parse_role(body.role.as_deref())?;
+    if body.public_key.is_none() && body.description.is_none() && role.is_none() {
         return Err(ApiError::bad_request(
-            "nothing to change: give public_key and/or description",
+            "nothing to change: give public_key, description and/or role",
         ));
     }
     iam.update_service_account(
         &uid,
         body.public_key.as_deref(),
         body.description.as_deref(),
+        role,
     )
     .await?;
     Ok(status(StatusCode::NO_CONTENT))
@@ -569,7 +614,7 @@ async fn delete_account(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    authenticate(&iam, &headers)?;
+    authorize_admin(&iam, &headers)?;
     let uid = uid_of(path)?;
     iam.delete_service_account(&uid).await?;
     Ok(status(StatusCode::NO_CONTENT))

@@ -80,6 +80,7 @@
 //! for unknown paths, 405, 409, 429 `ERR_TOO_MANY_ATTEMPTS`, 503 when coord is unreachable.
 
 mod api;
+mod guard;
 pub mod keys;
 pub mod limiter;
 pub mod password;
@@ -90,6 +91,7 @@ pub mod token;
 use std::time::Duration;
 
 pub use api::{ApiError, providers_json};
+pub use guard::{GuardError, secure_api};
 pub use service::{Iam, IamError, Login, Principal, valid_uid};
 pub use token::{
     AUTH_COOKIE, Claims, INFO_COOKIE, VerifyError, service_login_token, token_from_headers,

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use capstan_coord_client::types::{Compare, TxnOp, TxnRequest, WatchRequest};
 use capstan_coord_client::{Client, ClientError};
+use capstan_runtime::auth::{Account, Authenticator, Refusal, Verifying};
+use capstan_types::Role;
 use capstan_types::cluster::AdminRecord;
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +81,7 @@ pub struct Login {
 pub struct Principal {
     pub uid: String,
     pub description: String,
+    pub role: Role,
     pub is_service: bool,
     /// SPKI PEM, service accounts only.
     pub public_key: Option<String>,
@@ -100,7 +103,25 @@ struct Inner {
     verified: Mutex<HashMap<String, Claims>>,
     hashing: tokio::sync::Semaphore,
     started: Instant,
+    /// A verifier in some other daemon: it reads the records and never writes them.
+    read_only: bool,
+    /// Basic credentials that verified, by uid, so a framework's every call does not cost an
+    /// argon2 hash.
+    basic: Mutex<HashMap<String, RememberedBasic>>,
 }
+
+/// A basic credential that verified: the SHA-256 of its secret, the version of the user
+/// record it verified against, and when.
+#[derive(Clone, Copy)]
+struct RememberedBasic {
+    digest: [u8; 32],
+    version: u64,
+    at: Instant,
+}
+
+/// How long a verified basic credential is remembered (a changed password or a deleted user
+/// ends it at once: the record's version is compared on every call).
+const BASIC_REMEMBERED: Duration = Duration::from_secs(300);
 
 struct Limits {
     by_uid: Limiter<String>,
@@ -173,8 +194,39 @@ impl Iam {
         opts: Options,
         shutdown: CancellationToken,
     ) -> Result<Iam, IamError> {
+        let iam = Iam::new(coord, opts, false);
+        let revision = iam.reload().await?;
+        iam.ensure_signing_key().await?;
+        if let Err(e) = iam.import_admin().await {
+            tracing::warn!(error = %capstan_types::Chain(&e), "Importing the first administrator failed; retried at the next failed login");
+        }
+        if let Err(e) = iam.prune_keys().await {
+            tracing::warn!(error = %capstan_types::Chain(&e), "Pruning old signing keys failed");
+        }
+        let task = iam.clone();
+        tokio::spawn(async move { task.sync(revision, shutdown).await });
+        Ok(iam)
+    }
+
+    /// The records for verifying credentials in another daemon ([`Iam::verify`] and the
+    /// [`Authenticator`] the daemons' guard uses): loaded from coord and kept current until
+    /// `shutdown`, never written (no key is generated, no administrator imported, a legacy
+    /// hash is not re-hashed). Fails if coord cannot be read.
+    pub async fn verifier(
+        coord: Client,
+        opts: Options,
+        shutdown: CancellationToken,
+    ) -> Result<Iam, IamError> {
+        let iam = Iam::new(coord, opts, true);
+        let revision = iam.reload().await?;
+        let task = iam.clone();
+        tokio::spawn(async move { task.sync(revision, shutdown).await });
+        Ok(iam)
+    }
+
+    fn new(coord: Client, opts: Options, read_only: bool) -> Iam {
         let paths = Paths::new(&opts.prefix, &opts.cluster_prefix);
-        let iam = Iam {
+        Iam {
             inner: Arc::new(Inner {
                 coord,
                 opts,
@@ -187,19 +239,10 @@ impl Iam {
                 verified: Mutex::new(HashMap::new()),
                 hashing: tokio::sync::Semaphore::new(HASHING_PERMITS),
                 started: Instant::now(),
+                read_only,
+                basic: Mutex::new(HashMap::new()),
             }),
-        };
-        let revision = iam.reload().await?;
-        iam.ensure_signing_key().await?;
-        if let Err(e) = iam.import_admin().await {
-            tracing::warn!(error = %capstan_types::Chain(&e), "Importing the first administrator failed; retried at the next failed login");
         }
-        if let Err(e) = iam.prune_keys().await {
-            tracing::warn!(error = %capstan_types::Chain(&e), "Pruning old signing keys failed");
-        }
-        let task = iam.clone();
-        tokio::spawn(async move { task.sync(revision, shutdown).await });
-        Ok(iam)
     }
 
     pub fn options(&self) -> &Options {
@@ -554,6 +597,7 @@ impl Iam {
             description: "Cluster administrator".into(),
             password_hash: admin.password_hash,
             created_ms: now_ms(),
+            role: Role::Admin,
         };
         let ops = vec![
             TxnOp::Put {
@@ -698,7 +742,8 @@ impl Iam {
         if found.is_none() {
             // Not cached: maybe created a moment ago elsewhere, or the admin not imported yet.
             self.refresh(&self.inner.paths.user(uid)).await?;
-            if !self.read().admin_imported()
+            if !self.inner.read_only
+                && !self.read().admin_imported()
                 && let Err(e) = self.import_admin().await
             {
                 tracing::warn!(error = %capstan_types::Chain(&e), "Importing the first administrator failed");
@@ -717,7 +762,7 @@ impl Iam {
         else {
             return Ok(None);
         };
-        if verified.needs_rehash {
+        if verified.needs_rehash && !self.inner.read_only {
             let pw = password.to_owned();
             match self.blocking(move || password::hash(&pw)).await? {
                 Ok(hash) => {
@@ -767,6 +812,7 @@ impl Iam {
             cache.account(uid).map(|a| Principal {
                 uid: uid.to_owned(),
                 description: a.value.record.description.clone(),
+                role: a.value.record.role,
                 is_service: true,
                 public_key: Some(a.value.record.public_key.clone()),
             })
@@ -774,6 +820,7 @@ impl Iam {
             cache.user(uid).map(|u| Principal {
                 uid: uid.to_owned(),
                 description: u.value.description.clone(),
+                role: u.value.role,
                 is_service: false,
                 public_key: None,
             })
@@ -789,6 +836,7 @@ impl Iam {
                 .map(|a| Principal {
                     uid: a.uid.clone(),
                     description: a.description.clone(),
+                    role: a.role,
                     is_service: true,
                     public_key: Some(a.public_key.clone()),
                 })
@@ -799,6 +847,7 @@ impl Iam {
                 .map(|u| Principal {
                     uid: u.uid.clone(),
                     description: u.description.clone(),
+                    role: u.role,
                     is_service: false,
                     public_key: None,
                 })
@@ -840,6 +889,7 @@ impl Iam {
         uid: &str,
         password: &str,
         description: &str,
+        role: Role,
     ) -> Result<(), IamError> {
         check_uid(uid)?;
         check_password(password)?;
@@ -852,6 +902,7 @@ impl Iam {
             description: description.to_owned(),
             password_hash: hash,
             created_ms: now_ms(),
+            role,
         };
         self.put_if(&self.inner.paths.user(uid), 0, to_json(&record))
             .await
@@ -860,12 +911,13 @@ impl Iam {
         Ok(())
     }
 
-    /// Changes a user's password and/or description.
+    /// Changes a user's password, description and/or role.
     pub async fn update_user(
         &self,
         uid: &str,
         password: Option<&str>,
         description: Option<&str>,
+        role: Option<Role>,
     ) -> Result<(), IamError> {
         if let Some(p) = password {
             check_password(p)?;
@@ -887,6 +939,9 @@ impl Iam {
         }
         if let Some(d) = description {
             record.description = d.to_owned();
+        }
+        if let Some(r) = role {
+            record.role = r;
         }
         self.put_if(&key, current.version, to_json(&record))
             .await
@@ -915,6 +970,7 @@ impl Iam {
         uid: &str,
         public_key: &str,
         description: &str,
+        role: Role,
     ) -> Result<(), IamError> {
         check_uid(uid)?;
         check_description(description)?;
@@ -926,6 +982,7 @@ impl Iam {
             description: description.to_owned(),
             public_key: key.pem,
             created_ms: now_ms(),
+            role,
         };
         self.put_if(&self.inner.paths.account(uid), 0, to_json(&record))
             .await
@@ -939,6 +996,7 @@ impl Iam {
         uid: &str,
         public_key: Option<&str>,
         description: Option<&str>,
+        role: Option<Role>,
     ) -> Result<(), IamError> {
         if let Some(d) = description {
             check_description(d)?;
@@ -962,6 +1020,9 @@ impl Iam {
         if let Some(d) = description {
             record.description = d.to_owned();
         }
+        if let Some(r) = role {
+            record.role = r;
+        }
         self.put_if(&key, current.version, to_json(&record))
             .await
             .map_err(|e| match e {
@@ -976,6 +1037,112 @@ impl Iam {
         }
         tracing::info!(%uid, "Deleted a service account");
         Ok(())
+    }
+}
+
+// ---- verifying credentials for the daemons' guard ----
+
+impl Iam {
+    /// The role of a user or service account, if it exists.
+    pub fn role_of(&self, uid: &str) -> Option<Role> {
+        let cache = self.read();
+        cache
+            .user(uid)
+            .map(|u| u.value.role)
+            .or_else(|| cache.account(uid).map(|a| a.value.record.role))
+    }
+
+    fn basic_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, RememberedBasic>> {
+        self.inner
+            .basic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// HTTP basic credentials: a user's uid and password, or a service account's uid and a
+    /// login token signed by its key. Failures count against the uid as failed logins do.
+    pub async fn verify_basic(&self, uid: &str, secret: &str) -> Result<Account, IamError> {
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
+            .as_ref()
+            .try_into()
+            .unwrap_or([0; 32]);
+        let known = self.read().user(uid).map(|u| (u.version, u.value.role));
+        if let Some((version, role)) = known {
+            let remembered = self.basic_cache().get(uid).copied();
+            if let Some(r) = remembered
+                && r.digest == digest
+                && r.version == version
+                && r.at.elapsed() < BASIC_REMEMBERED
+            {
+                return Ok(Account {
+                    uid: uid.to_owned(),
+                    role,
+                });
+            }
+        }
+        let source = format!("basic:{uid}");
+        self.limiter_check(uid, &source)?;
+        if !valid_uid(uid) || secret.len() > password::MAX_PASSWORD_BYTES.max(16 * 1024) {
+            self.limiter_record(uid, &source, false);
+            return Err(IamError::BadCredentials);
+        }
+        if let Some(account) = self.read().account(uid).map(|a| a.value.clone()) {
+            let ok = token::verify_service_login(secret, uid, &account.key, now_secs()).is_ok();
+            self.limiter_record(uid, &source, ok);
+            return if ok {
+                Ok(Account {
+                    uid: uid.to_owned(),
+                    role: account.record.role,
+                })
+            } else {
+                Err(IamError::BadCredentials)
+            };
+        }
+        let user = self.try_password(uid, secret).await?;
+        self.limiter_record(uid, &source, user.is_some());
+        let user = user.ok_or(IamError::BadCredentials)?;
+        if let Some(version) = self.read().user(uid).map(|u| u.version) {
+            let mut cache = self.basic_cache();
+            if cache.len() >= VERIFIED_TOKENS {
+                cache.clear();
+            }
+            cache.insert(
+                uid.to_owned(),
+                RememberedBasic {
+                    digest,
+                    version,
+                    at: Instant::now(),
+                },
+            );
+        }
+        Ok(Account {
+            uid: uid.to_owned(),
+            role: user.role,
+        })
+    }
+}
+
+impl Authenticator for Iam {
+    fn verify_token(&self, token: &str) -> Result<Account, Refusal> {
+        let claims = self.verify(token).map_err(|e| Refusal(e.to_string()))?;
+        let role = self
+            .role_of(&claims.uid)
+            .ok_or_else(|| Refusal(format!("{} is no longer a user", claims.uid)))?;
+        Ok(Account {
+            uid: claims.uid,
+            role,
+        })
+    }
+
+    fn verify_basic<'a>(&'a self, principal: &'a str, secret: &'a str) -> Verifying<'a> {
+        Box::pin(async move {
+            Iam::verify_basic(self, principal, secret)
+                .await
+                .map_err(|e| match e {
+                    IamError::BadCredentials => Refusal("wrong principal or secret".into()),
+                    e => Refusal(capstan_types::Chain(&e).to_string()),
+                })
+        })
     }
 }
 

@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use capstan_coord_client::types::{Event, EventKind, KeyValue};
 use serde::{Deserialize, Serialize};
 
+use capstan_types::Role;
+
 use crate::keys::{self, KeyRecord, PublicKey, SigningKey};
 
 /// A user (`users/<uid>`).
@@ -33,6 +35,9 @@ pub struct UserRecord {
     pub password_hash: String,
     #[serde(default)]
     pub created_ms: u64,
+    /// What the user may do; records written before roles existed are administrators'.
+    #[serde(default)]
+    pub role: Role,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -40,6 +45,7 @@ impl std::fmt::Debug for UserRecord {
         f.debug_struct("UserRecord")
             .field("uid", &self.uid)
             .field("description", &self.description)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
@@ -54,6 +60,9 @@ pub struct ServiceAccountRecord {
     pub public_key: String,
     #[serde(default)]
     pub created_ms: u64,
+    /// What the account may do; records written before roles existed are administrators'.
+    #[serde(default)]
+    pub role: Role,
 }
 
 /// Which key signs new tokens (`signing-key`).
@@ -374,6 +383,7 @@ mod tests {
             description: description.into(),
             password_hash: "x".into(),
             created_ms: 0,
+            role: Role::Admin,
         })
         .unwrap()
     }

@@ -421,7 +421,7 @@ async fn administrators_manage_users_and_deleted_users_lose_access() -> Result<(
     assert_eq!(
         bob.body,
         json!({"uid": "bob", "description": "Bob", "url": "/acs/api/v1/users/bob",
-               "is_remote": false, "is_service": false})
+               "is_remote": false, "is_service": false, "role": "viewer"})
     );
 
     let patched = n
@@ -757,5 +757,156 @@ async fn repeated_failed_logins_are_slowed_down() -> Result<()> {
     assert_eq!(n.login(ADMIN, ADMIN_PASSWORD).await?.status, 429);
     // Other uids from another address are not.
     assert_eq!(n.login("someone", "x").await?.status, 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn roles_limit_what_accounts_may_change_and_other_daemons_verify_credentials() -> Result<()> {
+    use capstan_runtime::auth::Authenticator as _;
+    use capstan_types::Role;
+    let c = coord().await?;
+    write_admin(&c.client).await?;
+    let n = node(&c.client).await?;
+    let admin = n.token(ADMIN, ADMIN_PASSWORD).await?;
+    let put = reqwest::Method::PUT;
+    let patch = reqwest::Method::PATCH;
+
+    // A new user is a viewer unless told otherwise; an unknown role is a 400.
+    for (uid, body, status) in [
+        ("vera", json!({"password": "vera-pw"}), 201),
+        (
+            "otto",
+            json!({"password": "otto-pw", "role": "operator"}),
+            201,
+        ),
+        ("eve", json!({"password": "eve-pw", "role": "root"}), 400),
+    ] {
+        let a = n
+            .call(
+                put.clone(),
+                &format!("/acs/api/v1/users/{uid}"),
+                Some(&admin),
+                Some(body),
+                &[],
+            )
+            .await?;
+        assert_eq!(a.status, status, "{uid}: {}", a.body);
+    }
+    let vera = n
+        .call(
+            reqwest::Method::GET,
+            "/acs/api/v1/users/vera",
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(vera.body["role"], "viewer", "{}", vera.body);
+    let admin_record = n
+        .call(
+            reqwest::Method::GET,
+            &format!("/acs/api/v1/users/{ADMIN}"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(admin_record.body["role"], "admin", "{}", admin_record.body);
+
+    // A viewer reads identities but changes none; made an admin, she may.
+    let vera_token = n.token("vera", "vera-pw").await?;
+    let list = n
+        .call(
+            reqwest::Method::GET,
+            "/acs/api/v1/users",
+            Some(&vera_token),
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(list.status, 200);
+    let body = json!({"password": "x-pw"});
+    let refused = n
+        .call(
+            put.clone(),
+            "/acs/api/v1/users/x",
+            Some(&vera_token),
+            Some(body.clone()),
+            &[],
+        )
+        .await?;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.body["code"], "ERR_FORBIDDEN");
+    let promoted = n
+        .call(
+            patch.clone(),
+            "/acs/api/v1/users/vera",
+            Some(&admin),
+            Some(json!({"role": "admin"})),
+            &[],
+        )
+        .await?;
+    assert_eq!(promoted.status, 204, "{}", promoted.body);
+    let allowed = n
+        .call(
+            put.clone(),
+            "/acs/api/v1/users/x",
+            Some(&vera_token),
+            Some(body),
+            &[],
+        )
+        .await?;
+    assert_eq!(allowed.status, 201, "{}", allowed.body);
+
+    // Another daemon's verifier: tokens and basic credentials, with the account's role, and
+    // nothing written to coord by it.
+    let before = c.client.list_all("/capstan/router/").await?.revision;
+    let shutdown = CancellationToken::new();
+    let verifier = Iam::verifier(c.client.clone(), Options::default(), shutdown.clone()).await?;
+    let otto_token = n.token("otto", "otto-pw").await?;
+    let account = verifier
+        .verify_token(&otto_token)
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        (account.uid.as_str(), account.role),
+        ("otto", Role::Operator)
+    );
+    assert!(verifier.verify_token("eyJhbGciOiJub25lIn0.e30.").is_err());
+    let basic = verifier.verify_basic("otto", "otto-pw").await?;
+    assert_eq!(basic.role, Role::Operator);
+    assert!(verifier.verify_basic("otto", "guess").await.is_err());
+    assert!(verifier.verify_basic("nobody", "otto-pw").await.is_err());
+    // A changed password ends the remembered basic credential.
+    let changed = n
+        .call(
+            patch,
+            "/acs/api/v1/users/otto",
+            Some(&admin),
+            Some(json!({"password": "otto-new"})),
+            &[],
+        )
+        .await?;
+    assert_eq!(changed.status, 204);
+    wait_until("the old password refused", DEADLINE, async || {
+        verifier.verify_basic("otto", "otto-pw").await.is_err()
+    })
+    .await?;
+    assert_eq!(
+        verifier.verify_basic("otto", "otto-new").await?.role,
+        Role::Operator
+    );
+    let after = c.client.list_all("/capstan/router/").await?;
+    let written: Vec<&str> = after
+        .kvs
+        .iter()
+        .filter(|kv| kv.version > before)
+        .map(|kv| kv.key.as_str())
+        .collect();
+    assert_eq!(
+        written,
+        ["/capstan/router/users/otto"],
+        "only the API's change, nothing by the verifier"
+    );
+    shutdown.cancel();
     Ok(())
 }

@@ -42,11 +42,15 @@ pub fn units(role: Role) -> &'static [&'static str] {
             "capstan-catalog.service",
             "capstan-swarm.service",
             "capstan-l4lb.service",
+            "capstan-upgrade.path",
             "capstan-master.target",
         ],
         Role::Agent => &[
             "capstan-agent.service",
             "capstan-l4lb.service",
+            // The node endpoint only (status, rolling upgrades: crate::upgrade).
+            "capstan-bootstrap.service",
+            "capstan-upgrade.path",
             "capstan-agent.target",
         ],
     }

@@ -62,6 +62,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Shipped files (`install.sh`).
     pub share_dir: PathBuf,
+    /// The node endpoint (`/v1/node`, rolling upgrades: [`crate::upgrade`]), HTTPS with the
+    /// node's certificate, on masters and agents alike. An unspecified address
+    /// (`0.0.0.0:8091`, the default) means this node's advertised address; none turns it off.
+    pub node_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -76,6 +80,10 @@ impl Default for Config {
             coord_endpoints: vec!["127.0.0.1:8181".into()],
             state_dir: layout.state,
             share_dir: layout.share,
+            node_listen: Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                crate::upgrade::NODE_PORT,
+            )),
         }
     }
 }
@@ -154,6 +162,7 @@ struct Shared {
 pub struct ServerHandle {
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
+    node_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<std::io::Result<()>>,
 }
@@ -165,6 +174,11 @@ impl ServerHandle {
 
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https_addr
+    }
+
+    /// The node endpoint's address ([`crate::node`]).
+    pub fn node_addr(&self) -> Option<SocketAddr> {
+        self.node_addr
     }
 
     /// Runs until shutdown; a listener that fails ends the daemon with its error.
@@ -208,6 +222,37 @@ impl Server {
         let read = |path: PathBuf| {
             std::fs::read_to_string(&path).map_err(|source| StartError::Read { path, source })
         };
+        let shutdown = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        let role = crate::layout::Membership::read(&layout)
+            .ok()
+            .flatten()
+            .map(|m| m.role);
+        let node_addr = match config.node_listen {
+            Some(addr) => Some(
+                start_node(
+                    &layout,
+                    &cluster,
+                    role.unwrap_or(Role::Master),
+                    addr,
+                    &mut tasks,
+                    &shutdown,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if role == Some(Role::Agent) {
+            // An agent holds no CA key and no coord: it serves the node endpoint only.
+            info!(node = ?node_addr, "Bootstrap server on an agent: the node endpoint only");
+            return Ok(ServerHandle {
+                http_addr: None,
+                https_addr: None,
+                node_addr,
+                shutdown,
+                tasks,
+            });
+        }
         let ca = Ca(CertifiedKey {
             cert_pem: read(layout.ca_cert())?,
             key_pem: read(layout.ca_key())?,
@@ -230,8 +275,6 @@ impl Server {
             ca,
             decoy_key: crate::token::generate_nonce(),
         });
-        let shutdown = shutdown.child_token();
-        let mut tasks = JoinSet::new();
         let public = Router::new()
             .route("/install.sh", get(install_script))
             .route("/v1/cluster/ca.pem", get(ca_pem))
@@ -295,10 +338,69 @@ impl Server {
         Ok(ServerHandle {
             http_addr,
             https_addr,
+            node_addr,
             shutdown,
             tasks,
         })
     }
+}
+
+/// Binds the node endpoint ([`crate::node`]) on `addr` (an unspecified address: the node's
+/// advertised one) with the node's certificate; returns the bound address.
+async fn start_node(
+    layout: &Layout,
+    cluster: &ClusterConfig,
+    role: Role,
+    addr: SocketAddr,
+    tasks: &mut JoinSet<std::io::Result<()>>,
+    shutdown: &CancellationToken,
+) -> Result<SocketAddr, StartError> {
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path).map_err(|source| StartError::Read { path, source })
+    };
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::new(cluster.advertise, addr.port())
+    } else {
+        addr
+    };
+    let node = CertifiedKey {
+        cert_pem: read(layout.node_cert())?,
+        key_pem: read(layout.node_key())?,
+    };
+    let info = Arc::new(crate::node::NodeInfo {
+        layout: layout.clone(),
+        role,
+        hostname: cluster
+            .hostname
+            .clone()
+            .unwrap_or_else(crate::join::system_hostname),
+        advertise: cluster.advertise,
+        ca_cert_pem: read(layout.ca_cert())?,
+    });
+    let tls = Arc::new(crate::pki::server_config(&node)?);
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "node HTTPS",
+            addr,
+            source,
+        })?;
+    let bound = tcp.local_addr().unwrap_or(addr);
+    let listener =
+        TlsListener::new(tcp, tls, shutdown.clone()).map_err(|source| StartError::Bind {
+            what: "node HTTPS",
+            addr,
+            source,
+        })?;
+    let app = crate::node::router(info);
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    info!(node = %bound, "Node endpoint listening");
+    Ok(bound)
 }
 
 /// An error answer: `{"code": ..., "message": ...}`.

@@ -182,6 +182,33 @@ pub async fn request(
     path: &str,
     json: Option<Vec<u8>>,
 ) -> Result<Response, ClientError> {
+    let mut headers = Vec::new();
+    if json.is_some() {
+        headers.push((
+            http::header::CONTENT_TYPE.as_str(),
+            "application/json".to_owned(),
+        ));
+    }
+    request_with(
+        server,
+        tls,
+        method,
+        path,
+        &headers,
+        Bytes::from(json.unwrap_or_default()),
+    )
+    .await
+}
+
+/// [`request`] with any body and extra headers.
+pub async fn request_with(
+    server: &Server,
+    tls: Arc<rustls::ClientConfig>,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<Response, ClientError> {
     let call = async {
         let tcp = TcpStream::connect((server.host.as_str(), server.port))
             .await
@@ -205,11 +232,11 @@ pub async fn request(
             .method(method)
             .uri(path)
             .header(http::header::HOST, server.to_string());
-        if json.is_some() {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
         }
         let req = req
-            .body(Full::new(Bytes::from(json.unwrap_or_default())))
+            .body(Full::new(body))
             .map_err(|e| ClientError::Request(e.to_string()))?;
         let resp = sender
             .send_request(req)

@@ -20,9 +20,12 @@ pub mod https;
 pub mod init;
 pub mod join;
 pub mod layout;
+pub mod node;
 pub mod pki;
+pub mod rolling;
 pub mod state;
 pub mod token;
+pub mod upgrade;
 
 use capstan_runtime::ClusterConfig;
 use serde_yaml_ng::{Mapping, Value};

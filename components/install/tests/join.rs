@@ -88,6 +88,7 @@ async fn cluster_with(
         coord_endpoints: vec![endpoint],
         state_dir: master.state.clone(),
         share_dir: master.share.clone(),
+        node_listen: Some("127.0.0.1:0".parse().unwrap()),
     };
     let bootstrap = bootstrap::Server::start(
         config,
@@ -473,5 +474,120 @@ async fn the_bootstrap_server_serves_the_script_ca_and_package_and_keeps_joins_o
     assert!(
         matches!(e, InitError::AlreadyInitialized(ref id) if *id == c.outcome.cluster_id),
         "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_endpoint_reports_the_node_and_takes_only_a_package_the_ca_signed_for_it() {
+    use capstan_install::upgrade::{GRANT_HEADER, Grant, NodeStatus, PENDING_FILE, UPGRADE_DIR};
+    let c = cluster().await;
+    let master = c.node("master");
+    let ca = std::fs::read_to_string(master.ca_cert()).unwrap();
+    let ca_key = std::fs::read_to_string(master.ca_key()).unwrap();
+    let addr = c.bootstrap.node_addr().expect("the node endpoint listens");
+    let server = Server {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    };
+    let tls = Arc::new(capstan_install::pki::client_config(&ca).unwrap());
+    let call = |method: http::Method,
+                path: &'static str,
+                headers: Vec<(&'static str, String)>,
+                body: &'static [u8]| {
+        let server = server.clone();
+        let tls = tls.clone();
+        async move {
+            https::request_with(
+                &server,
+                tls,
+                method,
+                path,
+                &headers,
+                bytes::Bytes::from_static(body),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let r = call(http::Method::GET, "/v1/node", vec![], b"").await;
+    assert_eq!(r.status, 200);
+    let status: NodeStatus = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(status.role, Role::Master);
+    assert_eq!(status.hostname, "master-1");
+    assert!(!status.upgrade_pending);
+    assert_eq!(
+        status.units.len(),
+        capstan_install::activate::units(Role::Master).len()
+    );
+
+    let package: &'static [u8] = b"a new package";
+    let code = |r: &https::Response| {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["code"].as_str().unwrap_or_default().to_owned()
+    };
+    let r = call(http::Method::PUT, "/v1/node/upgrade", vec![], package).await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r).as_str()),
+        (401, "grant_missing")
+    );
+    let now = capstan_install::state::now_ms();
+    let me: IpAddr = MASTER.parse().unwrap();
+    // Signed by another CA, for another node, for another package: refused, nothing kept.
+    let other = capstan_install::pki::Ca::generate("x", "y").unwrap();
+    let bad = [
+        Grant::for_package(me, package, now)
+            .sign(&other.0.key_pem)
+            .unwrap(),
+        Grant::for_package("10.9.9.9".parse().unwrap(), package, now)
+            .sign(&ca_key)
+            .unwrap(),
+        Grant::for_package(me, b"something else", now)
+            .sign(&ca_key)
+            .unwrap(),
+    ];
+    for grant in bad {
+        let r = call(
+            http::Method::PUT,
+            "/v1/node/upgrade",
+            vec![(GRANT_HEADER, grant)],
+            package,
+        )
+        .await;
+        assert_eq!(
+            (r.status.as_u16(), code(&r).as_str()),
+            (403, "grant_refused")
+        );
+    }
+    let dir = master.state.join(UPGRADE_DIR);
+    assert!(!dir.join(PENDING_FILE).exists());
+    let grant = Grant::for_package(me, package, now).sign(&ca_key).unwrap();
+    let r = call(
+        http::Method::PUT,
+        "/v1/node/upgrade",
+        vec![(GRANT_HEADER, grant.clone())],
+        package,
+    )
+    .await;
+    assert_eq!(
+        r.status.as_u16(),
+        202,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(std::fs::read(dir.join(PENDING_FILE)).unwrap(), package);
+    let r = call(http::Method::GET, "/v1/node", vec![], b"").await;
+    let status: NodeStatus = serde_json::from_slice(&r.body).unwrap();
+    assert!(status.upgrade_pending);
+    // One upgrade at a time.
+    let r = call(
+        http::Method::PUT,
+        "/v1/node/upgrade",
+        vec![(GRANT_HEADER, grant)],
+        package,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r).as_str()),
+        (409, "upgrade_running")
     );
 }

@@ -10,15 +10,18 @@
 //!   ruleset, never a half) and a restarted l4lb removes whatever stale chain, set or element
 //!   it left. Nothing outside our table is touched.
 //! - **Incremental updates** ([`render_changes`]): after the first apply, [`NftPlane`] sends
-//!   only the difference from the table it last applied (per changed VIP: its map element,
-//!   its chain's rule, set elements), still as one `nft -f` transaction, so one VIP's change
-//!   does not rewrite the others. A failed difference falls back to a full apply.
+//!   only the difference from the table it last applied (per changed VIP: its map elements
+//!   and set elements), still as one `nft -f` transaction, so one VIP's change does not
+//!   rewrite the others. A failed difference falls back to a full apply.
 //! - **Dispatch** is one verdict-map lookup per family, `ip daddr . meta l4proto . th dport
 //!   vmap @vips4`, from both the `prerouting` hook (containers on Docker's bridge) and the
 //!   `output` hook (host processes), at priority dstnat − 10, ahead of Docker's DNAT for local
-//!   addresses. Each VIP's chain picks a backend per new connection with `numgen random mod N`
-//!   and DNATs to it; conntrack keeps an established connection on its backend, so a removed
-//!   backend drains and gets no new connection.
+//!   addresses. A VIP's element jumps to the chain shared by all VIPs with `N` backends, whose
+//!   one rule picks a backend per new connection (`numgen random mod N` as the last part of a
+//!   `backends4-tcp` map key) and DNATs to it. The ruleset does not grow with the VIPs: a VIP is
+//!   map elements only (one chain and one anonymous map per VIP made 10,000 VIPs take
+//!   20-30 s to load). Conntrack keeps an established connection on its backend, so a
+//!   removed backend drains and gets no new connection.
 //! - **Client source preserved**: no masquerade, except two cases where the reply could not
 //!   come back otherwise: a host process whose source the kernel picked *as the VIP itself*
 //!   (the VIP is local, so it is its own preferred source; on another node that address is a
@@ -92,59 +95,101 @@ pub fn render(table: &str, vips: &Listeners) -> String {
     render_guarded(table, vips, &Guard::default())
 }
 
-/// The chain of one VIP: `v4-11-0-0-1-tcp-80`, `v6-<32 hex digits>-udp-53`.
-pub fn vip_chain(addr: SocketAddr, protocol: Protocol) -> String {
-    let ip = match addr.ip() {
-        IpAddr::V4(a) => {
-            let [a, b, c, d] = a.octets();
-            format!("v4-{a}-{b}-{c}-{d}")
-        }
-        IpAddr::V6(a) => {
-            let mut s = String::from("v6-");
-            for o in a.octets() {
-                let _ = write!(s, "{o:02x}");
-            }
-            s
-        }
-    };
-    format!("{ip}-{protocol}-{}", addr.port())
-}
-
 /// Chain answering connections to a VIP without backends (and to guarded addresses).
 const NO_BACKEND: &str = "no-backend";
 
-/// The whole ruleset: sets, maps, one chain per VIP and the hook chains, in a fixed order
-/// (the input is ordered), so the same table always gives the same script. Backends of the
+/// The shared chain that picks one of `n` backends for the VIPs of one family and protocol:
+/// `pick4-tcp-3`, `pick6-udp-1`. Every VIP with `n` backends jumps to the same chain; the
+/// backends themselves are elements of the [`backend_map`]s.
+pub fn pick_chain(v4: bool, protocol: Protocol, n: usize) -> String {
+    format!("pick{}-{protocol}-{n}", if v4 { "4" } else { "6" })
+}
+
+/// The backend map of one family and protocol: `backends4-tcp`. One per protocol, keyed by
+/// `tcp dport` (`udp dport`), not `th dport`: nft 1.0.6 fails to read back a rule that looks
+/// a `th dport` key up after `meta l4proto tcp` ("conflicting protocols") whenever a later
+/// command makes it load the table's rules (`add chain` does).
+pub fn backend_map(v4: bool, protocol: Protocol) -> String {
+    format!("backends{}-{protocol}", if v4 { "4" } else { "6" })
+}
+
+/// The one rule of [`pick_chain`]: a random index below `n`, looked up with the connection's
+/// VIP address and port in the backend map, gives the DNAT target.
+fn pick_rule(v4: bool, protocol: Protocol, n: usize) -> String {
+    let family = if v4 { "ip" } else { "ip6" };
+    format!(
+        "meta l4proto {protocol} dnat {family} to {family} daddr . {protocol} dport . numgen random mod {n} map @{}",
+        backend_map(v4, protocol)
+    )
+}
+
+/// A listener's key in the maps: `11.0.0.1 . tcp . 80`.
+fn key_of(addr: SocketAddr, protocol: Protocol) -> String {
+    format!("{} . {protocol} . {}", addr.ip(), addr.port())
+}
+
+/// Where a listener's map element points: its pick chain, or `no-backend`.
+fn target_of(addr: SocketAddr, protocol: Protocol, backends: &[Backend]) -> String {
+    if backends.is_empty() {
+        NO_BACKEND.to_string()
+    } else {
+        pick_chain(addr.is_ipv4(), protocol, backends.len())
+    }
+}
+
+/// The backend-map key of a listener's `i`-th backend: `11.0.0.1 . 80 . 0`.
+fn backend_key(addr: SocketAddr, i: usize) -> String {
+    format!("{} . {} . {i}", addr.ip(), addr.port())
+}
+
+/// The backend-map element of a listener's `i`-th backend: `11.0.0.1 . 80 . 0 : 10.0.0.1 .
+/// 8080`.
+fn backend_element(addr: SocketAddr, i: usize, b: &Backend) -> String {
+    format!("{} : {} . {}", backend_key(addr, i), b.ip, b.port)
+}
+
+/// The pick chains a table needs: one per (family, protocol, backend count) in use.
+fn picks(
+    vips: &BTreeMap<(SocketAddr, Protocol), Vec<Backend>>,
+) -> BTreeSet<(bool, Protocol, usize)> {
+    vips.iter()
+        .filter(|(_, bs)| !bs.is_empty())
+        .map(|((a, p), bs)| (a.is_ipv4(), *p, bs.len()))
+        .collect()
+}
+
+/// The whole ruleset: sets and maps, a few shared chains and the hook chains, in a fixed
+/// order (the input is ordered), so the same table always gives the same script.
+///
+/// The size of the ruleset does not grow with the VIPs: they are map elements only. Per new
+/// connection: `vips4` (address . protocol . port → `goto pick4-<proto>-<N>`), then that
+/// chain's one rule draws `numgen random mod N` and looks up `backends4-<proto>` (address .
+/// port . index → backend address . port) for the DNAT target. Ten thousand VIPs are thus ten
+/// thousand plus (backends) map elements and a handful of chains, which `nft` loads in about
+/// a second, where one chain and one anonymous map per VIP took 20-30 s. Backends of the
 /// other address family than their VIP are left out (the table never produces them).
 pub fn render_guarded(table: &str, vips: &Listeners, guard: &Guard) -> String {
+    let vips = same_family(vips);
     let mut vip4: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let mut vip6: BTreeSet<Ipv6Addr> = BTreeSet::new();
     let mut back4: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let mut back6: BTreeSet<Ipv6Addr> = BTreeSet::new();
-    let mut map4 = Vec::new();
-    let mut map6 = Vec::new();
-    let mut chains = String::new();
-    for ((addr, protocol), backends) in vips {
-        let v4 = addr.is_ipv4();
-        let same: Vec<Backend> = backends
-            .iter()
-            .copied()
-            .filter(|b| b.ip.is_ipv4() == v4)
-            .collect();
-        let target = if same.is_empty() {
-            NO_BACKEND.to_string()
-        } else {
-            let name = vip_chain(*addr, *protocol);
-            let _ = writeln!(chains, "\tchain {name} {{");
-            let _ = writeln!(chains, "\t\t{}", dnat_rule(v4, *protocol, &same));
-            let _ = writeln!(chains, "\t}}");
-            name
-        };
-        let element = format!(
-            "{} . {protocol} . {} : goto {target}",
-            addr.ip(),
-            addr.port()
-        );
+    let (mut map4, mut map6) = (Vec::new(), Vec::new());
+    let mut members: BTreeMap<String, Vec<String>> = [true, false]
+        .iter()
+        .flat_map(|&v4| [Protocol::Tcp, Protocol::Udp].map(|p| (backend_map(v4, p), Vec::new())))
+        .collect();
+    for ((addr, protocol), backends) in &vips {
+        let key = key_of(*addr, *protocol);
+        let element = format!("{key} : goto {}", target_of(*addr, *protocol, backends));
+        if let Some(m) = members.get_mut(&backend_map(addr.is_ipv4(), *protocol)) {
+            m.extend(
+                backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| backend_element(*addr, i, b)),
+            );
+        }
         match addr.ip() {
             IpAddr::V4(a) => {
                 vip4.insert(a);
@@ -155,7 +200,7 @@ pub fn render_guarded(table: &str, vips: &Listeners, guard: &Guard) -> String {
                 map6.push(element);
             }
         }
-        for b in same {
+        for b in backends {
             match b.ip {
                 IpAddr::V4(a) => back4.insert(a),
                 IpAddr::V6(a) => back6.insert(a),
@@ -206,11 +251,29 @@ pub fn render_guarded(table: &str, vips: &Listeners, guard: &Guard) -> String {
     );
     vmap(&mut s, "vips4", "ipv4_addr", &map4);
     vmap(&mut s, "vips6", "ipv6_addr", &map6);
+    for v4 in [true, false] {
+        let family = if v4 { "ip" } else { "ip6" };
+        for p in [Protocol::Tcp, Protocol::Udp] {
+            let name = backend_map(v4, p);
+            let _ = writeln!(s, "\tmap {name} {{");
+            // `typeof`: nft has no type name for numgen's value; `mod 1` only names its type.
+            let _ = writeln!(
+                s,
+                "\t\ttypeof {family} daddr . {p} dport . numgen random mod 1 : {family} daddr . {p} dport"
+            );
+            elements_block(&mut s, members[&name].iter().cloned());
+            let _ = writeln!(s, "\t}}");
+        }
+    }
     let _ = writeln!(s, "\tchain {NO_BACKEND} {{");
     let _ = writeln!(s, "\t\tmeta l4proto tcp reject with tcp reset");
     let _ = writeln!(s, "\t\treject");
     let _ = writeln!(s, "\t}}");
-    s.push_str(&chains);
+    for (v4, protocol, n) in picks(&vips) {
+        let _ = writeln!(s, "\tchain {} {{", pick_chain(v4, protocol, n));
+        let _ = writeln!(s, "\t\t{}", pick_rule(v4, protocol, n));
+        let _ = writeln!(s, "\t}}");
+    }
     for hook in ["prerouting", "output"] {
         let _ = writeln!(s, "\tchain {hook} {{");
         let _ = writeln!(
@@ -264,130 +327,144 @@ fn same_family(vips: &Listeners) -> BTreeMap<(SocketAddr, Protocol), Vec<Backend
         .collect()
 }
 
-/// The sets derived from a table: VIP addresses and hairpin backend addresses.
+/// The sets derived from a table: VIP addresses and hairpin backend addresses, as
+/// `(set, address)` (text only for the difference: this runs on every change of a table
+/// that may hold 100,000 backends).
 fn derived_sets(
     vips: &BTreeMap<(SocketAddr, Protocol), Vec<Backend>>,
-) -> BTreeSet<(&'static str, String)> {
+) -> BTreeSet<(&'static str, IpAddr)> {
     let mut out = BTreeSet::new();
     for ((addr, _), backends) in vips {
-        let f = if addr.is_ipv4() { "4" } else { "6" };
-        out.insert((
-            if f == "4" { "vip-addrs4" } else { "vip-addrs6" },
-            addr.ip().to_string(),
-        ));
+        let v4 = addr.is_ipv4();
+        out.insert((if v4 { "vip-addrs4" } else { "vip-addrs6" }, addr.ip()));
         for b in backends {
-            out.insert((
-                if f == "4" { "hairpin4" } else { "hairpin6" },
-                format!("{} . {}", b.ip, b.ip),
-            ));
+            out.insert((if v4 { "hairpin4" } else { "hairpin6" }, b.ip));
         }
     }
     out
 }
 
+/// The element text of a derived set's address.
+fn derived_element(set: &str, ip: IpAddr) -> String {
+    if set.starts_with("hairpin") {
+        format!("{ip} . {ip}")
+    } else {
+        ip.to_string()
+    }
+}
+
 /// The `nft -f` script that turns the ruleset of `old` into the ruleset of `new` by touching
-/// only what differs: one map element, one VIP chain and the set elements per changed VIP,
-/// everything in one transaction (the kernel sees either ruleset, never a mix). `None` when
-/// nothing differs. It assumes the kernel holds exactly [`render_guarded`]`(old)`; the guard
-/// is not part of it (it never changes while a plane runs).
+/// only what differs, everything in one transaction (the kernel sees either ruleset, never a
+/// mix): per changed VIP its `vips` element (only when its target chain changes) and the
+/// `backends` elements whose index now holds another backend; the derived set elements; a
+/// pick chain for a backend count newly in use, and the deletion of one no longer used.
+/// `None` when nothing differs. It assumes the kernel holds exactly [`render_guarded`]`(old)`;
+/// the guard is not part of it (it never changes while a plane runs).
+///
+/// Order: element deletions, then new chains, then element additions, then chain deletions
+/// (a chain is created before an element points at it, deleted after none does). Elements
+/// of one set go in one command.
 pub fn render_changes(table: &str, old: &Listeners, new: &Listeners) -> Option<String> {
     let (old, new) = (same_family(old), same_family(new));
-    let mut s = String::new();
-    // Elements and chains that go or change target come out first, new ones go in after;
-    // a chain is deleted only once no element points at it.
-    let mut deletes = String::new();
-    let mut adds = String::new();
-    let mut chain_deletes = String::new();
-    let map_of = |a: &SocketAddr| if a.is_ipv4() { "vips4" } else { "vips6" };
-    let key_of = |a: &SocketAddr, p: &Protocol| format!("{} . {p} . {}", a.ip(), a.port());
+    let mut deletes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut adds: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let keys: BTreeSet<&(SocketAddr, Protocol)> = old.keys().chain(new.keys()).collect();
     let mut changed = 0usize;
-    for key @ (addr, protocol) in keys {
-        let (before, after) = (old.get(key), new.get(key));
+    for (addr, protocol) in keys {
+        let k = (*addr, *protocol);
+        let (before, after) = (old.get(&k), new.get(&k));
         if before == after {
             continue;
         }
         changed += 1;
-        let chain = vip_chain(*addr, *protocol);
-        let had_chain = before.is_some_and(|b| !b.is_empty());
-        let has_chain = after.is_some_and(|b| !b.is_empty());
-        let (map, element) = (map_of(addr), key_of(addr, protocol));
-        // The element's verdict changes when the VIP appears, goes, or moves between its own
-        // chain and `no-backend`; otherwise only the chain's rule is replaced.
-        let retarget = before.is_none() || after.is_none() || had_chain != has_chain;
-        if retarget && before.is_some() {
-            let _ = writeln!(deletes, "delete element inet {table} {map} {{ {element} }}");
-        }
-        match (had_chain, has_chain) {
-            (true, true) => {
-                let _ = writeln!(adds, "flush chain inet {table} {chain}");
+        let v4 = addr.is_ipv4();
+        let map = if v4 { "vips4" } else { "vips6" };
+        let backends = backend_map(v4, *protocol);
+        let key = key_of(*addr, *protocol);
+        let target = |bs: Option<&Vec<Backend>>| bs.map(|bs| target_of(*addr, *protocol, bs));
+        let (was, will) = (target(before), target(after));
+        if was != will {
+            if was.is_some() {
+                deletes.entry(map.into()).or_default().push(key.clone());
             }
-            (false, true) => {
-                let _ = writeln!(adds, "add chain inet {table} {chain}");
+            if let Some(will) = will {
+                adds.entry(map.into())
+                    .or_default()
+                    .push(format!("{key} : goto {will}"));
             }
-            (true, false) => {
-                // `delete chain` wants the chain empty.
-                let _ = writeln!(chain_deletes, "flush chain inet {table} {chain}");
-                let _ = writeln!(chain_deletes, "delete chain inet {table} {chain}");
+        }
+        let (b0, b1) = (
+            before.map(Vec::as_slice).unwrap_or_default(),
+            after.map(Vec::as_slice).unwrap_or_default(),
+        );
+        for i in 0..b0.len().max(b1.len()) {
+            let (x, y) = (b0.get(i), b1.get(i));
+            if x == y {
+                continue;
             }
-            (false, false) => {}
-        }
-        if let Some(backends) = after.filter(|b| !b.is_empty()) {
-            let _ = writeln!(
-                adds,
-                "add rule inet {table} {chain} {}",
-                dnat_rule(addr.is_ipv4(), *protocol, backends)
-            );
-        }
-        if retarget && let Some(after) = after {
-            let target = if after.is_empty() {
-                NO_BACKEND.to_string()
-            } else {
-                chain
-            };
-            let _ = writeln!(
-                adds,
-                "add element inet {table} {map} {{ {element} : goto {target} }}"
-            );
+            if x.is_some() {
+                deletes
+                    .entry(backends.clone())
+                    .or_default()
+                    .push(backend_key(*addr, i));
+            }
+            if let Some(y) = y {
+                adds.entry(backends.clone())
+                    .or_default()
+                    .push(backend_element(*addr, i, y));
+            }
         }
     }
     let (sets_before, sets_after) = (derived_sets(&old), derived_sets(&new));
-    for (set, element) in sets_before.difference(&sets_after) {
-        let _ = writeln!(deletes, "delete element inet {table} {set} {{ {element} }}");
+    for &(set, ip) in sets_before.difference(&sets_after) {
+        deletes
+            .entry(set.into())
+            .or_default()
+            .push(derived_element(set, ip));
     }
-    for (set, element) in sets_after.difference(&sets_before) {
-        let _ = writeln!(adds, "add element inet {table} {set} {{ {element} }}");
+    for &(set, ip) in sets_after.difference(&sets_before) {
+        adds.entry(set.into())
+            .or_default()
+            .push(derived_element(set, ip));
     }
+    let (picks_before, picks_after) = (picks(&old), picks(&new));
     if changed == 0 && deletes.is_empty() && adds.is_empty() {
         return None;
     }
+    let mut s = String::new();
     let _ = writeln!(
         s,
         "# capstan l4lb data plane: {changed} VIP listeners changed. Generated; applied as one transaction."
     );
-    s.push_str(&deletes);
-    s.push_str(&adds);
-    s.push_str(&chain_deletes);
-    Some(s)
-}
-
-/// The DNAT rule of one VIP with at least one backend (all of the VIP's family).
-fn dnat_rule(v4: bool, protocol: Protocol, backends: &[Backend]) -> String {
-    let family = if v4 { "ip" } else { "ip6" };
-    let target = if let [b] = backends {
-        b.addr().to_string()
-    } else {
-        let mut m = format!("numgen random mod {} map {{ ", backends.len());
-        for (i, b) in backends.iter().enumerate() {
-            if i > 0 {
-                m.push_str(", ");
-            }
-            let _ = write!(m, "{i} : {} . {}", b.ip, b.port);
-        }
-        m.push_str(" }");
-        m
+    let elements = |s: &mut String, verb: &str, set: &str, items: &[String]| {
+        let _ = writeln!(
+            s,
+            "{verb} element inet {table} {set} {{ {} }}",
+            items.join(", ")
+        );
     };
-    format!("meta l4proto {protocol} dnat {family} to {target}")
+    for (set, items) in &deletes {
+        elements(&mut s, "delete", set, items);
+    }
+    for &(v4, protocol, n) in picks_after.difference(&picks_before) {
+        let chain = pick_chain(v4, protocol, n);
+        let _ = writeln!(s, "add chain inet {table} {chain}");
+        let _ = writeln!(
+            s,
+            "add rule inet {table} {chain} {}",
+            pick_rule(v4, protocol, n)
+        );
+    }
+    for (set, items) in &adds {
+        elements(&mut s, "add", set, items);
+    }
+    for &(v4, protocol, n) in picks_before.difference(&picks_after) {
+        let chain = pick_chain(v4, protocol, n);
+        // `delete chain` wants the chain empty.
+        let _ = writeln!(s, "flush chain inet {table} {chain}");
+        let _ = writeln!(s, "delete chain inet {table} {chain}");
+    }
+    Some(s)
 }
 
 fn set<T: std::fmt::Display>(
@@ -580,6 +657,10 @@ pub struct KernelPlane {
     nft: NftPlane,
     device: VipDevice,
     guard: Guard,
+    /// The device's addresses as we last left them; `None`: ask the kernel (first apply,
+    /// after [`KernelPlane::forget`] or a failure), so a change does not list 10,000
+    /// addresses.
+    addresses: Option<BTreeSet<IpAddr>>,
 }
 
 impl KernelPlane {
@@ -588,6 +669,7 @@ impl KernelPlane {
             nft: nft.with_guard(guard.clone()),
             device,
             guard,
+            addresses: None,
         }
     }
 
@@ -609,19 +691,28 @@ impl KernelPlane {
     /// Makes the next apply replace the whole table.
     pub fn forget(&mut self) {
         self.nft.forget();
+        self.addresses = None;
     }
 
     /// Makes the kernel serve exactly `vips`.
     pub async fn apply(&mut self, vips: &Listeners) -> Result<Applied, NftError> {
         let want: BTreeSet<IpAddr> = vips.keys().map(|(a, _)| a.ip()).collect();
-        let have = self.device.addresses().await?;
+        let have = match self.addresses.take() {
+            Some(have) => have,
+            None => self.device.addresses().await?,
+        };
         let gone: BTreeSet<IpAddr> = have.difference(&want).copied().collect();
         let new: BTreeSet<IpAddr> = want.difference(&have).copied().collect();
-        self.device
-            .change_addresses(&BTreeSet::new(), &gone)
-            .await?;
+        if !gone.is_empty() {
+            self.device
+                .change_addresses(&BTreeSet::new(), &gone)
+                .await?;
+        }
         let applied = self.nft.apply(vips).await?;
-        self.device.change_addresses(&new, &BTreeSet::new()).await?;
+        if !new.is_empty() {
+            self.device.change_addresses(&new, &BTreeSet::new()).await?;
+        }
+        self.addresses = Some(want);
         Ok(applied)
     }
 

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use capstan_runtime::{ConfigProblem, SecurityConfig, Validate, duration_secs};
 use serde::{Deserialize, Serialize};
 
 /// Master configuration (YAML section `master`). Every timeout is configurable so tests
@@ -44,6 +44,9 @@ pub struct Config {
     pub max_completed_frameworks: usize,
     /// High availability through coord; empty endpoints = standalone master.
     pub coord: CoordConfig,
+    /// Who may call the APIs, and TLS (see `capstan_runtime::security`). Strict mode needs
+    /// coord (the identity records are there).
+    pub security: SecurityConfig,
 }
 
 /// Where coord runs. Empty `endpoints` means standalone (this master is always leader).
@@ -95,6 +98,7 @@ impl Default for Config {
             max_completed_tasks_per_framework: 1000,
             max_completed_frameworks: 50,
             coord: CoordConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -149,6 +153,16 @@ impl Validate for Config {
             p.push(ConfigProblem::new(
                 "advertise_ip",
                 "must not be a wildcard address",
+            ));
+        }
+        p.extend(self.security.problems("security"));
+        p.extend(self.security.listen_problems("listen", self.listen));
+        if self.security.mode == capstan_runtime::auth::SecurityMode::Strict
+            && self.coord.is_standalone()
+        {
+            p.push(ConfigProblem::new(
+                "security.mode",
+                "strict mode needs coord (coord.endpoints), where the identity records are",
             ));
         }
         if self.max_completed_tasks_per_framework == 0 {

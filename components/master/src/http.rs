@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use capstan_runtime::auth::{Access, Principal, Role};
 use futures::StreamExt;
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::Value;
@@ -93,6 +94,31 @@ impl Route {
             self,
             Route::Scheduler | Route::Operator | Route::Agent | Route::Teardown
         )
+    }
+}
+
+/// What a call needs in strict mode: health, version and the leader redirect are open (pymesos
+/// asks `/version` before it subscribes); the state endpoints need `viewer`; frameworks and the
+/// operator API (`operator`, which covers its reads: they are `POST`s too); the agent protocol
+/// a node certificate; teardown an administrator. Unknown paths (a 404) are by method.
+pub(crate) fn access(method: &Method, path: &str) -> Access {
+    match route(path) {
+        Some(Route::Redirect | Route::Health | Route::Version) => Access::Public,
+        Some(
+            Route::State
+            | Route::StateSummary
+            | Route::Slaves
+            | Route::Frameworks
+            | Route::Tasks
+            | Route::Metrics,
+        ) => Access::Role(Role::Viewer),
+        // The operator API's reads are POSTs too: the guard lets viewers in, and each call
+        // that changes something is judged by its type (`operator_access`).
+        Some(Route::Operator) => Access::Role(Role::Viewer),
+        Some(Route::Scheduler) => Access::Role(Role::Operator),
+        Some(Route::Agent) => Access::AgentProtocol,
+        Some(Route::Teardown) => Access::Role(Role::Admin),
+        None => Access::by_method(method.as_str()),
     }
 }
 
@@ -513,7 +539,12 @@ fn is_subscribe(call: &Value) -> bool {
 }
 
 async fn scheduler(app: App, req: Request) -> Response {
-    let (headers, call) = match read_call(Api::Scheduler, req).await {
+    // Strict mode: the account that authenticated the call (nodes and permissive mode: none).
+    let caller = match req.extensions().get::<Principal>() {
+        Some(Principal::Account { uid, .. }) => Some(uid.clone()),
+        _ => None,
+    };
+    let (headers, mut call) = match read_call(Api::Scheduler, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -533,7 +564,12 @@ async fn scheduler(app: App, req: Request) -> Response {
         };
         return match app
             .core
-            .call(move |c, now| c.scheduler_subscribe(&call, enc, now))
+            .call(move |c, now| {
+                if let Some(uid) = &caller {
+                    c.authorize_scheduler_call(&mut call, uid)?;
+                }
+                c.scheduler_subscribe(&call, enc, now)
+            })
             .await
         {
             Ok(Ok((sid, rx))) => stream_response(rx, app.core.durability(), enc, Some(sid)),
@@ -542,7 +578,12 @@ async fn scheduler(app: App, req: Request) -> Response {
     }
     match app
         .core
-        .call(move |c, now| c.scheduler_call(&call, stream_id.as_deref(), now))
+        .call(move |c, now| {
+            if let Some(uid) = &caller {
+                c.authorize_scheduler_call(&mut call, uid)?;
+            }
+            c.scheduler_call(&call, stream_id.as_deref(), now)
+        })
         .await
     {
         Ok(Ok(None)) => StatusCode::ACCEPTED.into_response(),
@@ -556,11 +597,33 @@ async fn scheduler(app: App, req: Request) -> Response {
     }
 }
 
+/// What an operator API call needs: reads (`GET_*`) and SUBSCRIBE a viewer, draining an agent
+/// an operator, tearing down a framework or marking an agent gone an administrator.
+fn operator_access(call: &Value) -> Access {
+    match call.get("type").and_then(Value::as_str).unwrap_or("") {
+        t if t.starts_with("GET_") || t == "SUBSCRIBE" => Access::Role(Role::Viewer),
+        "TEARDOWN" | "MARK_AGENT_GONE" => Access::Role(Role::Admin),
+        _ => Access::Role(Role::Operator),
+    }
+}
+
 async fn operator(app: App, req: Request) -> Response {
+    let extensions = req.extensions().clone();
     let (headers, call) = match read_call(Api::Operator, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let what = format!(
+        "call {} on the operator API",
+        call.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("UNKNOWN")
+    );
+    if let Some(refusal) =
+        capstan_runtime::auth::refusal(&extensions, operator_access(&call), &what)
+    {
+        return refusal;
+    }
     let Some(enc) = negotiate(&headers) else {
         return not_acceptable();
     };

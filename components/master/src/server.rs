@@ -95,6 +95,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot secure the API")]
+    Security(#[source] capstan_iam::GuardError),
 }
 
 /// The master daemon.
@@ -201,10 +203,19 @@ impl Server {
                 Box::new(r)
             }
         };
+        let token = shutdown.child_token();
+        let (guard, tls) = capstan_iam::secure_api(
+            "master",
+            &config.security,
+            coord.as_ref(),
+            Arc::new(crate::http::access),
+            &token,
+        )
+        .await
+        .map_err(StartError::Security)?;
         let durability = registry.durability();
         let mut core = Core::new(config, advertised, registry);
         let master_id = core.master_id().to_string();
-        let token = shutdown.child_token();
         let (tx, mut rx) = mpsc::channel::<Job>(1024);
         let core_token = token.clone();
         let core_task = tokio::spawn(async move {
@@ -275,7 +286,9 @@ impl Server {
                 max_body_bytes: 32 << 20,
                 ..capstan_runtime::HttpLimits::default()
             };
-            let r = capstan_runtime::serve(listener, router, limits, http_token).await;
+            let r =
+                capstan_runtime::serve_secured(listener, router, limits, guard, tls, http_token)
+                    .await;
             // Keep the leadership sender alive for as long as we serve.
             drop(leader_tx);
             if let Err(e) = r {

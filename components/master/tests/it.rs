@@ -20,3 +20,5 @@ mod probe;
 mod pymesos;
 #[path = "it/scheduler.rs"]
 mod scheduler;
+#[path = "it/security.rs"]
+mod security;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use capstan_types::Chain;
+use capstan_types::{Chain, ClientCredential};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
@@ -38,6 +38,9 @@ pub struct ClientConfig {
     pub heartbeat: Duration,
     /// A stream without a record for this many heartbeat intervals is dead.
     pub missed_heartbeats: u32,
+    /// Sent with every request: a framework's principal and secret, or a token (a master in
+    /// strict mode wants one).
+    pub credential: Option<ClientCredential>,
 }
 
 impl ClientConfig {
@@ -51,6 +54,7 @@ impl ClientConfig {
             max_record_len: capstan_proto::recordio::DEFAULT_MAX_RECORD_LEN,
             heartbeat: DEFAULT_HEARTBEAT,
             missed_heartbeats: 5,
+            credential: None,
         }
     }
 }
@@ -62,6 +66,8 @@ pub enum BuildError {
     Endpoint(#[from] EndpointError),
     #[error("cannot build the HTTP client for the masters")]
     Http(#[source] reqwest::Error),
+    #[error("the credential is not a valid header value")]
+    Credential,
 }
 
 /// One HTTP exchange with one master failed.
@@ -148,9 +154,17 @@ pub struct MasterClient {
 
 impl MasterClient {
     pub fn new(cfg: ClientConfig) -> Result<MasterClient, BuildError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(c) = &cfg.credential {
+            let mut value = reqwest::header::HeaderValue::from_str(c.header_value())
+                .map_err(|_| BuildError::Credential)?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
+            .default_headers(headers)
             .no_proxy()
             .build()
             .map_err(BuildError::Http)?;

@@ -2,7 +2,10 @@
 //! install suite): `ansible-playbook site.yml` converges one master and two agents from this
 //! tree's `.deb` (`capstan_package`), the master's `/master/slaves` then lists both agents as
 //! active, an app posted to the master's Marathon API runs a task on each agent, and a second
-//! run reports `changed=0` on every host and leaves those tasks running.
+//! run reports `changed=0` on every host and leaves those tasks running. Then an upgrade run:
+//! `capstan_package` points at a newer package of the same tree (Debian revision 2), every
+//! host changes and ends up with that version installed, and the agents and the app's tasks
+//! are back.
 //!
 //! Needs the Docker engine, mmdebstrap (the node image) and the Ansible virtualenv
 //! (`ansible/tools/env.sh`, made here if missing); `.ci/run` provides all three.
@@ -16,7 +19,7 @@ use capstan_testkit::wait_until;
 use tokio::process::Command;
 
 mod common;
-use common::{deb, repo, step, target_dir, work_dir};
+use common::{deb, newer_deb, repo, step, target_dir, work_dir};
 
 /// The master's daemons, whose journals a failed converge quotes.
 const MASTER_UNITS: &[&str] = &[
@@ -252,6 +255,47 @@ async fn ansible_converges_one_master_and_two_agents_and_a_rerun_changes_nothing
         after == running,
         "the second converge disturbed the tasks: {running:?} before, {after:?} after"
     );
+
+    // The upgrade run: one node at a time (site.yml), to the newer package.
+    let newer = step("newer package (revision 2)", newer_deb(&deb, 2)).await?;
+    std::fs::write(&inv, inventory(&master, &agents, &newer))?;
+    let upgrade = step("upgrade converge", converge(&bin, &inv, work.path())).await;
+    let upgrade = master.with_journal(MASTER_UNITS, upgrade).await?;
+    ensure!(
+        upgrade.len() == 3 && upgrade.iter().all(|(_, changed)| *changed > 0),
+        "the upgrade run changes every host: {upgrade:?}"
+    );
+    for m in std::iter::once(&master).chain(&agents) {
+        let version = m
+            .exec_ok(&["dpkg-query", "-W", "-f=${Version}", "capstan"])
+            .await?;
+        ensure!(
+            version.trim().ends_with("-2"),
+            "{} runs capstan {version} after the upgrade, not revision 2",
+            m.name()
+        );
+    }
+    let back = step("agents and tasks back after the upgrade", async {
+        wait_until(
+            &format!("2 active agents and 2 running tasks of {APP}"),
+            REGISTER_TIMEOUT,
+            async || -> Result<()> {
+                let mut active = active_agents(&agents[0], &master).await?;
+                active.sort();
+                ensure!(active == ["agent1", "agent2"], "active agents: {active:?}");
+                let tasks = running_tasks(&agents[0], &master).await?;
+                let hosts: std::collections::BTreeSet<&str> =
+                    tasks.iter().map(|(_, h)| h.as_str()).collect();
+                ensure!(tasks.len() == 2 && hosts.len() == 2, "running: {tasks:?}");
+                Ok(())
+            },
+        )
+        .await
+    })
+    .await;
+    master
+        .with_journal(&["capstan-master.service", "capstan-apps.service"], back)
+        .await?;
 
     net.cleanup().await?;
     Ok(())

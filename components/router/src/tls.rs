@@ -42,6 +42,9 @@ pub enum LoadCertError {
         #[source]
         source: rustls::Error,
     },
+    /// The key is readable (or writable) by others than its owner.
+    #[error(transparent)]
+    KeyTooOpen(#[from] capstan_runtime::PermissionError),
 }
 
 /// The provider every TLS config of the router uses.
@@ -58,6 +61,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, LoadCertError> {
         })
     };
     let cert_pem = read(cert)?;
+    capstan_runtime::check_secret_file(key)?;
     let key_pem = read(key)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()

@@ -13,7 +13,9 @@
 //!   fails as soon as it is crossed, so handlers answer 400; below `serde_json`'s own
 //!   recursion limit of 128, and nothing is buffered here);
 //! - the peer address on every request (`ConnectInfo<SocketAddr>`), and a graceful stop that
-//!   waits a bounded time for requests in flight.
+//!   waits a bounded time for requests in flight;
+//! - with [`serve_tls`], TLS (optionally beside plain HTTP on the same port) and the client
+//!   certificate's subject on every request ([`Transport`]).
 //!
 //! Errors are JSON (`{"code": …, "message": …}`). A daemon with its own, tighter per-route
 //! limits keeps them: these are the ceilings under every route.
@@ -36,6 +38,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::tls::{PeerCert, Transport};
 
 /// How long a stop waits for requests in flight before it drops their connections.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -123,7 +127,45 @@ pub async fn serve(
     limits: HttpLimits,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    accept_loop(listener, router, limits, None, stop).await
+}
+
+/// How [`serve_tls`] speaks TLS.
+#[derive(Clone, Debug)]
+pub struct TlsServing {
+    /// The server's TLS configuration (for a node: [`crate::tls::NodeTls::server_config`]).
+    pub config: Arc<rustls::ServerConfig>,
+    /// Also answer clients that speak plain HTTP on the same port (told apart by the first
+    /// byte, as Mesos's `SSL_SUPPORT_DOWNGRADE` does), for clients that cannot speak TLS
+    /// (pymesos). Such requests carry no certificate: they must bring a credential.
+    pub allow_plaintext: bool,
+}
+
+/// [`serve`] over TLS: each request carries a [`Transport`] extension saying whether it came
+/// over TLS and what client certificate the handshake proved. A plain-HTTP request on a port
+/// that does not allow them is answered `400` with a JSON hint to use `https://`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    tls: TlsServing,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    accept_loop(listener, router, limits, Some(tls), stop).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    tls: Option<TlsServing>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     let router = with_limits(router, limits);
+    let acceptor = tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+    let allow_plaintext = tls.as_ref().is_none_or(|t| t.allow_plaintext);
     let counter: Arc<Mutex<Counter>> = Arc::default();
     let tracker = TaskTracker::new();
     let mut last_refusal_log: Option<Instant> = None;
@@ -157,9 +199,27 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let stop = stop.clone();
+        let acceptor = acceptor.clone();
         tracker.spawn(async move {
             let _slot = slot;
-            serve_connection(stream, peer, router, limits, stop).await;
+            match acceptor {
+                None => {
+                    let transport = Transport::default();
+                    serve_connection(stream, peer, transport, router, limits, stop).await;
+                }
+                Some(acceptor) => {
+                    serve_maybe_tls(
+                        stream,
+                        peer,
+                        acceptor,
+                        allow_plaintext,
+                        router,
+                        limits,
+                        stop,
+                    )
+                    .await;
+                }
+            }
         });
     }
     tracker.close();
@@ -172,17 +232,85 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
+/// The TLS record type of a handshake: the first byte a TLS client sends.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+async fn serve_maybe_tls(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    allow_plaintext: bool,
     router: Router,
     limits: HttpLimits,
     stop: CancellationToken,
 ) {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await;
+    if !matches!(peeked, Ok(Ok(1))) {
+        return;
+    }
+    if first[0] != TLS_HANDSHAKE {
+        if allow_plaintext {
+            serve_connection(stream, peer, Transport::default(), router, limits, stop).await;
+        } else {
+            refuse_plaintext(stream).await;
+        }
+        return;
+    }
+    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let transport = Transport {
+        tls: true,
+        peer: stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| PeerCert::from_der(leaf)),
+    };
+    serve_connection(stream, peer, transport, router, limits, stop).await;
+}
+
+/// Answers a plain-HTTP client of a TLS-only port, then closes.
+async fn refuse_plaintext(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt as _;
+    let body = r#"{"code":"tls_required","message":"This port speaks TLS only: use https://"}"#;
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    transport: Transport,
+    router: Router,
+    limits: HttpLimits,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let inner = TowerToHyperService::new(router);
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(transport.clone());
             inner.call(req)
         });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -8,6 +8,7 @@
 //! connections of a server a daemon asked for, so a daemon's `Server::start` stays testable
 //! without any of it.
 
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod http;
@@ -16,7 +17,9 @@ pub mod logging;
 pub mod notify;
 pub mod retry;
 pub mod secrets;
+pub mod security;
 pub mod shutdown;
+pub mod tls;
 
 pub use capstan_types::Chain;
 pub use cluster::ClusterConfig;
@@ -24,7 +27,7 @@ pub use config::{
     ConfigProblem, EX_CONFIG, LoadConfigError, Validate, duration_millis, duration_secs,
     load_config, parse_config,
 };
-pub use http::{HttpLimits, serve};
+pub use http::{HttpLimits, TlsServing, serve, serve_tls};
 pub use lifecycle::{Exit, Lifecycle, OwnRuntime, SystemdLifecycle};
 pub use logging::{LogConfig, LogFormat, LogInitError, LogTarget, init_logging};
 pub use notify::{notify_ready, notify_status, notify_stopping};
@@ -32,4 +35,6 @@ pub use retry::retry_until_cancelled;
 pub use secrets::{
     PermissionError, check_private_dir, check_secret_file, create_private_dir, prepare_state_dir,
 };
+pub use security::{SecurityConfig, serve_secured};
 pub use shutdown::shutdown_on_signals;
+pub use tls::{NodeTls, PeerCert, TlsFiles, Transport};

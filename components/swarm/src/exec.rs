@@ -7,11 +7,19 @@
 //!   than the swarm process that made it) and answers `201 {"Id"}`.
 //! - `POST /exec/{id}/start` runs it on the agent: detached, it answers at once; attached,
 //!   the agent's streamed output (Docker's frames, or raw bytes with a TTY) is relayed over
-//!   the hijacked connection (`101`, `Upgrade: tcp`) or as a `200` body. Input is not
-//!   forwarded yet (`-i` gets no stdin).
+//!   the hijacked connection (`101`, `Upgrade: tcp`) or as a `200` body. With
+//!   `AttachStdin` (`docker exec -i`) the agent's exec is hijacked as well and the two
+//!   connections are joined: the client's bytes are the command's stdin, its half-close
+//!   (`CloseWrite`, as the CLI does at the end of its input) closes that stdin.
+//! - `POST /exec/{id}/resize` passes the TTY size to the agent (the engine resizes it).
 //! - `GET /exec/{id}/json` asks the agent for `Running` and `ExitCode` (the CLI's exit status).
 //! - `GET /containers/{id}/top` and `/stats` (one sample with `stream=0`, a sample a second
 //!   otherwise) pass the agent's answer through, with swarm's id and name in `stats`.
+//!
+//! - `POST /containers/{id}/attach?stdin=1` of a container created with `OpenStdin`
+//!   (`docker run -i`, `docker attach`): once its task runs, [`feed_stdin`] hijacks the
+//!   agent's `POST /capstan/v1/tasks/{task}/attach` and copies the client's bytes there (the
+//!   client's half-close ends the container's stdin); the output still comes from the logs.
 //!
 //! The pure parts — the create body's translation and the inspect view — are tested below.
 
@@ -120,6 +128,191 @@ pub fn agent_request(e: &ExecRecord, detach: bool, tty: bool) -> Value {
         "working_dir": (!e.working_dir.is_empty()).then_some(&e.working_dir),
         "privileged": e.privileged, "detach": detach,
     })
+}
+
+/// The response that hands the client's connection over (`101`, `Upgrade: tcp`).
+fn switching(content_type: &'static str) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    r
+}
+
+/// An exec with stdin: the agent's exec is hijacked too, and the two connections are joined.
+/// The client's bytes go to the agent (the client's half-close closes the command's stdin);
+/// the agent's output comes back, and its end ends the exec's output.
+async fn start_with_stdin(
+    sw: &Arc<Swarm>,
+    id: &str,
+    e: &ExecRecord,
+    agent: &str,
+    url: &str,
+    tty: bool,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+) -> Answer {
+    let mut request = agent_request(e, false, tty);
+    request["stdin"] = json!(true);
+    let resp = sw
+        .http
+        .post(url)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .json(&request)
+        .send()
+        .await
+        .map_err(|err| unreachable_agent(agent, err))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        if resp.status().is_success() {
+            return Err(ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("the agent at {agent} did not hijack the exec's connection"),
+            ));
+        }
+        return Err(agent_error(resp).await);
+    }
+    let agent_exec = resp
+        .headers()
+        .get(EXEC_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let agent_io = resp
+        .upgrade()
+        .await
+        .map_err(|err| unreachable_agent(agent, err))?;
+    sw.with(|s| {
+        if let Some(x) = s.execs.get_mut(id) {
+            x.started = Some((agent.to_owned(), agent_exec));
+            x.running = true;
+        }
+    });
+    let exec_id = id.to_owned();
+    let sw = sw.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(err) => {
+                warn!(exec = %exec_id, error = %err, "Exec upgrade failed");
+                return;
+            }
+        };
+        let client = hyper_util::rt::TokioIo::new(upgraded);
+        let (mut client_rd, mut client_wr) = tokio::io::split(client);
+        let (mut agent_rd, mut agent_wr) = tokio::io::split(agent_io);
+        let input = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_rd, &mut agent_wr).await;
+            let _ = agent_wr.shutdown().await;
+        });
+        let _ = tokio::io::copy(&mut agent_rd, &mut client_wr).await;
+        sw.with(|s| {
+            if let Some(x) = s.execs.get_mut(&exec_id) {
+                x.output_done = true;
+            }
+        });
+        let _ = client_wr.shutdown().await;
+        input.abort();
+    });
+    Ok(switching(if tty || e.tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }))
+}
+
+/// The input side of a hijacked attach with stdin: waits for the first run of container `id`
+/// after run `after`, then copies `input` (the client's half of the connection) to that
+/// task's container stdin through the agent, and ends the stdin when `input` ends. Returns
+/// when the agent's side ends; a container that never runs, or an agent that refuses, ends
+/// it quietly (the attach's output tells the client what happened).
+pub async fn feed_stdin(
+    sw: Arc<Swarm>,
+    id: String,
+    after: u64,
+    mut input: impl tokio::io::AsyncRead + Unpin,
+) {
+    use tokio::io::AsyncWriteExt;
+    let Some(ran) = crate::http::wait_run(&sw, &id, after).await else {
+        return;
+    };
+    let (agent, task) = match task_agent(&sw, &ran).await {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(container = %id, error = %e.1, "Attach stdin: no agent");
+            return;
+        }
+    };
+    let url = format!("http://{agent}/capstan/v1/tasks/{}/attach", encode(&task));
+    let resp = sw
+        .http
+        .post(&url)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .timeout(Duration::from_secs(365 * 86400))
+        .send()
+        .await;
+    let resp = match resp {
+        Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => r,
+        Ok(r) => {
+            let e = agent_error(r).await;
+            warn!(container = %id, error = %e.1, "Attach stdin: the agent refused");
+            return;
+        }
+        Err(e) => {
+            warn!(container = %id, error = %e, "Attach stdin: cannot reach the agent");
+            return;
+        }
+    };
+    let agent_io = match resp.upgrade().await {
+        Ok(io) => io,
+        Err(e) => {
+            warn!(container = %id, error = %e, "Attach stdin: upgrade failed");
+            return;
+        }
+    };
+    let (mut agent_rd, mut agent_wr) = tokio::io::split(agent_io);
+    let _ = tokio::io::copy(&mut input, &mut agent_wr).await;
+    let _ = agent_wr.shutdown().await;
+    // The agent ends its side once the container's stdin is closed or the container ends.
+    let _ = tokio::io::copy(&mut agent_rd, &mut tokio::io::sink()).await;
+}
+
+/// `POST /exec/{id}/resize?h=&w=`: passed to the agent once the exec runs (before that there
+/// is no TTY to resize yet, and the call is a no-op).
+pub async fn resize(sw: &Arc<Swarm>, id: &str, q: &HashMap<String, String>) -> Answer {
+    let e = find_exec(sw, id)?;
+    let dim = |k: &str| {
+        q.get(k)
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|v| *v > 0)
+    };
+    let (Some(h), Some(w)) = (dim("h"), dim("w")) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "h and w must be positive integers".into(),
+        ));
+    };
+    let Some((agent, agent_exec)) = e.started.clone().filter(|(_, a)| !a.is_empty()) else {
+        return Ok(StatusCode::OK.into_response());
+    };
+    let url = format!(
+        "http://{agent}/capstan/v1/tasks/{}/exec/{}/resize?h={h}&w={w}",
+        encode(&e.task_id),
+        encode(&agent_exec)
+    );
+    let resp = sw
+        .http
+        .post(&url)
+        .send()
+        .await
+        .map_err(|err| unreachable_agent(&agent, err))?;
+    if resp.status().is_success() {
+        return Ok(StatusCode::OK.into_response());
+    }
+    Err(agent_error(resp).await)
 }
 
 /// `GET /exec/{id}/json`. Pure.
@@ -278,6 +471,15 @@ pub async fn start(sw: &Arc<Swarm>, id: &str, mut req: Request) -> Answer {
         return Err(not_running(&c));
     }
     let url = format!("http://{agent}/capstan/v1/tasks/{}/exec", encode(&task_id));
+    if e.attach_stdin && !detach {
+        let Some(on_upgrade) = on_upgrade else {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "an exec with AttachStdin must be started on a hijacked connection (Connection: Upgrade, Upgrade: tcp)".into(),
+            ));
+        };
+        return start_with_stdin(sw, id, &e, &agent, &url, tty, on_upgrade).await;
+    }
     let call = sw.http.post(&url).json(&agent_request(&e, detach, tty));
     // An attached exec may run for as long as it likes: no overall timeout on its stream.
     let call = if detach {

@@ -213,9 +213,11 @@ async fn handle(sw: &Arc<Swarm>, req: Request) -> Answer {
             crate::netapi::disconnect(sw, &r, &read_body(req).await?).await
         }
         Route::NetworksPrune => crate::netapi::prune(sw).await,
-        Route::VolumesList => {
-            Ok(axum::Json(json!({"Volumes": [], "Warnings": []})).into_response())
-        }
+        Route::VolumesList => crate::volapi::list(sw, &query),
+        Route::VolumeInspect(n) => crate::volapi::inspect(sw, &n),
+        Route::VolumeCreate => crate::volapi::create(sw, &read_body(req).await?).await,
+        Route::VolumeRemove(n) => crate::volapi::remove(sw, &n, &query).await,
+        Route::VolumesPrune => crate::volapi::prune(sw, &query).await,
         Route::Events => crate::netapi::events(sw, &query),
         Route::Unsupported(why) => Err(ApiError(StatusCode::NOT_IMPLEMENTED, why.to_owned())),
         Route::ContainerWait(r) => wait(sw, &r, &query),
@@ -224,16 +226,11 @@ async fn handle(sw: &Arc<Swarm>, req: Request) -> Answer {
         Route::ContainerRemove(r) => remove(sw, &r, &query).await,
         Route::ContainerExec(r) => crate::exec::create(sw, &r, &read_body(req).await?).await,
         Route::ExecStart(id) => crate::exec::start(sw, &id, req).await,
-        Route::ExecResize(id) => {
-            // A TTY's size is not forwarded to the agent yet; the exec must exist.
-            sw.read(|s| s.execs.contains_key(&id))
-                .then(|| StatusCode::OK.into_response())
-                .ok_or_else(|| {
-                    ApiError(
-                        StatusCode::NOT_FOUND,
-                        format!("No such exec instance: {id}"),
-                    )
-                })
+        Route::ExecResize(id) => crate::exec::resize(sw, &id, &query).await,
+        Route::ContainerResize(r) => {
+            // A container's task has no TTY (attach is its logs): nothing to resize.
+            sw.find(&r)?;
+            Ok(StatusCode::OK.into_response())
         }
         Route::ExecInspect(id) => crate::exec::inspect(sw, &id).await,
         Route::ContainerTop(r) => crate::exec::top(sw, &r, &query).await,
@@ -483,6 +480,7 @@ async fn create(sw: &Swarm, q: &HashMap<String, String>, body: &[u8]) -> Answer 
         failed_run: 0,
         stop_requested: false,
     };
+    crate::volapi::ensure_mounted(sw, &c).await?;
     sw.insert(c)?;
     if let Err(e) = sw.persist(&id).await {
         sw.with(|s| s.containers.remove(&id));
@@ -992,7 +990,9 @@ async fn container_logs(sw: &Arc<Swarm>, reference: &str, q: &HashMap<String, St
 /// `POST /containers/{id}/attach`: the container's output from its next run (the CLI attaches
 /// before `start`, so nothing is lost) until it ends — over the hijacked connection (`101`,
 /// `Upgrade: tcp`) when the client asks for one, else as a streamed `200` body. A running
-/// container's output is followed from its start. Input is not forwarded yet.
+/// container's output is followed from its start. With `stdin=1` on the hijacked connection
+/// and a container created with `OpenStdin`, the client's bytes become the stdin of that run
+/// ([`crate::exec::feed_stdin`]).
 fn attach(sw: &Arc<Swarm>, reference: &str, q: &HashMap<String, String>, req: Request) -> Answer {
     let c = sw.find(reference)?;
     if !flag(q, "stream") {
@@ -1033,6 +1033,9 @@ fn attach(sw: &Arc<Swarm>, reference: &str, q: &HashMap<String, String>, req: Re
     }
     let on_upgrade = hyper::upgrade::on(req);
     let id = c.id.clone();
+    // Input reaches the container only if it was created with an open stdin (`-i`).
+    let stdin = flag(q, "stdin") && c.spec.open_stdin;
+    let sw = sw.clone();
     tokio::spawn(async move {
         use futures::StreamExt;
         use tokio::io::AsyncWriteExt;
@@ -1043,14 +1046,19 @@ fn attach(sw: &Arc<Swarm>, reference: &str, q: &HashMap<String, String>, req: Re
                 return;
             }
         };
-        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        let (input, mut io) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let feeder =
+            stdin.then(|| tokio::spawn(crate::exec::feed_stdin(sw, id.clone(), after, input)));
         let mut output = std::pin::pin!(output);
         while let Some(Ok(chunk)) = output.next().await {
             if io.write_all(&chunk).await.is_err() || io.flush().await.is_err() {
-                return;
+                break;
             }
         }
         let _ = io.shutdown().await;
+        if let Some(f) = feeder {
+            f.abort();
+        }
     });
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -1059,6 +1067,18 @@ fn attach(sw: &Arc<Swarm>, reference: &str, q: &HashMap<String, String>, req: Re
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
     Ok(r)
+}
+
+/// Container `id` once its first run after run `after` is running; `None` when that run
+/// failed to start or the container is gone.
+pub(crate) async fn wait_run(sw: &Swarm, id: &str, after: u64) -> Option<Container> {
+    let ran = sw
+        .wait_for(id, Duration::from_secs(365 * 86400), |c| {
+            c.is_none_or(|c| c.runs > after && (c.running_run == c.runs || c.failed_run == c.runs))
+        })
+        .await
+        .flatten()?;
+    (ran.running_run == ran.runs).then_some(ran)
 }
 
 /// The output of container `id`'s first run after run `after`, until it ends.
@@ -1071,17 +1091,7 @@ fn attach_output(
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     use futures::StreamExt;
     let start = async move {
-        let ran = sw
-            .wait_for(&id, Duration::from_secs(365 * 86400), |c| {
-                c.is_none_or(|c| {
-                    c.runs > after && (c.running_run == c.runs || c.failed_run == c.runs)
-                })
-            })
-            .await
-            .flatten()?;
-        if ran.running_run != ran.runs {
-            return None;
-        }
+        let ran = wait_run(&sw, &id, after).await?;
         let (agent, sandbox) = log_source(&sw, &ran).await?;
         Some(LogCursor {
             sw: sw.clone(),

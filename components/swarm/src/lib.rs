@@ -37,6 +37,8 @@ pub mod store;
 pub mod time;
 pub mod translate;
 pub mod views;
+pub mod volapi;
+pub mod volumes;
 
 pub use config::Config;
 pub use server::{Server, ServerHandle, StartError};

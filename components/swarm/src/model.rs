@@ -23,6 +23,8 @@ pub struct CreateBody {
     pub labels: Option<BTreeMap<String, String>>,
     pub tty: bool,
     pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub attach_stdin: bool,
     pub attach_stdout: bool,
     pub attach_stderr: bool,
     pub working_dir: String,
@@ -142,6 +144,12 @@ pub struct Spec {
     pub network: Network,
     pub ports: Vec<PortRequest>,
     pub tty: bool,
+    /// `OpenStdin` (`run -i`): the task's container keeps stdin open for attach.
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// `StdinOnce`: its stdin closes when the first attached client ends its input.
+    #[serde(default)]
+    pub stdin_once: bool,
     pub working_dir: String,
     pub user: String,
     pub hostname: String,

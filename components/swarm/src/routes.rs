@@ -34,6 +34,7 @@ pub enum Route {
     ContainerExec(String),
     ExecStart(String),
     ExecResize(String),
+    ContainerResize(String),
     ExecInspect(String),
     ContainerTop(String),
     ContainerStats(String),
@@ -49,17 +50,17 @@ pub enum Route {
     NetworkDisconnect(String),
     NetworksPrune,
     VolumesList,
+    VolumeCreate,
+    VolumeInspect(String),
+    VolumeRemove(String),
+    VolumesPrune,
     Events,
-    /// `GET /volumes/X`, `/plugins/X/json`: `docker inspect` asks these in turn and moves on
+    /// `/plugins/X/json`: `docker inspect` asks these in turn and moves on
     /// at a 404, so they answer "no such …".
     NoSuchObject(&'static str),
     /// A Docker endpoint swarm knows but cannot serve; the text says why (501).
     Unsupported(&'static str),
 }
-
-/// Why `volumes/create` answers 501.
-pub const NO_VOLUMES: &str =
-    "volumes are not supported by capstan yet: containers have no volumes besides their sandbox";
 
 /// A request swarm does not route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +136,7 @@ pub fn route(method: &Method, full_path: &str) -> Result<Route, Unrouted> {
         ["containers", id, "exec"] if post => Route::ContainerExec((*id).to_owned()),
         ["exec", id, "start"] if post => Route::ExecStart((*id).to_owned()),
         ["exec", id, "resize"] if post => Route::ExecResize((*id).to_owned()),
+        ["containers", id, "resize"] if post => Route::ContainerResize((*id).to_owned()),
         ["exec", id, "json"] if get => Route::ExecInspect((*id).to_owned()),
         ["containers", id, "top"] if get => Route::ContainerTop((*id).to_owned()),
         ["containers", id, "stats"] if get => Route::ContainerStats((*id).to_owned()),
@@ -146,14 +148,16 @@ pub fn route(method: &Method, full_path: &str) -> Result<Route, Unrouted> {
         ["networks", id, "connect"] if post => Route::NetworkConnect((*id).to_owned()),
         ["networks", id, "disconnect"] if post => Route::NetworkDisconnect((*id).to_owned()),
         ["volumes"] if get => Route::VolumesList,
-        ["volumes", "create"] if post => Route::Unsupported(NO_VOLUMES),
+        ["volumes", "create"] if post => Route::VolumeCreate,
+        ["volumes", "prune"] if post => Route::VolumesPrune,
+        ["volumes", name] if get => Route::VolumeInspect((*name).to_owned()),
+        ["volumes", name] if method == Method::DELETE => Route::VolumeRemove((*name).to_owned()),
         ["events"] if get => Route::Events,
         ["images", "json"] if get => Route::ImagesList,
         ["images", "create"] if post => Route::ImageCreate,
         ["images", name @ .., "json"] if get && !name.is_empty() => {
             Route::ImageInspect(name.join("/"))
         }
-        ["volumes", _] if get => Route::NoSuchObject("volume"),
         ["plugins", _, "json"] if get => Route::NoSuchObject("plugin"),
         _ => return Err(Unrouted::NotSupported),
     };
@@ -166,7 +170,23 @@ mod tests {
 
     #[test]
     fn paths_route_unversioned_and_versioned() {
-        let cases: [(Method, &str, Result<Route, Unrouted>); 26] = [
+        let cases: [(Method, &str, Result<Route, Unrouted>); 30] = [
+            (
+                Method::POST,
+                "/v1.41/volumes/create",
+                Ok(Route::VolumeCreate),
+            ),
+            (
+                Method::GET,
+                "/volumes/p_data",
+                Ok(Route::VolumeInspect("p_data".into())),
+            ),
+            (
+                Method::DELETE,
+                "/v1.51/volumes/p_data",
+                Ok(Route::VolumeRemove("p_data".into())),
+            ),
+            (Method::POST, "/volumes/prune", Ok(Route::VolumesPrune)),
             (Method::GET, "/_capstan/health", Ok(Route::Health)),
             (
                 Method::GET,

@@ -230,6 +230,7 @@ async fn housekeeping(swarm: &Swarm) {
 
 /// Launches every start waiting for an offer that some held offer fits.
 async fn launch_pending(swarm: &Swarm) {
+    let mut placed: Vec<crate::volumes::VolumeRecord> = Vec::new();
     let launches: Vec<(String, Value, String)> = swarm.with(|s| {
         let mut out = Vec::new();
         let waiting: Vec<String> = s
@@ -251,6 +252,11 @@ async fn launch_pending(swarm: &Swarm) {
             });
             for i in order {
                 let held = &s.offers[i];
+                let agent = held.offer["agent_id"]["value"].as_str().unwrap_or_default();
+                if let Err(e) = crate::volumes::placement_fits(c, &s.volumes, agent) {
+                    why = Some(e);
+                    continue;
+                }
                 match fit(&c.spec, &held.offer) {
                     Ok(m) => {
                         chosen = Some((i, m));
@@ -289,10 +295,40 @@ async fn launch_pending(swarm: &Swarm) {
                 agent_http: None,
                 ip_address: None,
             });
+            // Its unplaced named volumes live on this agent from now on.
+            let names: Vec<String> = crate::volumes::mounted(c)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            for name in names {
+                let r = s
+                    .volumes
+                    .entry(name.clone())
+                    .or_insert_with(|| crate::volumes::implicit(&name, crate::time::now_rfc3339()));
+                if r.placement.is_none() {
+                    r.placement = Some(crate::volumes::Placement {
+                        agent_id: held.offer["agent_id"]["value"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        agent_host: held.offer["hostname"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    });
+                    placed.push(r.clone());
+                }
+            }
             out.push((id, info, held.id().to_owned()));
         }
         out
     });
+    for r in placed {
+        info!(volume = %r.name, agent = ?r.placement, "Volume placed");
+        if let Err(e) = swarm.store.put_volume(&r).await {
+            warn!(volume = %r.name, error = %capstan_types::Chain(&e), "Cannot store the volume's placement");
+        }
+    }
     for (id, info, offer_id) in launches {
         // The record names the task before the task exists: a crash in between reconciles it.
         if let Err(e) = swarm.persist(&id).await {

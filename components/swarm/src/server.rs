@@ -348,12 +348,23 @@ impl Parts {
                 Err(e) => return Err(StartError::Load(e)),
             }
         };
+        let volumes = loop {
+            match store.load_volumes().await {
+                Ok(v) => break v,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    warn!(error = %capstan_types::Chain(&e), "Cannot load the volume records yet; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(e) => return Err(StartError::Load(e)),
+            }
+        };
         info!(
             containers = containers.len(),
             auth = config.auth.required,
             "Loaded container records"
         );
         let (swarm, jobs) = Swarm::new(config, store, containers, networks, http, iam);
+        swarm.with(|s| s.volumes = volumes.into_iter().map(|v| (v.name.clone(), v)).collect());
         let writer = tokio::spawn(write_records(swarm.clone(), jobs));
         let scheduler = tokio::spawn(crate::scheduler::run(swarm.clone(), shutdown));
         Ok(Running {

@@ -50,6 +50,8 @@ pub struct State {
     pub offers: Vec<HeldOffer>,
     /// User networks by id.
     pub networks: BTreeMap<String, NetworkRecord>,
+    /// Named volumes by name.
+    pub volumes: BTreeMap<String, crate::volumes::VolumeRecord>,
     /// The last events, oldest first (for `/events?since=`).
     pub events: VecDeque<Event>,
     /// Images a client "pulled" (`POST /images/create`, a no-op), normalised: they inspect
@@ -103,6 +105,7 @@ impl Swarm {
             containers: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
             offers: Vec::new(),
             networks: networks.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            volumes: BTreeMap::new(),
             events: VecDeque::new(),
             pulled: Default::default(),
             execs: BTreeMap::new(),

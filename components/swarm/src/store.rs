@@ -7,6 +7,7 @@ use capstan_coord_client::Client;
 
 use crate::model::Container;
 use crate::networks::NetworkRecord;
+use crate::volumes::VolumeRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -114,6 +115,42 @@ impl Store {
     pub async fn delete_network(&self, id: &str) -> Result<(), StoreError> {
         if let Some(coord) = &self.coord {
             coord.delete(&self.network_key(id)).await?;
+        }
+        Ok(())
+    }
+
+    fn volume_key(&self, name: &str) -> String {
+        format!("{}/volumes/{name}", self.prefix)
+    }
+
+    /// Every stored named volume.
+    pub async fn load_volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
+        let Some(coord) = &self.coord else {
+            return Ok(Vec::new());
+        };
+        let list = coord.list_all(&format!("{}/volumes/", self.prefix)).await?;
+        list.kvs
+            .into_iter()
+            .map(|kv| {
+                serde_json::from_slice(&kv.value).map_err(|source| StoreError::Decode {
+                    key: kv.key.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn put_volume(&self, v: &VolumeRecord) -> Result<(), StoreError> {
+        if let Some(coord) = &self.coord {
+            let value = serde_json::to_vec(v).unwrap_or_default();
+            coord.put(&self.volume_key(&v.name), value).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_volume(&self, name: &str) -> Result<(), StoreError> {
+        if let Some(coord) = &self.coord {
+            coord.delete(&self.volume_key(name)).await?;
         }
         Ok(())
     }

@@ -216,6 +216,8 @@ pub fn spec(body: &CreateBody, defaults: Defaults) -> Result<Spec, BadCreate> {
         network,
         ports,
         tty: body.tty,
+        open_stdin: body.open_stdin,
+        stdin_once: body.open_stdin && body.stdin_once,
         working_dir: body.working_dir.clone(),
         user: body.user.clone(),
         hostname: body.hostname.clone(),
@@ -515,6 +517,12 @@ pub fn task_info(
     }
     if !spec.hostname.is_empty() {
         param("hostname", spec.hostname.clone());
+    }
+    if spec.open_stdin {
+        param("interactive", "true".into());
+    }
+    if spec.stdin_once {
+        param("stdin-once", "true".into());
     }
     let mut command = json!({
         "shell": false,

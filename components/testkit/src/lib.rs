@@ -11,6 +11,7 @@
 pub mod docker;
 pub mod machines;
 pub mod net;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod python;

@@ -94,6 +94,8 @@ pub struct SimAgentConfig {
     /// Resend an unacknowledged update after this long.
     pub update_retry: Duration,
     pub script: ScriptFn,
+    /// Sent to the master with every call (a master in strict mode wants one).
+    pub credential: Option<capstan_types::ClientCredential>,
 }
 
 impl SimAgentConfig {
@@ -110,6 +112,7 @@ impl SimAgentConfig {
             public: false,
             update_retry: Duration::from_millis(300),
             script: Arc::new(script_from_command),
+            credential: None,
         }
     }
 
@@ -607,7 +610,10 @@ async fn run_agent(cfg: SimAgentConfig, state: Arc<Mutex<State>>, wake: Arc<Noti
     let masters: Vec<String> = std::iter::once(cfg.master.clone())
         .chain(cfg.other_masters.iter().cloned())
         .collect();
-    let client = MasterClient::for_masters(&masters, |c| c.missed_heartbeats = MISSED_PINGS);
+    let client = MasterClient::for_masters(&masters, |c| {
+        c.missed_heartbeats = MISSED_PINGS;
+        c.credential = cfg.credential.clone();
+    });
     let mut client = match client {
         Ok(c) => c,
         Err(e) => {

@@ -1,10 +1,12 @@
 //! Domain types shared by every Capstan crate, with no I/O: task states and their names, resource
 //! amounts and their arithmetic, the reconnect backoff every client uses, the layer-4 VIP table
-//! ([`vip`]), the container policy apps and agents both enforce ([`policy`]), and the versions
+//! ([`vip`]), the container policy apps and agents both enforce ([`policy`]), who may call what
+//! ([`access`]), and the versions
 //! Capstan reports. Key decision: a type lives here once a second crate needs it, so two daemons can never disagree on what a name
 //! means (whether a state is terminal, how long to wait before reconnecting); the crates still
 //! meet over the wire through `capstan-proto`.
 
+pub mod access;
 pub mod backoff;
 pub mod cluster;
 pub mod error;
@@ -13,6 +15,7 @@ pub mod resources;
 pub mod task_state;
 pub mod vip;
 
+pub use access::{Access, ClientCredential, NodeRole, Principal, Role, SecurityMode};
 pub use backoff::Backoff;
 pub use error::Chain;
 pub use policy::ContainerPolicy;

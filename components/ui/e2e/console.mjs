@@ -10,7 +10,8 @@
 // Env: CAPSTAN_URL (the router, required), CAPSTAN_USER (default admin), CAPSTAN_PASSWORD
 // (required), UI_SCREENSHOTS (default target/ui-screenshots), CHROMIUM (default
 // /usr/bin/chromium), UI_APP_CMD (the created app's command; default: python3's http.server),
-// UI_TIMEOUT_MS (per wait, default 120000).
+// UI_TIMEOUT_MS (per wait, default 120000), UI_BREAK_STREAM_PID (the apps daemon to kill for
+// the broken-stream scenario; it runs only when set).
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -346,6 +347,71 @@ scenarios.push(['a deployment that waits, and its rollback', async () => {
   await until(`${id} gone after the rollback`, async () =>
     (await page.locator(`#services-list tr[data-app="${id}"]`).count()) === 0
     && (await page.locator('#deployments').count()) === 0);
+}]);
+
+scenarios.push(['groups fold and unfold', async () => {
+  const id = '/ui-group/inner';
+  await page.evaluate((id) => fetch('/service/marathon/v2/apps', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ id, cmd: 'sleep 1000', cpus: 0.01, mem: 8, instances: 0 }),
+  }), id);
+  await page.click('a.nav-services');
+  const group = page.locator('#services-list tr[data-group="/ui-group"]');
+  const row = page.locator(`#services-list tr[data-app="${id}"]`);
+  await until('the group and its app', async () => (await group.count()) === 1 && (await row.count()) === 1);
+  // Each row names its app by the last part of its id (at the root and inside a group).
+  const linkText = async (appId) =>
+    (await page.locator(`#services-list tr[data-app="${appId}"] a.app-link`).first().textContent())?.trim();
+  const rootApp = await page.locator('#services-list tr[data-app]').first().getAttribute('data-app');
+  if ((await linkText(rootApp)) !== rootApp.slice(rootApp.lastIndexOf('/') + 1)) {
+    throw new Error(`the row of ${rootApp} names it ${await linkText(rootApp)}`);
+  }
+  if ((await linkText(id)) !== 'inner') throw new Error(`the row of ${id} names it ${await linkText(id)}`);
+  await group.locator('button.group-toggle').click();
+  await until('the app folded away', async () => (await row.count()) === 0
+    && (await group.locator('button.group-toggle').getAttribute('aria-expanded')) === 'false');
+  await shot('21-group-folded');
+  await group.locator('button.group-toggle').click();
+  await until('the app shown again', async () => (await row.count()) === 1);
+  await page.evaluate((id) => fetch(`/service/marathon/v2/apps${id}?force=true`, { method: 'DELETE' }), id);
+}]);
+
+// The event stream's source dies (the harness gives the apps daemon's pid; its supervisor
+// starts it again): the console says so, then recovers by itself and is live again.
+const BREAK_PID = Number(env('UI_BREAK_STREAM_PID', '0'));
+if (BREAK_PID) scenarios.push(['the live stream breaks and recovers', async () => {
+  await page.click('a.nav-services');
+  await page.locator('#services-list').waitFor();
+  await until('the live stream up', async () => page.locator('#live-banner').isHidden());
+  process.kill(BREAK_PID, 'SIGKILL');
+  await until('the broken-stream banner', async () => page.locator('#live-banner').isVisible(), 30000);
+  await shot('19-stream-broken');
+  await until('the stream back and the banner gone', async () => page.locator('#live-banner').isHidden());
+  // Live again: a service created through the API appears without a reload.
+  const id = '/ui-after-stream';
+  await until('apps answering again', async () => page.evaluate(async (id) => {
+    const r = await fetch('/service/marathon/v2/apps', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ id, cmd: 'sleep 1000', cpus: 0.01, mem: 8, instances: 0 }),
+    });
+    return r.status === 201 || r.status === 409;
+  }, id));
+  await until(`${id} listed live`, async () => (await page.locator(`#services-list tr[data-app="${id}"]`).count()) === 1);
+  await shot('20-stream-recovered');
+  await page.evaluate((id) => fetch(`/service/marathon/v2/apps${id}?force=true`, { method: 'DELETE' }), id);
+}]);
+
+// Drain the last agent from the nodes page (last: nothing is started there afterwards).
+scenarios.push(['drain a node', async () => {
+  await page.click('a.nav-nodes');
+  const card = page.locator('#nodes .node').last();
+  await card.waitFor();
+  const agent = await card.getAttribute('data-agent');
+  page.once('dialog', (d) => d.accept());
+  await card.locator('button.node-drain').click();
+  const same = page.locator(`#nodes .node[data-agent="${agent}"]`);
+  await until(`${agent} draining`, async () => (await same.getAttribute('data-state', { timeout: 1000 })) === 'draining');
+  await shot('22-node-draining');
 }]);
 
 let failed = null;

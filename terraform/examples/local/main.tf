@@ -5,6 +5,8 @@
 #   terraform init && terraform apply
 #   terraform output -json bootstrap_env | jq -r '."capstan-master-1"' > master.env
 #   qemu-system-x86_64 ... -fw_cfg name=opt/capstan/bootstrap.env,file=master.env
+#
+# Every node gets a fixed address (ADDRESS= in bootstrap.env): a private bridge has no DHCP.
 terraform {
   required_version = ">= 1.9.0"
 }
@@ -48,6 +50,7 @@ module "cluster" {
   masters           = var.masters
   private_agents    = var.private_agents
   subnet_cidr       = var.subnet_cidr
+  static_addresses  = true
   master_join_token = var.master_join_token
   agent_join_token  = var.agent_join_token
 }

@@ -116,6 +116,11 @@ variable "ssh_cidrs" {
   description = "Who may ssh to the nodes; empty (the default) opens no ssh port."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for c in var.ssh_cidrs : can(cidrhost(c, 0)) && !endswith(c, "/0")])
+    error_message = "ssh_cidrs must be CIDR blocks of the operators' networks, never 0.0.0.0/0 or ::/0."
+  }
 }
 
 variable "tags" {

@@ -9,6 +9,14 @@ locals {
   master_addresses = [
     for i in range(var.masters) : cidrhost(var.subnet_cidr, var.master_address_offset + i)
   ]
+  # With static_addresses, agents' host numbers follow the masters' (private, then public).
+  agent_address = {
+    for i in range(var.private_agents + var.public_agents) : i => (
+      var.static_addresses ? cidrhost(var.subnet_cidr, var.master_address_offset + var.masters + i) : null
+    )
+  }
+  prefix_length = split("/", var.subnet_cidr)[1]
+
   # Where joining nodes fetch install.sh and join: an existing cluster's master, or ours.
   join_server = local.creates_cluster ? local.master_addresses[0] : var.join_server
 
@@ -27,7 +35,7 @@ locals {
       name    = format("%s-agent-%d", var.cluster_name, i + 1)
       role    = "agent"
       kind    = "private"
-      address = null
+      address = local.agent_address[i]
       init    = false
       token   = coalesce(var.agent_join_token, var.master_join_token, "")
     }
@@ -37,7 +45,7 @@ locals {
       name    = format("%s-public-%d", var.cluster_name, i + 1)
       role    = "agent"
       kind    = "public"
-      address = null
+      address = local.agent_address[var.private_agents + i]
       init    = false
       token   = coalesce(var.agent_join_token, var.master_join_token, "")
     }
@@ -53,6 +61,7 @@ locals {
       agent_token  = n.init && var.agent_join_token != null ? var.agent_join_token : ""
       master_token = n.init && var.master_join_token != null ? var.master_join_token : ""
       master       = local.join_server
+      address      = var.static_addresses ? format("%s/%s", n.address, local.prefix_length) : ""
       advertise    = n.address == null ? "" : n.address
       name         = var.cluster_name
       hostname     = n.name

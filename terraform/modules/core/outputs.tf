@@ -19,7 +19,7 @@ output "join_server" {
 }
 
 output "nodes" {
-  description = "Every node by name: role (master|agent), kind (master|private|public), fixed address (masters; null for agents) and whether it creates the cluster."
+  description = "Every node by name: role (master|agent), kind (master|private|public), fixed address (masters; agents with static_addresses, else null) and whether it creates the cluster."
   value = {
     for n in local.node_list : n.name => {
       role    = n.role

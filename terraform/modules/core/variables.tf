@@ -64,6 +64,12 @@ variable "master_address_offset" {
   }
 }
 
+variable "static_addresses" {
+  description = "Give every node, agents too, a fixed address in subnet_cidr and render it as ADDRESS=<ip>/<prefix> in bootstrap.env, for networks without DHCP (the Capstan VM image on a private bridge). Agents follow the masters: host numbers master_address_offset + masters, + 1, ... (private agents, then public ones). Off by default: clouds hand out the addresses."
+  type        = bool
+  default     = false
+}
+
 variable "join_server" {
   description = "Address of a master of an existing cluster to join. Null (the default) creates a new cluster: the first master runs `install.sh --init` and every other node joins it."
   type        = string

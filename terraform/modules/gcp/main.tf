@@ -70,6 +70,7 @@ resource "google_compute_firewall" "internal" {
 }
 
 resource "google_compute_firewall" "router" {
+  #checkov:skip=CKV_GCP_106:port 80 is the router's HTTP (apps and the install.sh joining nodes fetch, which they check against their token); router_source_ranges narrows who reaches it
   name          = "${var.cluster_name}-router"
   network       = google_compute_network.this.id
   description   = "Capstan masters: the router's HTTP and HTTPS ports"
@@ -111,6 +112,8 @@ resource "google_compute_firewall" "ssh" {
 
 resource "google_compute_instance" "node" {
   #checkov:skip=CKV_GCP_40:public agents need external addresses; masters and private agents get none
+  #checkov:skip=CKV_GCP_38:customer-supplied keys stay with the caller, who must then supply them at every start; the disks are encrypted with Google-managed keys
+  #checkov:skip=CKV_GCP_30:the default service account with only the logging-write and monitoring-write scopes; the nodes call no other Google API
   for_each = module.core.nodes
 
   name         = each.key

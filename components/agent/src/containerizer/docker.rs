@@ -34,6 +34,51 @@ use crate::spec::{ContainerSpec, LABEL_AGENT, NetworkMode};
 /// How long `wait` lets the log follower drain after the container exited.
 const LOG_DRAIN: Duration = Duration::from_secs(10);
 
+/// The port of the masters' catalog, whose image store (`GET /package/images/<name>`) serves
+/// `docker save` archives of imported images to agents of clusters with no registry.
+pub const IMAGE_STORE_PORT: u16 = 7070;
+
+/// The image stores of the cluster's own masters (`host:port` of their Mesos API): the
+/// catalog on each master's host, `http://<host>:<port>`, once each, in order. Only these:
+/// an agent never loads an image from anywhere else. Pure.
+pub fn image_store_urls(masters: &[String], port: u16) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in masters {
+        let hostport = m
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let host = if let Some(rest) = hostport.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((h, _)) => format!("[{h}]"),
+                None => continue,
+            }
+        } else {
+            hostport
+                .rsplit_once(':')
+                .map_or(hostport, |(h, _)| h)
+                .to_owned()
+        };
+        if host.is_empty() {
+            continue;
+        }
+        let url = format!("http://{host}:{port}");
+        if !out.contains(&url) {
+            out.push(url);
+        }
+    }
+    out
+}
+
+/// The name the image store files an image under: `name:tag` (`:latest` when untagged), or
+/// `name@digest`. Pure.
+pub fn store_name(image: &str) -> String {
+    match split_image(image) {
+        (name, "") => name.to_owned(),
+        (name, tag) => format!("{name}:{tag}"),
+    }
+}
+
 /// Translates a spec into the Engine API's create body. Pure.
 pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut port_map: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -108,6 +153,8 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 .collect(),
         ),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        open_stdin: extra.open_stdin,
+        stdin_once: extra.stdin_once,
         host_config: Some(host_config),
         ..Default::default()
     }
@@ -148,6 +195,9 @@ fn server_message(e: &DockerError) -> String {
 pub struct DockerContainerizer {
     docker: Docker,
     pull_timeout: Duration,
+    /// The masters' image stores ([`image_store_urls`]), tried when an image is missing.
+    image_stores: Vec<String>,
+    http: reqwest::Client,
     /// Log followers by container name. Never held across an await.
     logs: Mutex<HashMap<String, JoinHandle<()>>>,
 }
@@ -182,8 +232,78 @@ impl DockerContainerizer {
         Ok(DockerContainerizer {
             docker,
             pull_timeout,
+            image_stores: Vec::new(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
             logs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Missing images are first looked for in these image stores (the cluster's masters,
+    /// [`image_store_urls`]) and `docker load`ed from there, before a registry pull.
+    pub fn with_image_stores(mut self, stores: Vec<String>) -> Self {
+        self.image_stores = stores;
+        self
+    }
+
+    /// Fetches `image`'s archive from the first image store that has it and loads it into
+    /// the engine. `Ok(store)` once the engine has the image; `Err` says why not (no store
+    /// has it, or the load failed).
+    async fn load_from_store(&self, image: &str) -> Result<String, String> {
+        let name = store_name(image);
+        let mut reasons = Vec::new();
+        for store in &self.image_stores {
+            let url = format!("{store}/package/images/{name}");
+            let resp = match self.http.get(&url).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    reasons.push(format!("{store}: {e}"));
+                    continue;
+                }
+            };
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                reasons.push(format!("{store}: not in its store"));
+                continue;
+            }
+            if !resp.status().is_success() {
+                reasons.push(format!("{store}: HTTP {}", resp.status()));
+                continue;
+            }
+            info!(image, store = %store, "Loading the image from the cluster's image store");
+            let mut load = self.docker.import_image_stream(
+                bollard::query_parameters::ImportImageOptions {
+                    quiet: true,
+                    ..Default::default()
+                },
+                resp.bytes_stream(),
+                None,
+            );
+            let mut failed = None;
+            while let Some(item) = load.next().await {
+                match item {
+                    Ok(info) => {
+                        if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                            failed = Some(detail);
+                        }
+                    }
+                    Err(e) => failed = Some(server_message(&e)),
+                }
+            }
+            if let Some(reason) = failed {
+                reasons.push(format!("{store}: docker load: {reason}"));
+                continue;
+            }
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(store.clone()),
+                Err(e) => reasons.push(format!(
+                    "{store}: the loaded archive did not hold {image}: {}",
+                    server_message(&e)
+                )),
+            }
+        }
+        Err(reasons.join("; "))
     }
 
     /// The underlying client.
@@ -264,6 +384,28 @@ impl DockerContainerizer {
         if present && !force_pull {
             return Ok(());
         }
+        // A missing image is looked for in the cluster's own image store first: an air-gapped
+        // cluster has no registry to pull from, and a pull there would only time out.
+        let mut from_store = None;
+        if !present && !self.image_stores.is_empty() {
+            match tokio::time::timeout(self.pull_timeout, self.load_from_store(image)).await {
+                Ok(Ok(store)) => {
+                    info!(image, store = %store, "Loaded the image from the cluster's image store");
+                    return Ok(());
+                }
+                Ok(Err(reason)) => {
+                    info!(image, %reason, "The image is not in the cluster's image store; pulling it");
+                    from_store = Some(reason);
+                }
+                Err(_) => {
+                    warn!(
+                        image,
+                        "Loading the image from the cluster's image store timed out; pulling it"
+                    );
+                    from_store = Some(format!("timed out after {:?}", self.pull_timeout));
+                }
+            }
+        }
         info!(image, "Pulling image");
         let (name, tag) = split_image(image);
         let options = CreateImageOptions {
@@ -297,7 +439,10 @@ impl DockerContainerizer {
             }
             Err(reason) => Err(LaunchError::Image {
                 image: image.to_owned(),
-                reason,
+                reason: match from_store {
+                    Some(store) => format!("{reason} (image store: {store})"),
+                    None => reason,
+                },
             }),
         }
     }
@@ -732,6 +877,30 @@ mod tests {
         assert_eq!(split_image("redis:7"), ("redis", "7"));
         assert_eq!(split_image("reg:5000/x"), ("reg:5000/x", "latest"));
         assert_eq!(split_image("reg:5000/x:1"), ("reg:5000/x", "1"));
+    }
+
+    #[test]
+    fn images_are_fetched_only_from_the_clusters_own_masters() {
+        let masters = |m: &[&str]| m.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            image_store_urls(
+                &masters(&["127.0.1.1:5050", "127.0.1.2:5050", "127.0.1.1:5051"]),
+                7070
+            ),
+            ["http://127.0.1.1:7070", "http://127.0.1.2:7070"]
+        );
+        assert_eq!(
+            image_store_urls(
+                &masters(&["http://m1:5050/", "[::1]:5050", "m2", ":5050", "[bad"]),
+                7070
+            ),
+            ["http://m1:7070", "http://[::1]:7070", "http://m2:7070"]
+        );
+        assert!(image_store_urls(&[], 7070).is_empty());
+        assert_eq!(store_name("capstan/busybox"), "capstan/busybox:latest");
+        assert_eq!(store_name("capstan/bundle-test:1"), "capstan/bundle-test:1");
+        assert_eq!(store_name("reg:5000/x"), "reg:5000/x:latest");
+        assert_eq!(store_name("a/b@sha256:00ff"), "a/b@sha256:00ff");
     }
 
     #[test]

@@ -269,6 +269,42 @@ fn only_vetted_parameters_are_accepted() {
 }
 
 #[test]
+fn interactive_parameters_open_stdin() {
+    let cases = [
+        (json!([]), None, None),
+        (
+            json!([{"key": "interactive", "value": "true"}]),
+            Some(true),
+            None,
+        ),
+        (
+            json!([{"key": "i", "value": ""}, {"key": "stdin-once", "value": "true"}]),
+            Some(true),
+            Some(true),
+        ),
+        (
+            json!([{"key": "interactive", "value": "false"}, {"key": "stdin-once", "value": "0"}]),
+            Some(false),
+            Some(false),
+        ),
+    ];
+    for (params, open, once) in cases {
+        let spec = build(&task(docker(json!({"parameters": params})), None), false).unwrap();
+        assert_eq!(
+            (spec.extra.open_stdin, spec.extra.stdin_once),
+            (open, once),
+            "{params}"
+        );
+    }
+    let d = docker(json!({"parameters": [{"key": "interactive", "value": "maybe"}]}));
+    let err = build(&task(d, None), false).unwrap_err().to_string();
+    assert!(
+        err.contains("interactive") && err.contains("boolean"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_port_mappings_are_refused() {
     let cases = [
         (

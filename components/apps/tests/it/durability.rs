@@ -111,8 +111,10 @@ async fn a_refused_store_write_answers_no_201_releases_no_call_and_steps_down() 
     let store = Arc::new(GatedStore::new("/doomed", true));
     let data = store.inner.clone();
     let mut apps = Apps::start_with_store(&master, store).await;
-    wait_until("subscribed", WAIT, async || {
-        !master.calls_of("SUBSCRIBE").is_empty()
+    // A subscription ends with a REVIVE: wait for it, so that it is not taken for one that
+    // followed the refused write.
+    wait_until("subscribed and revived", WAIT, async || {
+        !master.calls_of("REVIVE").is_empty()
     })
     .await
     .unwrap();

@@ -29,6 +29,20 @@ pub enum ClusterCommand {
     /// Join tokens: create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Upgrade every node to a package, one node at a time: masters first (keeping coord's
+    /// quorum), then agents (their tasks keep running); checks health between nodes and stops
+    /// at the first failure. Run on a master.
+    Upgrade(UpgradeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpgradeArgs {
+    /// The capstan .deb to install on every node.
+    #[arg(long)]
+    package: PathBuf,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +160,7 @@ pub fn run(command: ClusterCommand) -> ExitCode {
             ClusterCommand::Join(args) => join(&layout, args).await,
             ClusterCommand::Leave(args) => leave(&layout, args).await,
             ClusterCommand::Token(cmd) => token(&layout, cmd).await,
+            ClusterCommand::Upgrade(args) => upgrade(&layout, args).await,
         }
     });
     match outcome {
@@ -332,6 +347,78 @@ fn read_cluster_section(layout: &Layout) -> anyhow::Result<capstan_runtime::Clus
         .with_context(|| format!("{} is not a node config", layout.config.display()))?;
     doc.cluster
         .with_context(|| format!("{} has no cluster: section", layout.config.display()))
+}
+
+async fn upgrade(layout: &Layout, args: UpgradeArgs) -> anyhow::Result<()> {
+    use capstan_install::rolling::{self, Report};
+    let package = rolling::read_package(&args.package)?;
+    let node = read_cluster_section(layout)?;
+    if Membership::read(layout)?.is_some_and(|m| m.role != Role::Master) {
+        bail!("run `capstan cluster upgrade` on a master: it signs each upload with the CA key");
+    }
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let endpoints: Vec<String> = node
+        .masters
+        .iter()
+        .map(|m| activate::coord_endpoint(*m))
+        .collect();
+    // Every member, not only the masters this node's config names (those that joined before
+    // it): the run must reach coord while any one master restarts.
+    let coord = capstan_coord_client::Client::new(endpoints.iter())?;
+    let mut all: Vec<String> = coord
+        .members()
+        .await
+        .context("coord's membership")?
+        .members
+        .into_iter()
+        .map(|m| m.addr)
+        .collect();
+    all.extend(endpoints);
+    all.sort();
+    all.dedup();
+    let cluster = rolling::Cluster {
+        coord: capstan_coord_client::Client::new(all.iter())?,
+        ca_cert_pem: read(layout.ca_cert())?,
+        ca_key_pem: read(layout.ca_key())?,
+    };
+    let nodes = rolling::discover(&cluster).await?;
+    say(&format!(
+        "Upgrading {} node(s) to {} ({}), one at a time:",
+        nodes.len(),
+        package.version,
+        package.path.display()
+    ));
+    for (i, n) in nodes.iter().enumerate() {
+        say(&format!("  {}. {} {} ({})", i + 1, n.role, n.name, n.addr));
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+    match rolling::run(&cluster, &package, &nodes, &mut |line| say(line)).await {
+        Report::Done { upgraded, current } => {
+            say(&format!(
+                "Done: {upgraded} node(s) upgraded, {current} already ran {}.",
+                package.version
+            ));
+            Ok(())
+        }
+        Report::Stopped {
+            node,
+            reason,
+            upgraded,
+            untouched,
+        } => bail!(
+            "stopped at {} {} ({}): {reason}\n{upgraded} node(s) were upgraded before it; \
+             it and the {untouched} after it keep their package. Fix it and run the same \
+             command again: nodes already upgraded are skipped.",
+            node.role,
+            node.name,
+            node.addr,
+            untouched = untouched.saturating_sub(1)
+        ),
+    }
 }
 
 /// The cluster state in the local node's coord (masters only).

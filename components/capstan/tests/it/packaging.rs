@@ -19,7 +19,7 @@ const UNITS: [(&str, &[&str]); 10] = [
     ("master", &["master"]),
     ("apps", &["master"]),
     ("dns", &["master"]),
-    ("bootstrap", &["master"]),
+    ("bootstrap", &["master", "agent"]),
     ("router", &["master"]),
     ("catalog", &["master"]),
     ("swarm", &["master"]),
@@ -114,6 +114,9 @@ fn every_unit_runs_its_daemon_the_way_the_design_says() -> anyhow::Result<()> {
         .chain([
             "capstan-master.target".into(),
             "capstan-agent.target".into(),
+            // `capstan cluster upgrade`'s installer, started when a package was uploaded.
+            "capstan-upgrade.path".into(),
+            "capstan-upgrade.service".into(),
         ])
         .collect();
     expected.sort();
@@ -239,8 +242,13 @@ fn systemd_analyze_verify_accepts_the_units() -> anyhow::Result<()> {
     for entry in std::fs::read_dir(packaging().join("systemd"))? {
         let path = entry?.path();
         // The commands must exist where systemd looks: point them at the binary under test.
-        let body =
-            std::fs::read_to_string(&path)?.replace("/usr/bin/capstan", &bin.display().to_string());
+        let upgrade_node = packaging().join("upgrade-node");
+        let body = std::fs::read_to_string(&path)?
+            .replace("/usr/bin/capstan", &bin.display().to_string())
+            .replace(
+                "/usr/lib/capstan/upgrade-node",
+                &upgrade_node.display().to_string(),
+            );
         let copy = tmp.path().join(path.file_name().context("unit file name")?);
         std::fs::write(&copy, body)?;
         files.push(copy);

@@ -30,6 +30,9 @@ pub fn media(name: &str, version: &str) -> String {
     format!("application/vnd.dcos.{name}+json;charset=utf-8;version={version}")
 }
 
+/// The test catalog's largest image upload.
+pub const MAX_IMAGE_BYTES: u64 = 1024 * 1024;
+
 pub const ERROR: &str = "application/vnd.dcos.package.error+json;charset=utf-8;version=v1";
 
 impl Cluster {
@@ -60,6 +63,8 @@ impl Cluster {
             coord_prefix: "/test/catalog".into(),
             // An unreachable instance first: the catalog falls through to the next.
             apps: vec!["127.0.0.1:1".into(), apps_url.clone()],
+            images_dir: dir.path().join("images"),
+            max_image_bytes: MAX_IMAGE_BYTES,
             ..Config::default()
         };
         let catalog = Server::start_on(config, listener, CancellationToken::new())

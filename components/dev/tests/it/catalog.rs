@@ -6,13 +6,17 @@
 //! hello-world, memcached's `version`, a PostgreSQL startup handshake, Prometheus's
 //! `/-/ready`, nginx also through the router's `/service/nginx/`); Redis updated with a new
 //! option through `/cosmos/service/update` (no `dcos` command exists for it) until the new
-//! version runs; and everything uninstalled with nothing left.
+//! version runs; and everything uninstalled with nothing left. A second test moves a
+//! package with a bundle: `capstan package bundle`, the image removed from the engine,
+//! `capstan package import`, and the package installed and running with no registry.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use capstan_testkit::python::{ClusterTls, DcosCli};
-use capstan_testkit::wait_until;
+use capstan_testkit::{capstan_bin, temp_dir, wait_until};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -335,5 +339,196 @@ async fn every_builtin_package_installs_runs_is_reached_updates_and_uninstalls()
         )
         .await?;
     }
+    Ok(())
+}
+
+/// The bundled package's image: `capstan/http` under a tag only this test uses, so removing
+/// it from the engine (which the dev cluster's agents share) breaks nothing else.
+const BUNDLE_IMAGE: &str = "capstan/bundle-test:1";
+
+fn docker(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .with_context(|| format!("docker {args:?}"))
+}
+
+fn image_present(image: &str) -> anyhow::Result<bool> {
+    Ok(docker(&["image", "inspect", image])?.status.success())
+}
+
+/// Removes the test tag however the test ends.
+struct UntagOnDrop;
+
+impl Drop for UntagOnDrop {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", BUNDLE_IMAGE]);
+    }
+}
+
+/// `bundle-test`: the built-in hello-world package renamed, on [`BUNDLE_IMAGE`], as a
+/// source tree under `dir`.
+fn write_bundle_test_package(dir: &Path) -> anyhow::Result<()> {
+    let from =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../catalog/universe/packages/H/hello-world/0");
+    let to = dir.join("packages/B/bundle-test/0");
+    std::fs::create_dir_all(&to)?;
+    let read = |f: &str| -> anyhow::Result<Value> {
+        Ok(serde_json::from_slice(&std::fs::read(from.join(f))?)?)
+    };
+    let mut package = read("package.json")?;
+    package["name"] = json!("bundle-test");
+    package["description"] = json!("hello-world, moved by a bundle");
+    let mut config = read("config.json")?;
+    config["properties"]["service"]["properties"]["name"]["default"] = json!("bundle-test");
+    std::fs::write(to.join("package.json"), package.to_string())?;
+    std::fs::write(to.join("config.json"), config.to_string())?;
+    std::fs::write(
+        to.join("resource.json"),
+        json!({"assets": {"container": {"docker": {"http": BUNDLE_IMAGE}}}}).to_string(),
+    )?;
+    std::fs::copy(
+        from.join("marathon.json.mustache"),
+        to.join("marathon.json.mustache"),
+    )?;
+    Ok(())
+}
+
+fn capstan(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let out = Command::new(capstan_bin()?)
+        .args(args)
+        .output()
+        .with_context(|| format!("capstan {args:?}"))?;
+    ensure!(
+        out.status.success(),
+        "capstan {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bundle_moves_a_package_and_its_image_to_a_cluster_with_no_registry() -> anyhow::Result<()>
+{
+    let _one = ONE_AT_A_TIME.lock().await;
+    let work = temp_dir()?;
+    let _untag = UntagOnDrop;
+    let tagged = docker(&["tag", "capstan/http", BUNDLE_IMAGE])?;
+    ensure!(tagged.status.success(), "docker tag: {tagged:?}");
+    let src = work.path().join("src");
+    write_bundle_test_package(&src)?;
+    let file = work.path().join("bundle-test.tar");
+    let file_arg = file.to_str().context("utf-8 path")?;
+    let out = capstan(&[
+        "package",
+        "bundle",
+        src.to_str().context("utf-8 path")?,
+        "-o",
+        file_arg,
+    ])?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        said.contains("bundle-test 1.0-1") && said.contains(BUNDLE_IMAGE),
+        "{said}"
+    );
+
+    // The engine no longer has the image, and there is no registry to pull it from.
+    let removed = docker(&["rmi", BUNDLE_IMAGE])?;
+    ensure!(removed.status.success(), "docker rmi: {removed:?}");
+    ensure!(!image_present(BUNDLE_IMAGE)?);
+
+    let cluster = tokio::task::spawn_blocking(|| DevCluster::up(1, 1, 3)).await??;
+    let status = cluster.status()?;
+    let router = status["router"].as_str().context("router url")?.to_owned();
+    let password = status["admin"]["password"]
+        .as_str()
+        .context("admin password")?
+        .to_owned();
+    let out = capstan(&[
+        "package",
+        "import",
+        file_arg,
+        "--router",
+        &router,
+        "--username",
+        "admin",
+        "--password",
+        &password,
+    ])
+    .with_context(|| cluster.logs())?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(said.contains(BUNDLE_IMAGE), "{said}");
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let m = cluster.master_ip(1);
+    let stored: Value = http
+        .get(format!("http://{m}:7070/package/images"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        stored["images"][0]["name"] == BUNDLE_IMAGE,
+        "the image store: {stored:#}"
+    );
+
+    let cli = DcosCli::new().await?;
+    cli.cluster_setup(&router, "admin", &password, &ClusterTls::Default)
+        .await?
+        .ok()?;
+    let repos = cli.run(&["package", "repo", "list"]).await?.ok()?;
+    ensure!(repos.stdout.contains("capstan:local"), "{repos:?}");
+    let found = dcos_json(&cli, &["package", "search", "bundle-test", "--json"]).await?;
+    ensure!(found["packages"][0]["name"] == "bundle-test", "{found:#}");
+    cli.run(&["package", "install", "bundle-test", "--yes"])
+        .await?
+        .ok()
+        .with_context(|| cluster.logs())?;
+    let url = format!("http://{m}:8080/v2/apps/bundle-test");
+    let (host, port, _) = wait_until(
+        "bundle-test healthy",
+        Duration::from_secs(180),
+        async || healthy_now(&http, &url).await,
+    )
+    .await
+    .with_context(|| cluster.logs())?;
+    reach(&http, "hello-world", &host, port).await?;
+    ensure!(
+        image_present(BUNDLE_IMAGE)?,
+        "the agent loaded the image from the masters' store"
+    );
+    // The agent says where the image came from: its masters' store, not a registry.
+    let mut agent_logs = String::new();
+    for node in std::fs::read_dir(cluster.state_dir.join("nodes"))?.flatten() {
+        for log in std::fs::read_dir(node.path())?.flatten() {
+            let p = log.path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("agent"))
+            {
+                agent_logs.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+    }
+    ensure!(
+        agent_logs.contains("Loaded the image from the cluster's image store")
+            && !agent_logs.contains("Pulling image"),
+        "agent logs: {agent_logs}"
+    );
+
+    cli.run(&["package", "uninstall", "bundle-test", "--yes"])
+        .await?
+        .ok()?;
+    wait_until(
+        "the bundle-test app gone",
+        Duration::from_secs(60),
+        async || {
+            let r = http.get(&url).send().await.ok()?;
+            (r.status() == 404).then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }

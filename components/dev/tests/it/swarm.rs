@@ -3,7 +3,9 @@
 //! `HttpHeaders` of a temporary `DOCKER_CONFIG`: `version`, `info`, `run -d -p` of the offline
 //! `capstan/http` image reached on its published agent port, `ps` with filters, `inspect`,
 //! `logs` with both streams and `--tail`, `exec` (attached with its exit code, and `-d`),
-//! `top`, `stats --no-stream`, `stop`, `rm -f`, and a container whose exit code `wait` reads,
+//! `exec -i` with piped stdin, `top`, `stats --no-stream`, `stop`, `rm -f`, named volumes
+//! (`volume create/ls/inspect/rm`, placed by their first container), a container whose exit
+//! code `wait` reads,
 //! and an attached `docker run` with its output and exit code. Nothing is pulled from a
 //! registry.
 
@@ -34,6 +36,27 @@ impl Docker<'_> {
             .args(args)
             .output()
             .context("running docker")
+    }
+
+    /// Runs with `input` as its stdin (closed at the end, as a pipe does).
+    fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> anyhow::Result<Output> {
+        use std::io::Write as _;
+        let mut child = Command::new("docker")
+            .env("DOCKER_CONFIG", self.config)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .args(["-H", &self.host])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running docker")?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        stdin.write_all(input)?;
+        drop(stdin);
+        child.wait_with_output().context("waiting for docker")
     }
 
     /// Runs and requires success; stdout, trimmed.
@@ -294,6 +317,66 @@ async fn the_docker_cli_runs_inspects_logs_stops_and_removes_containers_on_the_c
         },
     )
     .await?;
+    // exec -i: the piped input is the command's stdin (hijacked through swarm and the
+    // agent), its end closes that stdin, and the exit code still comes back.
+    let out = docker.run_with_stdin(&["exec", "-i", "talker", "cat"], b"hi\n")?;
+    ensure!(
+        out.status.success() && text(&out.stdout) == "hi\n",
+        "echo hi | docker exec -i: {:?}\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = docker.run_with_stdin(
+        &["exec", "-i", "talker", "sh", "-c", "wc -l; exit 6"],
+        b"a\nb\nc\n",
+    )?;
+    ensure!(
+        out.status.code() == Some(6) && text(&out.stdout).trim() == "3",
+        "exec -i with an exit code: {:?}\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // run -i: the container is created with an open stdin (StdinOnce), the attach before
+    // start carries the piped input to it through the agent, its end closes cat's stdin;
+    // the output and the exit code come back, and --rm removes the container.
+    let out = docker.run_with_stdin(&["run", "-i", "--rm", "capstan/busybox", "cat"], b"hi\n")?;
+    ensure!(
+        out.status.success() && text(&out.stdout) == "hi\n",
+        "echo hi | docker run -i --rm cat: {:?}\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = docker.run_with_stdin(
+        &[
+            "run",
+            "-i",
+            "--name",
+            "counter",
+            "capstan/busybox",
+            "sh",
+            "-c",
+            "wc -l; exit 4",
+        ],
+        b"a\nb\n",
+    )?;
+    ensure!(
+        out.status.code() == Some(4) && text(&out.stdout).trim() == "2",
+        "docker run -i with an exit code: {:?}\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let cfg = docker.ok(&[
+        "inspect",
+        "-f",
+        "{{.Config.OpenStdin}} {{.Config.StdinOnce}} {{.Config.AttachStdin}}",
+        "counter",
+    ])?;
+    ensure!(cfg.trim() == "true true true", "{cfg}");
+    docker.ok(&["rm", "counter"])?;
     // top: the container's processes; stats --no-stream: one sample with its memory limit.
     let top = docker.ok(&["top", "talker"])?;
     ensure!(top.contains("PID") && top.contains("sleep 600"), "{top}");
@@ -604,6 +687,16 @@ assert talker.logs(stderr=False) == b"sdk-out\n", talker.logs(stderr=False)
 code, output = talker.exec_run(["sh", "-c", "echo exec-out; exit 4"])
 assert (code, output) == (4, b"exec-out\n"), (code, output)
 
+# exec_run with stdin on the raw socket: what is sent is cat's input, the half-close ends it.
+import socket as pysocket
+from docker.utils.socket import frames_iter
+sock = talker.exec_run(["cat"], stdin=True, socket=True).output
+sock._sock.sendall(b"sdk-in\n")
+sock._sock.shutdown(pysocket.SHUT_WR)
+got = b"".join(data for stream, data in frames_iter(sock, tty=False) if stream == 1)
+assert got == b"sdk-in\n", got
+sock.close()
+
 # run(detach=False): start, then the output through logs, then wait.
 out = c.containers.run("capstan/busybox", ["sh", "-c", "echo attached-out"], name="sdk-once")
 assert out == b"attached-out\n", out
@@ -643,6 +736,9 @@ services:
     restart: unless-stopped
   cache:
     image: capstan/redis
+    volumes: ["data:/data"]
+volumes:
+  data: {}
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -735,18 +831,28 @@ async fn the_python_sdk_and_compose_run_containers_on_the_cluster() -> anyhow::R
     ensure!(state == "created", "{state}");
     docker_cli.ok(&["rm", "-f", "pinned0", "pinned1", "nowhere"])?;
 
-    // A named volume is the agent engine's volume (`swarm.<name>`): a second container on
-    // the same agent reads what the first wrote, through a read-only mount.
-    let pin = format!("constraint:node=={}", agents[0]);
+    // Named volumes: `volume create` records one (not placed yet); the first container that
+    // mounts it places it on its agent (the engine volume `swarm.<name>` there), and a second
+    // container, with no constraint, lands on that agent and reads what the first wrote.
     let volume = format!("itvol{}", std::process::id());
+    docker_cli.ok(&["volume", "create", "--label", "via=cli", &volume])?;
+    let ls = docker_cli.ok(&[
+        "volume",
+        "ls",
+        "--filter",
+        "label=via=cli",
+        "--format",
+        "{{.Name}} {{.Driver}}",
+    ])?;
+    ensure!(ls == format!("{volume} local"), "{ls}");
+    let unplaced = docker_cli.ok(&["volume", "inspect", "--format", "{{.Mountpoint}}", &volume])?;
+    ensure!(unplaced.is_empty(), "{unplaced}");
     let rw = format!("{volume}:/v");
     docker_cli
         .ok(&[
             "run",
             "--name",
             "vol-w",
-            "-e",
-            &pin,
             "-v",
             &rw,
             "capstan/busybox",
@@ -755,13 +861,22 @@ async fn the_python_sdk_and_compose_run_containers_on_the_cluster() -> anyhow::R
             "echo persisted > /v/f",
         ])
         .with_context(|| cluster.logs())?;
+    let placed: Value = serde_json::from_str(&docker_cli.ok(&["volume", "inspect", &volume])?)?;
+    let placed = &placed[0];
+    let home = placed["Status"]["Agent"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(agents.contains(&home), "{placed:#}");
+    ensure!(
+        placed["Mountpoint"] == format!("/var/lib/docker/volumes/swarm.{volume}/_data"),
+        "{placed:#}"
+    );
     let ro = format!("{volume}:/v:ro");
     let read = docker_cli.ok(&[
         "run",
         "--name",
         "vol-r",
-        "-e",
-        &pin,
         "-v",
         &ro,
         "capstan/busybox",
@@ -776,12 +891,27 @@ async fn the_python_sdk_and_compose_run_containers_on_the_cluster() -> anyhow::R
         "vol-r",
     ])?;
     ensure!(mounts == format!("volume {volume} /v false"), "{mounts}");
+    // A volume a container (even an exited one) mounts is not removed.
+    let out = docker_cli.run(&["volume", "rm", &volume])?;
+    ensure!(
+        !out.status.success() && text(&out.stderr).contains("volume is in use"),
+        "{}",
+        text(&out.stderr)
+    );
     docker_cli.ok(&["rm", "vol-w", "vol-r"])?;
-    // The agents share this machine's engine: the volume is there, under swarm's prefix.
-    let removed = Command::new("docker")
-        .args(["volume", "rm", &format!("swarm.{volume}")])
+    // Removed: the record and the engine volume on its agent (the agents share this
+    // machine's engine).
+    docker_cli.ok(&["volume", "rm", &volume])?;
+    let gone = Command::new("docker")
+        .args(["volume", "inspect", &format!("swarm.{volume}")])
         .output()?;
-    ensure!(removed.status.success(), "{}", text(&removed.stderr));
+    ensure!(!gone.status.success(), "the engine volume is still there");
+    let out = docker_cli.run(&["volume", "inspect", &volume])?;
+    ensure!(
+        !out.status.success() && text(&out.stderr).contains("no such volume"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A restart policy: on-failure:2 runs three times, then stays exited; stop is final.
     docker_cli.ok(&[
@@ -888,6 +1018,18 @@ async fn the_python_sdk_and_compose_run_containers_on_the_cluster() -> anyhow::R
     );
     let nets = docker_cli.ok(&["network", "ls", "--format", "{{.Name}}"])?;
     ensure!(nets.lines().any(|n| n == "swarmtest_default"), "{nets}");
+    // The top-level volume, created first with compose's labels, mounted by cache.
+    let vol = docker_cli.ok(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{index .Labels \"com.docker.compose.volume\"}} {{.Status.Agent}}",
+        "swarmtest_data",
+    ])?;
+    ensure!(
+        vol.starts_with("data ") && agents.iter().any(|a| vol.ends_with(a.as_str())),
+        "{vol}"
+    );
     let web: Value = serde_json::from_str(&docker_cli.ok(&["inspect", "swarmtest_web_1"])?)?;
     let web = &web[0];
     ensure!(
@@ -983,7 +1125,9 @@ async fn the_python_sdk_and_compose_run_containers_on_the_cluster() -> anyhow::R
         "{ps}"
     );
 
-    compose(&["down"]).await?;
+    compose(&["down", "-v"]).await?;
+    let out = docker_cli.run(&["volume", "inspect", "swarmtest_data"])?;
+    ensure!(!out.status.success(), "compose down -v left its volume");
     ensure!(
         docker_cli
             .ok(&[

@@ -2,9 +2,10 @@
 //! (Debian's `chromium` driven by `playwright-core`) against the cluster's router with the
 //! first administrator's credentials — log in, create an app from the form until it is
 //! healthy, scale it, follow its log, install a catalog package with one click and open its
-//! `/service/` page, roll back a version, see a killed task replaced. The screenshots land in
-//! `target/ui-screenshots` (or `$UI_SCREENSHOTS`); on failure the test fails with node's
-//! output and the daemons' logs.
+//! `/service/` page, roll back a version, see a killed task replaced, and see the
+//! broken-stream banner when the apps daemon (the event stream's source) is killed and the
+//! console recover. The screenshots land in `target/ui-screenshots` (or `$UI_SCREENSHOTS`);
+//! on failure the test fails with node's output and the daemons' logs.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -31,6 +32,17 @@ async fn the_console_passes_its_browser_scenarios_on_a_dev_cluster() -> anyhow::
         .with_context(|| format!("status has no admin password: {status:#}"))?
         .to_owned();
 
+    // The broken-stream scenario kills the apps daemon (the event stream's source); the dev
+    // supervisor starts it again.
+    let apps_pid = status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["daemons"].as_array().into_iter().flatten())
+        .find(|d| d["name"] == "apps")
+        .and_then(|d| d["pid"].as_u64())
+        .with_context(|| format!("status has no apps daemon pid: {status:#}"))?;
+
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let e2e = root.join("components/ui/e2e");
     let shots = std::env::var_os("UI_SCREENSHOTS")
@@ -49,6 +61,7 @@ async fn the_console_passes_its_browser_scenarios_on_a_dev_cluster() -> anyhow::
             .env("CAPSTAN_USER", &uid)
             .env("CAPSTAN_PASSWORD", &password)
             .env("UI_SCREENSHOTS", &shots)
+            .env("UI_BREAK_STREAM_PID", apps_pid.to_string())
             .output()
             .context("running node (is nodejs installed?)")
     })

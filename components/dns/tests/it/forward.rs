@@ -117,3 +117,18 @@ async fn forwarding_can_be_turned_off() -> anyhow::Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+/// An agent's public address is no open resolver: outside names are forwarded only for
+/// clients from `external_from`; names in our zones are answered for everyone.
+#[tokio::test]
+async fn outside_names_are_refused_to_clients_outside_external_from() -> anyhow::Result<()> {
+    let upstream = FakeUpstream::start(Some("1.2.3.4")).await?;
+    let mut cfg = config(vec!["127.0.0.1:1".into()], vec![upstream.addr.to_string()]);
+    cfg.external_from = vec!["10.0.0.0/8".parse()?];
+    let server = start(cfg).await?;
+    let m = ask(dns(&server), "example.com.", RecordType::A).await?;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(upstream.queries(), 0);
+    server.shutdown().await;
+    Ok(())
+}

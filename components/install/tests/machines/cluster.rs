@@ -291,25 +291,53 @@ async fn running_tasks(from: &Machine, master: &Machine, id: &str) -> Result<Vec
     Ok(ids)
 }
 
-/// Installs the next package revision on the master, then on each agent, as
-/// `capstan cluster upgrade` will: every unit comes back, the node config is kept, and the
-/// app's tasks are the same tasks, still running.
-async fn upgrade_keeps_tasks(master: &Machine, agents: &[Machine], id: &str) -> Result<()> {
+/// `capstan cluster upgrade --package FILE` on the master installs the next package revision
+/// on the master, then on each agent, one node at a time: every unit comes back, the node
+/// configs are kept, and the app's tasks are the same tasks, still running. A second run
+/// finds nothing to do.
+/// With several masters it runs on the first; coord's quorum is kept throughout.
+async fn upgrade_keeps_tasks(masters: &[Machine], agents: &[Machine], id: &str) -> Result<()> {
+    let master = &masters[0];
     let deb = upgrade_deb().await?;
     let before = running_tasks(&agents[0], master, id).await?;
     ensure!(
         !before.is_empty(),
         "no running {id} tasks before the upgrade"
     );
-    let nodes =
-        std::iter::once((master, MASTER_UNITS)).chain(agents.iter().map(|a| (a, AGENT_UNITS)));
-    for (node, units) in nodes {
-        let config = node.sh("sha256sum /etc/capstan/config.yaml").await?;
-        node.copy_in(&deb, "/root/capstan-upgrade.deb").await?;
-        node.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-             -o Dpkg::Options::=--force-confold /root/capstan-upgrade.deb \
-             && rm /root/capstan-upgrade.deb")
-            .await?;
+    let nodes: Vec<(&Machine, &[&str])> = masters
+        .iter()
+        .map(|m| (m, MASTER_UNITS))
+        .chain(agents.iter().map(|a| (a, AGENT_UNITS)))
+        .collect();
+    let mut configs = Vec::new();
+    for (node, _) in &nodes {
+        configs.push(node.sh("sha256sum /etc/capstan/config.yaml").await?);
+    }
+    master.copy_in(&deb, "/root/capstan-upgrade.deb").await?;
+    let out = master
+        .sh("capstan cluster upgrade --package /root/capstan-upgrade.deb 2>&1")
+        .await;
+    let mut journals: Vec<&str> = MASTER_UNITS.to_vec();
+    journals.push("capstan-upgrade.service");
+    let out = master.with_journal(&journals, out).await;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            let mut message = format!("{e:#}");
+            for a in agents {
+                message.push('\n');
+                message.push_str(&a.journal("capstan-upgrade.service").await);
+                message.push_str(&a.journal("capstan-bootstrap.service").await);
+            }
+            return Err(anyhow!(message));
+        }
+    };
+    note("cluster upgrade", out.lines().last().unwrap_or(""));
+    ensure!(
+        out.contains(&format!("Done: {} node(s) upgraded", nodes.len())),
+        "the upgrade did not upgrade every node:\n{out}"
+    );
+    for ((node, units), config) in nodes.iter().zip(&configs) {
         let installed = node.sh("dpkg-query -W -f='${Version}' capstan").await?;
         ensure!(
             installed.trim().ends_with("-2"),
@@ -319,11 +347,22 @@ async fn upgrade_keeps_tasks(master: &Machine, agents: &[Machine], id: &str) -> 
         all_active(node, units).await?;
         let after = node.sh("sha256sum /etc/capstan/config.yaml").await?;
         ensure!(
-            config == after,
+            *config == after,
             "the upgrade of {} changed its config",
             node.name()
         );
     }
+    let again = master
+        .sh("capstan cluster upgrade --package /root/capstan-upgrade.deb 2>&1")
+        .await?;
+    ensure!(
+        again.contains(&format!(
+            "Done: 0 node(s) upgraded, {} already ran",
+            nodes.len()
+        )),
+        "a second upgrade run was not a no-op:\n{again}"
+    );
+    master.sh("rm /root/capstan-upgrade.deb").await?;
     wait_agents(&agents[0], master, agents.len()).await?;
     let after = wait_until(
         &format!("the {id} tasks running after the upgrade"),
@@ -347,6 +386,41 @@ async fn upgrade_keeps_tasks(master: &Machine, agents: &[Machine], id: &str) -> 
         }
     };
     with_agent_journals(&agents.iter().collect::<Vec<_>>(), after).await?;
+    Ok(())
+}
+
+/// `capstan cluster upgrade` on `on` while a master is powered off: it stops at the first
+/// master (unreachable, or the quorum rule), fails with a message saying where, and no node
+/// was changed.
+async fn upgrade_stops_without_quorum(
+    on: &Machine,
+    masters: &[Machine],
+    agents: &[Machine],
+) -> Result<()> {
+    let deb = upgrade_deb().await?;
+    on.copy_in(&deb, "/root/capstan-upgrade.deb").await?;
+    let out = on
+        .sh_output("capstan cluster upgrade --package /root/capstan-upgrade.deb 2>&1")
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        !out.status.success(),
+        "the upgrade went on with a master off:\n{text}"
+    );
+    let why = text
+        .lines()
+        .find(|l| l.contains("stopped at"))
+        .with_context(|| format!("the refusal does not say where it stopped:\n{text}"))?;
+    note("upgrade with a master off", why);
+    ensure!(
+        !text.contains("Upgrading master") && !text.contains("Upgrading agent"),
+        "a node was upgraded with a master off:\n{text}"
+    );
+    for node in masters[1..].iter().chain(agents) {
+        let v = node.sh("dpkg-query -W -f='${Version}' capstan").await?;
+        ensure!(v.trim().ends_with("-1"), "{} runs {v:?}", node.name());
+    }
+    on.sh("rm /root/capstan-upgrade.deb").await?;
     Ok(())
 }
 
@@ -469,8 +543,8 @@ async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
     )
     .await?;
     step(
-        "upgrading every node with Redis running loses no task",
-        upgrade_keeps_tasks(&master, &agents, "redis"),
+        "capstan cluster upgrade, node by node, with Redis running loses no task",
+        upgrade_keeps_tasks(std::slice::from_ref(&master), &agents, "redis"),
     )
     .await?;
     step(
@@ -505,8 +579,8 @@ async fn one_master_and_two_agents_install_with_the_one_line() -> Result<()> {
 /// agents; powering off a master leaves the cluster working.
 #[tokio::test(flavor = "multi_thread")]
 async fn three_masters_join_and_the_cluster_survives_a_master_power_off() -> Result<()> {
-    let (image, _) = step("node image and .deb", async {
-        tokio::try_join!(NodeImage::ensure(), deb())
+    let (image, _, _) = step("node image and the .debs", async {
+        tokio::try_join!(NodeImage::ensure(), deb(), upgrade_deb())
     })
     .await?;
     let net = step("network", Net::create("ha")).await?;
@@ -569,6 +643,11 @@ async fn three_masters_join_and_the_cluster_survives_a_master_power_off() -> Res
         redis_runs_and_resolves(&agents[0], &masters[2], &all(&agents), "redis-after", 1).await
     })
     .await?;
+    step(
+        "with master1 off, capstan cluster upgrade refuses to take another master down",
+        upgrade_stops_without_quorum(&masters[1], &masters, &agents),
+    )
+    .await?;
     step("master1 boots again and rejoins", async {
         masters[0].start_again().await?;
         all_active(&masters[0], MASTER_UNITS).await
@@ -577,6 +656,16 @@ async fn three_masters_join_and_the_cluster_survives_a_master_power_off() -> Res
     step(
         "/v1/cluster lists 3 masters",
         cluster_lists_masters(&agents[0], &masters[0], HA_MASTERS),
+    )
+    .await?;
+    step(
+        "coord has 3 healthy voters again",
+        coord_voters(&agents[0], &masters[0], HA_MASTERS),
+    )
+    .await?;
+    step(
+        "capstan cluster upgrade: 3 masters one at a time, then the agents; no task lost",
+        upgrade_keeps_tasks(&masters, &agents, "redis"),
     )
     .await?;
     Ok(())

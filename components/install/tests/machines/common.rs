@@ -22,6 +22,7 @@ pub const MASTER_UNITS: &[&str] = &[
     "capstan-catalog.service",
     "capstan-swarm.service",
     "capstan-l4lb.service",
+    "capstan-upgrade.path",
     "capstan-master.target",
 ];
 
@@ -29,6 +30,8 @@ pub const MASTER_UNITS: &[&str] = &[
 pub const AGENT_UNITS: &[&str] = &[
     "capstan-agent.service",
     "capstan-l4lb.service",
+    "capstan-bootstrap.service",
+    "capstan-upgrade.path",
     "capstan-agent.target",
     "docker.service",
 ];

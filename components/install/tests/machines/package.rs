@@ -24,6 +24,9 @@ const INSTALLED: &[&str] = &[
     "/usr/lib/systemd/system/capstan-swarm.service",
     "/usr/lib/systemd/system/capstan-agent.service",
     "/usr/lib/systemd/system/capstan-l4lb.service",
+    "/usr/lib/systemd/system/capstan-upgrade.path",
+    "/usr/lib/systemd/system/capstan-upgrade.service",
+    "/usr/lib/capstan/upgrade-node",
     "/usr/share/doc/capstan/copyright",
 ];
 

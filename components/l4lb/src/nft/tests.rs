@@ -84,11 +84,12 @@ fn rules_per_vip_as_table() {
         proto: Protocol,
         backends: Vec<Backend>,
         element: &'static str,
+        members: &'static [&'static str],
         chain: Option<(&'static str, &'static str)>,
     }
     let cases = [
         Case {
-            name: "three backends: random choice per connection",
+            name: "three backends: random choice per connection, in address order",
             vip: "11.0.0.1:80",
             proto: Protocol::Tcp,
             backends: vec![
@@ -96,21 +97,27 @@ fn rules_per_vip_as_table() {
                 b("10.0.0.1", 8080),
                 b("10.0.0.2", 31000),
             ],
-            element: "11.0.0.1 . tcp . 80 : goto v4-11-0-0-1-tcp-80",
+            element: "11.0.0.1 . tcp . 80 : goto pick4-tcp-3",
+            members: &[
+                "11.0.0.1 . 80 . 0 : 10.0.0.1 . 8080,",
+                "11.0.0.1 . 80 . 1 : 10.0.0.2 . 31000,",
+                "11.0.0.1 . 80 . 2 : 10.0.0.3 . 8080",
+            ],
             chain: Some((
-                "v4-11-0-0-1-tcp-80",
-                "meta l4proto tcp dnat ip to numgen random mod 3 map { 0 : 10.0.0.1 . 8080, 1 : 10.0.0.2 . 31000, 2 : 10.0.0.3 . 8080 }",
+                "pick4-tcp-3",
+                "meta l4proto tcp dnat ip to ip daddr . tcp dport . numgen random mod 3 map @backends4-tcp",
             )),
         },
         Case {
-            name: "one backend: plain DNAT",
+            name: "one backend",
             vip: "198.51.100.7:53",
             proto: Protocol::Udp,
             backends: vec![b("10.0.0.9", 5353)],
-            element: "198.51.100.7 . udp . 53 : goto v4-198-51-100-7-udp-53",
+            element: "198.51.100.7 . udp . 53 : goto pick4-udp-1",
+            members: &["198.51.100.7 . 53 . 0 : 10.0.0.9 . 5353"],
             chain: Some((
-                "v4-198-51-100-7-udp-53",
-                "meta l4proto udp dnat ip to 10.0.0.9:5353",
+                "pick4-udp-1",
+                "meta l4proto udp dnat ip to ip daddr . udp dport . numgen random mod 1 map @backends4-udp",
             )),
         },
         Case {
@@ -119,6 +126,7 @@ fn rules_per_vip_as_table() {
             proto: Protocol::Tcp,
             backends: vec![],
             element: "11.0.0.2 . tcp . 80 : goto no-backend",
+            members: &[],
             chain: None,
         },
         Case {
@@ -127,6 +135,7 @@ fn rules_per_vip_as_table() {
             proto: Protocol::Tcp,
             backends: vec![b("fd00::1", 80)],
             element: "11.0.0.3 . tcp . 80 : goto no-backend",
+            members: &[],
             chain: None,
         },
         Case {
@@ -134,10 +143,14 @@ fn rules_per_vip_as_table() {
             vip: "[fd01:c::5]:443",
             proto: Protocol::Tcp,
             backends: vec![b("fd00::2", 8443), b("fd00::1", 8443)],
-            element: "fd01:c::5 . tcp . 443 : goto v6-fd01000c000000000000000000000005-tcp-443",
+            element: "fd01:c::5 . tcp . 443 : goto pick6-tcp-2",
+            members: &[
+                "fd01:c::5 . 443 . 0 : fd00::1 . 8443,",
+                "fd01:c::5 . 443 . 1 : fd00::2 . 8443",
+            ],
             chain: Some((
-                "v6-fd01000c000000000000000000000005-tcp-443",
-                "meta l4proto tcp dnat ip6 to numgen random mod 2 map { 0 : fd00::1 . 8443, 1 : fd00::2 . 8443 }",
+                "pick6-tcp-2",
+                "meta l4proto tcp dnat ip6 to ip6 daddr . tcp dport . numgen random mod 2 map @backends6-tcp",
             )),
         },
     ];
@@ -147,14 +160,68 @@ fn rules_per_vip_as_table() {
         let v6 = c.vip.starts_with('[');
         let map = block(&s, "map", if v6 { "vips6" } else { "vips4" });
         assert_eq!(map[1..], ["elements = {", c.element, "}"], "{}", c.name);
+        let members = block(&s, "map", &backend_map(!v6, c.proto));
+        let family = if v6 { "ip6" } else { "ip" };
+        assert_eq!(
+            members[0],
+            format!(
+                "typeof {family} daddr . {p} dport . numgen random mod 1 : {family} daddr . {p} dport",
+                p = c.proto
+            ),
+            "{}",
+            c.name
+        );
+        if c.members.is_empty() {
+            assert_eq!(members.len(), 1, "{}", c.name);
+        } else {
+            let mut want = vec!["elements = {"];
+            want.extend(c.members);
+            want.push("}");
+            assert_eq!(members[1..], want, "{}", c.name);
+        }
         match c.chain {
             Some((chain, rule)) => assert_eq!(block(&s, "chain", chain), [rule], "{}", c.name),
-            None => assert!(!s.contains("\tchain v"), "{}: {s}", c.name),
+            None => assert!(!s.contains("\tchain pick"), "{}: {s}", c.name),
         }
         let addrs = block(&s, "set", if v6 { "vip-addrs6" } else { "vip-addrs4" });
         let ip = c.vip.parse::<SocketAddr>().expect("addr").ip().to_string();
         assert_eq!(addrs[1..], ["elements = {", ip.as_str(), "}"], "{}", c.name);
     }
+}
+
+#[test]
+fn vips_share_one_chain_per_backend_count() {
+    let three = [b("10.0.0.1", 80), b("10.0.0.2", 80), b("10.0.0.3", 80)];
+    let many: Vec<(String, Protocol, &[Backend])> = (0..100u8)
+        .map(|i| {
+            (
+                format!("11.0.1.{i}:80"),
+                Protocol::Tcp,
+                &three[..1 + usize::from(i % 3)],
+            )
+        })
+        .collect();
+    let entries: Vec<(&str, Protocol, &[Backend])> = many
+        .iter()
+        .map(|(a, p, bs)| (a.as_str(), *p, *bs))
+        .collect();
+    let s = render("capstan", &l(&entries));
+    let chains: Vec<&str> = s
+        .lines()
+        .filter_map(|l| l.strip_prefix("\tchain ")?.strip_suffix(" {"))
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            "no-backend",
+            "pick4-tcp-1",
+            "pick4-tcp-2",
+            "pick4-tcp-3",
+            "prerouting",
+            "output",
+            "postrouting"
+        ]
+    );
 }
 
 #[test]
@@ -273,44 +340,200 @@ proptest! {
     fn every_vip_has_a_rule_and_every_backend_appears(entries in arb_entries()) {
         let t = table_of(&entries);
         let s = render("capstan", &t);
-        let mut defined: BTreeSet<String> = BTreeSet::new();
-        for line in s.lines() {
-            if let Some(name) = line.strip_prefix("\tchain ").and_then(|r| r.strip_suffix(" {")) {
-                prop_assert!(defined.insert(name.to_string()), "chain {} twice", name);
-            }
-        }
+        let model = Model::of(&s);
+        let mut pick_chains = BTreeSet::new();
+        let mut members = 0;
         for ((addr, proto), backends) in &t {
             // Exactly one dispatch element per VIP listener, to a chain that exists.
-            let prefix = format!("{} . {proto} . {} : goto ", addr.ip(), addr.port());
-            let elements: Vec<&str> = s.lines().map(str::trim).filter(|l| l.starts_with(&prefix)).collect();
-            prop_assert_eq!(elements.len(), 1, "{} {}", addr, proto);
-            let target = elements[0][prefix.len()..].trim_end_matches(',');
-            prop_assert!(defined.contains(target), "goto {} undefined", target);
+            let map = if addr.is_ipv4() { "vips4" } else { "vips6" };
+            let backend_map = backend_map(addr.is_ipv4(), *proto);
+            let backend_map = backend_map.as_str();
+            let key = format!("{} . {proto} . {}", addr.ip(), addr.port());
+            let target = model.lookup(map, &key);
+            prop_assert!(target.is_some(), "{} {} not dispatched", addr, proto);
+            let target = target.unwrap_or_default().trim_start_matches("goto ").to_string();
+            prop_assert!(model.blocks.contains_key(&format!("chain {target}")), "goto {} undefined", target);
             let same: Vec<&Backend> = backends.iter().filter(|b| b.ip.is_ipv4() == addr.is_ipv4()).collect();
             if same.is_empty() {
                 prop_assert_eq!(target, "no-backend");
                 continue;
             }
-            let rules = block(&s, "chain", target);
+            let rules = &model.blocks[&format!("chain {target}")];
             prop_assert_eq!(rules.len(), 1);
-            let rule = rules[0];
-            for b in &same {
-                let single = b.addr().to_string();
-                let mapped = format!(" : {} . {}", b.ip, b.port);
-                prop_assert!(
-                    if same.len() == 1 { rule.ends_with(&format!(" to {single}")) } else { rule.contains(&mapped) },
-                    "backend {} missing in {}", b.addr(), rule
-                );
+            let modulo = format!("numgen random mod {} map @{backend_map}", same.len());
+            prop_assert!(rules.iter().any(|r| r.contains(&modulo)), "{:?}", rules);
+            // Index i holds the i-th backend; there is no index past the last.
+            for (i, b) in same.iter().enumerate() {
+                let got = model.lookup(backend_map, &format!("{} . {} . {i}", addr.ip(), addr.port()));
+                prop_assert_eq!(got, Some(format!("{} . {}", b.ip, b.port)));
             }
-            if same.len() > 1 {
-                let modulo = format!("numgen random mod {} map", same.len());
-                prop_assert!(rule.contains(&modulo), "{}", rule);
+            prop_assert_eq!(model.lookup(backend_map, &format!("{} . {} . {}", addr.ip(), addr.port(), same.len())), None);
+            members += same.len();
+            pick_chains.insert(target);
+        }
+        // No element for a VIP that is not in the table, no chain nobody uses.
+        let all_members: usize = [true, false].iter()
+            .flat_map(|&v4| [Protocol::Tcp, Protocol::Udp].map(|p| backend_map(v4, p)))
+            .map(|m| model.elements(&m).len())
+            .sum();
+        prop_assert_eq!(all_members, members);
+        let defined: BTreeSet<String> = model.blocks.keys()
+            .filter_map(|k| k.strip_prefix("chain pick")).map(|c| format!("pick{c}")).collect();
+        prop_assert_eq!(defined, pick_chains);
+    }
+}
+
+/// What a script leaves in the kernel, as nft would: each set, map and chain (`"map vips4"`,
+/// `"chain pick4-tcp-2"`) with its elements or rules. [`Model::of`] reads a full render;
+/// [`Model::run`] applies a change script with nft's checks (an element deleted must exist,
+/// one added must not, a chain deleted must be empty and unreferenced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Model {
+    blocks: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Model {
+    fn of(script: &str) -> Model {
+        let mut blocks = BTreeMap::new();
+        let mut current: Option<(String, BTreeSet<String>)> = None;
+        let mut in_elements = false;
+        for line in script.lines() {
+            if let Some(head) = line.strip_prefix('\t').and_then(|l| l.strip_suffix(" {"))
+                && !head.starts_with('\t')
+            {
+                current = Some((head.to_string(), BTreeSet::new()));
+                continue;
+            }
+            if line == "\t}" {
+                let (name, items) = current.take().expect("block open");
+                blocks.insert(name, items);
+                continue;
+            }
+            let Some((_, items)) = current.as_mut() else {
+                continue;
+            };
+            let t = line.trim();
+            if t == "elements = {" {
+                in_elements = true;
+            } else if t == "}" {
+                in_elements = false;
+            } else if in_elements {
+                items.insert(t.trim_end_matches(',').to_string());
+            } else if !t.starts_with("type") && !t.starts_with("flags") {
+                items.insert(t.to_string());
             }
         }
-        // No rule for a VIP that is not in the table.
-        let vip_chains = defined.iter().filter(|c| c.starts_with("v4-") || c.starts_with("v6-")).count();
-        let served = t.iter().filter(|((a, _), bs)| bs.iter().any(|b| b.ip.is_ipv4() == a.is_ipv4())).count();
-        prop_assert_eq!(vip_chains, served);
+        Model { blocks }
+    }
+
+    fn key(element: &str) -> &str {
+        element.split(" : ").next().unwrap_or(element)
+    }
+
+    fn elements(&self, set: &str) -> Vec<&String> {
+        let kind = if self.blocks.contains_key(&format!("set {set}")) {
+            "set"
+        } else {
+            "map"
+        };
+        self.blocks
+            .get(&format!("{kind} {set}"))
+            .map(|b| b.iter().collect())
+            .unwrap_or_default()
+    }
+
+    fn lookup(&self, map: &str, key: &str) -> Option<String> {
+        self.elements(map)
+            .into_iter()
+            .find(|e| Model::key(e) == key)
+            .and_then(|e| e.split_once(" : ").map(|(_, v)| v.to_string()))
+    }
+
+    fn set_name(&self, set: &str) -> String {
+        ["set", "map"]
+            .iter()
+            .map(|k| format!("{k} {set}"))
+            .find(|n| self.blocks.contains_key(n))
+            .unwrap_or_else(|| panic!("no set or map {set}"))
+    }
+
+    fn run(&mut self, script: &str) {
+        for line in script.lines().filter(|l| !l.starts_with('#')) {
+            let words: Vec<&str> = line.splitn(5, ' ').collect();
+            assert_eq!(words[2..4], ["inet", "capstan"], "{line}");
+            let rest = words[4];
+            match (words[0], words[1]) {
+                (verb @ ("add" | "delete"), "element") => {
+                    let (set, list) = rest.split_once(' ').expect("set name");
+                    let list = list
+                        .strip_prefix("{ ")
+                        .and_then(|l| l.strip_suffix(" }"))
+                        .expect("braces");
+                    let name = self.set_name(set);
+                    for e in list.split(", ") {
+                        let items = self.blocks.get_mut(&name).expect("set");
+                        let existing = items
+                            .iter()
+                            .find(|x| Model::key(x) == Model::key(e))
+                            .cloned();
+                        if verb == "add" {
+                            assert!(existing.is_none(), "{line}: {e} exists");
+                            if let Some((_, v)) = e.split_once(" : goto ") {
+                                assert!(
+                                    self.blocks.contains_key(&format!("chain {v}")),
+                                    "{line}: no chain {v}"
+                                );
+                            }
+                            self.blocks
+                                .get_mut(&name)
+                                .expect("set")
+                                .insert(e.to_string());
+                        } else {
+                            assert_eq!(Model::key(e), e, "{line}: delete names keys only");
+                            let existing = existing.unwrap_or_else(|| panic!("{line}: no {e}"));
+                            self.blocks.get_mut(&name).expect("set").remove(&existing);
+                        }
+                    }
+                }
+                ("add", "chain") => {
+                    assert!(
+                        self.blocks
+                            .insert(format!("chain {rest}"), BTreeSet::new())
+                            .is_none(),
+                        "{line}"
+                    );
+                }
+                ("add", "rule") => {
+                    let (chain, rule) = rest.split_once(' ').expect("rule");
+                    let rules = self
+                        .blocks
+                        .get_mut(&format!("chain {chain}"))
+                        .unwrap_or_else(|| panic!("{line}"));
+                    rules.insert(rule.to_string());
+                }
+                ("flush", "chain") => {
+                    self.blocks
+                        .get_mut(&format!("chain {rest}"))
+                        .unwrap_or_else(|| panic!("{line}"))
+                        .clear();
+                }
+                ("delete", "chain") => {
+                    let goto = format!("goto {rest}");
+                    for (name, items) in &self.blocks {
+                        assert!(
+                            !items.iter().any(|e| e.ends_with(&goto)),
+                            "{line}: still used by {name}"
+                        );
+                    }
+                    let rules = self
+                        .blocks
+                        .remove(&format!("chain {rest}"))
+                        .unwrap_or_else(|| panic!("{line}"));
+                    assert!(rules.is_empty(), "{line}: not empty");
+                }
+                _ => panic!("unexpected command {line}"),
+            }
+        }
     }
 }
 
@@ -325,14 +548,13 @@ fn changes_touch_only_the_changed_vips() {
     ]);
     assert_eq!(render_changes("capstan", &before, &before), None);
     let after = l(&[
-        // Backend 3 leaves: only the chain's rule is replaced.
+        // Backend 3 leaves: now two backends (index 2 goes, the chain is the 2-chain).
         ("11.0.0.1:80", Protocol::Tcp, &three[..2]),
         // Unchanged.
         ("11.0.0.2:80", Protocol::Tcp, &three[..1]),
-        // Last backend gone: refused, its chain deleted.
+        // Last backend gone: refused.
         ("11.0.0.3:80", Protocol::Tcp, &[]),
-        // First backend: a chain of its own (10.0.0.3 stays a backend, so its hairpin entry
-        // stays too).
+        // First backend (10.0.0.3 stays a backend, so its hairpin entry stays too).
         ("11.0.0.4:80", Protocol::Tcp, &three[2..]),
         // New.
         ("11.0.0.5:53", Protocol::Udp, &three[1..2]),
@@ -342,23 +564,37 @@ fn changes_touch_only_the_changed_vips() {
     assert_eq!(
         lines,
         [
-            "delete element inet capstan vips4 { 11.0.0.3 . tcp . 80 }",
-            "delete element inet capstan vips4 { 11.0.0.4 . tcp . 80 }",
-            "flush chain inet capstan v4-11-0-0-1-tcp-80",
-            "add rule inet capstan v4-11-0-0-1-tcp-80 meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.0.0.1 . 80, 1 : 10.0.0.2 . 80 }",
-            "add element inet capstan vips4 { 11.0.0.3 . tcp . 80 : goto no-backend }",
-            "add chain inet capstan v4-11-0-0-4-tcp-80",
-            "add rule inet capstan v4-11-0-0-4-tcp-80 meta l4proto tcp dnat ip to 10.0.0.3:80",
-            "add element inet capstan vips4 { 11.0.0.4 . tcp . 80 : goto v4-11-0-0-4-tcp-80 }",
-            "add chain inet capstan v4-11-0-0-5-udp-53",
-            "add rule inet capstan v4-11-0-0-5-udp-53 meta l4proto udp dnat ip to 10.0.0.2:80",
-            "add element inet capstan vips4 { 11.0.0.5 . udp . 53 : goto v4-11-0-0-5-udp-53 }",
+            "delete element inet capstan backends4-tcp { 11.0.0.1 . 80 . 2, 11.0.0.3 . 80 . 0 }",
+            "delete element inet capstan vips4 { 11.0.0.1 . tcp . 80, 11.0.0.3 . tcp . 80, 11.0.0.4 . tcp . 80 }",
+            "add chain inet capstan pick4-tcp-2",
+            "add rule inet capstan pick4-tcp-2 meta l4proto tcp dnat ip to ip daddr . tcp dport . numgen random mod 2 map @backends4-tcp",
+            "add chain inet capstan pick4-udp-1",
+            "add rule inet capstan pick4-udp-1 meta l4proto udp dnat ip to ip daddr . udp dport . numgen random mod 1 map @backends4-udp",
+            "add element inet capstan backends4-tcp { 11.0.0.4 . 80 . 0 : 10.0.0.3 . 80 }",
+            "add element inet capstan backends4-udp { 11.0.0.5 . 53 . 0 : 10.0.0.2 . 80 }",
             "add element inet capstan vip-addrs4 { 11.0.0.5 }",
-            "flush chain inet capstan v4-11-0-0-3-tcp-80",
-            "delete chain inet capstan v4-11-0-0-3-tcp-80",
+            "add element inet capstan vips4 { 11.0.0.1 . tcp . 80 : goto pick4-tcp-2, 11.0.0.3 . tcp . 80 : goto no-backend, 11.0.0.4 . tcp . 80 : goto pick4-tcp-1, 11.0.0.5 . udp . 53 : goto pick4-udp-1 }",
+            "flush chain inet capstan pick4-tcp-3",
+            "delete chain inet capstan pick4-tcp-3",
         ]
     );
-    // Removing VIPs: elements first, chains last.
+    // A backend replaced at the same count: only its backend element changes.
+    let swapped = l(&[
+        ("11.0.0.1:80", Protocol::Tcp, &[three[0], three[2]]),
+        ("11.0.0.2:80", Protocol::Tcp, &three[..1]),
+        ("11.0.0.3:80", Protocol::Tcp, &[]),
+        ("11.0.0.4:80", Protocol::Tcp, &three[2..]),
+        ("11.0.0.5:53", Protocol::Udp, &three[1..2]),
+    ]);
+    let s = render_changes("capstan", &after, &swapped).expect("changes");
+    assert_eq!(
+        s.lines().skip(1).collect::<Vec<_>>(),
+        [
+            "delete element inet capstan backends4-tcp { 11.0.0.1 . 80 . 1 }",
+            "add element inet capstan backends4-tcp { 11.0.0.1 . 80 . 1 : 10.0.0.3 . 80 }",
+        ]
+    );
+    // Removing VIPs: elements first, chains last, nothing added.
     let gone = render_changes("capstan", &after, &l(&[])).expect("changes");
     let lines: Vec<&str> = gone.lines().skip(1).collect();
     let last_element = lines
@@ -374,24 +610,34 @@ fn changes_touch_only_the_changed_vips() {
 }
 
 proptest! {
-    /// A change script names exactly the changed VIPs' chains, and changing nothing is `None`.
+    /// Applying the change script to what `render(old)` left gives exactly what `render(new)`
+    /// gives, under nft's rules; an unchanged VIP's elements are never named; no change is
+    /// `None`.
     #[test]
-    fn changes_name_only_changed_chains(old in arb_entries(), new in arb_entries()) {
+    fn changes_turn_old_into_new(old in arb_entries(), new in arb_entries()) {
         let (old, new) = (table_of(&old), table_of(&new));
-        let same = |t: &Listeners, k: &(SocketAddr, Protocol)| t.get(k).map(|bs| {
-            bs.iter().filter(|b| b.ip.is_ipv4() == k.0.is_ipv4()).copied().collect::<Vec<_>>()
-        });
-        let changed: BTreeSet<String> = old.keys().chain(new.keys())
-            .filter(|k| same(&old, k) != same(&new, k))
-            .map(|(a, p)| vip_chain(*a, *p))
-            .collect();
+        let mut model = Model::of(&render("capstan", &old));
+        let want = Model::of(&render("capstan", &new));
         match render_changes("capstan", &old, &new) {
-            None => prop_assert!(changed.is_empty()),
+            None => prop_assert_eq!(&model, &want),
             Some(s) => {
-                for line in s.lines().skip(1) {
-                    let words: Vec<&str> = line.split(' ').collect();
-                    if words.get(1) == Some(&"chain") || words.get(1) == Some(&"rule") {
-                        prop_assert!(changed.contains(words[4]), "{} touches an unchanged VIP", line);
+                model.run(&s);
+                prop_assert_eq!(&model, &want, "script:\n{}", s);
+                let same = |t: &Listeners, k: &(SocketAddr, Protocol)| t.get(k).map(|bs| {
+                    bs.iter().filter(|b| b.ip.is_ipv4() == k.0.is_ipv4()).copied().collect::<Vec<_>>()
+                });
+                for k in old.keys().filter(|k| same(&old, k) == same(&new, k)) {
+                    let key = format!(" {} . {} . {}", k.0.ip(), k.1, k.0.port());
+                    for line in s.lines().filter(|l| l.contains(" vips")) {
+                        prop_assert!(
+                            !line.contains(&format!("{key} :")) && !line.contains(&format!("{key},")) && !line.contains(&format!("{key} }}")),
+                            "{} touches unchanged {:?}", line, k
+                        );
+                    }
+                    let map = format!(" {} ", backend_map(k.0.is_ipv4(), k.1));
+                    let member = format!(" {} . {} . ", k.0.ip(), k.0.port());
+                    for line in s.lines().filter(|l| l.contains(&map)) {
+                        prop_assert!(!line.contains(&member), "{} touches unchanged {:?}", line, k);
                     }
                 }
             }

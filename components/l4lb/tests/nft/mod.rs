@@ -608,13 +608,15 @@ async fn nft_one_vip_change_updates_only_that_vip() -> Result<()> {
         .apply(&table(&[(a, &backends), (b, &backends[..1])]))
         .await?;
     ensure!(first.update == Update::Full, "first apply: {first:?}");
-    let chain_a = "v4-11-0-0-10-tcp-80";
-    let chain_b = "v4-11-0-0-11-tcp-80";
+    // VIPs share one chain per backend count: a (3 backends) jumps to pick4-tcp-3, b (1) to
+    // pick4-tcp-1; the backends are map elements.
+    let (chain_a, chain_b) = ("pick4-tcp-3", "pick4-tcp-1");
     let (table_before, b_before) = (table_handle(&t.node)?, handles(&t.node, chain_b)?);
     ensure!(b_before.len() == 1, "chain b: {b_before:?}");
+    ensure!(handles(&t.node, chain_a)?.len() == 1);
     let mut held = dial(&t.ctr, b, None).await??;
 
-    // Backend 3 leaves VIP a: only a's chain is rewritten, the table and b's rule stay.
+    // Backend 3 leaves VIP a: only a's elements change, the table and b's chain stay.
     let second = t
         .kernel
         .apply(&table(&[(a, &backends[..2]), (b, &backends[..1])]))
@@ -634,6 +636,11 @@ async fn nft_one_vip_change_updates_only_that_vip() -> Result<()> {
         handles(&t.node, chain_b)? == b_before,
         "VIP b's rule was rewritten"
     );
+    ensure!(
+        handles(&t.node, chain_a).is_err(),
+        "no VIP has 3 backends, yet {chain_a} is still there"
+    );
+
     let mut seen = BTreeSet::new();
     for _ in 0..40 {
         seen.insert(dial(&t.ctr, a, None).await??.id);
@@ -657,7 +664,7 @@ async fn nft_one_vip_change_updates_only_that_vip() -> Result<()> {
         "removed VIP a still answers"
     );
     ensure!(
-        handles(&t.node, chain_a).is_err(),
+        handles(&t.node, "pick4-tcp-2").is_err(),
         "the chain of removed VIP a is still there"
     );
     let incremental = t.kernel.nft().list().await?;
@@ -988,5 +995,94 @@ async fn nft_daemon_follows_the_master_into_the_kernel() -> Result<()> {
     ensure!(d.applied_with(3, 0).await? == v);
     let listed = t.node.exec("nft", &["list", "table", "inet", "capstan"])?;
     ensure!(listed.contains("10.251.0.3"), "{listed}");
+    Ok(())
+}
+
+/// A pseudo-random table (a fixed LCG, so every run is the same sequence): up to 6 IPv4 and 3
+/// IPv6 VIPs on TCP 80 or UDP 53, each with 0 to 4 backends of its family.
+fn random_table(seed: &mut u64) -> Listeners {
+    let mut next = |n: u64| {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (*seed >> 33) % n
+    };
+    let mut t = Listeners::new();
+    for i in 0..9u8 {
+        if next(3) == 0 {
+            continue;
+        }
+        let v4 = i < 6;
+        let ip = if v4 {
+            IpAddr::V4(Ipv4Addr::new(11, 0, 0, 20 + i))
+        } else {
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0xfd01,
+                0xc,
+                0,
+                0,
+                0,
+                0,
+                0,
+                u16::from(i),
+            ))
+        };
+        let (port, proto) = if next(2) == 0 {
+            (80, Protocol::Tcp)
+        } else {
+            (53, Protocol::Udp)
+        };
+        let mut backends = BTreeSet::new();
+        for _ in 0..next(5) {
+            let n = u8::try_from(next(5)).unwrap_or(0) + 1;
+            let ip = if v4 {
+                IpAddr::V4(Ipv4Addr::new(10, 251, 0, n))
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::new(
+                    0xfd00,
+                    0x251,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::from(n),
+                ))
+            };
+            let port = 8080 + u16::try_from(next(2)).unwrap_or(0);
+            backends.insert(Backend { ip, port });
+        }
+        t.insert((SocketAddr::new(ip, port), proto), backends);
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_many_random_changes_stay_incremental_and_equal_a_full_apply() -> Result<()> {
+    which_nft()?;
+    let node = Netns::create()?;
+    let mut plane = plane_for(&node)?;
+    plane.start().await?;
+    let mut seed = 14;
+    let first = plane.apply(&random_table(&mut seed)).await?;
+    ensure!(first.update == Update::Full, "{first:?}");
+    let mut last = Listeners::new();
+    for step in 0..40 {
+        last = random_table(&mut seed);
+        let applied = plane.apply(&last).await?;
+        // Unchanged only when the draw repeated the table.
+        ensure!(
+            applied.update != Update::Full,
+            "step {step}: the difference failed and fell back to a full apply ({applied:?}) for {last:?}"
+        );
+    }
+    let incremental = plane.nft().list().await?;
+    let mut fresh = plane_for(&node)?;
+    fresh.apply(&last).await?;
+    let full = fresh.nft().list().await?;
+    ensure!(
+        normalized(&full) == normalized(&incremental),
+        "incremental updates left a different ruleset than a full apply:\n{incremental}\nvs\n{full}"
+    );
     Ok(())
 }

@@ -24,6 +24,53 @@ use crate::wire::{
 };
 
 impl Core {
+    /// Ties frameworks to the principal that authenticated their calls (strict mode; reliability
+    /// probe F5): a SUBSCRIBE takes the caller as its `framework_info.principal` when it names
+    /// none, and is refused (403) when it names another or when the framework id it claims is
+    /// registered by another principal; any other call is refused (400, as Mesos) unless its
+    /// framework's principal is the caller. Run in the same core step as the call itself.
+    pub fn authorize_scheduler_call(&self, call: &mut Value, caller: &str) -> Result<(), ApiError> {
+        let registered = |id: Option<String>| {
+            id.and_then(|id| self.frameworks.get(&id))
+                .and_then(|f| f.info.get("principal"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        if call.get("type").and_then(Value::as_str) != Some("SUBSCRIBE") {
+            if let Some(p) = registered(id_value(call.get("framework_id")))
+                && p != caller
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Authenticated principal '{caller}' does not match principal '{p}' set in `FrameworkInfo`"
+                )));
+            }
+            return Ok(());
+        }
+        let call_id = id_value(call.get("framework_id"));
+        let Some(info) = call.pointer_mut("/subscribe/framework_info") else {
+            return Ok(()); // SUBSCRIBE itself says what is missing
+        };
+        match info.get("principal").and_then(Value::as_str) {
+            Some(p) if p != caller => {
+                return Err(ApiError::forbidden(format!(
+                    "Framework principal '{p}' does not match authenticated principal '{caller}'"
+                )));
+            }
+            Some(_) => {}
+            None => info["principal"] = json!(caller),
+        }
+        let id = id_value(info.get("id")).or(call_id);
+        if let Some(p) = registered(id.clone())
+            && p != caller
+        {
+            return Err(ApiError::forbidden(format!(
+                "Framework {} is registered by principal '{p}', not '{caller}'",
+                id.unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
     /// SUBSCRIBE: returns the new stream id and the event stream.
     pub fn scheduler_subscribe(
         &mut self,

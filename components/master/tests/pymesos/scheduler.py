@@ -76,7 +76,14 @@ class TestScheduler(Scheduler):
 def main():
     master = sys.argv[1]
     framework = {"user": "root", "name": "pymesos-test", "hostname": "localhost"}
-    driver = MesosSchedulerDriver(TestScheduler(), framework, master, use_addict=True)
+    # A master in strict mode wants HTTP basic authentication (pymesos's own option).
+    principal = os.environ.get("MESOS_PRINCIPAL")
+    secret = os.environ.get("MESOS_SECRET")
+    if principal:
+        framework["principal"] = principal
+    driver = MesosSchedulerDriver(
+        TestScheduler(), framework, master, use_addict=True, principal=principal, secret=secret
+    )
     driver.start()
     ok = done.wait(float(os.environ.get("TEST_TIMEOUT", "60")))
     driver.stop()

@@ -127,3 +127,63 @@ pub async fn deb() -> Result<PathBuf> {
     std::fs::write(&stamp_file, want)?;
     Ok(deb)
 }
+
+/// `deb` as a newer package: the same contents with Debian revision `revision` (its
+/// `Version: <upstream>-1` made `<upstream>-<revision>`), repacked with `dpkg-deb` (gzip -1:
+/// seconds, where building the package again takes a minute), in
+/// `<target>/capstan-provision/deb-r<revision>/`; for upgrade runs.
+#[allow(dead_code)] // not every test binary upgrades
+pub async fn newer_deb(deb: &Path, revision: u32) -> Result<PathBuf> {
+    let out = work_dir(&format!("deb-r{revision}"));
+    let want = stamp(&[deb.to_owned()])?;
+    let stamp_file = out.join(".stamp");
+    if std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == want)
+        && let Ok(newer) = only_file(&out, "deb")
+    {
+        return Ok(newer);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("cannot empty {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out)?;
+    let tree = tempfile::tempdir()?;
+    let root = tree.path().join("pkg");
+    let output = Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(deb)
+        .arg(&root)
+        .output()
+        .await
+        .context("cannot run dpkg-deb")?;
+    check("dpkg-deb -R", output)?;
+    let control_path = root.join("DEBIAN/control");
+    let control = std::fs::read_to_string(&control_path)?;
+    let mut version = None;
+    let control: String = control
+        .lines()
+        .map(|l| match l.strip_prefix("Version: ") {
+            Some(v) => {
+                let upstream = v.rsplit_once('-').map_or(v, |(u, _)| u);
+                let newer = format!("{upstream}-{revision}");
+                let line = format!("Version: {newer}");
+                version = Some(newer);
+                line
+            }
+            None => l.to_owned(),
+        })
+        .map(|l| l + "\n")
+        .collect();
+    let version = version.with_context(|| format!("no Version in {}", deb.display()))?;
+    std::fs::write(&control_path, control)?;
+    let newer = out.join(format!("capstan_{version}_amd64.deb"));
+    let output = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "-z1", "-b"])
+        .arg(&root)
+        .arg(&newer)
+        .output()
+        .await
+        .context("cannot run dpkg-deb")?;
+    check("dpkg-deb -b", output)?;
+    std::fs::write(&stamp_file, want)?;
+    Ok(newer)
+}

@@ -350,9 +350,19 @@ impl Ca {
 }
 
 /// Writes `text` to `path` atomically (temp file, rename).
+/// Writes `path` by renaming a new file over it, 0600 (the router refuses a TLS key others can
+/// read; certificates do not mind).
 pub fn write_atomic(path: &Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 

@@ -161,6 +161,14 @@ fn a_half_written_or_mismatched_pair_keeps_the_old_certificate() {
     write_atomic(&cert_path, &cert2);
     resolver.reload().unwrap();
     assert_eq!(resolver.current().cert[0].to_vec(), der(&cert2));
+
+    // A key others may read is refused, at start and at a reload, naming the chmod to run.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = ReloadingCert::open(&cert_path, &key_path).unwrap_err();
+    assert!(refused.to_string().contains("chmod"), "{refused}");
+    assert!(resolver.reload().is_err(), "a key readable by others");
+    assert_eq!(resolver.current().cert[0].to_vec(), der(&cert2));
 }
 
 /// The bootstrap paths reach the bootstrap server without a token, and `X-Forwarded-Proto`

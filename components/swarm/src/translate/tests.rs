@@ -263,6 +263,37 @@ fn the_task_info_is_a_valid_mesos_task_for_the_docker_containerizer() {
 }
 
 #[test]
+fn run_i_opens_the_tasks_stdin_through_vetted_parameters() {
+    let cases = [
+        (json!({"Image": "x"}), vec![]),
+        (
+            json!({"Image": "x", "OpenStdin": true}),
+            vec!["interactive"],
+        ),
+        (
+            json!({"Image": "x", "OpenStdin": true, "AttachStdin": true, "StdinOnce": true}),
+            vec!["interactive", "stdin-once"],
+        ),
+        // StdinOnce means nothing without an open stdin.
+        (json!({"Image": "x", "StdinOnce": true}), vec![]),
+    ];
+    for (b, want) in cases {
+        let s = spec_of(b.clone());
+        let m = fit(&s, &offer()).unwrap();
+        let id = "b".repeat(64);
+        let t = task_info(&id, "i", &s, &task_id(&id, 1), &offer(), &m);
+        let keys: Vec<&str> = t["container"]["docker"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["value"] == "true")
+            .map(|p| p["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, want, "{b}");
+    }
+}
+
+#[test]
 fn terminal_statuses_give_dockers_exit_codes() {
     let cases = [
         ("TASK_FINISHED", "Command exited with status 0", 0),

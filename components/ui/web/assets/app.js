@@ -49,6 +49,7 @@ function resolve(hash) {
 let cleanup = null;
 let generation = 0;
 let shell = null;
+let fresh = null; // a shell just built, whose cluster name is not shown yet
 
 function buildShell() {
   const banner = h('div.banner#live-banner', { hidden: true, role: 'status' },
@@ -106,7 +107,7 @@ function route() {
   if (!shell) {
     shell = buildShell();
     mount(app, shell.root);
-    showClusterName(shell);
+    fresh = shell;
     live.start();
     // The banner waits a moment before it first shows: the stream needs a round trip to open.
     setTimeout(() => { if (shell) shell.banner.hidden = live.isConnected(); }, 2000);
@@ -115,6 +116,13 @@ function route() {
   for (const a of shell.nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.page === id);
   mount(shell.content);
   const done = page.render(shell.content, params, { live });
+  if (fresh) {
+    // The name comes from the master's state summary, which is big on a big cluster: after
+    // the first page has its data.
+    const s = fresh;
+    fresh = null;
+    Promise.resolve(done).finally(() => showClusterName(s));
+  }
   Promise.resolve(done).then((fn) => {
     if (typeof fn !== 'function') return;
     if (mine === generation) cleanup = fn;

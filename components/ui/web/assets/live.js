@@ -4,6 +4,7 @@
 // (e.g. a 401 or 503 answer) is reopened here after a pause.
 
 const listeners = new Set();
+const eventListeners = new Set();
 const stateListeners = new Set();
 let source = null;
 let retry = null;
@@ -23,7 +24,8 @@ function setConnected(v) {
   for (const fn of stateListeners) fn(v);
 }
 
-function notify(type) {
+function notify(type, data) {
+  for (const fn of eventListeners) fn(type, data);
   // Coalesce bursts (a deployment sends several events at once) into one refresh.
   if (pending) return;
   pending = setTimeout(() => {
@@ -44,19 +46,22 @@ export function start() {
       retry = setTimeout(start, 3000);
     }
   };
+  const parse = (text) => {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return null; // not JSON: only the type counts
+    }
+  };
   const onEvent = (e) => {
     setConnected(true);
-    if (RELEVANT.has(e.type)) notify(e.type);
+    if (RELEVANT.has(e.type)) notify(e.type, parse(e.data));
   };
   for (const t of RELEVANT) source.addEventListener(t, onEvent);
   source.onmessage = (e) => {
     setConnected(true);
-    try {
-      const t = JSON.parse(e.data)?.eventType;
-      if (RELEVANT.has(t)) notify(t);
-    } catch {
-      /* not JSON: ignore */
-    }
+    const data = parse(e.data);
+    if (RELEVANT.has(data?.eventType)) notify(data.eventType, data);
   };
 }
 
@@ -71,6 +76,13 @@ export function stop() {
 export function onChange(fn) {
   listeners.add(fn);
   return () => listeners.delete(fn);
+}
+
+/** Calls `fn(eventType, data)` at once for every relevant event (`data`: the event's JSON, or
+ *  null); returns the unsubscribe function. For pages that update only what an event names. */
+export function onEvent(fn) {
+  eventListeners.add(fn);
+  return () => eventListeners.delete(fn);
 }
 
 /** Calls `fn(connected)` when the stream goes up or down. */

@@ -8,7 +8,8 @@
 # console. Running it again on a node that is ready does nothing.
 #
 # Keys: ROLE=master|agent, INIT=1 (create the cluster here), JOIN=<token>, MASTER=<address>,
-# and optionally ADVERTISE=<ip>, NAME=<cluster name>, HOSTNAME=<node name>, PUBLIC=1,
+# and optionally ADDRESS=<ip>/<prefix> (a static address for the first network interface, for
+# networks without DHCP; ADVERTISE defaults to it), ADVERTISE=<ip>, NAME=<cluster name>, HOSTNAME=<node name>, PUBLIC=1,
 # PACKAGE_URL=<url of the .deb>, SKIP_DOCTOR=1, and on the INIT=1 node AGENT_TOKEN= and
 # MASTER_TOKEN= (short tokens chosen beforehand, which cluster init adopts, so that the other
 # nodes' JOIN tokens work before the cluster exists). Environment: CAPSTAN_BOOTSTRAP_ENV (the file),
@@ -50,7 +51,7 @@ if [ ! -f "$ENV_FILE" ]; then
 fi
 
 # Parse KEY=VALUE lines without running them; unknown keys are ignored.
-ROLE='' INIT='' JOIN='' MASTER='' ADVERTISE='' NAME='' HOSTNAME_='' PUBLIC='' PACKAGE_URL='' SKIP_DOCTOR=''
+ROLE='' INIT='' JOIN='' MASTER='' ADDRESS='' ADVERTISE='' NAME='' HOSTNAME_='' PUBLIC='' PACKAGE_URL='' SKIP_DOCTOR=''
 AGENT_TOKEN='' MASTER_TOKEN=''
 while IFS= read -r line || [ -n "$line" ]; do
   case "$line" in '' | '#'*) continue ;; esac
@@ -61,6 +62,7 @@ while IFS= read -r line || [ -n "$line" ]; do
     INIT) INIT=$value ;;
     JOIN) JOIN=$value ;;
     MASTER) MASTER=$value ;;
+    ADDRESS) ADDRESS=$value ;;
     ADVERTISE) ADVERTISE=$value ;;
     NAME) NAME=$value ;;
     HOSTNAME) HOSTNAME_=$value ;;
@@ -83,6 +85,50 @@ if [ "$INIT" != 1 ]; then
   [ -n "$MASTER" ] || die "MASTER is empty in $ENV_FILE"
 fi
 
+if [ -n "$ADDRESS" ]; then
+  case "$ADDRESS" in
+    *[!0-9./]* | */*/* | /* | */ | *.*.*.*.* | *./* | .*) die "ADDRESS must be an IPv4 address with its prefix, such as 10.78.0.11/24, not '$ADDRESS'" ;;
+  esac
+  case "$ADDRESS" in */*) ;; *) die "ADDRESS must be an IPv4 address with its prefix, such as 10.78.0.11/24, not '$ADDRESS'" ;; esac
+  # A node without a default route cannot pick the address to advertise: it is this one.
+  [ -n "$ADVERTISE" ] || ADVERTISE=${ADDRESS%/*}
+fi
+
+# The static address, before anything needs the network: a systemd-networkd file for the first
+# network interface (it outranks the image's DHCP file and stays for later boots), applied now.
+set_address() {
+  iface=
+  for dev in /sys/class/net/*; do
+    name=${dev##*/}
+    if [ "$name" != lo ] && [ -e "$dev/device" ]; then
+      iface=$name
+      break
+    fi
+  done
+  [ -n "$iface" ] || die "ADDRESS=$ADDRESS but this machine has no network interface"
+  say "static address $ADDRESS on $iface"
+  if [ -n "$DRY_RUN" ]; then
+    return 0
+  fi
+  mkdir -p /etc/systemd/network
+  printf '[Match]\nName=%s\n\n[Network]\nAddress=%s\nLinkLocalAddressing=no\n' "$iface" "$ADDRESS" \
+    >/etc/systemd/network/10-capstan-address.network
+  if command -v networkctl >/dev/null 2>&1 && networkctl reload 2>/dev/null; then
+    networkctl reconfigure "$iface" 2>/dev/null || true
+  else
+    ip link set "$iface" up
+    ip address replace "$ADDRESS" dev "$iface"
+  fi
+  tries=0
+  until ip -o -4 address show dev "$iface" | grep -q " ${ADDRESS%/*}/"; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 30 ] || die "$iface did not get $ADDRESS"
+    # networkd may have dropped the reload: set it by hand (the file still holds it for later).
+    [ "$tries" -ne 10 ] || ip address replace "$ADDRESS" dev "$iface" || true
+    sleep 1
+  done
+}
+
 mkdir -p "$STATE"
 chmod 0700 "$STATE"
 if [ -f "$STATE/done" ]; then
@@ -100,6 +146,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 say "bootstrap: role=$ROLE${INIT:+ init=$INIT} master=${MASTER:-self}${PUBLIC:+ public}"
 [ -z "$PUBLIC" ] || [ "$ROLE" = agent ] || die "PUBLIC=1 goes only with ROLE=agent"
+[ -z "$ADDRESS" ] || set_address
 
 # The package: the image's copy, else PACKAGE_URL (joining nodes may also get it from the master).
 DEB=

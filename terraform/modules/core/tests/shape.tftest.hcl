@@ -174,3 +174,47 @@ run "joining_an_existing_cluster_creates_none" {
     error_message = "agents fall back to the master token and join join_server"
   }
 }
+
+run "static_addresses_give_agents_fixed_addresses_after_the_masters" {
+  command = plan
+
+  variables {
+    masters          = 1
+    private_agents   = 1
+    public_agents    = 1
+    subnet_cidr      = "10.78.0.0/24"
+    static_addresses = true
+    agent_join_token = var.agent_token
+  }
+
+  assert {
+    condition     = output.nodes["capstan-agent-1"].address == "10.78.0.11" && output.nodes["capstan-public-1"].address == "10.78.0.12"
+    error_message = "agents follow the masters: private ones first, then public ones"
+  }
+  assert {
+    condition     = strcontains(output.bootstrap_env["capstan-master-1"], "MASTER=10.78.0.10\nADDRESS=10.78.0.10/24\nADVERTISE=10.78.0.10\n")
+    error_message = "the master's contract names its static address with the subnet's prefix"
+  }
+  assert {
+    condition     = strcontains(output.bootstrap_env["capstan-agent-1"], "ADDRESS=10.78.0.11/24\nADVERTISE=10.78.0.11\n")
+    error_message = "an agent's contract names its static address and advertises it"
+  }
+  assert {
+    condition     = strcontains(output.install_commands["capstan-agent-1"], "--advertise 10.78.0.11")
+    error_message = "an agent's install command advertises its static address"
+  }
+}
+
+run "without_static_addresses_agents_have_none" {
+  command = plan
+
+  variables {
+    private_agents   = 1
+    agent_join_token = var.agent_token
+  }
+
+  assert {
+    condition     = output.nodes["capstan-agent-1"].address == null && !strcontains(output.bootstrap_env["capstan-agent-1"], "ADDRESS=")
+    error_message = "by default agents take their address from the network (DHCP)"
+  }
+}

@@ -251,3 +251,49 @@ fn a_framework_not_back_within_its_failover_timeout_is_removed_and_its_tasks_kil
         assert_eq!(ev[0]["error"]["message"], "Framework has been removed");
     }
 }
+
+#[test]
+fn an_authenticated_framework_belongs_to_its_principal() {
+    let mut h = Harness::new();
+    let now = h.now();
+    let mut call = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info("f", &[], 100.0)}});
+    h.core
+        .authorize_scheduler_call(&mut call, "alice")
+        .expect("a new framework");
+    assert_eq!(call["subscribe"]["framework_info"]["principal"], "alice");
+    h.core
+        .scheduler_subscribe(&call, Encoding::Json, now)
+        .expect("accepted");
+    let id = framework_id(0);
+    let mut info = framework_info("f", &[], 100.0);
+    info["id"] = json!({"value": id});
+    let subscribe = |info: &Value| json!({"type": "SUBSCRIBE", "framework_id": {"value": id}, "subscribe": {"framework_info": info}});
+    let kill =
+        json!({"type": "KILL", "framework_id": {"value": id}, "kill": {"task_id": {"value": "t"}}});
+    let mut naming_alice = info.clone();
+    naming_alice["principal"] = json!("alice");
+    // (call, caller, expected status: None = allowed)
+    let table: Vec<(Value, &str, Option<u16>)> = vec![
+        (subscribe(&info), "alice", None),
+        (subscribe(&info), "mallory", Some(403)),
+        (subscribe(&naming_alice), "mallory", Some(403)),
+        (subscribe(&naming_alice), "alice", None),
+        (kill.clone(), "alice", None),
+        (kill.clone(), "mallory", Some(400)),
+        // Another framework's calls are not alice's to judge here: unknown ids pass on to the
+        // call, which answers "Framework cannot be found".
+        (
+            json!({"type": "KILL", "framework_id": {"value": "other"}}),
+            "mallory",
+            None,
+        ),
+    ];
+    for (mut call, caller, want) in table {
+        let got = h.core.authorize_scheduler_call(&mut call, caller);
+        assert_eq!(
+            got.as_ref().err().map(|e| e.status),
+            want,
+            "{caller}: {call} → {got:?}"
+        );
+    }
+}
