@@ -6,7 +6,7 @@
 //!   advertise_ip: 10.0.0.2          # host ports are published on it
 //!   hostname: a1
 //!   work_dir: /var/lib/capstan/agent
-//!   masters: [10.0.0.1:5050]        # empty: standalone
+//!   masters: [10.0.0.1:5050]        # empty: standalone; https://host:port, or host:port over TLS in strict mode
 //!   public: false                   # true: resources carry the slave_public role
 //!   attributes: ["rack:r1"]
 //!   resources: {cpus: 4, mem: 7000, disk: 10000, ports: "[31000-32000]"}  # unset: detected
@@ -23,14 +23,23 @@
 //!   default_kill_grace: 5           # seconds
 //!   status_update_retry: 10         # seconds
 //!   executor_reregistration_timeout: 20  # seconds a recovered executor has to SUBSCRIBE again
+//!   coord_endpoints: []             # where the identity records are (accounts' credentials)
+//!   security:
+//!     mode: permissive              # strict: TLS, and every call proves who it is
 //! ```
+//!
+//! In strict mode (`security`, see `capstan_runtime::security`) the API speaks TLS with the
+//! node's certificate and is served behind the guard of [`crate::http::access`]; the link to
+//! the masters speaks TLS too and presents that certificate. Accounts (administrators,
+//! viewers) are verified against the identity records in coord when `coord_endpoints` names
+//! it; without them only the cluster's node certificates are accepted.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use capstan_runtime::{ConfigProblem, SecurityConfig, Validate, duration_secs};
 use serde::{Deserialize, Serialize};
 
 use capstan_types::{ContainerPolicy, RangeSet};
@@ -75,6 +84,13 @@ pub struct Config {
     /// off up to 15 s between attempts).
     #[serde(with = "duration_secs")]
     pub executor_reregistration_timeout: Duration,
+    /// coord endpoints (`host:port` or `http://host:port`) holding the identity records, for
+    /// verifying accounts' tokens and basic credentials in strict mode. Empty: only the
+    /// cluster's node certificates authenticate.
+    pub coord_endpoints: Vec<String>,
+    /// Who may call the API, and TLS (see `capstan_runtime::security`); strict mode also
+    /// makes the master link speak TLS with the node certificate.
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -92,6 +108,8 @@ impl Default for Config {
             default_kill_grace: Duration::from_secs(5),
             status_update_retry: Duration::from_secs(10),
             executor_reregistration_timeout: Duration::from_secs(20),
+            coord_endpoints: Vec::new(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -215,16 +233,23 @@ impl Validate for Config {
             problems.push(ConfigProblem::new("hostname", "must not be empty"));
         }
         for (i, m) in self.masters.iter().enumerate() {
-            if m.rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
+            if let Err(e) = capstan_mesos_client::Endpoint::parse(m) {
                 problems.push(ConfigProblem::new(
                     format!("masters[{i}]"),
-                    format!("`{m}` is not host:port"),
+                    format!("`{m}` is not host:port: {e}"),
                 ));
             }
         }
+        for (i, e) in self.coord_endpoints.iter().enumerate() {
+            if e.trim().is_empty() {
+                problems.push(ConfigProblem::new(
+                    format!("coord_endpoints[{i}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+        problems.extend(self.security.problems("security"));
+        problems.extend(self.security.listen_problems("listen", self.listen));
         let scalars = [
             ("resources.cpus", self.resources.cpus),
             ("resources.mem", self.resources.mem),
@@ -320,6 +345,28 @@ mod tests {
         assert_eq!(node.agent.validate(), vec![]);
         assert_eq!(node.agent.resources.cpus, Some(4.0));
         assert_eq!(node.agent.docker.pull_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn strict_mode_needs_tls_and_a_cluster_address() {
+        let strict: Config = serde_yaml_ng::from_str(
+            "security: {mode: strict}\nmasters: [\"https://m1:5050\", \"m2:5050\"]\n",
+        )
+        .unwrap();
+        let fields: Vec<String> = strict.validate().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["security.tls", "listen"]);
+        let ok: Config = serde_yaml_ng::from_str(
+            "listen: 10.0.0.2:5051\ncoord_endpoints: [10.0.0.1:2379]\nsecurity:\n  mode: strict\n  tls: {cert_file: /a, key_file: /b, ca_file: /c}\n",
+        )
+        .unwrap();
+        assert_eq!(ok.validate(), vec![]);
+        let bad = Config {
+            masters: vec!["ftp://m:5050".into()],
+            coord_endpoints: vec![" ".into()],
+            ..Default::default()
+        };
+        let fields: Vec<String> = bad.validate().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["masters[0]", "coord_endpoints[0]"]);
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub async fn fetch_all(
     if uris.is_empty() {
         return Ok(());
     }
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .no_proxy()
         .timeout(FETCH_TIMEOUT)
         .build()

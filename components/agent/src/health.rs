@@ -140,7 +140,7 @@ pub async fn run(
     let grace = secs(hc.grace_period_seconds());
     let interval = secs(hc.interval_seconds()).max(Duration::from_millis(100));
     let max_failures = hc.consecutive_failures().max(1);
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .no_proxy()
         .build()
         .unwrap_or_default();

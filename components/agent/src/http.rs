@@ -1,6 +1,13 @@
 //! The agent's HTTP API: `/state` (Mesos agent format), `/health`, `/metrics/snapshot`,
 //! `/containers`, and the sandbox file endpoints `/files/read`, `/files/browse`,
 //! `/files/download`.
+//!
+//! Who may call what ([`access`], the policy of the guard in front in strict mode): health and
+//! version are public; reads (`GET`) need a viewer (or any node certificate of the cluster);
+//! everything else — exec, attach, whatever changes a task — a master node's certificate or
+//! an administrator. The executor API is public: executors run on this node and bring no
+//! credential (as Mesos without `--authenticate_http_executors`); its calls name a framework
+//! and executor the agent launched, and nothing else is accepted.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -13,7 +20,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use capstan_proto::ContentType;
@@ -49,6 +56,17 @@ type Shared = Arc<HttpState>;
 
 /// An executor's live tasks, completed tasks, and one of its tasks for the shared fields.
 type ExecutorGroup<'a> = (Vec<Value>, Vec<Value>, &'a TaskView);
+
+/// What a call to the agent's API needs (see the module's documentation).
+pub fn access(method: &Method, path: &str) -> capstan_runtime::auth::Access {
+    use capstan_runtime::auth::{Access, Role};
+    match path {
+        "/health" | "/version" => Access::Public,
+        "/api/v1/executor" => Access::Public,
+        _ if capstan_runtime::auth::is_read(method.as_str()) => Access::Role(Role::Viewer),
+        _ => Access::Role(Role::Admin),
+    }
+}
 
 pub fn router(state: Shared) -> Router {
     Router::new()
@@ -575,5 +593,63 @@ async fn files_download(State(s): State<Shared>, Query(q): Query<FileQuery>) -> 
     match tokio::fs::read(&path).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use axum::http::Method;
+    use capstan_runtime::auth::{Access, NodeRole, Principal, Role};
+
+    use super::access;
+
+    #[test]
+    fn masters_and_admins_do_everything_viewers_read_and_nobody_else_gets_in() {
+        let admin = Principal::Account {
+            uid: "root".into(),
+            role: Role::Admin,
+        };
+        let operator = Principal::Account {
+            uid: "fw".into(),
+            role: Role::Operator,
+        };
+        let viewer = Principal::Account {
+            uid: "vera".into(),
+            role: Role::Viewer,
+        };
+        let master = Principal::Node {
+            name: "m1".into(),
+            role: NodeRole::Master,
+        };
+        let agent = Principal::Node {
+            name: "a2".into(),
+            role: NodeRole::Agent,
+        };
+        let nobody = Principal::Anonymous;
+        let exec = "/capstan/v1/tasks/t/exec";
+        // (method, path, who may: admin, operator, viewer, master, agent, anonymous)
+        let table = [
+            (Method::GET, "/health", [true; 6]),
+            (Method::GET, "/version", [true; 6]),
+            (Method::POST, "/api/v1/executor", [true; 6]),
+            (Method::GET, "/state", [true, true, true, true, true, false]),
+            (
+                Method::GET,
+                "/files/read",
+                [true, true, true, true, true, false],
+            ),
+            (Method::POST, exec, [true, false, false, true, false, false]),
+            (
+                Method::DELETE,
+                "/capstan/v1/docker-volumes/v",
+                [true, false, false, true, false, false],
+            ),
+        ];
+        for (method, path, want) in table {
+            let need = access(&method, path);
+            let got = [&admin, &operator, &viewer, &master, &agent, &nobody].map(|p| p.may(need));
+            assert_eq!(got, want, "{method} {path}");
+        }
+        assert_eq!(access(&Method::GET, "/state"), Access::Role(Role::Viewer));
     }
 }

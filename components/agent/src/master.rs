@@ -8,6 +8,7 @@
 //! `capstan-mesos-client`'s, shared with every other client of the masters.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capstan_mesos_client::{
@@ -47,6 +48,8 @@ pub struct LinkConfig {
     pub resources: Vec<Resource>,
     pub attributes: Vec<Attribute>,
     pub update_retry: Duration,
+    /// Speak TLS to the masters with this (the node's certificate, in strict mode).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why a session ended.
@@ -77,6 +80,7 @@ pub async fn run(
         c.connect_timeout = CONNECT_TIMEOUT;
         c.max_record_len = MAX_RECORD;
         c.missed_heartbeats = MISSED_PINGS;
+        c.tls = cfg.tls.clone();
     });
     let mut client = match client {
         Ok(c) => c,

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use capstan_runtime::{ConfigProblem, Validate};
+use capstan_runtime::auth::{Guard, SecurityMode};
+use capstan_runtime::{ConfigProblem, TlsServing, Validate};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,61 @@ pub enum StartError {
     Docker(#[source] bollard::errors::Error),
     #[error("cannot recover")]
     Recover(#[from] ManagerStartError),
+    #[error("cannot load the node's TLS identity")]
+    Tls(#[source] capstan_runtime::tls::TlsError),
+    #[error("the coord endpoints are not usable")]
+    Coord(#[source] capstan_coord_client::ClientError),
+    #[error("cannot load the identity records for verifying credentials")]
+    Identity(#[source] capstan_iam::IamError),
+}
+
+/// The guard in front of the API, how the port speaks TLS, and the TLS the master link
+/// speaks, as the `security` section says.
+struct Security {
+    guard: Guard,
+    serving: Option<TlsServing>,
+    client: Option<Arc<rustls::ClientConfig>>,
+}
+
+async fn security(config: &Config, shutdown: &CancellationToken) -> Result<Security, StartError> {
+    let node_tls = config.security.node_tls().map_err(StartError::Tls)?;
+    let serving = config.security.serving(node_tls.as_ref());
+    let policy: capstan_runtime::auth::Policy = Arc::new(crate::http::access);
+    let (guard, client) = match config.security.mode {
+        SecurityMode::Permissive => (Guard::permissive("agent"), None),
+        SecurityMode::Strict => {
+            let authenticator: Option<Arc<dyn capstan_runtime::auth::Authenticator>> =
+                if config.coord_endpoints.is_empty() {
+                    info!("No coord endpoints: only the cluster's node certificates may call");
+                    None
+                } else {
+                    let opts = capstan_coord_client::ClientOptions {
+                        tls: node_tls.as_ref().map(|t| t.client_config()),
+                        ..capstan_coord_client::ClientOptions::default()
+                    };
+                    let coord = capstan_coord_client::Client::with_options(
+                        config.coord_endpoints.iter().map(String::as_str),
+                        opts,
+                    )
+                    .map_err(StartError::Coord)?;
+                    let iam = capstan_iam::Iam::verifier(
+                        coord,
+                        capstan_iam::Options::default(),
+                        shutdown.clone(),
+                    )
+                    .await
+                    .map_err(StartError::Identity)?;
+                    Some(Arc::new(iam))
+                };
+            let client = node_tls.as_ref().map(|t| t.client_config());
+            (Guard::strict("agent", authenticator, policy), client)
+        }
+    };
+    Ok(Security {
+        guard,
+        serving,
+        client,
+    })
 }
 
 /// A running agent.
@@ -114,6 +170,7 @@ impl Server {
         capstan_runtime::prepare_state_dir(&config.work_dir, &["meta"])
             .map_err(StartError::StateDir)?;
         let shutdown = shutdown.child_token();
+        let security = security(&config, &shutdown).await?;
         let hostname = config.hostname.clone().unwrap_or_else(system_hostname);
         let advertise_ip = config.effective_advertise_ip();
 
@@ -121,10 +178,18 @@ impl Server {
             DockerContainerizer::connect(config.docker.host.as_deref(), config.docker.pull_timeout)
                 .await
                 .map_err(StartError::Docker)?
-                .with_image_stores(crate::containerizer::docker::image_store_urls(
-                    &config.masters,
-                    crate::containerizer::docker::IMAGE_STORE_PORT,
-                ));
+                .with_image_stores(
+                    crate::containerizer::docker::image_store_urls(
+                        &config.masters,
+                        crate::containerizer::docker::IMAGE_STORE_PORT,
+                        if security.client.is_some() {
+                            "https"
+                        } else {
+                            "http"
+                        },
+                    ),
+                    security.client.as_deref(),
+                );
         let docker = Arc::new(docker);
         let initially_up = docker.ping().await;
         if initially_up {
@@ -210,6 +275,7 @@ impl Server {
                 resources: resources.to_proto(),
                 attributes: attributes.clone(),
                 update_retry: config.status_update_retry,
+                tls: security.client.clone(),
             };
             joins.push(tokio::spawn(crate::master::run(
                 link,
@@ -241,7 +307,14 @@ impl Server {
             let shutdown = shutdown.clone();
             joins.push(tokio::spawn(async move {
                 let limits = capstan_runtime::HttpLimits::default();
-                let serve = capstan_runtime::serve(listener, app, limits, shutdown);
+                let serve = capstan_runtime::serve_secured(
+                    listener,
+                    app,
+                    limits,
+                    security.guard,
+                    security.serving,
+                    shutdown,
+                );
                 if let Err(e) = serve.await {
                     warn!(error = %capstan_runtime::Chain(&e), "HTTP server failed");
                 }

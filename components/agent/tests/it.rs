@@ -15,4 +15,5 @@ mod it {
     mod master_link;
     mod process_tasks;
     mod recovery;
+    mod security;
 }

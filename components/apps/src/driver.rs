@@ -41,6 +41,8 @@ pub struct DriverConfig {
     /// Sent with every call to the master (strict mode); its principal goes into the
     /// framework info, as Mesos requires.
     pub credential: Option<(String, ClientCredential)>,
+    /// The TLS spoken to the masters (strict mode: the node's certificate).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// The current subscription, for the call sender.
@@ -90,6 +92,7 @@ pub(crate) async fn run(
         c.max_record_len = MAX_EVENT_BYTES;
         c.missed_heartbeats = cfg.heartbeat_failure_threshold;
         c.credential = cfg.credential.as_ref().map(|(_, c)| c.clone());
+        c.tls = cfg.tls.clone();
     });
     let mut client = match client {
         Ok(c) => c,
@@ -345,6 +348,7 @@ mod tests {
             backoff_max: Duration::from_secs(1),
             heartbeat_failure_threshold: 5,
             credential: None,
+            tls: None,
         };
         let v = subscribe_call(&cfg, Some("F-0001"));
         let call: capstan_proto::mesos::v1::scheduler::Call = capstan_proto::from_json(&v).unwrap();

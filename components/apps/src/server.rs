@@ -267,6 +267,22 @@ async fn apply_with_retry(
     }
 }
 
+/// The TLS a strict apps speaks to its own clients' servers (coord, the masters): the node's
+/// certificate.
+fn client_tls(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, StartError> {
+    config
+        .security
+        .client_tls()
+        .map_err(|e| StartError::Security(capstan_iam::GuardError::Tls(e)))
+}
+
+fn coord_options(config: &Config) -> Result<capstan_coord_client::ClientOptions, StartError> {
+    Ok(capstan_coord_client::ClientOptions {
+        tls: client_tls(config)?,
+        ..capstan_coord_client::ClientOptions::default()
+    })
+}
+
 impl Server {
     /// Starts apps over the configured store: coord when `store.coord_endpoints` is set
     /// (then instances elect a leader through coord and followers proxy to it), else memory
@@ -284,7 +300,12 @@ impl Server {
                 .as_deref()
                 .unwrap_or(capstan_coord_client::keyspace::APPS);
             Arc::new(
-                CoordStore::new(&config.store.coord_endpoints, prefix).map_err(StartError::Load)?,
+                CoordStore::with_options(
+                    &config.store.coord_endpoints,
+                    prefix,
+                    coord_options(&config)?,
+                )
+                .map_err(StartError::Load)?,
             )
         };
         Server::start_with_store(config, store, shutdown).await
@@ -303,11 +324,15 @@ impl Server {
         if let Some(auth) = &config.mesos_authentication {
             auth.credential().map_err(StartError::Secret)?;
         }
+        client_tls(&config)?;
         let ha = if config.store.coord_endpoints.is_empty() {
             None
         } else {
-            let client = capstan_coord_client::Client::new(&config.store.coord_endpoints)
-                .map_err(|e| StartError::Load(StoreError::Unavailable(Box::new(e))))?;
+            let client = capstan_coord_client::Client::with_options(
+                &config.store.coord_endpoints,
+                coord_options(&config)?,
+            )
+            .map_err(|e| StartError::Load(StoreError::Unavailable(Box::new(e))))?;
             let prefix = config
                 .store
                 .prefix
@@ -371,7 +396,7 @@ impl Server {
             info: Arc::new(info),
             shutdown: token.clone(),
             leadership: lead_rx,
-            proxy: reqwest::Client::builder()
+            proxy: capstan_http_client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
@@ -561,6 +586,8 @@ async fn lead(
                 None
             }
         }),
+        // Loaded (and checked) once at start already.
+        tls: config.security.client_tls().ok().flatten(),
     };
     let driver_task = tokio::spawn(driver::run(
         driver_cfg,
@@ -644,7 +671,7 @@ async fn lead(
 }
 
 async fn run_health(core: CoreHandle, every: std::time::Duration, token: CancellationToken) {
-    let client = reqwest::Client::new();
+    let client = capstan_http_client::client();
     let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
     loop {
         tokio::select! {

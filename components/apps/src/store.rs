@@ -181,7 +181,20 @@ pub struct CoordStore {
 
 impl CoordStore {
     pub fn new(endpoints: &[String], prefix: &str) -> Result<CoordStore, StoreError> {
-        let client = capstan_coord_client::Client::new(endpoints)
+        CoordStore::with_options(
+            endpoints,
+            prefix,
+            capstan_coord_client::ClientOptions::default(),
+        )
+    }
+
+    /// As [`CoordStore::new`], the client built with `opts` (its TLS, for a strict coord).
+    pub fn with_options(
+        endpoints: &[String],
+        prefix: &str,
+        opts: capstan_coord_client::ClientOptions,
+    ) -> Result<CoordStore, StoreError> {
+        let client = capstan_coord_client::Client::with_options(endpoints, opts)
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         Ok(CoordStore {
             client,

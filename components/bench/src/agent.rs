@@ -422,7 +422,7 @@ async fn restart(n: usize) -> anyhow::Result<Restart> {
     let t0 = Instant::now();
     let second = spawn_self(&format!("agent:{}", dir.path().display()), None).await?;
     let ready = t0.elapsed();
-    let client = reqwest::Client::new();
+    let client = capstan_http_client::client();
     let url = format!("http://{}/containers", second.addr);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

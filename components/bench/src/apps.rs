@@ -76,7 +76,7 @@ async fn failover(trials: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>
     let master = spawn_self("master", None).await?;
     let arg = format!("apps:{},{}", master.addr, coord.addr);
     let mut instances = vec![spawn_self(&arg, None).await?, spawn_self(&arg, None).await?];
-    let http = reqwest::Client::builder()
+    let http = capstan_http_client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
     let (mut reads, mut writes) = (Vec::new(), Vec::new());
@@ -412,7 +412,7 @@ async fn measure(
 ) -> anyhow::Result<Measured> {
     let n_tasks = n_apps * INSTANCES;
     let base = format!("http://{apps_addr}");
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(60))
         .build()?;

@@ -212,7 +212,7 @@ async fn load(
     dur: Duration,
     keys: usize,
 ) -> anyhow::Result<Load> {
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .pool_max_idle_per_host(clients * 2)
         .timeout(Duration::from_secs(10))
         .build()?;
@@ -270,7 +270,7 @@ async fn fill(
     n: usize,
     clients: usize,
 ) -> anyhow::Result<(Duration, usize)> {
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .pool_max_idle_per_host(clients * 2)
         .timeout(Duration::from_secs(10))
         .build()?;
@@ -434,7 +434,7 @@ async fn member_state(client: &reqwest::Client, kind: Kind, base: &str) -> Optio
 
 /// Index of the member that says it is the leader, if one is answering.
 async fn find_leader(kind: Kind, bases: &[String]) -> Option<usize> {
-    let client = reqwest::Client::new();
+    let client = capstan_http_client::client();
     for (i, base) in bases.iter().enumerate() {
         if member_state(&client, kind, base)
             .await
@@ -461,7 +461,7 @@ async fn wait_leader(kind: Kind, bases: &[String]) -> anyhow::Result<usize> {
 
 /// Waits until member `i` follows a leader and has applied everything the leader committed.
 async fn wait_rejoined(kind: Kind, bases: &[String], i: usize) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = capstan_http_client::client();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let (Some(l), Some(me)) = (
@@ -617,7 +617,7 @@ async fn failover_once(c: &mut Cluster, old: usize) -> anyhow::Result<Option<Dur
         .filter(|(i, _)| *i != old)
         .map(|(_, b)| b.clone())
         .collect();
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
     let value = Arc::new(vec![b'f'; 256]);
@@ -661,7 +661,7 @@ async fn failover_trials(
     trials: usize,
     out: &mut Vec<Option<Duration>>,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = capstan_http_client::client();
     for _ in 0..trials {
         let old = wait_leader(c.kind, &c.bases).await?;
         out.push(failover_once(c, old).await?);

@@ -479,7 +479,7 @@ mod freshness {
     }
 
     async fn schedule(base: &str, dns: SocketAddr, n: usize) -> anyhow::Result<Freshness> {
-        let client = reqwest::Client::new();
+        let client = capstan_http_client::client();
         let url = format!("{base}/api/v1/scheduler");
         let (stream_id, resp) =
             crate::master::subscribe_scheduler(&client, base, FRAMEWORK).await?;

@@ -20,6 +20,7 @@ mod l4lb;
 mod master;
 mod report;
 mod router;
+mod security;
 mod stats;
 mod swarm;
 mod ui;
@@ -34,8 +35,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "capstan-bench")]
 struct Args {
-    /// Benchmarks to run (master, dns, agent, coord, apps, router, l4lb, ui, swarm); all when
-    /// none is given.
+    /// Benchmarks to run (master, dns, agent, coord, apps, router, l4lb, ui, swarm, security);
+    /// all when none is given.
     names: Vec<String>,
     /// Shrink every size ~10x (for iterating, not for the published numbers).
     #[arg(long)]
@@ -49,8 +50,8 @@ struct Args {
     serve: Option<String>,
 }
 
-pub const ALL: [&str; 9] = [
-    "master", "dns", "agent", "coord", "apps", "router", "l4lb", "ui", "swarm",
+pub const ALL: [&str; 10] = [
+    "master", "dns", "agent", "coord", "apps", "router", "l4lb", "ui", "swarm", "security",
 ];
 
 fn main() -> ExitCode {
@@ -114,6 +115,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "l4lb" => l4lb::run(args.quick).await,
             "ui" => ui::run(args.quick).await,
             "swarm" => swarm::run(args.quick).await,
+            "security" => security::run(args.quick).await,
             _ => coord::run(args.quick).await,
         };
         let section = section.unwrap_or_else(|e| report::Section {

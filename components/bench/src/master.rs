@@ -189,7 +189,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_agents_kib = rss_kib(pid).context("master RSS")?;
 
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .pool_max_idle_per_host(128)
         .build()?;
     let t_sub = Instant::now();
@@ -667,7 +667,7 @@ mod failover {
             let running = Arc::new(AtomicUsize::new(0));
             let counter = running.clone();
             let task = tokio::spawn(async move {
-                let client = reqwest::Client::builder()
+                let client = capstan_http_client::builder()
                     .pool_max_idle_per_host(64)
                     .build()
                     .unwrap_or_default();
@@ -838,7 +838,7 @@ mod failover {
         let coord_port = ports.pop().context("port")?;
         let coord = spawn(&format!("coord {coord_port} {}", dir.path().display())).await?;
         let mut cl = Cluster {
-            http: reqwest::Client::builder()
+            http: capstan_http_client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(2))
                 .build()?,

@@ -371,7 +371,12 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
     // One CA and one ECDSA P-256 server certificate for both proxies.
     let ca = capstan_install::pki::Ca::generate("bench", "bench").context("making a CA")?;
     let leaf = ca
-        .issue_server("localhost", &[], &[std::net::Ipv4Addr::LOCALHOST.into()])
+        .issue_server(
+            "localhost",
+            capstan_types::access::NodeRole::Master,
+            &[],
+            &[std::net::Ipv4Addr::LOCALHOST.into()],
+        )
         .context("making the server certificate")?;
     let (cert, key, ca_path) = (d.join("cert.pem"), d.join("key.pem"), d.join("ca.pem"));
     std::fs::write(&cert, &leaf.cert_pem)?;

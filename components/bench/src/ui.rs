@@ -217,7 +217,7 @@ async fn measure(bin: &Path, e2e: &Path, n_apps: usize) -> anyhow::Result<Measur
     let master = spawn_self("master", None).await?;
     let apps = spawn_self(&format!("apps:{}", master.addr), None).await?;
     let base = format!("http://{}", apps.addr);
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(60))
         .build()?;
@@ -442,7 +442,7 @@ async fn start_router(
         .kill_on_drop(true)
         .spawn()
         .context("starting the router")?;
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
     let url = format!("http://127.0.0.1:{port}/dcos-metadata/dcos-version.json");

@@ -209,6 +209,33 @@ fn the_packaged_default_config_is_valid_for_every_daemon() {
 }
 
 #[test]
+fn a_strict_cluster_section_gives_every_daemon_a_valid_secured_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "cluster:\n  masters: [10.0.0.1]\n  advertise: 10.0.0.1\n  security: {mode: strict}\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    for daemon in [
+        "coord",
+        "master",
+        "agent",
+        "apps",
+        "dns",
+        "l4lb",
+        "router",
+        "catalog",
+        "swarm",
+        "bootstrap",
+    ] {
+        let out = capstan(&["daemon", daemon, "--config", path, "--check-config"]);
+        assert!(out.status.success(), "{daemon}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn config_path_can_come_from_capstan_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.yaml");

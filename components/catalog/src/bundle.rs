@@ -249,7 +249,7 @@ async fn check(url: &str, resp: reqwest::Response) -> Result<Value, BundleError>
 
 /// An HTTP client for [`login`] and [`import`] (no overall timeout: images are large).
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    capstan_http_client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
         .unwrap_or_default()

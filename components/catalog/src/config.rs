@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use capstan_runtime::{ConfigProblem, Validate};
+use capstan_runtime::auth::SecurityMode;
+use capstan_runtime::{ConfigProblem, SecurityConfig, Validate};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of the catalog daemon.
@@ -30,6 +31,10 @@ pub struct Config {
     pub images_dir: PathBuf,
     /// The largest image archive an upload may be, bytes.
     pub max_image_bytes: u64,
+    /// Who may call the API, and TLS (see `capstan_runtime::security`). Strict mode needs
+    /// `coord_endpoints` (the identity records are there); the catalog's own calls to apps
+    /// and the masters then present the node's certificate over https.
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -43,16 +48,22 @@ impl Default for Config {
             repository_cache_secs: 60,
             images_dir: PathBuf::from("/var/lib/capstan-catalog/images"),
             max_image_bytes: 8 * 1024 * 1024 * 1024,
+            security: SecurityConfig::default(),
         }
     }
 }
 
 /// `host:port` or `http://host:port` → `http://host:port`.
 pub fn http_url(endpoint: &str) -> String {
+    url_with_scheme(endpoint, "http")
+}
+
+/// `host:port` → `<scheme>://host:port`; an endpoint that names its scheme keeps it.
+pub fn url_with_scheme(endpoint: &str, scheme: &str) -> String {
     if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
         endpoint.trim_end_matches('/').to_owned()
     } else {
-        format!("http://{endpoint}")
+        format!("{scheme}://{endpoint}")
     }
 }
 
@@ -105,6 +116,14 @@ impl Validate for Config {
         }
         if self.max_image_bytes == 0 {
             out.push(ConfigProblem::new("max_image_bytes", "must be at least 1"));
+        }
+        out.extend(self.security.problems("security"));
+        out.extend(self.security.listen_problems("listen", self.listen));
+        if self.security.mode == SecurityMode::Strict && self.coord_endpoints.is_empty() {
+            out.push(ConfigProblem::new(
+                "coord_endpoints",
+                "strict mode verifies credentials against the identity records in coord: name its endpoints",
+            ));
         }
         if capstan_coord_client::validate_key(&self.coord_prefix).is_err() {
             out.push(ConfigProblem::new(

@@ -48,11 +48,12 @@ fn unavailable(e: impl std::fmt::Display) -> CosmosError {
 }
 
 impl Masters {
-    pub fn new(endpoints: &[String], http: reqwest::Client) -> Masters {
+    /// The masters at `endpoints`, bare `host:port` ones reached with `scheme`.
+    pub fn new(endpoints: &[String], scheme: &str, http: reqwest::Client) -> Masters {
         Masters {
             urls: endpoints
                 .iter()
-                .map(|e| crate::config::http_url(e))
+                .map(|e| crate::config::url_with_scheme(e, scheme))
                 .collect(),
             http,
         }

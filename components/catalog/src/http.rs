@@ -7,10 +7,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use capstan_marathon::PathId;
+use capstan_runtime::auth::{Access, Role};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -67,6 +69,35 @@ pub fn router(state: Shared) -> Router {
         .route("/cosmos/service/update", post(service_update))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// What a call needs in strict mode (`capstan_runtime::auth`): Cosmos's read calls are
+/// POSTs, so the decision is by path. Reading the catalog (search, describe, render, the
+/// installed list, images for agents) is a viewer's; installing and updating services an
+/// operator's; changing where packages come from (repositories, imported bundles) an
+/// administrator's. Pure.
+pub fn access(method: &Method, path: &str) -> Access {
+    let path = path.trim_end_matches('/');
+    let path = path.strip_prefix("/cosmos").unwrap_or(path);
+    match (method.as_str(), path) {
+        (
+            "POST",
+            "/package/search"
+            | "/package/describe"
+            | "/package/list-versions"
+            | "/package/render"
+            | "/package/list"
+            | "/package/repository/list"
+            | "/service/describe",
+        ) => Access::Role(Role::Viewer),
+        ("POST", "/package/install" | "/package/uninstall" | "/service/update") => {
+            Access::Role(Role::Operator)
+        }
+        ("POST", "/package/repository/add" | "/package/repository/delete")
+        | ("POST", "/package/local-repository") => Access::Role(Role::Admin),
+        ("PUT", p) if p.starts_with("/package/images/") => Access::Role(Role::Admin),
+        (m, _) => Access::by_method(m),
+    }
 }
 
 fn error_response(e: &CosmosError) -> Response {
@@ -772,4 +803,45 @@ async fn local_get(State(s): State<Shared>) -> Response {
         Ok(("application/json".to_owned(), local_body(&repo)))
     })
     .await
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_a_viewers_installs_an_operators_sources_an_admins() {
+        let viewer = Access::Role(Role::Viewer);
+        let operator = Access::Role(Role::Operator);
+        let admin = Access::Role(Role::Admin);
+        let table: &[(Method, &str, Access)] = &[
+            (Method::GET, "/capabilities", viewer),
+            (Method::POST, "/package/search", viewer),
+            (Method::POST, "/package/describe", viewer),
+            (Method::POST, "/package/list-versions", viewer),
+            (Method::POST, "/package/render", viewer),
+            (Method::POST, "/package/list", viewer),
+            (Method::POST, "/package/repository/list", viewer),
+            (Method::POST, "/cosmos/service/describe", viewer),
+            (Method::POST, "/service/describe/", viewer),
+            (Method::GET, "/package/resource", viewer),
+            (Method::GET, "/package/images", viewer),
+            (Method::GET, "/package/images/capstan/redis:7", viewer),
+            (Method::GET, "/package/local-repository", viewer),
+            (Method::POST, "/package/install", operator),
+            (Method::POST, "/package/uninstall", operator),
+            (Method::POST, "/service/update", operator),
+            (Method::POST, "/cosmos/service/update", operator),
+            (Method::POST, "/package/repository/add", admin),
+            (Method::POST, "/package/repository/delete", admin),
+            (Method::POST, "/package/local-repository", admin),
+            (Method::PUT, "/package/images/capstan/redis:7", admin),
+            // Anything else: by method (a write is at least an operator's).
+            (Method::POST, "/package/unknown", operator),
+            (Method::DELETE, "/package/images/x", operator),
+        ];
+        for (method, path, want) in table {
+            assert_eq!(access(method, path), *want, "{method} {path}");
+        }
+    }
 }

@@ -47,6 +47,17 @@ impl Apps {
         }
     }
 
+    /// Clients sending through `http` (its TLS identity), bare `host:port` endpoints reached
+    /// with `scheme`.
+    pub fn with_http(endpoints: &[String], scheme: &str, http: reqwest::Client) -> Apps {
+        Apps {
+            clients: endpoints
+                .iter()
+                .map(|e| Client::with_http(crate::config::url_with_scheme(e, scheme), http.clone()))
+                .collect(),
+        }
+    }
+
     /// Runs `call` on each instance in turn until one answers.
     async fn each<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where

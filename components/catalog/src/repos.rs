@@ -91,7 +91,7 @@ impl Repos {
             write: AsyncMutex::new(()),
             cache: Mutex::new(HashMap::new()),
             ttl,
-            http: reqwest::Client::builder()
+            http: capstan_http_client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(60))
                 .build()

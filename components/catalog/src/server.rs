@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{Config, http_url};
+use crate::config::Config;
 use crate::frameworks::Masters;
 use crate::http::{AppState, router};
 use crate::installed::Apps;
@@ -29,6 +29,10 @@ pub enum StartError {
     },
     #[error("cannot create the coord client")]
     Coord(#[source] capstan_coord_client::ClientError),
+    #[error("cannot secure the API")]
+    Security(#[source] capstan_iam::GuardError),
+    #[error("cannot load the node's TLS identity")]
+    Tls(#[source] capstan_runtime::tls::TlsError),
 }
 
 /// The `capstan daemon catalog` daemon.
@@ -96,29 +100,67 @@ impl Server {
             source,
         })?;
         let ttl = Duration::from_secs(config.repository_cache_secs);
-        let repos = if config.coord_endpoints.is_empty() {
-            Repos::in_memory(ttl)
+        // In strict mode the catalog's own calls (coord, apps, the masters) present the node's
+        // certificate over https, as every daemon's do.
+        let client_tls = config.security.client_tls().map_err(StartError::Tls)?;
+        let coord = if config.coord_endpoints.is_empty() {
+            None
         } else {
-            let endpoints: Vec<String> =
-                config.coord_endpoints.iter().map(|e| http_url(e)).collect();
-            let client = capstan_coord_client::Client::new(endpoints).map_err(StartError::Coord)?;
-            Repos::in_coord(client, &config.coord_prefix, ttl)
+            let opts = capstan_coord_client::ClientOptions {
+                tls: client_tls.clone(),
+                ..capstan_coord_client::ClientOptions::default()
+            };
+            Some(
+                capstan_coord_client::Client::with_options(&config.coord_endpoints, opts)
+                    .map_err(StartError::Coord)?,
+            )
         };
-        let http = reqwest::Client::builder()
+        let repos = match &coord {
+            None => Repos::in_memory(ttl),
+            Some(client) => Repos::in_coord(client.clone(), &config.coord_prefix, ttl),
+        };
+        let outbound = |b: reqwest::ClientBuilder| match &client_tls {
+            Some(tls) => capstan_http_client::with_tls(b, tls),
+            None => b,
+        };
+        let scheme = if client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let http = outbound(capstan_http_client::builder())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .build()
             .unwrap_or_default();
+        let apps = if client_tls.is_some() {
+            let apps_http = outbound(capstan_http_client::builder())
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default();
+            Apps::with_http(&config.apps, scheme, apps_http)
+        } else {
+            Apps::new(&config.apps)
+        };
         let state = Arc::new(AppState {
             repos,
-            apps: Apps::new(&config.apps),
-            masters: Masters::new(&config.masters, http.clone()),
+            apps,
+            masters: Masters::new(&config.masters, scheme, http.clone()),
             http,
             images: crate::images::ImageStore::new(&config.images_dir),
         });
         let app = router(state);
         let max_image_bytes = config.max_image_bytes;
         let shutdown = shutdown.child_token();
+        let (guard, tls) = capstan_iam::secure_api(
+            "catalog",
+            &config.security,
+            coord.as_ref(),
+            Arc::new(crate::http::access),
+            &shutdown,
+        )
+        .await
+        .map_err(StartError::Security)?;
         let stop = shutdown.clone();
         info!(addr = %addr, apps = ?config.apps, images = %config.images_dir.display(), "Catalog listening");
         let task = tokio::spawn(async move {
@@ -128,7 +170,7 @@ impl Server {
                 max_body_bytes: usize::try_from(max_image_bytes).unwrap_or(usize::MAX),
                 ..capstan_runtime::HttpLimits::default()
             };
-            let serve = capstan_runtime::serve(listener, app, limits, stop);
+            let serve = capstan_runtime::serve_secured(listener, app, limits, guard, tls, stop);
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "Catalog API stopped");
             }

@@ -7,4 +7,5 @@ mod it {
 
     mod api;
     mod bundle;
+    mod strict;
 }

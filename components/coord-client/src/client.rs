@@ -11,13 +11,17 @@ use tokio::time::Instant;
 use crate::peer::{PEER_TOKEN_HEADER, PeerToken};
 use crate::types::*;
 
-/// Timeouts of a [`Client`].
+/// Timeouts of a [`Client`], and how it speaks to the members.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Time limit of one HTTP request to one member.
     pub request_timeout: Duration,
     /// How long a call keeps trying other members (and waiting for a leader) before it fails.
     pub retry_deadline: Duration,
+    /// Speak https with this TLS configuration (a strict-mode coord): usually the node's,
+    /// `capstan_runtime::tls::NodeTls::client_config`, which presents the node certificate
+    /// and trusts only the cluster CA. `None` (the default): plain http.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -25,6 +29,7 @@ impl Default for ClientOptions {
         ClientOptions {
             request_timeout: Duration::from_secs(5),
             retry_deadline: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct Client {
 
 struct Inner {
     endpoints: Vec<String>,
+    /// `http` or, with [`ClientOptions::tls`], `https`.
+    scheme: &'static str,
     http: reqwest::Client,
     preferred: AtomicUsize,
     opts: ClientOptions,
@@ -95,7 +102,9 @@ enum Attempt<T> {
 }
 
 impl Client {
-    /// A client of the members at `endpoints` (`host:port`, optionally with `http://`).
+    /// A client of the members at `endpoints` (`host:port`, optionally with `http://` or
+    /// `https://`): the scheme spoken is https when [`ClientOptions::tls`] is set, unless every
+    /// endpoint names `http://`.
     pub fn new<I, S>(endpoints: I) -> Result<Client, ClientError>
     where
         I: IntoIterator<Item = S>,
@@ -111,10 +120,17 @@ impl Client {
     {
         let endpoints: Vec<String> = endpoints
             .into_iter()
+            .map(|e| e.as_ref().trim().to_owned())
+            .collect();
+        // Endpoints that all name `http://` keep it (a permissive coord beside a strict daemon,
+        // as in tests); otherwise https exactly when TLS is configured.
+        let all_plain = !endpoints.is_empty() && endpoints.iter().all(|e| e.starts_with("http://"));
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
             .map(|e| {
-                let e = e.as_ref().trim();
                 e.strip_prefix("http://")
-                    .unwrap_or(e)
+                    .or_else(|| e.strip_prefix("https://"))
+                    .unwrap_or(&e)
                     .trim_end_matches('/')
                     .to_string()
             })
@@ -125,14 +141,24 @@ impl Client {
         }
         // Idle connections are dropped before coord's own idle limit (30 s by default) closes
         // them, so a call never races the server closing the connection it reuses.
-        let http = reqwest::Client::builder()
+        let mut builder = capstan_http_client::builder()
             .connect_timeout(Duration::from_millis(1000))
-            .pool_idle_timeout(Duration::from_secs(20))
+            .pool_idle_timeout(Duration::from_secs(20));
+        if let Some(tls) = &opts.tls {
+            builder = capstan_http_client::with_tls(builder, tls);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
+        let scheme = if opts.tls.is_some() && !all_plain {
+            "https"
+        } else {
+            "http"
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints,
+                scheme,
                 http,
                 preferred: AtomicUsize::new(0),
                 opts,
@@ -147,6 +173,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 endpoints: self.inner.endpoints.clone(),
+                scheme: self.inner.scheme,
                 http: self.inner.http.clone(),
                 preferred: AtomicUsize::new(self.inner.preferred.load(Ordering::Relaxed)),
                 opts: self.inner.opts.clone(),
@@ -469,7 +496,7 @@ impl Client {
         idempotent: bool,
         parse: &impl Fn(Vec<u8>) -> Result<T, ClientError>,
     ) -> Attempt<T> {
-        let url = format!("http://{endpoint}{path}");
+        let url = format!("{}://{endpoint}{path}", self.inner.scheme);
         let mut req = self
             .inner
             .http
@@ -656,7 +683,7 @@ impl Watcher {
         let mut last = String::new();
         for i in 0..n {
             let idx = (start + i) % n;
-            let url = format!("http://{}/v1/watch", inner.endpoints[idx]);
+            let url = format!("{}://{}/v1/watch", inner.scheme, inner.endpoints[idx]);
             let resp = inner
                 .http
                 .post(&url)
@@ -708,5 +735,57 @@ impl Watcher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_roots() -> Arc<rustls::ClientConfig> {
+        let config = rustls::ClientConfig::builder_with_provider(capstan_http_client::provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// The first byte a client sends a listener, or `None` if it sends none in time.
+    async fn first_byte(scheme: &str, opts: ClientOptions) -> Option<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?;
+        let addr = listener.local_addr().ok()?;
+        let client = Client::with_options([format!("{scheme}{addr}/")], opts).ok()?;
+        assert_eq!(client.endpoints(), [addr.to_string()]);
+        let call = tokio::spawn(async move { client.status().await });
+        let (mut conn, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .ok()?
+            .ok()?;
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut byte)).await;
+        call.abort();
+        matches!(read, Ok(Ok(_))).then_some(byte[0])
+    }
+
+    #[tokio::test]
+    async fn a_client_with_tls_speaks_https_and_one_without_plain_http() {
+        let quick = ClientOptions {
+            request_timeout: Duration::from_millis(500),
+            retry_deadline: Duration::from_millis(500),
+            ..ClientOptions::default()
+        };
+        let tls = ClientOptions {
+            tls: Some(no_roots()),
+            ..quick.clone()
+        };
+        // A TLS client hello starts with the handshake record type, 0x16; HTTP with a method.
+        assert_eq!(first_byte("https://", tls.clone()).await, Some(0x16));
+        assert_eq!(first_byte("", tls.clone()).await, Some(0x16));
+        assert_eq!(first_byte("https://", quick.clone()).await, Some(b'G'));
+        assert_eq!(first_byte("", quick).await, Some(b'G'));
+        // Endpoints that name http:// keep it, TLS or not (a permissive coord).
+        assert_eq!(first_byte("http://", tls).await, Some(b'G'));
     }
 }

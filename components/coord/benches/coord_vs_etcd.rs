@@ -199,7 +199,7 @@ async fn start_etcd(dir: &std::path::Path) -> Option<(Etcd, String)> {
             .ok()?;
         etcd.children.push(child);
     }
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for (client, _) in &ports {
@@ -233,7 +233,7 @@ async fn main() {
             "etcd not found or did not start: install Debian's etcd-server; printing coord only"
         );
     }
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let coord = Arc::new(Target {
         system: System::Coord,
         base: coord_base,

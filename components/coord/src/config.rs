@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use capstan_runtime::{ConfigProblem, Validate};
+use capstan_runtime::{ConfigProblem, SecurityConfig, Validate};
 use serde::{Deserialize, Serialize};
 
 /// One initial member of the cluster.
@@ -75,6 +75,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections served at once from one source address.
     pub max_connections_per_ip: usize,
+    /// How the port is secured (`docs/SECURITY.md`). In `strict` mode the port speaks TLS
+    /// with the node certificate and every request but `/health` and `/metrics` must present
+    /// a node certificate of the cluster CA: raft RPCs, membership changes and snapshots a
+    /// master's (and still the peer token), the client API any node's. Members then dial
+    /// each other over https with their node certificate.
+    pub security: SecurityConfig,
 }
 
 /// Smallest `max_raft_body_bytes`: a 3 MiB snapshot chunk is up to 13 MiB of JSON.
@@ -106,6 +112,7 @@ impl Default for Config {
             body_read_timeout_ms: 30_000,
             max_connections: 4096,
             max_connections_per_ip: 1024,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -228,12 +235,16 @@ impl Config {
                 p.push(format!("members[{i}].addr: duplicate address {:?}", m.addr));
             }
         }
-        p.into_iter()
+        let mut problems: Vec<ConfigProblem> = p
+            .into_iter()
             .map(|s: String| match s.split_once(": ") {
                 Some((field, msg)) => ConfigProblem::new(field, msg),
                 None => ConfigProblem::new("", s),
             })
-            .collect()
+            .collect();
+        problems.extend(self.security.problems("security"));
+        problems.extend(self.security.listen_problems("listen", self.listen));
+        problems
     }
 }
 
@@ -337,6 +348,24 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing in {text}");
         }
+    }
+
+    #[test]
+    fn strict_mode_needs_the_node_certificate_and_a_cluster_address() {
+        let strict: SecurityConfig = serde_json::from_str(r#"{"mode": "strict"}"#).unwrap();
+        let c = Config {
+            listen: "0.0.0.0:8181".parse().unwrap(),
+            security: strict,
+            ..Config::default()
+        };
+        let text = c.validate().unwrap_err().to_string();
+        assert!(text.contains("security.tls"), "{text}");
+        assert!(text.contains("listen"), "{text}");
+        let parsed: Config = serde_json::from_str(
+            r#"{"security": {"mode": "strict", "tls": {"cert_file": "/n.crt", "key_file": "/n.key", "ca_file": "/ca.crt"}}}"#,
+        )
+        .unwrap();
+        parsed.validate().unwrap();
     }
 
     #[test]

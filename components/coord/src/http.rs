@@ -3,8 +3,11 @@
 //!
 //! Every `/raft/*` endpoint and the membership changes (`/v1/members/add`, `/remove`) are for
 //! members only: [`require_peer`] checks the peer token before anything reads the body, so
-//! an anonymous request is answered `401` (a wrong token `403`) and changes nothing. Every
-//! body is read against its limit ([`JsonBody`]) and within the body-read timeout.
+//! an anonymous request is answered `401` (a wrong token `403`) and changes nothing. In strict
+//! mode every request but `/health` and `/metrics` must also present a node certificate
+//! ([`require_node_certificates`]): a master's for those members-only calls, any node's for
+//! the client API. Every body is read against its limit ([`JsonBody`]) and within the
+//! body-read timeout.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -93,6 +96,115 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
             )
         })
         .with_state(node)
+}
+
+/// What a request needs in strict mode. Coord's clients are the daemons, never users (as etcd
+/// behind the Kubernetes API server): it accepts node certificates of the cluster CA only, no
+/// token and no password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Nothing: `/health` and `/metrics`, which tell whether the member is up and count
+    /// things (no key, value, member address or secret).
+    Open,
+    /// Any node certificate, a master's or an agent's: the client API and the status calls.
+    Node,
+    /// A master node's certificate: raft RPCs, membership changes (both still need the peer
+    /// token too) and the full backup (`/v1/snapshot`, which holds every secret).
+    Master,
+}
+
+/// What `path` needs in strict mode; a path no route serves needs a node certificate (and
+/// then answers 404).
+pub(crate) fn need(path: &str) -> Need {
+    match path {
+        "/health" | "/metrics" => Need::Open,
+        "/v1/members/add" | "/v1/members/remove" | "/v1/snapshot" => Need::Master,
+        p if p == "/raft" || p.starts_with("/raft/") => Need::Master,
+        _ => Need::Node,
+    }
+}
+
+/// `router` behind strict mode's check of the client certificate ([`need`]): a request
+/// without a node certificate of the cluster CA is `401`, one from an agent's where a
+/// master's is needed `403`, both JSON and before any body is read. (A certificate of
+/// another CA never gets here: it fails the TLS handshake.) Membership changes and backups
+/// go to the audit trail with the node that asked; refusals are counted
+/// (`capstan_coord_certificate_refused_total`) and logged at most every 10 s. Raft RPCs and
+/// the client API are not audited one by one: they are the daemons' own traffic, many a
+/// second.
+pub(crate) fn require_node_certificates(router: Router, node: Arc<Node>) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        node,
+        require_certificate,
+    ))
+}
+
+async fn require_certificate(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let needed = need(&path);
+    if needed == Need::Open {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let peer = req
+        .extensions()
+        .get::<capstan_runtime::Transport>()
+        .and_then(|t| t.peer.clone());
+    let role = peer
+        .as_ref()
+        .map(|p| capstan_runtime::auth::NodeRole::from_unit(p.unit.as_deref()));
+    let who = peer.as_ref().map_or_else(
+        || "anonymous".to_owned(),
+        |p| format!("node:{}", p.common_name),
+    );
+    let from = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let refusal = match (needed, role) {
+        (_, None) => Some(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            ApiError::new(
+                "unauthorized",
+                format!(
+                    "{method} {path} needs the TLS client certificate of a node of this cluster: \
+                     coord accepts only the cluster CA's node certificates (no tokens)"
+                ),
+            ),
+        )),
+        (Need::Master, Some(capstan_runtime::auth::NodeRole::Agent)) => Some(HttpError::new(
+            StatusCode::FORBIDDEN,
+            ApiError::new(
+                "forbidden",
+                format!(
+                    "{who} may not {method} {path}: raft RPCs, membership changes and backups \
+                     need a master node's certificate"
+                ),
+            ),
+        )),
+        _ => None,
+    };
+    let response = match refusal {
+        Some(r) => {
+            node.metrics.certificate_refused(&path, &from, &who);
+            r.into_response()
+        }
+        None => next.run(req).await,
+    };
+    if needed == Need::Master && !path.starts_with("/raft/") {
+        tracing::info!(
+            target: capstan_runtime::auth::AUDIT_TARGET,
+            daemon = "coord",
+            principal = %who,
+            method = %method,
+            path = %path,
+            source = %from,
+            status = response.status().as_u16(),
+            "audit"
+        );
+    }
+    response
 }
 
 /// Lets a request through only with the cluster's peer token: `401 unauthorized` without
@@ -988,6 +1100,40 @@ mod tests {
             panic!("a body at the limit is refused");
         };
         assert_eq!(b.len(), 5000);
+    }
+
+    #[test]
+    fn strict_mode_asks_masters_for_raft_and_any_node_for_the_client_api() {
+        for open in ["/health", "/metrics"] {
+            assert_eq!(need(open), Need::Open, "{open}");
+        }
+        for master in [
+            "/raft/append",
+            "/raft/vote",
+            "/raft/snapshot",
+            "/raft/write",
+            "/raft/read-index",
+            "/raft/unknown",
+            "/v1/members/add",
+            "/v1/members/remove",
+            "/v1/snapshot",
+        ] {
+            assert_eq!(need(master), Need::Master, "{master}");
+        }
+        for any in [
+            "/v1/kv/get",
+            "/v1/kv/put",
+            "/v1/watch",
+            "/v1/lease/grant",
+            "/v1/members",
+            "/v1/status",
+            "/exhibitor/v1/cluster/status",
+            "/health/",
+            "/raftish",
+            "/nope",
+        ] {
+            assert_eq!(need(any), Need::Node, "{any}");
+        }
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   client API (`/raft/*`), so one address per member is all the configuration needs.
 //!   Members prove membership with a token derived from a shared secret (`peer_secret_file`)
 //!   on every raft RPC and membership change; anyone else gets 401/403 (`docs/SECURITY.md`).
+//!   In strict mode (`security.mode: strict`) the port speaks TLS only and every request but
+//!   `/health` and `/metrics` needs a node certificate of the cluster CA (a master's for raft,
+//!   membership changes and backups); members dial each other over https with theirs.
 //!   The port serves HTTP/1 with body limits, a header-read (and idle) timeout and caps on
 //!   open connections (`serve.rs`).
 //! - Storage is redb: the log, the vote and snapshots are in one file whose write

@@ -52,6 +52,9 @@ pub(crate) struct Metrics {
     /// Members-only requests refused for a missing or wrong peer token.
     peer_refused: AtomicU64,
     last_refusal_log: Mutex<Option<Instant>>,
+    /// Requests refused in strict mode for their (missing or lesser) node certificate.
+    certificate_refused: AtomicU64,
+    last_certificate_log: Mutex<Option<Instant>>,
 }
 
 /// Raft numbers sampled when rendering.
@@ -81,6 +84,25 @@ impl Metrics {
                 wrong_token = wrong,
                 refused_so_far = n,
                 "Refused a members-only request without the cluster's peer token"
+            );
+        }
+    }
+
+    /// Counts a request refused in strict mode for its certificate (`who`: the node that
+    /// presented one, or `anonymous`); logs it at most every 10 s.
+    pub(crate) fn certificate_refused(&self, path: &str, from: &str, who: &str) {
+        let n = self.certificate_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut last) = self.last_certificate_log.lock() else {
+            return;
+        };
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                path,
+                from,
+                principal = who,
+                refused_so_far = n,
+                "Refused a request without the node certificate it needs"
             );
         }
     }
@@ -155,6 +177,11 @@ impl Metrics {
             out,
             "# HELP capstan_coord_peer_refused_total Members-only requests refused for a missing or wrong peer token.\n# TYPE capstan_coord_peer_refused_total counter\ncapstan_coord_peer_refused_total {}",
             self.peer_refused.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP capstan_coord_certificate_refused_total Requests refused in strict mode for a missing or lesser node certificate.\n# TYPE capstan_coord_certificate_refused_total counter\ncapstan_coord_certificate_refused_total {}",
+            self.certificate_refused.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

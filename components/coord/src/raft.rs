@@ -69,23 +69,33 @@ openraft::declare_raft_types!(
 
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// Rewrites peer addresses before dialing (NAT, or fault-injection proxies in tests).
+/// Rewrites peer addresses before dialing (NAT, or fault-injection proxies in tests), and
+/// says whether members speak https (strict mode: the member's HTTP client presents its
+/// node certificate).
 #[derive(Debug, Clone, Default)]
 pub struct Dialer {
     overrides: Arc<BTreeMap<String, String>>,
+    https: bool,
 }
 
 impl Dialer {
     pub fn new(overrides: BTreeMap<String, String>) -> Dialer {
         Dialer {
             overrides: Arc::new(overrides),
+            https: false,
         }
     }
 
-    /// `http://host:port` to reach the member advertised as `addr`.
+    /// This dialer, reaching members over https.
+    pub fn with_https(self, https: bool) -> Dialer {
+        Dialer { https, ..self }
+    }
+
+    /// `http://host:port` (or `https://`) to reach the member advertised as `addr`.
     pub fn base_url(&self, addr: &str) -> String {
         let addr = self.overrides.get(addr).map_or(addr, String::as_str);
-        format!("http://{addr}")
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{addr}")
     }
 }
 
@@ -319,7 +329,7 @@ mod tests {
     async fn appends_of_more_than_the_limit_are_split_before_anything_is_sent() {
         // Nothing listens on the discard port: a request actually sent is `Unreachable`.
         let net = Network::new(
-            reqwest::Client::new(),
+            capstan_http_client::client(),
             Dialer::default(),
             RAFT_APPEND_BODY_LIMIT,
         );

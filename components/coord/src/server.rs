@@ -33,6 +33,9 @@ pub enum StartError {
     Raft(String),
     #[error("cannot use the coord peer secret")]
     PeerSecret(#[source] capstan_coord_client::PeerSecretError),
+    /// The node certificate, its key or the cluster CA (the `security.tls` files).
+    #[error("cannot load coord's TLS identity")]
+    Tls(#[source] capstan_runtime::tls::TlsError),
     /// The data directory is open to other users (it holds apps' environment secrets).
     #[error(transparent)]
     StateDir(capstan_runtime::PermissionError),
@@ -127,6 +130,8 @@ impl Server {
         capstan_runtime::prepare_state_dir(&config.data_dir, &["coord.redb"])
             .map_err(StartError::StateDir)?;
         let peer_token = peer_token(&config)?;
+        let strict = config.security.mode == capstan_runtime::auth::SecurityMode::Strict;
+        let node_tls = config.security.node_tls().map_err(StartError::Tls)?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
@@ -163,13 +168,20 @@ impl Server {
         // would close them under a request.
         let idle = Duration::from_millis(config.header_read_timeout_ms / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(20));
-        let http = reqwest::Client::builder()
+        let mut builder = capstan_http_client::builder()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(idle)
-            .default_headers(peer_headers)
+            .default_headers(peer_headers);
+        // Strict: members reach each other over https, presenting the node certificate and
+        // trusting only the cluster CA (validation makes strict mode name the files).
+        let client_tls = node_tls.as_ref().filter(|_| strict);
+        if let Some(tls) = client_tls {
+            builder = capstan_http_client::with_tls(builder, &tls.client_config());
+        }
+        let http = builder
             .build()
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let dialer = Dialer::new(config.dial_overrides.clone());
+        let dialer = Dialer::new(config.dial_overrides.clone()).with_https(client_tls.is_some());
         let network = Network::new(http.clone(), dialer.clone(), config.max_raft_body_bytes);
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, sm)
             .await
@@ -196,7 +208,10 @@ impl Server {
             peer_token,
         });
 
-        let router = crate::http::router(node.clone());
+        let mut router = crate::http::router(node.clone());
+        if strict {
+            router = crate::http::require_node_certificates(router, node.clone());
+        }
         let limits = capstan_runtime::HttpLimits {
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             max_connections: config.max_connections,
@@ -206,13 +221,33 @@ impl Server {
             max_body_bytes: usize::MAX,
             ..capstan_runtime::HttpLimits::default()
         };
-        let serve = tokio::spawn(capstan_runtime::serve(
-            listener,
-            router,
-            limits,
-            token.clone(),
-        ));
-        tracing::info!(id = config.id, addr = %local_addr, "Listening on {local_addr}");
+        let serving = config.security.serving(node_tls.as_ref());
+        let tls_kind = match &serving {
+            None => "plain HTTP",
+            Some(t) if t.allow_plaintext => "TLS and plain HTTP",
+            Some(_) => "TLS",
+        };
+        let serve = match serving {
+            None => tokio::spawn(capstan_runtime::serve(
+                listener,
+                router,
+                limits,
+                token.clone(),
+            )),
+            Some(tls) => tokio::spawn(capstan_runtime::serve_tls(
+                listener,
+                router,
+                limits,
+                tls,
+                token.clone(),
+            )),
+        };
+        tracing::info!(
+            id = config.id,
+            addr = %local_addr,
+            mode = %config.security.mode,
+            "Listening on {local_addr} ({tls_kind})"
+        );
 
         bootstrap(&raft, &config).await?;
         let keeper = tokio::spawn(run_lease_keeper(node.clone(), keeper_rx));

@@ -8,4 +8,5 @@ mod it {
     pub mod linearizability;
     pub mod security;
     pub mod storage;
+    pub mod strict;
 }

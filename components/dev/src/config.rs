@@ -35,6 +35,8 @@ pub fn node_config(
         hostname: None,
         // Least privilege, as an installed cluster: no privileged containers or host paths.
         containers: Default::default(),
+        // Permissive, so the 2013 walkthrough's plain curl to port 8080 works on a laptop.
+        security: Default::default(),
     };
     let data = paths.node_data(&node.name);
     let net = node.address.octets()[1];

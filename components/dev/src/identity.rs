@@ -108,7 +108,12 @@ pub fn ensure(nodes: &[Node], paths: &ClusterPaths) -> Result<(Identity, Ca), De
 /// `localhost`, `127.0.0.1`) and writes it, the key first and 0600.
 pub fn write_router_cert(ca: &Ca, node: &Node, paths: &ClusterPaths) -> Result<(), DevError> {
     let address = IpAddr::V4(node.address);
-    let cert = ca.issue_server(&address.to_string(), &MASTER_NAMES, &[address])?;
+    let cert = ca.issue_server(
+        &address.to_string(),
+        capstan_types::access::NodeRole::Master,
+        &MASTER_NAMES,
+        &[address],
+    )?;
     write_atomic_mode(&paths.node_key(&node.name), cert.key_pem.as_bytes(), 0o600)?;
     write_atomic_mode(
         &paths.node_cert(&node.name),

@@ -92,7 +92,7 @@ impl ClusterStatus {
 
 /// Probes every daemon and the leaders.
 pub async fn probe(snapshot: &ClusterSnapshot) -> ClusterStatus {
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .timeout(PROBE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -220,7 +220,7 @@ async fn seed_001_redis_walkthrough_works_end_to_end() -> anyhow::Result<()> {
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
 
     let m = cluster.master_ip(1);
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
 
     // 1. The seed's HTTPie call: every value a JSON string.
     let resp = http
@@ -338,7 +338,7 @@ async fn seed_001_redis_walkthrough_works_end_to_end() -> anyhow::Result<()> {
 async fn killing_the_leading_master_leaves_the_app_running_and_resolvable() -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let cluster = DevCluster::up(3, 1, 1)?;
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let status = cluster.status()?;
     let leader = status["leaders"]["master"]
         .as_str()

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use capstan_runtime::auth::SecurityMode;
+use capstan_runtime::{ConfigProblem, SecurityConfig, Validate, duration_secs};
 use capstan_types::vip::{AddrRange, VipConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -91,6 +92,15 @@ pub struct Config {
     /// Longest wait between reconnection attempts, seconds.
     #[serde(with = "duration_secs")]
     pub reconnect_backoff_max: Duration,
+    /// Who may call the HTTP API, and TLS (see `capstan_runtime::security`). In strict mode
+    /// the HTTP API speaks TLS with the node's certificate behind the guard, and the stream
+    /// from the masters is read over mutual TLS with the same certificate. The DNS port
+    /// stays plain DNS.
+    pub security: SecurityConfig,
+    /// Coord's endpoints, where the identity records are: in strict mode, tokens and basic
+    /// credentials on the HTTP API are verified against them. Empty: only the cluster's node
+    /// certificates may call.
+    pub coord_endpoints: Vec<String>,
 }
 
 impl Default for Config {
@@ -131,6 +141,8 @@ impl Default for Config {
             master_timeout: Duration::from_secs(10),
             missed_heartbeats: 5,
             reconnect_backoff_max: Duration::from_secs(15),
+            security: SecurityConfig::default(),
+            coord_endpoints: Vec::new(),
         }
     }
 }
@@ -287,6 +299,31 @@ impl Validate for Config {
             && let Err(e) = AddrRange::<Ipv6Addr>::parse(&self.l4lb_named_ipv6)
         {
             p.push(ConfigProblem::new("l4lb_named_ipv6", e.to_string()));
+        }
+        p.extend(self.security.problems("security"));
+        if self.http_on {
+            p.extend(
+                self.security
+                    .listen_problems("http_listen", self.http_listen),
+            );
+        }
+        if self.security.mode == SecurityMode::Strict {
+            for (i, m) in self.masters.iter().enumerate() {
+                if m.trim().to_ascii_lowercase().starts_with("http://") {
+                    p.push(ConfigProblem::new(
+                        format!("masters[{i}]"),
+                        format!("{m:?}: strict mode speaks TLS to the masters; write host:port or https://host:port"),
+                    ));
+                }
+            }
+        }
+        for (i, e) in self.coord_endpoints.iter().enumerate() {
+            if e.trim().is_empty() {
+                p.push(ConfigProblem::new(
+                    format!("coord_endpoints[{i}]"),
+                    "must not be empty",
+                ));
+            }
         }
         p
     }
@@ -603,6 +640,33 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.dns_listen.port(), 53);
         assert_eq!(c.http_listen.port(), 8123);
+    }
+
+    #[test]
+    fn strict_mode_needs_tls_a_cluster_address_and_tls_to_the_masters() {
+        let err =
+            parse("security: {mode: strict}\nmasters: ['http://10.0.0.1:5050']\n").unwrap_err();
+        let fields = err.fields();
+        for f in ["security.tls", "http_listen", "masters[0]"] {
+            assert!(fields.contains(&f), "{f} missing in {fields:?}");
+        }
+        let ok = parse(
+            "security: {mode: strict, tls: {cert_file: /a, key_file: /b, ca_file: /c}}\n\
+             http_listen: 10.0.0.5:8123\nmasters: ['10.0.0.1:5050']\n\
+             coord_endpoints: ['https://10.0.0.1:2379']\n",
+        )
+        .unwrap();
+        assert_eq!(ok.security.mode, SecurityMode::Strict);
+        // The DNS port may bind every address: it is not the guarded HTTP API.
+        assert!(ok.dns_listen.ip().is_unspecified());
+        // Without the HTTP API, its address does not matter.
+        assert!(
+            parse(
+                "security: {mode: strict, tls: {cert_file: /a, key_file: /b, ca_file: /c}}\n\
+                 http_on: false\n"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

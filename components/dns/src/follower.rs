@@ -56,6 +56,9 @@ pub struct FollowerConfig {
     pub missed_heartbeats: u32,
     pub backoff_max: Duration,
     pub synth: SynthConfig,
+    /// Speak TLS to the masters with this configuration (strict mode: the node's
+    /// certificate, only the cluster CA trusted); bare `host:port` masters are then `https`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How one subscription ended.
@@ -83,6 +86,7 @@ pub async fn run(
         c.connect_timeout = cfg.timeout;
         c.request_timeout = cfg.timeout;
         c.missed_heartbeats = cfg.missed_heartbeats;
+        c.tls = cfg.tls.clone();
     });
     let mut client = match client {
         Ok(c) => c,

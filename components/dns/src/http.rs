@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use capstan_runtime::auth::{Access, Role, is_read};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -38,6 +39,27 @@ pub fn router(config: Arc<Config>, snapshots: watch::Receiver<Arc<Snapshot>>) ->
         .route("/v1/axfr", get(axfr))
         .fallback(not_found)
         .with_state(AppState { config, snapshots })
+}
+
+/// What a call needs in strict mode (`capstan_runtime::auth`). The version is open; looking
+/// up one name (`/v1/hosts`, `/v1/services`) is a viewer's, as asking the DNS port is anyone's
+/// on the cluster network, and any node's certificate may. Dumping every name
+/// (`/v1/axfr`, `/v1/enumerate`) and the daemon's settings (`/v1/config`: the masters and
+/// the resolvers) need an operator or a master's certificate. The API changes nothing, so
+/// any other method is an administrator's. Pure.
+pub fn access(method: &Method, path: &str) -> Access {
+    if !is_read(method.as_str()) {
+        return Access::Role(Role::Admin);
+    }
+    let path = match path.trim_end_matches('/') {
+        "" => "/",
+        p => p,
+    };
+    match path {
+        "/v1/version" => Access::Public,
+        "/v1/axfr" | "/v1/enumerate" | "/v1/config" => Access::Role(Role::Operator),
+        _ => Access::Role(Role::Viewer),
+    }
 }
 
 async fn version() -> Json<Value> {
@@ -168,4 +190,35 @@ async fn not_found() -> Response {
         Json(json!({"code": "not_found", "message": "no such endpoint"})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_call_what() {
+        let viewer = Access::Role(Role::Viewer);
+        let operator = Access::Role(Role::Operator);
+        let admin = Access::Role(Role::Admin);
+        let table = [
+            (Method::GET, "/v1/version", Access::Public),
+            (Method::HEAD, "/v1/version/", Access::Public),
+            (Method::GET, "/v1/hosts/leader.mesos", viewer),
+            (Method::GET, "/v1/hosts/leader.mesos/ports", viewer),
+            (Method::GET, "/v1/services/_web._tcp.marathon.mesos", viewer),
+            (Method::GET, "/v1/axfr", operator),
+            (Method::GET, "/v1/axfr/", operator),
+            (Method::GET, "/v1/enumerate", operator),
+            (Method::GET, "/v1/config", operator),
+            (Method::GET, "/nope", viewer),
+            (Method::GET, "/", viewer),
+            (Method::POST, "/v1/version", admin),
+            (Method::PUT, "/v1/hosts/x", admin),
+            (Method::DELETE, "/v1/axfr", admin),
+        ];
+        for (method, path, want) in table {
+            assert_eq!(access(&method, path), want, "{method} {path}");
+        }
+    }
 }

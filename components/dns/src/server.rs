@@ -14,7 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use capstan_runtime::{ConfigProblem, Validate};
+use capstan_runtime::auth::{Guard, Policy, SecurityMode};
+use capstan_runtime::{ConfigProblem, TlsServing, Validate};
 use hickory_proto::op::{Header, HeaderCounts};
 use hickory_proto::serialize::binary::BinDecoder;
 use hickory_server::net::runtime::Time;
@@ -60,6 +61,12 @@ pub enum StartError {
         #[source]
         source: hickory_proto::ProtoError,
     },
+    #[error("cannot load the node's TLS identity")]
+    Tls(#[source] capstan_runtime::tls::TlsError),
+    #[error("cannot create the coord client")]
+    Coord(#[source] capstan_coord_client::ClientError),
+    #[error("cannot secure the HTTP API")]
+    Security(#[source] capstan_iam::GuardError),
 }
 
 /// Publishes record sets into the served snapshot; clone it to give another producer (the
@@ -275,10 +282,12 @@ impl Server {
             info!(addr = %addr, "Serving the HTTP API");
             http_addr = Some(addr);
             let app = crate::http::router(Arc::new(config.clone()), snapshots.clone());
+            let (guard, tls) = secure_api(&config, &shutdown).await?;
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 let limits = capstan_runtime::HttpLimits::default();
-                if let Err(e) = capstan_runtime::serve(listener, app, limits, stop).await {
+                let serve = capstan_runtime::serve_secured(listener, app, limits, guard, tls, stop);
+                if let Err(e) = serve.await {
                     warn!(error = %capstan_runtime::Chain(&e), "HTTP API stopped");
                 }
             });
@@ -289,6 +298,7 @@ impl Server {
             missed_heartbeats: config.missed_heartbeats,
             backoff_max: config.reconnect_backoff_max,
             synth,
+            tls: config.security.client_tls().map_err(StartError::Tls)?,
         };
         let (status_tx, master_status) = watch::channel(MasterStatus::default());
         tasks.spawn(follower::run(
@@ -307,6 +317,38 @@ impl Server {
             master_status,
         })
     }
+}
+
+/// The HTTP API's guard and TLS as `config.security` says. In strict mode tokens and basic
+/// credentials are verified against the identity records in coord when `coord_endpoints`
+/// names it (the coord client presenting the node's certificate); without coord only the
+/// cluster's node certificates may call, as on an agent.
+async fn secure_api(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(Guard, Option<TlsServing>), StartError> {
+    let policy: Policy = Arc::new(crate::http::access);
+    if config.security.mode == SecurityMode::Strict && config.coord_endpoints.is_empty() {
+        info!("No coord endpoints: only the cluster's node certificates may call the HTTP API");
+        let node_tls = config.security.node_tls().map_err(StartError::Tls)?;
+        let tls = config.security.serving(node_tls.as_ref());
+        return Ok((Guard::strict("dns", None, policy), tls));
+    }
+    let coord = if config.security.mode == SecurityMode::Strict {
+        let opts = capstan_coord_client::ClientOptions {
+            tls: config.security.client_tls().map_err(StartError::Tls)?,
+            ..capstan_coord_client::ClientOptions::default()
+        };
+        Some(
+            capstan_coord_client::Client::with_options(&config.coord_endpoints, opts)
+                .map_err(StartError::Coord)?,
+        )
+    } else {
+        None
+    };
+    capstan_iam::secure_api("dns", &config.security, coord.as_ref(), policy, shutdown)
+        .await
+        .map_err(StartError::Security)
 }
 
 /// The address this host uses for outgoing traffic (what `ns1.<domain>` answers with when we

@@ -11,4 +11,5 @@ mod it {
     mod http;
     mod real_master;
     mod stream;
+    mod strict;
 }

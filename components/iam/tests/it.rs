@@ -103,7 +103,7 @@ async fn serve(iam: Iam, shutdown: CancellationToken) -> Result<Node> {
     Ok(Node {
         iam,
         url,
-        http: reqwest::Client::new(),
+        http: capstan_http_client::client(),
         shutdown,
     })
 }

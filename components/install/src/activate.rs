@@ -151,7 +151,7 @@ pub async fn wait_for_coord(endpoints: &[String]) -> Result<(), ActivateError> {
 
 /// Waits until a master lists an agent with this `hostname` as active.
 pub async fn wait_for_agent(master: SocketAddr, hostname: &str) -> Result<(), ActivateError> {
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let url = format!("http://{master}/master/slaves");
     poll(&format!("the master listing agent {hostname}"), || {
         let http = http.clone();
@@ -178,7 +178,7 @@ pub async fn wait_for_agent(master: SocketAddr, hostname: &str) -> Result<(), Ac
 /// agent is then forgotten), and waits until it runs nothing. An agent the master does not
 /// know is already drained.
 pub async fn drain_agent(master: SocketAddr, hostname: &str) -> Result<(), ActivateError> {
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let failed = |output: String| ActivateError::Command {
         command: format!("DRAIN_AGENT {hostname}"),
         output,

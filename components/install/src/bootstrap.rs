@@ -789,12 +789,20 @@ async fn join(
         advertise: req.advertise,
         hostname: Some(req.hostname.clone()),
         containers: s.cluster.containers.clone(),
+        security: s.cluster.security.clone(),
     };
     let names: &[&str] = match req.role {
         Role::Master => crate::pki::MASTER_NAMES,
         Role::Agent => &[],
     };
-    let cert = match s.ca.issue_server(&req.hostname, names, &[req.advertise]) {
+    let unit = match req.role {
+        Role::Master => capstan_types::access::NodeRole::Master,
+        Role::Agent => capstan_types::access::NodeRole::Agent,
+    };
+    let cert = match s
+        .ca
+        .issue_server(&req.hostname, unit, names, &[req.advertise])
+    {
         Ok(cert) => cert,
         Err(e) => {
             warn!(error = %capstan_types::Chain(&e), "Cannot issue a node certificate");
@@ -864,6 +872,7 @@ async fn join_coord(
         advertise: req.advertise,
         hostname: None,
         containers: s.cluster.containers.clone(),
+        security: s.cluster.security.clone(),
     };
     let Some(id) = cluster.member_id() else {
         return error(

@@ -121,6 +121,7 @@ pub fn prepare(layout: &Layout, opts: &InitOptions) -> Result<Prepared, InitErro
         advertise: opts.advertise,
         hostname: opts.hostname.clone(),
         containers: Default::default(),
+        security: Default::default(),
     };
     let mut problems: Vec<String> = cluster.problems().iter().map(ToString::to_string).collect();
     if let (Some(m), Some(a)) = (&opts.master_token, &opts.agent_token)
@@ -137,7 +138,12 @@ pub fn prepare(layout: &Layout, opts: &InitOptions) -> Result<Prepared, InitErro
         .hostname
         .clone()
         .unwrap_or_else(|| opts.advertise.to_string());
-    let node = ca.issue_server(&hostname, crate::pki::MASTER_NAMES, &[opts.advertise])?;
+    let node = ca.issue_server(
+        &hostname,
+        capstan_types::access::NodeRole::Master,
+        crate::pki::MASTER_NAMES,
+        &[opts.advertise],
+    )?;
     write_file(&layout.ca_cert(), ca.0.cert_pem.as_bytes(), 0o644).map_err(io(layout.ca_cert()))?;
     write_file(&layout.ca_key(), ca.0.key_pem.as_bytes(), 0o600).map_err(io(layout.ca_key()))?;
     write_file(&layout.node_cert(), node.cert_pem.as_bytes(), 0o644)

@@ -101,6 +101,7 @@ mod tests {
             advertise: "10.0.0.9".parse().unwrap(),
             hostname: None,
             containers: Default::default(),
+            security: Default::default(),
         };
         let text = render_node_config(&cluster, Role::Agent, true);
         let public = public_agent_config(&text).unwrap();
@@ -121,6 +122,7 @@ mod tests {
             advertise: advertise.parse().unwrap(),
             hostname: Some("n".into()),
             containers: Default::default(),
+            security: Default::default(),
         };
         for joining in [false, true] {
             let text = render_node_config(&cluster("10.0.0.2"), Role::Master, joining);

@@ -2,12 +2,15 @@
 //!
 //! `capstan cluster init` makes one CA per cluster (ECDSA P-256, ten years); every node gets a
 //! certificate from it when it joins, for its hostname and addresses, good for both server and
-//! client authentication (the router and mutual TLS between daemons use them next). The CA's
+//! client authentication (the router, and mutual TLS between strict-mode daemons, which read
+//! the node's role from the certificate's organizational unit). The CA's
 //! fingerprint, as join tokens carry it, is the SHA-256 of its PEM text.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use capstan_types::access::NodeRole;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -99,19 +102,23 @@ impl Ca {
         fingerprint(&self.0.cert_pem)
     }
 
-    /// A certificate for a node called `hostname` reachable at `addresses`.
+    /// A certificate for an agent node called `hostname` reachable at `addresses`.
     pub fn issue_node(
         &self,
         hostname: &str,
         addresses: &[IpAddr],
     ) -> Result<CertifiedKey, PkiError> {
-        self.issue_server(hostname, &[], addresses)
+        self.issue_server(hostname, NodeRole::Agent, &[], addresses)
     }
 
-    /// [`Ca::issue_node`] also naming `dns_names` (a master's `master.mesos`, `leader.mesos`).
+    /// [`Ca::issue_node`] for a node in `role` (its organizational unit, which strict-mode
+    /// daemons read: a master's certificate may do what an administrator may, an agent's
+    /// read and speak the agent protocol), also naming `dns_names` (a master's
+    /// `master.mesos`, `leader.mesos`).
     pub fn issue_server(
         &self,
         hostname: &str,
+        role: NodeRole,
         dns_names: &[&str],
         addresses: &[IpAddr],
     ) -> Result<CertifiedKey, PkiError> {
@@ -128,6 +135,7 @@ impl Ca {
         let mut params = CertificateParams::new(names)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Capstan");
+        dn.push(DnType::OrganizationalUnitName, role.as_str());
         dn.push(DnType::CommonName, hostname);
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
@@ -230,6 +238,19 @@ mod tests {
         let other = Ca::generate("test", "c2").unwrap();
         assert_ne!(other.fingerprint(), ca.fingerprint());
         assert!(verify(&other.0.cert_pem, "node-1").is_err());
+        // The role is the organizational unit, which strict-mode daemons read.
+        let subject = |cert: &CertifiedKey| {
+            capstan_runtime::tls::PeerCert::from_der(&certs(&cert.cert_pem).unwrap()[0]).unwrap()
+        };
+        let agent = subject(&node);
+        assert_eq!(
+            (agent.common_name.as_str(), agent.unit.as_deref()),
+            ("node-1", Some("agent"))
+        );
+        let master = ca
+            .issue_server("m1", NodeRole::Master, MASTER_NAMES, &[])
+            .unwrap();
+        assert_eq!(subject(&master).unit.as_deref(), Some("master"));
         assert!(
             verify(&ca.0.cert_pem, "master.mesos").is_err(),
             "agents are not masters"
@@ -240,7 +261,12 @@ mod tests {
     fn a_master_certificate_names_master_and_leader_mesos() {
         let ca = Ca::generate("test", "c1").unwrap();
         let node = ca
-            .issue_server("m1", MASTER_NAMES, &["10.0.0.1".parse().unwrap()])
+            .issue_server(
+                "m1",
+                NodeRole::Master,
+                MASTER_NAMES,
+                &["10.0.0.1".parse().unwrap()],
+            )
             .unwrap();
         let roots = {
             let mut r = rustls::RootCertStore::empty();

@@ -126,7 +126,7 @@ async fn voters(cluster: &Cluster) -> Result<(Vec<Voter>, Option<IpAddr>), Rolli
 
 /// The active agents a master lists: (hostname, address from its `pid`).
 async fn agents(masters: &[IpAddr]) -> Result<Vec<Node>, RollingError> {
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let mut last = String::from("no master");
     for m in masters {
         let url = format!("http://{}/master/slaves", crate::activate::master_api(*m));

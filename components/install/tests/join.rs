@@ -424,7 +424,7 @@ async fn the_bootstrap_server_serves_the_script_ca_and_package_and_keeps_joins_o
     assert_eq!(e["code"], "https_required");
     let addr = c.bootstrap.http_addr().unwrap();
     let post_join = |proto: Option<&'static str>| {
-        let mut req = reqwest::Client::new()
+        let mut req = capstan_http_client::client()
             .post(format!("http://{addr}/v1/join"))
             .body("{}");
         if let Some(p) = proto {
@@ -440,7 +440,7 @@ async fn the_bootstrap_server_serves_the_script_ca_and_package_and_keeps_joins_o
     // request is handled (and refused for its body, not its transport).
     let resp = post_join(Some("https")).await.unwrap();
     assert_eq!(resp.status(), 415, "a join is JSON");
-    let resp = reqwest::Client::new()
+    let resp = capstan_http_client::client()
         .get(format!("http://{addr}/v1/packages/capstan.deb"))
         .header("x-forwarded-proto", "https")
         .send()

@@ -6,7 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use capstan_runtime::{ConfigProblem, Validate, duration_secs};
+use capstan_runtime::auth::SecurityMode;
+use capstan_runtime::{ConfigProblem, SecurityConfig, Validate, duration_secs};
 use capstan_types::vip::{AddrRange, VipConfig};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,14 @@ pub struct Config {
     pub missed_heartbeats: u32,
     #[serde(with = "duration_secs")]
     pub reconnect_backoff_max: Duration,
+    /// Who may call the operator API, and TLS (see `capstan_runtime::security`). In strict
+    /// mode the API speaks TLS with the node's certificate behind the guard, and the stream
+    /// from the masters is read over mutual TLS with the same certificate.
+    pub security: SecurityConfig,
+    /// Coord's endpoints, where the identity records are: in strict mode, tokens and basic
+    /// credentials on the API are verified against them. Empty: only the cluster's node
+    /// certificates may call.
+    pub coord_endpoints: Vec<String>,
 }
 
 impl Default for Config {
@@ -62,6 +71,8 @@ impl Default for Config {
             master_timeout: Duration::from_secs(10),
             missed_heartbeats: 5,
             reconnect_backoff_max: Duration::from_secs(15),
+            security: SecurityConfig::default(),
+            coord_endpoints: Vec::new(),
         }
     }
 }
@@ -133,6 +144,29 @@ impl Validate for Config {
                 "must be at least 1",
             ));
         }
+        p.extend(self.security.problems("security"));
+        p.extend(
+            self.security
+                .listen_problems("http_listen", self.http_listen),
+        );
+        if self.security.mode == SecurityMode::Strict {
+            for (i, m) in self.masters.iter().enumerate() {
+                if m.trim().to_ascii_lowercase().starts_with("http://") {
+                    p.push(ConfigProblem::new(
+                        format!("masters[{i}]"),
+                        format!("{m:?}: strict mode speaks TLS to the masters; write host:port or https://host:port"),
+                    ));
+                }
+            }
+        }
+        for (i, e) in self.coord_endpoints.iter().enumerate() {
+            if e.trim().is_empty() {
+                p.push(ConfigProblem::new(
+                    format!("coord_endpoints[{i}]"),
+                    "must not be empty",
+                ));
+            }
+        }
         p
     }
 }
@@ -161,6 +195,24 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(no_v6.vip_config().ipv6, None);
+    }
+
+    #[test]
+    fn strict_mode_needs_tls_a_cluster_address_and_tls_to_the_masters() {
+        let c: Config = serde_json::from_str(
+            r#"{"security":{"mode":"strict"},"masters":["http://10.0.0.1:5050"]}"#,
+        )
+        .unwrap();
+        let fields: Vec<String> = c.validate().iter().map(|p| p.field.clone()).collect();
+        for f in ["security.tls", "http_listen", "masters[0]"] {
+            assert!(fields.iter().any(|x| x == f), "{f}: {fields:?}");
+        }
+        let ok: Config = serde_json::from_str(
+            r#"{"security":{"mode":"strict","tls":{"cert_file":"/a","key_file":"/b","ca_file":"/c"}},
+                "http_listen":"10.0.0.5:62080","masters":["10.0.0.1:5050"]}"#,
+        )
+        .unwrap();
+        assert!(ok.validate().is_empty(), "{:?}", ok.validate());
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct FollowerConfig {
     pub missed_heartbeats: u32,
     pub backoff_max: Duration,
     pub vip: VipConfig,
+    /// Speak TLS to the masters with this configuration (strict mode: the node's
+    /// certificate, only the cluster CA trusted); bare `host:port` masters are then `https`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What the follower is doing, for operators and tests.
@@ -61,6 +64,7 @@ pub async fn run(
         c.connect_timeout = cfg.timeout;
         c.request_timeout = cfg.timeout;
         c.missed_heartbeats = cfg.missed_heartbeats;
+        c.tls = cfg.tls.clone();
     }) {
         Ok(c) => c,
         Err(e) => {

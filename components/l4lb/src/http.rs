@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use capstan_runtime::auth::{Access, Role, is_read};
 use capstan_types::vip::VipTable;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -37,6 +38,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// What a call needs in strict mode (`capstan_runtime::auth`). `/health` is open, as every
+/// daemon's is (it says only whether the stream is open); the table (`/v1/vips`), the
+/// metrics and every other read are a viewer's, and any node's certificate may read them.
+/// The API changes nothing, so any other method is an administrator's (or a master's
+/// certificate). Pure.
+pub fn access(method: &Method, path: &str) -> Access {
+    if !is_read(method.as_str()) {
+        return Access::Role(Role::Admin);
+    }
+    match path.trim_end_matches('/') {
+        "/health" => Access::Public,
+        _ => Access::Role(Role::Viewer),
+    }
 }
 
 /// The table in dcos-net's `/v1/vips` form.
@@ -86,4 +102,30 @@ async fn not_found() -> Response {
         Json(json!({"code": 404, "message": "no such resource"})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_call_what() {
+        let viewer = Access::Role(Role::Viewer);
+        let admin = Access::Role(Role::Admin);
+        let table = [
+            (Method::GET, "/health", Access::Public),
+            (Method::HEAD, "/health/", Access::Public),
+            (Method::GET, "/v1/vips", viewer),
+            (Method::GET, "/metrics", viewer),
+            (Method::GET, "/nope", viewer),
+            (Method::GET, "/", viewer),
+            (Method::POST, "/health", admin),
+            (Method::PUT, "/v1/vips", admin),
+            (Method::DELETE, "/v1/vips", admin),
+            (Method::PATCH, "/metrics", admin),
+        ];
+        for (method, path, want) in table {
+            assert_eq!(access(&method, path), want, "{method} {path}");
+        }
+    }
 }

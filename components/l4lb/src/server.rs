@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use capstan_runtime::{ConfigProblem, Validate};
+use capstan_runtime::auth::{Guard, Policy, SecurityMode};
+use capstan_runtime::{ConfigProblem, TlsServing, Validate};
 use capstan_types::Chain;
 use capstan_types::vip::VipTable;
 use tokio::net::TcpListener;
@@ -34,6 +35,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot load the node's TLS identity")]
+    Tls(#[source] capstan_runtime::tls::TlsError),
+    #[error("cannot create the coord client")]
+    Coord(#[source] capstan_coord_client::ClientError),
+    #[error("cannot secure the HTTP API")]
+    Security(#[source] capstan_iam::GuardError),
 }
 
 /// The `capstan l4lb` daemon.
@@ -123,10 +130,12 @@ impl Server {
             metrics: metrics.clone(),
             proxy: stats.clone(),
         });
+        let (guard, tls) = secure_api(&config, &shutdown).await?;
+        let client_tls = config.security.client_tls().map_err(StartError::Tls)?;
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let serve =
-                capstan_runtime::serve(listener, app, capstan_runtime::HttpLimits::default(), stop);
+            let limits = capstan_runtime::HttpLimits::default();
+            let serve = capstan_runtime::serve_secured(listener, app, limits, guard, tls, stop);
             if let Err(e) = serve.await {
                 warn!(error = %Chain(&e), "HTTP API stopped");
             }
@@ -180,6 +189,7 @@ impl Server {
             missed_heartbeats: config.missed_heartbeats,
             backoff_max: config.reconnect_backoff_max,
             vip: config.vip_config(),
+            tls: client_tls,
         };
         tasks.spawn(follower::run(
             fcfg,
@@ -199,6 +209,38 @@ impl Server {
             tasks,
         })
     }
+}
+
+/// The API's guard and TLS as `config.security` says. In strict mode tokens and basic
+/// credentials are verified against the identity records in coord when `coord_endpoints`
+/// names it (the coord client presenting the node's certificate); without coord only the
+/// cluster's node certificates may call.
+async fn secure_api(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(Guard, Option<TlsServing>), StartError> {
+    let policy: Policy = Arc::new(crate::http::access);
+    if config.security.mode == SecurityMode::Strict && config.coord_endpoints.is_empty() {
+        info!("No coord endpoints: only the cluster's node certificates may call the API");
+        let node_tls = config.security.node_tls().map_err(StartError::Tls)?;
+        let tls = config.security.serving(node_tls.as_ref());
+        return Ok((Guard::strict("l4lb", None, policy), tls));
+    }
+    let coord = if config.security.mode == SecurityMode::Strict {
+        let opts = capstan_coord_client::ClientOptions {
+            tls: config.security.client_tls().map_err(StartError::Tls)?,
+            ..capstan_coord_client::ClientOptions::default()
+        };
+        Some(
+            capstan_coord_client::Client::with_options(&config.coord_endpoints, opts)
+                .map_err(StartError::Coord)?,
+        )
+    } else {
+        None
+    };
+    capstan_iam::secure_api("l4lb", &config.security, coord.as_ref(), policy, shutdown)
+        .await
+        .map_err(StartError::Security)
 }
 
 /// The nftables mode's task: it owns the kernel plane and applies every new table.

@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 /// The kernel data plane (nftables) in network namespaces of its own.
 mod nft;
 
+/// Strict mode: the daemon against a strict master, its API behind the guard.
+mod strict;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A loopback address unlikely to be used by another test run: 127.<a>.<b>.<c>.
@@ -262,7 +265,7 @@ async fn the_daemon_follows_the_master_and_serves_named_vips() -> Result<()> {
     };
     let server = Server::start(config, CancellationToken::new()).await?;
     let url = format!("http://{}/v1/vips", server.http_addr());
-    let http = reqwest::Client::builder().no_proxy().build()?;
+    let http = capstan_http_client::builder().no_proxy().build()?;
     let name = "web.marathon.l4lb.thisdcos.directory:15555";
     let list: Value = wait_until("the VIP is listed", WAIT, async || -> Result<Value> {
         let v: Value = http.get(&url).send().await?.json().await?;

@@ -123,7 +123,7 @@ impl Answer {
 impl Client {
     /// A client of the API at `base_url` (`http://host:port`, a trailing `/` is dropped).
     pub fn new(base_url: impl Into<String>) -> Client {
-        let http = reqwest::Client::builder()
+        let http = capstan_http_client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .unwrap_or_default();

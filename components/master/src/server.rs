@@ -189,9 +189,21 @@ impl Server {
         let coord = if coord_cfg.is_standalone() {
             None
         } else {
+            // A strict master speaks to coord with its node certificate.
+            let tls = config
+                .security
+                .client_tls()
+                .map_err(|e| StartError::Security(capstan_iam::GuardError::Tls(e)))?;
+            let opts = capstan_coord_client::ClientOptions {
+                tls,
+                ..capstan_coord_client::ClientOptions::default()
+            };
             Some(
-                capstan_coord_client::Client::new(coord_cfg.endpoints.iter().map(String::as_str))
-                    .map_err(StartError::Coord)?,
+                capstan_coord_client::Client::with_options(
+                    coord_cfg.endpoints.iter().map(String::as_str),
+                    opts,
+                )
+                .map_err(StartError::Coord)?,
             )
         };
         let mut registry_writer = None;

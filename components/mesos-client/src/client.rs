@@ -1,5 +1,6 @@
 //! The HTTP side: leader discovery, the SUBSCRIBE request, and calls to the leader.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use tracing::debug;
 
-use crate::endpoint::{Endpoint, EndpointError};
+use crate::endpoint::{Endpoint, EndpointError, Scheme};
 use crate::subscription::Subscription;
 use crate::watchdog::{DEFAULT_HEARTBEAT, Watchdog};
 
@@ -41,6 +42,12 @@ pub struct ClientConfig {
     /// Sent with every request: a framework's principal and secret, or a token (a master in
     /// strict mode wants one).
     pub credential: Option<ClientCredential>,
+    /// Speak TLS to the masters with this configuration (usually the node's,
+    /// `capstan_runtime::tls::NodeTls::client_config`: it presents the node certificate and
+    /// trusts only the cluster CA). A bare `host:port` master, and the leader a redirect
+    /// names by `//host:port`, are then `https`; `http://` written out stays plain. `None`:
+    /// plain HTTP for bare endpoints, and `https://` ones trust the default roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientConfig {
@@ -55,6 +62,16 @@ impl ClientConfig {
             heartbeat: DEFAULT_HEARTBEAT,
             missed_heartbeats: 5,
             credential: None,
+            tls: None,
+        }
+    }
+
+    /// The scheme of a master named by `host:port` alone.
+    pub fn default_scheme(&self) -> Scheme {
+        if self.tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
         }
     }
 }
@@ -153,7 +170,7 @@ pub struct MasterClient {
 }
 
 impl MasterClient {
-    pub fn new(cfg: ClientConfig) -> Result<MasterClient, BuildError> {
+    pub fn new(mut cfg: ClientConfig) -> Result<MasterClient, BuildError> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(c) = &cfg.credential {
             let mut value = reqwest::header::HeaderValue::from_str(c.header_value())
@@ -161,17 +178,25 @@ impl MasterClient {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = capstan_http_client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .default_headers(headers)
-            .no_proxy()
-            .build()
-            .map_err(BuildError::Http)?;
+            .no_proxy();
+        if let Some(tls) = &cfg.tls {
+            builder = capstan_http_client::with_tls(builder, tls);
+        }
+        let http = builder.build().map_err(BuildError::Http)?;
+        let scheme = cfg.default_scheme();
+        cfg.masters = std::mem::take(&mut cfg.masters)
+            .into_iter()
+            .map(|m| m.or_scheme(scheme))
+            .collect();
         Ok(MasterClient { http, cfg, next: 0 })
     }
 
-    /// A client of the masters at `addresses` (`host:port` or `http://host:port`), with the
+    /// A client of the masters at `addresses` (`host:port`, `http://host:port` or
+    /// `https://host:port`), with the
     /// defaults of [`ClientConfig::new`] changed by `tune`.
     pub fn for_masters<S: AsRef<str>>(
         addresses: &[S],
@@ -228,8 +253,8 @@ impl MasterClient {
         path: &str,
         body: &Bytes,
     ) -> Result<Subscription, RequestError> {
-        let mut endpoint = start.clone();
-        let mut url = start.url(path);
+        let mut endpoint = start.clone().or_scheme(self.cfg.default_scheme());
+        let mut url = endpoint.url(path);
         for _ in 0..=self.cfg.max_redirects {
             let send = self
                 .http
@@ -326,12 +351,14 @@ impl MasterClient {
     }
 
     /// Calls to `path` on `leader` (the master a subscription reached), each carrying
-    /// `Mesos-Stream-Id: stream_id` when one is given.
+    /// `Mesos-Stream-Id: stream_id` when one is given (over TLS if the client speaks it and
+    /// `leader` names no scheme).
     pub fn calls(&self, leader: &Endpoint, path: &str, stream_id: Option<&str>) -> Calls {
+        let leader = leader.clone().or_scheme(self.cfg.default_scheme());
         Calls {
             client: self.clone(),
-            leader: leader.clone(),
             url: leader.url(path),
+            leader,
             stream_id: stream_id.map(str::to_owned),
         }
     }

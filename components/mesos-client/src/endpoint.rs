@@ -1,19 +1,47 @@
 //! Master endpoints and redirect targets. Pure: no I/O.
 //!
-//! One syntax everywhere: an endpoint is `host:port` or `http://host:port` (a trailing `/` is
-//! allowed, `[v6]:port` too). A URL without a port means HTTP's 80; a bare host needs its port.
+//! One syntax everywhere: an endpoint is `host:port`, `http://host:port` or `https://host:port`
+//! (a trailing `/` is allowed, `[v6]:port` too). A URL without a port means 80 (`https`: 443);
+//! a bare host needs its port. A bare `host:port` names no scheme: it is HTTP unless the
+//! client speaks TLS to the masters (`ClientConfig::tls`), then HTTPS ([`Endpoint::or_scheme`]).
 //! A `307`'s `Location` names the leader as `//host:port/path` (what Mesos and Capstan's
-//! master send), `http://host:port/path`, or a bare `host:port`; an absolute path (`/path`)
-//! points back at the master that answered.
+//! master send), `http://host:port/path`, `https://host:port/path`, or a bare `host:port`; an
+//! absolute path (`/path`) points back at the master that answered. A location without a
+//! scheme keeps the scheme of the master that answered, as a browser resolves it.
 
 use std::fmt;
 
-/// A master's HTTP address, normalised to a host and a port.
+/// A master's HTTP address, normalised to a scheme (if one was written), a host and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
+    /// The scheme as written; `None` for a bare `host:port` (HTTP unless the client speaks TLS).
+    scheme: Option<Scheme>,
     /// The host as written (an IPv6 address keeps its brackets), lowercased.
     host: String,
     port: u16,
+}
+
+/// How a master is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
 }
 
 /// Why an endpoint or a redirect target is not usable.
@@ -21,7 +49,7 @@ pub struct Endpoint {
 pub enum EndpointError {
     #[error("{0:?} is empty")]
     Empty(String),
-    #[error("{0:?} uses a scheme other than http://")]
+    #[error("{0:?} uses a scheme other than http:// or https://")]
     Scheme(String),
     #[error("{0:?} has a path; give only host:port")]
     Path(String),
@@ -31,23 +59,26 @@ pub enum EndpointError {
     Port(String),
     #[error("{0:?} has an invalid host")]
     Host(String),
+    #[error("{0:?} would leave TLS for plain HTTP")]
+    Downgrade(String),
 }
 
 impl Endpoint {
-    /// Parses `host:port`, `http://host:port` or `http://host` (port 80).
+    /// Parses `host:port`, `http://host:port`, `https://host:port`, `http://host` (port 80)
+    /// or `https://host` (port 443).
     pub fn parse(s: &str) -> Result<Endpoint, EndpointError> {
         let t = s.trim();
-        let (rest, is_url) = match strip_scheme(t) {
-            Scheme::Http(rest) => (rest, true),
-            Scheme::None(rest) => (rest, false),
-            Scheme::Other => return Err(EndpointError::Scheme(s.to_owned())),
+        let (rest, scheme) = match strip_scheme(t) {
+            Stripped::Scheme(scheme, rest) => (rest, Some(scheme)),
+            Stripped::None(rest) => (rest, None),
+            Stripped::Other => return Err(EndpointError::Scheme(s.to_owned())),
         };
         let authority = match rest.split_once('/') {
             Some((a, "")) => a,
             Some(_) => return Err(EndpointError::Path(s.to_owned())),
             None => rest,
         };
-        parse_authority(authority, is_url.then_some(80), s)
+        parse_authority(authority, scheme, scheme.map(Scheme::default_port), s)
     }
 
     /// Parses every entry, naming the first that does not parse.
@@ -63,20 +94,56 @@ impl Endpoint {
         self.port
     }
 
+    /// The scheme written, if any.
+    pub fn scheme(&self) -> Option<Scheme> {
+        self.scheme
+    }
+
+    /// The scheme this endpoint is spoken to with: the one written, else HTTP.
+    pub fn effective_scheme(&self) -> Scheme {
+        self.scheme.unwrap_or(Scheme::Http)
+    }
+
+    /// This endpoint with `scheme` when it names none (a bare `host:port`).
+    pub fn or_scheme(mut self, scheme: Scheme) -> Endpoint {
+        self.scheme.get_or_insert(scheme);
+        self
+    }
+
     /// `host:port`.
     pub fn authority(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 
-    /// `http://host:port` followed by `path` (which should start with `/`).
+    /// `http://host:port` (or `https://`, see [`Endpoint::effective_scheme`]) followed by
+    /// `path` (which should start with `/`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}:{}{path}", self.host, self.port)
+        format!(
+            "{}://{}:{}{path}",
+            self.effective_scheme().as_str(),
+            self.host,
+            self.port
+        )
     }
 
-    /// Where a `307` answered by this endpoint points.
+    /// Where a `307` answered by this endpoint points: a location naming no scheme keeps this
+    /// endpoint's; one from an `https` endpoint to `http://` is refused (the credential would
+    /// follow in the clear).
     pub fn redirect(&self, location: &str) -> Result<Redirect, EndpointError> {
-        match Location::parse(location)? {
-            Location::Absolute { endpoint, path } => Ok(Redirect { endpoint, path }),
+        let inherited = self.scheme;
+        match Location::parse_in(location, inherited)? {
+            Location::Absolute { endpoint, .. }
+                if inherited == Some(Scheme::Https) && endpoint.scheme == Some(Scheme::Http) =>
+            {
+                Err(EndpointError::Downgrade(location.to_owned()))
+            }
+            Location::Absolute { endpoint, path } => Ok(Redirect {
+                endpoint: match inherited {
+                    Some(s) => endpoint.or_scheme(s),
+                    None => endpoint,
+                },
+                path,
+            }),
             Location::Relative { path } => Ok(Redirect {
                 endpoint: self.clone(),
                 path,
@@ -85,8 +152,12 @@ impl Endpoint {
     }
 }
 
+/// `host:port`, or `https://host:port` for an endpoint spoken to over TLS by its address.
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.scheme == Some(Scheme::Https) {
+            f.write_str("https://")?;
+        }
         write!(f, "{}:{}", self.host, self.port)
     }
 }
@@ -107,7 +178,7 @@ pub struct Redirect {
 }
 
 impl Redirect {
-    /// The redirect as a URL (`http://host:port/path`).
+    /// The redirect as a URL (`http://host:port/path` or `https://…`).
     pub fn url(&self) -> String {
         self.endpoint.url(&self.path)
     }
@@ -116,34 +187,43 @@ impl Redirect {
 /// A `Location` header value, before it is resolved against the master that sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
-    /// `//host:port/path`, `http://host:port/path` or `host:port[/path]`.
+    /// `//host:port/path`, `http://host:port/path`, `https://host:port/path` or
+    /// `host:port[/path]` (the last and the first name no scheme).
     Absolute { endpoint: Endpoint, path: String },
     /// `/path`: the same master.
     Relative { path: String },
 }
 
 impl Location {
+    /// A location as sent by a plain-HTTP master (`//host` without a port means 80).
     pub fn parse(location: &str) -> Result<Location, EndpointError> {
+        Location::parse_in(location, None)
+    }
+
+    /// A location sent by a master spoken to with `scheme`: `//host` without a port means
+    /// that scheme's port.
+    fn parse_in(location: &str, scheme: Option<Scheme>) -> Result<Location, EndpointError> {
         let t = location.trim();
         if t.is_empty() {
             return Err(EndpointError::Empty(location.to_owned()));
         }
-        let (rest, default_port) = if let Some(rest) = t.strip_prefix("//") {
-            (rest, Some(80))
+        let (rest, written, default_port) = if let Some(rest) = t.strip_prefix("//") {
+            let port = scheme.unwrap_or(Scheme::Http).default_port();
+            (rest, None, Some(port))
         } else if t.starts_with('/') {
             return Ok(Location::Relative { path: t.to_owned() });
         } else {
             match strip_scheme(t) {
-                Scheme::Http(rest) => (rest, Some(80)),
-                Scheme::None(rest) => (rest, None),
-                Scheme::Other => return Err(EndpointError::Scheme(location.to_owned())),
+                Stripped::Scheme(s, rest) => (rest, Some(s), Some(s.default_port())),
+                Stripped::None(rest) => (rest, None, None),
+                Stripped::Other => return Err(EndpointError::Scheme(location.to_owned())),
             }
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
-        let endpoint = parse_authority(authority, default_port, location)?;
+        let endpoint = parse_authority(authority, written, default_port, location)?;
         Ok(Location::Absolute {
             endpoint,
             path: path.to_owned(),
@@ -151,22 +231,28 @@ impl Location {
     }
 }
 
-enum Scheme<'a> {
-    Http(&'a str),
+enum Stripped<'a> {
+    Scheme(Scheme, &'a str),
     None(&'a str),
     Other,
 }
 
-fn strip_scheme(s: &str) -> Scheme<'_> {
+fn strip_scheme(s: &str) -> Stripped<'_> {
     match s.find("://") {
-        Some(i) if s[..i].eq_ignore_ascii_case("http") => Scheme::Http(&s[i + 3..]),
-        Some(_) => Scheme::Other,
-        None => Scheme::None(s),
+        Some(i) if s[..i].eq_ignore_ascii_case("http") => {
+            Stripped::Scheme(Scheme::Http, &s[i + 3..])
+        }
+        Some(i) if s[..i].eq_ignore_ascii_case("https") => {
+            Stripped::Scheme(Scheme::Https, &s[i + 3..])
+        }
+        Some(_) => Stripped::Other,
+        None => Stripped::None(s),
     }
 }
 
 fn parse_authority(
     authority: &str,
+    scheme: Option<Scheme>,
     default_port: Option<u16>,
     original: &str,
 ) -> Result<Endpoint, EndpointError> {
@@ -213,6 +299,7 @@ fn parse_authority(
         None => default_port.ok_or_else(|| EndpointError::NoPort(original.to_owned()))?,
     };
     Ok(Endpoint {
+        scheme,
         host: host.to_ascii_lowercase(),
         port,
     })
@@ -248,14 +335,110 @@ mod tests {
     }
 
     #[test]
+    fn https_endpoints_keep_their_scheme_and_bare_ones_take_the_clients() {
+        for (input, scheme, authority, url) in [
+            (
+                "https://m1:5050",
+                Some(Scheme::Https),
+                "m1:5050",
+                "https://m1:5050/x",
+            ),
+            (
+                "HTTPS://M1:5050/",
+                Some(Scheme::Https),
+                "m1:5050",
+                "https://m1:5050/x",
+            ),
+            (
+                "https://m1",
+                Some(Scheme::Https),
+                "m1:443",
+                "https://m1:443/x",
+            ),
+            (
+                "https://[::1]:5050",
+                Some(Scheme::Https),
+                "[::1]:5050",
+                "https://[::1]:5050/x",
+            ),
+            (
+                "http://m1:5050",
+                Some(Scheme::Http),
+                "m1:5050",
+                "http://m1:5050/x",
+            ),
+            ("m1:5050", None, "m1:5050", "http://m1:5050/x"),
+        ] {
+            let e = ep(input);
+            assert_eq!(e.scheme(), scheme, "input {input:?}");
+            assert_eq!(e.authority(), authority, "input {input:?}");
+            assert_eq!(e.url("/x"), url, "input {input:?}");
+        }
+        // A client speaking TLS makes bare endpoints https; a written scheme stays.
+        assert_eq!(
+            ep("m1:5050").or_scheme(Scheme::Https).url("/api/v1"),
+            "https://m1:5050/api/v1"
+        );
+        assert_eq!(
+            ep("http://m1:5050").or_scheme(Scheme::Https).url("/api/v1"),
+            "http://m1:5050/api/v1"
+        );
+        assert_eq!(
+            ep("m1:5050").or_scheme(Scheme::Https).to_string(),
+            "https://m1:5050"
+        );
+        assert_eq!(ep("m1:5050").effective_scheme(), Scheme::Http);
+        // `m1:5050` and `http://m1:5050` are the same address written two ways, not the
+        // same endpoint value; `https://` is another.
+        assert_ne!(ep("https://m1:5050"), ep("m1:5050"));
+        assert_eq!(
+            Endpoint::parse("ftp://m1:5050"),
+            Err(EndpointError::Scheme("ftp://m1:5050".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("https://m1:5050/api"),
+            Err(EndpointError::Path("https://m1:5050/api".into()))
+        );
+    }
+
+    #[test]
+    fn redirects_from_a_tls_master_stay_on_tls() {
+        let here = ep("m1:5050").or_scheme(Scheme::Https);
+        for (location, want) in [
+            ("//m2:5050/api/v1", "https://m2:5050/api/v1"),
+            ("//m2/api/v1", "https://m2:443/api/v1"),
+            ("/api/v1", "https://m1:5050/api/v1"),
+            ("m3:5050", "https://m3:5050"),
+            ("https://m2:5050/api/v1", "https://m2:5050/api/v1"),
+        ] {
+            let got = here.redirect(location).map(|r| r.url());
+            assert_eq!(got.as_deref(), Ok(want), "location {location:?}");
+        }
+        assert_eq!(
+            here.redirect("http://m2:5050/api/v1"),
+            Err(EndpointError::Downgrade("http://m2:5050/api/v1".into()))
+        );
+        // The leader a redirect names is an https endpoint: later calls go there over TLS.
+        let leader = here.redirect("//m2:5050/api/v1").unwrap().endpoint;
+        assert_eq!(leader.scheme(), Some(Scheme::Https));
+        assert_eq!(leader.url("/api/v1"), "https://m2:5050/api/v1");
+        // A plain master may send its clients to a TLS one.
+        assert_eq!(
+            ep("m1:5050")
+                .redirect("https://m2:5050/api/v1")
+                .map(|r| r.url())
+                .as_deref(),
+            Ok("https://m2:5050/api/v1")
+        );
+    }
+
+    #[test]
     fn unusable_endpoints_are_rejected_with_the_reason() {
         for (input, want) in [
             ("", EndpointError::Empty(String::new())),
             ("http://", EndpointError::Empty("http://".into())),
-            (
-                "https://m:5050",
-                EndpointError::Scheme("https://m:5050".into()),
-            ),
+            ("https://", EndpointError::Empty("https://".into())),
+            ("ftp://m:5050", EndpointError::Scheme("ftp://m:5050".into())),
             (
                 "http://m:5050/api",
                 EndpointError::Path("http://m:5050/api".into()),
@@ -303,6 +486,7 @@ mod tests {
             ("m3:5050/api/v1", "http://m3:5050/api/v1"),
             ("//m4:5050", "http://m4:5050"),
             ("//[::1]:5050/api/v1", "http://[::1]:5050/api/v1"),
+            ("https://m2:5050/api/v1", "https://m2:5050/api/v1"),
         ] {
             let got = here.redirect(location).map(|r| r.url());
             assert_eq!(got.as_deref(), Ok(want), "location {location:?}");
@@ -311,7 +495,7 @@ mod tests {
             here.redirect("//m2:5050/api/v1").unwrap().endpoint,
             ep("m2:5050")
         );
-        for bad in ["ftp://x/", "", "//", "//:5050/x", "m3", "https://m2:5050/"] {
+        for bad in ["ftp://x/", "", "//", "//:5050/x", "m3", "gopher://m2:5050/"] {
             assert!(here.redirect(bad).is_err(), "location {bad:?}");
         }
         // A relative path names no other master.

@@ -1,6 +1,7 @@
 //! The one client of the masters' streaming HTTP APIs, used by every Capstan daemon that
 //! follows a master: leader discovery (the configured masters in turn, a standby's `307`
-//! followed in its `//host:port`, `http://host:port` or `host:port` form), a SUBSCRIBE stream
+//! followed in its `//host:port`, `http://host:port` or `host:port` form; over TLS with the
+//! node's certificate when [`ClientConfig::tls`] is set), a SUBSCRIBE stream
 //! of RecordIO records with a maximum record size, the `Mesos-Stream-Id`, and a heartbeat
 //! watchdog; the reconnect loop with the shared [`capstan_types::Backoff`]; scheduler calls;
 //! the operator event stream; and the cluster-state [`model`] that stream's events are
@@ -24,7 +25,7 @@ pub mod watchdog;
 pub use client::{
     BuildError, Calls, ClientConfig, MasterClient, RequestError, STREAM_ID_HEADER, SubscribeError,
 };
-pub use endpoint::{Endpoint, EndpointError, Location, Redirect};
+pub use endpoint::{Endpoint, EndpointError, Location, Redirect, Scheme};
 pub use operator::{OPERATOR_PATH, OperatorEvents};
 pub use reconnect::{SessionEnd, reconnect};
 pub use scheduler::SCHEDULER_PATH;

@@ -317,11 +317,48 @@ async fn a_master_without_leader_is_skipped_and_a_refusal_is_reported_with_its_b
 
 #[test]
 fn a_client_is_not_built_for_an_unusable_master_address() {
-    let err = MasterClient::for_masters(&["m1:5050", "https://m2:5050"], |_| {}).unwrap_err();
+    let err = MasterClient::for_masters(&["m1:5050", "ftp://m2:5050"], |_| {}).unwrap_err();
     assert!(
-        matches!(err, BuildError::Endpoint(EndpointError::Scheme(ref s)) if s == "https://m2:5050"),
+        matches!(err, BuildError::Endpoint(EndpointError::Scheme(ref s)) if s == "ftp://m2:5050"),
         "{err:?}"
     );
+}
+
+#[test]
+fn a_client_speaking_tls_makes_bare_masters_https() -> anyhow::Result<()> {
+    let masters = ["m1:5050", "http://m2:5050", "https://m3:5050"];
+    let plain = MasterClient::for_masters(&masters, |_| {})?;
+    let urls = |c: &MasterClient| -> Vec<String> {
+        c.config()
+            .masters
+            .iter()
+            .map(|m| m.url("/api/v1"))
+            .collect()
+    };
+    assert_eq!(
+        urls(&plain),
+        [
+            "http://m1:5050/api/v1",
+            "http://m2:5050/api/v1",
+            "https://m3:5050/api/v1"
+        ]
+    );
+    let tls = rustls::ClientConfig::builder_with_provider(capstan_http_client::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let secure = MasterClient::for_masters(&masters, |c| c.tls = Some(Arc::new(tls)))?;
+    assert_eq!(
+        urls(&secure),
+        [
+            "https://m1:5050/api/v1",
+            "http://m2:5050/api/v1",
+            "https://m3:5050/api/v1"
+        ]
+    );
+    let calls = secure.calls(&Endpoint::parse("m4:5050")?, "/api/v1", None);
+    assert_eq!(calls.leader().url("/x"), "https://m4:5050/x");
+    Ok(())
 }
 
 #[tokio::test]

@@ -46,6 +46,12 @@ pub struct Config {
     pub bootstrap: Option<String>,
     /// Certificate, key and CA files of the HTTPS listener (reloaded when they change).
     pub tls: Option<TlsFiles>,
+    /// The node's certificate, its key and the cluster CA the router presents to the
+    /// cluster's own daemons when they run in strict mode. Set: masters, apps, agents, dns,
+    /// the catalog, jobs, logs, metrics and coord are reached over TLS with it, their
+    /// certificates checked against the CA; unset: plain HTTP (permissive mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls: Option<capstan_runtime::TlsFiles>,
     /// A directory of console files that replaces the built-in console (`capstan-ui`); unset:
     /// the console built into the binary.
     pub ui_dir: Option<PathBuf>,
@@ -128,6 +134,7 @@ impl Default for Config {
                 key: PathBuf::from(DEFAULT_PKI).join("node.key"),
                 ca: Some(PathBuf::from(DEFAULT_PKI).join("ca.pem")),
             }),
+            cluster_tls: None,
             ui_dir: None,
             token_ttl_secs: 5 * 24 * 3600,
             limits: Limits::default(),

@@ -19,6 +19,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod tls;
+pub mod upstream;
 
 #[cfg(test)]
 mod fuzz;

@@ -150,6 +150,9 @@ pub struct Planner {
     pub verifier: Arc<dyn Verifier>,
     /// The loopback server of the IAM API.
     pub local_api: SocketAddr,
+    /// Set when the cluster's daemons run in strict mode (`cluster_tls`): they are dialed
+    /// over TLS with the node's certificate.
+    pub cluster: Option<Arc<crate::upstream::ClusterIdentity>>,
 }
 
 /// The request as the plan sees it.
@@ -176,6 +179,19 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// What the plain port still serves when it redirects everything else to https: what a new
+/// node fetches before it trusts the cluster (`install.sh`, which pins the CA by the join
+/// token's digest, and the CA certificate) and the version a client probes first. Reads only.
+/// Pure.
+pub fn served_in_plain(method: &Method, target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    matches!(*method, Method::GET | Method::HEAD)
+        && matches!(
+            path,
+            "/install.sh" | "/ca/dcos-ca.crt" | "/dcos-metadata/dcos-version.json"
+        )
+}
+
 impl Planner {
     /// `Ok(cookie token)` when the request may pass, else the 401.
     fn authorize(&self, headers: &HeaderMap) -> Result<Option<String>, Box<Reply>> {
@@ -187,7 +203,7 @@ impl Planner {
     }
 
     pub async fn plan(&self, req: &Request<'_>) -> Plan {
-        if self.config.redirect_http && !req.tls {
+        if self.config.redirect_http && !req.tls && !served_in_plain(req.method, req.target) {
             return Plan::Reply(self.to_https(req));
         }
         match routes::route(req.method, req.target) {
@@ -307,18 +323,21 @@ impl Planner {
 
     /// The address of `upstream`, or the error answer.
     async fn peer(&self, upstream: &Upstream) -> Result<(String, bool, Family), Reply> {
+        // The cluster's own daemons speak TLS in strict mode; the bootstrap server is on
+        // loopback, plain.
+        let strict = self.cluster.is_some();
         let configured =
             |v: &Option<String>, what: &str, family| match v.as_deref().and_then(authority) {
-                Some(a) => Ok((a, false, family)),
+                Some(a) => Ok((a, strict && family != Family::Bootstrap, family)),
                 None => Err(Reply::error(503, format!("{what} is not configured"))),
             };
         match upstream {
             Upstream::MasterLeader => match self.state.master_leader() {
-                Some(a) => Ok((a, false, Family::Mesos)),
+                Some(a) => Ok((a, strict, Family::Mesos)),
                 None => Err(Reply::error(503, "there is no leading master")),
             },
             Upstream::AppsLeader => match self.state.apps_leader() {
-                Some(a) => Ok((a, false, Family::Apps)),
+                Some(a) => Ok((a, strict, Family::Apps)),
                 None => Err(Reply::error(503, "there is no leading apps daemon")),
             },
             Upstream::Agent(id) => {
@@ -328,7 +347,7 @@ impl Planner {
                     None => self.state.refreshed().await.agent(id).map(str::to_owned),
                 };
                 match known {
-                    Some(a) => Ok((a, false, Family::Agent)),
+                    Some(a) => Ok((a, strict, Family::Agent)),
                     None => Err(Reply::error(404, format!("agent {id} unknown"))),
                 }
             }
@@ -415,6 +434,27 @@ pub fn rewrite_location(location: &str, prefix: &str, upstream: &str) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plain_port_serves_only_what_a_new_node_needs() {
+        let table = [
+            (Method::GET, "/install.sh", true),
+            (Method::HEAD, "/install.sh", true),
+            (Method::GET, "/install.sh?role=agent", true),
+            (Method::GET, "/ca/dcos-ca.crt", true),
+            (Method::GET, "/dcos-metadata/dcos-version.json", true),
+            (Method::POST, "/install.sh", false),
+            (Method::GET, "/install.sh/", false),
+            (Method::GET, "/ca/dcos-ca.crt.key", false),
+            (Method::GET, "/", false),
+            (Method::GET, "/acs/api/v1/auth/login", false),
+            (Method::GET, "/service/marathon/v2/apps", false),
+            (Method::GET, "/v1/join", false),
+        ];
+        for (method, target, plain) in table {
+            assert_eq!(served_in_plain(&method, target), plain, "{method} {target}");
+        }
+    }
 
     #[test]
     fn locations_are_rewritten_under_the_prefix() {

@@ -224,8 +224,15 @@ impl ProxyHttp for Proxy {
         let connect = self.limits.connect_timeout();
         peer.options.connection_timeout = Some(connect);
         peer.options.total_connection_timeout = Some(connect);
-        peer.options.verify_cert = false;
-        peer.options.verify_hostname = false;
+        match &self.planner.cluster {
+            // A strict cluster's own daemon: mutual TLS, its certificate checked.
+            Some(id) if f.tls && f.family != Family::Service => id.apply(&mut peer),
+            // A service's own https (its certificate is its business, as Admin Router's).
+            _ => {
+                peer.options.verify_cert = false;
+                peer.options.verify_hostname = false;
+            }
+        }
         if !f.websocket {
             peer.options.http_upstream_request_policy.h1_upgrade = H1UpgradePolicy::Deny;
         }

@@ -54,6 +54,8 @@ pub enum StartError {
     Cert(#[source] crate::tls::LoadCertError),
     #[error("invalid coord endpoints")]
     Coord(#[source] capstan_coord_client::ClientError),
+    #[error("cannot load the certificate the router presents to the cluster's daemons")]
+    ClusterTls(#[source] capstan_runtime::tls::TlsError),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
     #[error("cannot serve the IAM API on loopback")]
@@ -138,9 +140,22 @@ async fn start_control(
     cert: Option<Arc<ReloadingCert>>,
     shutdown: CancellationToken,
 ) -> Result<Arc<Planner>, StartError> {
-    let coord =
-        capstan_coord_client::Client::new(&config.coord_endpoints).map_err(StartError::Coord)?;
-    let state = State::start(&config, coord.clone(), shutdown.clone());
+    let cluster = match &config.cluster_tls {
+        Some(files) => Some(Arc::new(
+            crate::upstream::ClusterIdentity::load(files).map_err(StartError::ClusterTls)?,
+        )),
+        None => None,
+    };
+    let client_tls = cluster.as_ref().map(|c| c.client_config());
+    let coord = capstan_coord_client::Client::with_options(
+        &config.coord_endpoints,
+        capstan_coord_client::ClientOptions {
+            tls: client_tls.clone(),
+            ..capstan_coord_client::ClientOptions::default()
+        },
+    )
+    .map_err(StartError::Coord)?;
+    let state = State::start(&config, coord.clone(), client_tls, shutdown.clone());
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let id = loop {
         match identity::start(coord.clone(), &config, shutdown.clone()).await {
@@ -162,6 +177,7 @@ async fn start_control(
         state,
         verifier: id.verifier,
         local_api,
+        cluster,
     }))
 }
 

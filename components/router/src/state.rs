@@ -69,6 +69,8 @@ pub struct State {
 struct Inner {
     coord: Client,
     http: reqwest::Client,
+    /// `http`, or `https` in a strict cluster.
+    scheme: &'static str,
     runtime: tokio::runtime::Handle,
     master: watch::Sender<Option<String>>,
     apps: watch::Sender<Option<String>>,
@@ -90,17 +92,27 @@ fn fallback(list: &[String]) -> Option<String> {
 impl State {
     /// Starts following coord and refreshing the snapshot, on the current runtime, until
     /// `shutdown`.
-    pub fn start(config: &Config, coord: Client, shutdown: CancellationToken) -> State {
-        let http = reqwest::Client::builder()
+    /// With `tls` (a strict cluster), the masters and apps are read over https with it.
+    pub fn start(
+        config: &Config,
+        coord: Client,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        shutdown: CancellationToken,
+    ) -> State {
+        let mut builder = capstan_http_client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(CALL_TIMEOUT)
-            .build()
-            .unwrap_or_default();
+            .timeout(CALL_TIMEOUT);
+        if let Some(tls) = &tls {
+            builder = capstan_http_client::with_tls(builder, tls);
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let http = builder.build().unwrap_or_default();
         let master_fallback = fallback(&config.masters);
         let apps_fallback = fallback(&config.apps);
         let inner = Arc::new(Inner {
             coord: coord.clone(),
             http,
+            scheme,
             runtime: tokio::runtime::Handle::current(),
             master: watch::Sender::new(master_fallback.clone()),
             apps: watch::Sender::new(apps_fallback.clone()),
@@ -382,8 +394,8 @@ async fn refresh(state: State, shutdown: CancellationToken) {
         let master = master_rx.borrow_and_update().clone();
         let apps = apps_rx.borrow_and_update().clone();
         let (summary, labelled) = tokio::join!(
-            fetch_summary(&inner.http, master.as_deref()),
-            fetch_apps(&inner.http, apps.as_deref()),
+            fetch_summary(&inner.http, inner.scheme, master.as_deref()),
+            fetch_apps(&inner.http, inner.scheme, apps.as_deref()),
         );
         if let Some(s) = summary {
             summary_json = s;
@@ -413,18 +425,23 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, (Option<u1
 }
 
 /// The master's state summary (`/master/state-summary`, else `/master/state`).
-async fn fetch_summary(http: &reqwest::Client, master: Option<&str>) -> Option<Value> {
+async fn fetch_summary(
+    http: &reqwest::Client,
+    scheme: &str,
+    master: Option<&str>,
+) -> Option<Value> {
     let master = master?;
-    match get_json(http, &format!("http://{master}/master/state-summary")).await {
+    match get_json(http, &format!("{scheme}://{master}/master/state-summary")).await {
         Ok(v) => Some(v),
-        Err((Some(404), _)) => match get_json(http, &format!("http://{master}/master/state")).await
-        {
-            Ok(v) => Some(v),
-            Err((_, e)) => {
-                debug!(%master, error = %e, "Cannot read the master's state");
-                None
+        Err((Some(404), _)) => {
+            match get_json(http, &format!("{scheme}://{master}/master/state")).await {
+                Ok(v) => Some(v),
+                Err((_, e)) => {
+                    debug!(%master, error = %e, "Cannot read the master's state");
+                    None
+                }
             }
-        },
+        }
         Err((_, e)) => {
             debug!(%master, error = %e, "Cannot read the master's state summary");
             None
@@ -433,9 +450,9 @@ async fn fetch_summary(http: &reqwest::Client, master: Option<&str>) -> Option<V
 }
 
 /// The apps labelled `DCOS_SERVICE_NAME`, with their tasks.
-async fn fetch_apps(http: &reqwest::Client, apps: Option<&str>) -> Option<Value> {
+async fn fetch_apps(http: &reqwest::Client, scheme: &str, apps: Option<&str>) -> Option<Value> {
     let apps = apps?;
-    let url = format!("http://{apps}/v2/apps?embed=apps.tasks&label=DCOS_SERVICE_NAME");
+    let url = format!("{scheme}://{apps}/v2/apps?embed=apps.tasks&label=DCOS_SERVICE_NAME");
     match get_json(http, &url).await {
         Ok(v) => Some(v),
         Err((_, e)) => {

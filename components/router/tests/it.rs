@@ -5,6 +5,8 @@
 mod auth;
 #[path = "it/routing.rs"]
 mod routing;
+#[path = "it/strict.rs"]
+mod strict;
 #[path = "it/support.rs"]
 mod support;
 #[path = "it/tls.rs"]

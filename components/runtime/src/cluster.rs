@@ -11,6 +11,9 @@
 //!   containers:                  # the container policy apps and every agent enforce
 //!     allow_privileged: false
 //!     allowed_host_paths: [/srv/shared]
+//!   security:                    # permissive (the default for now) or strict
+//!     mode: strict
+//!     pki_dir: /var/lib/capstan/pki   # ca.pem, node.pem, node.key (the installer's)
 //! ```
 //!
 //! and every daemon section then defaults from it: coord's member id and members, each daemon's
@@ -72,6 +75,57 @@ pub struct ClusterConfig {
     /// section, so the API refuses what the agents would.
     #[serde(default, skip_serializing_if = "is_default_policy")]
     pub containers: capstan_types::ContainerPolicy,
+    /// The cluster's security mode: strict fills every daemon's `security` section with the
+    /// node's certificate (and the router's `cluster_tls`), so they speak mutual TLS and
+    /// verify every call.
+    #[serde(default, skip_serializing_if = "ClusterSecurity::is_default")]
+    pub security: ClusterSecurity,
+}
+
+/// The `cluster.security` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSecurity {
+    pub mode: crate::auth::SecurityMode,
+    /// The node's PKI directory: `ca.pem`, `node.pem`, `node.key` (as the installer writes).
+    pub pki_dir: std::path::PathBuf,
+}
+
+impl Default for ClusterSecurity {
+    fn default() -> Self {
+        ClusterSecurity {
+            mode: crate::auth::SecurityMode::Permissive,
+            pki_dir: std::path::PathBuf::from("/var/lib/capstan/pki"),
+        }
+    }
+}
+
+impl ClusterSecurity {
+    fn is_default(&self) -> bool {
+        *self == ClusterSecurity::default()
+    }
+
+    /// The node's certificate files.
+    pub fn files(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert_file: self.pki_dir.join("node.pem"),
+            key_file: self.pki_dir.join("node.key"),
+            ca_file: self.pki_dir.join("ca.pem"),
+        }
+    }
+
+    /// A daemon's `security` section under this mode (`None` when permissive: the daemons'
+    /// own default). `allow_plaintext` for the ports plain clients must still reach: the
+    /// master (pymesos frameworks, with credentials) and the agent (custom executors).
+    pub fn section(&self, allow_plaintext: bool) -> Option<serde_json::Value> {
+        (self.mode == crate::auth::SecurityMode::Strict).then(|| {
+            serde_json::json!({
+                "mode": "strict",
+                "tls": self.files(),
+                "allow_plaintext": allow_plaintext,
+            })
+        })
+    }
 }
 
 fn is_default_policy(p: &capstan_types::ContainerPolicy) -> bool {
@@ -109,6 +163,12 @@ impl ClusterConfig {
         }
         if self.name.is_empty() {
             out.push(ConfigProblem::new("cluster.name", "must not be empty"));
+        }
+        if !self.security.pki_dir.is_absolute() {
+            out.push(ConfigProblem::new(
+                "cluster.security.pki_dir",
+                "must be an absolute path",
+            ));
         }
         for (field, why) in self.containers.problems() {
             out.push(ConfigProblem::new(
@@ -169,6 +229,7 @@ impl ClusterConfig {
                 "dns_listen": self.at(ports::DNS),
                 "http_listen": self.at(ports::DNS_HTTP),
                 "masters": self.endpoints(ports::MASTER),
+                "coord_endpoints": self.endpoints(ports::COORD),
             },
             "bootstrap": {
                 "http_listen": Self::bootstrap_addr().to_string(),
@@ -177,12 +238,15 @@ impl ClusterConfig {
             "l4lb": {
                 "http_listen": self.at(ports::L4LB),
                 "masters": self.endpoints(ports::MASTER),
+                "coord_endpoints": self.endpoints(ports::COORD),
             },
             "agent": {
                 "listen": self.at(ports::AGENT),
                 "advertise_ip": self.advertise.to_string(),
                 "hostname": self.hostname(),
                 "masters": self.endpoints(ports::MASTER),
+                // Where a strict agent verifies administrators' and viewers' credentials.
+                "coord_endpoints": self.endpoints(ports::COORD),
                 "docker": {
                     "allow_privileged": self.containers.allow_privileged,
                     "allowed_host_paths": self.containers.allowed_host_paths,
@@ -232,7 +296,31 @@ impl ClusterConfig {
                 "container_policy": self.containers,
             });
         }
+        self.secure(&mut doc);
         serde_yaml_ng::to_value(doc).unwrap_or(Value::Null)
+    }
+
+    /// In strict mode, every daemon section present gets its `security` section (the router
+    /// its `cluster_tls`).
+    fn secure(&self, doc: &mut serde_json::Value) {
+        let Some(map) = doc.as_object_mut() else {
+            return;
+        };
+        for (daemon, section) in map.iter_mut() {
+            let plain = matches!(daemon.as_str(), "master" | "agent");
+            let secured = match daemon.as_str() {
+                "router" => Some(("cluster_tls", serde_json::json!(self.security.files()))),
+                "coord" | "master" | "apps" | "agent" | "catalog" | "swarm" | "dns" | "l4lb" => {
+                    self.security.section(plain).map(|s| ("security", s))
+                }
+                _ => None,
+            };
+            if let (Some((key, value)), Some(section)) = (secured, section.as_object_mut())
+                && self.security.mode == crate::auth::SecurityMode::Strict
+            {
+                section.insert(key.to_owned(), value);
+            }
+        }
     }
 
     /// The whole node config: the `cluster:` section, every section's defaults, and
@@ -311,7 +399,45 @@ mod tests {
             advertise: advertise.parse().unwrap(),
             hostname: None,
             containers: Default::default(),
+            security: Default::default(),
         }
+    }
+
+    #[test]
+    fn strict_mode_gives_every_daemon_the_node_certificate() {
+        let mut c = cluster("10.0.0.1");
+        assert!(c.defaults()["apps"].get("security").is_none());
+        c.security.mode = crate::auth::SecurityMode::Strict;
+        let d = c.defaults();
+        for daemon in [
+            "coord", "master", "apps", "agent", "catalog", "swarm", "dns", "l4lb",
+        ] {
+            assert_eq!(
+                d[daemon]["security"]["mode"],
+                Value::from("strict"),
+                "{daemon}"
+            );
+            assert_eq!(
+                d[daemon]["security"]["tls"]["key_file"],
+                Value::from("/var/lib/capstan/pki/node.key"),
+                "{daemon}"
+            );
+        }
+        assert_eq!(
+            d["master"]["security"]["allow_plaintext"],
+            Value::from(true)
+        );
+        assert_eq!(d["apps"]["security"]["allow_plaintext"], Value::from(false));
+        assert_eq!(
+            d["router"]["cluster_tls"]["ca_file"],
+            Value::from("/var/lib/capstan/pki/ca.pem")
+        );
+        // The section round-trips through a config file and is checked.
+        let doc = c.node_config(Value::Mapping(Mapping::new()));
+        assert_eq!(doc["cluster"]["security"]["mode"], Value::from("strict"));
+        c.security.pki_dir = "pki".into();
+        let fields: Vec<String> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["cluster.security.pki_dir"]);
     }
 
     #[test]

@@ -68,6 +68,16 @@ impl SecurityConfig {
         self.tls.as_ref().map(NodeTls::load).transpose()
     }
 
+    /// The TLS a strict daemon's own clients speak (to coord, the masters, apps, ...): the
+    /// node's certificate presented, only the cluster CA trusted. `None` in permissive mode,
+    /// where they speak plain HTTP.
+    pub fn client_tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, TlsError> {
+        if self.mode != SecurityMode::Strict {
+            return Ok(None);
+        }
+        Ok(self.node_tls()?.map(|t| t.client_config()))
+    }
+
     /// How the port speaks TLS, if it does: plain HTTP beside TLS in permissive mode, and in
     /// strict mode only if `allow_plaintext`.
     pub fn serving(&self, tls: Option<&NodeTls>) -> Option<TlsServing> {

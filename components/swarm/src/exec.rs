@@ -245,7 +245,11 @@ pub async fn feed_stdin(
             return;
         }
     };
-    let url = format!("http://{agent}/capstan/v1/tasks/{}/attach", encode(&task));
+    let url = format!(
+        "{}://{agent}/capstan/v1/tasks/{}/attach",
+        sw.cfg.agent_scheme(),
+        encode(&task)
+    );
     let resp = sw
         .http
         .post(&url)
@@ -299,7 +303,8 @@ pub async fn resize(sw: &Arc<Swarm>, id: &str, q: &HashMap<String, String>) -> A
         return Ok(StatusCode::OK.into_response());
     };
     let url = format!(
-        "http://{agent}/capstan/v1/tasks/{}/exec/{}/resize?h={h}&w={w}",
+        "{}://{agent}/capstan/v1/tasks/{}/exec/{}/resize?h={h}&w={w}",
+        sw.cfg.agent_scheme(),
         encode(&e.task_id),
         encode(&agent_exec)
     );
@@ -470,7 +475,11 @@ pub async fn start(sw: &Arc<Swarm>, id: &str, mut req: Request) -> Answer {
     if task_id != e.task_id {
         return Err(not_running(&c));
     }
-    let url = format!("http://{agent}/capstan/v1/tasks/{}/exec", encode(&task_id));
+    let url = format!(
+        "{}://{agent}/capstan/v1/tasks/{}/exec",
+        sw.cfg.agent_scheme(),
+        encode(&task_id)
+    );
     if e.attach_stdin && !detach {
         let Some(on_upgrade) = on_upgrade else {
             return Err(ApiError(
@@ -576,7 +585,8 @@ pub async fn inspect(sw: &Arc<Swarm>, id: &str) -> Answer {
         && e.running
     {
         let url = format!(
-            "http://{agent}/capstan/v1/tasks/{}/exec/{}",
+            "{}://{agent}/capstan/v1/tasks/{}/exec/{}",
+            sw.cfg.agent_scheme(),
             encode(&e.task_id),
             encode(&agent_exec)
         );
@@ -620,7 +630,11 @@ pub async fn inspect(sw: &Arc<Swarm>, id: &str) -> Answer {
 pub async fn top(sw: &Arc<Swarm>, reference: &str, q: &HashMap<String, String>) -> Answer {
     let c = sw.find(reference)?;
     let (agent, task_id) = task_agent(sw, &c).await?;
-    let mut url = format!("http://{agent}/capstan/v1/tasks/{}/top", encode(&task_id));
+    let mut url = format!(
+        "{}://{agent}/capstan/v1/tasks/{}/top",
+        sw.cfg.agent_scheme(),
+        encode(&task_id)
+    );
     if let Some(a) = q.get("ps_args").filter(|a| !a.is_empty()) {
         url.push_str(&format!("?ps_args={}", encode(a)));
     }
@@ -657,7 +671,11 @@ async fn sample(sw: &Swarm, c: &Container) -> Result<Value, ApiError> {
         return Ok(idle_stats(c));
     }
     let (agent, task_id) = task_agent(sw, c).await?;
-    let url = format!("http://{agent}/capstan/v1/tasks/{}/stats", encode(&task_id));
+    let url = format!(
+        "{}://{agent}/capstan/v1/tasks/{}/stats",
+        sw.cfg.agent_scheme(),
+        encode(&task_id)
+    );
     let resp = sw
         .http
         .get(&url)

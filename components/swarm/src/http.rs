@@ -58,6 +58,19 @@ pub fn router(swarm: Arc<Swarm>) -> axum::Router {
 
 /// The router of a swarm that campaigns for leadership ([`crate::leader`]): the full API once
 /// this instance leads, the standby's answers until then.
+/// What a call needs in strict mode (the guard in front of the port decides; permissive mode
+/// lets everything through to swarm's own token check): `/_ping`, `/version` and health
+/// nothing, so `docker version` and health checks work before a login; everything else an
+/// operator's role — reads included, since inspect and logs show containers' environments and
+/// output — or a master's certificate.
+pub fn access(method: &Method, path: &str) -> capstan_runtime::auth::Access {
+    use capstan_runtime::auth::{Access, Role};
+    match routes::route(method, path) {
+        Ok(Route::Ping | Route::Version | Route::Health) => Access::Public,
+        _ => Access::Role(Role::Operator),
+    }
+}
+
 pub(crate) fn front_router(front: Arc<Front>) -> axum::Router {
     axum::Router::new()
         .fallback(front_dispatch)
@@ -828,7 +841,7 @@ async fn log_source(sw: &Swarm, c: &Container) -> Option<(String, String)> {
     };
     let state: Value = sw
         .http
-        .get(format!("http://{agent}/state"))
+        .get(format!("{}://{agent}/state", sw.cfg.agent_scheme()))
         .send()
         .await
         .ok()?
@@ -852,7 +865,8 @@ async fn read_file(sw: &Swarm, agent: &str, path: &str, offset: u64) -> Option<(
     let v: Value = sw
         .http
         .get(format!(
-            "http://{agent}/files/read?path={}&offset={offset}&length=-1",
+            "{}://{agent}/files/read?path={}&offset={offset}&length=-1",
+            sw.cfg.agent_scheme(),
             encode(path)
         ))
         .send()
@@ -1187,4 +1201,37 @@ fn image_create(sw: &Swarm, q: &HashMap<String, String>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+    use capstan_runtime::auth::{Access, Role};
+
+    #[test]
+    fn ping_version_and_health_are_open_the_rest_needs_an_operator() {
+        for (m, p) in [
+            (Method::GET, "/_ping"),
+            (Method::HEAD, "/_ping"),
+            (Method::GET, "/v1.44/_ping"),
+            (Method::GET, "/version"),
+            (Method::GET, "/v1.51/version"),
+            (Method::GET, "/_capstan/health"),
+        ] {
+            assert_eq!(access(&m, p), Access::Public, "{m} {p}");
+        }
+        for (m, p) in [
+            (Method::GET, "/containers/json"),
+            (Method::GET, "/v1.44/info"),
+            (Method::POST, "/v1.44/containers/create"),
+            (Method::POST, "/containers/abc/start"),
+            (Method::GET, "/containers/abc/logs"),
+            (Method::POST, "/exec/abc/start"),
+            (Method::POST, "/_ping"),
+            (Method::GET, "/v0.1/_ping"),
+            (Method::GET, "/nope"),
+        ] {
+            assert_eq!(access(&m, p), Access::Role(Role::Operator), "{m} {p}");
+        }
+    }
 }

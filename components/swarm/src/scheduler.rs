@@ -48,6 +48,8 @@ pub async fn run(swarm: Arc<Swarm>, token: CancellationToken) {
     let client = MasterClient::for_masters(&swarm.cfg.masters, |c| {
         c.request_timeout = Duration::from_secs(60);
         c.max_record_len = MAX_EVENT_BYTES;
+        // Strict mode: mutual TLS with the node certificate (bare host:port masters are https).
+        c.tls = swarm.client_tls.clone();
     });
     let mut client = match client {
         Ok(c) => c,

@@ -1,5 +1,6 @@
 //! `Server::start`: binds the Docker API, starts the identity verifier when tokens are
-//! required and returns a handle. Without coord the swarm leads at once: it loads its records
+//! required (in strict mode the guard's, `capstan_iam::secure_api`, over TLS with the node
+//! certificate) and returns a handle. Without coord the swarm leads at once: it loads its records
 //! (in memory), starts the writer and the framework. With coord it campaigns first
 //! ([`crate::leader`]) and answers as a standby until elected.
 
@@ -20,7 +21,7 @@ const RETRY: Duration = Duration::from_millis(500);
 /// How long a stopping swarm lets open requests finish.
 const SERVE_DRAIN: Duration = Duration::from_secs(10);
 
-use crate::config::{Config, http_url};
+use crate::config::Config;
 use crate::leader::{Front, Stopped, candidate_address};
 use crate::state::{Swarm, write_records};
 use crate::store::{Store, StoreError};
@@ -41,6 +42,10 @@ pub enum StartError {
     Load(#[source] StoreError),
     #[error("cannot start the token verifier")]
     Iam(#[source] capstan_iam::IamError),
+    #[error("cannot load the node's TLS identity")]
+    Tls(#[source] capstan_runtime::tls::TlsError),
+    #[error("cannot secure the Docker API")]
+    Security(#[source] capstan_iam::GuardError),
 }
 
 pub struct Server;
@@ -101,17 +106,49 @@ impl Server {
             source,
         })?;
         let shutdown = shutdown.child_token();
+        // In strict mode swarm's own calls (coord, the masters, the agents) present the node's
+        // certificate over https.
+        let client_tls = config.security.client_tls().map_err(StartError::Tls)?;
         let coord = if config.coord_endpoints.is_empty() {
             None
         } else {
-            let endpoints: Vec<String> =
-                config.coord_endpoints.iter().map(|e| http_url(e)).collect();
-            Some(capstan_coord_client::Client::new(endpoints).map_err(StartError::Coord)?)
+            // Bare endpoints are http, or https with the node certificate in strict mode.
+            let opts = capstan_coord_client::ClientOptions {
+                tls: client_tls.clone(),
+                ..capstan_coord_client::ClientOptions::default()
+            };
+            Some(
+                capstan_coord_client::Client::with_options(&config.coord_endpoints, opts)
+                    .map_err(StartError::Coord)?,
+            )
         };
         let store = Store::new(coord.clone(), &config.coord_prefix);
         // coord may still be electing when swarm starts with it: retry for a while.
         let deadline = tokio::time::Instant::now() + COORD_WAIT;
-        let iam = match (&coord, config.auth.required) {
+        // In strict mode the guard in front of the port verifies every caller (with roles);
+        // swarm's own token check is the permissive mode's.
+        let (guard, serving) = loop {
+            match capstan_iam::secure_api(
+                "swarm",
+                &config.security,
+                coord.as_ref(),
+                Arc::new(crate::http::access),
+                &shutdown,
+            )
+            .await
+            {
+                Ok(g) => break g,
+                Err(e @ capstan_iam::GuardError::Identity(_))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    warn!(error = %capstan_types::Chain(&e), "Cannot load the identity records yet; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(e) => return Err(StartError::Security(e)),
+            }
+        };
+        let token_check = config.auth.required && !config.strict();
+        let iam = match (&coord, token_check) {
             (Some(coord), true) => {
                 let mut opts = capstan_iam::Options::default();
                 if let Some(p) = &config.auth.iam_prefix {
@@ -132,7 +169,11 @@ impl Server {
             }
             _ => None,
         };
-        let http = reqwest::Client::builder()
+        let mut http = capstan_http_client::builder();
+        if let Some(tls) = &client_tls {
+            http = capstan_http_client::with_tls(http, tls);
+        }
+        let http = http
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .no_proxy()
@@ -150,6 +191,7 @@ impl Server {
             config: config.clone(),
             store,
             http,
+            client_tls,
             iam,
             shutdown: shutdown.clone(),
         };
@@ -164,12 +206,19 @@ impl Server {
             Some(coord) => Mode::Campaign(coord, Box::new(parts)),
         };
         let app = crate::http::front_router(front.clone());
-        info!(addr = %addr, masters = ?config.masters, "Docker API listening");
+        info!(addr = %addr, masters = ?config.masters, mode = ?config.security.mode, tls = serving.is_some(), "Docker API listening");
         let stop = shutdown.clone();
         let serve_stop = shutdown.clone();
         let mut serve = tokio::spawn(async move {
             let limits = capstan_runtime::HttpLimits::default();
-            let serve = capstan_runtime::serve(listener, app, limits, serve_stop.clone());
+            let serve = capstan_runtime::serve_secured(
+                listener,
+                app,
+                limits,
+                guard,
+                serving,
+                serve_stop.clone(),
+            );
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "Docker API stopped");
             }
@@ -289,6 +338,7 @@ struct Parts {
     config: Config,
     store: Store,
     http: reqwest::Client,
+    client_tls: Option<Arc<rustls::ClientConfig>>,
     iam: Option<capstan_iam::Iam>,
     shutdown: CancellationToken,
 }
@@ -315,6 +365,7 @@ impl Parts {
             config,
             store,
             http,
+            client_tls,
             iam,
             shutdown,
         } = self;
@@ -363,7 +414,14 @@ impl Parts {
             auth = config.auth.required,
             "Loaded container records"
         );
-        let (swarm, jobs) = Swarm::new(config, store, containers, networks, http, iam);
+        let (swarm, jobs) = Swarm::new(
+            config,
+            store,
+            containers,
+            networks,
+            crate::state::Clients { http, client_tls },
+            iam,
+        );
         swarm.with(|s| s.volumes = volumes.into_iter().map(|v| (v.name.clone(), v)).collect());
         let writer = tokio::spawn(write_records(swarm.clone(), jobs));
         let scheduler = tokio::spawn(crate::scheduler::run(swarm.clone(), shutdown));

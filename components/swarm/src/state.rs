@@ -72,10 +72,23 @@ pub struct Swarm {
     pub conn: watch::Sender<Option<Conn>>,
     /// Wakes the scheduler: a start is waiting for an offer.
     pub kick: Notify,
+    /// swarm's client of the agents and the masters' state (with the node certificate in
+    /// strict mode).
     pub http: reqwest::Client,
+    /// The TLS swarm's clients speak in strict mode (`SecurityConfig::client_tls`): the
+    /// framework's subscription to the masters presents it.
+    pub client_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub iam: Option<capstan_iam::Iam>,
     /// Live `/events` listeners.
     pub events: tokio::sync::broadcast::Sender<Event>,
+}
+
+/// swarm's outbound clients.
+pub struct Clients {
+    /// To the agents and the masters' state endpoints.
+    pub http: reqwest::Client,
+    /// The TLS of strict mode, for the masters' client.
+    pub client_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Why a container cannot be named or found.
@@ -97,9 +110,10 @@ impl Swarm {
         store: Store,
         containers: Vec<Container>,
         networks: Vec<NetworkRecord>,
-        http: reqwest::Client,
+        clients: Clients,
         iam: Option<capstan_iam::Iam>,
     ) -> (std::sync::Arc<Swarm>, mpsc::Receiver<WriteJob>) {
+        let Clients { http, client_tls } = clients;
         let (writer, jobs) = mpsc::channel(256);
         let state = State {
             containers: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
@@ -119,6 +133,7 @@ impl Swarm {
             conn: watch::Sender::new(None),
             kick: Notify::new(),
             http,
+            client_tls,
             iam,
             events: tokio::sync::broadcast::Sender::new(256),
         };

@@ -130,7 +130,8 @@ async fn remove_on_agent(sw: &Swarm, r: &VolumeRecord) -> Result<(), String> {
         .ok_or_else(|| format!("agent {} ({}) is not registered", p.agent_host, p.agent_id))?
         .to_owned();
     let url = format!(
-        "http://{agent}/capstan/v1/docker-volumes/{}",
+        "{}://{agent}/capstan/v1/docker-volumes/{}",
+        sw.cfg.agent_scheme(),
         encode(&crate::translate::engine_volume(&r.name))
     );
     let resp = sw

@@ -31,7 +31,7 @@ fn json_error(v: &Value) -> String {
 #[tokio::test]
 async fn ping_version_and_errors_look_like_dockers() -> anyhow::Result<()> {
     let (server, base) = start().await?;
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let head = http.head(format!("{base}/_ping")).send().await?;
     ensure!(head.status() == 200);
     let h = head.headers();
@@ -91,7 +91,7 @@ async fn ping_version_and_errors_look_like_dockers() -> anyhow::Result<()> {
 #[tokio::test]
 async fn created_containers_are_listed_inspected_and_named_uniquely() -> anyhow::Result<()> {
     let (server, base) = start().await?;
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let body = json!({"Image": "capstan/http", "Labels": {"app": "a"}, "Env": ["A=1"],
         "HostConfig": {"Memory": 67108864, "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}]}}});
     let r = http
@@ -213,7 +213,7 @@ async fn created_containers_are_listed_inspected_and_named_uniquely() -> anyhow:
 #[tokio::test]
 async fn networks_attach_containers_with_aliases_and_events_replay() -> anyhow::Result<()> {
     let (server, base) = start().await?;
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     // compose's create body for its project network.
     let created = http
         .post(format!("{base}/v1.38/networks/create"))

@@ -133,7 +133,7 @@ async fn one_swarm_leads_and_a_standby_takes_over() -> anyhow::Result<()> {
     let master = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .to_string();
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
 
     let a = swarm(&coord_addr, &master).await?;
     let b = swarm(&coord_addr, &master).await?;
@@ -238,7 +238,7 @@ async fn without_coord_the_one_swarm_leads() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let handle = capstan_swarm::Server::start_on(config, listener, stop.clone()).await?;
     let addr = handle.local_addr().to_string();
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     ensure!(leads(&http, &addr).await?);
     let (status, listed) = get(&http, &addr, "/v1.51/containers/json").await?;
     ensure!(status == 200 && listed == json!([]), "{status}: {listed}");

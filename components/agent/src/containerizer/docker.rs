@@ -39,9 +39,9 @@ const LOG_DRAIN: Duration = Duration::from_secs(10);
 pub const IMAGE_STORE_PORT: u16 = 7070;
 
 /// The image stores of the cluster's own masters (`host:port` of their Mesos API): the
-/// catalog on each master's host, `http://<host>:<port>`, once each, in order. Only these:
+/// catalog on each master's host, `<scheme>://<host>:<port>`, once each, in order. Only these:
 /// an agent never loads an image from anywhere else. Pure.
-pub fn image_store_urls(masters: &[String], port: u16) -> Vec<String> {
+pub fn image_store_urls(masters: &[String], port: u16, scheme: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for m in masters {
         let hostport = m
@@ -62,7 +62,7 @@ pub fn image_store_urls(masters: &[String], port: u16) -> Vec<String> {
         if host.is_empty() {
             continue;
         }
-        let url = format!("http://{host}:{port}");
+        let url = format!("{scheme}://{host}:{port}");
         if !out.contains(&url) {
             out.push(url);
         }
@@ -233,7 +233,7 @@ impl DockerContainerizer {
             docker,
             pull_timeout,
             image_stores: Vec::new(),
-            http: reqwest::Client::builder()
+            http: capstan_http_client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
@@ -242,9 +242,20 @@ impl DockerContainerizer {
     }
 
     /// Missing images are first looked for in these image stores (the cluster's masters,
-    /// [`image_store_urls`]) and `docker load`ed from there, before a registry pull.
-    pub fn with_image_stores(mut self, stores: Vec<String>) -> Self {
+    /// [`image_store_urls`]) and `docker load`ed from there, before a registry pull. With
+    /// `tls` (strict mode) the fetches present the node's certificate and trust only the CA.
+    pub fn with_image_stores(
+        mut self,
+        stores: Vec<String>,
+        tls: Option<&rustls::ClientConfig>,
+    ) -> Self {
         self.image_stores = stores;
+        if let Some(tls) = tls {
+            let builder = capstan_http_client::builder().connect_timeout(Duration::from_secs(5));
+            if let Ok(http) = capstan_http_client::with_tls(builder, tls).build() {
+                self.http = http;
+            }
+        }
         self
     }
 
@@ -885,18 +896,20 @@ mod tests {
         assert_eq!(
             image_store_urls(
                 &masters(&["127.0.1.1:5050", "127.0.1.2:5050", "127.0.1.1:5051"]),
-                7070
+                7070,
+                "http"
             ),
             ["http://127.0.1.1:7070", "http://127.0.1.2:7070"]
         );
         assert_eq!(
             image_store_urls(
                 &masters(&["http://m1:5050/", "[::1]:5050", "m2", ":5050", "[bad"]),
-                7070
+                7070,
+                "https"
             ),
-            ["http://m1:7070", "http://[::1]:7070", "http://m2:7070"]
+            ["https://m1:7070", "https://[::1]:7070", "https://m2:7070"]
         );
-        assert!(image_store_urls(&[], 7070).is_empty());
+        assert!(image_store_urls(&[], 7070, "http").is_empty());
         assert_eq!(store_name("capstan/busybox"), "capstan/busybox:latest");
         assert_eq!(store_name("capstan/bundle-test:1"), "capstan/bundle-test:1");
         assert_eq!(store_name("reg:5000/x"), "reg:5000/x:latest");

@@ -37,7 +37,7 @@ pub fn uuid_b64() -> (Vec<u8>, String) {
 }
 
 pub async fn call(base: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
+    capstan_http_client::client()
         .post(format!("{base}/api/v1/executor"))
         .header("Content-Type", "application/json")
         .header("Accept", "application/json")
@@ -104,14 +104,14 @@ async fn a_custom_executor_subscribes_gets_its_tasks_and_reports_their_states() 
     assert_eq!(r.status(), 400);
     let r = call(&base, update("TASK_RUNNING", &uuid_b64().1)).await;
     assert_eq!(r.status(), 403, "not subscribed yet");
-    let r = reqwest::Client::new()
+    let r = capstan_http_client::client()
         .post(format!("{base}/api/v1/executor"))
         .body("{}")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let r = reqwest::Client::new()
+    let r = capstan_http_client::client()
         .post(format!("{base}/api/v1/executor"))
         .header("Content-Type", "text/plain")
         .body("{}")

@@ -48,7 +48,7 @@ async fn two_instances_elect_one_leader_through_coord_and_fail_over_without_kill
         c.leader_lease_ttl = Duration::from_secs(2);
         c
     };
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let a = Server::start(config(), CancellationToken::new())
         .await
         .unwrap();
@@ -220,7 +220,7 @@ async fn killing_the_apps_leader_mid_deployment_lets_the_standby_finish_it_witho
         c.leader_lease_ttl = Duration::from_secs(2);
         c
     };
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let mut a = Killable::start(config());
     let a_addr = a.addr.to_string();
     wait_until("first instance elected", WAIT, async || {
@@ -415,7 +415,7 @@ async fn a_leader_dying_before_its_tasks_are_stored_has_launched_none_of_them() 
     };
     let mut a = Killable::start_with_store(config(), Arc::new(store));
     let a_url = format!("http://{}", a.addr);
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     wait_until("first instance elected", WAIT, async || {
         leader_of(&http, &a_url)
             .await
@@ -482,7 +482,7 @@ async fn an_acknowledged_app_survives_a_leader_killed_right_after_the_201() {
         c.leader_lease_ttl = Duration::from_secs(60);
         c
     };
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let mut a = Killable::start(config());
     let a_url = format!("http://{}", a.addr);
     wait_until("first instance elected", WAIT, async || {

@@ -85,7 +85,7 @@ async fn the_driver_follows_a_307_to_the_leading_master_and_resubscribes_after_a
     let apps = Apps {
         url: format!("http://{}", handle.local_addr()),
         handle: Some(handle),
-        http: reqwest::Client::new(),
+        http: capstan_http_client::client(),
     };
     apps.post(
         "/v2/apps",

@@ -36,7 +36,7 @@ impl Apps {
         Apps {
             handle: Some(handle),
             url,
-            http: reqwest::Client::new(),
+            http: capstan_http_client::client(),
         }
     }
 

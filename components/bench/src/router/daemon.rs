@@ -149,7 +149,7 @@ pub async fn start(bin: &Path, s: &Setup<'_>, cpu: usize) -> anyhow::Result<Rout
         .spawn()
         .context("starting the router")?;
     let mut router = Router { child, log };
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
     let url = format!(
@@ -178,7 +178,7 @@ pub async fn start(bin: &Path, s: &Setup<'_>, cpu: usize) -> anyhow::Result<Rout
 
 /// Logs in as the seeded administrator; the token.
 pub async fn login(http_port: u16) -> anyhow::Result<String> {
-    let client = reqwest::Client::builder()
+    let client = capstan_http_client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
     let url = format!("http://127.0.0.1:{http_port}/acs/api/v1/auth/login");

@@ -78,7 +78,7 @@ impl Cluster {
             url,
             apps_url,
             coord_url,
-            http: reqwest::Client::new(),
+            http: capstan_http_client::client(),
             _dir: dir,
         }
     }

@@ -112,7 +112,7 @@ async fn bad_input_is_answered_with_clear_errors_and_changes_nothing() {
     c.restart(1).await;
     c.wait_leader().await;
     let base = format!("http://{}", c.endpoint(1));
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
 
     let r = http
         .post(format!("{base}/v1/kv/put"))
@@ -259,7 +259,7 @@ async fn status_health_metrics_and_exhibitor_report_the_cluster() {
     assert_eq!(status.members.len(), 3);
     assert!(status.commit_index >= 1 && status.term >= 1);
 
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let base = format!("http://{}", c.endpoint(leader));
     let ex: serde_json::Value = http
         .get(format!("{base}/exhibitor/v1/cluster/status"))

@@ -15,6 +15,7 @@ fn quick() -> ClientOptions {
     ClientOptions {
         request_timeout: Duration::from_secs(2),
         retry_deadline: Duration::from_secs(3),
+        ..ClientOptions::default()
     }
 }
 

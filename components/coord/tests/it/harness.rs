@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use capstan_coord::{Config, MemberConfig, Server, ServerHandle};
 use capstan_coord_client::{Client, ClientOptions, PeerToken};
+use capstan_runtime::SecurityConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -123,6 +124,8 @@ pub struct Cluster {
     /// Raft heartbeat; also openraft's AppendEntries timeout. Elections time out after
     /// 240 ms more than a heartbeat, up to twice that.
     pub heartbeat_ms: u64,
+    /// Each member's `security` section (permissive when absent).
+    pub security: BTreeMap<u64, SecurityConfig>,
     token: CancellationToken,
 }
 
@@ -147,6 +150,17 @@ impl Cluster {
         snapshot_every: u64,
         heartbeat_ms: u64,
     ) -> Cluster {
+        Cluster::build_secured(n, proxies, snapshot_every, heartbeat_ms, BTreeMap::new()).await
+    }
+
+    /// Like [`Cluster::build_with`], each member with its `security` section.
+    pub async fn build_secured(
+        n: u64,
+        proxies: bool,
+        snapshot_every: u64,
+        heartbeat_ms: u64,
+        security: BTreeMap<u64, SecurityConfig>,
+    ) -> Cluster {
         init_tracing();
         let mut c = Cluster {
             root: tempfile::tempdir().expect("temp dir"),
@@ -157,6 +171,7 @@ impl Cluster {
             snapshot_every,
             watch_history: 10_000,
             heartbeat_ms,
+            security,
             token: CancellationToken::new(),
         };
         let mut listeners = BTreeMap::new();
@@ -221,6 +236,7 @@ impl Cluster {
             request_timeout_ms: 8_000,
             dial_overrides,
             peer_secret: Some(PEER_SECRET.to_owned()),
+            security: self.security.get(&id).cloned().unwrap_or_default(),
             ..Config::default()
         }
     }

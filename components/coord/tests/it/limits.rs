@@ -25,7 +25,7 @@ fn b64(bytes: &[u8]) -> String {
 
 /// POSTs `body`; `/raft/*` requests as a member (with the peer token).
 async fn post(base: &str, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = capstan_http_client::client()
         .post(format!("{base}{path}"))
         .header("content-type", "application/json");
     if path.starts_with("/raft/") {
@@ -142,7 +142,7 @@ async fn a_watch_from_beyond_the_next_revision_is_refused() {
         );
     }
     // The next revision is a valid start: the first line is progress at the current one.
-    let r = reqwest::Client::new()
+    let r = capstan_http_client::client()
         .post(format!("{base}/v1/watch"))
         .body(json!({"key": "/w", "start_revision": current + 1}).to_string())
         .send()
@@ -242,6 +242,7 @@ async fn a_snapshot_of_several_chunks_installs_under_the_snapshot_body_limit() {
     let patient = ClientOptions {
         request_timeout: Duration::from_secs(30),
         retry_deadline: Duration::from_secs(60),
+        ..ClientOptions::default()
     };
     let client = c.client_for(&c.addrs.keys().copied().collect::<Vec<_>>(), patient);
     // Putting the same value twice is harmless: retried when its outcome is unknown.

@@ -296,6 +296,7 @@ async fn run_seed(seed: u64, millis: u64) {
     let opts = ClientOptions {
         request_timeout: Duration::from_millis(1500),
         retry_deadline: Duration::from_secs(2),
+        ..ClientOptions::default()
     };
     let clients: Vec<_> = (0..3)
         .map(|i| {

@@ -34,7 +34,7 @@ enum As {
 }
 
 async fn post_as(who: As, addr: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = capstan_http_client::client()
         .post(format!("http://{addr}{path}"))
         .header("content-type", "application/json")
         .body(body);
@@ -503,7 +503,7 @@ async fn the_peer_secret_file_must_be_private_and_its_token_is_accepted() {
     })
     .await;
     let member = PeerToken::from_file(&secret).unwrap();
-    let r = reqwest::Client::new()
+    let r = capstan_http_client::client()
         .post(format!("http://{addr}/raft/read-index"))
         .header(PEER_TOKEN_HEADER, member.as_str())
         .send()

@@ -207,7 +207,7 @@ async fn every_builtin_package_installs_runs_is_reached_updates_and_uninstalls()
         }
     }
     let m = cluster.master_ip(1);
-    let http = reqwest::Client::builder()
+    let http = capstan_http_client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
     let apps_url = |name: &str| format!("http://{m}:8080/v2/apps/{name}");
@@ -460,7 +460,7 @@ async fn a_bundle_moves_a_package_and_its_image_to_a_cluster_with_no_registry() 
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(said.contains(BUNDLE_IMAGE), "{said}");
 
-    let http = reqwest::Client::builder()
+    let http = capstan_http_client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
     let m = cluster.master_ip(1);

@@ -282,7 +282,7 @@ async fn vips_resolve_spread_fail_over_share_and_survive_an_l4lb_restart() -> an
     let net = dev.net;
     let c = Cluster {
         apps: format!("http://{master}:8080"),
-        http: reqwest::Client::new(),
+        http: capstan_http_client::client(),
         master,
         dev,
     };

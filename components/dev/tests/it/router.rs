@@ -83,7 +83,7 @@ async fn shared() -> anyhow::Result<&'static Shared> {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    capstan_http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()
@@ -485,7 +485,7 @@ async fn next_event_with(
 }
 
 async fn open_events(base: &str, token: &str) -> anyhow::Result<reqwest::Response> {
-    let resp = reqwest::Client::new()
+    let resp = capstan_http_client::client()
         .get(format!("{base}/service/marathon/v2/events"))
         .header("Authorization", auth(token))
         .header("Accept", "text/event-stream")

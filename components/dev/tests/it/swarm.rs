@@ -74,7 +74,7 @@ impl Docker<'_> {
 }
 
 async fn login(router: &str, password: &str) -> anyhow::Result<String> {
-    let v: Value = reqwest::Client::new()
+    let v: Value = capstan_http_client::client()
         .post(format!("{router}/acs/api/v1/auth/login"))
         .json(&json!({"uid": "admin", "password": password}))
         .send()
@@ -196,7 +196,7 @@ async fn the_docker_cli_runs_inspects_logs_stops_and_removes_containers_on_the_c
         binding["HostPort"].as_str().context("HostPort")?,
     );
     ensure!(ps.contains(&format!("{agent}:{port}->80/tcp")), "{ps}");
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let url = format!("http://{agent}:{port}/");
     wait_until(
         "the published port answers",
@@ -1055,7 +1055,7 @@ async fn the_python_sdk_and_compose_run_containers_on_the_cluster() -> anyhow::R
         binding["HostIp"].as_str().context("HostIp")?,
         binding["HostPort"].as_str().context("HostPort")?
     );
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     wait_until(
         "compose's web answers",
         Duration::from_secs(30),

@@ -70,7 +70,7 @@ async fn a_task_launched_through_the_real_master_is_resolvable_and_gone_when_kil
     })
     .await?;
 
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     let sub = http
         .post(format!("{base}/api/v1/scheduler"))
         .header("Content-Type", "application/json")

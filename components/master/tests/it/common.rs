@@ -31,7 +31,7 @@ impl Master {
         Master {
             handle: Some(handle),
             base,
-            client: reqwest::Client::new(),
+            client: capstan_http_client::client(),
         }
     }
 

@@ -47,7 +47,7 @@ async fn standby_redirects_to_the_leader_and_takes_over_with_the_registry() -> a
     let dir = capstan_testkit::temp_dir()?;
     let coord_token = CancellationToken::new();
     let coord = start_coord(dir.path(), coord_token.clone()).await?;
-    let no_redirect = reqwest::Client::builder()
+    let no_redirect = capstan_http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
 
@@ -155,7 +155,7 @@ async fn leader_that_cannot_renew_its_lease_stops_serving() -> anyhow::Result<()
     let dir = capstan_testkit::temp_dir()?;
     let coord_token = CancellationToken::new();
     let coord = start_coord(dir.path(), coord_token.clone()).await?;
-    let no_redirect = reqwest::Client::builder()
+    let no_redirect = capstan_http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let m = Master::start_with(ha_config(&coord)).await;
@@ -188,7 +188,7 @@ async fn a_subscription_is_acknowledged_only_once_coord_has_it() -> anyhow::Resu
     // Long enough that the blocked window below cannot cost the lease.
     cfg.coord.lease_ttl = Duration::from_secs(30);
     let m = Master::start_with(cfg).await;
-    let client = reqwest::Client::new();
+    let client = capstan_http_client::client();
     capstan_testkit::wait_until("the master leads", WAIT, async || {
         status(&client, &format!("{}/master/state", m.base)).await == 200
     })

@@ -60,7 +60,7 @@ async fn state_endpoints_and_version_follow_mesos_shapes() -> anyhow::Result<()>
     let body = r.text().await?;
     assert!(body.starts_with("cb({") && body.ends_with("});"), "{body}");
 
-    let no_redirect = reqwest::Client::builder()
+    let no_redirect = capstan_http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let r = no_redirect

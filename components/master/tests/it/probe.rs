@@ -119,7 +119,7 @@ async fn bodies_over_the_limit_are_answered_413_on_every_v1_api() -> anyhow::Res
 async fn read_endpoints_answer_405_with_allow_to_methods_other_than_get_and_head()
 -> anyhow::Result<()> {
     let m = Master::start().await;
-    let no_redirect = reqwest::Client::builder()
+    let no_redirect = capstan_http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let reads = [

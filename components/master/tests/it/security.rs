@@ -51,7 +51,7 @@ async fn strict_master_verifies_frameworks_agents_and_readers() -> Result<()> {
         allow_plaintext: true,
     };
     let m = Master::start_with(cfg).await;
-    let http = reqwest::Client::new();
+    let http = capstan_http_client::client();
     // A POST without a body, or with `call` as its JSON body (the operator API).
     let send =
         async |path: &str, auth: Option<&str>, post: bool, call: Option<&str>| -> Result<u16> {

@@ -107,6 +107,26 @@ async fn redirect_http_sends_plain_requests_to_https() {
         resp.headers()["location"],
         format!("https://127.0.0.1:{}/metadata?x=1", https.port())
     );
+    // What a node fetches before it trusts the cluster, and the version, stay plain; a login
+    // (a write) and the console do not.
+    for (path, plain) in [
+        ("/ca/dcos-ca.crt", true),
+        ("/dcos-metadata/dcos-version.json", true),
+        ("/dcos-metadata/dcos-version.json?probe=1", true),
+        ("/", false),
+        ("/acs/api/v1/users", false),
+        ("/ca/dcos-ca.crt/", false),
+    ] {
+        let resp = http().get(router.url(path)).send().await.unwrap();
+        assert_eq!(resp.status() != 301, plain, "{path}: {}", resp.status());
+    }
+    let login = http()
+        .post(router.url("/acs/api/v1/auth/login"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 301);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -548,7 +548,7 @@ impl Drop for RouterHandle {
 
 /// An HTTP client that does not follow redirects.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    capstan_http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
