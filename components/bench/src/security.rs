@@ -188,8 +188,13 @@ async fn start_side(mode: SecurityMode, pki: &Pki, dir: &std::path::Path) -> any
     } else {
         (None, None)
     };
-    // No master: the apps are stored with no instances; the API is what is timed.
-    let mut apps_cfg = capstan_apps::Config::for_tests("127.0.0.1:1");
+    // No master (its subscription retried with the default backoff): the apps are stored
+    // with no instances; the API is what is timed. Default (production) timers.
+    let mut apps_cfg = capstan_apps::Config {
+        listen: ([127, 0, 0, 1], 0).into(),
+        masters: vec!["127.0.0.1:1".into()],
+        ..capstan_apps::Config::default()
+    };
     apps_cfg.store.coord_endpoints = vec![coord_addr.clone()];
     apps_cfg.security = security;
     let apps = capstan_apps::Server::start(apps_cfg, CancellationToken::new())
@@ -593,7 +598,12 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
         format!(
             "coord: {WRITERS} writers over one pool of keep-alive connections put {n_writes} \
              keys per mode in {rounds} rounds of alternating order; every write is durable \
-             (fsync), so the disk bounds both modes alike."
+             (fsync), so the disk bounds both modes alike. Strict / permissive per round: {}.",
+            m.round_ratios
+                .iter()
+                .map(|r| format!("{r:.2}×"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         format!(
             "apps: {n_gets} sequential requests per endpoint and mode over keep-alive \
@@ -613,6 +623,8 @@ pub async fn run(quick: bool) -> anyhow::Result<Section> {
 struct Measured {
     /// `[permissive, strict]` in every field.
     writes: [Writes; 2],
+    /// Strict / permissive writes/s of each round.
+    round_ratios: Vec<f64>,
     list: [Vec<Duration>; 2],
     info: [Vec<Duration>; 2],
     fresh: [Vec<Duration>; 2],
@@ -638,9 +650,11 @@ async fn measure(
         );
     }
     let mut totals = [Writes::default(), Writes::default()];
+    let mut round_ratios = Vec::with_capacity(rounds);
     let per_round = n_writes.div_ceil(rounds);
     for round in 0..rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut rates = [0.0f64; 2];
         for s in order {
             let w = writes(
                 sides[s],
@@ -649,8 +663,10 @@ async fn measure(
                 write_budget / rounds as u32,
             )
             .await;
+            rates[s] = w.per_s();
             totals[s].add(w);
         }
+        round_ratios.push(rates[1] / rates[0].max(1e-9));
     }
 
     for side in sides {
@@ -664,6 +680,7 @@ async fn measure(
     ];
     Ok(Measured {
         writes: totals,
+        round_ratios,
         list,
         info,
         fresh,
