@@ -128,7 +128,14 @@ impl Server {
         } else {
             "http"
         };
-        let http = outbound(capstan_http_client::builder())
+        // Resources of repositories (`/package/resource`) come from anywhere a repository
+        // names: that client trusts the system's roots and presents no node certificate.
+        let http = capstan_http_client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap_or_default();
+        let masters_http = outbound(capstan_http_client::builder())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .build()
@@ -145,7 +152,7 @@ impl Server {
         let state = Arc::new(AppState {
             repos,
             apps,
-            masters: Masters::new(&config.masters, scheme, http.clone()),
+            masters: Masters::new(&config.masters, scheme, masters_http),
             http,
             images: crate::images::ImageStore::new(&config.images_dir),
         });
