@@ -49,12 +49,18 @@ impl Store {
 
     /// Every stored container.
     pub async fn load(&self) -> Result<Vec<Container>, StoreError> {
+        self.load_all("containers").await
+    }
+
+    /// Every record stored under `<prefix>/<kind>/`, decoded.
+    async fn load_all<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<T>, StoreError> {
         let Some(coord) = &self.coord else {
             return Ok(Vec::new());
         };
-        let list = coord
-            .list_all(&format!("{}/containers/", self.prefix))
-            .await?;
+        let list = coord.list_all(&format!("{}/{kind}/", self.prefix)).await?;
         list.kvs
             .into_iter()
             .map(|kv| {
@@ -87,21 +93,7 @@ impl Store {
 
     /// Every stored user network.
     pub async fn load_networks(&self) -> Result<Vec<NetworkRecord>, StoreError> {
-        let Some(coord) = &self.coord else {
-            return Ok(Vec::new());
-        };
-        let list = coord
-            .list_all(&format!("{}/networks/", self.prefix))
-            .await?;
-        list.kvs
-            .into_iter()
-            .map(|kv| {
-                serde_json::from_slice(&kv.value).map_err(|source| StoreError::Decode {
-                    key: kv.key.clone(),
-                    source,
-                })
-            })
-            .collect()
+        self.load_all("networks").await
     }
 
     pub async fn put_network(&self, n: &NetworkRecord) -> Result<(), StoreError> {
@@ -125,19 +117,7 @@ impl Store {
 
     /// Every stored named volume.
     pub async fn load_volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
-        let Some(coord) = &self.coord else {
-            return Ok(Vec::new());
-        };
-        let list = coord.list_all(&format!("{}/volumes/", self.prefix)).await?;
-        list.kvs
-            .into_iter()
-            .map(|kv| {
-                serde_json::from_slice(&kv.value).map_err(|source| StoreError::Decode {
-                    key: kv.key.clone(),
-                    source,
-                })
-            })
-            .collect()
+        self.load_all("volumes").await
     }
 
     pub async fn put_volume(&self, v: &VolumeRecord) -> Result<(), StoreError> {
