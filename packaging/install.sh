@@ -91,8 +91,17 @@ check_proof() {
   cp_ca_hash=$1
   cp_nonce=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
   cp_url=${CAPSTAN_PROOF_URL:-https://$SERVER/v1/cluster/ca-proof}
-  curl -fsSL -k --max-time 30 -o "$WORK/proof" "$cp_url?token=$TOKEN_ID&nonce=$cp_nonce" </dev/null \
-    || die "cannot fetch the CA proof from $cp_url: is $SERVER a Capstan master, and reachable?"
+  # A master whose `cluster init` is still running answers 503 (not initialized): wait for it.
+  cp_tries=0
+  until cp_code=$(curl -fsSL -k --max-time 30 -o "$WORK/proof" -w '%{http_code}' \
+    "$cp_url?token=$TOKEN_ID&nonce=$cp_nonce" </dev/null); do
+    if [ "$cp_code" != 503 ] || [ "$cp_tries" -ge 60 ]; then
+      die "cannot fetch the CA proof from $cp_url (HTTP ${cp_code:-000}): is $SERVER a Capstan master, and reachable?"
+    fi
+    [ "$cp_tries" -gt 0 ] || say "$SERVER is still creating its cluster; waiting"
+    cp_tries=$((cp_tries + 1))
+    sleep 2
+  done
   cp_key=$(printf '%s' "$TOKEN_SECRET" | sha256sum | cut -d' ' -f1)
   cp_want=$(printf 'capstan-ca-proof\n%s\n%s\n%s' "$cp_key" "$cp_nonce" "$cp_ca_hash" | sha256sum | cut -d' ' -f1)
   cp_got=$(tr -d ' \n' <"$WORK/proof")

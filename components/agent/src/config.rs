@@ -9,6 +9,7 @@
 //!   masters: [10.0.0.1:5050]        # empty: standalone; https://host:port, or host:port over TLS in strict mode
 //!   public: false                   # true: resources carry the slave_public role
 //!   attributes: ["rack:r1"]
+//!   domain: {region: eu-west, zone: eu-west-1a}  # fault domain, for @region/@zone constraints
 //!   resources: {cpus: 4, mem: 7000, disk: 10000, ports: "[31000-32000]"}  # unset: detected
 //!   docker:
 //!     host: unix:///var/run/docker.sock
@@ -70,6 +71,9 @@ pub struct Config {
     pub resources: ResourcesConfig,
     /// Attributes as `name:value` (`rack:r1`, `zone:a`).
     pub attributes: Vec<String>,
+    /// The agent's fault domain, sent with its offers (Marathon's `@region` and `@zone`
+    /// constraint fields).
+    pub domain: Option<DomainConfig>,
     /// Docker containerizer settings.
     pub docker: DockerConfig,
     /// Grace period between SIGTERM and SIGKILL when a task has no kill policy.
@@ -104,12 +108,38 @@ impl Default for Config {
             public: false,
             resources: ResourcesConfig::default(),
             attributes: Vec::new(),
+            domain: None,
             docker: DockerConfig::default(),
             default_kill_grace: Duration::from_secs(5),
             status_update_retry: Duration::from_secs(10),
             executor_reregistration_timeout: Duration::from_secs(20),
             coord_endpoints: Vec::new(),
             security: SecurityConfig::default(),
+        }
+    }
+}
+
+/// A fault domain: both names are required, as in Mesos' `DomainInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    pub region: String,
+    pub zone: String,
+}
+
+impl DomainConfig {
+    /// The Mesos message agents put in their `AgentInfo`.
+    pub fn to_proto(&self) -> capstan_proto::mesos::v1::DomainInfo {
+        use capstan_proto::mesos::v1::domain_info::{FaultDomain, fault_domain};
+        capstan_proto::mesos::v1::DomainInfo {
+            fault_domain: Some(FaultDomain {
+                region: fault_domain::RegionInfo {
+                    name: self.region.clone(),
+                },
+                zone: fault_domain::ZoneInfo {
+                    name: self.zone.clone(),
+                },
+            }),
         }
     }
 }
@@ -270,6 +300,13 @@ impl Validate for Config {
                 problems.push(ConfigProblem::new(format!("attributes[{i}]"), e));
             }
         }
+        if let Some(d) = &self.domain {
+            for (field, name) in [("domain.region", &d.region), ("domain.zone", &d.zone)] {
+                if name.trim().is_empty() {
+                    problems.push(ConfigProblem::new(field, "must not be empty"));
+                }
+            }
+        }
         if self.docker.pull_timeout.is_zero() {
             problems.push(ConfigProblem::new("docker.pull_timeout", "must be above 0"));
         }
@@ -307,6 +344,10 @@ mod tests {
             work_dir: PathBuf::from("relative"),
             masters: vec!["nohost".into()],
             attributes: vec!["noval".into()],
+            domain: Some(DomainConfig {
+                region: "eu".into(),
+                zone: " ".into(),
+            }),
             resources: ResourcesConfig {
                 cpus: Some(-1.0),
                 ports: "[32000-31000]".into(),
@@ -322,7 +363,8 @@ mod tests {
                 "masters[0]",
                 "resources.cpus",
                 "resources.ports",
-                "attributes[0]"
+                "attributes[0]",
+                "domain.zone"
             ]
         );
     }
@@ -345,6 +387,12 @@ mod tests {
         assert_eq!(node.agent.validate(), vec![]);
         assert_eq!(node.agent.resources.cpus, Some(4.0));
         assert_eq!(node.agent.docker.pull_timeout, Duration::from_secs(300));
+        let domain = node.agent.domain.expect("a fault domain").to_proto();
+        let fd = domain.fault_domain.expect("a fault domain");
+        assert_eq!(
+            (&*fd.region.name, &*fd.zone.name),
+            ("eu-west", "eu-west-1a")
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ use capstan_mesos_client::{
 };
 use capstan_proto::capstan::agent::v1::{Call, Event, RunningTask, call, event};
 use capstan_proto::mesos::v1::{
-    AgentId, AgentInfo, Attribute, ExecutorId, FrameworkId, Resource, TaskState, TaskStatus,
+    AgentId, AgentInfo, Attribute, DomainInfo, ExecutorId, FrameworkId, Resource, TaskState,
+    TaskStatus,
 };
 use capstan_types::{Backoff, Chain};
 use reqwest::StatusCode;
@@ -47,6 +48,7 @@ pub struct LinkConfig {
     pub port: u16,
     pub resources: Vec<Resource>,
     pub attributes: Vec<Attribute>,
+    pub domain: Option<DomainInfo>,
     pub update_retry: Duration,
     /// Speak TLS to the masters with this (the node's certificate, in strict mode).
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -157,6 +159,7 @@ fn subscribe_call(cfg: &LinkConfig, tasks: &TaskManagerHandle) -> Call {
                 resources: cfg.resources.clone(),
                 attributes: cfg.attributes.clone(),
                 id,
+                domain: cfg.domain.clone(),
             },
             tasks: running,
             ip: Some(cfg.ip.clone()),

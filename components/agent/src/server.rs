@@ -274,6 +274,7 @@ impl Server {
                 port: local_addr.port(),
                 resources: resources.to_proto(),
                 attributes: attributes.clone(),
+                domain: config.domain.as_ref().map(|d| d.to_proto()),
                 update_retry: config.status_update_retry,
                 tls: security.client.clone(),
             };

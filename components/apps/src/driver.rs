@@ -7,9 +7,14 @@
 use std::time::Duration;
 
 use capstan_mesos_client::{Calls, MasterClient, SessionEnd, StreamError, Subscription, reconnect};
+use capstan_proto::mesos::v1 as pb;
+use capstan_proto::mesos::v1::TaskStatus;
+use capstan_proto::mesos::v1::scheduler::event::Type as EventType;
+use capstan_proto::mesos::v1::scheduler::{Call, Event, call};
+use capstan_types::FrameworkId;
 use capstan_types::{Backoff, Chain, ClientCredential};
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -49,7 +54,7 @@ pub struct DriverConfig {
 #[derive(Debug, Clone)]
 struct Conn {
     calls: Calls,
-    framework_id: String,
+    framework_id: capstan_types::FrameworkId,
 }
 
 /// Why one subscription ended.
@@ -61,22 +66,42 @@ enum Ended {
 }
 
 /// The SUBSCRIBE call apps sends.
-pub fn subscribe_call(cfg: &DriverConfig, framework_id: Option<&str>) -> Value {
-    let mut fi = json!({
-        "user": cfg.user, "name": cfg.framework_name, "failover_timeout": cfg.failover_timeout_secs,
-        "checkpoint": true, "role": cfg.role, "hostname": cfg.hostname, "webui_url": cfg.webui_url,
-        "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}],
+pub fn subscribe_call(cfg: &DriverConfig, framework_id: Option<&str>) -> Call {
+    use pb::framework_info::{Capability, capability};
+    let id = framework_id.map(|id| pb::FrameworkId {
+        value: id.to_string(),
     });
-    if let Some((principal, _)) = &cfg.credential {
-        fi["principal"] = json!(principal);
+    #[allow(deprecated)] // Single-role framework: `role`, as Marathon registers.
+    let framework_info = pb::FrameworkInfo {
+        user: cfg.user.clone(),
+        name: cfg.framework_name.clone(),
+        id: id.clone(),
+        failover_timeout: Some(cfg.failover_timeout_secs),
+        checkpoint: Some(true),
+        role: Some(cfg.role.clone()),
+        hostname: Some(cfg.hostname.clone()),
+        principal: cfg.credential.as_ref().map(|(p, _)| p.clone()),
+        webui_url: Some(cfg.webui_url.clone()),
+        capabilities: [
+            capability::Type::PartitionAware,
+            capability::Type::TaskKillingState,
+        ]
+        .into_iter()
+        .map(|t| Capability {
+            r#type: Some(t as i32),
+        })
+        .collect(),
+        ..Default::default()
+    };
+    Call {
+        framework_id: id,
+        r#type: Some(call::Type::Subscribe as i32),
+        subscribe: Some(call::Subscribe {
+            framework_info,
+            suppressed_roles: Vec::new(),
+        }),
+        ..Default::default()
     }
-    let mut call = json!({"type": "SUBSCRIBE", "subscribe": {}});
-    if let Some(id) = framework_id {
-        fi["id"] = json!({ "value": id });
-        call["framework_id"] = json!({ "value": id });
-    }
-    call["subscribe"]["framework_info"] = fi;
-    call
 }
 
 /// Runs until `token` is cancelled.
@@ -122,12 +147,12 @@ async fn session(
     conn_tx: &watch::Sender<Option<Conn>>,
 ) -> SessionEnd {
     let Ok(framework_id) = core
-        .submit(|c, _| c.framework_id().map(str::to_string))
+        .submit(|c, _| c.framework_id().map(|f| f.as_str().to_string()))
         .await
     else {
         return SessionEnd::Stop;
     };
-    let body = subscribe_call(cfg, framework_id.as_deref()).to_string();
+    let body = capstan_proto::to_json_string(&subscribe_call(cfg, framework_id.as_deref()));
     let mut sub = match client.subscribe_scheduler(body).await {
         Ok(sub) => sub,
         Err(e) => {
@@ -168,19 +193,18 @@ async fn consume(
                 Err(e) => return Ended::Failed(e),
             }
         }
-        let mut events: Vec<Value> = Vec::new();
-        for record in records {
-            match serde_json::from_slice(&record) {
-                Ok(v) => events.push(v),
-                Err(e) => warn!(error = %capstan_runtime::Chain(&e), "Ignoring undecodable event"),
-            }
-        }
+        let events: Vec<Event> = records.iter().filter_map(|r| decode_event(r)).collect();
         // Consecutive status updates go to the core in one job (applied one by one there).
-        let mut updates: Vec<Value> = Vec::new();
-        for mut event in events {
-            let kind = event["type"].as_str().unwrap_or_default().to_string();
-            if kind == "UPDATE" {
-                updates.push(event["update"]["status"].take());
+        let mut updates: Vec<TaskStatus> = Vec::new();
+        for event in events {
+            let kind = event
+                .r#type
+                .and_then(|t| EventType::try_from(t).ok())
+                .unwrap_or(EventType::Unknown);
+            if kind == EventType::Update {
+                if let Some(update) = event.update {
+                    updates.push(update.status);
+                }
                 continue;
             }
             if !updates.is_empty() {
@@ -193,13 +217,11 @@ async fn consume(
                     return Ended::Cancelled;
                 }
             }
-            let result = match kind.as_str() {
-                "SUBSCRIBED" => {
-                    let fw = event["subscribed"]["framework_id"]["value"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    if let Some(h) = event["subscribed"]["heartbeat_interval_seconds"].as_f64() {
+            let result = match kind {
+                EventType::Subscribed => {
+                    let subscribed = event.subscribed.unwrap_or_default();
+                    let fw = FrameworkId::from(subscribed.framework_id.value);
+                    if let Some(h) = subscribed.heartbeat_interval_seconds {
                         sub.set_heartbeat_interval_secs(h);
                     }
                     info!(master = %sub.leader(), framework_id = %fw, "Subscribed to Mesos");
@@ -209,18 +231,12 @@ async fn consume(
                     }));
                     core.submit(move |c, now| c.subscribed(&fw, now)).await
                 }
-                "OFFERS" => {
-                    let offers = match event["offers"]["offers"].take() {
-                        Value::Array(offers) => offers,
-                        _ => Vec::new(),
-                    };
+                EventType::Offers => {
+                    let offers = event.offers.map(|o| o.offers).unwrap_or_default();
                     core.submit(move |c, now| c.offers(&offers, now)).await
                 }
-                "ERROR" => {
-                    let message = event["error"]["message"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
+                EventType::Error => {
+                    let message = event.error.map(|e| e.message).unwrap_or_default();
                     warn!(message = %message, "Mesos sent an error");
                     if message.contains("removed")
                         || message.contains("teardown")
@@ -230,12 +246,17 @@ async fn consume(
                     }
                     return Ended::Closed;
                 }
-                "FAILURE" => {
-                    info!(agent = %event["failure"]["agent_id"]["value"], "Mesos reports an agent or executor failure");
+                EventType::Failure => {
+                    let agent = event
+                        .failure
+                        .and_then(|f| f.agent_id)
+                        .map(|a| a.value)
+                        .unwrap_or_default();
+                    info!(agent = %agent, "Mesos reports an agent or executor failure");
                     Ok(())
                 }
                 other => {
-                    debug!(event = other, "Mesos event");
+                    debug!(event = other.as_str_name(), "Mesos event");
                     Ok(())
                 }
             };
@@ -254,9 +275,29 @@ async fn consume(
     }
 }
 
+/// One event record, decoded once into a typed `scheduler::Event`. A record that is not a
+/// valid event is logged and skipped.
+fn decode_event(record: &[u8]) -> Option<Event> {
+    let raw: Value = match serde_json::from_slice(record) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %Chain(&e), "Ignoring undecodable event");
+            return None;
+        }
+    };
+    match capstan_proto::from_json::<Event>(&raw) {
+        Ok(event) => Some(event),
+        Err(e) => {
+            let kind = raw["type"].as_str().unwrap_or_default();
+            warn!(event = kind, error = %Chain(&e), "Ignoring invalid event");
+            None
+        }
+    }
+}
+
 /// Calls that may overtake one another: each names its own offer or status update.
 fn reorderable(call: &OutCall) -> bool {
-    matches!(call.kind.as_str(), "ACKNOWLEDGE" | "ACCEPT" | "DECLINE")
+    matches!(call.kind, "ACKNOWLEDGE" | "ACCEPT" | "DECLINE")
 }
 
 /// Most calls sent at once.
@@ -305,8 +346,8 @@ async fn send_call(conn: &watch::Receiver<Option<Conn>>, call: OutCall) {
         debug!(call = %call.kind, "Not subscribed; dropping call");
         return;
     };
-    let body = call.body(&conn.framework_id);
     let kind = call.kind;
+    let body = call.into_body(conn.framework_id.as_str());
     match conn.calls.send_json(body).await {
         Ok(_) => debug!(call = %kind, "Call accepted"),
         Err(e) => match e.status() {
@@ -321,17 +362,22 @@ async fn send_call(conn: &watch::Receiver<Option<Conn>>, call: OutCall) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn queued_calls_get_the_framework_id_when_sent() {
-        let call = OutCall::new(&json!({"type": "REVIVE", "revive": {}}));
+        let call = OutCall::new(Call {
+            r#type: Some(call::Type::Revive as i32),
+            revive: Some(call::Revive::default()),
+            ..Call::default()
+        });
         assert_eq!(call.kind, "REVIVE");
         let sent: Value = serde_json::from_str(&call.body("F-1")).unwrap();
         assert_eq!(
             sent,
             json!({"type": "REVIVE", "revive": {}, "framework_id": {"value": "F-1"}})
         );
-        let empty: Value = serde_json::from_str(&OutCall::new(&json!({})).body("F")).unwrap();
+        let empty: Value = serde_json::from_str(&OutCall::new(Call::default()).body("F")).unwrap();
         assert_eq!(empty, json!({"framework_id": {"value": "F"}}));
     }
 
@@ -350,12 +396,29 @@ mod tests {
             credential: None,
             tls: None,
         };
-        let v = subscribe_call(&cfg, Some("F-0001"));
+        let v = capstan_proto::to_json(&subscribe_call(&cfg, Some("F-0001")));
         let call: capstan_proto::mesos::v1::scheduler::Call = capstan_proto::from_json(&v).unwrap();
         let fi = call.subscribe.unwrap().framework_info;
         assert_eq!(fi.name, "marathon");
         assert_eq!(fi.failover_timeout, Some(604_800.0));
         assert_eq!(fi.id.unwrap().value, "F-0001");
         assert_eq!(fi.capabilities.len(), 2);
+    }
+
+    #[test]
+    fn events_are_decoded_once_and_invalid_ones_skipped() {
+        let update = json!({"type": "UPDATE", "update": {"status": {
+            "task_id": {"value": "T"}, "state": "TASK_RUNNING", "uuid": "AQID"}}});
+        let event = decode_event(update.to_string().as_bytes()).unwrap();
+        let status = event.update.unwrap().status;
+        assert_eq!(status.task_id.value, "T");
+        assert_eq!(status.uuid, Some(vec![1, 2, 3]));
+        // A status without its required task id, an unknown state, and no JSON at all.
+        let no_task = json!({"type": "UPDATE", "update": {"status": {"state": "TASK_RUNNING"}}});
+        assert!(decode_event(no_task.to_string().as_bytes()).is_none());
+        let bad_state = json!({"type": "UPDATE", "update": {"status": {
+            "task_id": {"value": "T"}, "state": "TASK_NAPPING"}}});
+        assert!(decode_event(bad_state.to_string().as_bytes()).is_none());
+        assert!(decode_event(b"{not json").is_none());
     }
 }

@@ -75,7 +75,7 @@ pub fn record(
 /// One probe to run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckJob {
-    pub task_id: String,
+    pub task_id: capstan_types::TaskId,
     pub index: usize,
     pub protocol: String,
     pub host: String,

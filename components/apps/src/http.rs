@@ -9,6 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::Response;
 use capstan_runtime::auth::{Access, Role};
+use capstan_types::TaskId;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
@@ -677,7 +678,7 @@ async fn metrics(ctx: &Ctx) -> Reply {
 async fn info(ctx: &Ctx) -> Reply {
     let fw = ctx
         .core
-        .call(|c, _| c.framework_id().map(str::to_string))
+        .call(|c, _| c.framework_id().map(|f| f.as_str().to_string()))
         .await?;
     let i = &ctx.info;
     Ok(json_response(
@@ -1051,7 +1052,7 @@ async fn app_routes(
     }
     if let Some((id, task)) = rest.rsplit_once("/tasks/") {
         let id = PathId::parse(id);
-        let task = task.to_string();
+        let task = TaskId::from(task);
         if method != Method::DELETE {
             return Err(method_not_allowed(method, &format!("/v2/apps{rest}")));
         }
@@ -1059,7 +1060,7 @@ async fn app_routes(
         let out = ctx
             .core
             .call(move |c, now| {
-                if c.task(&task).is_none_or(|t| t.app_id != id) {
+                if c.task(task.as_str()).is_none_or(|t| t.app_id != id) {
                     return Err(ApiError::not_found(format!("Task '{task}' does not exist")));
                 }
                 c.kill_tasks(&[task], scale, wipe, force, now)
@@ -1083,7 +1084,7 @@ async fn app_routes(
                         if c.app(&id).is_none() {
                             return Err(ApiError::not_found(format!("App '{id}' does not exist")));
                         }
-                        let ids: Vec<String> = c
+                        let ids: Vec<TaskId> = c
                             .tasks_of(&id)
                             .filter(|t| host.as_ref().is_none_or(|h| &t.host == h))
                             .map(|t| t.id.clone())
@@ -1247,7 +1248,7 @@ async fn list_tasks(ctx: &Ctx, app: Option<PathId>, q: &Query, headers: &HeaderM
                     statuses.is_empty()
                         || statuses
                             .iter()
-                            .any(|s| t.state.eq_ignore_ascii_case(&format!("task_{s}")))
+                            .any(|s| t.state.name().eq_ignore_ascii_case(&format!("task_{s}")))
                 })
                 .map(|t| c.task_json(t))
                 .collect();
@@ -1261,7 +1262,7 @@ async fn delete_tasks_by_id(ctx: &Ctx, q: &Query, body: &Bytes) -> Reply {
     let Some(ids) = v["ids"].as_array().map(|a| {
         a.iter()
             .filter_map(Value::as_str)
-            .map(str::to_string)
+            .map(TaskId::from)
             .collect::<Vec<_>>()
     }) else {
         return Err(ApiError::new(400, "Body must be {\"ids\": [taskId, ...]}"));

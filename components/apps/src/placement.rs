@@ -20,8 +20,8 @@ pub struct OfferResource {
 /// The parts of a Mesos offer placement looks at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OfferView {
-    pub id: String,
-    pub agent_id: String,
+    pub id: capstan_types::OfferId,
+    pub agent_id: capstan_types::AgentId,
     pub hostname: String,
     /// Attribute values as text (scalars formatted, ranges `[a-b]`, sets `{a,b}`).
     pub attributes: BTreeMap<String, String>,
@@ -393,8 +393,8 @@ mod tests {
         attrs: &[(&str, &str)],
     ) -> OfferView {
         OfferView {
-            id: format!("o-{host}"),
-            agent_id: format!("a-{host}"),
+            id: format!("o-{host}").into(),
+            agent_id: format!("a-{host}").into(),
             hostname: host.to_string(),
             attributes: attrs
                 .iter()

@@ -248,14 +248,18 @@ pub fn rolling_step(s: Rolling, min_health: f64, max_over: f64) -> RollingDecisi
 /// A task a scale-down may pick.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KillCandidate {
-    pub id: String,
+    pub id: capstan_types::TaskId,
     pub staged_at: Timestamp,
     pub running: bool,
     pub healthy: Option<bool>,
 }
 
 /// The `n` tasks to kill: not-running first, then unhealthy, then by `killSelection`.
-pub fn select_kills(tasks: &[KillCandidate], n: usize, selection: KillSelection) -> Vec<String> {
+pub fn select_kills(
+    tasks: &[KillCandidate],
+    n: usize,
+    selection: KillSelection,
+) -> Vec<capstan_types::TaskId> {
     let mut sorted: Vec<&KillCandidate> = tasks.iter().collect();
     sorted.sort_by(|a, b| {
         let rank = |t: &KillCandidate| (t.running, t.healthy != Some(false));

@@ -94,7 +94,7 @@ pub fn target(
 /// One probe to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadinessJob {
-    pub task_id: String,
+    pub task_id: capstan_types::TaskId,
     pub index: usize,
     pub https: bool,
     pub host: String,
@@ -105,14 +105,14 @@ pub struct ReadinessJob {
 
 impl ReadinessJob {
     pub fn new(
-        task_id: &str,
+        task_id: &capstan_types::TaskId,
         index: usize,
         check: &ReadinessCheck,
         host: String,
         port: u32,
     ) -> ReadinessJob {
         ReadinessJob {
-            task_id: task_id.to_string(),
+            task_id: task_id.clone(),
             index,
             https: check.protocol == "HTTPS",
             host,
@@ -310,12 +310,12 @@ mod tests {
             ..ReadinessCheck::default()
         };
         assert_eq!(
-            ReadinessJob::new("t", 0, &c, "h".into(), 80).url(),
+            ReadinessJob::new(&"t".into(), 0, &c, "h".into(), 80).url(),
             "http://h:80/ready"
         );
         c.protocol = "HTTPS".into();
         c.path = "/v1/ready?x=1".into();
-        let job = ReadinessJob::new("t", 0, &c, "::1".into(), 443);
+        let job = ReadinessJob::new(&"t".into(), 0, &c, "::1".into(), 443);
         assert!(job.https);
         assert_eq!(job.url(), "https://[::1]:443/v1/ready?x=1");
     }

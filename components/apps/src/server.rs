@@ -118,7 +118,8 @@ async fn load(store: &dyn Store) -> Result<Snapshot, StoreError> {
     let framework_id = store
         .get(keys::FRAMEWORK_ID)
         .await?
-        .and_then(|v| String::from_utf8(v).ok());
+        .and_then(|v| String::from_utf8(v).ok())
+        .map(capstan_types::FrameworkId::from);
     Ok(Snapshot {
         apps,
         versions,
@@ -136,7 +137,8 @@ type Job = Box<dyn FnOnce(&mut Core, Timestamp) + Send>;
 /// and a leader that dies in between leaves no task its successor does not know.
 enum Outgoing {
     Write(StoreOp),
-    Call(driver::OutCall),
+    /// Boxed: a typed call is several times the size of a store write.
+    Call(Box<driver::OutCall>),
 }
 
 /// Who leads, as the HTTP layer sees it.
@@ -195,7 +197,7 @@ async fn write_store(
         };
         let first = match item {
             Outgoing::Call(call) => {
-                if calls.send(call).await.is_err() {
+                if calls.send(*call).await.is_err() {
                     return Ok(());
                 }
                 continue;
@@ -636,10 +638,9 @@ async fn lead(
         let ops = std::mem::take(&mut core.store_ops);
         core.ops_issued += ops.len() as u64;
         let ops = ops.into_iter();
-        // Calls are compact text already (see `Core::calls`).
         let calls = std::mem::take(&mut core.calls)
             .into_iter()
-            .map(Outgoing::Call);
+            .map(|call| Outgoing::Call(Box::new(call)));
         for out in ops.map(Outgoing::Write).chain(calls) {
             if store_tx.send(out).await.is_err() {
                 break;
@@ -690,7 +691,9 @@ async fn run_health(core: CoreHandle, every: std::time::Duration, token: Cancell
             tokio::spawn(async move {
                 let outcome = health::probe_readiness(&client, &job).await;
                 let _ = core
-                    .submit(move |c, now| c.readiness_result(&job.task_id, job.index, outcome, now))
+                    .submit(move |c, now| {
+                        c.readiness_result(job.task_id.as_str(), job.index, outcome, now)
+                    })
                     .await;
             });
         }
@@ -700,7 +703,9 @@ async fn run_health(core: CoreHandle, every: std::time::Duration, token: Cancell
             tokio::spawn(async move {
                 let result = health::probe(&client, &job).await;
                 let _ = core
-                    .submit(move |c, now| c.health_result(&job.task_id, job.index, result, now))
+                    .submit(move |c, now| {
+                        c.health_result(job.task_id.as_str(), job.index, result, now)
+                    })
                     .await;
             });
         }

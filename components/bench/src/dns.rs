@@ -567,7 +567,7 @@ mod freshness {
                         let status = &ev["update"]["status"];
                         let state = status["state"].as_str().unwrap_or("");
                         let task = status["task_id"]["value"].as_str().unwrap_or("").to_owned();
-                        if capstan_master::wire::is_terminal(state) {
+                        if capstan_types::TaskState::is_terminal_name(state) {
                             bail!("task {task} ended {state}: {}", status["message"]);
                         }
                         if state == "TASK_RUNNING" && running.insert(task.clone()) {

@@ -295,7 +295,7 @@ async fn measure(
                     let status = &ev["update"]["status"];
                     let state = status["state"].as_str().unwrap_or("").to_owned();
                     let task = status["task_id"]["value"].as_str().unwrap_or("").to_owned();
-                    let terminal = capstan_master::wire::is_terminal(&state);
+                    let terminal = capstan_types::TaskState::is_terminal_name(&state);
                     if terminal && seen.insert(task.clone(), ()).is_none() {
                         failed.fetch_add(1, Ordering::SeqCst);
                     }

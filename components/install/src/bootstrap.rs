@@ -593,7 +593,14 @@ async fn ca_proof(
     }
     let key = match s.state.token(&q.token).await {
         Ok(Some(record)) => record.secret_sha256,
-        Ok(None) => s.decoy_key.clone(),
+        // Before `cluster init` has stored anything, no token is known yet: say so (it tells
+        // nothing about which ids exist), so a node racing the init waits instead of hearing
+        // a proof that fails like a man in the middle.
+        Ok(None) => match s.state.info().await {
+            Ok(Some(_)) => s.decoy_key.clone(),
+            Ok(None) => return not_initialized(),
+            Err(e) => return state_error(&e),
+        },
         Err(e) => return state_error(&e),
     };
     let proof = crate::token::ca_proof(&key, &q.nonce, &s.ca.fingerprint());
@@ -627,13 +634,19 @@ async fn cluster_facts(State(s): State<Arc<Shared>>) -> Response {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         })
         .into_response(),
-        Ok(None) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_initialized",
-            "the cluster is not initialized yet (capstan cluster init)",
-        ),
+        Ok(None) => not_initialized(),
         Err(e) => state_error(&e),
     }
+}
+
+/// `503 not_initialized`: this master's cluster has no record yet (`cluster init` is running
+/// or has not run); a joining node retries.
+fn not_initialized() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_initialized",
+        "the cluster is not initialized yet (capstan cluster init)",
+    )
 }
 
 async fn package(State(s): State<Arc<Shared>>) -> Response {
@@ -760,19 +773,14 @@ async fn join(
             format!("advertise {} is not a node address", req.advertise),
         );
     }
-    let record = match s.state.admit(&token, req.role).await {
-        Ok(record) => record,
-        Err(e) => return state_error(&e),
-    };
+    // The cluster first: a join during `cluster init` must not use up the token's admission.
     let info = match s.state.info().await {
         Ok(Some(info)) => info,
-        Ok(None) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_initialized",
-                "the cluster is not initialized yet",
-            );
-        }
+        Ok(None) => return not_initialized(),
+        Err(e) => return state_error(&e),
+    };
+    let record = match s.state.admit(&token, req.role).await {
+        Ok(record) => record,
         Err(e) => return state_error(&e),
     };
     let mut masters = match s.state.masters().await {

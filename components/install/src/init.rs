@@ -212,7 +212,17 @@ pub async fn seed(
         uid: ADMIN_UID.to_owned(),
         password_hash: hash_password(&prepared.admin_password),
     };
-    state.create(&prepared.info, &admin).await?;
+    // The tokens are stored before the cluster record: a master serves `install.sh` as soon as
+    // the record exists, and a node joining with a preset token at that moment must find it
+    // (before the record exists, the CA proof of an unknown token answers "not initialized",
+    // which `install.sh` waits out). A record of another cluster is refused before anything
+    // is written.
+    match state.info().await? {
+        Some(existing) if existing.cluster_id != prepared.info.cluster_id => {
+            return Err(StateError::OtherCluster(existing.cluster_id).into());
+        }
+        _ => {}
+    }
     let now = now_ms();
     for (text, role) in [
         (&prepared.master_token, Role::Master),
@@ -225,6 +235,7 @@ pub async fn seed(
         record.description = format!("made by cluster init for {role} nodes");
         state.put_token(&record).await?;
     }
+    state.create(&prepared.info, &admin).await?;
     let _ = std::fs::remove_file(pending(layout));
     Ok(InitOutcome {
         url: prepared.url.clone(),

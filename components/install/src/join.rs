@@ -12,6 +12,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::bootstrap::{ApiError, JoinRequest, JoinResponse};
 use crate::https::{self, Server};
@@ -121,7 +122,7 @@ async fn check_proof(
 ) -> Result<(), JoinError> {
     let nonce = crate::token::generate_nonce();
     let path = format!("/v1/cluster/ca-proof?token={}&nonce={nonce}", token.id);
-    let proof = get_unverified(opts, &path).await?;
+    let proof = while_initializing(|| get_unverified(opts, &path)).await?;
     let proof = String::from_utf8_lossy(&proof);
     if crate::token::check_ca_proof(token, &nonce, fingerprint, &proof) {
         Ok(())
@@ -129,6 +130,33 @@ async fn check_proof(
         Err(JoinError::NoProof {
             id: token.id.clone(),
         })
+    }
+}
+
+/// How long a join waits for a master whose `cluster init` is still running (it answers
+/// `503 not_initialized` until the cluster's record is stored), and how often it asks.
+const INIT_WAIT: Duration = Duration::from_secs(120);
+const INIT_POLL: Duration = Duration::from_secs(2);
+
+/// Runs `call` again while the master says its cluster is not initialized yet, for up to
+/// [`INIT_WAIT`]: nodes started together with the first master's `cluster init` (one
+/// Terraform apply, preset tokens) may ask before it is done.
+async fn while_initializing<T, F, Fut>(mut call: F) -> Result<T, JoinError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, JoinError>>,
+{
+    let deadline = Instant::now() + INIT_WAIT;
+    loop {
+        match call().await {
+            Err(JoinError::Refused { code, .. })
+                if code == "not_initialized" && Instant::now() < deadline =>
+            {
+                tracing::info!("the master's cluster is not initialized yet; waiting");
+                tokio::time::sleep(INIT_POLL).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -279,17 +307,21 @@ pub async fn join(layout: &Layout, opts: &JoinOptions) -> Result<JoinOutcome, Jo
         advertise,
     })
     .expect("join request serializes");
-    let resp = https::request(
-        &opts.server,
-        tls,
-        http::Method::POST,
-        "/v1/join",
-        Some(body),
-    )
+    let resp = while_initializing(|| async {
+        let resp = https::request(
+            &opts.server,
+            tls.clone(),
+            http::Method::POST,
+            "/v1/join",
+            Some(body.clone()),
+        )
+        .await?;
+        if !resp.status.is_success() {
+            return Err(unexpected(&resp));
+        }
+        Ok(resp)
+    })
     .await?;
-    if !resp.status.is_success() {
-        return Err(unexpected(&resp));
-    }
     let answer: JoinResponse =
         serde_json::from_slice(&resp.body).map_err(|e| JoinError::Unexpected {
             status: resp.status.as_u16(),

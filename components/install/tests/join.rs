@@ -51,6 +51,22 @@ async fn cluster_with(
     master_token: Option<ShortToken>,
     agent_token: Option<ShortToken>,
 ) -> Cluster {
+    let c = unseeded(master_token, agent_token).await;
+    c.seed().await
+}
+
+/// A master whose `cluster init` has prepared the cluster and started serving, but has not
+/// stored it in coord yet ([`Unseeded::seed`] does).
+struct Unseeded {
+    dir: tempfile::TempDir,
+    coord: capstan_coord::ServerHandle,
+    state: ClusterState,
+    prepared: capstan_install::init::Prepared,
+    bootstrap: bootstrap::ServerHandle,
+    package: Vec<u8>,
+}
+
+async fn unseeded(master_token: Option<ShortToken>, agent_token: Option<ShortToken>) -> Unseeded {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_owned();
     let (coord, endpoint) = start_coord(&root).await;
@@ -79,9 +95,6 @@ async fn cluster_with(
         "an unfinished init resumes with the same cluster"
     );
     let state = ClusterState::new(capstan_coord_client::Client::new([endpoint.clone()]).unwrap());
-    let outcome = capstan_install::init::seed(&master, &state, &prepared)
-        .await
-        .unwrap();
     let config = bootstrap::Config {
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
         https_listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -97,14 +110,36 @@ async fn cluster_with(
     )
     .await
     .unwrap();
-    Cluster {
-        _dir: dir,
-        root,
-        _coord: coord,
+    Unseeded {
+        dir,
+        coord,
         state,
-        outcome,
+        prepared,
         bootstrap,
         package,
+    }
+}
+
+impl Unseeded {
+    fn root(&self) -> std::path::PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    async fn seed(self) -> Cluster {
+        let root = self.root();
+        let master = Layout::under(&root.join("master"));
+        let outcome = capstan_install::init::seed(&master, &self.state, &self.prepared)
+            .await
+            .unwrap();
+        Cluster {
+            _dir: self.dir,
+            root,
+            _coord: self.coord,
+            state: self.state,
+            outcome,
+            bootstrap: self.bootstrap,
+            package: self.package,
+        }
     }
 }
 
@@ -362,6 +397,57 @@ async fn tokens_chosen_before_the_cluster_join_once_the_master_proves_it_knows_t
     )
     .unwrap_err();
     assert!(matches!(e, InitError::Invalid(_)), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_while_cluster_init_runs_waits_for_it_instead_of_failing_the_proof() {
+    let agent = ShortToken::generate();
+    let u = unseeded(None, Some(agent.clone())).await;
+    // Before the cluster is stored, the proof of any token is "not initialized", not a proof
+    // that fails (which would read as someone in the middle).
+    let addr: SocketAddr = u.bootstrap.http_addr().unwrap();
+    let nonce = generate_nonce();
+    let url = format!(
+        "http://{addr}/v1/cluster/ca-proof?token={}&nonce={nonce}",
+        agent.id
+    );
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "not_initialized", "{body}");
+
+    // A node that starts joining now waits, and joins once init has stored the cluster.
+    let root = u.root();
+    let server = {
+        let a = u.bootstrap.https_addr().unwrap();
+        Server {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }
+    };
+    let opts = JoinOptions {
+        public: false,
+        server,
+        token: agent.to_string().parse().unwrap(),
+        role: Role::Agent,
+        advertise: Some("127.0.0.2".parse().unwrap()),
+        hostname: Some("early".into()),
+        ca_file: None,
+    };
+    let layout = Layout::under(&root.join("early"));
+    let joining = tokio::spawn(async move { capstan_install::join::join(&layout, &opts).await });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!joining.is_finished(), "the join waits for the cluster");
+    let c = u.seed().await;
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(60), joining)
+        .await
+        .expect("the join ends once the cluster exists")
+        .unwrap()
+        .unwrap();
+    let JoinOutcome::Joined(m) = joined else {
+        panic!("the early node joins: {joined:?}")
+    };
+    assert_eq!(m.ca_fingerprint, c.outcome.ca_fingerprint);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::core::{ApiError, Frame, OperatorReply, version_info};
 use crate::registry::Durability;
 use crate::server::CoreHandle;
-use crate::wire::{Api, Encoding, call_type, decode_protobuf_call, encode_message};
+use crate::wire::{
+    Api, Encoding, SchedulerCall, call_type, decode_protobuf_call, decode_scheduler_json,
+    decode_scheduler_protobuf, encode_message,
+};
 
 /// Largest call body accepted on the v1 APIs; a larger one is answered `413`.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -371,7 +374,11 @@ async fn teardown(app: App, req: Request) -> Response {
             "Missing 'frameworkId' query parameter in the request body",
         );
     };
-    match app.core.call(move |c, _| c.teardown_framework(&fid)).await {
+    match app
+        .core
+        .call(move |c, _| c.teardown_framework(&fid.into()))
+        .await
+    {
         Ok(Ok(())) => StatusCode::OK.into_response(),
         Ok(Err(e)) | Err(e) => api_error(e),
     }
@@ -443,10 +450,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     Ok(buf.freeze())
 }
 
-/// Content-Type, body and `type` checks shared by the v1 APIs (the method is checked by
-/// [`dispatch`]); returns the call as JSON (protobuf bodies are converted to their Mesos
-/// JSON form) with a `type` that names a call of `api`.
-async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Response> {
+/// Content-Type and body checks shared by the v1 APIs (the method is checked by
+/// [`dispatch`]): the headers, the body and whether it is JSON (else protobuf).
+async fn read_call_body(req: Request) -> Result<(HeaderMap, Bytes, bool), Response> {
     let headers = req.headers().clone();
     let ct = match headers.get(header::CONTENT_TYPE) {
         None => {
@@ -466,13 +472,20 @@ async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Respons
         ));
     }
     let body = read_body(&headers, req.into_body(), MAX_BODY).await?;
-    let call = if ct == "application/json" {
-        serde_json::from_slice::<Value>(&body).map_err(|e| {
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("Failed to parse body into JSON: {e}"),
-            )
-        })?
+    Ok((headers, body, ct == "application/json"))
+}
+
+fn parse_json_body(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<Value>(body)
+        .map_err(|e| format!("Failed to parse body into JSON: {e}"))
+}
+
+/// The operator and agent APIs: the call as JSON (protobuf bodies are converted to their
+/// Mesos JSON form) with a `type` that names a call of `api`.
+async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Response> {
+    let (headers, body, is_json) = read_call_body(req).await?;
+    let call = if is_json {
+        parse_json_body(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e))?
     } else {
         decode_protobuf_call(api, &body).map_err(|e| text(StatusCode::BAD_REQUEST, e))?
     };
@@ -483,6 +496,19 @@ async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Respons
         ));
     }
     call_type(api, &call).map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
+    Ok((headers, call))
+}
+
+/// The scheduler API: the call decoded into `scheduler::Call` (JSON with its required
+/// fields checked, see [`decode_scheduler_json`]).
+async fn read_scheduler_call(req: Request) -> Result<(HeaderMap, SchedulerCall), Response> {
+    let (headers, body, is_json) = read_call_body(req).await?;
+    let call = if is_json {
+        parse_json_body(&body).and_then(|v| decode_scheduler_json(&v))
+    } else {
+        decode_scheduler_protobuf(&body)
+    };
+    let call = call.map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
     Ok((headers, call))
 }
 
@@ -544,7 +570,7 @@ async fn scheduler(app: App, req: Request) -> Response {
         Some(Principal::Account { uid, .. }) => Some(uid.clone()),
         _ => None,
     };
-    let (headers, mut call) = match read_call(Api::Scheduler, req).await {
+    let (headers, mut call) = match read_scheduler_call(req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -552,7 +578,7 @@ async fn scheduler(app: App, req: Request) -> Response {
         .get(STREAM_ID)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    if is_subscribe(&call) {
+    if call.is_subscribe() {
         if stream_id.is_some() {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -566,9 +592,9 @@ async fn scheduler(app: App, req: Request) -> Response {
             .core
             .call(move |c, now| {
                 if let Some(uid) = &caller {
-                    c.authorize_scheduler_call(&mut call, uid)?;
+                    c.authorize_scheduler_call(&mut call.call, uid)?;
                 }
-                c.scheduler_subscribe(&call, enc, now)
+                c.scheduler_subscribe(&call.call, enc, now)
             })
             .await
         {
@@ -580,7 +606,7 @@ async fn scheduler(app: App, req: Request) -> Response {
         .core
         .call(move |c, now| {
             if let Some(uid) = &caller {
-                c.authorize_scheduler_call(&mut call, uid)?;
+                c.authorize_scheduler_call(&mut call.call, uid)?;
             }
             c.scheduler_call(&call, stream_id.as_deref(), now)
         })
@@ -748,6 +774,61 @@ mod tests {
             HeaderValue::from_static("text/html, application/json;q=0.9"),
         );
         assert_eq!(negotiate(&h), Some(Encoding::Json));
+    }
+
+    fn scheduler_request(content_type: &str, body: Vec<u8>) -> Request {
+        http::Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/scheduler")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .expect("a request")
+    }
+
+    #[tokio::test]
+    async fn a_json_subscribe_missing_a_required_field_is_400_naming_it() {
+        let call = serde_json::json!({"type": "SUBSCRIBE",
+            "subscribe": {"framework_info": {"name": "n"}}});
+        let req = scheduler_request("application/json", call.to_string().into_bytes());
+        let r = read_scheduler_call(req).await.expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.starts_with("Failed to validate scheduler::Call"),
+            "{text}"
+        );
+        assert!(text.contains("framework_info.user"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_protobuf_and_a_json_accept_read_as_the_same_typed_call() {
+        use capstan_proto::Message;
+        let call = serde_json::json!({"type": "ACCEPT", "framework_id": {"value": "f"},
+            "accept": {"offer_ids": [{"value": "o"}], "operations": [{"type": "LAUNCH",
+                "launch": {"task_infos": [{"name": "t", "task_id": {"value": "t"},
+                    "agent_id": {"value": "a"}, "command": {"value": "true"},
+                    "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}}]}]}}],
+                "filters": {"refuse_seconds": 0}}});
+        let typed: capstan_proto::mesos::v1::scheduler::Call =
+            capstan_proto::from_json(&call).expect("a Call");
+        let (_, json) = read_scheduler_call(scheduler_request(
+            "application/json",
+            call.to_string().into_bytes(),
+        ))
+        .await
+        .expect("JSON read");
+        let (_, pb) = read_scheduler_call(scheduler_request(
+            "application/x-protobuf",
+            typed.encode_to_vec(),
+        ))
+        .await
+        .expect("protobuf read");
+        assert_eq!(json, pb);
+        assert_eq!(json.call, typed);
+        assert!(!json.is_subscribe());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use capstan_types::{AgentId, FrameworkId};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -70,19 +71,19 @@ impl Durability {
 /// One change to the registry.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RegistryOp {
-    AgentAdmitted { id: String, info: Value },
-    AgentGone { id: String },
-    FrameworkAdded { id: String, info: Value },
-    FrameworkRemoved { id: String },
+    AgentAdmitted { id: AgentId, info: Value },
+    AgentGone { id: AgentId },
+    FrameworkAdded { id: FrameworkId, info: Value },
+    FrameworkRemoved { id: FrameworkId },
 }
 
 /// The registry's content, loaded by a new leader.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RegistrySnapshot {
-    pub agents: BTreeMap<String, Value>,
-    pub gone_agents: BTreeSet<String>,
-    pub frameworks: BTreeMap<String, Value>,
-    pub removed_frameworks: BTreeSet<String>,
+    pub agents: BTreeMap<AgentId, Value>,
+    pub gone_agents: BTreeSet<AgentId>,
+    pub frameworks: BTreeMap<FrameworkId, Value>,
+    pub removed_frameworks: BTreeSet<FrameworkId>,
 }
 
 impl RegistrySnapshot {

@@ -105,7 +105,7 @@ impl Core {
             return;
         };
         self.health_next.insert(
-            (task_id.to_string(), index),
+            (t.id.clone(), index),
             now.plus_millis(secs_to_millis(check.interval_seconds)),
         );
         self.task_text.remove(task_id);
@@ -127,21 +127,21 @@ impl Core {
         match outcome {
             HealthOutcome::Unchanged => {}
             HealthOutcome::BecameHealthy => {
-                self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "version": t.version, "alive": true}));
-                self.events.publish("instance_health_changed_event", json!({"instanceId": instance_id(&t.id), "runSpecId": t.app_id, "runSpecVersion": t.version, "healthy": true}));
+                self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(t.id.as_str()), "version": t.version, "alive": true}));
+                self.events.publish("instance_health_changed_event", json!({"instanceId": instance_id(t.id.as_str()), "runSpecId": t.app_id, "runSpecVersion": t.version, "healthy": true}));
             }
             HealthOutcome::Failed | HealthOutcome::Kill => {
-                self.events.publish("failed_health_check_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "healthCheck": hc_json}));
+                self.events.publish("failed_health_check_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(t.id.as_str()), "healthCheck": hc_json}));
                 if t.health[index].consecutive_failures == 1 {
-                    self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "version": t.version, "alive": false}));
+                    self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(t.id.as_str()), "version": t.version, "alive": false}));
                 }
                 if outcome == HealthOutcome::Kill {
                     warn!(task_id = %t.id, app = %t.app_id, "Killing unhealthy task");
                     self.events.publish("unhealthy_task_kill_event", json!({
-                        "appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "version": t.version,
+                        "appId": t.app_id, "taskId": t.id, "instanceId": instance_id(t.id.as_str()), "version": t.version,
                         "reason": t.health[index].last_failure_cause, "host": t.host, "slaveId": t.agent_id,
                     }));
-                    self.kill_task(&t.id, now);
+                    self.kill_task(t.id.as_str(), now);
                 }
             }
         }
@@ -218,7 +218,7 @@ impl Core {
             return;
         };
         self.readiness_next.insert(
-            (task_id.to_string(), index),
+            (t.id.clone(), index),
             now.plus_millis(secs_to_millis(check.interval_seconds)),
         );
         let result = readiness::record(&check, &outcome);

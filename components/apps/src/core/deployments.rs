@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use capstan_types::TaskId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
@@ -527,7 +528,7 @@ impl Core {
             }
         }
         // Unreachable tasks past expungeAfterSeconds are forgotten (and killed, in case).
-        let expired: Vec<String> = self
+        let expired: Vec<TaskId> = self
             .unreachable
             .iter()
             .filter_map(|id| self.tasks.get(id))
@@ -546,14 +547,15 @@ impl Core {
             .map(|t| t.id.clone())
             .collect();
         for id in expired {
-            if let Some(t) = self.remove_task(&id) {
+            if let Some(t) = self.remove_task(id.as_str()) {
                 info!(task_id = %id, app = %t.app_id, "Expunging unreachable task");
                 self.push_call(calls::kill(&id, Some(&t.agent_id)));
-                self.store_ops.push(StoreOp::Delete(keys::task(&id)));
+                self.store_ops
+                    .push(StoreOp::Delete(keys::task(id.as_str())));
             }
         }
         // Orphans: tasks whose app is gone.
-        let orphans: Vec<String> = dirty
+        let orphans: Vec<TaskId> = dirty
             .iter()
             .filter(|a| !self.apps.contains_key(*a))
             .flat_map(|a| self.tasks_of(a))
@@ -561,7 +563,7 @@ impl Core {
             .map(|t| t.id.clone())
             .collect();
         for id in orphans {
-            self.kill_task(&id, now);
+            self.kill_task(id.as_str(), now);
         }
         // Deployments advance step by step (only those whose current step names a changed
         // app can have advanced).
@@ -666,7 +668,7 @@ impl Core {
                 }
             }
         }
-        let mut work: Vec<(PathId, u32, Vec<String>)> = Vec::new();
+        let mut work: Vec<(PathId, u32, Vec<TaskId>)> = Vec::new();
         for id in &dirty {
             let Some(app) = self.apps.get(id) else {
                 continue;
@@ -676,7 +678,7 @@ impl Core {
             let target = def.instance_count();
             let counted = self.counted_of(id, now);
             let mut queued = 0;
-            let mut kills: Vec<String> = Vec::new();
+            let mut kills: Vec<TaskId> = Vec::new();
             match mode {
                 Mode::Frozen => {}
                 Mode::Steady => {
@@ -729,7 +731,7 @@ impl Core {
         }
         for (id, queued, kills) in work {
             for k in kills {
-                self.kill_task(&k, now);
+                self.kill_task(k.as_str(), now);
             }
             if let Some(app) = self.apps.get_mut(&id) {
                 if queued > 0 && app.launch.since.is_none() {

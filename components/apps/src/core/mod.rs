@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use capstan_types::{AgentId, FrameworkId, TaskId, TaskState};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::warn;
@@ -117,7 +118,7 @@ pub struct Snapshot {
     pub groups: Vec<(PathId, GroupMeta)>,
     pub tasks: Vec<TaskRecord>,
     pub deployments: Vec<Deployment>,
-    pub framework_id: Option<String>,
+    pub framework_id: Option<FrameworkId>,
 }
 
 pub mod keys {
@@ -144,30 +145,30 @@ pub struct Core {
     cfg: CoreConfig,
     apps: BTreeMap<PathId, AppState>,
     groups: BTreeMap<PathId, GroupMeta>,
-    tasks: BTreeMap<String, TaskRecord>,
+    tasks: BTreeMap<TaskId, TaskRecord>,
     /// Task ids by app: kept in sync with `tasks` by `insert_task` / `remove_task` only.
-    by_app: BTreeMap<PathId, BTreeSet<String>>,
+    by_app: BTreeMap<PathId, BTreeSet<TaskId>>,
     /// Tasks with `unreachable_since` set (their counting depends on the time).
-    unreachable: BTreeSet<String>,
+    unreachable: BTreeSet<TaskId>,
     /// Apps whose tasks, definition or deployments changed since they were last evaluated.
     dirty: BTreeSet<PathId>,
     /// v2 Task JSON text by task id, dropped whenever the task changes (filled by lists).
-    task_text: HashMap<String, Box<str>>,
+    task_text: HashMap<TaskId, Box<str>>,
     /// App definition JSON text, dropped whenever the definition changes.
     def_text: HashMap<PathId, Box<str>>,
     deployments: Vec<Deployment>,
     /// Ids of the deployments naming each app (see `deployment_apps`).
     deploying: HashMap<PathId, BTreeSet<String>>,
-    framework_id: Option<String>,
+    framework_id: Option<FrameworkId>,
     connected: bool,
-    agents: BTreeMap<String, Placed>,
+    agents: BTreeMap<AgentId, Placed>,
     last_version: Timestamp,
     last_reconcile: Timestamp,
     /// When tasks whose state is uncertain were last reconciled explicitly.
     last_uncertain_reconcile: Timestamp,
     wanted_offers: bool,
-    health_next: BTreeMap<(String, usize), Timestamp>,
-    readiness_next: BTreeMap<(String, usize), Timestamp>,
+    health_next: BTreeMap<(TaskId, usize), Timestamp>,
+    readiness_next: BTreeMap<(TaskId, usize), Timestamp>,
     events: EventBus,
     /// Scheduler calls to send (without framework id), as compact text at once: an ACCEPT's
     /// task infos take several times their text size as values, and one offers batch can
@@ -185,8 +186,8 @@ fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
 }
 impl Core {
     /// Queues a scheduler call.
-    fn push_call(&mut self, call: Value) {
-        self.calls.push(OutCall::new(&call));
+    fn push_call(&mut self, call: capstan_proto::mesos::v1::scheduler::Call) {
+        self.calls.push(OutCall::new(call));
     }
 
     /// The cluster's container policy.
@@ -307,8 +308,8 @@ impl Core {
         &self.events
     }
 
-    pub fn framework_id(&self) -> Option<&str> {
-        self.framework_id.as_deref()
+    pub fn framework_id(&self) -> Option<&FrameworkId> {
+        self.framework_id.as_ref()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -374,7 +375,7 @@ impl Core {
 
     /// Periodic work: re-evaluate, re-send kills, reconcile now and then.
     pub fn tick(&mut self, now: Timestamp) {
-        let retry: Vec<(String, String)> = self
+        let retry: Vec<(TaskId, AgentId)> = self
             .tasks
             .values()
             .filter(|t| {
@@ -389,11 +390,11 @@ impl Core {
             }
             self.push_call(calls::kill(&id, Some(&agent)));
         }
-        let stuck: Vec<String> = self
+        let stuck: Vec<TaskId> = self
             .tasks
             .values()
             .filter(|t| {
-                matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING")
+                matches!(t.state, TaskState::Staging | TaskState::Starting)
                     && t.kill_requested.is_none()
                     && now.millis() - t.staged_at.millis() >= self.cfg.task_launch_timeout_ms
             })
@@ -401,7 +402,7 @@ impl Core {
             .collect();
         for id in stuck {
             warn!(task_id = %id, "Task did not start within the launch timeout; replacing it");
-            self.kill_task(&id, now);
+            self.kill_task(id.as_str(), now);
         }
         // A task the master could not vouch for (its agent had not re-registered yet, after a
         // master restart or a partition) is asked about again every few seconds, not only at
@@ -409,13 +410,13 @@ impl Core {
         if self.connected
             && now.millis() - self.last_uncertain_reconcile.millis() >= UNCERTAIN_RECONCILE_MS
         {
-            let uncertain: Vec<(String, String)> = self
+            let uncertain: Vec<(TaskId, AgentId)> = self
                 .tasks
                 .values()
                 .filter(|t| {
                     matches!(
-                        t.state.as_str(),
-                        "TASK_UNKNOWN" | "TASK_UNREACHABLE" | "TASK_LOST"
+                        t.state,
+                        TaskState::Unknown | TaskState::Unreachable | TaskState::Lost
                     ) && t.kill_requested.is_none()
                 })
                 .map(|t| (t.id.clone(), t.agent_id.clone()))

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use capstan_proto::mesos::v1 as pb;
+use capstan_types::{AgentId, OfferId, TaskId, TaskState};
+use serde_json::Value;
 use tracing::{debug, info};
 
 use super::Core;
@@ -36,7 +38,7 @@ pub struct LaunchStats {
     pub queued: u32,
     pub last_failure: Option<Value>,
     /// The last declined offer per agent, at most [`LAST_UNUSED_OFFERS`] agents.
-    pub offers: BTreeMap<String, OfferRecord>,
+    pub offers: BTreeMap<AgentId, OfferRecord>,
     pub processed: u64,
     pub unused: u64,
     pub last_used_at: Option<Timestamp>,
@@ -94,7 +96,7 @@ impl Core {
     fn new_task(
         app_id: &PathId,
         def: &AppDefinition,
-        task_id: String,
+        task_id: TaskId,
         view: &placement::OfferView,
         ports: Vec<u32>,
         now: Timestamp,
@@ -104,7 +106,7 @@ impl Core {
             app_id: app_id.clone(),
             agent_id: view.agent_id.clone(),
             host: view.hostname.clone(),
-            state: "TASK_STAGING".into(),
+            state: TaskState::Staging,
             staged_at: now,
             started_at: None,
             version: def.version.unwrap_or_default(),
@@ -132,12 +134,12 @@ impl Core {
     }
 
     /// OFFERS: launch queued tasks where they fit, decline the rest.
-    pub fn offers(&mut self, offers: &[Value], now: Timestamp) {
+    pub fn offers(&mut self, offers: &[pb::Offer], now: Timestamp) {
         self.reevaluate(now);
         // What each app needs does not change while the offers are matched.
         let mut needs_of: BTreeMap<PathId, Needs> = BTreeMap::new();
         // Offers nothing fits are declined together, in one call.
-        let mut declined: Vec<String> = Vec::new();
+        let mut declined: Vec<OfferId> = Vec::new();
         for offer in offers {
             let view = mesos::offer_view(offer);
             self.agents.insert(view.agent_id.clone(), Placed::of(&view));
@@ -205,7 +207,7 @@ impl Core {
                 for record in launched_tasks {
                     let task_id = record.id.clone();
                     self.insert_task(record);
-                    self.put_task_store(&task_id);
+                    self.put_task_store(task_id.as_str());
                 }
                 let app = self.apps.get_mut(&id).expect("app exists");
                 app.launch.queued -= launched;
@@ -218,14 +220,7 @@ impl Core {
                     app.launch.last_unused_at = Some(now);
                     debug!(app = %id, agent = %view.hostname, reasons = ?reasons, "Offer does not fit");
                     let offer = shown
-                        .get_or_insert_with(|| {
-                            json!({
-                                "id": view.id, "agentId": view.agent_id, "hostname": view.hostname,
-                                "resources": offer["resources"], "attributes": offer["attributes"],
-                            })
-                            .to_string()
-                            .into()
-                        })
+                        .get_or_insert_with(|| mesos::offer_json(offer).to_string().into())
                         .clone();
                     let offers = &mut app.launch.offers;
                     offers.insert(

@@ -7,13 +7,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use capstan_proto::mesos::v1::TaskStatus;
+use capstan_types::{AgentId, FrameworkId, TaskId, TaskState};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::views::ip_json;
 use super::{ApiError, Core, DeploymentResult, instance_id, keys};
 use crate::mesos::{self, calls};
-use crate::model::task::is_terminal_state;
 use crate::model::{PathId, TaskRecord, Timestamp};
 use crate::planner;
 use crate::store::StoreOp;
@@ -27,19 +28,19 @@ pub enum KillOutcome {
 
 impl Core {
     /// SUBSCRIBED: remember the framework id and reconcile every known task.
-    pub fn subscribed(&mut self, framework_id: &str, now: Timestamp) {
-        if self.framework_id.as_deref() != Some(framework_id) {
-            info!(framework_id, "Registered with Mesos");
-            self.framework_id = Some(framework_id.to_string());
+    pub fn subscribed(&mut self, framework_id: &FrameworkId, now: Timestamp) {
+        if self.framework_id.as_ref() != Some(framework_id) {
+            info!(framework_id = %framework_id, "Registered with Mesos");
+            self.framework_id = Some(framework_id.clone());
             self.store_ops.push(StoreOp::Put(
                 keys::FRAMEWORK_ID.into(),
-                framework_id.as_bytes().to_vec(),
+                framework_id.as_str().as_bytes().to_vec(),
             ));
         } else {
-            info!(framework_id, "Re-registered with Mesos");
+            info!(framework_id = %framework_id, "Re-registered with Mesos");
         }
         self.connected = true;
-        let known: Vec<(String, String)> = self
+        let known: Vec<(TaskId, AgentId)> = self
             .tasks
             .values()
             .map(|t| (t.id.clone(), t.agent_id.clone()))
@@ -72,34 +73,30 @@ impl Core {
     }
 
     /// Several UPDATEs in a row, each applied as [`Core::update`] would.
-    pub fn updates(&mut self, statuses: &[Value], now: Timestamp) {
+    pub fn updates(&mut self, statuses: &[TaskStatus], now: Timestamp) {
         for status in statuses {
             self.update(status, now);
         }
     }
 
     /// UPDATE: a task status. Acknowledged when it carries a uuid.
-    pub fn update(&mut self, status: &Value, now: Timestamp) {
-        let task_id = status["task_id"]["value"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let state = status["state"]
-            .as_str()
-            .unwrap_or("TASK_UNKNOWN")
-            .to_string();
-        let agent_id = status["agent_id"]["value"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if let Some(uuid) = status["uuid"].as_str()
-            && !agent_id.is_empty()
+    pub fn update(&mut self, status: &TaskStatus, now: Timestamp) {
+        let task_id = TaskId::from(status.task_id.value.as_str());
+        // A state this build does not know (a newer master's) is TASK_UNKNOWN.
+        let state = TaskState::from_number_or_unknown(status.state);
+        let agent_id = status
+            .agent_id
+            .as_ref()
+            .map(|a| AgentId::from(a.value.as_str()))
+            .unwrap_or_default();
+        if let Some(uuid) = &status.uuid
+            && !agent_id.as_str().is_empty()
         {
-            self.push_call(calls::acknowledge(&agent_id, &task_id, uuid));
+            self.push_call(calls::acknowledge(&agent_id, &task_id, uuid.clone()));
         }
         self.task_text.remove(&task_id);
         let Some(t) = self.tasks.get_mut(&task_id) else {
-            if !is_terminal_state(&state) {
+            if !state.is_terminal() {
                 warn!(task_id = %task_id, state = %state, "Killing unknown task");
                 self.push_call(calls::kill(&task_id, Some(&agent_id)));
                 self.events.publish(
@@ -109,11 +106,11 @@ impl Core {
             }
             return;
         };
-        let prev = std::mem::replace(&mut t.state, state.clone());
-        if !agent_id.is_empty() {
+        let prev = std::mem::replace(&mut t.state, state);
+        if !agent_id.as_str().is_empty() {
             t.agent_id = agent_id.clone();
         }
-        if state == "TASK_RUNNING" && t.started_at.is_none() {
+        if state == TaskState::Running && t.started_at.is_none() {
             t.started_at = Some(mesos::status_time(status, now));
         }
         let ips = mesos::status_ips(status);
@@ -121,13 +118,13 @@ impl Core {
             t.ip_addresses = ips;
         }
         let mut health_changed = None;
-        if let Some(h) = status["healthy"].as_bool()
+        if let Some(h) = status.healthy
             && t.mesos_healthy != Some(h)
         {
             t.mesos_healthy = Some(h);
             health_changed = Some(h);
         }
-        if state == "TASK_UNREACHABLE" {
+        if state == TaskState::Unreachable {
             t.unreachable_since.get_or_insert(now);
         } else {
             t.unreachable_since = None;
@@ -142,7 +139,7 @@ impl Core {
         if prev != state {
             info!(task_id = %task_id, app = %t.app_id, state = %state, "Task status");
         }
-        let message = status["message"].as_str().unwrap_or_default();
+        let message = status.message.as_deref().unwrap_or_default();
         self.events.publish(
             "status_update_event",
             json!({
@@ -154,20 +151,21 @@ impl Core {
         self.events.publish(
             "instance_changed_event",
             json!({
-                "instanceId": instance_id(&t.id), "condition": condition(&state), "runSpecId": t.app_id,
+                "instanceId": instance_id(t.id.as_str()), "condition": condition(state), "runSpecId": t.app_id,
                 "agentId": t.agent_id, "host": t.host, "runSpecVersion": t.version,
             }),
         );
         if let Some(h) = health_changed {
-            self.events.publish("instance_health_changed_event", json!({"instanceId": instance_id(&t.id), "runSpecId": t.app_id, "runSpecVersion": t.version, "healthy": h}));
-            self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(&t.id), "version": t.version, "alive": h}));
+            self.events.publish("instance_health_changed_event", json!({"instanceId": instance_id(t.id.as_str()), "runSpecId": t.app_id, "runSpecVersion": t.version, "healthy": h}));
+            self.events.publish("health_status_changed_event", json!({"appId": t.app_id, "taskId": t.id, "instanceId": instance_id(t.id.as_str()), "version": t.version, "alive": h}));
         }
-        if is_terminal_state(&state) {
-            self.remove_task(&task_id);
-            self.store_ops.push(StoreOp::Delete(keys::task(&task_id)));
+        if state.is_terminal() {
+            self.remove_task(task_id.as_str());
+            self.store_ops
+                .push(StoreOp::Delete(keys::task(task_id.as_str())));
             self.health_next.retain(|(id, _), _| id != &task_id);
             self.readiness_next.retain(|(id, _), _| id != &task_id);
-            let failed = t.kill_requested.is_none() && state != "TASK_KILLED";
+            let failed = t.kill_requested.is_none() && state != TaskState::Killed;
             if let Some(app) = self.apps.get_mut(&t.app_id)
                 && failed
             {
@@ -190,7 +188,7 @@ impl Core {
                     .publish("app_terminated_event", json!({"appId": t.app_id}));
             }
         } else {
-            self.put_task_store(&task_id);
+            self.put_task_store(task_id.as_str());
         }
         self.reevaluate(now);
     }
@@ -204,7 +202,7 @@ impl Core {
                 self.dirty.insert(t.app_id.clone());
             }
             t.kill_requested = Some(now);
-            let call = calls::kill(id, Some(&t.agent_id));
+            let call = calls::kill(&t.id, Some(&t.agent_id));
             self.push_call(call);
             self.put_task_store(id);
         }
@@ -214,7 +212,7 @@ impl Core {
     /// deployment); `wipe` forgets the records at once.
     pub fn kill_tasks(
         &mut self,
-        ids: &[String],
+        ids: &[TaskId],
         scale: bool,
         wipe: bool,
         force: bool,
@@ -254,17 +252,18 @@ impl Core {
                     .map(KillOutcome::Deployment);
             }
             for t in &found {
-                self.kill_task(&t.id, now);
+                self.kill_task(t.id.as_str(), now);
             }
             return self
                 .deploy(changes, BTreeSet::new(), force, now)
                 .map(KillOutcome::Deployment);
         }
         for t in &found {
-            self.kill_task(&t.id, now);
+            self.kill_task(t.id.as_str(), now);
             if wipe {
-                self.remove_task(&t.id);
-                self.store_ops.push(StoreOp::Delete(keys::task(&t.id)));
+                self.remove_task(t.id.as_str());
+                self.store_ops
+                    .push(StoreOp::Delete(keys::task(t.id.as_str())));
             }
         }
         self.reevaluate(now);
@@ -272,21 +271,21 @@ impl Core {
     }
 }
 
-fn condition(state: &str) -> &'static str {
+fn condition(state: TaskState) -> &'static str {
     match state {
-        "TASK_STAGING" => "Staging",
-        "TASK_STARTING" => "Starting",
-        "TASK_RUNNING" => "Running",
-        "TASK_FINISHED" => "Finished",
-        "TASK_FAILED" => "Failed",
-        "TASK_KILLING" => "Killing",
-        "TASK_KILLED" => "Killed",
-        "TASK_ERROR" => "Error",
-        "TASK_DROPPED" => "Dropped",
-        "TASK_UNREACHABLE" => "Unreachable",
-        "TASK_GONE" => "Gone",
-        "TASK_GONE_BY_OPERATOR" => "GoneByOperator",
-        "TASK_LOST" => "Lost",
-        _ => "Unknown",
+        TaskState::Staging => "Staging",
+        TaskState::Starting => "Starting",
+        TaskState::Running => "Running",
+        TaskState::Finished => "Finished",
+        TaskState::Failed => "Failed",
+        TaskState::Killing => "Killing",
+        TaskState::Killed => "Killed",
+        TaskState::Error => "Error",
+        TaskState::Dropped => "Dropped",
+        TaskState::Unreachable => "Unreachable",
+        TaskState::Gone => "Gone",
+        TaskState::GoneByOperator => "GoneByOperator",
+        TaskState::Lost => "Lost",
+        TaskState::Unknown => "Unknown",
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use capstan_types::TaskState;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -19,7 +20,11 @@ impl Core {
     fn readiness_json(&self, app: &PathId, since: Timestamp) -> Vec<Value> {
         self.tasks_of(app)
             .filter(|t| t.version >= since)
-            .flat_map(|t| t.readiness.iter().map(|r| readiness::result_json(&t.id, r)))
+            .flat_map(|t| {
+                t.readiness
+                    .iter()
+                    .map(|r| readiness::result_json(t.id.as_str(), r))
+            })
             .collect()
     }
 
@@ -31,7 +36,7 @@ impl Core {
         let has_checks = !app.def.health_checks.is_empty();
         let (mut staged, mut running, mut healthy, mut unhealthy) = (0, 0, 0, 0);
         for t in self.tasks_of(&app.def.id).filter(|t| !t.is_terminal()) {
-            if matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING") {
+            if matches!(t.state, TaskState::Staging | TaskState::Starting) {
                 staged += 1;
             }
             if t.is_running() {
@@ -312,7 +317,7 @@ impl Serialize for TaskJson<'_> {
             .iter()
             .filter(|h| h.last_success.is_some() || h.last_failure.is_some())
             .map(|h| {
-                let mut r = json!({"alive": h.alive, "consecutiveFailures": h.consecutive_failures, "instanceId": instance_id(&t.id), "taskId": t.id});
+                let mut r = json!({"alive": h.alive, "consecutiveFailures": h.consecutive_failures, "instanceId": instance_id(t.id.as_str()), "taskId": t.id});
                 for (k, v) in [("firstSuccess", h.first_success), ("lastSuccess", h.last_success), ("lastFailure", h.last_failure)] {
                     if let Some(v) = v {
                         r[k] = json!(v);
@@ -327,7 +332,7 @@ impl Serialize for TaskJson<'_> {
         if let Some(h) = t.mesos_healthy
             && health.is_empty()
         {
-            health.push(json!({"alive": h, "consecutiveFailures": 0, "instanceId": instance_id(&t.id), "taskId": t.id}));
+            health.push(json!({"alive": h, "consecutiveFailures": 0, "instanceId": instance_id(t.id.as_str()), "taskId": t.id}));
         }
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("id", &t.id)?;

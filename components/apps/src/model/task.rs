@@ -1,5 +1,6 @@
 //! What apps remembers about each task it launched (stored, and the source of the v2 Task JSON).
 
+use capstan_types::{AgentId, TaskId, TaskState};
 use serde::{Deserialize, Serialize};
 
 use super::path::PathId;
@@ -9,12 +10,13 @@ use crate::readiness::ReadinessResult;
 /// One launched task.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TaskRecord {
-    pub id: String,
+    pub id: TaskId,
     pub app_id: PathId,
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub host: String,
-    /// Mesos task state name (`TASK_STAGING`, `TASK_RUNNING`, ...).
-    pub state: String,
+    /// Mesos task state (stored as its name, `TASK_STAGING`, `TASK_RUNNING`, ...).
+    #[serde(deserialize_with = "state_or_unknown")]
+    pub state: TaskState,
     pub staged_at: Timestamp,
     pub started_at: Option<Timestamp>,
     /// The app version the task was launched with.
@@ -40,11 +42,11 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     pub fn is_terminal(&self) -> bool {
-        is_terminal_state(&self.state)
+        self.state.is_terminal()
     }
 
     pub fn is_running(&self) -> bool {
-        self.state == "TASK_RUNNING"
+        self.state == TaskState::Running
     }
 
     /// Alive and counted towards the app's instances (not terminal, not being killed).
@@ -77,9 +79,11 @@ impl TaskRecord {
     }
 }
 
-/// Whether the Mesos state named `state` is terminal (unknown names are not).
-pub fn is_terminal_state(state: &str) -> bool {
-    capstan_types::TaskState::is_terminal_name(state)
+/// A stored state name; a name this build does not know (a newer master's) reads as
+/// `TASK_UNKNOWN` rather than losing the record.
+fn state_or_unknown<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TaskState, D::Error> {
+    let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    Ok(TaskState::from_name_or_unknown(&name))
 }
 
 /// State of one app-run health check for one task (the v2 `healthCheckResults` entry).
@@ -91,4 +95,40 @@ pub struct HealthResult {
     pub last_success: Option<Timestamp>,
     pub last_failure: Option<Timestamp>,
     pub last_failure_cause: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as the string-typed code wrote it: ids as strings, state as its name.
+    const OLD_RECORD: &str = r#"{"id":"web.instance-1._app.1","app_id":"/web","agent_id":"S0",
+        "host":"h0","state":"TASK_RUNNING","staged_at":"2024-01-02T03:04:05.000Z",
+        "started_at":null,"version":"2024-01-02T03:04:05.000Z",
+        "config_version":"2024-01-02T03:04:05.000Z","ports":[31000],"service_ports":[10000],
+        "ip_addresses":["10.0.0.1"],"mesos_healthy":null,"health":[],"kill_requested":null,
+        "unreachable_since":null,"role":"*"}"#;
+
+    #[test]
+    fn a_record_written_by_the_string_typed_code_still_decodes() {
+        let t: TaskRecord = serde_json::from_str(OLD_RECORD).unwrap();
+        assert_eq!(t.id, "web.instance-1._app.1");
+        assert_eq!(t.agent_id, "S0");
+        assert_eq!(t.state, TaskState::Running);
+        assert!(t.is_running() && !t.is_terminal());
+        // And it is written back in the same shape.
+        let again: serde_json::Value = serde_json::to_value(&t).unwrap();
+        assert_eq!(again["id"], "web.instance-1._app.1");
+        assert_eq!(again["agent_id"], "S0");
+        assert_eq!(again["state"], "TASK_RUNNING");
+        let back: TaskRecord = serde_json::from_value(again).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn an_unknown_stored_state_reads_as_task_unknown() {
+        let old = OLD_RECORD.replace("TASK_RUNNING", "TASK_FROM_THE_FUTURE");
+        let t: TaskRecord = serde_json::from_str(&old).unwrap();
+        assert_eq!(t.state, TaskState::Unknown);
+    }
 }

@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use capstan_types::{AgentId, FrameworkId};
+
 use crate::resources::{ANY_ROLE, Pools, Resources, pools_add, pools_checked_sub, pools_sum};
 
 /// The kinds that count for dominant shares.
@@ -18,8 +20,8 @@ const SHARE_KINDS: [&str; 4] = ["cpus", "mem", "disk", "gpus"];
 /// One offer to make: these resources of `agent` now belong to `framework` (as offered).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grant {
-    pub framework: String,
-    pub agent: String,
+    pub framework: FrameworkId,
+    pub agent: AgentId,
     /// The role the resources are allocated to (`allocation_info.role`).
     pub role: String,
     /// Resources keyed by their reservation role.
@@ -40,16 +42,16 @@ struct FrameworkSlot {
     suppressed: BTreeSet<String>,
     /// agent id → (refused until (ms), the refused resources). An offer is filtered only
     /// if it is no more than the refused resources, so freed resources still get offered.
-    filters: BTreeMap<String, (u64, Pools)>,
+    filters: BTreeMap<AgentId, (u64, Pools)>,
     /// agent id → resources offered or used by this framework on that agent.
-    allocated: BTreeMap<String, Pools>,
+    allocated: BTreeMap<AgentId, Pools>,
 }
 
 /// Allocator state; see the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct Allocator {
-    agents: BTreeMap<String, AgentSlot>,
-    frameworks: BTreeMap<String, FrameworkSlot>,
+    agents: BTreeMap<AgentId, AgentSlot>,
+    frameworks: BTreeMap<FrameworkId, FrameworkSlot>,
 }
 
 /// Largest refuse_seconds honoured (one year), as in Mesos.
@@ -62,7 +64,7 @@ impl Allocator {
 
     /// Adds (or replaces) an agent. `used` is what running tasks already hold, per framework;
     /// it is charged to those frameworks if they are known.
-    pub fn add_agent(&mut self, id: &str, total: Pools, used: &BTreeMap<String, Pools>) {
+    pub fn add_agent(&mut self, id: &AgentId, total: Pools, used: &BTreeMap<FrameworkId, Pools>) {
         self.remove_agent(id);
         let mut available = total.clone();
         for (fw, pools) in used {
@@ -70,12 +72,12 @@ impl Allocator {
                 // Only charge what actually fits; a misreporting agent cannot drive
                 // `available` negative.
                 if pools_checked_sub(&mut available, pools) {
-                    pools_add(f.allocated.entry(id.into()).or_default(), pools);
+                    pools_add(f.allocated.entry(id.clone()).or_default(), pools);
                 }
             }
         }
         self.agents.insert(
-            id.into(),
+            id.clone(),
             AgentSlot {
                 total,
                 available,
@@ -85,7 +87,7 @@ impl Allocator {
     }
 
     /// Removes an agent and every allocation on it.
-    pub fn remove_agent(&mut self, id: &str) {
+    pub fn remove_agent(&mut self, id: &AgentId) {
         self.agents.remove(id);
         for f in self.frameworks.values_mut() {
             f.allocated.remove(id);
@@ -94,13 +96,13 @@ impl Allocator {
     }
 
     /// Inactive agents (draining, deactivated) get no new offers.
-    pub fn set_agent_active(&mut self, id: &str, active: bool) {
+    pub fn set_agent_active(&mut self, id: &AgentId, active: bool) {
         if let Some(a) = self.agents.get_mut(id) {
             a.active = active;
         }
     }
 
-    pub fn add_framework(&mut self, id: &str, roles: Vec<String>, suppressed: &[String]) {
+    pub fn add_framework(&mut self, id: &FrameworkId, roles: Vec<String>, suppressed: &[String]) {
         let roles = if roles.is_empty() {
             vec![ANY_ROLE.to_string()]
         } else {
@@ -108,7 +110,7 @@ impl Allocator {
         };
         let slot = self
             .frameworks
-            .entry(id.into())
+            .entry(id.clone())
             .or_insert_with(|| FrameworkSlot {
                 roles: Vec::new(),
                 active: true,
@@ -122,7 +124,7 @@ impl Allocator {
     }
 
     /// Removes a framework; everything it held goes back to the agents.
-    pub fn remove_framework(&mut self, id: &str) {
+    pub fn remove_framework(&mut self, id: &FrameworkId) {
         if let Some(f) = self.frameworks.remove(id) {
             for (agent, pools) in f.allocated {
                 if let Some(a) = self.agents.get_mut(&agent) {
@@ -133,7 +135,7 @@ impl Allocator {
     }
 
     /// Inactive (disconnected) frameworks keep their allocations but get no offers.
-    pub fn set_framework_active(&mut self, id: &str, active: bool) {
+    pub fn set_framework_active(&mut self, id: &FrameworkId, active: bool) {
         if let Some(f) = self.frameworks.get_mut(id) {
             f.active = active;
         }
@@ -141,7 +143,7 @@ impl Allocator {
 
     /// Marks resources as allocated to `framework` without offering them (tasks that an
     /// agent reports on re-registration). Returns false if they are not available.
-    pub fn charge(&mut self, framework: &str, agent: &str, pools: &Pools) -> bool {
+    pub fn charge(&mut self, framework: &FrameworkId, agent: &AgentId, pools: &Pools) -> bool {
         let (Some(a), Some(f)) = (
             self.agents.get_mut(agent),
             self.frameworks.get_mut(framework),
@@ -151,13 +153,13 @@ impl Allocator {
         if !pools_checked_sub(&mut a.available, pools) {
             return false;
         }
-        pools_add(f.allocated.entry(agent.into()).or_default(), pools);
+        pools_add(f.allocated.entry(agent.clone()).or_default(), pools);
         true
     }
 
     /// Gives resources held by `framework` on `agent` back (declined or rescinded offer,
     /// finished task). Only what the framework actually holds is returned.
-    pub fn recover(&mut self, framework: &str, agent: &str, pools: &Pools) {
+    pub fn recover(&mut self, framework: &FrameworkId, agent: &AgentId, pools: &Pools) {
         let Some(f) = self.frameworks.get_mut(framework) else {
             return;
         };
@@ -210,8 +212,8 @@ impl Allocator {
     /// `now_ms + refuse_ms`. Nothing refused, or a zero duration, adds no filter.
     pub fn add_filter(
         &mut self,
-        framework: &str,
-        agent: &str,
+        framework: &FrameworkId,
+        agent: &AgentId,
         now_ms: u64,
         refuse_ms: u64,
         refused: &Pools,
@@ -223,7 +225,7 @@ impl Allocator {
             let until = now_ms.saturating_add(refuse_ms.min(MAX_REFUSE_MS));
             let entry = f
                 .filters
-                .entry(agent.into())
+                .entry(agent.clone())
                 .or_insert_with(|| (until, Pools::new()));
             entry.0 = entry.0.max(until);
             pools_add(&mut entry.1, refused);
@@ -231,7 +233,7 @@ impl Allocator {
     }
 
     /// REVIVE: clears all filters and unsuppresses `roles` (all roles when empty).
-    pub fn revive(&mut self, framework: &str, roles: &[String]) {
+    pub fn revive(&mut self, framework: &FrameworkId, roles: &[String]) {
         if let Some(f) = self.frameworks.get_mut(framework) {
             f.filters.clear();
             if roles.is_empty() {
@@ -245,7 +247,7 @@ impl Allocator {
     }
 
     /// SUPPRESS `roles` (all roles when empty).
-    pub fn suppress(&mut self, framework: &str, roles: &[String]) {
+    pub fn suppress(&mut self, framework: &FrameworkId, roles: &[String]) {
         if let Some(f) = self.frameworks.get_mut(framework) {
             if roles.is_empty() {
                 f.suppressed = f.roles.iter().cloned().collect();
@@ -257,7 +259,7 @@ impl Allocator {
 
     pub fn update_framework_roles(
         &mut self,
-        framework: &str,
+        framework: &FrameworkId,
         roles: Vec<String>,
         suppressed: &[String],
     ) {
@@ -280,16 +282,16 @@ impl Allocator {
         t
     }
 
-    pub fn agent_available(&self, agent: &str) -> Option<&Pools> {
+    pub fn agent_available(&self, agent: &AgentId) -> Option<&Pools> {
         self.agents.get(agent).map(|a| &a.available)
     }
 
-    pub fn agent_total(&self, agent: &str) -> Option<&Pools> {
+    pub fn agent_total(&self, agent: &AgentId) -> Option<&Pools> {
         self.agents.get(agent).map(|a| &a.total)
     }
 
     /// What `framework` holds on `agent`.
-    pub fn allocated(&self, framework: &str, agent: &str) -> Option<&Pools> {
+    pub fn allocated(&self, framework: &FrameworkId, agent: &AgentId) -> Option<&Pools> {
         self.frameworks.get(framework)?.allocated.get(agent)
     }
 
@@ -318,7 +320,7 @@ impl Allocator {
             f.filters.retain(|_, (until, _)| *until > now_ms);
         }
         let total = self.cluster_total();
-        let mut usage: BTreeMap<String, Resources> = self
+        let mut usage: BTreeMap<FrameworkId, Resources> = self
             .frameworks
             .iter()
             .map(|(id, f)| (id.clone(), Self::framework_usage(f)))
@@ -333,7 +335,7 @@ impl Allocator {
                 .add(&usage[id]);
         }
         let mut grants = Vec::new();
-        let agent_ids: Vec<String> = self.agents.keys().cloned().collect();
+        let agent_ids: Vec<AgentId> = self.agents.keys().cloned().collect();
         for agent_id in agent_ids {
             let agent = &self.agents[&agent_id];
             if !agent.active {
@@ -347,7 +349,7 @@ impl Allocator {
                 .collect();
             for pool_role in pool_roles {
                 // Candidates: (role share, framework share, framework, role).
-                let mut best: Option<(f64, f64, String, String)> = None;
+                let mut best: Option<(f64, f64, FrameworkId, String)> = None;
                 let mut candidate = Pools::new();
                 candidate.insert(
                     pool_role.clone(),

@@ -2,6 +2,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use capstan_types::{AgentId, FrameworkId};
+
 use super::*;
 use crate::resources::{Pools, Resources, pools_sum};
 
@@ -34,12 +36,12 @@ fn roles(r: &[&str]) -> Vec<String> {
 fn each_agent_is_offered_to_one_framework_and_never_twice() {
     let mut a = Allocator::new();
     a.add_agent(
-        "a1",
+        &"a1".into(),
         agent_pools(4.0, 1024.0, (31000, 31100)),
         &BTreeMap::new(),
     );
-    a.add_framework("f1", roles(&["*"]), &[]);
-    a.add_framework("f2", roles(&["*"]), &[]);
+    a.add_framework(&"f1".into(), roles(&["*"]), &[]);
+    a.add_framework(&"f2".into(), roles(&["*"]), &[]);
     let g = a.allocate(0);
     assert_eq!(g.len(), 1);
     assert!(
@@ -54,13 +56,13 @@ fn drf_spreads_agents_across_frameworks_fairly() {
     let mut a = Allocator::new();
     for i in 0..10 {
         a.add_agent(
-            &format!("a{i}"),
+            &format!("a{i}").into(),
             agent_pools(1.0, 100.0, (1, 10)),
             &BTreeMap::new(),
         );
     }
-    a.add_framework("f1", roles(&["*"]), &[]);
-    a.add_framework("f2", roles(&["*"]), &[]);
+    a.add_framework(&"f1".into(), roles(&["*"]), &[]);
+    a.add_framework(&"f2".into(), roles(&["*"]), &[]);
     let g = a.allocate(0);
     assert_eq!(g.len(), 10);
     let f1 = g.iter().filter(|g| g.framework == "f1").count();
@@ -70,14 +72,22 @@ fn drf_spreads_agents_across_frameworks_fairly() {
 #[test]
 fn drf_favours_the_framework_with_the_smaller_dominant_share() {
     let mut a = Allocator::new();
-    a.add_agent("a1", agent_pools(4.0, 400.0, (1, 10)), &BTreeMap::new());
-    a.add_agent("a2", agent_pools(4.0, 400.0, (1, 10)), &BTreeMap::new());
-    a.add_framework("big", roles(&["*"]), &[]);
+    a.add_agent(
+        &"a1".into(),
+        agent_pools(4.0, 400.0, (1, 10)),
+        &BTreeMap::new(),
+    );
+    a.add_agent(
+        &"a2".into(),
+        agent_pools(4.0, 400.0, (1, 10)),
+        &BTreeMap::new(),
+    );
+    a.add_framework(&"big".into(), roles(&["*"]), &[]);
     // "big" already runs on a1.
     let mut used = Pools::new();
     used.insert("*".into(), Resources::default().scalar("cpus", 3.0));
-    assert!(a.charge("big", "a1", &used));
-    a.add_framework("small", roles(&["*"]), &[]);
+    assert!(a.charge(&"big".into(), &"a1".into(), &used));
+    a.add_framework(&"small".into(), roles(&["*"]), &[]);
     let g = a.allocate(0);
     let to_small: Vec<&str> = g
         .iter()
@@ -91,11 +101,15 @@ fn drf_favours_the_framework_with_the_smaller_dominant_share() {
 #[test]
 fn declined_resources_are_filtered_until_refuse_seconds_pass() {
     let mut a = Allocator::new();
-    a.add_agent("a1", agent_pools(1.0, 100.0, (1, 10)), &BTreeMap::new());
-    a.add_framework("f1", roles(&["*"]), &[]);
+    a.add_agent(
+        &"a1".into(),
+        agent_pools(1.0, 100.0, (1, 10)),
+        &BTreeMap::new(),
+    );
+    a.add_framework(&"f1".into(), roles(&["*"]), &[]);
     let g = a.allocate(0).remove(0);
-    a.recover("f1", "a1", &g.resources);
-    a.add_filter("f1", "a1", 0, 5000, &g.resources);
+    a.recover(&"f1".into(), &"a1".into(), &g.resources);
+    a.add_filter(&"f1".into(), &"a1".into(), 0, 5000, &g.resources);
     assert!(a.allocate(1000).is_empty());
     assert_eq!(a.allocate(5000).len(), 1);
 }
@@ -103,8 +117,12 @@ fn declined_resources_are_filtered_until_refuse_seconds_pass() {
 #[test]
 fn a_filter_does_not_block_more_resources_than_were_refused() {
     let mut a = Allocator::new();
-    a.add_agent("a1", agent_pools(2.0, 200.0, (1, 10)), &BTreeMap::new());
-    a.add_framework("f1", roles(&["*"]), &[]);
+    a.add_agent(
+        &"a1".into(),
+        agent_pools(2.0, 200.0, (1, 10)),
+        &BTreeMap::new(),
+    );
+    a.add_framework(&"f1".into(), roles(&["*"]), &[]);
     let g = a.allocate(0).remove(0);
     // Use half, refuse the rest for a long time.
     let mut used = Pools::new();
@@ -116,14 +134,14 @@ fn a_filter_does_not_block_more_resources_than_were_refused() {
     );
     let mut rest = g.resources.clone();
     assert!(crate::resources::pools_checked_sub(&mut rest, &used));
-    a.recover("f1", "a1", &rest);
-    a.add_filter("f1", "a1", 0, 1_000_000, &rest);
+    a.recover(&"f1".into(), &"a1".into(), &rest);
+    a.add_filter(&"f1".into(), &"a1".into(), 0, 1_000_000, &rest);
     assert!(
         a.allocate(1).is_empty(),
         "the refused remainder is filtered"
     );
     // The task ends: now more than the refused resources are available.
-    a.recover("f1", "a1", &used);
+    a.recover(&"f1".into(), &"a1".into(), &used);
     assert_eq!(a.allocate(2).len(), 1);
     a.check_invariants().unwrap();
 }
@@ -131,26 +149,30 @@ fn a_filter_does_not_block_more_resources_than_were_refused() {
 #[test]
 fn revive_clears_filters_and_suppress_stops_offers() {
     let mut a = Allocator::new();
-    a.add_agent("a1", agent_pools(1.0, 100.0, (1, 10)), &BTreeMap::new());
-    a.add_framework("f1", roles(&["*"]), &[]);
-    a.suppress("f1", &[]);
+    a.add_agent(
+        &"a1".into(),
+        agent_pools(1.0, 100.0, (1, 10)),
+        &BTreeMap::new(),
+    );
+    a.add_framework(&"f1".into(), roles(&["*"]), &[]);
+    a.suppress(&"f1".into(), &[]);
     assert!(a.allocate(0).is_empty());
-    a.revive("f1", &[]);
+    a.revive(&"f1".into(), &[]);
     let g = a.allocate(0).remove(0);
-    a.recover("f1", "a1", &g.resources);
-    a.add_filter("f1", "a1", 0, 1_000_000, &g.resources);
+    a.recover(&"f1".into(), &"a1".into(), &g.resources);
+    a.add_filter(&"f1".into(), &"a1".into(), 0, 1_000_000, &g.resources);
     assert!(a.allocate(1).is_empty());
-    a.revive("f1", &[]);
+    a.revive(&"f1".into(), &[]);
     assert_eq!(a.allocate(2).len(), 1);
 }
 
 #[test]
 fn public_agents_are_offered_only_to_the_slave_public_role() {
     let mut a = Allocator::new();
-    a.add_agent("pub", public_pools(2.0), &BTreeMap::new());
-    a.add_framework("f1", roles(&["*"]), &[]);
+    a.add_agent(&"pub".into(), public_pools(2.0), &BTreeMap::new());
+    a.add_framework(&"f1".into(), roles(&["*"]), &[]);
     assert!(a.allocate(0).is_empty());
-    a.add_framework("f2", roles(&["slave_public"]), &[]);
+    a.add_framework(&"f2".into(), roles(&["slave_public"]), &[]);
     let g = a.allocate(0);
     assert_eq!(g.len(), 1);
     assert_eq!(g[0].framework, "f2");
@@ -160,11 +182,15 @@ fn public_agents_are_offered_only_to_the_slave_public_role() {
 #[test]
 fn removing_a_framework_returns_its_resources() {
     let mut a = Allocator::new();
-    a.add_agent("a1", agent_pools(1.0, 100.0, (1, 10)), &BTreeMap::new());
-    a.add_framework("f1", roles(&["*"]), &[]);
+    a.add_agent(
+        &"a1".into(),
+        agent_pools(1.0, 100.0, (1, 10)),
+        &BTreeMap::new(),
+    );
+    a.add_framework(&"f1".into(), roles(&["*"]), &[]);
     assert_eq!(a.allocate(0).len(), 1);
-    a.remove_framework("f1");
-    a.add_framework("f2", roles(&["*"]), &[]);
+    a.remove_framework(&"f1".into());
+    a.add_framework(&"f2".into(), roles(&["*"]), &[]);
     assert_eq!(a.allocate(0).len(), 1);
     a.check_invariants().unwrap();
 }
@@ -172,14 +198,18 @@ fn removing_a_framework_returns_its_resources() {
 #[test]
 fn inactive_agents_and_frameworks_get_no_offers() {
     let mut a = Allocator::new();
-    a.add_agent("a1", agent_pools(1.0, 100.0, (1, 10)), &BTreeMap::new());
-    a.add_framework("f1", roles(&["*"]), &[]);
-    a.set_agent_active("a1", false);
+    a.add_agent(
+        &"a1".into(),
+        agent_pools(1.0, 100.0, (1, 10)),
+        &BTreeMap::new(),
+    );
+    a.add_framework(&"f1".into(), roles(&["*"]), &[]);
+    a.set_agent_active(&"a1".into(), false);
     assert!(a.allocate(0).is_empty());
-    a.set_agent_active("a1", true);
-    a.set_framework_active("f1", false);
+    a.set_agent_active(&"a1".into(), true);
+    a.set_framework_active(&"f1".into(), false);
     assert!(a.allocate(0).is_empty());
-    a.set_framework_active("f1", true);
+    a.set_framework_active(&"f1".into(), true);
     assert_eq!(a.allocate(0).len(), 1);
 }
 
@@ -227,7 +257,7 @@ proptest! {
             now += 100;
             match op {
                 Op::AddAgent(i, cpus, public) => {
-                    let id = format!("a{i}");
+                    let id = AgentId::from(format!("a{i}"));
                     outstanding.retain(|g| g.agent != id);
                     let pools = if public == 1 {
                         public_pools(cpus as f64)
@@ -237,16 +267,16 @@ proptest! {
                     a.add_agent(&id, pools, &BTreeMap::new());
                 }
                 Op::RemoveAgent(i) => {
-                    let id = format!("a{i}");
+                    let id = AgentId::from(format!("a{i}"));
                     outstanding.retain(|g| g.agent != id);
                     a.remove_agent(&id);
                 }
                 Op::AddFramework(f, public) => {
                     let r = if public { roles(&["slave_public", "*"]) } else { roles(&["*"]) };
-                    a.add_framework(&format!("f{f}"), r, &[]);
+                    a.add_framework(&format!("f{f}").into(), r, &[]);
                 }
                 Op::RemoveFramework(f) => {
-                    let id = format!("f{f}");
+                    let id = FrameworkId::from(format!("f{f}"));
                     outstanding.retain(|g| g.framework != id);
                     a.remove_framework(&id);
                 }
@@ -282,7 +312,7 @@ proptest! {
                     a.recover(&g.framework, &g.agent, &rest);
                 }
                 Op::Release(f, ag) => {
-                    let (fid, aid) = (format!("f{f}"), format!("a{ag}"));
+                    let (fid, aid) = (FrameworkId::from(format!("f{f}")), AgentId::from(format!("a{ag}")));
                     if let Some(held) = a.allocated(&fid, &aid).cloned() {
                         let mut half = Pools::new();
                         for (role, r) in &held {
@@ -299,18 +329,18 @@ proptest! {
                     a.recover(&g.framework, &g.agent, &g.resources);
                     a.add_filter(&g.framework, &g.agent, now, ms as u64, &g.resources);
                 }
-                Op::Revive(f) => a.revive(&format!("f{f}"), &[]),
-                Op::Suppress(f) => a.suppress(&format!("f{f}"), &[]),
+                Op::Revive(f) => a.revive(&format!("f{f}").into(), &[]),
+                Op::Suppress(f) => a.suppress(&format!("f{f}").into(), &[]),
             }
             if let Err(e) = a.check_invariants() {
                 prop_assert!(false, "{}", e);
             }
             // Nothing available is negative.
             for i in 0..6 {
-                if let Some(p) = a.agent_available(&format!("a{i}")) {
+                if let Some(p) = a.agent_available(&format!("a{i}").into()) {
                     let s = pools_sum(p);
                     prop_assert!(s.scalars.values().all(|v| *v >= 0));
-                    let t = pools_sum(a.agent_total(&format!("a{i}")).unwrap());
+                    let t = pools_sum(a.agent_total(&format!("a{i}").into()).unwrap());
                     prop_assert!(t.contains(&s));
                 }
             }

@@ -7,14 +7,15 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+use capstan_types::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, TaskState};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{Agent, AgentState, ApiError, Core, Frame, MESOS_VERSION, Packed, Sink, Task};
+use super::{Agent, AgentState, ApiError, Core, Frame, MESOS_VERSION, Packed, Sink, Task, TaskKey};
 use crate::registry::RegistryOp;
 use crate::resources::{ANY_ROLE, pools_from_mesos_json};
-use crate::wire::{Api, Encoding, call_type, id_json, id_value, is_terminal, master_status_at};
+use crate::wire::{Api, Encoding, call_type, master_status_at};
 
 impl Core {
     pub fn agent_subscribe(
@@ -41,7 +42,8 @@ impl Core {
                 .unwrap_or(&empty),
         )
         .map_err(|e| ApiError::bad_request(format!("Invalid agent resources: {e}")))?;
-        let claimed = id_value(info.get("id")).or_else(|| id_value(call.get("agent_id")));
+        let claimed =
+            AgentId::from_wire(info.get("id")).or_else(|| AgentId::from_wire(call.get("agent_id")));
         if let Some(id) = &claimed
             && self.gone_agents.contains(id)
         {
@@ -57,9 +59,9 @@ impl Core {
         // Validate reported tasks before changing anything.
         let mut parsed = Vec::new();
         for rt in &reported {
-            let fid = id_value(rt.get("framework_id"));
+            let fid = FrameworkId::from_wire(rt.get("framework_id"));
             let task = rt.get("task");
-            let tid = task.and_then(|t| id_value(t.get("task_id")));
+            let tid = task.and_then(|t| TaskId::from_wire(t.get("task_id")));
             let state = rt.pointer("/status/state").and_then(Value::as_str);
             let (Some(fid), Some(task), Some(tid), Some(_)) = (fid, task, tid, state) else {
                 return Err(ApiError::bad_request(
@@ -84,13 +86,13 @@ impl Core {
         let id = match claimed {
             Some(id) => id,
             None => {
-                let id = format!("{}-S{}", self.master_id, self.next_agent);
+                let id = AgentId::from(format!("{}-S{}", self.master_id, self.next_agent));
                 self.next_agent += 1;
                 id
             }
         };
         let mut info = info.clone();
-        info["id"] = id_json(&id);
+        info["id"] = id.to_wire();
         if info.get("port").is_none() {
             info["port"] = json!(5051);
         }
@@ -107,14 +109,14 @@ impl Core {
             .to_string();
         let (sink, rx) = Sink::new(Api::Agent, enc, &self.durability);
         sink.send(&json!({"type":"SUBSCRIBED","subscribed":{
-            "agent_id": id_json(&id),
+            "agent_id": id.to_wire(),
             "ping_interval_seconds": self.cfg.agent_ping_interval.as_secs_f64(),
             "agent_timeout_seconds": self.cfg.agent_timeout.as_secs_f64(),
         }}));
         let rereg = self.agents.remove(&id);
         let was_known = rereg.is_some() || self.recovered_agents.remove(&id).is_some();
         // Offers on the agent are void either way.
-        let stale: Vec<String> = self
+        let stale: Vec<OfferId> = self
             .offers
             .values()
             .filter(|o| o.agent_id == id)
@@ -165,9 +167,9 @@ impl Core {
         self.allocation_requested = true;
 
         // Reconcile tasks.
-        let reported_keys: BTreeSet<(String, String)> =
+        let reported_keys: BTreeSet<TaskKey> =
             parsed.iter().map(|p| (p.0.clone(), p.1.clone())).collect();
-        let ours: Vec<(String, String)> = self
+        let ours: Vec<TaskKey> = self
             .tasks
             .iter()
             .filter(|(k, t)| t.agent_id == id && !reported_keys.contains(*k))
@@ -176,18 +178,18 @@ impl Core {
         for k in ours {
             // The agent does not know this task any more: it is gone.
             let t = self.tasks.get_mut(&k).expect("exists");
-            if is_terminal(&t.state) {
+            if t.state.is_terminal() {
                 continue;
             }
             let s = master_status_at(
                 self.clock.wall(),
                 &t.id,
-                "TASK_GONE",
+                TaskState::Gone,
                 Some(&id),
                 Some("REASON_AGENT_REREGISTERED"),
                 Some("Task was not reported by its re-registered agent"),
             );
-            t.state = "TASK_GONE".into();
+            t.state = TaskState::Gone;
             t.push_status(&s);
             self.send_update_to_framework(&k.0, s);
             let t = self.tasks.remove(&k).expect("exists");
@@ -200,22 +202,24 @@ impl Core {
             let key = (fid.clone(), tid.clone());
             if self.removed_frameworks.contains(&fid) {
                 if let Some(a) = self.agents.get_mut(&id) {
-                    a.send(&json!({"type":"SHUTDOWN_FRAMEWORK","shutdown_framework":{"framework_id": id_json(&fid)}}));
+                    a.send(&json!({"type":"SHUTDOWN_FRAMEWORK","shutdown_framework":{"framework_id": fid.to_wire()}}));
                 }
                 continue;
             }
-            let state = status["state"].as_str().unwrap_or("TASK_LOST").to_string();
+            let state = status["state"]
+                .as_str()
+                .map_or(TaskState::Lost, TaskState::from_name_or_unknown);
             match self.tasks.get_mut(&key) {
                 Some(t) => {
                     let changed = t.state != state;
                     t.agent_id = id.clone();
-                    t.state = state.clone();
-                    let terminal = is_terminal(&state);
+                    t.state = state;
+                    let terminal = state.is_terminal();
                     let mut st = status.clone();
                     if let Some(o) = st.as_object_mut() {
                         o.remove("uuid");
                     }
-                    st["agent_id"] = id_json(&id);
+                    st["agent_id"] = id.to_wire();
                     if changed {
                         t.push_status(&st);
                     }
@@ -237,8 +241,8 @@ impl Core {
                     if let Some(o) = st.as_object_mut() {
                         o.remove("uuid");
                     }
-                    st["agent_id"] = id_json(&id);
-                    let terminal = is_terminal(&state);
+                    st["agent_id"] = id.to_wire();
+                    let terminal = state.is_terminal();
                     let role = task
                         .pointer("/resources/0/allocation_info/role")
                         .and_then(Value::as_str)
@@ -251,7 +255,7 @@ impl Core {
                         executor_id: exec
                             .as_ref()
                             .or(task.get("executor"))
-                            .and_then(|e| id_value(e.get("executor_id"))),
+                            .and_then(|e| ExecutorId::from_wire(e.get("executor_id"))),
                         executor: exec.as_ref().or(task.get("executor")).map(Packed::new),
                         info: Packed::new(&task),
                         resources: res.clone(),
@@ -278,7 +282,7 @@ impl Core {
     }
 
     pub fn agent_call(&mut self, call: &Value, now: Instant) -> Result<(), ApiError> {
-        let aid = id_value(call.get("agent_id"))
+        let aid = AgentId::from_wire(call.get("agent_id"))
             .ok_or_else(|| ApiError::bad_request("Expecting 'agent_id' to be present"))?;
         if self.gone_agents.contains(&aid) {
             return Err(ApiError::forbidden(format!(
@@ -303,11 +307,11 @@ impl Core {
                 let m = call
                     .get("message")
                     .ok_or_else(|| ApiError::bad_request("Expecting 'message' to be present"))?;
-                let fid = id_value(m.get("framework_id")).ok_or_else(|| {
+                let fid = FrameworkId::from_wire(m.get("framework_id")).ok_or_else(|| {
                     ApiError::bad_request("Expecting 'message.framework_id' to be present")
                 })?;
                 let ev = json!({"type": "MESSAGE", "message": {
-                    "agent_id": id_json(&aid),
+                    "agent_id": aid.to_wire(),
                     "executor_id": m.get("executor_id").cloned().unwrap_or(json!({"value": ""})),
                     "data": m.get("data").cloned().unwrap_or(json!("")),
                 }});
@@ -321,13 +325,13 @@ impl Core {
                 let u = call
                     .get("update")
                     .ok_or_else(|| ApiError::bad_request("Expecting 'update' to be present"))?;
-                let fid = id_value(u.get("framework_id")).ok_or_else(|| {
+                let fid = FrameworkId::from_wire(u.get("framework_id")).ok_or_else(|| {
                     ApiError::bad_request("Expecting 'update.framework_id' to be present")
                 })?;
                 let status = u.get("status").ok_or_else(|| {
                     ApiError::bad_request("Expecting 'update.status' to be present")
                 })?;
-                let tid = id_value(status.get("task_id")).ok_or_else(|| {
+                let tid = TaskId::from_wire(status.get("task_id")).ok_or_else(|| {
                     ApiError::bad_request("Expecting 'update.status.task_id' to be present")
                 })?;
                 let state = status
@@ -337,6 +341,7 @@ impl Core {
                         ApiError::bad_request("Expecting 'update.status.state' to be present")
                     })?
                     .to_string();
+                let state = TaskState::from_name_or_unknown(&state);
                 let uuid = status
                     .get("uuid")
                     .and_then(Value::as_str)
@@ -344,7 +349,7 @@ impl Core {
                         ApiError::bad_request("Expecting 'update.status.uuid' to be present")
                     })?
                     .to_string();
-                self.agent_update(&aid, &fid, &tid, &state, &uuid, status.clone(), now);
+                self.agent_update(&aid, &fid, &tid, state, &uuid, status.clone(), now);
                 Ok(())
             }
             "SUBSCRIBE" => Err(ApiError::bad_request(
@@ -356,7 +361,7 @@ impl Core {
         }
     }
 
-    pub(super) fn mark_unreachable(&mut self, aid: &str) {
+    pub(super) fn mark_unreachable(&mut self, aid: &AgentId) {
         let Some(a) = self.agents.get_mut(aid) else {
             return;
         };
@@ -366,31 +371,31 @@ impl Core {
         warn!(agent_id = %aid, "Agent unreachable");
         a.state = AgentState::Unreachable;
         a.sink = None;
-        let offers: Vec<String> = self
+        let offers: Vec<OfferId> = self
             .offers
             .values()
-            .filter(|o| o.agent_id == aid)
+            .filter(|o| o.agent_id == *aid)
             .map(|o| o.id.clone())
             .collect();
         for o in offers {
             self.rescind(&o);
         }
         self.alloc.remove_agent(aid);
-        let keys: Vec<(String, String)> = self
+        let keys: Vec<TaskKey> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.agent_id == aid && !is_terminal(&t.state))
+            .filter(|(_, t)| t.agent_id == *aid && !t.state.is_terminal())
             .map(|(k, _)| k.clone())
             .collect();
         let ts = self.clock.wall();
         for k in keys {
             let t = self.tasks.get_mut(&k).expect("exists");
-            t.state = "TASK_UNREACHABLE".into();
+            t.state = TaskState::Unreachable;
             t.released = true; // resources went with the agent
             let mut s = master_status_at(
                 self.clock.wall(),
                 &t.id,
-                "TASK_UNREACHABLE",
+                TaskState::Unreachable,
                 Some(aid),
                 Some("REASON_AGENT_DISCONNECTED"),
                 Some("Agent is unreachable"),
@@ -399,27 +404,27 @@ impl Core {
             t.push_status(&s);
             self.send_update_to_framework(&k.0, s.clone());
             self.operator_event(json!({"type":"TASK_UPDATED","task_updated":{
-                "framework_id": id_json(&k.0), "status": s, "state": "TASK_UNREACHABLE"}}));
+                "framework_id": k.0.to_wire(), "status": s, "state": TaskState::Unreachable.name()}}));
         }
-        let failure = json!({"type":"FAILURE","failure":{"agent_id": id_json(aid)}});
+        let failure = json!({"type":"FAILURE","failure":{"agent_id": aid.to_wire()}});
         for f in self.frameworks.values_mut() {
             f.send(&failure);
         }
         self.operator_event(
-            json!({"type":"AGENT_REMOVED","agent_removed":{"agent_id": id_json(aid)}}),
+            json!({"type":"AGENT_REMOVED","agent_removed":{"agent_id": aid.to_wire()}}),
         );
     }
 
     /// A draining agent is drained once none of its tasks is still running.
-    pub(super) fn is_drained(&self, aid: &str) -> bool {
+    pub(super) fn is_drained(&self, aid: &AgentId) -> bool {
         !self
             .tasks
             .values()
-            .any(|t| t.agent_id == aid && !is_terminal(&t.state))
+            .any(|t| t.agent_id == *aid && !t.state.is_terminal())
     }
 
     pub(super) fn mark_drained_agents_gone(&mut self) {
-        let drained: Vec<String> = self
+        let drained: Vec<AgentId> = self
             .agents
             .values()
             .filter(|a| a.state == AgentState::Draining && a.mark_gone_when_drained)
@@ -432,27 +437,27 @@ impl Core {
         }
     }
 
-    pub(super) fn mark_gone(&mut self, aid: &str) {
+    pub(super) fn mark_gone(&mut self, aid: &AgentId) {
         info!(agent_id = %aid, "Agent marked gone");
-        let keys: Vec<(String, String)> = self
+        let keys: Vec<TaskKey> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.agent_id == aid)
+            .filter(|(_, t)| t.agent_id == *aid)
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
             let mut t = self.tasks.remove(&k).expect("exists");
             self.release(&t);
-            if !is_terminal(&t.state) {
+            if !t.state.is_terminal() {
                 let s = master_status_at(
                     self.clock.wall(),
                     &t.id,
-                    "TASK_GONE_BY_OPERATOR",
+                    TaskState::GoneByOperator,
                     Some(aid),
                     Some("REASON_AGENT_REMOVED_BY_OPERATOR"),
                     Some("Agent marked gone by operator"),
                 );
-                t.state = "TASK_GONE_BY_OPERATOR".into();
+                t.state = TaskState::GoneByOperator;
                 t.push_status(&s);
                 self.send_update_to_framework(&k.0, s);
             }
@@ -461,10 +466,10 @@ impl Core {
                 f.completed_tasks.push_back(t);
             }
         }
-        let offers: Vec<String> = self
+        let offers: Vec<OfferId> = self
             .offers
             .values()
-            .filter(|o| o.agent_id == aid)
+            .filter(|o| o.agent_id == *aid)
             .map(|o| o.id.clone())
             .collect();
         for o in offers {
@@ -475,11 +480,11 @@ impl Core {
             a.send(&json!({"type":"ERROR","error":{"message":"Agent has been marked gone"}}));
         }
         self.recovered_agents.remove(aid);
-        self.gone_agents.insert(aid.into());
+        self.gone_agents.insert(aid.clone());
         self.registry
-            .record(RegistryOp::AgentGone { id: aid.into() });
+            .record(RegistryOp::AgentGone { id: aid.clone() });
         self.operator_event(
-            json!({"type":"AGENT_REMOVED","agent_removed":{"agent_id": id_json(aid)}}),
+            json!({"type":"AGENT_REMOVED","agent_removed":{"agent_id": aid.to_wire()}}),
         );
     }
 }

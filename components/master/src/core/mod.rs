@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use capstan_types::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, TaskState};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -38,8 +39,11 @@ use crate::config::Config;
 use crate::registry::{Durability, Registry};
 use crate::resources::{ANY_ROLE, Pools};
 use crate::wire::{
-    Api, Encoding, encode_message, id_json, master_status, recordio, recordio_json, str_list, wall,
+    Api, Encoding, encode_message, master_status, recordio, recordio_json, str_list, wall,
 };
+
+/// A task's key: tasks ids are unique within their framework only.
+type TaskKey = (FrameworkId, TaskId);
 
 /// Version reported by `/version`, MasterInfo and `/master/state` (pymesos needs plain
 /// dotted integers ≥ 1.0.0).
@@ -173,7 +177,7 @@ impl Sink {
 
 #[derive(Debug)]
 struct Framework {
-    id: String,
+    id: FrameworkId,
     info: Value,
     roles: Vec<String>,
     suppressed_roles: Vec<String>,
@@ -274,16 +278,16 @@ impl std::fmt::Debug for Packed {
 
 #[derive(Debug, Clone)]
 struct Task {
-    framework_id: String,
-    id: String,
-    agent_id: String,
+    framework_id: FrameworkId,
+    id: TaskId,
+    agent_id: AgentId,
     info: Packed,
-    executor_id: Option<String>,
+    executor_id: Option<ExecutorId>,
     /// The task's executor (its own `executor`, or the task group's).
     executor: Option<Packed>,
     resources: Pools,
     role: String,
-    state: String,
+    state: TaskState,
     statuses: Vec<Packed>,
     pending: VecDeque<Pending>,
     acked: VecDeque<String>,
@@ -293,7 +297,7 @@ struct Task {
 impl Task {
     fn latest_status(&self) -> Value {
         self.statuses.last().map(Packed::value).unwrap_or_else(|| {
-            master_status(&self.id, &self.state, Some(&self.agent_id), None, None)
+            master_status(&self.id, self.state, Some(&self.agent_id), None, None)
         })
     }
 
@@ -314,7 +318,7 @@ enum AgentState {
 
 #[derive(Debug)]
 struct Agent {
-    id: String,
+    id: AgentId,
     info: Value,
     hostname: String,
     port: u64,
@@ -347,9 +351,9 @@ impl Agent {
 
 #[derive(Debug, Clone)]
 struct Offer {
-    id: String,
-    framework_id: String,
-    agent_id: String,
+    id: OfferId,
+    framework_id: FrameworkId,
+    agent_id: AgentId,
     role: String,
     resources: Pools,
     created: Instant,
@@ -372,14 +376,14 @@ pub struct Core {
     start_time: f64,
     started: Instant,
     alloc: Allocator,
-    frameworks: BTreeMap<String, Framework>,
+    frameworks: BTreeMap<FrameworkId, Framework>,
     completed_frameworks: VecDeque<Framework>,
-    removed_frameworks: BTreeSet<String>,
-    agents: BTreeMap<String, Agent>,
-    gone_agents: BTreeSet<String>,
-    recovered_agents: BTreeMap<String, Value>,
-    offers: BTreeMap<String, Offer>,
-    tasks: BTreeMap<(String, String), Task>,
+    removed_frameworks: BTreeSet<FrameworkId>,
+    agents: BTreeMap<AgentId, Agent>,
+    gone_agents: BTreeSet<AgentId>,
+    recovered_agents: BTreeMap<AgentId, Value>,
+    offers: BTreeMap<OfferId, Offer>,
+    tasks: BTreeMap<TaskKey, Task>,
     operator_subs: Vec<Sink>,
     operator_heartbeat: Instant,
     registry: Box<dyn Registry>,
@@ -391,12 +395,6 @@ pub struct Core {
     dropped_messages: u64,
     clock: Box<dyn Clock>,
     ids: Box<dyn IdGen>,
-}
-
-fn require<'a>(v: &'a Value, key: &str) -> Result<&'a Value, ApiError> {
-    v.get(key)
-        .filter(|x| !x.is_null())
-        .ok_or_else(|| ApiError::invalid(format_args!("Expecting '{key}' to be present")))
 }
 
 impl Core {
@@ -522,7 +520,7 @@ impl Core {
     pub fn tick(&mut self, now: Instant) {
         self.mark_drained_agents_gone();
         // Broken framework streams → disconnected; expired failover → removed.
-        let ids: Vec<String> = self.frameworks.keys().cloned().collect();
+        let ids: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
         for id in ids {
             let f = self.frameworks.get_mut(&id).expect("exists");
             if f.sink.as_ref().is_some_and(Sink::is_closed) {
@@ -534,7 +532,7 @@ impl Core {
                 f.unregistered_time = Some(self.clock.wall());
                 f.stream_id = None;
                 self.alloc.set_framework_active(&id, false);
-                let offers: Vec<String> = self
+                let offers: Vec<OfferId> = self
                     .offers
                     .values()
                     .filter(|o| o.framework_id == id)
@@ -568,7 +566,7 @@ impl Core {
         }
         self.operator_subs.retain(|s| !s.is_closed());
         // Agents: ping, time out.
-        let ids: Vec<String> = self.agents.keys().cloned().collect();
+        let ids: Vec<AgentId> = self.agents.keys().cloned().collect();
         for id in ids {
             let a = self.agents.get_mut(&id).expect("exists");
             if a.state == AgentState::Unreachable {
@@ -588,7 +586,7 @@ impl Core {
         }
         // Offer timeout.
         if !self.cfg.offer_timeout.is_zero() {
-            let expired: Vec<String> = self
+            let expired: Vec<OfferId> = self
                 .offers
                 .values()
                 .filter(|o| now.duration_since(o.created) >= self.cfg.offer_timeout)
@@ -599,7 +597,7 @@ impl Core {
             }
         }
         // Status update retries.
-        let keys: Vec<(String, String)> = self
+        let keys: Vec<TaskKey> = self
             .tasks
             .iter()
             .filter(|(_, t)| !t.pending.is_empty())
@@ -621,9 +619,9 @@ impl Core {
     /// Runs the allocator and sends the offers it grants.
     pub fn allocate(&mut self, now: Instant) {
         let grants = self.alloc.allocate(self.ms(now));
-        let mut by_fw: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let mut by_fw: BTreeMap<FrameworkId, Vec<Value>> = BTreeMap::new();
         for g in grants {
-            let id = format!("{}-O{}", self.master_id, self.next_offer);
+            let id = OfferId::from(format!("{}-O{}", self.master_id, self.next_offer));
             self.next_offer += 1;
             let o = Offer {
                 id: id.clone(),
@@ -646,12 +644,12 @@ impl Core {
         }
     }
 
-    fn rescind(&mut self, offer_id: &str) {
+    fn rescind(&mut self, offer_id: &OfferId) {
         if let Some(o) = self.offers.remove(offer_id) {
             self.alloc
                 .recover(&o.framework_id, &o.agent_id, &o.resources);
             if let Some(f) = self.frameworks.get_mut(&o.framework_id) {
-                f.send(&json!({"type":"RESCIND","rescind":{"offer_id": id_json(offer_id)}}));
+                f.send(&json!({"type":"RESCIND","rescind":{"offer_id": offer_id.to_wire()}}));
             }
         }
     }

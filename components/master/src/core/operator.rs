@@ -6,13 +6,14 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use capstan_types::{AgentId, FrameworkId, OfferId, TaskId, TaskState};
 use serde_json::{Value, json};
 
 use super::{
     Agent, AgentState, ApiError, Core, Framework, OperatorReply, Packed, Sink, Task, version_info,
 };
 use crate::resources::{Pools, pools_add, pools_to_mesos_json};
-use crate::wire::{Api, Encoding, call_type, id_json, id_value, is_terminal};
+use crate::wire::{Api, Encoding, call_type};
 
 impl Core {
     pub(super) fn operator_event(&mut self, ev: Value) {
@@ -22,7 +23,7 @@ impl Core {
     /// Tears a registered framework down (the operator's TEARDOWN call and the old
     /// `POST /master/teardown` endpoint): its tasks are killed and it is removed. An
     /// unknown id is a 400 with Mesos' message.
-    pub fn teardown_framework(&mut self, fid: &str) -> Result<(), ApiError> {
+    pub fn teardown_framework(&mut self, fid: &FrameworkId) -> Result<(), ApiError> {
         if !self.frameworks.contains_key(fid) {
             return Err(ApiError::bad_request(
                 "No framework found with specified ID",
@@ -58,9 +59,10 @@ impl Core {
                 json!({"metrics": self.metrics().as_object().map(|m| m.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>()).unwrap_or_default()}),
             )),
             "TEARDOWN" => {
-                let fid = id_value(call.pointer("/teardown/framework_id")).ok_or_else(|| {
-                    ApiError::bad_request("Expecting 'teardown.framework_id' to be present")
-                })?;
+                let fid = FrameworkId::from_wire(call.pointer("/teardown/framework_id"))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("Expecting 'teardown.framework_id' to be present")
+                    })?;
                 if !self.frameworks.contains_key(&fid) {
                     return Err(ApiError::bad_request(format!("Framework {fid} not found")));
                 }
@@ -68,9 +70,10 @@ impl Core {
                 Ok(OperatorReply::Empty)
             }
             "MARK_AGENT_GONE" => {
-                let aid = id_value(call.pointer("/mark_agent_gone/agent_id")).ok_or_else(|| {
-                    ApiError::bad_request("Expecting 'mark_agent_gone.agent_id' to be present")
-                })?;
+                let aid = AgentId::from_wire(call.pointer("/mark_agent_gone/agent_id"))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("Expecting 'mark_agent_gone.agent_id' to be present")
+                    })?;
                 if !self.agents.contains_key(&aid) && !self.recovered_agents.contains_key(&aid) {
                     return Err(ApiError::bad_request(format!("Agent {aid} not found")));
                 }
@@ -78,9 +81,10 @@ impl Core {
                 Ok(OperatorReply::Empty)
             }
             "DRAIN_AGENT" => {
-                let aid = id_value(call.pointer("/drain_agent/agent_id")).ok_or_else(|| {
-                    ApiError::bad_request("Expecting 'drain_agent.agent_id' to be present")
-                })?;
+                let aid =
+                    AgentId::from_wire(call.pointer("/drain_agent/agent_id")).ok_or_else(|| {
+                        ApiError::bad_request("Expecting 'drain_agent.agent_id' to be present")
+                    })?;
                 let mark_gone = call
                     .pointer("/drain_agent/mark_gone")
                     .and_then(Value::as_bool)
@@ -94,7 +98,7 @@ impl Core {
                 a.state = AgentState::Draining;
                 a.mark_gone_when_drained |= mark_gone;
                 self.alloc.set_agent_active(&aid, false);
-                let offers: Vec<String> = self
+                let offers: Vec<OfferId> = self
                     .offers
                     .values()
                     .filter(|o| o.agent_id == aid)
@@ -103,10 +107,10 @@ impl Core {
                 for o in offers {
                     self.rescind(&o);
                 }
-                let kills: Vec<(String, String)> = self
+                let kills: Vec<(FrameworkId, TaskId)> = self
                     .tasks
                     .values()
-                    .filter(|t| t.agent_id == aid && !is_terminal(&t.state))
+                    .filter(|t| t.agent_id == aid && !t.state.is_terminal())
                     .map(|t| (t.framework_id.clone(), t.id.clone()))
                     .collect();
                 for (f, t) in kills {
@@ -141,15 +145,15 @@ impl Core {
         let statuses: Vec<Value> = t.statuses.iter().map(Packed::value).collect();
         let mut v = json!({
             "name": info.get("name").cloned().unwrap_or(json!("")),
-            "task_id": id_json(&t.id),
-            "framework_id": id_json(&t.framework_id),
-            "agent_id": id_json(&t.agent_id),
-            "state": t.state,
+            "task_id": t.id.to_wire(),
+            "framework_id": t.framework_id.to_wire(),
+            "agent_id": t.agent_id.to_wire(),
+            "state": t.state.name(),
             "resources": pools_to_mesos_json(&t.resources, Some(&t.role)),
             "statuses": statuses,
         });
         if let Some(e) = &t.executor_id {
-            v["executor_id"] = id_json(e);
+            v["executor_id"] = e.to_wire();
         }
         for k in [
             "labels",
@@ -272,7 +276,7 @@ impl Core {
         let mut tasks = Vec::new();
         let mut unreachable = Vec::new();
         for t in self.tasks.values() {
-            if t.state == "TASK_UNREACHABLE" {
+            if t.state == TaskState::Unreachable {
                 unreachable.push(self.task_v1_json(t));
             } else {
                 tasks.push(self.task_v1_json(t));
@@ -295,7 +299,7 @@ impl Core {
             if let (Some(eid), Some(exec)) = (&t.executor_id, &t.executor)
                 && seen.insert((t.framework_id.clone(), eid.clone()))
             {
-                out.push(json!({"executor_info": exec.value(), "agent_id": id_json(&t.agent_id)}));
+                out.push(json!({"executor_info": exec.value(), "agent_id": t.agent_id.to_wire()}));
             }
         }
         json!({"executors": out})

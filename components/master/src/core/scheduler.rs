@@ -3,25 +3,66 @@
 //! KILL, SHUTDOWN, RECONCILE (explicit and implicit), REVIVE / SUPPRESS, MESSAGE,
 //! UPDATE_FRAMEWORK and TEARDOWN, and removing a framework (teardown or an expired
 //! failover_timeout). ACKNOWLEDGE is decoded here and handled in `updates.rs`.
+//!
+//! Calls come typed (`scheduler::Call`, decoded at the HTTP edge by
+//! `wire::decode_scheduler_json` / `decode_scheduler_protobuf`); only the blobs the master
+//! keeps for its views and passes on to agents (FrameworkInfo, TaskInfo, ExecutorInfo,
+//! KillPolicy) are turned back into their Mesos JSON with `capstan_proto::to_json`.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
+use base64::Engine;
+use capstan_proto::mesos::v1 as mesos;
+use capstan_proto::mesos::v1::scheduler::{self, call::Type};
+use capstan_proto::to_json;
+use capstan_types::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, TaskState};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{
-    AgentState, ApiError, Core, Frame, Framework, Offer, Packed, Sink, Task, require, roles_of,
+    AgentState, ApiError, Core, Frame, Framework, Offer, Packed, Sink, Task, TaskKey, roles_of,
 };
 use crate::registry::RegistryOp;
 use crate::resources::{
     ANY_ROLE, Pools, pools_add, pools_checked_sub, pools_from_mesos_json, pools_sum,
     pools_to_mesos_json,
 };
-use crate::wire::{
-    Api, Encoding, call_type, id_json, id_value, is_terminal, master_status_at, str_list,
-};
+use crate::wire::{Api, Encoding, RejectedTask, SchedulerCall, master_status_at};
+
+fn framework_id(id: &mesos::FrameworkId) -> FrameworkId {
+    id.value.as_str().into()
+}
+
+fn task_id(id: &mesos::TaskId) -> TaskId {
+    id.value.as_str().into()
+}
+
+fn agent_id(id: &mesos::AgentId) -> AgentId {
+    id.value.as_str().into()
+}
+
+/// The call's `type`: present and a name of `Call.Type` (checked at the edge for JSON).
+fn call_type_of(call: &scheduler::Call) -> Result<Type, ApiError> {
+    match call.r#type {
+        None => Err(ApiError::bad_request("Expecting 'type' to be present")),
+        Some(n) => Type::try_from(n).map_err(|_| {
+            ApiError::bad_request(format!(
+                "Failed to convert JSON into Call protobuf: unknown call type '{n}'"
+            ))
+        }),
+    }
+}
+
+/// A FrameworkInfo as the master keeps it: its Mesos JSON, `failover_timeout` always set.
+fn framework_info_json(info: &mesos::FrameworkInfo) -> Value {
+    let mut info = info.clone();
+    if info.failover_timeout.is_none() {
+        info.failover_timeout = Some(0.0);
+    }
+    to_json(&info)
+}
 
 impl Core {
     /// Ties frameworks to the principal that authenticated their calls (strict mode; reliability
@@ -29,15 +70,20 @@ impl Core {
     /// none, and is refused (403) when it names another or when the framework id it claims is
     /// registered by another principal; any other call is refused (400, as Mesos) unless its
     /// framework's principal is the caller. Run in the same core step as the call itself.
-    pub fn authorize_scheduler_call(&self, call: &mut Value, caller: &str) -> Result<(), ApiError> {
-        let registered = |id: Option<String>| {
-            id.and_then(|id| self.frameworks.get(&id))
+    pub fn authorize_scheduler_call(
+        &self,
+        call: &mut scheduler::Call,
+        caller: &str,
+    ) -> Result<(), ApiError> {
+        let registered = |id: Option<&FrameworkId>| {
+            id.and_then(|id| self.frameworks.get(id))
                 .and_then(|f| f.info.get("principal"))
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        if call.get("type").and_then(Value::as_str) != Some("SUBSCRIBE") {
-            if let Some(p) = registered(id_value(call.get("framework_id")))
+        let call_id = call.framework_id.as_ref().map(framework_id);
+        if call.r#type != Some(Type::Subscribe as i32) {
+            if let Some(p) = registered(call_id.as_ref())
                 && p != caller
             {
                 return Err(ApiError::bad_request(format!(
@@ -46,26 +92,26 @@ impl Core {
             }
             return Ok(());
         }
-        let call_id = id_value(call.get("framework_id"));
-        let Some(info) = call.pointer_mut("/subscribe/framework_info") else {
+        let Some(sub) = call.subscribe.as_mut() else {
             return Ok(()); // SUBSCRIBE itself says what is missing
         };
-        match info.get("principal").and_then(Value::as_str) {
+        let info = &mut sub.framework_info;
+        match info.principal.as_deref() {
             Some(p) if p != caller => {
                 return Err(ApiError::forbidden(format!(
                     "Framework principal '{p}' does not match authenticated principal '{caller}'"
                 )));
             }
             Some(_) => {}
-            None => info["principal"] = json!(caller),
+            None => info.principal = Some(caller.to_owned()),
         }
-        let id = id_value(info.get("id")).or(call_id);
-        if let Some(p) = registered(id.clone())
+        let id = info.id.as_ref().map(framework_id).or(call_id);
+        if let Some(p) = registered(id.as_ref())
             && p != caller
         {
             return Err(ApiError::forbidden(format!(
                 "Framework {} is registered by principal '{p}', not '{caller}'",
-                id.unwrap_or_default()
+                id.map(FrameworkId::into_string).unwrap_or_default()
             )));
         }
         Ok(())
@@ -74,35 +120,31 @@ impl Core {
     /// SUBSCRIBE: returns the new stream id and the event stream.
     pub fn scheduler_subscribe(
         &mut self,
-        call: &Value,
+        call: &scheduler::Call,
         enc: Encoding,
         now: Instant,
     ) -> Result<(String, mpsc::Receiver<Frame>), ApiError> {
-        let sub = require(call, "subscribe")?;
-        let info = require(sub, "framework_info")?;
-        for k in ["user", "name"] {
-            if info.get(k).and_then(Value::as_str).is_none() {
-                return Err(ApiError::invalid(format_args!(
-                    "Missing required fields: framework_info.{k}"
-                )));
-            }
-        }
-        let info_id = id_value(info.get("id"));
-        let call_id = id_value(call.get("framework_id"));
+        let sub = call
+            .subscribe
+            .as_ref()
+            .ok_or_else(|| ApiError::invalid("Expecting 'subscribe' to be present"))?;
+        let info = &sub.framework_info;
+        let info_id = info.id.as_ref().map(framework_id);
+        let call_id = call.framework_id.as_ref().map(framework_id);
         if info_id.is_some() && call_id.is_some() && info_id != call_id {
             return Err(ApiError::invalid(
                 "'framework_id' differs from 'subscribe.framework_info.id'",
             ));
         }
-        if let Some(ft) = info.get("failover_timeout")
-            && ft.as_f64().is_none_or(|x| !x.is_finite() || x < 0.0)
+        if let Some(ft) = info.failover_timeout
+            && (!ft.is_finite() || ft < 0.0)
         {
             return Err(ApiError::invalid(
                 "framework_info.failover_timeout must be a non-negative number",
             ));
         }
         let id = info_id.or(call_id);
-        let suppressed = str_list(sub.get("suppressed_roles"));
+        let suppressed = sub.suppressed_roles.clone();
         let stream_id = self.ids.uuid().to_string();
         let (sink, rx) = Sink::new(Api::Scheduler, enc, &self.durability);
         if let Some(id) = &id
@@ -116,21 +158,22 @@ impl Core {
         let id = match id {
             Some(id) => id,
             None => {
-                let id = format!("{}-{:04}", self.master_id, self.next_framework);
+                let id =
+                    FrameworkId::from(format!("{}-{:04}", self.master_id, self.next_framework));
                 self.next_framework += 1;
                 id
             }
         };
         let mut info = info.clone();
-        info["id"] = id_json(&id);
-        if info.get("failover_timeout").is_none() {
-            info["failover_timeout"] = json!(0.0);
-        }
+        info.id = Some(mesos::FrameworkId {
+            value: id.to_string(),
+        });
+        let info = framework_info_json(&info);
         let roles = roles_of(&info);
         let subscribed = json!({
             "type": "SUBSCRIBED",
             "subscribed": {
-                "framework_id": id_json(&id),
+                "framework_id": id.to_wire(),
                 "heartbeat_interval_seconds": self.cfg.heartbeat_interval.as_secs_f64(),
                 "master_info": self.master_info,
             }
@@ -177,7 +220,7 @@ impl Core {
             );
             self.alloc.add_framework(&id, roles, &suppressed);
             // Charge tasks adopted from re-registered agents before the framework came back.
-            let adopted: Vec<(String, Pools)> = self
+            let adopted: Vec<(AgentId, Pools)> = self
                 .tasks
                 .values()
                 .filter(|t| t.framework_id == id && !t.released)
@@ -206,15 +249,19 @@ impl Core {
     /// Any non-SUBSCRIBE call. `Ok(Some(v))` answers 200 with `v`; `Ok(None)` answers 202.
     pub fn scheduler_call(
         &mut self,
-        call: &Value,
+        sc: &SchedulerCall,
         stream_id: Option<&str>,
         now: Instant,
     ) -> Result<Option<Value>, ApiError> {
-        let ty = call_type(Api::Scheduler, call).map_err(ApiError::bad_request)?;
-        if ty == "UNKNOWN" {
+        let call = &sc.call;
+        let ty = call_type_of(call)?;
+        if ty == Type::Unknown {
             return Err(ApiError::unknown_call());
         }
-        let fid = id_value(call.get("framework_id"))
+        let fid = call
+            .framework_id
+            .as_ref()
+            .map(framework_id)
             .ok_or_else(|| ApiError::invalid("Expecting 'framework_id' to be present"))?;
         let Some(f) = self.frameworks.get(&fid) else {
             return Err(ApiError::bad_request("Framework cannot be found"));
@@ -232,25 +279,23 @@ impl Core {
                 "The stream ID '{sid}' included in this request didn't match the stream ID currently associated with framework ID {fid}"
             )));
         }
+        let missing =
+            |what: &str| ApiError::invalid(format_args!("Expecting '{what}' to be present"));
         match ty {
-            "TEARDOWN" => {
+            Type::Teardown => {
                 self.remove_framework(&fid, "Framework teardown");
                 Ok(None)
             }
-            "ACCEPT" => {
-                let accept = require(call, "accept")?;
-                self.accept(&fid, accept, now);
+            Type::Accept => {
+                let accept = call.accept.as_ref().ok_or_else(|| missing("accept"))?;
+                self.accept(&fid, accept, &sc.rejected, now);
                 Ok(None)
             }
-            "DECLINE" => {
-                let decline = require(call, "decline")?;
-                let ids = decline
-                    .get("offer_ids")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let refuse = refuse_ms(decline.get("filters"));
-                for id in ids.iter().filter_map(|v| id_value(Some(v))) {
+            Type::Decline => {
+                let decline = call.decline.as_ref().ok_or_else(|| missing("decline"))?;
+                let refuse = refuse_ms(decline.filters.as_ref());
+                for id in &decline.offer_ids {
+                    let id = OfferId::from(id.value.as_str());
                     if let Some(o) = self.offers.get(&id)
                         && o.framework_id == fid
                     {
@@ -263,8 +308,12 @@ impl Core {
                 }
                 Ok(None)
             }
-            "REVIVE" => {
-                let roles = str_list(call.pointer("/revive/roles"));
+            Type::Revive => {
+                let roles = call
+                    .revive
+                    .as_ref()
+                    .map(|r| r.roles.clone())
+                    .unwrap_or_default();
                 self.alloc.revive(&fid, &roles);
                 let f = self.frameworks.get_mut(&fid).expect("exists");
                 if roles.is_empty() {
@@ -275,8 +324,12 @@ impl Core {
                 self.allocation_requested = true;
                 Ok(None)
             }
-            "SUPPRESS" => {
-                let roles = str_list(call.pointer("/suppress/roles"));
+            Type::Suppress => {
+                let roles = call
+                    .suppress
+                    .as_ref()
+                    .map(|r| r.roles.clone())
+                    .unwrap_or_default();
                 self.alloc.suppress(&fid, &roles);
                 let f = self.frameworks.get_mut(&fid).expect("exists");
                 let add = if roles.is_empty() {
@@ -291,22 +344,19 @@ impl Core {
                 }
                 Ok(None)
             }
-            "KILL" => {
-                let kill = require(call, "kill")?;
-                let tid = id_value(kill.get("task_id"))
-                    .ok_or_else(|| ApiError::invalid("Expecting 'kill.task_id' to be present"))?;
-                self.kill_task(&fid, &tid, kill.get("kill_policy"));
+            Type::Kill => {
+                let kill = call.kill.as_ref().ok_or_else(|| missing("kill"))?;
+                let policy = kill.kill_policy.as_ref().map(to_json);
+                self.kill_task(&fid, &task_id(&kill.task_id), policy.as_ref());
                 Ok(None)
             }
-            "SHUTDOWN" => {
-                let sd = require(call, "shutdown")?;
-                let eid = id_value(sd.get("executor_id")).ok_or_else(|| {
-                    ApiError::invalid("Expecting 'shutdown.executor_id' to be present")
-                })?;
-                let tids: Vec<String> = self
+            Type::Shutdown => {
+                let sd = call.shutdown.as_ref().ok_or_else(|| missing("shutdown"))?;
+                let eid = ExecutorId::from(sd.executor_id.value.as_str());
+                let tids: Vec<TaskId> = self
                     .tasks
                     .values()
-                    .filter(|t| t.framework_id == fid && t.executor_id.as_deref() == Some(&eid))
+                    .filter(|t| t.framework_id == fid && t.executor_id.as_ref() == Some(&eid))
                     .map(|t| t.id.clone())
                     .collect();
                 for t in tids {
@@ -314,43 +364,35 @@ impl Core {
                 }
                 Ok(None)
             }
-            "ACKNOWLEDGE" => {
-                let ack = require(call, "acknowledge")?;
-                let tid = id_value(ack.get("task_id")).ok_or_else(|| {
-                    ApiError::invalid("Expecting 'acknowledge.task_id' to be present")
-                })?;
-                let uuid = ack.get("uuid").and_then(Value::as_str).ok_or_else(|| {
-                    ApiError::invalid("Expecting 'acknowledge.uuid' to be present")
-                })?;
-                use base64::Engine;
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(uuid)
-                    .map_err(|_| ApiError::invalid("'acknowledge.uuid' is not valid base64"))?;
-                if uuid::Uuid::from_slice(&raw).is_err() {
+            Type::Acknowledge => {
+                let ack = call
+                    .acknowledge
+                    .as_ref()
+                    .ok_or_else(|| missing("acknowledge"))?;
+                if uuid::Uuid::from_slice(&ack.uuid).is_err() {
                     return Err(ApiError::invalid("'acknowledge.uuid' is not a valid UUID"));
                 }
-                self.acknowledge(&fid, &tid, uuid, now);
+                // Agents name updates by the standard base64 of the uuid's bytes.
+                let uuid = base64::engine::general_purpose::STANDARD.encode(&ack.uuid);
+                self.acknowledge(&fid, &task_id(&ack.task_id), &uuid, now);
                 Ok(None)
             }
-            "RECONCILE" => {
+            Type::Reconcile => {
                 let tasks = call
-                    .pointer("/reconcile/tasks")
-                    .and_then(Value::as_array)
-                    .cloned()
+                    .reconcile
+                    .as_ref()
+                    .map(|r| r.tasks.as_slice())
                     .unwrap_or_default();
-                self.reconcile(&fid, &tasks);
+                self.reconcile(&fid, tasks);
                 Ok(None)
             }
-            "MESSAGE" => {
-                let m = require(call, "message")?;
-                for k in ["agent_id", "executor_id", "data"] {
-                    require(m, k)?;
-                }
-                let aid = id_value(m.get("agent_id")).unwrap_or_default();
+            Type::Message => {
+                let m = call.message.as_ref().ok_or_else(|| missing("message"))?;
+                let aid = agent_id(&m.agent_id);
                 let ev = json!({"type": "MESSAGE", "message": {
-                    "framework_id": id_json(&fid),
-                    "executor_id": m["executor_id"],
-                    "data": m["data"],
+                    "framework_id": fid.to_wire(),
+                    "executor_id": {"value": m.executor_id.value},
+                    "data": base64::engine::general_purpose::STANDARD.encode(&m.data),
                 }});
                 match self.agents.get_mut(&aid) {
                     Some(a) if a.sink.is_some() => a.send(&ev),
@@ -359,25 +401,25 @@ impl Core {
                 }
                 Ok(None)
             }
-            "REQUEST"
-            | "ACCEPT_INVERSE_OFFERS"
-            | "DECLINE_INVERSE_OFFERS"
-            | "ACKNOWLEDGE_OPERATION_STATUS"
-            | "RECONCILE_OPERATIONS" => Ok(None),
-            "UPDATE_FRAMEWORK" => {
-                let u = require(call, "update_framework")?;
-                let info = require(u, "framework_info")?;
-                if id_value(info.get("id")).as_deref() != Some(fid.as_str()) {
+            Type::Request
+            | Type::AcceptInverseOffers
+            | Type::DeclineInverseOffers
+            | Type::AcknowledgeOperationStatus
+            | Type::ReconcileOperations => Ok(None),
+            Type::UpdateFramework => {
+                let u = call
+                    .update_framework
+                    .as_ref()
+                    .ok_or_else(|| missing("update_framework"))?;
+                let info = &u.framework_info;
+                if info.id.as_ref().map(|i| i.value.as_str()) != Some(fid.as_str()) {
                     return Err(ApiError::invalid(
                         "'update_framework.framework_info.id' must match 'framework_id'",
                     ));
                 }
-                let suppressed = str_list(u.get("suppressed_roles"));
+                let suppressed = u.suppressed_roles.clone();
+                let info = framework_info_json(info);
                 let f = self.frameworks.get_mut(&fid).expect("exists");
-                let mut info = info.clone();
-                if info.get("failover_timeout").is_none() {
-                    info["failover_timeout"] = json!(0.0);
-                }
                 f.roles = roles_of(&info);
                 f.info = info;
                 f.suppressed_roles = suppressed.clone();
@@ -389,31 +431,47 @@ impl Core {
                 );
                 Ok(Some(Value::Null))
             }
-            "SUBSCRIBE" => Err(ApiError::bad_request(
+            Type::Subscribe => Err(ApiError::bad_request(
                 "SUBSCRIBE must be sent on its own connection",
             )),
-            other => Err(ApiError::bad_request(format!(
-                "Failed to convert JSON into Call protobuf: unknown call type '{other}'"
-            ))),
+            Type::Unknown => Err(ApiError::unknown_call()),
         }
     }
 
-    pub(super) fn accept(&mut self, fid: &str, accept: &Value, now: Instant) {
-        let offer_ids: Vec<String> = accept
-            .get("offer_ids")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| id_value(Some(v))).collect())
-            .unwrap_or_default();
-        let ops = accept
-            .get("operations")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let refuse = refuse_ms(accept.get("filters"));
+    /// Sends the TASK_ERROR of each task the HTTP edge took out of an ACCEPT for missing
+    /// required fields (see `wire::decode_scheduler_json`).
+    fn reject_tasks(&mut self, fid: &FrameworkId, agent_id: &AgentId, rejected: &[RejectedTask]) {
+        for r in rejected {
+            let s = master_status_at(
+                self.clock.wall(),
+                &r.task_id,
+                TaskState::Error,
+                r.names_agent.then_some(agent_id),
+                Some(r.reason),
+                Some(&r.message),
+            );
+            self.send_update_to_framework(fid, s);
+        }
+    }
+
+    pub(super) fn accept(
+        &mut self,
+        fid: &FrameworkId,
+        accept: &scheduler::call::Accept,
+        rejected: &[RejectedTask],
+        now: Instant,
+    ) {
+        let offer_ids: Vec<OfferId> = accept
+            .offer_ids
+            .iter()
+            .map(|o| OfferId::from(o.value.as_str()))
+            .collect();
+        let ops = &accept.operations;
+        let refuse = refuse_ms(accept.filters.as_ref());
         // Validate the offers.
         let mut error: Option<String> = None;
         let mut seen = BTreeSet::new();
-        let mut agent: Option<String> = None;
+        let mut agent: Option<AgentId> = None;
         for id in &offer_ids {
             if !seen.insert(id.clone()) {
                 error = Some(format!("Offer {id} appears more than once"));
@@ -421,7 +479,7 @@ impl Core {
             }
             match self.offers.get(id) {
                 None => error = Some(format!("Offer {id} is no longer valid")),
-                Some(o) if o.framework_id != fid => {
+                Some(o) if o.framework_id != *fid => {
                     error = Some(format!("Offer {id} has invalid framework"))
                 }
                 Some(o) => {
@@ -439,7 +497,7 @@ impl Core {
         let mut pool = Pools::new();
         let mut role = ANY_ROLE.to_string();
         for id in &offer_ids {
-            if self.offers.get(id).is_some_and(|o| o.framework_id == fid) {
+            if self.offers.get(id).is_some_and(|o| o.framework_id == *fid) {
                 let o = self.offers.remove(id).expect("exists");
                 role = o.role.clone();
                 if error.is_some() {
@@ -454,61 +512,43 @@ impl Core {
                 .frameworks
                 .get(fid)
                 .is_some_and(Framework::partition_aware);
-            for t in launch_task_infos(&ops) {
-                if let Some(tid) = id_value(t.get("task_id")) {
-                    let st = if pa { "TASK_DROPPED" } else { "TASK_LOST" };
-                    let s = master_status_at(
-                        self.clock.wall(),
-                        &tid,
-                        st,
-                        None,
-                        Some("REASON_INVALID_OFFERS"),
-                        Some(&err),
-                    );
-                    self.send_update_to_framework(fid, s);
-                }
+            let tids = launch_task_ids(ops).chain(rejected.iter().map(|r| r.task_id.clone()));
+            for tid in tids.collect::<Vec<_>>() {
+                let st = if pa {
+                    TaskState::Dropped
+                } else {
+                    TaskState::Lost
+                };
+                let s = master_status_at(
+                    self.clock.wall(),
+                    &tid,
+                    st,
+                    None,
+                    Some("REASON_INVALID_OFFERS"),
+                    Some(&err),
+                );
+                self.send_update_to_framework(fid, s);
             }
             return;
         }
         let agent_id = agent.expect("at least one valid offer");
-        for op in &ops {
-            let ty = op.get("type").and_then(Value::as_str).unwrap_or("UNKNOWN");
-            match ty {
-                "LAUNCH" => {
-                    let infos = op
-                        .pointer("/launch/task_infos")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    for ti in infos {
-                        self.launch(fid, &agent_id, &role, &mut pool, &ti, None);
+        self.reject_tasks(fid, &agent_id, rejected);
+        use mesos::offer::operation::Type as Op;
+        for op in ops {
+            match op.r#type.map(Op::try_from) {
+                Some(Ok(Op::Launch)) => {
+                    for ti in op.launch.iter().flat_map(|l| &l.task_infos) {
+                        self.launch(fid, &agent_id, &role, &mut pool, &to_json(ti), None);
                     }
                 }
-                "LAUNCH_GROUP" => {
-                    let exec = op.pointer("/launch_group/executor").cloned();
-                    let tasks = op
-                        .pointer("/launch_group/task_group/tasks")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    let Some(mut exec) = exec else {
-                        for t in &tasks {
-                            if let Some(tid) = id_value(t.get("task_id")) {
-                                let s = master_status_at(
-                                    self.clock.wall(),
-                                    &tid,
-                                    "TASK_ERROR",
-                                    None,
-                                    Some("REASON_TASK_GROUP_INVALID"),
-                                    Some("Expecting 'launch_group.executor' to be present"),
-                                );
-                                self.send_update_to_framework(fid, s);
-                            }
-                        }
-                        continue;
+                Some(Ok(Op::LaunchGroup)) => {
+                    let Some(group) = &op.launch_group else {
+                        continue; // no tasks to launch
                     };
+                    let mut exec = to_json(&group.executor);
+                    let tasks: Vec<Value> = group.task_group.tasks.iter().map(to_json).collect();
                     if exec.get("framework_id").is_none() {
-                        exec["framework_id"] = id_json(fid);
+                        exec["framework_id"] = fid.to_wire();
                     }
                     // Executor resources come out of the offer first.
                     let exec_res = exec
@@ -521,18 +561,16 @@ impl Core {
                         Some(Err(_)) => false,
                     };
                     if !ok {
-                        for t in &tasks {
-                            if let Some(tid) = id_value(t.get("task_id")) {
-                                let s = master_status_at(
-                                    self.clock.wall(),
-                                    &tid,
-                                    "TASK_ERROR",
-                                    None,
-                                    Some("REASON_TASK_GROUP_INVALID"),
-                                    Some("Executor resources are invalid or not in the offer"),
-                                );
-                                self.send_update_to_framework(fid, s);
-                            }
+                        for t in &group.task_group.tasks {
+                            let s = master_status_at(
+                                self.clock.wall(),
+                                &task_id(&t.task_id),
+                                TaskState::Error,
+                                None,
+                                Some("REASON_TASK_GROUP_INVALID"),
+                                Some("Executor resources are invalid or not in the offer"),
+                            );
+                            self.send_update_to_framework(fid, s);
                         }
                         continue;
                     }
@@ -554,7 +592,10 @@ impl Core {
                     }
                 }
                 other => {
-                    warn!(framework_id = %fid, op = %other, "Unsupported offer operation ignored");
+                    let op = other
+                        .and_then(Result::ok)
+                        .map_or("UNKNOWN", |t| t.as_str_name());
+                    warn!(framework_id = %fid, op = %op, "Unsupported offer operation ignored");
                 }
             }
         }
@@ -569,14 +610,14 @@ impl Core {
     /// Validates and starts one task; returns the TaskInfo sent (for groups) or None.
     pub(super) fn launch(
         &mut self,
-        fid: &str,
-        agent_id: &str,
+        fid: &FrameworkId,
+        agent_id: &AgentId,
         role: &str,
         pool: &mut Pools,
         ti: &Value,
         group_executor: Option<&Value>,
     ) -> Option<Value> {
-        let Some(tid) = id_value(ti.get("task_id")) else {
+        let Some(tid) = TaskId::from_wire(ti.get("task_id")) else {
             warn!(framework_id = %fid, "Task without task_id dropped");
             return None;
         };
@@ -584,9 +625,9 @@ impl Core {
             .frameworks
             .get(fid)
             .is_some_and(Framework::partition_aware);
-        let fail = |core: &mut Core, state: &str, reason: &str, msg: String| {
-            let st = if state == "TASK_DROPPED" && !pa {
-                "TASK_LOST"
+        let fail = |core: &mut Core, state: TaskState, reason: &str, msg: String| {
+            let st = if state == TaskState::Dropped && !pa {
+                TaskState::Lost
             } else {
                 state
             };
@@ -601,10 +642,10 @@ impl Core {
             core.send_update_to_framework(fid, s);
             None
         };
-        if self.tasks.contains_key(&(fid.to_string(), tid.clone())) {
+        if self.tasks.contains_key(&(fid.clone(), tid.clone())) {
             return fail(
                 self,
-                "TASK_ERROR",
+                TaskState::Error,
                 "REASON_TASK_INVALID",
                 format!("Task has duplicate ID: {tid}"),
             );
@@ -612,17 +653,17 @@ impl Core {
         if ti.get("name").and_then(Value::as_str).is_none() {
             return fail(
                 self,
-                "TASK_ERROR",
+                TaskState::Error,
                 "REASON_TASK_INVALID",
                 "Missing required fields: name".into(),
             );
         }
-        match id_value(ti.get("agent_id")) {
-            Some(a) if a == agent_id => {}
+        match AgentId::from_wire(ti.get("agent_id")) {
+            Some(a) if a == *agent_id => {}
             Some(a) => {
                 return fail(
                     self,
-                    "TASK_ERROR",
+                    TaskState::Error,
                     "REASON_TASK_INVALID",
                     format!("Task uses agent {a} but the offer is for agent {agent_id}"),
                 );
@@ -630,7 +671,7 @@ impl Core {
             None => {
                 return fail(
                     self,
-                    "TASK_ERROR",
+                    TaskState::Error,
                     "REASON_TASK_INVALID",
                     "Missing required fields: agent_id".into(),
                 );
@@ -639,7 +680,7 @@ impl Core {
         let has_cmd = ti.get("command").is_some();
         let has_exec = ti.get("executor").is_some();
         if group_executor.is_none() && has_cmd == has_exec {
-            return fail(self, "TASK_ERROR", "REASON_TASK_INVALID", "Task should have at least one (but not both) of CommandInfo or ExecutorInfo present".into());
+            return fail(self, TaskState::Error, "REASON_TASK_INVALID", "Task should have at least one (but not both) of CommandInfo or ExecutorInfo present".into());
         }
         let empty = Vec::new();
         let res_json = ti
@@ -651,7 +692,7 @@ impl Core {
             Err(e) => {
                 return fail(
                     self,
-                    "TASK_ERROR",
+                    TaskState::Error,
                     "REASON_TASK_INVALID",
                     format!("Invalid resources: {e}"),
                 );
@@ -660,7 +701,7 @@ impl Core {
         if pools_sum(&res).is_empty() {
             return fail(
                 self,
-                "TASK_ERROR",
+                TaskState::Error,
                 "REASON_TASK_INVALID",
                 "Task uses no resources".into(),
             );
@@ -668,38 +709,38 @@ impl Core {
         if !pools_checked_sub(pool, &res) {
             return fail(
                 self,
-                "TASK_ERROR",
+                TaskState::Error,
                 "REASON_TASK_INVALID",
                 "Task uses more resources than available in the offer".into(),
             );
         }
         let executor_id = group_executor
             .or(ti.get("executor"))
-            .and_then(|e| id_value(e.get("executor_id")));
+            .and_then(|e| ExecutorId::from_wire(e.get("executor_id")));
         let mut info = ti.clone();
         if let Some(e) = info.get_mut("executor")
             && e.get("framework_id").is_none()
         {
-            e["framework_id"] = id_json(fid);
+            e["framework_id"] = fid.to_wire();
         }
         let staging = master_status_at(
             self.clock.wall(),
             &tid,
-            "TASK_STAGING",
+            TaskState::Staging,
             Some(agent_id),
             None,
             None,
         );
         let task = Task {
-            framework_id: fid.into(),
+            framework_id: fid.clone(),
             id: tid.clone(),
-            agent_id: agent_id.into(),
+            agent_id: agent_id.clone(),
             info: Packed::new(&info),
             executor_id,
             executor: group_executor.or(ti.get("executor")).map(Packed::new),
             resources: res,
             role: role.into(),
-            state: "TASK_STAGING".into(),
+            state: TaskState::Staging,
             statuses: vec![Packed::new(&staging)],
             pending: VecDeque::new(),
             acked: VecDeque::new(),
@@ -707,7 +748,7 @@ impl Core {
         };
         info!(framework_id = %fid, task_id = %tid, agent_id = %agent_id, "Launching task");
         let tv = self.task_v1_json(&task);
-        self.tasks.insert((fid.into(), tid), task);
+        self.tasks.insert((fid.clone(), tid), task);
         self.operator_event(json!({"type":"TASK_ADDED","task_added":{"task": tv}}));
         if group_executor.is_none() {
             let finfo = self.frameworks[fid].info.clone();
@@ -718,14 +759,18 @@ impl Core {
         Some(info)
     }
 
-    pub(super) fn kill_task(&mut self, fid: &str, tid: &str, policy: Option<&Value>) {
-        let key = (fid.to_string(), tid.to_string());
+    pub(super) fn kill_task(&mut self, fid: &FrameworkId, tid: &TaskId, policy: Option<&Value>) {
+        let key = (fid.clone(), tid.clone());
         let Some(t) = self.tasks.get(&key) else {
             let pa = self
                 .frameworks
                 .get(fid)
                 .is_some_and(Framework::partition_aware);
-            let st = if pa { "TASK_UNKNOWN" } else { "TASK_LOST" };
+            let st = if pa {
+                TaskState::Unknown
+            } else {
+                TaskState::Lost
+            };
             let s = master_status_at(
                 self.clock.wall(),
                 tid,
@@ -739,7 +784,7 @@ impl Core {
         };
         let agent_id = t.agent_id.clone();
         info!(framework_id = %fid, task_id = %tid, "Killing task");
-        let mut kill = json!({"framework_id": id_json(fid), "task_id": id_json(tid)});
+        let mut kill = json!({"framework_id": fid.to_wire(), "task_id": tid.to_wire()});
         if let Some(p) = policy {
             kill["kill_policy"] = p.clone();
         }
@@ -754,22 +799,24 @@ impl Core {
         }
     }
 
-    pub(super) fn reconcile(&mut self, fid: &str, tasks: &[Value]) {
+    pub(super) fn reconcile(
+        &mut self,
+        fid: &FrameworkId,
+        tasks: &[scheduler::call::reconcile::Task],
+    ) {
         let pa = self
             .frameworks
             .get(fid)
             .is_some_and(Framework::partition_aware);
         let mut out = Vec::new();
         if tasks.is_empty() {
-            for t in self.tasks.values().filter(|t| t.framework_id == fid) {
+            for t in self.tasks.values().filter(|t| t.framework_id == *fid) {
                 out.push(self.reconcile_status(t));
             }
         } else {
             for q in tasks {
-                let Some(tid) = id_value(q.get("task_id")) else {
-                    continue;
-                };
-                let key = (fid.to_string(), tid.clone());
+                let tid = task_id(&q.task_id);
+                let key = (fid.clone(), tid.clone());
                 if let Some(t) = self.tasks.get(&key) {
                     out.push(self.reconcile_status(t));
                 } else if let Some(t) = self
@@ -779,13 +826,17 @@ impl Core {
                 {
                     out.push(self.reconcile_status(t));
                 } else {
-                    let st = if pa { "TASK_UNKNOWN" } else { "TASK_LOST" };
-                    let agent = id_value(q.get("agent_id"));
+                    let st = if pa {
+                        TaskState::Unknown
+                    } else {
+                        TaskState::Lost
+                    };
+                    let agent = q.agent_id.as_ref().map(agent_id);
                     out.push(master_status_at(
                         self.clock.wall(),
                         &tid,
                         st,
-                        agent.as_deref(),
+                        agent.as_ref(),
                         Some("REASON_RECONCILIATION"),
                         Some("Reconciliation: Task is unknown"),
                     ));
@@ -802,8 +853,8 @@ impl Core {
         if let Some(o) = s.as_object_mut() {
             o.remove("uuid");
         }
-        s["state"] = json!(t.state);
-        s["agent_id"] = id_json(&t.agent_id);
+        s["state"] = json!(t.state.name());
+        s["agent_id"] = t.agent_id.to_wire();
         s["reason"] = json!("REASON_RECONCILIATION");
         s["source"] = json!("SOURCE_MASTER");
         s["message"] = json!("Reconciliation: Latest task state");
@@ -811,7 +862,7 @@ impl Core {
     }
 
     /// Removes a framework: kills its tasks, returns its resources, closes its stream.
-    pub(super) fn remove_framework(&mut self, fid: &str, why: &str) {
+    pub(super) fn remove_framework(&mut self, fid: &FrameworkId, why: &str) {
         let Some(mut f) = self.frameworks.remove(fid) else {
             return;
         };
@@ -819,19 +870,18 @@ impl Core {
         f.send(&json!({"type":"ERROR","error":{"message": "Framework has been removed"}}));
         f.sink = None;
         f.unregistered_time = Some(self.clock.wall());
-        self.offers.retain(|_, o| o.framework_id != fid);
-        let keys: Vec<(String, String)> =
-            self.tasks.keys().filter(|k| k.0 == fid).cloned().collect();
+        self.offers.retain(|_, o| o.framework_id != *fid);
+        let keys: Vec<TaskKey> = self.tasks.keys().filter(|k| k.0 == *fid).cloned().collect();
         let mut agents = BTreeSet::new();
         for k in keys {
             let mut t = self.tasks.remove(&k).expect("exists");
             agents.insert(t.agent_id.clone());
-            if !is_terminal(&t.state) {
-                t.state = "TASK_KILLED".into();
+            if !t.state.is_terminal() {
+                t.state = TaskState::Killed;
                 t.push_status(&master_status_at(
                     self.clock.wall(),
                     &t.id,
-                    "TASK_KILLED",
+                    TaskState::Killed,
                     Some(&t.agent_id),
                     Some("REASON_FRAMEWORK_REMOVED"),
                     Some(why),
@@ -843,12 +893,12 @@ impl Core {
         self.alloc.remove_framework(fid);
         for a in agents {
             if let Some(a) = self.agents.get_mut(&a) {
-                a.send(&json!({"type":"SHUTDOWN_FRAMEWORK","shutdown_framework":{"framework_id": id_json(fid)}}));
+                a.send(&json!({"type":"SHUTDOWN_FRAMEWORK","shutdown_framework":{"framework_id": fid.to_wire()}}));
             }
         }
-        self.removed_frameworks.insert(fid.into());
+        self.removed_frameworks.insert(fid.clone());
         self.registry
-            .record(RegistryOp::FrameworkRemoved { id: fid.into() });
+            .record(RegistryOp::FrameworkRemoved { id: fid.clone() });
         let info = f.info.clone();
         self.completed_frameworks.push_back(f);
         while self.completed_frameworks.len() > self.cfg.max_completed_frameworks {
@@ -862,16 +912,18 @@ impl Core {
     pub(super) fn offer_json(&self, o: &Offer) -> Value {
         let a = self.agents.get(&o.agent_id);
         let mut v = json!({
-            "id": id_json(&o.id),
-            "framework_id": id_json(&o.framework_id),
-            "agent_id": id_json(&o.agent_id),
+            "id": o.id.to_wire(),
+            "framework_id": o.framework_id.to_wire(),
+            "agent_id": o.agent_id.to_wire(),
             "hostname": a.map(|a| a.hostname.clone()).unwrap_or_default(),
             "resources": pools_to_mesos_json(&o.resources, Some(&o.role)),
             "allocation_info": {"role": o.role},
         });
         if let Some(a) = a {
-            if let Some(attrs) = a.info.get("attributes") {
-                v["attributes"] = attrs.clone();
+            for field in ["attributes", "domain"] {
+                if let Some(x) = a.info.get(field) {
+                    v[field] = x.clone();
+                }
             }
             v["url"] = json!({"scheme": "http", "address": {"hostname": a.hostname, "ip": a.ip, "port": a.port}, "path": "/slave(1)"});
         }
@@ -879,32 +931,19 @@ impl Core {
     }
 }
 
-fn refuse_ms(filters: Option<&Value>) -> u64 {
-    let secs = filters
-        .and_then(|f| f.get("refuse_seconds"))
-        .and_then(|v| {
-            v.as_f64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .unwrap_or(5.0);
+fn refuse_ms(filters: Option<&mesos::Filters>) -> u64 {
+    let secs = filters.and_then(|f| f.refuse_seconds).unwrap_or(5.0);
     if !secs.is_finite() || secs < 0.0 {
         return 5000;
     }
     (secs.min(31_536_000.0) * 1000.0) as u64
 }
 
-fn launch_task_infos(ops: &[Value]) -> Vec<Value> {
-    let mut out = Vec::new();
-    for op in ops {
-        if let Some(a) = op.pointer("/launch/task_infos").and_then(Value::as_array) {
-            out.extend(a.iter().cloned());
-        }
-        if let Some(a) = op
-            .pointer("/launch_group/task_group/tasks")
-            .and_then(Value::as_array)
-        {
-            out.extend(a.iter().cloned());
-        }
-    }
-    out
+/// The ids of every task an ACCEPT's operations launch.
+fn launch_task_ids(ops: &[mesos::offer::Operation]) -> impl Iterator<Item = TaskId> + '_ {
+    ops.iter().flat_map(|op| {
+        let single = op.launch.iter().flat_map(|l| &l.task_infos);
+        let group = op.launch_group.iter().flat_map(|g| &g.task_group.tasks);
+        single.chain(group).map(|t| task_id(&t.task_id))
+    })
 }

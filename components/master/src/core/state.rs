@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use capstan_types::TaskState;
 use serde_json::{Value, json};
 
 use super::{Agent, AgentState, Core, Framework, MESOS_VERSION, Packed, Task};
@@ -130,7 +131,7 @@ impl Core {
             if !t.released {
                 pools_add(&mut used, &t.resources);
             }
-            if t.state == "TASK_UNREACHABLE" {
+            if t.state == TaskState::Unreachable {
                 unreachable.push(self.task_state_json(t));
             } else {
                 tasks.push(self.task_state_json(t));
@@ -201,7 +202,7 @@ impl Core {
     }
 
     pub fn frameworks_json(&self, framework_id: Option<&str>) -> Value {
-        let keep = |f: &&Framework| framework_id.is_none_or(|id| f.id == id);
+        let keep = |f: &&Framework| framework_id.is_none_or(|id| f.id == *id);
         let fws: Vec<Value> = self
             .frameworks
             .values()
@@ -323,10 +324,11 @@ impl Core {
                 .filter(|t| t.framework_id == f.id)
                 .chain(f.completed_tasks.iter());
             for t in tasks {
-                by_agent.entry(&t.agent_id).or_default().count(&t.state);
-                by_framework.entry(&f.id).or_default().count(&t.state);
-                agent_fws.entry(&t.agent_id).or_default().insert(&f.id);
-                fw_agents.entry(&f.id).or_default().insert(&t.agent_id);
+                let (aid, fid) = (t.agent_id.as_str(), f.id.as_str());
+                by_agent.entry(aid).or_default().count(t.state.name());
+                by_framework.entry(fid).or_default().count(t.state.name());
+                agent_fws.entry(aid).or_default().insert(fid);
+                fw_agents.entry(fid).or_default().insert(aid);
             }
         }
         let slaves: Vec<Value> = self
@@ -472,7 +474,7 @@ impl Core {
                         .values()
                         .flat_map(|f| f.completed_tasks.iter()),
                 )
-                .filter(|t| t.state == name)
+                .filter(|t| t.state.name() == name)
                 .count();
             put(&format!("master/tasks_{s}"), n as f64);
         }

@@ -7,27 +7,38 @@
 
 use std::time::Instant;
 
+use capstan_types::{AgentId, FrameworkId, TaskId, TaskState};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::{Core, Framework, MAX_ACKED_KEPT, Pending, Task};
-use crate::wire::{downgrade_state, id_json, is_terminal};
+use super::{Core, Framework, MAX_ACKED_KEPT, Pending, Task, TaskKey};
+use crate::wire::downgrade_state;
 
 impl Core {
-    pub(super) fn send_update_to_framework(&mut self, fid: &str, mut status: Value) {
+    pub(super) fn send_update_to_framework(&mut self, fid: &FrameworkId, mut status: Value) {
         let Some(f) = self.frameworks.get_mut(fid) else {
             return;
         };
         let pa = f.partition_aware();
-        if let Some(s) = status.get("state").and_then(Value::as_str) {
-            let d = downgrade_state(s, pa).to_string();
-            status["state"] = json!(d);
+        // A name that is no task state (an agent's bug) is passed on as it is.
+        if let Some(Ok(s)) = status
+            .get("state")
+            .and_then(Value::as_str)
+            .map(TaskState::from_name)
+        {
+            status["state"] = json!(downgrade_state(s, pa).name());
         }
         f.send(&json!({"type": "UPDATE", "update": {"status": status}}));
     }
 
-    pub(super) fn acknowledge(&mut self, fid: &str, tid: &str, uuid: &str, now: Instant) {
-        let key = (fid.to_string(), tid.to_string());
+    pub(super) fn acknowledge(
+        &mut self,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        uuid: &str,
+        now: Instant,
+    ) {
+        let key = (fid.clone(), tid.clone());
         let Some(t) = self.tasks.get_mut(&key) else {
             return;
         };
@@ -41,7 +52,7 @@ impl Core {
         }
         let agent_id = t.agent_id.clone();
         let ack = json!({"type":"ACKNOWLEDGED","acknowledged":{
-            "framework_id": id_json(fid), "task_id": id_json(tid), "uuid": uuid}});
+            "framework_id": fid.to_wire(), "task_id": tid.to_wire(), "uuid": uuid}});
         if let Some(a) = self.agents.get_mut(&agent_id) {
             a.send(&ack);
         }
@@ -49,7 +60,7 @@ impl Core {
         self.maybe_complete(&key);
     }
 
-    pub(super) fn deliver_head(&mut self, key: &(String, String), now: Instant, force: bool) {
+    pub(super) fn deliver_head(&mut self, key: &TaskKey, now: Instant, force: bool) {
         let retry = self.cfg.status_update_retry_interval;
         let Some(t) = self.tasks.get_mut(key) else {
             return;
@@ -73,11 +84,11 @@ impl Core {
         self.send_update_to_framework(&key.0, status);
     }
 
-    pub(super) fn deliver_pending(&mut self, fid: &str, now: Instant, force: bool) {
-        let keys: Vec<(String, String)> = self
+    pub(super) fn deliver_pending(&mut self, fid: &FrameworkId, now: Instant, force: bool) {
+        let keys: Vec<TaskKey> = self
             .tasks
             .iter()
-            .filter(|(k, t)| k.0 == fid && !t.pending.is_empty())
+            .filter(|(k, t)| k.0 == *fid && !t.pending.is_empty())
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -86,11 +97,11 @@ impl Core {
     }
 
     /// A terminal task whose updates are all acknowledged moves to completed_tasks.
-    pub(super) fn maybe_complete(&mut self, key: &(String, String)) {
+    pub(super) fn maybe_complete(&mut self, key: &TaskKey) {
         let done = self
             .tasks
             .get(key)
-            .is_some_and(|t| is_terminal(&t.state) && t.pending.is_empty());
+            .is_some_and(|t| t.state.is_terminal() && t.pending.is_empty());
         if !done {
             return;
         }
@@ -115,17 +126,17 @@ impl Core {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn agent_update(
         &mut self,
-        aid: &str,
-        fid: &str,
-        tid: &str,
-        state: &str,
+        aid: &AgentId,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        state: TaskState,
         uuid: &str,
         mut status: Value,
         now: Instant,
     ) {
-        let key = (fid.to_string(), tid.to_string());
+        let key = (fid.clone(), tid.clone());
         let ack = json!({"type":"ACKNOWLEDGED","acknowledged":{
-            "framework_id": id_json(fid), "task_id": id_json(tid), "uuid": uuid}});
+            "framework_id": fid.to_wire(), "task_id": tid.to_wire(), "uuid": uuid}});
         let Some(t) = self.tasks.get_mut(&key) else {
             // Completed and acknowledged before, or framework gone: acknowledge so the
             // agent stops retrying.
@@ -144,7 +155,7 @@ impl Core {
                 if let Some(a) = self.agents.get_mut(aid) {
                     a.send(&ack);
                 }
-                status["agent_id"] = id_json(aid);
+                status["agent_id"] = aid.to_wire();
                 if let Some(o) = status.as_object_mut() {
                     o.remove("uuid");
                 }
@@ -161,11 +172,11 @@ impl Core {
         if t.pending.iter().any(|p| p.uuid == uuid) {
             return; // duplicate of a queued update
         }
-        status["agent_id"] = id_json(aid);
+        status["agent_id"] = aid.to_wire();
         if status.get("timestamp").is_none() {
             status["timestamp"] = json!(self.clock.wall());
         }
-        t.state = state.to_string();
+        t.state = state;
         let mut hist = status.clone();
         if let Some(o) = hist.as_object_mut() {
             o.remove("uuid");
@@ -178,13 +189,13 @@ impl Core {
         });
         let first = t.pending.len() == 1;
         info!(framework_id = %fid, task_id = %tid, state = %state, "Status update");
-        if is_terminal(state) && !t.released {
+        if state.is_terminal() && !t.released {
             t.released = true;
             let (agent, res) = (t.agent_id.clone(), t.resources.clone());
             self.alloc.recover(fid, &agent, &res);
         }
         self.operator_event(json!({"type":"TASK_UPDATED","task_updated":{
-            "framework_id": id_json(fid), "status": status, "state": state}}));
+            "framework_id": fid.to_wire(), "status": status, "state": state.name()}}));
         if first {
             self.deliver_head(&key, now, true);
         }

@@ -73,7 +73,7 @@ fn a_restart_waits_for_the_new_tasks_readiness_before_killing_old_ones() {
     );
     let jobs = c.due_readiness_checks(Timestamp(8_100));
     assert_eq!(jobs.len(), 1, "only the new task is probed: {jobs:?}");
-    assert_eq!(jobs[0].task_id, second);
+    assert_eq!(jobs[0].task_id, second.as_str());
     c.readiness_result(
         &second,
         0,

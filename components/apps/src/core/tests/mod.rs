@@ -15,7 +15,8 @@ mod offers;
 mod updates;
 mod views;
 
-fn offer(n: u32) -> Value {
+/// An offer as the master's JSON.
+fn offer_json(n: u32) -> Value {
     json!({
         "id": {"value": format!("O{n}")}, "framework_id": {"value": "F"}, "agent_id": {"value": format!("S{}", n % 2)},
         "hostname": format!("h{}", n % 2),
@@ -25,6 +26,15 @@ fn offer(n: u32) -> Value {
             {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31100}]}}
         ]
     })
+}
+
+/// An offer's JSON decoded as the driver decodes it.
+fn typed(v: Value) -> capstan_proto::mesos::v1::Offer {
+    capstan_proto::from_json(&v).unwrap()
+}
+
+fn offer(n: u32) -> capstan_proto::mesos::v1::Offer {
+    typed(offer_json(n))
 }
 
 fn app(id: &str, instances: i64, extra: Value) -> AppDefinition {
@@ -43,7 +53,7 @@ fn core() -> Core {
         EventBus::default(),
         Snapshot::default(),
     );
-    c.subscribed("F", Timestamp(1_000));
+    c.subscribed(&"F".into(), Timestamp(1_000));
     c.calls.clear();
     c
 }
@@ -68,7 +78,10 @@ fn launched(c: &mut Core) -> Vec<String> {
 
 fn status(c: &mut Core, id: &str, state: &str, at: i64) {
     c.update(
-        &json!({"task_id": {"value": id}, "state": state, "agent_id": {"value": "S0"}}),
+        &capstan_proto::from_json(
+            &json!({"task_id": {"value": id}, "state": state, "agent_id": {"value": "S0"}}),
+        )
+        .unwrap(),
         Timestamp(at),
     );
 }

@@ -14,10 +14,10 @@ fn declined_offers_are_kept_for_a_bounded_number_of_agents_per_app() {
     )
     .unwrap();
     for n in 0..(LAST_UNUSED_OFFERS as i64 + 10) {
-        let mut o = offer(0);
+        let mut o = offer_json(0);
         o["id"] = json!({"value": format!("O{n}")});
         o["agent_id"] = json!({"value": format!("A{n}")});
-        c.offers(&[o], Timestamp(3_000 + n));
+        c.offers(&[typed(o)], Timestamp(3_000 + n));
     }
     let launch = &c.app(&PathId::parse("/huge")).unwrap().launch;
     assert_eq!(launch.offers.len(), LAST_UNUSED_OFFERS);
@@ -25,7 +25,7 @@ fn declined_offers_are_kept_for_a_bounded_number_of_agents_per_app() {
     assert!(
         launch
             .offers
-            .contains_key(&format!("A{}", LAST_UNUSED_OFFERS + 9)),
+            .contains_key(format!("A{}", LAST_UNUSED_OFFERS + 9).as_str()),
         "the newest is kept"
     );
     assert!(!launch.offers.contains_key("A0"), "the oldest is gone");

@@ -97,8 +97,14 @@ fn tasks_are_indexed_by_app_through_launches_kills_and_terminal_updates() {
         1,
         "the failed task is queued again"
     );
-    c.kill_tasks(&[ids[1].clone()], false, true, false, Timestamp(2_200))
-        .unwrap();
+    c.kill_tasks(
+        &[ids[1].clone().into()],
+        false,
+        true,
+        false,
+        Timestamp(2_200),
+    )
+    .unwrap();
     assert_eq!(c.tasks_of(&a).count(), 0);
     assert_eq!(c.app(&a).unwrap().launch.queued, 2);
     assert!(

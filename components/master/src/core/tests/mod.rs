@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{Clock, Core, Frame, IdGen, OperatorReply};
 use crate::config::Config;
 use crate::registry::{Durability, InMemoryRegistry, Registry, RegistryOp, RegistrySnapshot};
-use crate::wire::Encoding;
+use crate::wire::{Encoding, SchedulerCall, decode_scheduler_json};
 use capstan_proto::recordio::RecordIoDecoder;
 
 mod agents;
@@ -41,6 +41,11 @@ fn agent_id(n: u32) -> String {
 
 fn offer_id(n: u32) -> String {
     format!("{MASTER}-O{n}")
+}
+
+/// A JSON scheduler call decoded as the HTTP edge decodes it (its errors are 400s).
+fn decode(call: &Value) -> Result<SchedulerCall, super::ApiError> {
+    decode_scheduler_json(call).map_err(super::ApiError::bad_request)
 }
 
 /// A clock that moves only when the test says so.
@@ -252,7 +257,10 @@ impl Harness {
 
     fn subscribe_call(&mut self, call: &Value) -> Result<Sched, super::ApiError> {
         let now = self.now();
-        let (stream_id, rx) = self.core.scheduler_subscribe(call, Encoding::Json, now)?;
+        let call = decode(call)?;
+        let (stream_id, rx) = self
+            .core
+            .scheduler_subscribe(&call.call, Encoding::Json, now)?;
         let mut events = Stream::new(rx);
         let sub = events.take("SUBSCRIBED");
         let id = sub
@@ -279,7 +287,7 @@ impl Harness {
     fn call(&mut self, s: &Sched, mut call: Value) -> Result<Option<Value>, super::ApiError> {
         call["framework_id"] = json!({"value": s.id});
         let now = self.now();
-        let r = self.core.scheduler_call(&call, Some(&s.stream_id), now);
+        let r = decode(&call).and_then(|c| self.core.scheduler_call(&c, Some(&s.stream_id), now));
         self.settle();
         r
     }
@@ -291,10 +299,13 @@ impl Harness {
     }
 
     fn add_agent(&mut self, hostname: &str, cpus: f64, mem: f64) -> FakeAgent {
+        self.add_agent_with(json!({"hostname": hostname, "port": 5051,
+            "resources": [scalar("cpus", cpus), scalar("mem", mem)]}))
+    }
+
+    fn add_agent_with(&mut self, agent_info: Value) -> FakeAgent {
         let call = json!({"type": "SUBSCRIBE", "subscribe": {
-            "agent_info": {"hostname": hostname, "port": 5051,
-                "resources": [scalar("cpus", cpus), scalar("mem", mem)]},
-            "ip": "127.0.0.1", "version": "1.11.0",
+            "agent_info": agent_info, "ip": "127.0.0.1", "version": "1.11.0",
         }});
         let now = self.now();
         let rx = self

@@ -8,11 +8,9 @@ fn an_allocation_offers_an_agents_resources_to_a_subscribed_framework() {
     let mut h = Harness::new();
     let agent = h.add_agent("a1", 4.0, 1024.0);
     assert_eq!(agent.id, agent_id(0));
-    assert!(
-        h.ops()
-            .iter()
-            .any(|op| matches!(op, RegistryOp::AgentAdmitted { id, .. } if *id == agent_id(0)))
-    );
+    assert!(h.ops().iter().any(
+        |op| matches!(op, RegistryOp::AgentAdmitted { id, .. } if *id == agent_id(0).as_str())
+    ));
     let mut s = h.subscribe(framework_info("f", &[], 0.0));
     let offer = h.offer(&mut s);
     assert_eq!(offer["id"]["value"], offer_id(0));
@@ -25,6 +23,19 @@ fn an_allocation_offers_an_agents_resources_to_a_subscribed_framework() {
     h.advance(Duration::from_secs(1));
     assert!(s.events.take("OFFERS").is_empty());
     assert_eq!(h.core.metrics()["master/outstanding_offers"], 1.0);
+}
+
+#[test]
+fn offers_carry_the_agents_attributes_and_fault_domain() {
+    let mut h = Harness::new();
+    let domain = json!({"fault_domain": {"region": {"name": "eu"}, "zone": {"name": "eu-1"}}});
+    let rack = json!({"name": "rack", "type": "TEXT", "text": {"value": "r1"}});
+    h.add_agent_with(json!({"hostname": "a1", "port": 5051,
+        "resources": [scalar("cpus", 1.0)], "attributes": [rack], "domain": domain}));
+    let mut s = h.subscribe(framework_info("f", &[], 0.0));
+    let offer = h.offer(&mut s);
+    assert_eq!(offer["domain"], domain);
+    assert_eq!(offer["attributes"], json!([rack]));
 }
 
 #[test]

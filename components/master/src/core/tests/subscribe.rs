@@ -12,7 +12,11 @@ fn a_new_framework_gets_the_first_framework_id_and_is_registered() {
     let now = h.now();
     let (stream_id, rx) = h
         .core
-        .scheduler_subscribe(&call, Encoding::Json, now)
+        .scheduler_subscribe(
+            &decode(&call).expect("well-formed").call,
+            Encoding::Json,
+            now,
+        )
         .expect("accepted");
     // Uuid 1 is the master id, uuid 2 the first stream id.
     assert_eq!(stream_id, uuid_str(2));
@@ -28,7 +32,7 @@ fn a_new_framework_gets_the_first_framework_id_and_is_registered() {
     assert_eq!(ev[0]["subscribed"]["master_info"]["id"], MASTER);
     assert!(
         matches!(&h.ops()[..], [RegistryOp::FrameworkAdded { id, info }]
-            if *id == framework_id(0) && info["id"]["value"] == framework_id(0)),
+            if *id == framework_id(0).as_str() && info["id"]["value"] == framework_id(0)),
         "{:?}",
         h.ops()
     );
@@ -156,9 +160,8 @@ fn scheduler_calls_without_a_valid_subscription_are_rejected() {
         ),
     ];
     for (call, sid, status, why) in table {
-        let e = h
-            .core
-            .scheduler_call(&call, sid, now)
+        let e = decode(&call)
+            .and_then(|c| h.core.scheduler_call(&c, sid, now))
             .expect_err("rejected");
         assert_eq!(
             (e.status, e.message.contains(why)),
@@ -233,7 +236,9 @@ fn a_framework_not_back_within_its_failover_timeout_is_removed_and_its_tasks_kil
         );
         assert_eq!(
             h.ops().last(),
-            Some(&RegistryOp::FrameworkRemoved { id: fid.clone() })
+            Some(&RegistryOp::FrameworkRemoved {
+                id: fid.as_str().into()
+            })
         );
         assert_eq!(ops.take("FRAMEWORK_REMOVED").len(), 1);
         // A removed framework cannot come back.
@@ -244,7 +249,11 @@ fn a_framework_not_back_within_its_failover_timeout_is_removed_and_its_tasks_kil
         let now = h.now();
         let (_, rx) = h
             .core
-            .scheduler_subscribe(&call, Encoding::Json, now)
+            .scheduler_subscribe(
+                &decode(&call).expect("well-formed").call,
+                Encoding::Json,
+                now,
+            )
             .expect("answered on the stream");
         let ev = Stream::new(rx).drain();
         assert_eq!(ev[0]["type"], "ERROR");
@@ -256,11 +265,18 @@ fn a_framework_not_back_within_its_failover_timeout_is_removed_and_its_tasks_kil
 fn an_authenticated_framework_belongs_to_its_principal() {
     let mut h = Harness::new();
     let now = h.now();
-    let mut call = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info("f", &[], 100.0)}});
+    let mut call = decode(&json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info("f", &[], 100.0)}}))
+        .expect("a well-formed call")
+        .call;
     h.core
         .authorize_scheduler_call(&mut call, "alice")
         .expect("a new framework");
-    assert_eq!(call["subscribe"]["framework_info"]["principal"], "alice");
+    assert_eq!(
+        call.subscribe
+            .as_ref()
+            .and_then(|s| s.framework_info.principal.as_deref()),
+        Some("alice")
+    );
     h.core
         .scheduler_subscribe(&call, Encoding::Json, now)
         .expect("accepted");
@@ -288,12 +304,13 @@ fn an_authenticated_framework_belongs_to_its_principal() {
             None,
         ),
     ];
-    for (mut call, caller, want) in table {
+    for (json, caller, want) in table {
+        let mut call = decode(&json).expect("a well-formed call").call;
         let got = h.core.authorize_scheduler_call(&mut call, caller);
         assert_eq!(
             got.as_ref().err().map(|e| e.status),
             want,
-            "{caller}: {call} → {got:?}"
+            "{caller}: {json} → {got:?}"
         );
     }
 }

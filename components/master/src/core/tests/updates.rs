@@ -96,7 +96,7 @@ fn updates_of_one_task_are_delivered_in_order_one_at_a_time() {
 #[test]
 fn acknowledgements_with_a_malformed_uuid_are_rejected() {
     let mut h = Harness::new();
-    let (s, _agent) = running_task(&mut h, framework_info("f", &[], 0.0), "t1");
+    let (s, agent) = running_task(&mut h, framework_info("f", &[], 0.0), "t1");
     for (uuid, why) in [
         (json!("***"), "not valid base64"),
         (json!("AAAA"), "not a valid UUID"),
@@ -105,7 +105,8 @@ fn acknowledgements_with_a_malformed_uuid_are_rejected() {
         let e = h
             .call(
                 &s,
-                json!({"type": "ACKNOWLEDGE", "acknowledge": {"task_id": {"value": "t1"}, "uuid": uuid}}),
+                json!({"type": "ACKNOWLEDGE", "acknowledge": {
+                    "agent_id": {"value": agent.id}, "task_id": {"value": "t1"}, "uuid": uuid}}),
             )
             .expect_err("rejected");
         assert_eq!(e.status, 400);
