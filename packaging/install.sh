@@ -26,7 +26,8 @@ STATE_DIR=/var/lib/capstan
 usage() {
   cat <<'EOF'
 Usage: install.sh --role agent|master --join TOKEN [--server HOST] [options]
-       install.sh --init [--package FILE | --bundle FILE] [--advertise IP] [--name NAME] [--json]
+       install.sh --init [--package FILE | --bundle FILE] [--advertise IP] [--name NAME]
+                         [--security strict|permissive] [--json]
 
 Installs Capstan on this machine and joins it to a cluster (or, with --init, creates one).
 
@@ -42,6 +43,8 @@ Installs Capstan on this machine and joins it to a cluster (or, with --init, cre
   --public             a public agent (role slave_public: edge load balancers, services
                        reached from outside the cluster)
   --name NAME          the cluster's name (--init)
+  --security MODE      --init: strict (every daemon speaks TLS with its node certificate and
+                       every call is authenticated) or permissive (the default)
   --agent-token TOKEN  --init: the agents' join token, chosen beforehand (capstan cluster
                        token generate), so every machine can get its line at once
   --master-token TOKEN --init: the same for masters
@@ -187,6 +190,7 @@ main() {
   PUBLIC=
   AGENT_TOKEN=
   MASTER_TOKEN=
+  SECURITY=
   while [ $# -gt 0 ]; do
     case "$1" in
       --role) [ $# -ge 2 ] || die "--role needs agent or master"; ROLE=$2; shift 2 ;;
@@ -199,6 +203,7 @@ main() {
       --name) [ $# -ge 2 ] || die "--name needs a name"; CLUSTER_NAME=$2; shift 2 ;;
       --agent-token) [ $# -ge 2 ] || die "--agent-token needs a token"; AGENT_TOKEN=$2; shift 2 ;;
       --master-token) [ $# -ge 2 ] || die "--master-token needs a token"; MASTER_TOKEN=$2; shift 2 ;;
+      --security) [ $# -ge 2 ] || die "--security needs strict or permissive"; SECURITY=$2; shift 2 ;;
       --init) INIT=1; shift ;;
       --public) PUBLIC=1; shift ;;
       --json) JSON=1; shift ;;
@@ -212,6 +217,7 @@ main() {
     [ -z "$ROLE" ] || [ "$ROLE" = master ] || die "--init makes the first master: --role $ROLE does not go with it"
     [ -z "$TOKEN" ] || die "--init creates a cluster: it takes no --join token"
     [ -z "$PUBLIC" ] || die "--init makes a master: --public is for agents"
+    case "$SECURITY" in "" | strict | permissive) ;; *) die "--security is strict or permissive, not $SECURITY" ;; esac
     for t in "$AGENT_TOKEN" "$MASTER_TOKEN"; do
       [ -z "$t" ] || parse_token "$t"
     done
@@ -224,6 +230,7 @@ main() {
     esac
     [ -z "$PUBLIC" ] || [ "$ROLE" = agent ] || die "--public is for agents, not --role $ROLE"
     [ -z "$AGENT_TOKEN$MASTER_TOKEN" ] || die "--agent-token and --master-token go with --init; a joining node takes --join"
+    [ -z "$SECURITY" ] || die "--security goes with --init; a joining node takes its cluster's mode"
     [ -n "$TOKEN" ] || die "joining needs a token: --join TOKEN (capstan cluster token create --role $ROLE on a master)"
     parse_token "$TOKEN"
     # Accept http://host/ and https://host as well as host[:port].
@@ -303,6 +310,7 @@ main() {
     [ -z "$ADVERTISE" ] || set -- "$@" --advertise "$ADVERTISE"
     [ -z "$CLUSTER_NAME" ] || set -- "$@" --name "$CLUSTER_NAME"
     [ -z "$NODE_NAME" ] || set -- "$@" --hostname "$NODE_NAME"
+    [ -z "$SECURITY" ] || set -- "$@" --security "$SECURITY"
     [ -z "$JSON" ] || set -- "$@" --json
     # Preset tokens go in the environment, not on the command line other users can read.
     if [ -n "$AGENT_TOKEN" ]; then CAPSTAN_AGENT_TOKEN=$AGENT_TOKEN; export CAPSTAN_AGENT_TOKEN; fi

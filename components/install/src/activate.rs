@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use capstan_runtime::cluster::ports;
+use capstan_runtime::cluster::{ClusterSecurity, ports};
 use tokio::time::Instant;
 
 use crate::token::Role;
@@ -135,11 +135,14 @@ where
 }
 
 /// Waits until coord at `endpoints` has a leader and answers reads.
-pub async fn wait_for_coord(endpoints: &[String]) -> Result<(), ActivateError> {
-    let client = capstan_coord_client::Client::new(endpoints.iter()).map_err(|e| {
+pub async fn wait_for_coord(
+    security: &ClusterSecurity,
+    endpoints: &[String],
+) -> Result<(), ActivateError> {
+    let client = crate::state::coord_client(security, endpoints.iter()).map_err(|e| {
         ActivateError::Command {
             command: "coord client".into(),
-            output: e.to_string(),
+            output: capstan_types::Chain(&e).to_string(),
         }
     })?;
     poll("coord answering", || {
@@ -149,10 +152,36 @@ pub async fn wait_for_coord(endpoints: &[String]) -> Result<(), ActivateError> {
     .await
 }
 
+/// The masters' API as this node's tools reach it: `(client, scheme)`, https with the node's
+/// certificate in a strict cluster (which a master takes as a node's credential), plain HTTP
+/// otherwise.
+fn master_http(
+    security: &ClusterSecurity,
+) -> Result<(reqwest::Client, &'static str), ActivateError> {
+    let failed = |output: String| ActivateError::Command {
+        command: "master client".into(),
+        output,
+    };
+    let Some(tls) = security
+        .client_tls()
+        .map_err(|e| failed(capstan_types::Chain(&e).to_string()))?
+    else {
+        return Ok((capstan_http_client::client(), "http"));
+    };
+    let http = capstan_http_client::with_tls(capstan_http_client::builder(), &tls)
+        .build()
+        .map_err(|e| failed(capstan_types::Chain(&e).to_string()))?;
+    Ok((http, "https"))
+}
+
 /// Waits until a master lists an agent with this `hostname` as active.
-pub async fn wait_for_agent(master: SocketAddr, hostname: &str) -> Result<(), ActivateError> {
-    let http = capstan_http_client::client();
-    let url = format!("http://{master}/master/slaves");
+pub async fn wait_for_agent(
+    security: &ClusterSecurity,
+    master: SocketAddr,
+    hostname: &str,
+) -> Result<(), ActivateError> {
+    let (http, scheme) = master_http(security)?;
+    let url = format!("{scheme}://{master}/master/slaves");
     poll(&format!("the master listing agent {hostname}"), || {
         let http = http.clone();
         let url = url.clone();
@@ -177,15 +206,22 @@ pub async fn wait_for_agent(master: SocketAddr, hostname: &str) -> Result<(), Ac
 /// with `mark_gone`: its tasks are killed, so their schedulers start them elsewhere, and the
 /// agent is then forgotten), and waits until it runs nothing. An agent the master does not
 /// know is already drained.
-pub async fn drain_agent(master: SocketAddr, hostname: &str) -> Result<(), ActivateError> {
-    let http = capstan_http_client::client();
+///
+/// In a strict cluster the call carries this node's certificate: a master's may drain, an
+/// agent's may not (an operator drains it, then `cluster leave --no-drain`).
+pub async fn drain_agent(
+    security: &ClusterSecurity,
+    master: SocketAddr,
+    hostname: &str,
+) -> Result<(), ActivateError> {
+    let (http, scheme) = master_http(security)?;
     let failed = |output: String| ActivateError::Command {
         command: format!("DRAIN_AGENT {hostname}"),
         output,
     };
     let agents = |http: reqwest::Client| async move {
         let v: serde_json::Value = http
-            .get(format!("http://{master}/master/slaves"))
+            .get(format!("{scheme}://{master}/master/slaves"))
             .timeout(Duration::from_secs(5))
             .send()
             .await
@@ -209,7 +245,7 @@ pub async fn drain_agent(master: SocketAddr, hostname: &str) -> Result<(), Activ
         "drain_agent": {"agent_id": {"value": id}, "mark_gone": true},
     });
     let resp = http
-        .post(format!("http://{master}/api/v1"))
+        .post(format!("{scheme}://{master}/api/v1"))
         .json(&call)
         .timeout(Duration::from_secs(10))
         .send()

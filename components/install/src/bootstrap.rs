@@ -139,7 +139,7 @@ pub enum StartError {
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
     #[error("coord client")]
-    Coord(#[from] capstan_coord_client::ClientError),
+    Coord(#[from] StateError),
     #[error("cannot bind {what} on {addr}")]
     Bind {
         what: &'static str,
@@ -266,7 +266,8 @@ impl Server {
                     source: std::io::Error::other("the CA key is too short to be a key"),
                 }
             })?;
-        let coord = capstan_coord_client::Client::new(config.coord_endpoints.iter())?
+        // In a strict cluster coord takes only node certificates: this master's.
+        let coord = crate::state::coord_client(&cluster.security, config.coord_endpoints.iter())?
             .with_peer_token(peer_token);
         let shared = Arc::new(Shared {
             cluster,

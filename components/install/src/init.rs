@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use capstan_runtime::ClusterConfig;
+use capstan_runtime::auth::SecurityMode;
+use capstan_runtime::cluster::ClusterSecurity;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{Layout, Membership, write_file};
@@ -34,6 +36,9 @@ pub struct InitOptions {
     /// cluster takes these instead of making its own.
     pub master_token: Option<ShortToken>,
     pub agent_token: Option<ShortToken>,
+    /// The cluster's security mode: strict gives every daemon TLS and authenticated calls
+    /// only (`cluster.security`, which every joining node's config inherits).
+    pub security: SecurityMode,
 }
 
 /// What [`prepare`] made: secrets included, so it lives only in a 0600 file until seeded.
@@ -121,7 +126,10 @@ pub fn prepare(layout: &Layout, opts: &InitOptions) -> Result<Prepared, InitErro
         advertise: opts.advertise,
         hostname: opts.hostname.clone(),
         containers: Default::default(),
-        security: Default::default(),
+        security: ClusterSecurity {
+            mode: opts.security,
+            ..Default::default()
+        },
     };
     let mut problems: Vec<String> = cluster.problems().iter().map(ToString::to_string).collect();
     if let (Some(m), Some(a)) = (&opts.master_token, &opts.agent_token)

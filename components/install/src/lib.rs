@@ -24,6 +24,7 @@ pub mod node;
 pub mod pki;
 pub mod rolling;
 pub mod state;
+pub mod status;
 pub mod token;
 pub mod upgrade;
 

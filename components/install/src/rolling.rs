@@ -91,9 +91,11 @@ pub fn read_package(path: &Path) -> Result<Package, RollingError> {
     })
 }
 
-/// What the run needs: coord, the masters' addresses, the CA.
+/// What the run needs: coord, the masters' addresses, the CA, and how this node's clients
+/// reach the masters (`cluster.security`).
 pub struct Cluster {
     pub coord: capstan_coord_client::Client,
+    pub security: capstan_runtime::cluster::ClusterSecurity,
     pub ca_cert_pem: String,
     pub ca_key_pem: String,
 }
@@ -360,6 +362,7 @@ async fn step(
             let mut r = Err("no master".to_owned());
             for m in masters {
                 r = crate::activate::wait_for_agent(
+                    &cluster.security,
                     SocketAddr::new(m, capstan_runtime::cluster::ports::MASTER),
                     &node.name,
                 )

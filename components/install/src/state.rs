@@ -5,6 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use capstan_coord_client::{Client, ClientError, keyspace};
+use capstan_runtime::cluster::ClusterSecurity;
 
 use crate::token::{JoinToken, Role, TokenRecord, TokenRefused};
 
@@ -26,6 +27,22 @@ pub enum StateError {
     Refused(#[from] TokenRefused),
     #[error("no token {0}")]
     NoSuchToken(String),
+    #[error("this node's TLS identity")]
+    Tls(#[from] capstan_runtime::tls::TlsError),
+}
+
+/// coord as this node's installer reaches it (`cluster init`, `join`, tokens, upgrades, the
+/// bootstrap server): over TLS with the node's certificate when the cluster is strict.
+pub fn coord_client<I, S>(security: &ClusterSecurity, endpoints: I) -> Result<Client, StateError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let opts = capstan_coord_client::ClientOptions {
+        tls: security.client_tls()?,
+        ..capstan_coord_client::ClientOptions::default()
+    };
+    Ok(Client::with_options(endpoints, opts)?)
 }
 
 pub fn now_ms() -> u64 {

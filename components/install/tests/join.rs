@@ -14,6 +14,8 @@ use capstan_install::state::ClusterState;
 use capstan_install::token::{ShortToken, TokenRecord, check_ca_proof, generate_nonce};
 use capstan_install::{JoinToken, Layout, Role};
 use capstan_runtime::ClusterConfig;
+use capstan_runtime::auth::SecurityMode;
+use capstan_runtime::cluster::ClusterSecurity;
 use tokio_util::sync::CancellationToken;
 
 struct Cluster {
@@ -28,12 +30,32 @@ struct Cluster {
 
 const MASTER: &str = "127.0.0.1";
 
-async fn start_coord(dir: &std::path::Path) -> (capstan_coord::ServerHandle, String) {
-    let coord = capstan_coord::Server::start_single(dir.join("coord"), CancellationToken::new())
+/// A one-member coord; strict with the master's certificate when `security` says so.
+async fn start_coord(
+    dir: &std::path::Path,
+    security: &ClusterSecurity,
+) -> (capstan_coord::ServerHandle, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = capstan_coord::Config {
+        id: 1,
+        listen: addr,
+        data_dir: dir.join("coord"),
+        members: vec![capstan_coord::MemberConfig {
+            id: 1,
+            addr: addr.to_string(),
+        }],
+        security: capstan_runtime::SecurityConfig {
+            mode: security.mode,
+            tls: (security.mode == SecurityMode::Strict).then(|| security.files()),
+            allow_plaintext: false,
+        },
+        ..capstan_coord::Config::default()
+    };
+    let coord = capstan_coord::Server::start_on(config, listener, CancellationToken::new())
         .await
         .expect("coord starts");
-    let addr = coord.local_addr().to_string();
-    (coord, addr)
+    (coord, addr.to_string())
 }
 
 fn read_cluster(layout: &Layout) -> ClusterConfig {
@@ -67,9 +89,16 @@ struct Unseeded {
 }
 
 async fn unseeded(master_token: Option<ShortToken>, agent_token: Option<ShortToken>) -> Unseeded {
+    unseeded_in(master_token, agent_token, SecurityMode::Permissive).await
+}
+
+async fn unseeded_in(
+    master_token: Option<ShortToken>,
+    agent_token: Option<ShortToken>,
+    security: SecurityMode,
+) -> Unseeded {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_owned();
-    let (coord, endpoint) = start_coord(&root).await;
     let master = Layout::under(&root.join("master"));
     let package_file = root.join("capstan_test.deb");
     let package = b"not really a package".to_vec();
@@ -87,6 +116,7 @@ async fn unseeded(master_token: Option<ShortToken>, agent_token: Option<ShortTok
         package: Some(package_file),
         master_token,
         agent_token,
+        security,
     };
     let prepared = capstan_install::init::prepare(&master, &opts).unwrap();
     let again = capstan_install::init::prepare(&master, &opts).unwrap();
@@ -94,7 +124,13 @@ async fn unseeded(master_token: Option<ShortToken>, agent_token: Option<ShortTok
         prepared, again,
         "an unfinished init resumes with the same cluster"
     );
-    let state = ClusterState::new(capstan_coord_client::Client::new([endpoint.clone()]).unwrap());
+    // The master's own files (the package's layout is /var/lib/capstan; here a temporary one).
+    let mut cluster = read_cluster(&master);
+    cluster.security.pki_dir = master.pki();
+    let (coord, endpoint) = start_coord(&root, &cluster.security).await;
+    let state = ClusterState::new(
+        capstan_install::state::coord_client(&cluster.security, [endpoint.clone()]).unwrap(),
+    );
     let config = bootstrap::Config {
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
         https_listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -103,13 +139,9 @@ async fn unseeded(master_token: Option<ShortToken>, agent_token: Option<ShortTok
         share_dir: master.share.clone(),
         node_listen: Some("127.0.0.1:0".parse().unwrap()),
     };
-    let bootstrap = bootstrap::Server::start(
-        config,
-        Some(read_cluster(&master)),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let bootstrap = bootstrap::Server::start(config, Some(cluster), CancellationToken::new())
+        .await
+        .unwrap();
     Unseeded {
         dir,
         coord,
@@ -256,6 +288,62 @@ async fn an_agent_joins_with_its_token_and_a_second_join_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_cluster_is_created_and_joined_through_a_coord_that_takes_only_node_certificates()
+{
+    let c = unseeded_in(None, None, SecurityMode::Strict)
+        .await
+        .seed()
+        .await;
+    // coord refuses a client without a certificate: init and the bootstrap server reached it
+    // with the master's.
+    let master = c.node("master");
+    let anonymous = capstan_coord_client::Client::with_options(
+        [c._coord.local_addr().to_string()],
+        capstan_coord_client::ClientOptions {
+            tls: Some(Arc::new(
+                capstan_http_client::trusting(&std::fs::read_to_string(master.ca_cert()).unwrap())
+                    .unwrap(),
+            )),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(anonymous.get("/capstan/cluster/info").await.is_err());
+    assert!(
+        c.state.info().await.unwrap().is_some(),
+        "init stored the cluster"
+    );
+    // `capstan cluster status` on the master: the mode, and coord read with its certificate.
+    let membership = capstan_install::Membership::read(&master).unwrap().unwrap();
+    let mut cluster = read_cluster(&master);
+    cluster.security.pki_dir = master.pki();
+    let endpoints = [c._coord.local_addr().to_string()];
+    let status = capstan_install::status::gather(&membership, &cluster, &endpoints).await;
+    let text = capstan_install::status::render(&status);
+    assert!(text.contains("Security  strict"), "{text}");
+    assert!(
+        text.contains("coord     1 member(s), 1 voting, leader"),
+        "{text}"
+    );
+
+    let joined = c
+        .join("agent-1", &c.outcome.tokens.agent, Role::Agent)
+        .await
+        .unwrap();
+    assert!(matches!(joined, JoinOutcome::Joined(_)), "{joined:?}");
+    // The joined node is strict too: every daemon of its config speaks TLS.
+    let layout = c.node("agent-1");
+    assert_eq!(read_cluster(&layout).security.mode, SecurityMode::Strict);
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&layout.config).unwrap()).unwrap();
+    capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
+    assert_eq!(
+        doc["agent"]["security"]["mode"],
+        serde_yaml_ng::Value::from("strict")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_revoked_expired_and_foreign_tokens_are_refused_before_anything_is_written() {
     let c = cluster().await;
     let agent: JoinToken = c.outcome.tokens.agent.parse().unwrap();
@@ -393,6 +481,7 @@ async fn tokens_chosen_before_the_cluster_join_once_the_master_proves_it_knows_t
             package: None,
             master_token: Some(agent.clone()),
             agent_token: Some(agent),
+            security: SecurityMode::Permissive,
         },
     )
     .unwrap_err();
@@ -554,6 +643,7 @@ async fn the_bootstrap_server_serves_the_script_ca_and_package_and_keeps_joins_o
             package: None,
             master_token: None,
             agent_token: None,
+            security: SecurityMode::Permissive,
         },
     )
     .unwrap_err();

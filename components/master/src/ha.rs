@@ -87,6 +87,16 @@ async fn write(client: &Client, base: &str, op: &RegistryOp) -> Result<(), Clien
         RegistryOp::AgentGone { id } => {
             client.put(&format!("{base}/gone_agents/{id}"), "").await?;
             client.delete(&format!("{base}/agents/{id}")).await?;
+            client.delete(&format!("{base}/draining/{id}")).await?;
+        }
+        RegistryOp::AgentDraining { id, mark_gone } => {
+            let drain = serde_json::json!({ "mark_gone": mark_gone });
+            client
+                .put(&format!("{base}/draining/{id}"), drain.to_string())
+                .await?;
+        }
+        RegistryOp::AgentReactivated { id } => {
+            client.delete(&format!("{base}/draining/{id}")).await?;
         }
         RegistryOp::FrameworkAdded { id, info } => {
             client
@@ -138,6 +148,10 @@ pub async fn load_registry(client: &Client, prefix: &str) -> Result<RegistrySnap
             }
             "gone_agents" => {
                 snap.gone_agents.insert(id.into());
+            }
+            "draining" => {
+                let mark_gone = value["mark_gone"].as_bool().unwrap_or(false);
+                snap.draining.insert(id.into(), mark_gone);
             }
             "frameworks" => {
                 snap.frameworks.insert(id.into(), value);

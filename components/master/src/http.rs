@@ -623,8 +623,8 @@ async fn scheduler(app: App, req: Request) -> Response {
     }
 }
 
-/// What an operator API call needs: reads (`GET_*`) and SUBSCRIBE a viewer, draining an agent
-/// an operator, tearing down a framework or marking an agent gone an administrator.
+/// What an operator API call needs: reads (`GET_*`) and SUBSCRIBE a viewer, draining or
+/// reactivating an agent an operator, tearing down a framework or marking an agent gone an administrator.
 fn operator_access(call: &Value) -> Access {
     match call.get("type").and_then(Value::as_str).unwrap_or("") {
         t if t.starts_with("GET_") || t == "SUBSCRIBE" => Access::Role(Role::Viewer),

@@ -1,5 +1,5 @@
-//! What a master must remember across leader changes: agents admitted or marked gone and
-//! frameworks added or removed. The [`Registry`] trait hides where it lives: in memory for a
+//! What a master must remember across leader changes: agents admitted, draining or marked
+//! gone, and frameworks added or removed. The [`Registry`] trait hides where it lives: in memory for a
 //! standalone master, in coord for HA (`crate::ha::CoordRegistry`).
 //!
 //! Writes are acknowledged only once durable, as Mesos' registrar does: every recorded op
@@ -71,10 +71,30 @@ impl Durability {
 /// One change to the registry.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RegistryOp {
-    AgentAdmitted { id: AgentId, info: Value },
-    AgentGone { id: AgentId },
-    FrameworkAdded { id: FrameworkId, info: Value },
-    FrameworkRemoved { id: FrameworkId },
+    AgentAdmitted {
+        id: AgentId,
+        info: Value,
+    },
+    AgentGone {
+        id: AgentId,
+    },
+    /// DRAIN_AGENT: the agent takes no new tasks (and is marked gone once drained, with
+    /// `mark_gone`), also under the next leader.
+    AgentDraining {
+        id: AgentId,
+        mark_gone: bool,
+    },
+    /// REACTIVATE_AGENT: the drain is undone.
+    AgentReactivated {
+        id: AgentId,
+    },
+    FrameworkAdded {
+        id: FrameworkId,
+        info: Value,
+    },
+    FrameworkRemoved {
+        id: FrameworkId,
+    },
 }
 
 /// The registry's content, loaded by a new leader.
@@ -82,6 +102,8 @@ pub enum RegistryOp {
 pub struct RegistrySnapshot {
     pub agents: BTreeMap<AgentId, Value>,
     pub gone_agents: BTreeSet<AgentId>,
+    /// Draining agents, each with its drain's `mark_gone`.
+    pub draining: BTreeMap<AgentId, bool>,
     pub frameworks: BTreeMap<FrameworkId, Value>,
     pub removed_frameworks: BTreeSet<FrameworkId>,
 }
@@ -94,7 +116,14 @@ impl RegistrySnapshot {
             }
             RegistryOp::AgentGone { id } => {
                 self.agents.remove(&id);
+                self.draining.remove(&id);
                 self.gone_agents.insert(id);
+            }
+            RegistryOp::AgentDraining { id, mark_gone } => {
+                self.draining.insert(id, mark_gone);
+            }
+            RegistryOp::AgentReactivated { id } => {
+                self.draining.remove(&id);
             }
             RegistryOp::FrameworkAdded { id, info } => {
                 self.frameworks.insert(id, info);

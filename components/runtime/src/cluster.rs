@@ -114,6 +114,20 @@ impl ClusterSecurity {
         }
     }
 
+    /// The TLS this node's own tools speak to the cluster's daemons (the installer's coord and
+    /// master clients): the node's certificate presented, only the cluster CA trusted, in
+    /// strict mode; `None` when permissive (plain HTTP).
+    pub fn client_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, crate::tls::TlsError> {
+        crate::security::SecurityConfig {
+            mode: self.mode,
+            tls: Some(self.files()),
+            allow_plaintext: false,
+        }
+        .client_tls()
+    }
+
     /// A daemon's `security` section under this mode (`None` when permissive: the daemons'
     /// own default). `allow_plaintext` for the ports plain clients must still reach: the
     /// master (pymesos frameworks, with credentials) and the agent (custom executors).

@@ -401,7 +401,8 @@ if (BREAK_PID) scenarios.push(['the live stream breaks and recovers', async () =
   await page.evaluate((id) => fetch(`/service/marathon/v2/apps${id}?force=true`, { method: 'DELETE' }), id);
 }]);
 
-// Drain the last agent from the nodes page (last: nothing is started there afterwards).
+// Drain the last agent from the nodes page, then undo it (last: nothing is started there
+// afterwards).
 scenarios.push(['drain a node', async () => {
   await page.click('a.nav-nodes');
   const card = page.locator('#nodes .node').last();
@@ -412,6 +413,10 @@ scenarios.push(['drain a node', async () => {
   const same = page.locator(`#nodes .node[data-agent="${agent}"]`);
   await until(`${agent} draining`, async () => (await same.getAttribute('data-state', { timeout: 1000 })) === 'draining');
   await shot('22-node-draining');
+  // Undo: the drained node is reactivated and takes tasks again.
+  await same.locator('button.node-reactivate').click();
+  await until(`${agent} active again`, async () => (await same.getAttribute('data-state', { timeout: 1000 })) === 'active');
+  await shot('23-node-reactivated');
 }]);
 
 let failed = null;

@@ -12,6 +12,7 @@ use capstan_install::join::{JoinOptions, JoinOutcome};
 use capstan_install::state::{ClusterState, now_ms};
 use capstan_install::token::{PresentedToken, ShortToken, TokenRecord};
 use capstan_install::{JoinToken, Layout, Membership, Role, activate};
+use capstan_runtime::auth::SecurityMode;
 
 use super::{fail, say};
 
@@ -29,6 +30,13 @@ pub enum ClusterCommand {
     /// Join tokens: create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// What this node knows about its cluster: its role, the masters, the security mode and,
+    /// on a master, coord's members and leader.
+    Status {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Upgrade every node to a package, one node at a time: masters first (keeping coord's
     /// quorum), then agents (their tasks keep running); checks health between nodes and stops
     /// at the first failure. Run on a master.
@@ -68,6 +76,11 @@ pub struct InitArgs {
     /// Use this agent join token instead of making one (see --master-token).
     #[arg(long, env = "CAPSTAN_AGENT_TOKEN", hide_env_values = true)]
     agent_token: Option<ShortToken>,
+    /// `strict`: every daemon speaks TLS with its node's certificate and every call proves
+    /// who makes it; `permissive`: plain HTTP inside the cluster, the router still asks for
+    /// a login. Every node that joins inherits it.
+    #[arg(long, default_value = "permissive", value_parser = parse_security)]
+    security: SecurityMode,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -131,6 +144,10 @@ pub enum TokenCommand {
     Revoke { id: String },
 }
 
+fn parse_security(s: &str) -> Result<SecurityMode, String> {
+    s.parse::<SecurityMode>().map_err(|e| e.to_string())
+}
+
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = n
@@ -161,6 +178,7 @@ pub fn run(command: ClusterCommand) -> ExitCode {
             ClusterCommand::Leave(args) => leave(&layout, args).await,
             ClusterCommand::Token(cmd) => token(&layout, cmd).await,
             ClusterCommand::Upgrade(args) => upgrade(&layout, args).await,
+            ClusterCommand::Status { json } => status(&layout, json).await,
         }
     });
     match outcome {
@@ -198,6 +216,7 @@ async fn init(layout: &Layout, args: InitArgs) -> anyhow::Result<()> {
         package: args.package,
         master_token: args.master_token,
         agent_token: args.agent_token,
+        security: args.security,
     };
     let prepared = capstan_install::init::prepare(layout, &opts)?;
     if !args.json {
@@ -207,9 +226,10 @@ async fn init(layout: &Layout, args: InitArgs) -> anyhow::Result<()> {
         ));
     }
     activate::start_role(Role::Master)?;
+    let security = read_cluster_section(layout)?.security;
     let endpoints = vec![activate::coord_endpoint(advertise)];
-    activate::wait_for_coord(&endpoints).await?;
-    let coord = capstan_coord_client::Client::new(endpoints.iter())?;
+    activate::wait_for_coord(&security, &endpoints).await?;
+    let coord = capstan_install::state::coord_client(&security, endpoints.iter())?;
     let outcome = capstan_install::init::seed(layout, &ClusterState::new(coord), &prepared).await?;
     print_init(&outcome, args.json)
 }
@@ -288,13 +308,15 @@ async fn join(layout: &Layout, args: JoinArgs) -> anyhow::Result<()> {
                 .masters
                 .first()
                 .context("the node config names no master")?;
-            activate::wait_for_agent(activate::master_api(master), &hostname).await?;
+            activate::wait_for_agent(&node.security, activate::master_api(master), &hostname)
+                .await?;
             say(&format!("Agent {hostname} is registered with the masters."));
         }
         Role::Master => {
             say("Adding this master's coord member to the cluster (it catches up first)");
             capstan_install::join::join_coord(layout, &opts, node.advertise).await?;
-            activate::wait_for_coord(&[activate::coord_endpoint(node.advertise)]).await?;
+            let endpoints = [activate::coord_endpoint(node.advertise)];
+            activate::wait_for_coord(&node.security, &endpoints).await?;
             say("This master's daemons are up and its coord member votes.");
         }
     }
@@ -312,7 +334,8 @@ async fn leave(layout: &Layout, args: LeaveArgs) -> anyhow::Result<()> {
         let hostname = node.hostname.clone().unwrap_or(node.advertise.to_string());
         let mut drained = false;
         for master in &node.masters {
-            match activate::drain_agent(activate::master_api(*master), &hostname).await {
+            let api = activate::master_api(*master);
+            match activate::drain_agent(&node.security, api, &hostname).await {
                 Ok(()) => {
                     drained = true;
                     break;
@@ -333,6 +356,26 @@ async fn leave(layout: &Layout, args: LeaveArgs) -> anyhow::Result<()> {
     }
     activate::stop_role(membership.role)?;
     say(&format!("Stopped this {}'s units.", membership.role));
+    Ok(())
+}
+
+async fn status(layout: &Layout, json: bool) -> anyhow::Result<()> {
+    let Some(membership) = Membership::read(layout)? else {
+        bail!("this node belongs to no cluster: run `capstan cluster init` or join one");
+    };
+    let node = read_cluster_section(layout)?;
+    // This master's own coord first, then the others'.
+    let own = activate::coord_endpoint(node.advertise);
+    let others = node.masters.iter().map(|m| activate::coord_endpoint(*m));
+    let endpoints: Vec<String> = std::iter::once(own.clone())
+        .chain(others.filter(|e| *e != own))
+        .collect();
+    let report = capstan_install::status::gather(&membership, &node, &endpoints).await;
+    if json {
+        say(&serde_json::to_string(&report)?);
+    } else {
+        say(capstan_install::status::render(&report).trim_end());
+    }
     Ok(())
 }
 
@@ -366,7 +409,7 @@ async fn upgrade(layout: &Layout, args: UpgradeArgs) -> anyhow::Result<()> {
         .collect();
     // Every member, not only the masters this node's config names (those that joined before
     // it): the run must reach coord while any one master restarts.
-    let coord = capstan_coord_client::Client::new(endpoints.iter())?;
+    let coord = capstan_install::state::coord_client(&node.security, endpoints.iter())?;
     let mut all: Vec<String> = coord
         .members()
         .await
@@ -379,7 +422,8 @@ async fn upgrade(layout: &Layout, args: UpgradeArgs) -> anyhow::Result<()> {
     all.sort();
     all.dedup();
     let cluster = rolling::Cluster {
-        coord: capstan_coord_client::Client::new(all.iter())?,
+        coord: capstan_install::state::coord_client(&node.security, all.iter())?,
+        security: node.security.clone(),
         ca_cert_pem: read(layout.ca_cert())?,
         ca_key_pem: read(layout.ca_key())?,
     };
@@ -432,7 +476,8 @@ fn local_state(layout: &Layout) -> anyhow::Result<ClusterState> {
         .iter()
         .map(|m| activate::coord_endpoint(*m))
         .collect();
-    Ok(ClusterState::new(capstan_coord_client::Client::new(
+    Ok(ClusterState::new(capstan_install::state::coord_client(
+        &node.security,
         endpoints.iter(),
     )?))
 }

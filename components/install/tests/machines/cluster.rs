@@ -617,6 +617,17 @@ async fn three_masters_join_and_the_cluster_survives_a_master_power_off() -> Res
         coord_voters(&agents[0], &masters[0], HA_MASTERS),
     )
     .await?;
+    step("capstan cluster status on a joined master", async {
+        let text = masters[1]
+            .exec_ok(&["capstan", "cluster", "status"])
+            .await?;
+        let voters = format!("coord     {HA_MASTERS} member(s), {HA_MASTERS} voting, leader");
+        for line in ["Security  permissive", " (master, ", &voters] {
+            ensure!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        Ok(())
+    })
+    .await?;
     for agent in &agents {
         step(&format!("the one line on {}", agent.name()), async {
             install_with_one_line(agent, &masters[1], "agent", &init.agent_token, AGENT_UNITS)

@@ -130,10 +130,14 @@ impl Core {
             .as_ref()
             .map(|a| a.registered_time)
             .unwrap_or_else(|| self.clock.wall());
-        let draining = rereg
-            .as_ref()
-            .is_some_and(|a| a.state == AgentState::Draining);
-        let mark_gone_when_drained = rereg.as_ref().is_some_and(|a| a.mark_gone_when_drained);
+        // A drain survives re-registration and, through the registry, a leader change.
+        let recovered_drain = self.recovered_drains.remove(&id);
+        let draining = recovered_drain.is_some()
+            || rereg
+                .as_ref()
+                .is_some_and(|a| a.state == AgentState::Draining);
+        let mark_gone_when_drained = recovered_drain.unwrap_or(false)
+            || rereg.as_ref().is_some_and(|a| a.mark_gone_when_drained);
         let agent = Agent {
             id: id.clone(),
             info: info.clone(),
@@ -480,6 +484,7 @@ impl Core {
             a.send(&json!({"type":"ERROR","error":{"message":"Agent has been marked gone"}}));
         }
         self.recovered_agents.remove(aid);
+        self.recovered_drains.remove(aid);
         self.gone_agents.insert(aid.clone());
         self.registry
             .record(RegistryOp::AgentGone { id: aid.clone() });

@@ -382,6 +382,9 @@ pub struct Core {
     agents: BTreeMap<AgentId, Agent>,
     gone_agents: BTreeSet<AgentId>,
     recovered_agents: BTreeMap<AgentId, Value>,
+    /// Drains of the registry (with their `mark_gone`) for agents that have not re-registered
+    /// since: they come back draining.
+    recovered_drains: BTreeMap<AgentId, bool>,
     offers: BTreeMap<OfferId, Offer>,
     tasks: BTreeMap<TaskKey, Task>,
     operator_subs: Vec<Sink>,
@@ -448,6 +451,7 @@ impl Core {
             agents: BTreeMap::new(),
             gone_agents: snap.gone_agents,
             recovered_agents: snap.agents,
+            recovered_drains: snap.draining,
             offers: BTreeMap::new(),
             tasks: BTreeMap::new(),
             operator_subs: Vec::new(),
@@ -478,6 +482,11 @@ impl Core {
     pub fn recover(&mut self, snap: crate::registry::RegistrySnapshot, now: Instant) {
         self.gone_agents.extend(snap.gone_agents);
         self.removed_frameworks.extend(snap.removed_frameworks);
+        for (id, mark_gone) in snap.draining {
+            if !self.agents.contains_key(&id) {
+                self.recovered_drains.insert(id, mark_gone);
+            }
+        }
         for (id, info) in snap.frameworks {
             if self.frameworks.contains_key(&id) || self.removed_frameworks.contains(&id) {
                 continue;

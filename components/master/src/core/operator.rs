@@ -1,5 +1,5 @@
-//! The v1 operator API (`/api/v1`): the GET_* calls, TEARDOWN, MARK_AGENT_GONE and
-//! DRAIN_AGENT, and the operator event stream (SUBSCRIBE, then TASK_ADDED, TASK_UPDATED,
+//! The v1 operator API (`/api/v1`): the GET_* calls, TEARDOWN, MARK_AGENT_GONE,
+//! DRAIN_AGENT and REACTIVATE_AGENT (a drain undone), and the operator event stream (SUBSCRIBE, then TASK_ADDED, TASK_UPDATED,
 //! FRAMEWORK_*, AGENT_* events), with the v1 JSON views of tasks, agents and frameworks
 //! they carry.
 
@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use capstan_types::{AgentId, FrameworkId, OfferId, TaskId, TaskState};
 use serde_json::{Value, json};
+use tracing::info;
 
 use super::{
     Agent, AgentState, ApiError, Core, Framework, OperatorReply, Packed, Sink, Task, version_info,
 };
+use crate::registry::RegistryOp;
 use crate::resources::{Pools, pools_add, pools_to_mesos_json};
 use crate::wire::{Api, Encoding, call_type};
 
@@ -97,6 +99,11 @@ impl Core {
                 }
                 a.state = AgentState::Draining;
                 a.mark_gone_when_drained |= mark_gone;
+                let mark_gone = a.mark_gone_when_drained;
+                self.registry.record(RegistryOp::AgentDraining {
+                    id: aid.clone(),
+                    mark_gone,
+                });
                 self.alloc.set_agent_active(&aid, false);
                 let offers: Vec<OfferId> = self
                     .offers
@@ -119,6 +126,28 @@ impl Core {
                 // With mark_gone, the agent goes once drained (see `tick`), as in Mesos.
                 self.mark_drained_agents_gone();
                 let _ = now;
+                Ok(OperatorReply::Empty)
+            }
+            "REACTIVATE_AGENT" => {
+                let aid = AgentId::from_wire(call.pointer("/reactivate_agent/agent_id"))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("Expecting 'reactivate_agent.agent_id' to be present")
+                    })?;
+                let Some(a) = self.agents.get_mut(&aid) else {
+                    return Err(ApiError::bad_request(format!("Agent {aid} not found")));
+                };
+                if a.state != AgentState::Draining {
+                    return Err(ApiError::bad_request(format!(
+                        "Agent {aid} is not deactivated"
+                    )));
+                }
+                // Tasks the drain killed stay killed; the agent only takes offers again.
+                a.state = AgentState::Active;
+                a.mark_gone_when_drained = false;
+                self.registry
+                    .record(RegistryOp::AgentReactivated { id: aid.clone() });
+                self.alloc.set_agent_active(&aid, true);
+                info!(agent_id = %aid, "Agent reactivated");
                 Ok(OperatorReply::Empty)
             }
             "SUBSCRIBE" => {

@@ -103,6 +103,13 @@ async fn standby_redirects_to_the_leader_and_takes_over_with_the_registry() -> a
     keep.launch(&offer, "survivor", "serve").await;
     keep.expect_update("survivor", "TASK_RUNNING").await?;
     drop(keep);
+    // A second agent is drained on A: it stays drained on B.
+    let mut cfg = SimAgentConfig::new(a.base.clone(), "a2");
+    cfg.other_masters = vec![b.base.clone()];
+    let drained = SimAgent::start_new(cfg);
+    let drained_id = drained.wait_subscribed(WAIT).await?;
+    a.operator(json!({"type":"DRAIN_AGENT","drain_agent":{"agent_id":{"value": drained_id}}}))
+        .await;
 
     // A goes away: B takes over, the agent re-registers there with its ID.
     let mut a = a;
@@ -113,11 +120,13 @@ async fn standby_redirects_to_the_leader_and_takes_over_with_the_registry() -> a
         status(&no_redirect, &format!("{}/master/state", b.base)).await == 200
     })
     .await?;
-    capstan_testkit::wait_until("agent re-registered on B", WAIT, async || {
-        b.get("/master/slaves")
-            .await
-            .map(|s| s["slaves"][0]["id"] == aid.as_str())
-            .unwrap_or(false)
+    capstan_testkit::wait_until("agents re-registered on B", WAIT, async || {
+        b.get("/master/slaves").await.is_ok_and(|s| {
+            let slaves = s["slaves"].as_array().cloned().unwrap_or_default();
+            let of = |id: &str| slaves.iter().find(|a| a["id"] == id).cloned();
+            of(aid.as_str()).is_some_and(|a| a["active"] == true)
+                && of(drained_id.as_str()).is_some_and(|a| a["deactivated"] == true)
+        })
     })
     .await?;
     // The removed framework stays removed on the new leader.

@@ -1,6 +1,8 @@
 // Nodes: every agent from the master's state summary with its resource bars, attributes and
-// task counts, and Drain (the master's operator call DRAIN_AGENT: no new tasks, its tasks
-// killed so their schedulers start them elsewhere). Refreshed every 5 s; a card is rebuilt
+// task counts, Drain (the master's operator call DRAIN_AGENT: no new tasks, its tasks
+// killed so their schedulers start them elsewhere) and its undo, Reactivate
+// (REACTIVATE_AGENT: the node is offered again; killed tasks stay where their services
+// restarted them). Refreshed every 5 s; a card is rebuilt
 // only when what it shows changed, so a big cluster's page stays cheap.
 
 import { api } from './api.js';
@@ -27,11 +29,22 @@ async function drain(s, refresh) {
   refresh();
 }
 
+async function reactivate(s, refresh) {
+  try {
+    await api('/mesos/api/v1', { method: 'POST', body: { type: 'REACTIVATE_AGENT', reactivate_agent: { agent_id: { value: s.id } } } });
+    toast(`${s.hostname ?? s.id} takes tasks again`, 'ok');
+  } catch (e) {
+    toast(`Reactivate failed: ${e.message}`, 'bad');
+  }
+  refresh();
+}
+
 function card(s, refresh) {
   const state = nodeState(s);
   return h('div.card.node', { dataset: { agent: s.id, state } },
     h('div.node-head', h('strong.mono', s.hostname ?? s.id), pill(state), h('span.spacer'),
-      state === 'active' ? h('button.small.node-drain', { onclick: () => drain(s, refresh) }, 'Drain') : null),
+      state === 'active' ? h('button.small.node-drain', { onclick: () => drain(s, refresh) }, 'Drain') : null,
+      state === 'draining' ? h('button.small.node-reactivate', { onclick: () => reactivate(s, refresh) }, 'Reactivate') : null),
     h('div.muted.mono', s.id),
     bar('CPU', s.used_resources?.cpus ?? 0, s.resources?.cpus ?? 0, fmtCpus),
     bar('Memory', s.used_resources?.mem ?? 0, s.resources?.mem ?? 0, fmtMem),

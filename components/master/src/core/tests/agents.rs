@@ -113,3 +113,85 @@ fn agents_are_numbered_in_registration_order_and_reregister_with_their_id() {
         Some(2)
     );
 }
+
+#[test]
+fn a_drained_agent_is_offered_again_once_reactivated() {
+    let mut h = Harness::new();
+    let agent = h.add_agent("a1", 4.0, 1024.0);
+    let mut s = h.subscribe(framework_info("f", &[], 0.0));
+    h.offer(&mut s);
+    let op = |h: &mut Harness, call: Value| {
+        let now = h.now();
+        h.core.operator_call(&call, Encoding::Json, now)
+    };
+    let reactivate = json!({"type": "REACTIVATE_AGENT",
+        "reactivate_agent": {"agent_id": {"value": agent.id}}});
+    // Only a drained (deactivated) agent can be reactivated.
+    let err = op(&mut h, reactivate.clone()).expect_err("an active agent");
+    assert_eq!(err.status, 400);
+    assert!(
+        err.message.contains("is not deactivated"),
+        "{}",
+        err.message
+    );
+    let drain = json!({"type": "DRAIN_AGENT", "drain_agent": {"agent_id": {"value": agent.id}}});
+    op(&mut h, drain).expect("DRAIN_AGENT");
+    assert_eq!(s.events.take("RESCIND").len(), 1);
+    h.advance(Duration::from_secs(10));
+    assert!(
+        s.events.take("OFFERS").is_empty(),
+        "a draining agent is not offered"
+    );
+    op(&mut h, reactivate).expect("REACTIVATE_AGENT");
+    h.advance(Duration::from_secs(1));
+    let offer = h.offer(&mut s);
+    assert_eq!(offer["agent_id"]["value"], agent.id);
+    let state = h.core.state_json();
+    assert_eq!(state["slaves"][0]["active"], true);
+    assert_eq!(state["activated_slaves"], 1);
+    // An unknown agent and a call without its agent id are refused.
+    let unknown = json!({"type": "REACTIVATE_AGENT",
+        "reactivate_agent": {"agent_id": {"value": "nope"}}});
+    assert_eq!(op(&mut h, unknown).map(|_| ()).unwrap_err().status, 400);
+    let bare = json!({"type": "REACTIVATE_AGENT", "reactivate_agent": {}});
+    assert_eq!(op(&mut h, bare).map(|_| ()).unwrap_err().status, 400);
+}
+
+#[test]
+fn a_drain_survives_a_leader_change_until_it_is_undone() {
+    let drain_call = |id: &str| json!({"type": "DRAIN_AGENT", "drain_agent": {"agent_id": {"value": id}, "mark_gone": false}});
+    let mut h = Harness::new();
+    let a = h.add_agent("a1", 1.0, 128.0);
+    let now = h.now();
+    h.core
+        .operator_call(&drain_call(&a.id), Encoding::Json, now)
+        .expect("DRAIN_AGENT");
+    // The next leader loads what this one recorded; the agent re-registers there.
+    let registry = |h: &Harness| {
+        let mut snap = RegistrySnapshot::default();
+        h.ops().into_iter().for_each(|op| snap.apply(op));
+        snap
+    };
+    let snap = registry(&h);
+    assert_eq!(snap.draining.get(a.id.as_str()), Some(&false));
+    let mut next = Harness::new();
+    let now = next.now();
+    next.core.recover(snap, now);
+    let call = json!({"type": "SUBSCRIBE", "agent_id": {"value": a.id}, "subscribe": {
+        "agent_info": {"hostname": "a1", "resources": [scalar("cpus", 1.0)]}}});
+    next.core
+        .agent_subscribe(&call, Encoding::Json, now)
+        .expect("re-registered");
+    let slave = &next.core.slaves_json()["slaves"][0];
+    assert_eq!(
+        (slave["active"].clone(), slave["deactivated"].clone()),
+        (json!(false), json!(true))
+    );
+    // Undone on the old leader: the registry forgets the drain.
+    let reactivate = json!({"type": "REACTIVATE_AGENT",
+        "reactivate_agent": {"agent_id": {"value": a.id}}});
+    h.core
+        .operator_call(&reactivate, Encoding::Json, now)
+        .expect("REACTIVATE_AGENT");
+    assert!(registry(&h).draining.is_empty());
+}
