@@ -1,7 +1,7 @@
 //! The v1 operator API (`/api/v1`): the GET_* calls, TEARDOWN, MARK_AGENT_GONE,
-//! DRAIN_AGENT and REACTIVATE_AGENT (a drain undone), and the operator event stream (SUBSCRIBE, then TASK_ADDED, TASK_UPDATED,
-//! FRAMEWORK_*, AGENT_* events), with the v1 JSON views of tasks, agents and frameworks
-//! they carry.
+//! DRAIN_AGENT and REACTIVATE_AGENT (a drain undone), and the operator event stream
+//! (SUBSCRIBE, then TASK_ADDED, TASK_UPDATED, FRAMEWORK_*, AGENT_* events), with the v1 JSON
+//! views of tasks, agents and frameworks they carry.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
