@@ -17,6 +17,12 @@ use crate::registry::RegistryOp;
 use crate::resources::{Pools, pools_add, pools_to_mesos_json};
 use crate::wire::{Api, Encoding, call_type};
 
+/// The `<call>.agent_id` of an operator call that names an agent (400 when it is missing).
+fn agent_id_of(call: &Value, field: &str) -> Result<AgentId, ApiError> {
+    AgentId::from_wire(call.pointer(&format!("/{field}/agent_id")))
+        .ok_or_else(|| ApiError::bad_request(format!("Expecting '{field}.agent_id' to be present")))
+}
+
 impl Core {
     pub(super) fn operator_event(&mut self, ev: Value) {
         self.operator_subs.retain(|s| s.send(&ev));
@@ -72,10 +78,7 @@ impl Core {
                 Ok(OperatorReply::Empty)
             }
             "MARK_AGENT_GONE" => {
-                let aid = AgentId::from_wire(call.pointer("/mark_agent_gone/agent_id"))
-                    .ok_or_else(|| {
-                        ApiError::bad_request("Expecting 'mark_agent_gone.agent_id' to be present")
-                    })?;
+                let aid = agent_id_of(call, "mark_agent_gone")?;
                 if !self.agents.contains_key(&aid) && !self.recovered_agents.contains_key(&aid) {
                     return Err(ApiError::bad_request(format!("Agent {aid} not found")));
                 }
@@ -83,10 +86,7 @@ impl Core {
                 Ok(OperatorReply::Empty)
             }
             "DRAIN_AGENT" => {
-                let aid =
-                    AgentId::from_wire(call.pointer("/drain_agent/agent_id")).ok_or_else(|| {
-                        ApiError::bad_request("Expecting 'drain_agent.agent_id' to be present")
-                    })?;
+                let aid = agent_id_of(call, "drain_agent")?;
                 let mark_gone = call
                     .pointer("/drain_agent/mark_gone")
                     .and_then(Value::as_bool)
@@ -129,10 +129,7 @@ impl Core {
                 Ok(OperatorReply::Empty)
             }
             "REACTIVATE_AGENT" => {
-                let aid = AgentId::from_wire(call.pointer("/reactivate_agent/agent_id"))
-                    .ok_or_else(|| {
-                        ApiError::bad_request("Expecting 'reactivate_agent.agent_id' to be present")
-                    })?;
+                let aid = agent_id_of(call, "reactivate_agent")?;
                 let Some(a) = self.agents.get_mut(&aid) else {
                     return Err(ApiError::bad_request(format!("Agent {aid} not found")));
                 };
