@@ -640,6 +640,11 @@ mod policy_tests {
             ),
             (Method::POST, exec, [true, false, false, true, false, false]),
             (
+                Method::POST,
+                "/capstan/v1/tasks/t/pause",
+                [true, false, false, true, false, false],
+            ),
+            (
                 Method::DELETE,
                 "/capstan/v1/docker-volumes/v",
                 [true, false, false, true, false, false],

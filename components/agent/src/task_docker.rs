@@ -79,6 +79,8 @@ pub fn routes() -> Router<Shared> {
         .route("/capstan/v1/tasks/{task}/exec/{exec}", get(exec_inspect))
         .route("/capstan/v1/tasks/{task}/attach", post(attach_stdin))
         .route("/capstan/v1/tasks/{task}/top", get(top))
+        .route("/capstan/v1/tasks/{task}/pause", post(pause))
+        .route("/capstan/v1/tasks/{task}/unpause", post(unpause))
         .route("/capstan/v1/tasks/{task}/stats", get(stats))
         .route(
             "/capstan/v1/tasks/{task}/exec/{exec}/resize",
@@ -551,6 +553,33 @@ async fn top(
         .map(|ps_args| TopOptions { ps_args });
     match docker.top_processes(&name, opts).await {
         Ok(t) => axum::Json(t).into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// `POST …/pause`: freezes the task's container (the engine's cgroup freezer); a kill still
+/// ends it.
+async fn pause(State(s): State<Shared>, Path(task): Path<String>) -> Response {
+    freeze(&s, &task, true).await
+}
+
+/// `POST …/unpause`: thaws it.
+async fn unpause(State(s): State<Shared>, Path(task): Path<String>) -> Response {
+    freeze(&s, &task, false).await
+}
+
+async fn freeze(s: &HttpState, task: &str, frozen: bool) -> Response {
+    let (docker, name) = match container_of(s, task) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let done = if frozen {
+        docker.pause_container(&name).await
+    } else {
+        docker.unpause_container(&name).await
+    };
+    match done {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => engine_error(e),
     }
 }

@@ -43,6 +43,8 @@ pub async fn serve(token: CancellationToken) -> anyhow::Result<String> {
         heartbeat_interval: Duration::from_secs(15),
         allocation_interval: Duration::from_millis(100),
         status_update_retry_interval: Duration::from_secs(30),
+        // Every simulated agent connects from 127.0.0.1 with two connections.
+        max_connections_per_ip: 16_384,
         ..capstan_master::Config::default()
     };
     let handle = capstan_master::Server::start(cfg, token)
@@ -464,6 +466,7 @@ mod failover {
                 // Production defaults (allocation every 1 s and soon after a registration, ...), HA on.
                 let mut cfg = capstan_master::Config {
                     listen: ([127, 0, 0, 1], port.parse().context("master port")?).into(),
+                    max_connections_per_ip: 16_384,
                     ..capstan_master::Config::default()
                 };
                 cfg.coord.endpoints = vec![(*coord).to_owned()];

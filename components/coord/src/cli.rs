@@ -11,12 +11,12 @@ use capstan_coord_client::{Client, ListRequest, WatchRequest};
 /// the operator command against the cluster at `--endpoints`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CliArgs {
-    /// Comma-separated members to talk to (any of them may be down).
+    /// Comma-separated members to talk to (any of them may be down). Default: on a node,
+    /// the masters of its config; elsewhere 127.0.0.1:8181.
     #[arg(
         long,
         global = true,
         value_delimiter = ',',
-        default_value = "127.0.0.1:8181",
         env = "CAPSTAN_COORD_ENDPOINTS"
     )]
     pub endpoints: Vec<String>,
@@ -115,8 +115,11 @@ pub enum SnapshotCommand {
 }
 
 /// Runs one operator command against `endpoints`, writing its output to `out`.
+/// Runs `command` against `endpoints` (`tls`: the node's certificate, for a strict cluster,
+/// whose members answer only node certificates).
 pub async fn run_cli(
     endpoints: &[String],
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     command: CliCommand,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
@@ -132,7 +135,13 @@ pub async fn run_cli(
         )?;
         return Ok(());
     }
-    let client = Client::new(endpoints)?;
+    let client = Client::with_options(
+        endpoints,
+        capstan_coord_client::ClientOptions {
+            tls,
+            ..capstan_coord_client::ClientOptions::default()
+        },
+    )?;
     match command {
         CliCommand::Get { key, serializable } => {
             let resp = client

@@ -12,7 +12,7 @@
 //! presents the node certificate and trusts only the cluster CA) — or [`trusting`] one that
 //! trusts a given CA and presents nothing (the CLI, which brings a token instead).
 
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, OnceLock};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
@@ -39,11 +39,40 @@ pub fn install_provider() {
 pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// reqwest's client builder, once the process has a crypto provider, idle connections kept
-/// [`POOL_IDLE_TIMEOUT`]. Use it wherever a client is made.
+/// [`POOL_IDLE_TIMEOUT`]. Use it wherever a client is made. Its TLS is preconfigured (the
+/// system's roots, see [`system_tls`]): reqwest's own TLS options (`add_root_certificate`
+/// and the like) do nothing on it; TLS is changed with [`with_tls`].
 #[allow(clippy::disallowed_methods)]
 pub fn builder() -> reqwest::ClientBuilder {
     install_provider();
-    reqwest::Client::builder().pool_idle_timeout(POOL_IDLE_TIMEOUT)
+    let builder = reqwest::Client::builder().pool_idle_timeout(POOL_IDLE_TIMEOUT);
+    match system_tls() {
+        Some(config) => builder.use_preconfigured_tls(config.clone()),
+        None => builder,
+    }
+}
+
+/// The TLS of a client that trusts the system's roots (the platform verifier reqwest would
+/// build), made once per process: the verifier reads every certificate under `/etc/ssl` when
+/// it is made, milliseconds each time, and a process may build clients by the thousand (a
+/// benchmark's simulated agents spent 3 s of their start doing only that). `None` if the
+/// roots cannot be read: reqwest then builds its own, and reports why.
+fn system_tls() -> Option<&'static rustls::ClientConfig> {
+    static SYSTEM: OnceLock<Option<rustls::ClientConfig>> = OnceLock::new();
+    SYSTEM
+        .get_or_init(|| {
+            let provider = provider();
+            let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).ok()?;
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(config)
+        })
+        .as_ref()
 }
 
 /// A client with reqwest's defaults, as `reqwest::Client::new()`.

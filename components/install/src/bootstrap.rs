@@ -37,7 +37,7 @@ use tracing::{info, warn};
 use crate::https::TlsListener;
 use crate::layout::Layout;
 use crate::pki::{Ca, CertifiedKey};
-use crate::state::{ClusterState, StateError};
+use crate::state::{ClusterState, StateError, member_id_for};
 use crate::token::{JoinToken, Role, TokenRefused};
 
 /// The package file name masters keep under `<state>/packages/` and serve.
@@ -622,7 +622,7 @@ async fn cluster_facts(State(s): State<Arc<Shared>>) -> Response {
     // The live membership: masters that joined after this one started are in coord, not in
     // this master's config file.
     let masters = match s.state.masters().await {
-        Ok(Some(masters)) if !masters.is_empty() => masters,
+        Ok(masters) if !masters.is_empty() => masters,
         Ok(_) => s.cluster.masters.clone(),
         Err(e) => return state_error(&e),
     };
@@ -784,11 +784,18 @@ async fn join(
         Ok(record) => record,
         Err(e) => return state_error(&e),
     };
-    let mut masters = match s.state.masters().await {
-        Ok(Some(masters)) if !masters.is_empty() => masters,
-        Ok(_) => s.cluster.masters.clone(),
-        Err(e) => return state_error(&e),
+    let (members, retired) = match (s.state.members().await, s.state.retired_member_id().await) {
+        (Ok(members), Ok(retired)) => (members, retired),
+        (Err(e), _) | (_, Err(e)) => return state_error(&e),
     };
+    let mut masters: Vec<IpAddr> = members.iter().map(|(_, ip)| *ip).collect();
+    if masters.is_empty() {
+        masters = s.cluster.masters.clone();
+    }
+    // A joining master's coord member id: one never used before, so that a replaced
+    // master's id (and its old log, should that machine come back) means no one.
+    let coord_id =
+        (req.role == Role::Master).then(|| member_id_for(&members, req.advertise, retired));
     if req.role == Role::Master && !masters.contains(&req.advertise) {
         masters.push(req.advertise);
     }
@@ -832,7 +839,11 @@ async fn join(
     Json(JoinResponse {
         cluster_id: info.cluster_id,
         name: info.name,
-        config: crate::render_node_config(&node_cluster, req.role, true),
+        config: crate::render_node_config(
+            &node_cluster,
+            req.role,
+            crate::Written::Join { coord_id },
+        ),
         ca: s.ca.0.cert_pem.clone(),
         cert: cert.cert_pem,
         key: cert.key_pem,
@@ -848,6 +859,10 @@ async fn join(
 pub struct JoinCoordRequest {
     pub token: String,
     pub advertise: IpAddr,
+    /// The coord member id the node's config gives it (what `/v1/join` chose); absent from
+    /// older nodes, which are given the id `/v1/join` would choose now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<u64>,
 }
 
 async fn join_coord(
@@ -861,41 +876,56 @@ async fn join_coord(
     if let Err(e) = s.state.admit(&token, Role::Master).await {
         return state_error(&e);
     }
-    let mut masters = match s.state.masters().await {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            return error(
-                StatusCode::CONFLICT,
-                "membership",
-                "coord's member ids are not 1..n; add this master with `capstan coord member add`",
-            );
-        }
-        Err(e) => return state_error(&e),
-    };
-    if !masters.contains(&req.advertise) {
-        masters.push(req.advertise);
-    }
-    let cluster = ClusterConfig {
-        name: s.cluster.name.clone(),
-        masters,
-        advertise: req.advertise,
-        hostname: None,
-        containers: s.cluster.containers.clone(),
-        security: s.cluster.security.clone(),
-    };
-    let Some(id) = cluster.member_id() else {
+    if req.advertise.is_unspecified() || req.advertise.is_multicast() {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "not a master address",
+            format!("advertise {} is not a node address", req.advertise),
         );
+    }
+    let (members, retired) = match (s.state.members().await, s.state.retired_member_id().await) {
+        (Ok(members), Ok(retired)) => (members, retired),
+        (Err(e), _) | (_, Err(e)) => return state_error(&e),
     };
+    let id = req
+        .member_id
+        .unwrap_or_else(|| member_id_for(&members, req.advertise, retired));
+    if id <= retired && !members.iter().any(|(m, _)| *m == id) {
+        return error(
+            StatusCode::CONFLICT,
+            "membership",
+            format!("coord member id {id} was a removed master's; join again to get a new one"),
+        );
+    }
+    if let Some(conflict) = membership_conflict(&members, id, req.advertise) {
+        return error(StatusCode::CONFLICT, "membership", conflict);
+    }
     let addr = SocketAddr::new(req.advertise, capstan_runtime::cluster::ports::COORD).to_string();
     info!(member = id, %addr, "Adding a joining master to coord");
     match s.state.add_member(id, &addr).await {
         Ok(()) => Json(serde_json::json!({"member_id": id, "addr": addr})).into_response(),
         Err(e) => state_error(&e),
     }
+}
+
+/// Why master `ip` cannot be coord member `id` among `members`, if it cannot: the id is
+/// another master's, or the master is a member under another id.
+fn membership_conflict(members: &[(u64, IpAddr)], id: u64, ip: IpAddr) -> Option<String> {
+    if id == 0 {
+        return Some("coord member ids start at 1".into());
+    }
+    if let Some((_, other)) = members.iter().find(|(m, other)| *m == id && *other != ip) {
+        return Some(format!(
+            "coord member {id} is the master at {other}; if that master is dead, remove it \
+             first with `capstan cluster remove-master {other}`"
+        ));
+    }
+    if let Some((other_id, _)) = members.iter().find(|(m, other)| *other == ip && *m != id) {
+        return Some(format!(
+            "the master at {ip} is already coord member {other_id}, not {id}"
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -954,6 +984,23 @@ mod tests {
         );
         assert!(!verdict(plain, None, &["https"]));
         assert!(!verdict(None, Some("127.0.0.1:1"), &["https"]));
+    }
+
+    #[test]
+    fn a_master_joins_coord_only_under_an_id_of_its_own() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let members = [(1, ip("10.0.0.1")), (2, ip("10.0.0.2"))];
+        assert_eq!(membership_conflict(&members, 3, ip("10.0.0.3")), None);
+        assert_eq!(
+            membership_conflict(&members, 2, ip("10.0.0.2")),
+            None,
+            "a re-run"
+        );
+        let taken = membership_conflict(&members, 2, ip("10.0.0.4")).unwrap();
+        assert!(taken.contains("remove-master 10.0.0.2"), "{taken}");
+        let moved = membership_conflict(&members, 4, ip("10.0.0.1")).unwrap();
+        assert!(moved.contains("already coord member 1"), "{moved}");
+        assert!(membership_conflict(&members, 0, ip("10.0.0.3")).is_some());
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub fn prepare(layout: &Layout, opts: &InitOptions) -> Result<Prepared, InitErro
         let data = std::fs::read(package).map_err(io(package.clone()))?;
         write_file(&dest, &data, 0o644).map_err(io(dest))?;
     }
-    let config = crate::render_node_config(&cluster, Role::Master, false);
+    let config = crate::render_node_config(&cluster, Role::Master, crate::Written::Init);
     write_file(&layout.config, config.as_bytes(), 0o644).map_err(io(layout.config.clone()))?;
 
     let fingerprint = ca.fingerprint();

@@ -252,6 +252,7 @@ pub async fn join_coord(
     let body = serde_json::to_vec(&crate::bootstrap::JoinCoordRequest {
         token: opts.token.to_string(),
         advertise,
+        member_id: configured_coord_id(layout),
     })
     .expect("request serializes");
     let resp = https::request(
@@ -267,6 +268,14 @@ pub async fn join_coord(
     } else {
         Err(unexpected(&resp))
     }
+}
+
+/// The coord member id this node's config gives it (`coord.id`, filled from `cluster:`).
+fn configured_coord_id(layout: &Layout) -> Option<u64> {
+    let text = std::fs::read_to_string(&layout.config).ok()?;
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).ok()?;
+    capstan_runtime::cluster::apply_cluster_defaults(&mut doc).ok()?;
+    doc.get("coord")?.get("id")?.as_u64()
 }
 
 /// Joins this node to the cluster of `opts.token`, writing its config and keys under `layout`.

@@ -51,10 +51,21 @@ pub fn public_agent_config(config: &str) -> Result<String, String> {
     serde_yaml_ng::to_string(&doc).map_err(|e| e.to_string())
 }
 
+/// Which command writes a node config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// `cluster init`: the first master founds the cluster (coord member 1).
+    Init,
+    /// `cluster join`. A joining master is given its coord member id: ids are never reused,
+    /// so after a replaced master it is not the master's position in `cluster.masters`.
+    Join { coord_id: Option<u64> },
+}
+
 /// The node config text for a node of `role` in `cluster`. A master that joins a running
 /// cluster starts its coord member with no initial members: it waits to be added to the
 /// existing membership instead of founding a cluster of its own.
-pub fn render_node_config(cluster: &ClusterConfig, role: Role, joining: bool) -> String {
+pub fn render_node_config(cluster: &ClusterConfig, role: Role, written: Written) -> String {
+    let joining = matches!(written, Written::Join { .. });
     let mut doc = Mapping::new();
     doc.insert(
         "cluster".into(),
@@ -72,8 +83,11 @@ pub fn render_node_config(cluster: &ClusterConfig, role: Role, joining: bool) ->
             "peer_secret_file".into(),
             ca_key.to_string_lossy().into_owned().into(),
         );
-        if joining {
+        if let Written::Join { coord_id } = written {
             coord.insert("members".into(), Value::Sequence(Vec::new()));
+            if let Some(id) = coord_id {
+                coord.insert("id".into(), id.into());
+            }
         }
         doc.insert("coord".into(), Value::Mapping(coord));
     }
@@ -104,7 +118,7 @@ mod tests {
             containers: Default::default(),
             security: Default::default(),
         };
-        let text = render_node_config(&cluster, Role::Agent, true);
+        let text = render_node_config(&cluster, Role::Agent, Written::Join { coord_id: None });
         let public = public_agent_config(&text).unwrap();
         let mut doc: Value = serde_yaml_ng::from_str(&public).unwrap();
         assert_eq!(doc["agent"]["public"], Value::from(true), "{public}");
@@ -125,11 +139,17 @@ mod tests {
             containers: Default::default(),
             security: Default::default(),
         };
-        for joining in [false, true] {
-            let text = render_node_config(&cluster("10.0.0.2"), Role::Master, joining);
+        // A joining master keeps the id it is given (5: members 3 and 4 were replaced).
+        for (written, id) in [
+            (Written::Init, 2),
+            (Written::Join { coord_id: None }, 2),
+            (Written::Join { coord_id: Some(5) }, 5),
+        ] {
+            let joining = written != Written::Init;
+            let text = render_node_config(&cluster("10.0.0.2"), Role::Master, written);
             let mut doc: Value = serde_yaml_ng::from_str(&text).unwrap();
             capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
-            assert_eq!(doc["coord"]["id"], Value::from(2), "{text}");
+            assert_eq!(doc["coord"]["id"], Value::from(id), "{text}");
             assert_eq!(
                 doc["coord"]["peer_secret_file"],
                 Value::from("/var/lib/capstan/pki/ca.key"),
@@ -147,7 +167,11 @@ mod tests {
                 "cluster init"
             }));
         }
-        let text = render_node_config(&cluster("10.0.0.9"), Role::Agent, true);
+        let text = render_node_config(
+            &cluster("10.0.0.9"),
+            Role::Agent,
+            Written::Join { coord_id: None },
+        );
         let mut doc: Value = serde_yaml_ng::from_str(&text).unwrap();
         capstan_runtime::cluster::apply_cluster_defaults(&mut doc).unwrap();
         assert!(doc.get("coord").is_none(), "an agent runs no coord: {text}");

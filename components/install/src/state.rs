@@ -1,5 +1,6 @@
 //! The cluster's records in coord, under [`keyspace::CLUSTER`]: its identity (`info`), the
-//! first administrator (`admin`) and the join tokens (`tokens/<id>`). Every master's bootstrap
+//! first administrator (`admin`), the join tokens (`tokens/<id>`) and the highest coord
+//! member id of a removed master (`members/retired`). Every master's bootstrap
 //! server reads them, so a token made on one master admits nodes at all of them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +28,8 @@ pub enum StateError {
     Refused(#[from] TokenRefused),
     #[error("no token {0}")]
     NoSuchToken(String),
+    #[error("no master at {0} is a coord member")]
+    NoSuchMaster(std::net::IpAddr),
     #[error("this node's TLS identity")]
     Tls(#[from] capstan_runtime::tls::TlsError),
 }
@@ -151,22 +154,54 @@ impl ClusterState {
         Ok(record)
     }
 
+    /// coord's members, `(id, address)` in id order: the cluster's masters as they are now.
+    /// A member whose address is not `IP:port` (added by hand) is left out.
+    pub async fn members(&self) -> Result<Vec<(u64, std::net::IpAddr)>, StateError> {
+        let mut members: Vec<(u64, std::net::IpAddr)> = self
+            .coord
+            .members()
+            .await?
+            .members
+            .iter()
+            .filter_map(|m| Some((m.id, member_ip(&m.addr)?)))
+            .collect();
+        members.sort_by_key(|(id, _)| *id);
+        Ok(members)
+    }
+
     /// The masters' addresses in coord member-id order: the `cluster.masters` list a node
-    /// joining now gets (the i-th master is coord member i). `None` if coord's member ids
-    /// are not 1..=n (a replaced member), which that list cannot express.
-    pub async fn masters(&self) -> Result<Option<Vec<std::net::IpAddr>>, StateError> {
-        let mut members = self.coord.members().await?.members;
-        members.sort_by_key(|m| m.id);
-        let mut out = Vec::new();
-        for (i, m) in members.iter().enumerate() {
-            let host = m.addr.rsplit_once(':').map_or(m.addr.as_str(), |(h, _)| h);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            match host.parse() {
-                Ok(ip) if m.id == i as u64 + 1 => out.push(ip),
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some(out))
+    /// joining now gets.
+    pub async fn masters(&self) -> Result<Vec<std::net::IpAddr>, StateError> {
+        Ok(self
+            .members()
+            .await?
+            .into_iter()
+            .map(|(_, ip)| ip)
+            .collect())
+    }
+
+    /// Removes the coord member of the master at `ip` (a dead master being replaced);
+    /// returns its id. coord keeps serving while the rest hold a quorum.
+    pub async fn remove_master(&self, ip: std::net::IpAddr) -> Result<u64, StateError> {
+        let Some((id, _)) = self.members().await?.into_iter().find(|(_, m)| *m == ip) else {
+            return Err(StateError::NoSuchMaster(ip));
+        };
+        // Remembered first: the id is never given to another machine, even if this master
+        // had the highest.
+        let retired = self.retired_member_id().await?.max(id);
+        let body =
+            serde_json::to_vec(&RetiredMembers { highest: retired }).expect("record serializes");
+        self.coord.put(&key("members/retired"), body).await?;
+        self.coord.member_remove(id).await?;
+        Ok(id)
+    }
+
+    /// The highest coord member id of a removed master (0: none was removed).
+    pub async fn retired_member_id(&self) -> Result<u64, StateError> {
+        Ok(self
+            .read::<RetiredMembers>(&key("members/retired"))
+            .await?
+            .map_or(0, |(r, _)| r.highest))
     }
 
     /// Adds a master's coord member (it joins as a learner, catches up, then votes).
@@ -191,6 +226,37 @@ impl ClusterState {
         record.admit(token, role, now_ms())?;
         Ok(record)
     }
+}
+
+/// The IP of a coord member address (`IP:port`, `[v6]:port`).
+fn member_ip(addr: &str) -> Option<std::net::IpAddr> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// The highest member id a removed master had (`<prefix>/members/retired`).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct RetiredMembers {
+    highest: u64,
+}
+
+/// The coord member id of the master at `ip` among `members` (`(id, ip)`): its own if it is
+/// one already (a re-run join), else one above every id in use and above `retired` (the
+/// highest id of a removed master), so that a replaced master's id — and its old log, should
+/// that machine come back — is never another machine's.
+pub fn member_id_for(
+    members: &[(u64, std::net::IpAddr)],
+    ip: std::net::IpAddr,
+    retired: u64,
+) -> u64 {
+    members
+        .iter()
+        .find(|(_, m)| *m == ip)
+        .map(|(id, _)| *id)
+        .unwrap_or_else(|| members.iter().map(|(id, _)| *id).fold(retired, u64::max) + 1)
 }
 
 /// PBKDF2-HMAC-SHA256 iterations for stored passwords (OWASP's 2023 figure).
@@ -261,6 +327,40 @@ pub fn generate_password() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_joining_master_gets_a_member_id_no_one_ever_had() {
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+        let (a, b, c, d) = (
+            ip("10.0.0.1"),
+            ip("10.0.0.2"),
+            ip("10.0.0.3"),
+            ip("10.0.0.4"),
+        );
+        assert_eq!(member_id_for(&[], a, 0), 1, "the first master");
+        assert_eq!(member_id_for(&[(1, a), (2, b)], c, 0), 3);
+        assert_eq!(
+            member_id_for(&[(1, a), (2, b)], b, 0),
+            2,
+            "a re-run keeps its id"
+        );
+        // Master 3 died and was removed: its replacement is 4, whatever its address.
+        assert_eq!(member_id_for(&[(1, a), (2, b)], d, 3), 4);
+        assert_eq!(
+            member_id_for(&[(1, a), (2, b)], c, 3),
+            4,
+            "even at the old address"
+        );
+        assert_eq!(member_id_for(&[(1, a), (2, b), (4, d)], c, 3), 5);
+        assert_eq!(
+            member_id_for(&[(2, b), (4, d)], a, 1),
+            5,
+            "never below the highest id"
+        );
+        assert_eq!(member_ip("10.0.0.1:8181"), Some(a));
+        assert_eq!(member_ip("[fd00::1]:8181"), Some(ip("fd00::1")));
+        assert_eq!(member_ip("coord-1:8181"), None);
+    }
 
     #[test]
     fn passwords_verify_only_against_their_own_hash() {

@@ -42,6 +42,12 @@ pub struct Config {
     pub max_completed_tasks_per_framework: usize,
     /// Removed frameworks remembered (`completed_frameworks`).
     pub max_completed_frameworks: usize,
+    /// Open HTTP connections at most. Every agent and framework holds two (its event stream
+    /// and its calls), so this bounds the cluster's size: the default serves 8,000 agents.
+    pub max_connections: usize,
+    /// Open HTTP connections at most from one source address: one misbehaving host cannot
+    /// take them all. Simulated agents sharing one address (a benchmark) need it raised.
+    pub max_connections_per_ip: usize,
     /// High availability through coord; empty endpoints = standalone master.
     pub coord: CoordConfig,
     /// Who may call the APIs, and TLS (see `capstan_runtime::security`). Strict mode needs
@@ -97,6 +103,8 @@ impl Default for Config {
             status_update_retry_interval: Duration::from_secs(10),
             max_completed_tasks_per_framework: 1000,
             max_completed_frameworks: 50,
+            max_connections: 16_384,
+            max_connections_per_ip: 1024,
             coord: CoordConfig::default(),
             security: SecurityConfig::default(),
         }
@@ -169,6 +177,15 @@ impl Validate for Config {
             p.push(ConfigProblem::new(
                 "max_completed_tasks_per_framework",
                 "must be at least 1",
+            ));
+        }
+        if self.max_connections == 0 {
+            p.push(ConfigProblem::new("max_connections", "must be at least 1"));
+        }
+        if self.max_connections_per_ip == 0 || self.max_connections_per_ip > self.max_connections {
+            p.push(ConfigProblem::new(
+                "max_connections_per_ip",
+                "must be at least 1 and at most max_connections",
             ));
         }
         if !self.coord.is_standalone() {

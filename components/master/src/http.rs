@@ -21,7 +21,8 @@ use crate::core::{ApiError, Frame, OperatorReply, version_info};
 use crate::registry::Durability;
 use crate::server::CoreHandle;
 use crate::wire::{
-    Api, Encoding, SchedulerCall, call_type, decode_protobuf_call, decode_scheduler_json,
+    AgentCall, Api, Encoding, OperatorCall, SchedulerCall, decode_agent_json,
+    decode_agent_protobuf, decode_operator_json, decode_operator_protobuf, decode_scheduler_json,
     decode_scheduler_protobuf, encode_message,
 };
 
@@ -480,36 +481,37 @@ fn parse_json_body(body: &[u8]) -> Result<Value, String> {
         .map_err(|e| format!("Failed to parse body into JSON: {e}"))
 }
 
-/// The operator and agent APIs: the call as JSON (protobuf bodies are converted to their
-/// Mesos JSON form) with a `type` that names a call of `api`.
-async fn read_call(api: Api, req: Request) -> Result<(HeaderMap, Value), Response> {
+/// A v1 API call decoded into its protobuf type: JSON by `json` (with its required fields
+/// checked), protobuf by `protobuf`; their errors are the `400` messages.
+async fn read_typed_call<C>(
+    req: Request,
+    json: fn(&Value) -> Result<C, String>,
+    protobuf: fn(&[u8]) -> Result<C, String>,
+) -> Result<(HeaderMap, C), Response> {
     let (headers, body, is_json) = read_call_body(req).await?;
     let call = if is_json {
-        parse_json_body(&body).map_err(|e| text(StatusCode::BAD_REQUEST, e))?
+        parse_json_body(&body).and_then(|v| json(&v))
     } else {
-        decode_protobuf_call(api, &body).map_err(|e| text(StatusCode::BAD_REQUEST, e))?
+        protobuf(&body)
     };
-    if !call.is_object() {
-        return Err(text(
-            StatusCode::BAD_REQUEST,
-            "Failed to convert JSON into Call protobuf: expecting a JSON object",
-        ));
-    }
-    call_type(api, &call).map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
+    let call = call.map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
     Ok((headers, call))
 }
 
 /// The scheduler API: the call decoded into `scheduler::Call` (JSON with its required
 /// fields checked, see [`decode_scheduler_json`]).
 async fn read_scheduler_call(req: Request) -> Result<(HeaderMap, SchedulerCall), Response> {
-    let (headers, body, is_json) = read_call_body(req).await?;
-    let call = if is_json {
-        parse_json_body(&body).and_then(|v| decode_scheduler_json(&v))
-    } else {
-        decode_scheduler_protobuf(&body)
-    };
-    let call = call.map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
-    Ok((headers, call))
+    read_typed_call(req, decode_scheduler_json, decode_scheduler_protobuf).await
+}
+
+/// The operator API: the call decoded into `master::Call`.
+async fn read_operator_call(req: Request) -> Result<(HeaderMap, OperatorCall), Response> {
+    read_typed_call(req, decode_operator_json, decode_operator_protobuf).await
+}
+
+/// The agent protocol: the call decoded into `capstan.agent.v1.Call`.
+async fn read_agent_call(req: Request) -> Result<(HeaderMap, AgentCall), Response> {
+    read_typed_call(req, decode_agent_json, decode_agent_protobuf).await
 }
 
 /// Response encoding from `Accept`: JSON preferred, then protobuf; a missing header
@@ -557,11 +559,6 @@ fn encoded_response(api: Api, enc: Encoding, v: &Value) -> Response {
             ),
         },
     }
-}
-
-/// True if `call` (already checked by [`read_call`]) is a SUBSCRIBE.
-fn is_subscribe(call: &Value) -> bool {
-    call.get("type").and_then(Value::as_str) == Some("SUBSCRIBE")
 }
 
 async fn scheduler(app: App, req: Request) -> Response {
@@ -625,28 +622,26 @@ async fn scheduler(app: App, req: Request) -> Response {
 
 /// What an operator API call needs: reads (`GET_*`) and SUBSCRIBE a viewer, draining or
 /// reactivating an agent an operator, tearing down a framework or marking an agent gone an administrator.
-fn operator_access(call: &Value) -> Access {
-    match call.get("type").and_then(Value::as_str).unwrap_or("") {
-        t if t.starts_with("GET_") || t == "SUBSCRIBE" => Access::Role(Role::Viewer),
-        "TEARDOWN" | "MARK_AGENT_GONE" => Access::Role(Role::Admin),
+fn operator_access(call: &OperatorCall) -> Access {
+    use capstan_proto::mesos::v1::master::call::Type;
+    match call.r#type() {
+        Type::Subscribe => Access::Role(Role::Viewer),
+        t if t.as_str_name().starts_with("GET_") => Access::Role(Role::Viewer),
+        Type::Teardown | Type::MarkAgentGone => Access::Role(Role::Admin),
         _ => Access::Role(Role::Operator),
     }
 }
 
 async fn operator(app: App, req: Request) -> Response {
     let extensions = req.extensions().clone();
-    let (headers, call) = match read_call(Api::Operator, req).await {
+    let (headers, call) = match read_operator_call(req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let what = format!(
-        "call {} on the operator API",
-        call.get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("UNKNOWN")
-    );
+    let what = format!("call {} on the operator API", call.r#type().as_str_name());
     if let Some(refusal) =
         capstan_runtime::auth::refusal(&extensions, operator_access(&call), &what)
+        && !drains_itself(&app, &extensions, &call).await
     {
         return refusal;
     }
@@ -665,12 +660,40 @@ async fn operator(app: App, req: Request) -> Response {
     }
 }
 
+/// Whether `call` is an agent node draining itself (`capstan cluster leave` and
+/// `capstan-uninstall` on the agent): its certificate (named for its hostname) is otherwise
+/// only a viewer's, so that one agent cannot drain the others.
+async fn drains_itself(app: &App, extensions: &http::Extensions, call: &OperatorCall) -> bool {
+    use capstan_proto::mesos::v1::master::call::Type;
+    use capstan_types::access::{NodeRole, Principal};
+    let Some(Principal::Node {
+        name,
+        role: NodeRole::Agent,
+    }) = extensions.get::<Principal>()
+    else {
+        return false;
+    };
+    let Some(id) = (call.r#type() == Type::DrainAgent)
+        .then_some(call.drain_agent.as_ref())
+        .flatten()
+        .map(|d| capstan_types::AgentId::from(d.agent_id.value.clone()))
+    else {
+        return false;
+    };
+    let name = name.clone();
+    app.core
+        .read(move |c| c.agent_hostname(&id) == Some(name.as_str()))
+        .await
+        .unwrap_or(false)
+}
+
 async fn agent(app: App, req: Request) -> Response {
-    let (headers, call) = match read_call(Api::Agent, req).await {
+    use capstan_proto::capstan::agent::v1::call::Type;
+    let (headers, call) = match read_agent_call(req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if is_subscribe(&call) {
+    if call.r#type == Some(Type::Subscribe as i32) {
         let Some(enc) = negotiate(&headers) else {
             return not_acceptable();
         };
@@ -829,6 +852,195 @@ mod tests {
         assert_eq!(json, pb);
         assert_eq!(json.call, typed);
         assert!(!json.is_subscribe());
+    }
+
+    fn post(path: &str, content_type: &str, body: Vec<u8>) -> Request {
+        http::Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .expect("a request")
+    }
+
+    async fn text_of(r: Response) -> String {
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_malformed_agent_call_is_400_naming_the_problem() {
+        let json = |v: serde_json::Value| {
+            post(
+                "/api/capstan/agent/v1",
+                "application/json",
+                v.to_string().into_bytes(),
+            )
+        };
+        // A SUBSCRIBE without the agent's hostname: named from its message, as before.
+        let r = read_agent_call(json(serde_json::json!({"type": "SUBSCRIBE",
+            "subscribe": {"agent_info": {"resources": []}}})))
+        .await
+        .expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let text = text_of(r).await;
+        assert!(text.starts_with("Failed to validate agent::Call"), "{text}");
+        assert!(
+            text.contains("Missing required fields: agent_info.hostname"),
+            "{text}"
+        );
+        // An UPDATE whose status misses its task id.
+        let r = read_agent_call(json(serde_json::json!({"type": "UPDATE",
+            "agent_id": {"value": "a"}, "update": {"framework_id": {"value": "f"},
+                "status": {"state": "TASK_RUNNING", "uuid": "AAAAAAAAAAAAAAAAAAAAAA=="}}})))
+        .await
+        .expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let text = text_of(r).await;
+        assert!(
+            text.contains("Expecting 'update.status.task_id' to be present"),
+            "{text}"
+        );
+        // A field of the wrong type, and a uuid that is not base64.
+        let r = read_agent_call(json(serde_json::json!({"type": "PONG",
+            "agent_id": {"value": 7}})))
+        .await
+        .expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let text = text_of(r).await;
+        assert!(
+            text.starts_with("Failed to convert JSON into Call protobuf: agent_id.value"),
+            "{text}"
+        );
+        let r = read_agent_call(json(serde_json::json!({"type": "UPDATE",
+            "agent_id": {"value": "a"}, "update": {"framework_id": {"value": "f"},
+                "status": {"task_id": {"value": "t"}, "state": "TASK_RUNNING", "uuid": "***"}}})))
+        .await
+        .expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let text = text_of(r).await;
+        assert!(
+            text.contains("'update.status.uuid' is not valid base64"),
+            "{text}"
+        );
+        // Undecodable protobuf, and protobuf without a type.
+        let r = read_agent_call(post(
+            "/api/capstan/agent/v1",
+            "application/x-protobuf",
+            b"\xff\xff\xff".to_vec(),
+        ))
+        .await
+        .expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            text_of(r)
+                .await
+                .starts_with("Failed to parse body into Call protobuf"),
+        );
+        let r = read_agent_call(post(
+            "/api/capstan/agent/v1",
+            "application/x-protobuf",
+            Vec::new(),
+        ))
+        .await
+        .expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(text_of(r).await, "Expecting 'type' to be present");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_operator_call_is_400_naming_the_problem() {
+        let json =
+            |v: serde_json::Value| post("/api/v1", "application/json", v.to_string().into_bytes());
+        let r = read_operator_call(json(serde_json::json!({"type": "TEARDOWN",
+            "teardown": {}})))
+        .await
+        .expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let text = text_of(r).await;
+        assert!(
+            text.starts_with("Failed to validate master::Call"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Expecting 'teardown.framework_id' to be present"),
+            "{text}"
+        );
+        let r = read_operator_call(json(serde_json::json!({"type": "DRAIN_AGENT",
+            "drain_agent": {"agent_id": {"value": "a"}, "mark_gone": [1]}})))
+        .await
+        .expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let text = text_of(r).await;
+        assert!(
+            text.starts_with("Failed to convert JSON into Call protobuf: drain_agent.mark_gone"),
+            "{text}"
+        );
+        let r = read_operator_call(json(serde_json::json!({"type": "GET_STATE!"})))
+            .await
+            .expect_err("refused");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(text_of(r).await.contains("unknown call type 'GET_STATE!'"));
+    }
+
+    #[tokio::test]
+    async fn protobuf_and_json_operator_and_agent_calls_read_as_the_same_typed_call() {
+        use capstan_proto::Message;
+        let drain = serde_json::json!({"type": "DRAIN_AGENT",
+            "drain_agent": {"agent_id": {"value": "a"}, "mark_gone": true}});
+        let typed: OperatorCall = capstan_proto::from_json(&drain).expect("a Call");
+        let (_, json) = read_operator_call(post(
+            "/api/v1",
+            "application/json",
+            drain.to_string().into_bytes(),
+        ))
+        .await
+        .expect("JSON read");
+        let (_, pb) = read_operator_call(post(
+            "/api/v1",
+            "application/x-protobuf",
+            typed.encode_to_vec(),
+        ))
+        .await
+        .expect("protobuf read");
+        assert_eq!(json, pb);
+        assert_eq!(json, typed);
+        assert!(json.drain_agent.as_ref().is_some_and(|d| d.mark_gone()));
+        let pong = serde_json::json!({"type": "PONG", "agent_id": {"value": "a"}});
+        let typed: AgentCall = capstan_proto::from_json(&pong).expect("a Call");
+        let (_, json) = read_agent_call(post(
+            "/api/capstan/agent/v1",
+            "application/json",
+            pong.to_string().into_bytes(),
+        ))
+        .await
+        .expect("JSON read");
+        let (_, pb) = read_agent_call(post(
+            "/api/capstan/agent/v1",
+            "application/x-protobuf",
+            typed.encode_to_vec(),
+        ))
+        .await
+        .expect("protobuf read");
+        assert_eq!(json, pb);
+        assert_eq!(json, typed);
+    }
+
+    #[test]
+    fn operator_calls_need_the_role_of_their_type() {
+        let access = |v: serde_json::Value| {
+            operator_access(&capstan_proto::from_json::<OperatorCall>(&v).expect("a Call"))
+        };
+        let t = |ty: &str| serde_json::json!({"type": ty});
+        assert_eq!(access(t("GET_STATE")), Access::Role(Role::Viewer));
+        assert_eq!(access(t("SUBSCRIBE")), Access::Role(Role::Viewer));
+        assert_eq!(access(t("DRAIN_AGENT")), Access::Role(Role::Operator));
+        assert_eq!(access(t("REACTIVATE_AGENT")), Access::Role(Role::Operator));
+        assert_eq!(access(t("UNKNOWN")), Access::Role(Role::Operator));
+        assert_eq!(access(t("TEARDOWN")), Access::Role(Role::Admin));
+        assert_eq!(access(t("MARK_AGENT_GONE")), Access::Role(Role::Admin));
     }
 
     #[test]

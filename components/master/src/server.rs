@@ -185,6 +185,8 @@ impl Server {
             local_addr.port()
         );
         let interval = config.allocation_interval;
+        let (max_connections, max_connections_per_ip) =
+            (config.max_connections, config.max_connections_per_ip);
         let coord_cfg = config.coord.clone();
         let coord = if coord_cfg.is_standalone() {
             None
@@ -296,6 +298,8 @@ impl Server {
             // sits above that so a streamed body over the limit still gets the master's answer.
             let limits = capstan_runtime::HttpLimits {
                 max_body_bytes: 32 << 20,
+                max_connections,
+                max_connections_per_ip,
                 ..capstan_runtime::HttpLimits::default()
             };
             let r =

@@ -1,4 +1,5 @@
-//! Small wire helpers: RecordIO framing, Mesos JSON navigation, status construction.
+//! Small wire helpers: RecordIO framing, Mesos JSON navigation, status construction, and
+//! the typed decoding of the v1 API calls at the HTTP edge (scheduler, operator, agent).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -195,19 +196,6 @@ pub fn encode_message(api: Api, enc: Encoding, v: &Value, response: bool) -> Opt
     }
 }
 
-/// Decodes a protobuf call of `api` into its Mesos JSON form.
-pub fn decode_protobuf_call(api: Api, body: &[u8]) -> Result<Value, String> {
-    use capstan_proto::capstan::agent::v1 as agent;
-    use capstan_proto::mesos::v1::{master, scheduler};
-    use capstan_proto::{decode, to_json};
-    let r = match api {
-        Api::Scheduler => decode::<scheduler::Call>(body).map(|m| to_json(&m)),
-        Api::Operator => decode::<master::Call>(body).map(|m| to_json(&m)),
-        Api::Agent => decode::<agent::Call>(body).map(|m| to_json(&m)),
-    };
-    r.map_err(|e| format!("Failed to parse body into Call protobuf: {e}"))
-}
-
 /// Longest call type name echoed back in an error (the rest is cut).
 const MAX_ECHOED_TYPE: usize = 64;
 
@@ -317,36 +305,45 @@ pub fn decode_scheduler_json(v: &Value) -> Result<SchedulerCall, String> {
 /// read as empty, as they did when the body was converted to JSON).
 pub fn decode_scheduler_protobuf(body: &[u8]) -> Result<SchedulerCall, String> {
     use capstan_proto::mesos::v1::scheduler::{Call, call::Type};
-    let call = capstan_proto::decode::<Call>(body)
-        .map_err(|e| format!("Failed to parse body into Call protobuf: {e}"))?;
-    match call.r#type {
-        None => Err("Expecting 'type' to be present".into()),
-        Some(n) if Type::try_from(n).is_err() => Err(format!(
-            "Failed to convert JSON into Call protobuf: unknown call type '{n}'"
-        )),
-        Some(_) => Ok(call.into()),
-    }
+    let call = capstan_proto::decode::<Call>(body).map_err(protobuf_error)?;
+    check_protobuf_type(call.r#type, |n| Type::try_from(n).is_ok())?;
+    Ok(call.into())
 }
 
 fn json_error(e: capstan_proto::JsonError) -> String {
+    call_json_error("scheduler::Call", SCHEDULER_NAMED_FROM, e)
+}
+
+/// Calls whose missing fields are named from their message (`framework_info.user`), as
+/// their validation always has.
+const SCHEDULER_NAMED_FROM: &[&str] = &["subscribe.", "update_framework."];
+
+/// The `400` message for a JSON `what` (`scheduler::Call`, …) that does not decode.
+fn call_json_error(what: &str, named_from: &[&str], e: capstan_proto::JsonError) -> String {
     use capstan_proto::JsonError;
     match e {
-        JsonError::MissingRequired { fields } => missing_fields(&fields),
+        JsonError::MissingRequired { fields } => missing_fields_of(what, named_from, &fields),
         JsonError::Invalid { path, reason } if reason.starts_with("invalid base64") => {
-            format!("Failed to validate scheduler::Call: '{path}' is not valid base64")
+            format!("Failed to validate {what}: '{path}' is not valid base64")
         }
         other => format!("Failed to convert JSON into Call protobuf: {other}"),
     }
 }
 
-/// The `400` message for missing required fields. Fields of SUBSCRIBE and UPDATE_FRAMEWORK
-/// are named from their message (`framework_info.user`), as their validation always has.
+/// The `400` message for missing required fields of a scheduler call.
 fn missing_fields(fields: &[String]) -> String {
+    missing_fields_of("scheduler::Call", SCHEDULER_NAMED_FROM, fields)
+}
+
+/// The `400` message for missing required fields of `what`; a field under one of the
+/// `named_from` prefixes is named from there.
+fn missing_fields_of(what: &str, named_from: &[&str], fields: &[String]) -> String {
     let named: Vec<&str> = fields
         .iter()
         .map(|f| {
-            f.strip_prefix("subscribe.")
-                .or_else(|| f.strip_prefix("update_framework."))
+            named_from
+                .iter()
+                .find_map(|p| f.strip_prefix(p))
                 .unwrap_or(f)
         })
         .collect();
@@ -355,10 +352,72 @@ fn missing_fields(fields: &[String]) -> String {
         .map(|f| format!("Expecting '{f}' to be present"))
         .collect();
     format!(
-        "Failed to validate scheduler::Call: {} (Missing required fields: {})",
+        "Failed to validate {what}: {} (Missing required fields: {})",
         expecting.join(", "),
         named.join(", ")
     )
+}
+
+/// An agent protocol call (`capstan.agent.v1.Call`), decoded at the HTTP edge.
+pub type AgentCall = capstan_proto::capstan::agent::v1::Call;
+
+/// An operator API call (`mesos.v1.master.Call`), decoded at the HTTP edge.
+pub type OperatorCall = capstan_proto::mesos::v1::master::Call;
+
+/// Decodes a JSON call of `api` into `M`: an object, a `type` of the API (see
+/// [`call_type`]), then the typed decode with its `required` fields checked. Errors are the
+/// `400` messages.
+fn decode_json_call<M>(api: Api, what: &str, named_from: &[&str], v: &Value) -> Result<M, String>
+where
+    M: capstan_proto::Message + capstan_proto::prost::Name + Default,
+{
+    if !v.is_object() {
+        return Err("Failed to convert JSON into Call protobuf: expecting a JSON object".into());
+    }
+    call_type(api, v)?;
+    capstan_proto::from_json::<M>(v).map_err(|e| call_json_error(what, named_from, e))
+}
+
+/// The `type` of a protobuf call: present and a value of its enum (`known`).
+fn check_protobuf_type(ty: Option<i32>, known: impl Fn(i32) -> bool) -> Result<(), String> {
+    match ty {
+        None => Err("Expecting 'type' to be present".into()),
+        Some(n) if !known(n) => Err(format!(
+            "Failed to convert JSON into Call protobuf: unknown call type '{n}'"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn protobuf_error(e: capstan_proto::prost::DecodeError) -> String {
+    format!("Failed to parse body into Call protobuf: {e}")
+}
+
+/// Decodes a JSON agent call (see [`decode_json_call`]); SUBSCRIBE's missing fields are
+/// named from its message (`agent_info.hostname`).
+pub fn decode_agent_json(v: &Value) -> Result<AgentCall, String> {
+    decode_json_call(Api::Agent, "agent::Call", &["subscribe."], v)
+}
+
+/// Decodes a protobuf agent call (prost does not check `required` fields).
+pub fn decode_agent_protobuf(body: &[u8]) -> Result<AgentCall, String> {
+    use capstan_proto::capstan::agent::v1::call::Type;
+    let call = capstan_proto::decode::<AgentCall>(body).map_err(protobuf_error)?;
+    check_protobuf_type(call.r#type, |n| Type::try_from(n).is_ok())?;
+    Ok(call)
+}
+
+/// Decodes a JSON operator call (see [`decode_json_call`]).
+pub fn decode_operator_json(v: &Value) -> Result<OperatorCall, String> {
+    decode_json_call(Api::Operator, "master::Call", &[], v)
+}
+
+/// Decodes a protobuf operator call (prost does not check `required` fields).
+pub fn decode_operator_protobuf(body: &[u8]) -> Result<OperatorCall, String> {
+    use capstan_proto::mesos::v1::master::call::Type;
+    let call = capstan_proto::decode::<OperatorCall>(body).map_err(protobuf_error)?;
+    check_protobuf_type(call.r#type, |n| Type::try_from(n).is_ok())?;
+    Ok(call)
 }
 
 /// `prefix[<n>].rest` → `(n, rest)`.

@@ -17,6 +17,7 @@
 //! - an unknown enum name is an error for a `required` field and silently dropped otherwise;
 //! - afterwards every missing `required` field (at any depth) is reported at once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
@@ -307,16 +308,18 @@ pub fn from_json_dynamic(
 }
 
 /// Location inside the document, rendered only when an error is reported.
+/// Its segments borrow the document's keys while parsing (nothing is allocated on the way
+/// down), and own the descriptor's field names while checking required fields.
 #[derive(Default)]
-struct Path(Vec<Segment>);
+struct Path<'a>(Vec<Segment<'a>>);
 
-enum Segment {
-    Field(String),
+enum Segment<'a> {
+    Field(Cow<'a, str>),
     Index(usize),
-    Key(String),
+    Key(Cow<'a, str>),
 }
 
-impl Path {
+impl<'a> Path<'a> {
     fn render(&self) -> String {
         let mut out = String::new();
         for segment in &self.0 {
@@ -348,7 +351,7 @@ impl Path {
         }
     }
 
-    fn with<T>(&mut self, segment: Segment, f: impl FnOnce(&mut Self) -> T) -> T {
+    fn with<T>(&mut self, segment: Segment<'a>, f: impl FnOnce(&mut Self) -> T) -> T {
         self.0.push(segment);
         let result = f(self);
         self.0.pop();
@@ -367,10 +370,10 @@ fn json_type(json: &Json) -> &'static str {
     }
 }
 
-fn parse_message(
+fn parse_message<'a>(
     desc: &MessageDescriptor,
-    json: &Json,
-    path: &mut Path,
+    json: &'a Json,
+    path: &mut Path<'a>,
 ) -> Result<DynamicMessage, JsonError> {
     let Json::Object(object) = json else {
         return Err(path.invalid(format!("expected an object, got {}", json_type(json))));
@@ -383,18 +386,18 @@ fn parse_message(
         if value.is_null() {
             continue;
         }
-        path.with(Segment::Field(key.clone()), |path| {
+        path.with(Segment::Field(Cow::Borrowed(key)), |path| {
             parse_field(&mut msg, &field, value, path)
         })?;
     }
     Ok(msg)
 }
 
-fn parse_field(
+fn parse_field<'a>(
     msg: &mut DynamicMessage,
     field: &FieldDescriptor,
-    json: &Json,
-    path: &mut Path,
+    json: &'a Json,
+    path: &mut Path<'a>,
 ) -> Result<(), JsonError> {
     if field.is_map() {
         let Json::Object(object) = json else {
@@ -410,7 +413,7 @@ fn parse_field(
             if value.is_null() {
                 continue;
             }
-            path.with(Segment::Key(key.clone()), |path| {
+            path.with(Segment::Key(Cow::Borrowed(key)), |path| {
                 let key = parse_map_key(key, &key_kind, path)?;
                 if let Some(value) = parse_value(&value_kind, value, false, path)? {
                     map.insert(key, value);
@@ -446,7 +449,7 @@ fn parse_field(
     Ok(())
 }
 
-fn parse_map_key(key: &str, kind: &Kind, path: &Path) -> Result<MapKey, JsonError> {
+fn parse_map_key(key: &str, kind: &Kind, path: &Path<'_>) -> Result<MapKey, JsonError> {
     let bad = || path.invalid(format!("invalid map key {key:?}"));
     Ok(match kind {
         Kind::String => MapKey::String(key.to_owned()),
@@ -464,11 +467,11 @@ fn parse_map_key(key: &str, kind: &Kind, path: &Path) -> Result<MapKey, JsonErro
 }
 
 /// Parses one singular value; `Ok(None)` means "drop it" (unknown enum on a non-required field).
-fn parse_value(
+fn parse_value<'a>(
     kind: &Kind,
-    json: &Json,
+    json: &'a Json,
     required: bool,
-    path: &mut Path,
+    path: &mut Path<'a>,
 ) -> Result<Option<Value>, JsonError> {
     let value = match kind {
         Kind::Message(desc) => Value::Message(parse_message(desc, json, path)?),
@@ -619,16 +622,19 @@ fn parse_integer(json: &Json, path: &Path) -> Result<i128, JsonError> {
     }
 }
 
-fn check_required(msg: &DynamicMessage, path: &mut Path, missing: &mut Vec<String>) {
+fn check_required(msg: &DynamicMessage, path: &mut Path<'_>, missing: &mut Vec<String>) {
     for field in msg.descriptor().fields() {
-        let name = field.name().to_owned();
-        if field.is_required() && !msg.has_field(&field) {
-            path.with(Segment::Field(name), |path| missing.push(path.render()));
+        if !msg.has_field(&field) {
+            if field.is_required() {
+                let name = Cow::Owned(field.name().to_owned());
+                path.with(Segment::Field(name), |path| missing.push(path.render()));
+            }
             continue;
         }
-        if !matches!(field.kind(), Kind::Message(_)) || !msg.has_field(&field) {
+        if !matches!(field.kind(), Kind::Message(_)) {
             continue;
         }
+        let name = Cow::Owned(field.name().to_owned());
         path.with(Segment::Field(name), |path| match &*msg.get_field(&field) {
             Value::Message(child) => check_required(child, path, missing),
             Value::List(items) => {
@@ -643,7 +649,7 @@ fn check_required(msg: &DynamicMessage, path: &mut Path, missing: &mut Vec<Strin
             Value::Map(map) => {
                 for (key, value) in map {
                     if let Value::Message(child) = value {
-                        path.with(Segment::Key(map_key_string(key)), |path| {
+                        path.with(Segment::Key(Cow::Owned(map_key_string(key))), |path| {
                             check_required(child, path, missing);
                         });
                     }

@@ -308,16 +308,8 @@ pub async fn resize(sw: &Arc<Swarm>, id: &str, q: &HashMap<String, String>) -> A
         encode(&e.task_id),
         encode(&agent_exec)
     );
-    let resp = sw
-        .http
-        .post(&url)
-        .send()
-        .await
-        .map_err(|err| unreachable_agent(&agent, err))?;
-    if resp.status().is_success() {
-        return Ok(StatusCode::OK.into_response());
-    }
-    Err(agent_error(resp).await)
+    to_agent(&agent, sw.http.post(&url)).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// `GET /exec/{id}/json`. Pure.
@@ -392,6 +384,31 @@ async fn agent_error(resp: reqwest::Response) -> ApiError {
         .filter(|s| s.is_client_error())
         .unwrap_or(StatusCode::BAD_GATEWAY);
     ApiError(status, message)
+}
+
+/// Sends `req` to the agent at `agent`: its answer when it succeeded, else the error to give
+/// the client (the agent's own, or that it cannot be reached).
+async fn to_agent(
+    agent: &str,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ApiError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|err| unreachable_agent(agent, err))?;
+    if !resp.status().is_success() {
+        return Err(agent_error(resp).await);
+    }
+    Ok(resp)
+}
+
+/// [`to_agent`], and the JSON it answered.
+async fn agent_json(agent: &str, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+    to_agent(agent, req)
+        .await?
+        .json()
+        .await
+        .map_err(|err| unreachable_agent(agent, err))
 }
 
 fn unreachable_agent(agent: &str, e: reqwest::Error) -> ApiError {
@@ -496,13 +513,7 @@ pub async fn start(sw: &Arc<Swarm>, id: &str, mut req: Request) -> Answer {
     } else {
         call.timeout(Duration::from_secs(365 * 86400))
     };
-    let resp = call
-        .send()
-        .await
-        .map_err(|err| unreachable_agent(&agent, err))?;
-    if !resp.status().is_success() {
-        return Err(agent_error(resp).await);
-    }
+    let resp = to_agent(&agent, call).await?;
     if detach {
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         let agent_id = v["id"].as_str().unwrap_or_default().to_owned();
@@ -626,6 +637,42 @@ pub async fn inspect(sw: &Arc<Swarm>, id: &str) -> Answer {
     Ok(axum::Json(inspect_view(&e)).into_response())
 }
 
+/// `POST /containers/{id}/pause` (`pause`) and `/unpause`: the agent freezes or thaws the
+/// task's container in its engine. A paused container is still running for Mesos: a stop or
+/// kill ends it as usual, and the next run starts thawed.
+pub async fn pause(sw: &Arc<Swarm>, reference: &str, pause: bool) -> Answer {
+    let c = sw.find(reference)?;
+    if !c.running() {
+        return Err(not_running(&c));
+    }
+    if c.paused == pause {
+        let why = if pause {
+            format!("Container {} is already paused", c.id)
+        } else {
+            format!("Container {} is not paused", c.id)
+        };
+        return Err(ApiError(StatusCode::CONFLICT, why));
+    }
+    let (agent, task_id) = task_agent(sw, &c).await?;
+    let url = format!(
+        "{}://{agent}/capstan/v1/tasks/{}/{}",
+        sw.cfg.agent_scheme(),
+        encode(&task_id),
+        if pause { "pause" } else { "unpause" }
+    );
+    to_agent(&agent, sw.http.post(&url)).await?;
+    sw.modify(&c.id, |c| c.paused = pause);
+    sw.persist(&c.id).await.map_err(crate::http::internal)?;
+    if let Some(now) = sw.get(&c.id) {
+        sw.emit(crate::events::Event::container(
+            &now,
+            if pause { "pause" } else { "unpause" },
+            &[],
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `GET /containers/{id}/top`.
 pub async fn top(sw: &Arc<Swarm>, reference: &str, q: &HashMap<String, String>) -> Answer {
     let c = sw.find(reference)?;
@@ -638,19 +685,7 @@ pub async fn top(sw: &Arc<Swarm>, reference: &str, q: &HashMap<String, String>) 
     if let Some(a) = q.get("ps_args").filter(|a| !a.is_empty()) {
         url.push_str(&format!("?ps_args={}", encode(a)));
     }
-    let resp = sw
-        .http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|err| unreachable_agent(&agent, err))?;
-    if !resp.status().is_success() {
-        return Err(agent_error(resp).await);
-    }
-    let v: Value = resp
-        .json()
-        .await
-        .map_err(|err| unreachable_agent(&agent, err))?;
+    let v = agent_json(&agent, sw.http.get(&url)).await?;
     Ok(axum::Json(v).into_response())
 }
 
@@ -676,19 +711,7 @@ async fn sample(sw: &Swarm, c: &Container) -> Result<Value, ApiError> {
         sw.cfg.agent_scheme(),
         encode(&task_id)
     );
-    let resp = sw
-        .http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|err| unreachable_agent(&agent, err))?;
-    if !resp.status().is_success() {
-        return Err(agent_error(resp).await);
-    }
-    let mut v: Value = resp
-        .json()
-        .await
-        .map_err(|err| unreachable_agent(&agent, err))?;
+    let mut v = agent_json(&agent, sw.http.get(&url)).await?;
     v["id"] = json!(c.id);
     v["name"] = json!(format!("/{}", c.name));
     Ok(v)

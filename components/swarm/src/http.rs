@@ -247,6 +247,8 @@ async fn handle(sw: &Arc<Swarm>, req: Request) -> Answer {
         }
         Route::ExecInspect(id) => crate::exec::inspect(sw, &id).await,
         Route::ContainerTop(r) => crate::exec::top(sw, &r, &query).await,
+        Route::ContainerPause(r) => crate::exec::pause(sw, &r, true).await,
+        Route::ContainerUnpause(r) => crate::exec::pause(sw, &r, false).await,
         Route::ContainerStats(r) => crate::exec::stats(sw, &r, &query).await,
         Route::ImagesList => Ok(axum::Json(images(sw)).into_response()),
         Route::ImageInspect(name) => image_inspect(sw, &name),
@@ -492,6 +494,7 @@ async fn create(sw: &Swarm, q: &HashMap<String, String>, body: &[u8]) -> Answer 
         running_run: 0,
         failed_run: 0,
         stop_requested: false,
+        paused: false,
     };
     crate::volapi::ensure_mounted(sw, &c).await?;
     sw.insert(c)?;

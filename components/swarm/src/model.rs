@@ -326,6 +326,9 @@ pub struct Container {
     /// A user stopped, killed or is removing it: its restart policy does not apply.
     #[serde(default)]
     pub stop_requested: bool,
+    /// `docker pause`: the running task's container is frozen on its agent.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A task status as it bears on a container.
@@ -347,6 +350,15 @@ impl Container {
 
     pub fn running(&self) -> bool {
         self.status == Status::Running
+    }
+
+    /// Docker's state name: `paused` for a paused running container, else the status's.
+    pub fn state_name(&self) -> &'static str {
+        if self.paused && self.running() {
+            "paused"
+        } else {
+            self.status.name()
+        }
     }
 
     /// Applies a status of the container's current task (a stale task's status is ignored):
@@ -377,6 +389,8 @@ impl Container {
         if !capstan_types::TaskState::is_terminal_name(&u.state) {
             return true;
         }
+        // A task that ended is paused no more (the next run starts thawed).
+        self.paused = false;
         if self.running_run != run && crate::translate::launch_failed(&u.reason, &u.message) {
             self.failed_run = run;
             self.error = u.message.clone();
@@ -508,6 +522,7 @@ mod tests {
             running_run: 0,
             failed_run: 0,
             stop_requested: false,
+            paused: false,
         }
     }
 
@@ -547,6 +562,8 @@ mod tests {
             (c.status, c.running_run, c.started_at.as_str()),
             (Status::Running, 1, "T1")
         );
+        c.paused = true;
+        assert_eq!(c.state_name(), "paused");
         c.apply(
             &update(
                 &t,
@@ -560,6 +577,7 @@ mod tests {
             (c.status, c.exit_code, c.exits, c.finished_at.as_str()),
             (Status::Exited, 3, 1, "T2")
         );
+        assert!(!c.paused, "an ended task is paused no more");
         // A late status of the finished task changes nothing.
         assert!(!c.apply(&update(&t, "TASK_RUNNING", "", ""), "T3"));
         // A second run whose image is missing stays exited, with the error.

@@ -37,6 +37,8 @@ pub enum Route {
     ContainerResize(String),
     ExecInspect(String),
     ContainerTop(String),
+    ContainerPause(String),
+    ContainerUnpause(String),
     ContainerStats(String),
     ImagesList,
     ImageInspect(String),
@@ -139,6 +141,8 @@ pub fn route(method: &Method, full_path: &str) -> Result<Route, Unrouted> {
         ["containers", id, "resize"] if post => Route::ContainerResize((*id).to_owned()),
         ["exec", id, "json"] if get => Route::ExecInspect((*id).to_owned()),
         ["containers", id, "top"] if get => Route::ContainerTop((*id).to_owned()),
+        ["containers", id, "pause"] if post => Route::ContainerPause((*id).to_owned()),
+        ["containers", id, "unpause"] if post => Route::ContainerUnpause((*id).to_owned()),
         ["containers", id, "stats"] if get => Route::ContainerStats((*id).to_owned()),
         ["networks"] if get => Route::NetworksList,
         ["networks", "create"] if post => Route::NetworkCreate,
@@ -276,7 +280,7 @@ mod tests {
             ),
             (
                 Method::POST,
-                "/v1.50/containers/abc/pause",
+                "/v1.50/containers/abc/update",
                 Err(Unrouted::NotSupported),
             ),
             (
@@ -289,6 +293,14 @@ mod tests {
         for (m, p, want) in cases {
             assert_eq!(route(&m, p), want, "{m} {p}");
         }
+        assert_eq!(
+            route(&Method::POST, "/v1.50/containers/abc/pause"),
+            Ok(Route::ContainerPause("abc".into()))
+        );
+        assert_eq!(
+            route(&Method::POST, "/containers/abc/unpause"),
+            Ok(Route::ContainerUnpause("abc".into()))
+        );
     }
 
     #[test]

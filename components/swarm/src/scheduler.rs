@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::events::Event;
 use crate::model::{Container, Status, StatusUpdate, TaskRef};
 use crate::state::{Conn, HeldOffer, Swarm};
-use crate::translate::{fit, task_id, task_info};
+use crate::translate::{fit, take, task_id, task_info};
 
 const MAX_EVENT_BYTES: usize = 64 << 20;
 /// Offers no start needs are declined after this long.
@@ -233,24 +233,38 @@ async fn housekeeping(swarm: &Swarm) {
 /// Launches every start waiting for an offer that some held offer fits.
 async fn launch_pending(swarm: &Swarm) {
     let mut placed: Vec<crate::volumes::VolumeRecord> = Vec::new();
-    let launches: Vec<(String, Value, String)> = swarm.with(|s| {
-        let mut out = Vec::new();
+    // Per offer used: its id and the (container, task info) launches it carries.
+    let launches: Vec<(String, Vec<(String, Value)>)> = swarm.with(|s| {
+        let mut out: Vec<(String, Vec<(String, Value)>)> = Vec::new();
         let waiting: Vec<String> = s
             .containers
             .values()
             .filter(|c| c.pending_start)
             .map(|c| c.id.clone())
             .collect();
+        // Spread, as classic Swarm's default strategy did: the agent running the fewest of
+        // swarm's containers (counting this pass's starts) is tried first.
+        let mut load: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for t in s.containers.values().filter_map(|c| c.task.as_ref()) {
+            if !capstan_types::TaskState::is_terminal_name(&t.state) {
+                *load.entry(t.agent_id.clone()).or_default() += 1;
+            }
+        }
         for id in waiting {
             let Some(c) = s.containers.get(&id) else {
                 continue;
             };
             let mut chosen = None;
             let mut why = None;
-            // Offers that meet the soft constraints first.
+            // Offers that meet the soft constraints first, then the least loaded agent's.
             let mut order: Vec<usize> = (0..s.offers.len()).collect();
             order.sort_by_key(|i| {
-                !crate::constraints::soft_hold(&c.spec.constraints, &s.offers[*i].offer)
+                let offer = &s.offers[*i].offer;
+                let agent = offer["agent_id"]["value"].as_str().unwrap_or_default();
+                (
+                    !crate::constraints::soft_hold(&c.spec.constraints, offer),
+                    load.get(agent).copied().unwrap_or(0),
+                )
             });
             for i in order {
                 let held = &s.offers[i];
@@ -273,24 +287,31 @@ async fn launch_pending(swarm: &Swarm) {
                 }
                 continue;
             };
-            let held = s.offers.remove(i);
+            // The offer stays held for the next start until this pass ends; what this
+            // start takes is gone from it.
+            let held = &mut s.offers[i];
+            let offer_id = held.id().to_owned();
+            let agent_id = held.offer["agent_id"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let agent_host = held.offer["hostname"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let Some(c) = s.containers.get_mut(&id) else {
                 continue;
             };
             c.runs += 1;
             let tid = task_id(&c.id, c.runs);
             let info = task_info(&c.id, &c.name, &c.spec, &tid, &held.offer, &m);
+            take(&mut held.offer, &m);
+            *load.entry(agent_id.clone()).or_default() += 1;
             c.pending_start = false;
             c.task = Some(TaskRef {
                 task_id: tid.clone(),
-                agent_id: held.offer["agent_id"]["value"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                agent_host: held.offer["hostname"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
+                agent_id: agent_id.clone(),
+                agent_host: agent_host.clone(),
                 ports: m.ports,
                 state: "TASK_STAGING".into(),
                 sandbox: None,
@@ -309,20 +330,19 @@ async fn launch_pending(swarm: &Swarm) {
                     .or_insert_with(|| crate::volumes::implicit(&name, crate::time::now_rfc3339()));
                 if r.placement.is_none() {
                     r.placement = Some(crate::volumes::Placement {
-                        agent_id: held.offer["agent_id"]["value"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        agent_host: held.offer["hostname"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
+                        agent_id: agent_id.clone(),
+                        agent_host: agent_host.clone(),
                     });
                     placed.push(r.clone());
                 }
             }
-            out.push((id, info, held.id().to_owned()));
+            match out.iter_mut().find(|(o, _)| *o == offer_id) {
+                Some((_, on_offer)) => on_offer.push((id, info)),
+                None => out.push((offer_id, vec![(id, info)])),
+            }
         }
+        // An accepted offer is spent: the master offers what it did not use again.
+        s.offers.retain(|o| !out.iter().any(|(id, _)| id == o.id()));
         out
     });
     for r in placed {
@@ -331,36 +351,56 @@ async fn launch_pending(swarm: &Swarm) {
             warn!(volume = %r.name, error = %capstan_types::Chain(&e), "Cannot store the volume's placement");
         }
     }
-    for (id, info, offer_id) in launches {
-        // The record names the task before the task exists: a crash in between reconciles it.
-        if let Err(e) = swarm.persist(&id).await {
-            warn!(container = %id, error = %e, "Not launching: the record was not stored");
-            swarm.modify(&id, |c| {
-                c.pending_start = true;
-                c.task = None;
-            });
-            continue;
+    let accepted = !launches.is_empty();
+    for (offer_id, on_offer) in launches {
+        // Each record names its task before the task exists: a crash in between reconciles
+        // it. The records are written together; a start whose write failed waits again.
+        let stored =
+            futures::future::join_all(on_offer.iter().map(|(id, _)| swarm.persist(id))).await;
+        let mut infos = Vec::new();
+        let mut launched = Vec::new();
+        for ((id, info), result) in on_offer.into_iter().zip(stored) {
+            if let Err(e) = result {
+                warn!(container = %id, error = %e, "Not launching: the record was not stored");
+                swarm.modify(&id, |c| {
+                    c.pending_start = true;
+                    c.task = None;
+                });
+                continue;
+            }
+            let task = info["task_id"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            info!(container = %id, task = %task, offer = %offer_id, "Launching");
+            infos.push(info);
+            launched.push((id, task));
         }
-        let task = info["task_id"]["value"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        info!(container = %id, task = %task, offer = %offer_id, "Launching");
+        // Nothing to launch still spends the offer: ACCEPT with no operations declines it.
         let call = json!({"type": "ACCEPT", "accept": {
             "offer_ids": [{"value": offer_id}],
-            "operations": [{"type": "LAUNCH", "launch": {"task_infos": [info]}}],
+            "operations": if infos.is_empty() { json!([]) } else {
+                json!([{"type": "LAUNCH", "launch": {"task_infos": infos}}])
+            },
             "filters": {"refuse_seconds": 1.0},
         }});
         if let Err(e) = swarm.call(call).await {
-            warn!(container = %id, error = %e, "ACCEPT failed");
-            fail_launch(
-                swarm,
-                &id,
-                &task,
-                &format!("the master refused the launch: {e}"),
-            )
-            .await;
+            for (id, task) in &launched {
+                warn!(container = %id, error = %e, "ACCEPT failed");
+                fail_launch(
+                    swarm,
+                    id,
+                    task,
+                    &format!("the master refused the launch: {e}"),
+                )
+                .await;
+            }
         }
+    }
+    // Starts left waiting need what the accepts did not use: have it offered again now
+    // rather than after the accepts' refusal filter.
+    if accepted {
+        revive_if_needed(swarm).await;
     }
 }
 

@@ -483,6 +483,57 @@ pub fn fit(spec: &Spec, offer: &Value) -> Result<Match, NoFit> {
     })
 }
 
+/// Takes what `m` uses out of `offer` (its unreserved scalars, in the master's milli-units,
+/// and its ports), so that the next start placed on the same offer sees only what is left:
+/// one ACCEPT then launches every start the offer fits.
+pub fn take(offer: &mut Value, m: &Match) {
+    use capstan_types::resources::{RangeSet, from_milli, to_milli};
+    let Some(offered) = offer["resources"].as_array_mut() else {
+        return;
+    };
+    for used in &m.resources {
+        let name = used["name"].as_str().unwrap_or_default();
+        if let Some(amount) = used["scalar"]["value"].as_f64() {
+            let mut left = to_milli(amount);
+            for r in offered
+                .iter_mut()
+                .filter(|r| r["name"] == name && role_of(r) == "*")
+            {
+                let have = to_milli(r["scalar"]["value"].as_f64().unwrap_or(0.0));
+                let took = have.min(left);
+                r["scalar"]["value"] = json!(from_milli(have - took));
+                left -= took;
+            }
+        }
+        if let Some(ranges) = used["ranges"]["range"].as_array() {
+            let taken = RangeSet::new(
+                ranges
+                    .iter()
+                    .filter_map(|x| Some((x["begin"].as_u64()?, x["end"].as_u64()?))),
+            );
+            for r in offered
+                .iter_mut()
+                .filter(|r| r["name"] == name && role_of(r) == "*")
+            {
+                let have = RangeSet::new(
+                    r["ranges"]["range"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| Some((x["begin"].as_u64()?, x["end"].as_u64()?))),
+                );
+                let left: Vec<Value> = have
+                    .subtract(&taken)
+                    .ranges()
+                    .iter()
+                    .map(|(b, e)| json!({"begin": b, "end": e}))
+                    .collect();
+                r["ranges"] = json!({ "range": left });
+            }
+        }
+    }
+}
+
 /// Mesos task label naming the container a task runs (so a reconciled task finds its record).
 pub const TASK_LABEL_CONTAINER: &str = "capstan.swarm.container";
 

@@ -99,7 +99,7 @@ impl Filters {
                             _ => c.name.contains(n),
                         }
                     }),
-                    "status" => vals.iter().any(|s| s == c.status.name()),
+                    "status" => vals.iter().any(|s| s == c.state_name()),
                     "id" => vals.iter().any(|p| c.id.starts_with(p.as_str())),
                     "ancestor" => vals.iter().any(|i| {
                         crate::model::normalise_image(i)
@@ -174,7 +174,8 @@ pub fn status_text(c: &Container, now: i64) -> String {
     match c.status {
         Status::Running => {
             let since = unix_of(&c.started_at).unwrap_or(now);
-            format!("Up {}", human_duration(now - since))
+            let paused = if c.paused { " (Paused)" } else { "" };
+            format!("Up {}{paused}", human_duration(now - since))
         }
         Status::Exited | Status::Dead => {
             let at = unix_of(&c.finished_at).unwrap_or(now);
@@ -303,7 +304,7 @@ pub fn list_item(c: &Container, now: i64) -> Value {
         "Created": c.created_unix,
         "Ports": ports,
         "Labels": c.spec.labels,
-        "State": c.status.name(),
+        "State": c.state_name(),
         "Status": status_text(c, now),
         "HostConfig": {"NetworkMode": network_mode(c)},
         "NetworkSettings": network_settings(c, false),
@@ -374,9 +375,9 @@ pub fn inspect(c: &Container) -> Value {
         "Path": c.spec.entrypoint.first().or(c.spec.cmd.first()).cloned().unwrap_or_default(),
         "Args": c.spec.entrypoint.iter().chain(c.spec.cmd.iter()).skip(1).collect::<Vec<_>>(),
         "State": {
-            "Status": c.status.name(),
+            "Status": c.state_name(),
             "Running": c.status == Status::Running,
-            "Paused": false,
+            "Paused": c.paused && c.running(),
             "Restarting": c.status == Status::Restarting,
             "OOMKilled": c.error.contains("OOM"),
             "Dead": c.status == Status::Dead,
@@ -496,6 +497,7 @@ pub(crate) mod tests {
             running_run: 1,
             failed_run: 0,
             stop_requested: false,
+            paused: false,
         }
     }
 
@@ -594,5 +596,24 @@ pub(crate) mod tests {
             "Exited (3) 2 minutes ago"
         );
         assert_eq!(list_item(&gone, 0)["Ports"], json!([]));
+        // `docker pause`: still up, as Docker shows it; a filter on `paused` finds it.
+        let mut frozen = c.clone();
+        frozen.paused = true;
+        assert_eq!(
+            list_item(&frozen, 1_767_225_605)["Status"],
+            "Up 5 seconds (Paused)"
+        );
+        assert_eq!(list_item(&frozen, 0)["State"], "paused");
+        let i = inspect(&frozen);
+        assert_eq!(
+            (
+                i["State"]["Status"].as_str(),
+                i["State"]["Paused"].as_bool()
+            ),
+            (Some("paused"), Some(true))
+        );
+        assert_eq!(i["State"]["Running"], true);
+        let f = Filters::parse(r#"{"status": ["paused"]}"#).unwrap();
+        assert!(f.matches(&frozen) && !f.matches(&c));
     }
 }

@@ -59,9 +59,9 @@ async fn ping_version_and_errors_look_like_dockers() -> anyhow::Result<()> {
     for (method, path, status, needle) in [
         (
             "POST",
-            "/v1.51/containers/x/pause",
+            "/v1.51/containers/x/update",
             501,
-            "POST /containers/x/pause is not supported by capstan",
+            "POST /containers/x/update is not supported by capstan",
         ),
         ("GET", "/nothing", 501, "not supported by capstan"),
         ("GET", "/v1.12/info", 400, "too old"),

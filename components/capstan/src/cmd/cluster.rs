@@ -41,6 +41,13 @@ pub enum ClusterCommand {
     /// quorum), then agents (their tasks keep running); checks health between nodes and stops
     /// at the first failure. Run on a master.
     Upgrade(UpgradeArgs),
+    /// Take a dead master out of coord's membership, so that a new machine (at any address)
+    /// can join in its place with the one line. Run on another master; the rest must hold a
+    /// quorum.
+    RemoveMaster {
+        /// The dead master's address.
+        address: IpAddr,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +186,7 @@ pub fn run(command: ClusterCommand) -> ExitCode {
             ClusterCommand::Token(cmd) => token(&layout, cmd).await,
             ClusterCommand::Upgrade(args) => upgrade(&layout, args).await,
             ClusterCommand::Status { json } => status(&layout, json).await,
+            ClusterCommand::RemoveMaster { address } => remove_master(&layout, address).await,
         }
     });
     match outcome {
@@ -226,7 +234,7 @@ async fn init(layout: &Layout, args: InitArgs) -> anyhow::Result<()> {
         ));
     }
     activate::start_role(Role::Master)?;
-    let security = read_cluster_section(layout)?.security;
+    let security = super::read_cluster_section(layout)?.security;
     let endpoints = vec![activate::coord_endpoint(advertise)];
     activate::wait_for_coord(&security, &endpoints).await?;
     let coord = capstan_install::state::coord_client(&security, endpoints.iter())?;
@@ -295,7 +303,7 @@ async fn join(layout: &Layout, args: JoinArgs) -> anyhow::Result<()> {
     if args.no_start {
         return Ok(());
     }
-    let node = read_cluster_section(layout)?;
+    let node = super::read_cluster_section(layout)?;
     if membership.role == Role::Agent {
         let n = activate::load_images(&layout.images())?;
         say(&format!("Loaded {n} image archive(s) into Docker"));
@@ -329,7 +337,7 @@ async fn leave(layout: &Layout, args: LeaveArgs) -> anyhow::Result<()> {
         say("This node belongs to no cluster; nothing to do.");
         return Ok(());
     };
-    let node = read_cluster_section(layout)?;
+    let node = super::read_cluster_section(layout)?;
     if membership.role == Role::Agent && !args.no_drain {
         let hostname = node.hostname.clone().unwrap_or(node.advertise.to_string());
         let mut drained = false;
@@ -351,7 +359,7 @@ async fn leave(layout: &Layout, args: LeaveArgs) -> anyhow::Result<()> {
     }
     if membership.role == Role::Master {
         say(
-            "Note: this master's coord member stays in the membership; remove it with `capstan coord member remove` on another master.",
+            "Note: this master's coord member stays in the membership; remove it with `capstan cluster remove-master <this address>` on another master.",
         );
     }
     activate::stop_role(membership.role)?;
@@ -363,7 +371,7 @@ async fn status(layout: &Layout, json: bool) -> anyhow::Result<()> {
     let Some(membership) = Membership::read(layout)? else {
         bail!("this node belongs to no cluster: run `capstan cluster init` or join one");
     };
-    let node = read_cluster_section(layout)?;
+    let node = super::read_cluster_section(layout)?;
     // This master's own coord first, then the others'.
     let own = activate::coord_endpoint(node.advertise);
     let others = node.masters.iter().map(|m| activate::coord_endpoint(*m));
@@ -379,23 +387,34 @@ async fn status(layout: &Layout, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_cluster_section(layout: &Layout) -> anyhow::Result<capstan_runtime::ClusterConfig> {
-    #[derive(serde::Deserialize)]
-    struct OnlyCluster {
-        cluster: Option<capstan_runtime::ClusterConfig>,
+async fn remove_master(layout: &Layout, address: IpAddr) -> anyhow::Result<()> {
+    let node = super::read_cluster_section(layout)?;
+    if address == node.advertise {
+        bail!("{address} is this master; run `capstan cluster remove-master` on another master");
     }
-    let text = std::fs::read_to_string(&layout.config)
-        .with_context(|| format!("cannot read {}", layout.config.display()))?;
-    let doc: OnlyCluster = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{} is not a node config", layout.config.display()))?;
-    doc.cluster
-        .with_context(|| format!("{} has no cluster: section", layout.config.display()))
+    let node_coord = local_coord(layout, "masters")?;
+    // A membership change: coord wants the peer token, derived from the CA key as every
+    // master's coord derives it (only masters hold the key).
+    let key = std::fs::read(layout.ca_key())
+        .with_context(|| format!("cannot read {} (run as root)", layout.ca_key().display()))?;
+    let token = capstan_coord_client::PeerToken::derive(&key)
+        .map_err(|_| anyhow::anyhow!("{} is not a key", layout.ca_key().display()))?;
+    let state = ClusterState::new(node_coord.with_peer_token(token));
+    let id = state
+        .remove_master(address)
+        .await
+        .with_context(|| format!("removing the master at {address} from coord"))?;
+    say(&format!(
+        "Removed the master at {address} (coord member {id}). A new master joins in its place \
+         with the one line and a master token."
+    ));
+    Ok(())
 }
 
 async fn upgrade(layout: &Layout, args: UpgradeArgs) -> anyhow::Result<()> {
     use capstan_install::rolling::{self, Report};
     let package = rolling::read_package(&args.package)?;
-    let node = read_cluster_section(layout)?;
+    let node = super::read_cluster_section(layout)?;
     if Membership::read(layout)?.is_some_and(|m| m.role != Role::Master) {
         bail!("run `capstan cluster upgrade` on a master: it signs each upload with the CA key");
     }
@@ -465,26 +484,31 @@ async fn upgrade(layout: &Layout, args: UpgradeArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The cluster state in the local node's coord (masters only).
-fn local_state(layout: &Layout) -> anyhow::Result<ClusterState> {
-    let node = read_cluster_section(layout)?;
+/// The cluster state in the local node's coord (masters only; `what` is managed there).
+fn local_state(layout: &Layout, what: &str) -> anyhow::Result<ClusterState> {
+    Ok(ClusterState::new(local_coord(layout, what)?))
+}
+
+/// A client of the masters' coord, as this master reaches it.
+fn local_coord(layout: &Layout, what: &str) -> anyhow::Result<capstan_coord_client::Client> {
+    let node = super::read_cluster_section(layout)?;
     if Membership::read(layout)?.is_some_and(|m| m.role != Role::Master) {
-        bail!("tokens are managed on a master");
+        bail!("{what} are managed on a master");
     }
     let endpoints: Vec<String> = node
         .masters
         .iter()
         .map(|m| activate::coord_endpoint(*m))
         .collect();
-    Ok(ClusterState::new(capstan_install::state::coord_client(
+    Ok(capstan_install::state::coord_client(
         &node.security,
         endpoints.iter(),
-    )?))
+    )?)
 }
 
 async fn token(layout: &Layout, cmd: TokenCommand) -> anyhow::Result<()> {
     // Only a master holds the cluster's tokens; a short token is made anywhere, offline.
-    let state = || local_state(layout);
+    let state = || local_state(layout, "tokens");
     match cmd {
         TokenCommand::Generate => say(&ShortToken::generate().to_string()),
         TokenCommand::Create {

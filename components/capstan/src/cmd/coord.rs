@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use capstan_runtime::Exit;
 
 use super::DaemonArgs;
@@ -38,11 +39,16 @@ pub fn run(args: CoordArgs) -> ExitCode {
     let Some(runtime) = super::cli_runtime() else {
         return ExitCode::FAILURE;
     };
+    let (endpoints, tls) = match target(&args.cli.endpoints) {
+        Ok(t) => t,
+        Err(e) => {
+            super::fail(&format!("error: {e:#}"));
+            return ExitCode::FAILURE;
+        }
+    };
     let mut out = std::io::stdout();
     match runtime.block_on(capstan_coord::cli::run_cli(
-        &args.cli.endpoints,
-        command,
-        &mut out,
+        &endpoints, tls, command, &mut out,
     )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -50,4 +56,38 @@ pub fn run(args: CoordArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Where `capstan coord` goes, and with what TLS. On a node of a cluster (its config has a
+/// `cluster:` section): the masters' coord members unless `--endpoints` names others, with the
+/// node's certificate when the cluster is strict (its members answer nothing else). Elsewhere:
+/// `--endpoints`, or the local member at 127.0.0.1:8181, over plain HTTP.
+fn target(
+    endpoints: &[String],
+) -> anyhow::Result<(Vec<String>, Option<std::sync::Arc<rustls::ClientConfig>>)> {
+    let layout = capstan_install::Layout::default();
+    let Ok(node) = super::read_cluster_section(&layout) else {
+        let endpoints = if endpoints.is_empty() {
+            vec![format!(
+                "127.0.0.1:{}",
+                capstan_runtime::cluster::ports::COORD
+            )]
+        } else {
+            endpoints.to_vec()
+        };
+        return Ok((endpoints, None));
+    };
+    let tls = node
+        .security
+        .client_tls()
+        .context("this node's certificate (a strict cluster; run as root)")?;
+    let endpoints = if endpoints.is_empty() {
+        node.masters
+            .iter()
+            .map(|m| capstan_install::activate::coord_endpoint(*m))
+            .collect()
+    } else {
+        endpoints.to_vec()
+    };
+    Ok((endpoints, tls))
 }

@@ -170,3 +170,21 @@ pub fn say(line: &str) {
 pub fn fail(line: &str) {
     eprintln!("{line}");
 }
+
+/// The `cluster:` section of this node's config (`/etc/capstan/config.yaml` on an installed
+/// node).
+pub fn read_cluster_section(
+    layout: &capstan_install::Layout,
+) -> anyhow::Result<capstan_runtime::ClusterConfig> {
+    #[derive(serde::Deserialize)]
+    struct OnlyCluster {
+        cluster: Option<capstan_runtime::ClusterConfig>,
+    }
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(&layout.config)
+        .with_context(|| format!("cannot read {}", layout.config.display()))?;
+    let doc: OnlyCluster = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not a node config", layout.config.display()))?;
+    doc.cluster
+        .with_context(|| format!("{} has no cluster: section", layout.config.display()))
+}

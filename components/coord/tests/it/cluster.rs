@@ -478,6 +478,7 @@ async fn snapshot_save_restores_into_a_fresh_cluster() {
     let mut out = Vec::new();
     capstan_coord::cli::run_cli(
         &endpoints.clone(),
+        None,
         CliCommand::Snapshot(SnapshotCommand::Save { file: file.clone() }),
         &mut out,
     )
@@ -498,6 +499,7 @@ async fn snapshot_save_restores_into_a_fresh_cluster() {
         let mut out = Vec::new();
         capstan_coord::cli::run_cli(
             &[],
+            None,
             CliCommand::Snapshot(SnapshotCommand::Restore {
                 file: file.clone(),
                 data_dir: dir,
@@ -536,6 +538,7 @@ async fn snapshot_save_restores_into_a_fresh_cluster() {
     let endpoints: Vec<String> = fresh.addrs.values().map(|a| a.to_string()).collect();
     capstan_coord::cli::run_cli(
         &endpoints,
+        None,
         CliCommand::Get {
             key: "/s/3".into(),
             serializable: false,
@@ -576,6 +579,7 @@ async fn cli_endpoints_may_include_members_that_are_down() {
     let mut out = Vec::new();
     capstan_coord::cli::run_cli(
         &endpoints.clone(),
+        None,
         CliCommand::Put {
             key: "/cli".into(),
             value: "hello".into(),
@@ -598,7 +602,7 @@ async fn cli_endpoints_may_include_members_that_are_down() {
         CliCommand::Del { key: "/cli".into() },
     ] {
         let mut out = Vec::new();
-        capstan_coord::cli::run_cli(&endpoints.clone(), cmd.clone(), &mut out)
+        capstan_coord::cli::run_cli(&endpoints.clone(), None, cmd.clone(), &mut out)
             .await
             .unwrap_or_else(|e| panic!("{cmd:?}: {e:#}"));
         let text = String::from_utf8(out).unwrap();

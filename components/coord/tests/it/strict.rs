@@ -173,6 +173,24 @@ async fn a_strict_cluster_replicates_over_mutual_tls_and_answers_only_node_certi
     let kv = via_follower.get("/strict/forwarded").await?;
     assert_eq!(kv.map(|kv| kv.value), Some(b"yes".to_vec()));
 
+    // `capstan coord` on a node of a strict cluster presents the node's certificate.
+    let mut out = Vec::new();
+    let get = capstan_coord::cli::CliCommand::Get {
+        key: "/strict/key".into(),
+        serializable: false,
+    };
+    capstan_coord::cli::run_cli(
+        &[c.endpoint(leader)],
+        Some(agent.client_config()),
+        get.clone(),
+        &mut out,
+    )
+    .await?;
+    assert_eq!(String::from_utf8(out)?.trim(), "replicated");
+    let refused =
+        capstan_coord::cli::run_cli(&[c.endpoint(leader)], None, get, &mut Vec::new()).await;
+    assert!(refused.is_err(), "no certificate, no answer");
+
     // Without a certificate: the client API and the status calls are 401 (a token does not
     // help: coord takes node certificates only); health and metrics stay open.
     let anonymous = pki.anonymous()?;

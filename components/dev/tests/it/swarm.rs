@@ -391,6 +391,43 @@ async fn the_docker_cli_runs_inspects_logs_stops_and_removes_containers_on_the_c
         stats.starts_with("talker ") && stats.contains(" / "),
         "{stats}"
     );
+    // pause freezes the container on its agent; ps and inspect say so; unpause thaws it.
+    docker.ok(&["pause", "talker"])?;
+    let paused = docker.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Paused}}",
+        "talker",
+    ])?;
+    ensure!(paused == "paused true", "{paused}");
+    let listed = docker.ok(&[
+        "ps",
+        "--filter",
+        "status=paused",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ])?;
+    ensure!(
+        listed.starts_with("talker Up ") && listed.ends_with("(Paused)"),
+        "{listed}"
+    );
+    let again = docker.run(&["pause", "talker"])?;
+    ensure!(
+        !again.status.success(),
+        "pausing a paused container must fail"
+    );
+    docker.ok(&["unpause", "talker"])?;
+    let thawed = docker.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Paused}}",
+        "talker",
+    ])?;
+    ensure!(thawed == "running false", "{thawed}");
+    ensure!(
+        docker.ok(&["exec", "talker", "true"]).is_ok(),
+        "talker answers exec after unpause"
+    );
 
     // stop: exited, no longer listed without -a.
     docker.ok(&["stop", "-t", "2", "web"])?;
@@ -560,7 +597,7 @@ async fn the_docker_cli_runs_inspects_logs_stops_and_removes_containers_on_the_c
     ensure!(mounts == "volume /scratch", "{mounts}");
 
     // Unsupported endpoints answer with their name, never hang.
-    let out = docker.run(&["pause", "exit3"])?;
+    let out = docker.run(&["update", "--cpu-shares", "20", "exit3"])?;
     ensure!(
         text(&out.stderr).contains("not supported by capstan"),
         "{}",

@@ -679,7 +679,83 @@ async fn three_masters_join_and_the_cluster_survives_a_master_power_off() -> Res
         upgrade_keeps_tasks(&masters, &agents, "redis"),
     )
     .await?;
-    Ok(())
+    replace_a_dead_master(&net, &image, &masters, &agents, &init.master_token).await
+}
+
+/// master3 dies for good; a new machine at a new address takes its place: `cluster
+/// remove-master` on master1, then the one line on master4, which becomes coord member 4
+/// (member 3's id is never given again) and serves the cluster.
+async fn replace_a_dead_master(
+    net: &Net,
+    image: &NodeImage,
+    masters: &[Machine],
+    agents: &[Machine],
+    master_token: &str,
+) -> Result<()> {
+    let dead = &masters[2];
+    step("power off master3 for good", dead.stop()).await?;
+    step("capstan cluster remove-master on master1", async {
+        let ip = dead.ip().to_string();
+        let out = masters[0]
+            .exec_ok(&["capstan", "cluster", "remove-master", &ip])
+            .await?;
+        ensure!(out.contains("coord member 3"), "{out}");
+        Ok(())
+    })
+    .await?;
+    let fresh = step("boot master4", Machine::start(net, "master4", image)).await?;
+    ensure!(fresh.ip() != dead.ip(), "master4 must have a new address");
+    step("the one line on master4 (master)", async {
+        install_with_one_line(&fresh, &masters[0], "master", master_token, MASTER_UNITS).await?;
+        all_active(&fresh, MASTER_UNITS).await
+    })
+    .await?;
+    step(
+        "coord has 3 healthy voters, master4 among them",
+        coord_voters(&agents[0], &fresh, HA_MASTERS),
+    )
+    .await?;
+    step(
+        "master4 is coord member 4 (capstan coord members, from its node config)",
+        async {
+            let listed = fresh.exec_ok(&["capstan", "coord", "members"]).await?;
+            let line = format!("4 {}:8181 ", fresh.ip());
+            ensure!(listed.contains(&line), "no {line:?} in:\n{listed}");
+            let status = agents[0]
+                .get_json(&format!("http://{}:8181/v1/members", fresh.ip()))
+                .await?;
+            let addr = format!("{}:8181", fresh.ip());
+            let ids: Vec<(u64, String)> = status["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    (
+                        m["id"].as_u64().unwrap_or(0),
+                        m["addr"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect();
+            ensure!(ids.contains(&(4, addr)), "members: {status}");
+            ensure!(
+                ids.iter().all(|(id, _)| *id != 3),
+                "member 3 is gone: {status}"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    step(
+        "/v1/cluster on master4 lists 3 masters",
+        cluster_lists_masters(&agents[0], &fresh, HA_MASTERS),
+    )
+    .await?;
+    step("an app posted through master4 runs and resolves", async {
+        post_redis(&agents[0], &fresh, "redis-m4", 1).await?;
+        redis_runs_and_resolves(&agents[0], &fresh, &all(agents), "redis-m4", 1).await
+    })
+    .await?;
+    fresh.stop().await
 }
 
 /// `curl` from `from` to `https://<name>/<path>` on `master`'s router, trusting only the

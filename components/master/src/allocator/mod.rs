@@ -52,6 +52,9 @@ struct FrameworkSlot {
 pub struct Allocator {
     agents: BTreeMap<AgentId, AgentSlot>,
     frameworks: BTreeMap<FrameworkId, FrameworkSlot>,
+    /// The scalars of every agent's total, kept as agents come and go: each allocation cycle
+    /// divides by it, and summing 1,000 agents' pools each time cost more than the cycle.
+    total: Resources,
 }
 
 /// Largest refuse_seconds honoured (one year), as in Mesos.
@@ -76,6 +79,7 @@ impl Allocator {
                 }
             }
         }
+        self.total.add(&scalars_of(&total));
         self.agents.insert(
             id.clone(),
             AgentSlot {
@@ -88,7 +92,15 @@ impl Allocator {
 
     /// Removes an agent and every allocation on it.
     pub fn remove_agent(&mut self, id: &AgentId) {
-        self.agents.remove(id);
+        if let Some(slot) = self.agents.remove(id)
+            && !self.total.checked_sub(&scalars_of(&slot.total))
+        {
+            // Cannot happen (the total holds what was added); recount rather than drift.
+            self.total = self.agents.values().fold(Resources::default(), |mut t, a| {
+                t.add(&scalars_of(&a.total));
+                t
+            });
+        }
         for f in self.frameworks.values_mut() {
             f.allocated.remove(id);
             f.filters.remove(id);
@@ -273,13 +285,10 @@ impl Allocator {
         }
     }
 
-    /// Total resources of all agents (for shares and metrics).
-    pub fn cluster_total(&self) -> Resources {
-        let mut t = Resources::default();
-        for a in self.agents.values() {
-            t.add(&pools_sum(&a.total));
-        }
-        t
+    /// The scalar resources (cpus, mem, disk, gpus …) of all agents together, for shares and
+    /// metrics. Ranges and sets are left out: agents' port ranges overlap, so they do not add.
+    pub fn cluster_total(&self) -> &Resources {
+        &self.total
     }
 
     pub fn agent_available(&self, agent: &AgentId) -> Option<&Pools> {
@@ -319,7 +328,7 @@ impl Allocator {
         for f in self.frameworks.values_mut() {
             f.filters.retain(|_, (until, _)| *until > now_ms);
         }
-        let total = self.cluster_total();
+        let total = self.total.clone();
         let mut usage: BTreeMap<FrameworkId, Resources> = self
             .frameworks
             .iter()
@@ -431,8 +440,26 @@ impl Allocator {
                 ));
             }
         }
+        let mut recount = Resources::default();
+        for a in self.agents.values() {
+            recount.add(&scalars_of(&a.total));
+        }
+        recount.scalars.retain(|_, v| *v != 0);
+        let mut kept = self.total.clone();
+        kept.scalars.retain(|_, v| *v != 0);
+        if kept != recount {
+            return Err(format!("cluster total {kept:?} != Σ agents {recount:?}"));
+        }
         Ok(())
     }
+}
+
+/// The scalars of `pools` summed (their ranges and sets dropped).
+fn scalars_of(pools: &Pools) -> Resources {
+    let mut sum = pools_sum(pools);
+    sum.ranges.clear();
+    sum.sets.clear();
+    sum
 }
 
 #[cfg(test)]

@@ -7,43 +7,74 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+use base64::Engine;
+use capstan_proto::capstan::agent::v1::call::Type;
+use capstan_proto::mesos::v1 as mesos;
+use capstan_proto::to_json;
 use capstan_types::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, TaskState};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::scheduler::{agent_id, framework_id, task_id};
 use super::{Agent, AgentState, ApiError, Core, Frame, MESOS_VERSION, Packed, Sink, Task, TaskKey};
 use crate::registry::RegistryOp;
-use crate::resources::{ANY_ROLE, pools_from_mesos_json};
-use crate::wire::{Api, Encoding, call_type, master_status_at};
+use crate::resources::{ANY_ROLE, ParseResourceError, Pools, pools_from_mesos_json};
+use crate::wire::{AgentCall, Api, Encoding, master_status_at};
+
+/// The call's `type`: present and a name of `Call.Type` (checked at the edge).
+fn call_type_of(call: &AgentCall) -> Result<Type, ApiError> {
+    match call.r#type {
+        None => Err(ApiError::bad_request("Expecting 'type' to be present")),
+        Some(n) => Type::try_from(n).map_err(|_| {
+            ApiError::bad_request(format!(
+                "Failed to convert JSON into Call protobuf: unknown call type '{n}'"
+            ))
+        }),
+    }
+}
+
+/// Resources as the allocator counts them (read from their Mesos JSON).
+fn pools_of(resources: &[mesos::Resource]) -> Result<Pools, ParseResourceError> {
+    let list: Vec<Value> = resources.iter().map(to_json).collect();
+    pools_from_mesos_json(&list)
+}
+
+/// A task an agent reports on (re-)registration, read before anything changes.
+struct Reported {
+    framework_id: FrameworkId,
+    task_id: TaskId,
+    state: TaskState,
+    /// The TaskInfo and the latest TaskStatus, as the master keeps them (Mesos JSON).
+    task: Value,
+    status: Value,
+    resources: Pools,
+    role: String,
+    executor_id: Option<ExecutorId>,
+    executor: Option<Value>,
+}
 
 impl Core {
+    /// The hostname agent `id` registered with, if it is known.
+    pub fn agent_hostname(&self, id: &AgentId) -> Option<&str> {
+        self.agents.get(id).map(|a| a.hostname.as_str())
+    }
+
     pub fn agent_subscribe(
         &mut self,
-        call: &Value,
+        call: &AgentCall,
         enc: Encoding,
         now: Instant,
     ) -> Result<mpsc::Receiver<Frame>, ApiError> {
         let sub = call
-            .get("subscribe")
+            .subscribe
+            .as_ref()
             .ok_or_else(|| ApiError::bad_request("Expecting 'subscribe' to be present"))?;
-        let info = sub.get("agent_info").ok_or_else(|| {
-            ApiError::bad_request("Expecting 'subscribe.agent_info' to be present")
-        })?;
-        let hostname = info
-            .get("hostname")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::bad_request("Missing required fields: agent_info.hostname"))?
-            .to_string();
-        let empty = Vec::new();
-        let total = pools_from_mesos_json(
-            info.get("resources")
-                .and_then(Value::as_array)
-                .unwrap_or(&empty),
-        )
-        .map_err(|e| ApiError::bad_request(format!("Invalid agent resources: {e}")))?;
-        let claimed =
-            AgentId::from_wire(info.get("id")).or_else(|| AgentId::from_wire(call.get("agent_id")));
+        let info = &sub.agent_info;
+        let hostname = info.hostname.clone();
+        let total = pools_of(&info.resources)
+            .map_err(|e| ApiError::bad_request(format!("Invalid agent resources: {e}")))?;
+        let claimed = info.id.as_ref().or(call.agent_id.as_ref()).map(agent_id);
         if let Some(id) = &claimed
             && self.gone_agents.contains(id)
         {
@@ -51,37 +82,30 @@ impl Core {
                 "Agent {id} has been marked gone"
             )));
         }
-        let reported = sub
-            .get("tasks")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
         // Validate reported tasks before changing anything.
         let mut parsed = Vec::new();
-        for rt in &reported {
-            let fid = FrameworkId::from_wire(rt.get("framework_id"));
-            let task = rt.get("task");
-            let tid = task.and_then(|t| TaskId::from_wire(t.get("task_id")));
-            let state = rt.pointer("/status/state").and_then(Value::as_str);
-            let (Some(fid), Some(task), Some(tid), Some(_)) = (fid, task, tid, state) else {
-                return Err(ApiError::bad_request(
-                    "Each reported task needs framework_id, task.task_id and status.state",
-                ));
-            };
-            let res = pools_from_mesos_json(
-                task.get("resources")
-                    .and_then(Value::as_array)
-                    .unwrap_or(&empty),
-            )
-            .map_err(|e| ApiError::bad_request(format!("Invalid task resources: {e}")))?;
-            parsed.push((
-                fid,
-                tid,
-                task.clone(),
-                rt["status"].clone(),
-                res,
-                rt.get("executor").cloned(),
-            ));
+        for rt in &sub.tasks {
+            let resources = pools_of(&rt.task.resources)
+                .map_err(|e| ApiError::bad_request(format!("Invalid task resources: {e}")))?;
+            let role = rt
+                .task
+                .resources
+                .first()
+                .and_then(|r| r.allocation_info.as_ref())
+                .and_then(|a| a.role.clone())
+                .unwrap_or_else(|| ANY_ROLE.to_string());
+            let executor = rt.executor.as_ref().or(rt.task.executor.as_ref());
+            parsed.push(Reported {
+                framework_id: framework_id(&rt.framework_id),
+                task_id: task_id(&rt.task.task_id),
+                state: TaskState::from_number_or_unknown(rt.status.state),
+                task: to_json(&rt.task),
+                status: to_json(&rt.status),
+                resources,
+                role,
+                executor_id: executor.map(|e| e.executor_id.value.as_str().into()),
+                executor: executor.map(to_json),
+            });
         }
         let id = match claimed {
             Some(id) => id,
@@ -92,21 +116,17 @@ impl Core {
             }
         };
         let mut info = info.clone();
-        info["id"] = id.to_wire();
-        if info.get("port").is_none() {
-            info["port"] = json!(5051);
-        }
-        let port = info["port"].as_u64().unwrap_or(5051);
-        let ip = sub
-            .get("ip")
-            .and_then(Value::as_str)
-            .unwrap_or("127.0.0.1")
-            .to_string();
+        info.id = Some(mesos::AgentId {
+            value: id.to_string(),
+        });
+        let port = u64::try_from(info.port()).unwrap_or(5051);
+        // The AgentInfo as the master keeps it (`port` always set: it has a default).
+        let info = to_json(&info);
+        let ip = sub.ip.clone().unwrap_or_else(|| "127.0.0.1".to_string());
         let version = sub
-            .get("version")
-            .and_then(Value::as_str)
-            .unwrap_or(MESOS_VERSION)
-            .to_string();
+            .version
+            .clone()
+            .unwrap_or_else(|| MESOS_VERSION.to_string());
         let (sink, rx) = Sink::new(Api::Agent, enc, &self.durability);
         sink.send(&json!({"type":"SUBSCRIBED","subscribed":{
             "agent_id": id.to_wire(),
@@ -171,8 +191,10 @@ impl Core {
         self.allocation_requested = true;
 
         // Reconcile tasks.
-        let reported_keys: BTreeSet<TaskKey> =
-            parsed.iter().map(|p| (p.0.clone(), p.1.clone())).collect();
+        let reported_keys: BTreeSet<TaskKey> = parsed
+            .iter()
+            .map(|p| (p.framework_id.clone(), p.task_id.clone()))
+            .collect();
         let ours: Vec<TaskKey> = self
             .tasks
             .iter()
@@ -202,7 +224,18 @@ impl Core {
                 f.completed_tasks.push_back(t);
             }
         }
-        for (fid, tid, task, status, res, exec) in parsed {
+        for p in parsed {
+            let Reported {
+                framework_id: fid,
+                task_id: tid,
+                state,
+                task,
+                status,
+                resources: res,
+                role,
+                executor_id,
+                executor,
+            } = p;
             let key = (fid.clone(), tid.clone());
             if self.removed_frameworks.contains(&fid) {
                 if let Some(a) = self.agents.get_mut(&id) {
@@ -210,9 +243,6 @@ impl Core {
                 }
                 continue;
             }
-            let state = status["state"]
-                .as_str()
-                .map_or(TaskState::Lost, TaskState::from_name_or_unknown);
             match self.tasks.get_mut(&key) {
                 Some(t) => {
                     let changed = t.state != state;
@@ -247,20 +277,12 @@ impl Core {
                     }
                     st["agent_id"] = id.to_wire();
                     let terminal = state.is_terminal();
-                    let role = task
-                        .pointer("/resources/0/allocation_info/role")
-                        .and_then(Value::as_str)
-                        .unwrap_or(ANY_ROLE)
-                        .to_string();
                     let t = Task {
                         framework_id: fid.clone(),
                         id: tid.clone(),
                         agent_id: id.clone(),
-                        executor_id: exec
-                            .as_ref()
-                            .or(task.get("executor"))
-                            .and_then(|e| ExecutorId::from_wire(e.get("executor_id"))),
-                        executor: exec.as_ref().or(task.get("executor")).map(Packed::new),
+                        executor_id,
+                        executor: executor.as_ref().map(Packed::new),
                         info: Packed::new(&task),
                         resources: res.clone(),
                         role,
@@ -285,8 +307,11 @@ impl Core {
         Ok(rx)
     }
 
-    pub fn agent_call(&mut self, call: &Value, now: Instant) -> Result<(), ApiError> {
-        let aid = AgentId::from_wire(call.get("agent_id"))
+    pub fn agent_call(&mut self, call: &AgentCall, now: Instant) -> Result<(), ApiError> {
+        let aid = call
+            .agent_id
+            .as_ref()
+            .map(agent_id)
             .ok_or_else(|| ApiError::bad_request("Expecting 'agent_id' to be present"))?;
         if self.gone_agents.contains(&aid) {
             return Err(ApiError::forbidden(format!(
@@ -304,20 +329,18 @@ impl Core {
             )));
         }
         a.last_seen = now;
-        let ty = call_type(Api::Agent, call).map_err(ApiError::bad_request)?;
-        match ty {
-            "PONG" => Ok(()),
-            "MESSAGE" => {
+        match call_type_of(call)? {
+            Type::Pong => Ok(()),
+            Type::Message => {
                 let m = call
-                    .get("message")
+                    .message
+                    .as_ref()
                     .ok_or_else(|| ApiError::bad_request("Expecting 'message' to be present"))?;
-                let fid = FrameworkId::from_wire(m.get("framework_id")).ok_or_else(|| {
-                    ApiError::bad_request("Expecting 'message.framework_id' to be present")
-                })?;
+                let fid = framework_id(&m.framework_id);
                 let ev = json!({"type": "MESSAGE", "message": {
                     "agent_id": aid.to_wire(),
-                    "executor_id": m.get("executor_id").cloned().unwrap_or(json!({"value": ""})),
-                    "data": m.get("data").cloned().unwrap_or(json!("")),
+                    "executor_id": to_json(&m.executor_id),
+                    "data": base64::engine::general_purpose::STANDARD.encode(&m.data),
                 }});
                 match self.frameworks.get_mut(&fid) {
                     Some(f) if f.connected() => f.send(&ev),
@@ -325,43 +348,30 @@ impl Core {
                 }
                 Ok(())
             }
-            "UPDATE" => {
+            Type::Update => {
                 let u = call
-                    .get("update")
+                    .update
+                    .as_ref()
                     .ok_or_else(|| ApiError::bad_request("Expecting 'update' to be present"))?;
-                let fid = FrameworkId::from_wire(u.get("framework_id")).ok_or_else(|| {
-                    ApiError::bad_request("Expecting 'update.framework_id' to be present")
-                })?;
-                let status = u.get("status").ok_or_else(|| {
-                    ApiError::bad_request("Expecting 'update.status' to be present")
-                })?;
-                let tid = TaskId::from_wire(status.get("task_id")).ok_or_else(|| {
-                    ApiError::bad_request("Expecting 'update.status.task_id' to be present")
-                })?;
-                let state = status
-                    .get("state")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        ApiError::bad_request("Expecting 'update.status.state' to be present")
-                    })?
-                    .to_string();
-                let state = TaskState::from_name_or_unknown(&state);
+                let fid = framework_id(&u.framework_id);
+                let status = &u.status;
+                let tid = task_id(&status.task_id);
+                let state = TaskState::from_number_or_unknown(status.state);
+                // Updates are named by the standard base64 of their uuid's bytes.
                 let uuid = status
-                    .get("uuid")
-                    .and_then(Value::as_str)
+                    .uuid
+                    .as_ref()
+                    .map(|u| base64::engine::general_purpose::STANDARD.encode(u))
                     .ok_or_else(|| {
                         ApiError::bad_request("Expecting 'update.status.uuid' to be present")
-                    })?
-                    .to_string();
-                self.agent_update(&aid, &fid, &tid, state, &uuid, status.clone(), now);
+                    })?;
+                self.agent_update(&aid, &fid, &tid, state, &uuid, to_json(status), now);
                 Ok(())
             }
-            "SUBSCRIBE" => Err(ApiError::bad_request(
+            Type::Subscribe => Err(ApiError::bad_request(
                 "SUBSCRIBE must be sent on its own connection",
             )),
-            other => Err(ApiError::bad_request(format!(
-                "Unknown agent call type '{other}'"
-            ))),
+            Type::Unknown => Err(ApiError::bad_request("Unknown agent call type 'UNKNOWN'")),
         }
     }
 

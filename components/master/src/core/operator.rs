@@ -6,20 +6,36 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use capstan_proto::mesos::v1 as mesos;
+use capstan_proto::mesos::v1::master::call::Type;
 use capstan_types::{AgentId, FrameworkId, OfferId, TaskId, TaskState};
 use serde_json::{Value, json};
 use tracing::info;
 
+use super::scheduler::{agent_id, framework_id};
 use super::{
     Agent, AgentState, ApiError, Core, Framework, OperatorReply, Packed, Sink, Task, version_info,
 };
 use crate::registry::RegistryOp;
 use crate::resources::{Pools, pools_add, pools_to_mesos_json};
-use crate::wire::{Api, Encoding, call_type};
+use crate::wire::{Api, Encoding, OperatorCall};
 
-/// The `<call>.agent_id` of an operator call that names an agent (400 when it is missing).
-fn agent_id_of(call: &Value, field: &str) -> Result<AgentId, ApiError> {
-    AgentId::from_wire(call.pointer(&format!("/{field}/agent_id")))
+/// The call's `type`: present and a name of `Call.Type` (checked at the edge).
+fn call_type_of(call: &OperatorCall) -> Result<Type, ApiError> {
+    match call.r#type {
+        None => Err(ApiError::bad_request("Expecting 'type' to be present")),
+        Some(n) => Type::try_from(n).map_err(|_| {
+            ApiError::bad_request(format!(
+                "Failed to convert JSON into Call protobuf: unknown call type '{n}'"
+            ))
+        }),
+    }
+}
+
+/// The `<field>.agent_id` of an operator call that names an agent, from its `<field>`
+/// message (400 when the message is missing; the edge checks its required `agent_id`).
+fn agent_id_of(id: Option<&mesos::AgentId>, field: &str) -> Result<AgentId, ApiError> {
+    id.map(agent_id)
         .ok_or_else(|| ApiError::bad_request(format!("Expecting '{field}.agent_id' to be present")))
 }
 
@@ -43,31 +59,35 @@ impl Core {
 
     pub fn operator_call(
         &mut self,
-        call: &Value,
+        call: &OperatorCall,
         enc: Encoding,
         now: Instant,
     ) -> Result<OperatorReply, ApiError> {
-        let ty = call_type(Api::Operator, call).map_err(ApiError::bad_request)?;
-        let lower = ty.to_ascii_lowercase();
-        let wrap = |v: Value| OperatorReply::Json(json!({"type": ty, lower.clone(): v}));
+        let ty = call_type_of(call)?;
+        let name = ty.as_str_name();
+        let lower = name.to_ascii_lowercase();
+        let wrap = |v: Value| OperatorReply::Json(json!({"type": name, lower.clone(): v}));
         match ty {
-            "GET_HEALTH" => Ok(wrap(json!({"healthy": true}))),
-            "GET_VERSION" => Ok(wrap(json!({"version_info": version_info()}))),
-            "GET_STATE" => Ok(wrap(self.get_state())),
-            "GET_AGENTS" => Ok(wrap(self.get_agents())),
-            "GET_FRAMEWORKS" => Ok(wrap(self.get_frameworks())),
-            "GET_TASKS" => Ok(wrap(self.get_tasks())),
-            "GET_EXECUTORS" => Ok(wrap(self.get_executors())),
-            "GET_MASTER" => Ok(wrap(json!({
+            Type::GetHealth => Ok(wrap(json!({"healthy": true}))),
+            Type::GetVersion => Ok(wrap(json!({"version_info": version_info()}))),
+            Type::GetState => Ok(wrap(self.get_state())),
+            Type::GetAgents => Ok(wrap(self.get_agents())),
+            Type::GetFrameworks => Ok(wrap(self.get_frameworks())),
+            Type::GetTasks => Ok(wrap(self.get_tasks())),
+            Type::GetExecutors => Ok(wrap(self.get_executors())),
+            Type::GetMaster => Ok(wrap(json!({
                 "master_info": self.master_info,
                 "start_time": self.start_time,
                 "elected_time": self.start_time,
             }))),
-            "GET_METRICS" => Ok(wrap(
+            Type::GetMetrics => Ok(wrap(
                 json!({"metrics": self.metrics().as_object().map(|m| m.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>()).unwrap_or_default()}),
             )),
-            "TEARDOWN" => {
-                let fid = FrameworkId::from_wire(call.pointer("/teardown/framework_id"))
+            Type::Teardown => {
+                let fid = call
+                    .teardown
+                    .as_ref()
+                    .map(|t| framework_id(&t.framework_id))
                     .ok_or_else(|| {
                         ApiError::bad_request("Expecting 'teardown.framework_id' to be present")
                     })?;
@@ -77,20 +97,21 @@ impl Core {
                 self.teardown_framework(&fid)?;
                 Ok(OperatorReply::Empty)
             }
-            "MARK_AGENT_GONE" => {
-                let aid = agent_id_of(call, "mark_agent_gone")?;
+            Type::MarkAgentGone => {
+                let aid = agent_id_of(
+                    call.mark_agent_gone.as_ref().map(|m| &m.agent_id),
+                    "mark_agent_gone",
+                )?;
                 if !self.agents.contains_key(&aid) && !self.recovered_agents.contains_key(&aid) {
                     return Err(ApiError::bad_request(format!("Agent {aid} not found")));
                 }
                 self.mark_gone(&aid);
                 Ok(OperatorReply::Empty)
             }
-            "DRAIN_AGENT" => {
-                let aid = agent_id_of(call, "drain_agent")?;
-                let mark_gone = call
-                    .pointer("/drain_agent/mark_gone")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
+            Type::DrainAgent => {
+                let drain = call.drain_agent.as_ref();
+                let aid = agent_id_of(drain.map(|d| &d.agent_id), "drain_agent")?;
+                let mark_gone = drain.is_some_and(mesos::master::call::DrainAgent::mark_gone);
                 let Some(a) = self.agents.get_mut(&aid) else {
                     return Err(ApiError::bad_request(format!("Agent {aid} not found")));
                 };
@@ -128,8 +149,11 @@ impl Core {
                 let _ = now;
                 Ok(OperatorReply::Empty)
             }
-            "REACTIVATE_AGENT" => {
-                let aid = agent_id_of(call, "reactivate_agent")?;
+            Type::ReactivateAgent => {
+                let aid = agent_id_of(
+                    call.reactivate_agent.as_ref().map(|r| &r.agent_id),
+                    "reactivate_agent",
+                )?;
                 let Some(a) = self.agents.get_mut(&aid) else {
                     return Err(ApiError::bad_request(format!("Agent {aid} not found")));
                 };
@@ -147,7 +171,7 @@ impl Core {
                 info!(agent_id = %aid, "Agent reactivated");
                 Ok(OperatorReply::Empty)
             }
-            "SUBSCRIBE" => {
+            Type::Subscribe => {
                 let (sink, rx) = Sink::new(Api::Operator, enc, &self.durability);
                 sink.send(&json!({"type":"SUBSCRIBED","subscribed":{
                     "get_state": self.get_state(),
@@ -156,12 +180,12 @@ impl Core {
                 self.operator_subs.push(sink);
                 Ok(OperatorReply::Stream(rx))
             }
-            "UNKNOWN" => Err(ApiError::unknown_call()),
-            // A call type of the operator API (checked by `call_type`) that Capstan does
-            // not implement: a well-formed call, so 501 rather than 400.
-            other => Err(ApiError {
+            Type::Unknown => Err(ApiError::unknown_call()),
+            // A call type of the operator API (checked at the edge) that Capstan does not
+            // implement: a well-formed call, so 501 rather than 400.
+            _ => Err(ApiError {
                 status: 501,
-                message: format!("Operator call '{other}' is not implemented"),
+                message: format!("Operator call '{name}' is not implemented"),
             }),
         }
     }

@@ -31,15 +31,15 @@ use crate::resources::{
 };
 use crate::wire::{Api, Encoding, RejectedTask, SchedulerCall, master_status_at};
 
-fn framework_id(id: &mesos::FrameworkId) -> FrameworkId {
+pub(super) fn framework_id(id: &mesos::FrameworkId) -> FrameworkId {
     id.value.as_str().into()
 }
 
-fn task_id(id: &mesos::TaskId) -> TaskId {
+pub(super) fn task_id(id: &mesos::TaskId) -> TaskId {
     id.value.as_str().into()
 }
 
-fn agent_id(id: &mesos::AgentId) -> AgentId {
+pub(super) fn agent_id(id: &mesos::AgentId) -> AgentId {
     id.value.as_str().into()
 }
 

@@ -478,7 +478,7 @@ impl Core {
                 .count();
             put(&format!("master/tasks_{s}"), n as f64);
         }
-        let total = self.alloc.cluster_total();
+        let total = self.alloc.cluster_total().clone();
         let mut used = Pools::new();
         for t in self.tasks.values().filter(|t| !t.released) {
             pools_add(&mut used, &t.resources);

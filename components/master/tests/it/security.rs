@@ -129,6 +129,75 @@ async fn strict_master_verifies_frameworks_agents_and_readers() -> Result<()> {
         .as_ref()
         .map(|h| h.local_addr())
         .context("running")?;
+
+    // An agent node's certificate is a viewer's, except that it may drain its own agent
+    // (`capstan cluster leave` on the agent): not another one.
+    let agents: serde_json::Value = http
+        .get(format!("{}/master/slaves", m.base))
+        .header("authorization", &viewer)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let a1 = agents["slaves"][0]["id"]
+        .as_str()
+        .context("a1's agent id")?
+        .to_owned();
+    let drain =
+        format!(r#"{{"type": "DRAIN_AGENT", "drain_agent": {{"agent_id": {{"value": "{a1}"}}}}}}"#);
+    let node_client = |name: &str| -> Result<reqwest::Client> {
+        let files = cluster.write_node(dir.path(), name, "agent")?;
+        let tls = capstan_runtime::tls::NodeTls::load(&TlsFiles {
+            cert_file: files.cert,
+            key_file: files.key,
+            ca_file: dir.path().join("ca.crt"),
+        })?;
+        Ok(
+            capstan_http_client::with_tls(capstan_http_client::builder(), &tls.client_config())
+                .build()?,
+        )
+    };
+    let nodes = [("a1", node_client("a1")?), ("a2", node_client("a2")?)];
+    let as_node = async |name: &str, call: &str| -> Result<u16> {
+        let client = &nodes.iter().find(|(n, _)| *n == name).context("a node")?.1;
+        let resp = client
+            .post(format!("https://127.0.0.1:{}/api/v1", addr.port()))
+            .header("content-type", "application/json")
+            .body(call.to_owned())
+            .send()
+            .await?;
+        Ok(resp.status().as_u16())
+    };
+    assert_eq!(
+        as_node("a2", &drain).await?,
+        403,
+        "another agent's certificate"
+    );
+    assert_eq!(as_node("a1", get_state).await?, 200, "an agent node reads");
+    assert_eq!(
+        as_node("a1", teardown).await?,
+        403,
+        "and changes nothing else"
+    );
+    assert_eq!(as_node("a1", &drain).await?, 200, "the agent drains itself");
+    let reactivate = drain
+        .replace("DRAIN_AGENT", "REACTIVATE_AGENT")
+        .replace("drain_agent", "reactivate_agent");
+    assert_eq!(
+        as_node("a1", &reactivate).await?,
+        403,
+        "reactivating is an operator's"
+    );
+    assert_eq!(
+        send(
+            "/api/v1",
+            Some(operator_basic.header_value()),
+            true,
+            Some(&reactivate)
+        )
+        .await?,
+        200
+    );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pymesos/scheduler.py");
     let out = tokio::process::Command::new(&python)
         .arg(&script)

@@ -229,6 +229,46 @@ fn offers_fit_by_unreserved_cpus_mem_and_port_ranges() {
 }
 
 #[test]
+fn one_offer_carries_every_start_it_fits() {
+    // 0.5 cpus, 256 MiB and one host port each: the offer's three ports are the limit.
+    let s = spec_of(json!({
+        "Image": "x",
+        "HostConfig": {"NanoCpus": 500_000_000, "Memory": 268_435_456,
+                       "PortBindings": {"80/tcp": [{"HostPort": ""}]}},
+    }));
+    let mut o = offer();
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let m = fit(&s, &o).expect("fits");
+        ports.extend(m.ports.iter().map(|p| p.host_port));
+        take(&mut o, &m);
+    }
+    assert_eq!(
+        ports,
+        [31000, 31001, 31002],
+        "each start gets a port of its own"
+    );
+    assert_eq!(fit(&s, &o), Err(NoFit::Ports));
+    assert_eq!(scalar(&o, "cpus"), 0.5);
+    assert_eq!(scalar(&o, "mem"), 256.0);
+    assert_eq!(
+        o["resources"][2]["scalar"]["value"], 4096.0,
+        "the reservation is not ours"
+    );
+    // Tenths add up in milli-units: ten of 0.1 cpus fit in 1.0, the eleventh does not.
+    let tenth = spec_of(
+        json!({"Image": "x", "HostConfig": {"NanoCpus": 100_000_000, "Memory": 8_388_608}}),
+    );
+    let mut o = offer();
+    o["resources"][0]["scalar"]["value"] = json!(1.0);
+    for i in 0..10 {
+        let m = fit(&tenth, &o).unwrap_or_else(|e| panic!("start {i}: {e}"));
+        take(&mut o, &m);
+    }
+    assert!(matches!(fit(&tenth, &o), Err(NoFit::Cpus { .. })));
+}
+
+#[test]
 fn the_task_info_is_a_valid_mesos_task_for_the_docker_containerizer() {
     let s = spec_of(json!({
         "Image": "capstan/http", "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"],

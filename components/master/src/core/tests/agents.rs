@@ -48,7 +48,7 @@ fn an_agent_that_stops_answering_loses_its_tasks_by_partition_awareness() {
         let e = h
             .core
             .agent_call(
-                &json!({"type": "PONG", "agent_id": {"value": agent.id}}),
+                &agent_call(&json!({"type": "PONG", "agent_id": {"value": agent.id}})),
                 now,
             )
             .expect_err("refused");
@@ -103,7 +103,7 @@ fn agents_are_numbered_in_registration_order_and_reregister_with_their_id() {
     let now = h.now();
     let mut again = Stream::new(
         h.core
-            .agent_subscribe(&call, Encoding::Json, now)
+            .agent_subscribe(&agent_call(&call), Encoding::Json, now)
             .expect("re-registered"),
     );
     let sub = again.take("SUBSCRIBED");
@@ -122,7 +122,7 @@ fn a_drained_agent_is_offered_again_once_reactivated() {
     h.offer(&mut s);
     let op = |h: &mut Harness, call: Value| {
         let now = h.now();
-        h.core.operator_call(&call, Encoding::Json, now)
+        operator_call(&call).and_then(|c| h.core.operator_call(&c, Encoding::Json, now))
     };
     let reactivate = json!({"type": "REACTIVATE_AGENT",
         "reactivate_agent": {"agent_id": {"value": agent.id}}});
@@ -164,7 +164,11 @@ fn a_drain_survives_a_leader_change_until_it_is_undone() {
     let a = h.add_agent("a1", 1.0, 128.0);
     let now = h.now();
     h.core
-        .operator_call(&drain_call(&a.id), Encoding::Json, now)
+        .operator_call(
+            &operator_call(&drain_call(&a.id)).expect("a DRAIN_AGENT"),
+            Encoding::Json,
+            now,
+        )
         .expect("DRAIN_AGENT");
     // The next leader loads what this one recorded; the agent re-registers there.
     let registry = |h: &Harness| {
@@ -180,7 +184,7 @@ fn a_drain_survives_a_leader_change_until_it_is_undone() {
     let call = json!({"type": "SUBSCRIBE", "agent_id": {"value": a.id}, "subscribe": {
         "agent_info": {"hostname": "a1", "resources": [scalar("cpus", 1.0)]}}});
     next.core
-        .agent_subscribe(&call, Encoding::Json, now)
+        .agent_subscribe(&agent_call(&call), Encoding::Json, now)
         .expect("re-registered");
     let slave = &next.core.slaves_json()["slaves"][0];
     assert_eq!(
@@ -191,7 +195,95 @@ fn a_drain_survives_a_leader_change_until_it_is_undone() {
     let reactivate = json!({"type": "REACTIVATE_AGENT",
         "reactivate_agent": {"agent_id": {"value": a.id}}});
     h.core
-        .operator_call(&reactivate, Encoding::Json, now)
+        .operator_call(
+            &operator_call(&reactivate).expect("a REACTIVATE_AGENT"),
+            Encoding::Json,
+            now,
+        )
         .expect("REACTIVATE_AGENT");
     assert!(registry(&h).draining.is_empty());
+}
+
+#[test]
+fn typed_agent_calls_forward_messages_and_refuse_missing_payloads() {
+    let mut h = Harness::new();
+    let agent = h.add_agent("a1", 1.0, 128.0);
+    let mut s = h.subscribe(framework_info("f", &[], 0.0));
+    let now = h.now();
+    let message = json!({"type": "MESSAGE", "agent_id": {"value": agent.id}, "message": {
+        "framework_id": {"value": s.id}, "executor_id": {"value": "e1"}, "data": "aGk="}});
+    h.core
+        .agent_call(&agent_call(&message), now)
+        .expect("MESSAGE accepted");
+    let ev = s.events.take("MESSAGE");
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        ev[0]["message"],
+        json!({"agent_id": {"value": agent.id}, "executor_id": {"value": "e1"}, "data": "aGk="})
+    );
+    // What the edge cannot check (a protobuf call has no required fields) the core does.
+    let bare = json!({"type": "UPDATE", "agent_id": {"value": agent.id}});
+    let e = h
+        .core
+        .agent_call(&agent_call(&bare), now)
+        .expect_err("refused");
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (400, "Expecting 'update' to be present")
+    );
+    let no_uuid = json!({"type": "UPDATE", "agent_id": {"value": agent.id}, "update": {
+        "framework_id": {"value": s.id},
+        "status": {"task_id": {"value": "t1"}, "state": "TASK_RUNNING"}}});
+    let e = h
+        .core
+        .agent_call(&agent_call(&no_uuid), now)
+        .expect_err("refused");
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (400, "Expecting 'update.status.uuid' to be present")
+    );
+    let e = h
+        .core
+        .agent_call(&agent_call(&json!({"type": "PONG"})), now)
+        .expect_err("refused");
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (400, "Expecting 'agent_id' to be present")
+    );
+}
+
+#[test]
+fn a_reregistering_agent_reports_its_tasks_as_typed_running_tasks() {
+    let mut h = Harness::new();
+    let (mut s, agent) = running_task(&mut h, framework_info("f", &[], 0.0), "t1");
+    let fid = s.id.clone();
+    let task = task_info("t1", &agent.id, 1.0, 128.0);
+    let call = json!({"type": "SUBSCRIBE", "agent_id": {"value": agent.id}, "subscribe": {
+        "agent_info": {"id": {"value": agent.id}, "hostname": "a1",
+            "resources": [scalar("cpus", 4.0), scalar("mem", 1024.0)]},
+        "tasks": [{"framework_id": {"value": fid}, "task": task,
+            "status": {"task_id": {"value": "t1"}, "state": "TASK_RUNNING",
+                "uuid": update_uuid(3)}}]}});
+    let now = h.now();
+    let mut again = Stream::new(
+        h.core
+            .agent_subscribe(&agent_call(&call), Encoding::Json, now)
+            .expect("re-registered"),
+    );
+    assert_eq!(again.take("SUBSCRIBED").len(), 1);
+    h.settle();
+    // The state changed (TASK_STAGING → TASK_RUNNING): the framework hears of it, without
+    // the agent's uuid (the master's own update is not acknowledged).
+    let st = updates(&mut s);
+    assert_eq!(st.len(), 1, "{st:?}");
+    assert_eq!(st[0]["state"], "TASK_RUNNING");
+    assert_eq!(st[0]["reason"], "REASON_AGENT_REREGISTERED");
+    assert!(st[0].get("uuid").is_none(), "{}", st[0]);
+    assert_eq!(
+        h.task_state(&fid, "t1"),
+        Some(("TASK_RUNNING".into(), "tasks"))
+    );
+    assert_eq!(h.core.metrics()["master/cpus_used"], 1.0);
+    let slave = &h.core.slaves_json()["slaves"][0];
+    assert_eq!(slave["port"], 5051, "{slave}");
 }

@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 use super::{Clock, Core, Frame, IdGen, OperatorReply};
 use crate::config::Config;
 use crate::registry::{Durability, InMemoryRegistry, Registry, RegistryOp, RegistrySnapshot};
-use crate::wire::{Encoding, SchedulerCall, decode_scheduler_json};
+use crate::wire::{
+    AgentCall, Encoding, OperatorCall, SchedulerCall, decode_agent_json, decode_operator_json,
+    decode_scheduler_json,
+};
 use capstan_proto::recordio::RecordIoDecoder;
 
 mod agents;
@@ -46,6 +49,16 @@ fn offer_id(n: u32) -> String {
 /// A JSON scheduler call decoded as the HTTP edge decodes it (its errors are 400s).
 fn decode(call: &Value) -> Result<SchedulerCall, super::ApiError> {
     decode_scheduler_json(call).map_err(super::ApiError::bad_request)
+}
+
+/// A JSON agent call decoded as the HTTP edge decodes it (the test's own calls are well-formed).
+fn agent_call(call: &Value) -> AgentCall {
+    decode_agent_json(call).unwrap_or_else(|e| panic!("{call} is a well-formed agent call: {e}"))
+}
+
+/// A JSON operator call decoded as the HTTP edge decodes it (its errors are 400s).
+fn operator_call(call: &Value) -> Result<OperatorCall, super::ApiError> {
+    decode_operator_json(call).map_err(super::ApiError::bad_request)
 }
 
 /// A clock that moves only when the test says so.
@@ -310,7 +323,7 @@ impl Harness {
         let now = self.now();
         let rx = self
             .core
-            .agent_subscribe(&call, Encoding::Json, now)
+            .agent_subscribe(&agent_call(&call), Encoding::Json, now)
             .expect("agent SUBSCRIBE accepted");
         let mut events = Stream::new(rx);
         let sub = events.take("SUBSCRIBED");
@@ -330,7 +343,7 @@ impl Harness {
         }});
         let now = self.now();
         self.core
-            .agent_call(&call, now)
+            .agent_call(&agent_call(&call), now)
             .expect("agent UPDATE accepted");
         self.settle();
     }
@@ -338,7 +351,10 @@ impl Harness {
     fn pong(&mut self, a: &FakeAgent) {
         let now = self.now();
         self.core
-            .agent_call(&json!({"type": "PONG", "agent_id": {"value": a.id}}), now)
+            .agent_call(
+                &agent_call(&json!({"type": "PONG", "agent_id": {"value": a.id}})),
+                now,
+            )
             .expect("PONG accepted");
     }
 
@@ -365,10 +381,8 @@ impl Harness {
 
     fn operator_stream(&mut self) -> Stream {
         let now = self.now();
-        match self
-            .core
-            .operator_call(&json!({"type": "SUBSCRIBE"}), Encoding::Json, now)
-        {
+        let call = operator_call(&json!({"type": "SUBSCRIBE"})).expect("a SUBSCRIBE");
+        match self.core.operator_call(&call, Encoding::Json, now) {
             Ok(OperatorReply::Stream(rx)) => Stream::new(rx),
             other => panic!("operator SUBSCRIBE answered {other:?}"),
         }
