@@ -784,9 +784,9 @@ async fn join(
         Ok(record) => record,
         Err(e) => return state_error(&e),
     };
-    let (members, retired) = match (s.state.members().await, s.state.retired_member_id().await) {
-        (Ok(members), Ok(retired)) => (members, retired),
-        (Err(e), _) | (_, Err(e)) => return state_error(&e),
+    let (members, retired) = match s.state.membership().await {
+        Ok(m) => m,
+        Err(e) => return state_error(&e),
     };
     let mut masters: Vec<IpAddr> = members.iter().map(|(_, ip)| *ip).collect();
     if masters.is_empty() {
@@ -883,9 +883,9 @@ async fn join_coord(
             format!("advertise {} is not a node address", req.advertise),
         );
     }
-    let (members, retired) = match (s.state.members().await, s.state.retired_member_id().await) {
-        (Ok(members), Ok(retired)) => (members, retired),
-        (Err(e), _) | (_, Err(e)) => return state_error(&e),
+    let (members, retired) = match s.state.membership().await {
+        Ok(m) => m,
+        Err(e) => return state_error(&e),
     };
     let id = req
         .member_id

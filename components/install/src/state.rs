@@ -196,6 +196,12 @@ impl ClusterState {
         Ok(id)
     }
 
+    /// [`Self::members`] and [`Self::retired_member_id`]: what a joining master's id is
+    /// chosen from ([`member_id_for`]).
+    pub async fn membership(&self) -> Result<(Vec<(u64, std::net::IpAddr)>, u64), StateError> {
+        Ok((self.members().await?, self.retired_member_id().await?))
+    }
+
     /// The highest coord member id of a removed master (0: none was removed).
     pub async fn retired_member_id(&self) -> Result<u64, StateError> {
         Ok(self

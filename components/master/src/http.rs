@@ -985,47 +985,42 @@ mod tests {
         assert!(text_of(r).await.contains("unknown call type 'GET_STATE!'"));
     }
 
+    /// `call` read from `path` as JSON and as protobuf, by `read`: both must be `typed`.
+    async fn reads_the_same<C, F>(
+        path: &str,
+        call: &serde_json::Value,
+        read: impl Fn(Request) -> F,
+    ) -> C
+    where
+        C: capstan_proto::Message
+            + capstan_proto::prost::Name
+            + Default
+            + PartialEq
+            + std::fmt::Debug,
+        F: std::future::Future<Output = Result<(HeaderMap, C), Response>>,
+    {
+        let typed: C = capstan_proto::from_json(call).expect("a Call");
+        let json = read(post(
+            path,
+            "application/json",
+            call.to_string().into_bytes(),
+        ));
+        let (_, json) = json.await.expect("JSON read");
+        let pb = read(post(path, "application/x-protobuf", typed.encode_to_vec()));
+        let (_, pb) = pb.await.expect("protobuf read");
+        assert_eq!(json, pb);
+        assert_eq!(json, typed);
+        json
+    }
+
     #[tokio::test]
     async fn protobuf_and_json_operator_and_agent_calls_read_as_the_same_typed_call() {
-        use capstan_proto::Message;
         let drain = serde_json::json!({"type": "DRAIN_AGENT",
             "drain_agent": {"agent_id": {"value": "a"}, "mark_gone": true}});
-        let typed: OperatorCall = capstan_proto::from_json(&drain).expect("a Call");
-        let (_, json) = read_operator_call(post(
-            "/api/v1",
-            "application/json",
-            drain.to_string().into_bytes(),
-        ))
-        .await
-        .expect("JSON read");
-        let (_, pb) = read_operator_call(post(
-            "/api/v1",
-            "application/x-protobuf",
-            typed.encode_to_vec(),
-        ))
-        .await
-        .expect("protobuf read");
-        assert_eq!(json, pb);
-        assert_eq!(json, typed);
+        let json: OperatorCall = reads_the_same("/api/v1", &drain, read_operator_call).await;
         assert!(json.drain_agent.as_ref().is_some_and(|d| d.mark_gone()));
         let pong = serde_json::json!({"type": "PONG", "agent_id": {"value": "a"}});
-        let typed: AgentCall = capstan_proto::from_json(&pong).expect("a Call");
-        let (_, json) = read_agent_call(post(
-            "/api/capstan/agent/v1",
-            "application/json",
-            pong.to_string().into_bytes(),
-        ))
-        .await
-        .expect("JSON read");
-        let (_, pb) = read_agent_call(post(
-            "/api/capstan/agent/v1",
-            "application/x-protobuf",
-            typed.encode_to_vec(),
-        ))
-        .await
-        .expect("protobuf read");
-        assert_eq!(json, pb);
-        assert_eq!(json, typed);
+        let _: AgentCall = reads_the_same("/api/capstan/agent/v1", &pong, read_agent_call).await;
     }
 
     #[test]

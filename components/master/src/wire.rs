@@ -306,7 +306,7 @@ pub fn decode_scheduler_json(v: &Value) -> Result<SchedulerCall, String> {
 pub fn decode_scheduler_protobuf(body: &[u8]) -> Result<SchedulerCall, String> {
     use capstan_proto::mesos::v1::scheduler::{Call, call::Type};
     let call = capstan_proto::decode::<Call>(body).map_err(protobuf_error)?;
-    check_protobuf_type(call.r#type, |n| Type::try_from(n).is_ok())?;
+    call_type_enum::<Type>(call.r#type)?;
     Ok(call.into())
 }
 
@@ -378,14 +378,13 @@ where
     capstan_proto::from_json::<M>(v).map_err(|e| call_json_error(what, named_from, e))
 }
 
-/// The `type` of a protobuf call: present and a value of its enum (`known`).
-fn check_protobuf_type(ty: Option<i32>, known: impl Fn(i32) -> bool) -> Result<(), String> {
+/// A call's `type`: present and a value of its enum `T` (the `400` message otherwise).
+pub fn call_type_enum<T: TryFrom<i32>>(ty: Option<i32>) -> Result<T, String> {
     match ty {
         None => Err("Expecting 'type' to be present".into()),
-        Some(n) if !known(n) => Err(format!(
-            "Failed to convert JSON into Call protobuf: unknown call type '{n}'"
-        )),
-        Some(_) => Ok(()),
+        Some(n) => T::try_from(n).map_err(|_| {
+            format!("Failed to convert JSON into Call protobuf: unknown call type '{n}'")
+        }),
     }
 }
 
@@ -403,7 +402,7 @@ pub fn decode_agent_json(v: &Value) -> Result<AgentCall, String> {
 pub fn decode_agent_protobuf(body: &[u8]) -> Result<AgentCall, String> {
     use capstan_proto::capstan::agent::v1::call::Type;
     let call = capstan_proto::decode::<AgentCall>(body).map_err(protobuf_error)?;
-    check_protobuf_type(call.r#type, |n| Type::try_from(n).is_ok())?;
+    call_type_enum::<Type>(call.r#type)?;
     Ok(call)
 }
 
@@ -416,7 +415,7 @@ pub fn decode_operator_json(v: &Value) -> Result<OperatorCall, String> {
 pub fn decode_operator_protobuf(body: &[u8]) -> Result<OperatorCall, String> {
     use capstan_proto::mesos::v1::master::call::Type;
     let call = capstan_proto::decode::<OperatorCall>(body).map_err(protobuf_error)?;
-    check_protobuf_type(call.r#type, |n| Type::try_from(n).is_ok())?;
+    call_type_enum::<Type>(call.r#type)?;
     Ok(call)
 }
 

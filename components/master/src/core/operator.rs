@@ -22,14 +22,7 @@ use crate::wire::{Api, Encoding, OperatorCall};
 
 /// The call's `type`: present and a name of `Call.Type` (checked at the edge).
 fn call_type_of(call: &OperatorCall) -> Result<Type, ApiError> {
-    match call.r#type {
-        None => Err(ApiError::bad_request("Expecting 'type' to be present")),
-        Some(n) => Type::try_from(n).map_err(|_| {
-            ApiError::bad_request(format!(
-                "Failed to convert JSON into Call protobuf: unknown call type '{n}'"
-            ))
-        }),
-    }
+    crate::wire::call_type_enum(call.r#type).map_err(ApiError::bad_request)
 }
 
 /// The `<field>.agent_id` of an operator call that names an agent, from its `<field>`

@@ -43,16 +43,9 @@ pub(super) fn agent_id(id: &mesos::AgentId) -> AgentId {
     id.value.as_str().into()
 }
 
-/// The call's `type`: present and a name of `Call.Type` (checked at the edge for JSON).
+/// The call's `type`: present and a name of `Call.Type` (checked at the edge).
 fn call_type_of(call: &scheduler::Call) -> Result<Type, ApiError> {
-    match call.r#type {
-        None => Err(ApiError::bad_request("Expecting 'type' to be present")),
-        Some(n) => Type::try_from(n).map_err(|_| {
-            ApiError::bad_request(format!(
-                "Failed to convert JSON into Call protobuf: unknown call type '{n}'"
-            ))
-        }),
-    }
+    crate::wire::call_type_enum(call.r#type).map_err(ApiError::bad_request)
 }
 
 /// A FrameworkInfo as the master keeps it: its Mesos JSON, `failover_timeout` always set.
